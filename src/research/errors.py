@@ -1,0 +1,36 @@
+"""The exception hierarchy: every user mistake raises a :class:`ResearchError`.
+
+Messages say what was wrong, the offending value (file, row, column where there is
+one), what is valid, and how to fix it. The command line prints the message and
+exits with status 1; it never shows a traceback for a ResearchError.
+"""
+
+from __future__ import annotations
+
+
+class ResearchError(Exception):
+    """Root of every error the package raises on purpose."""
+
+
+class SchemaError(ResearchError):
+    """A table or file does not have the shape its Table Schema requires."""
+
+
+class DataError(ResearchError):
+    """The data itself is unusable: empty, undecodable, or of an unknown format."""
+
+
+class ConfigError(ResearchError):
+    """A configuration value, parameter or option is unknown or out of range."""
+
+
+def location(file: str | None = None, line: int | None = None, column: str | None = None) -> str:
+    """Format a 'file, line, column' prefix for messages; empty parts are left out."""
+    parts = []
+    if file:
+        parts.append(str(file))
+    if line is not None:
+        parts.append(f"line {line}")
+    if column:
+        parts.append(f"column {column!r}")
+    return ", ".join(parts)

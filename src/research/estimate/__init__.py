@@ -1,0 +1,1 @@
+"""Estimators: classical item statistics, IRT, learning curves and AFM, gains, surveys, equity, engagement."""
