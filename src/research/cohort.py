@@ -1,0 +1,52 @@
+"""A cohort's canonical tables, read from the warehouse into DataFrames."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from research.errors import ResearchError
+from research.schema import canonical_tables
+
+
+@dataclass
+class CohortData:
+    """The canonical tables of one cohort (learner ids pseudonymised)."""
+
+    cohort: str
+    attempts: pd.DataFrame
+    attempt_kcs: pd.DataFrame
+    assessments: pd.DataFrame
+    surveys: pd.DataFrame
+    learners: pd.DataFrame
+    items: pd.DataFrame
+    quarantine: pd.DataFrame = field(default_factory=pd.DataFrame)
+    loads: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def kc_models(self) -> list[str]:
+        """The KC models present, in alphabetical order."""
+        return sorted(self.attempt_kcs["kc_model"].dropna().unique().tolist())
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{name}={len(getattr(self, name)):,}" for name in canonical_tables())
+        return f"CohortData({self.cohort!r}: {sizes})"
+
+
+def load(cohort: str, warehouse: str | os.PathLike[str] | None = None) -> CohortData:
+    """Read every canonical table of ``cohort`` from the warehouse.
+
+    Raises :class:`ResearchError` naming the cohorts that exist when ``cohort`` is not there.
+    """
+    from research.warehouse import Warehouse
+
+    with Warehouse(warehouse, read_only=True) as wh:
+        if not wh.has_cohort(cohort):
+            known = wh.cohorts()["cohort"].tolist()
+            raise ResearchError(
+                f"cohort {cohort!r} is not in warehouse {wh.path}; cohorts there: {', '.join(known) or 'none'}. "
+                "Load it with `research ingest PATH... --cohort NAME`."
+            )
+        tables = {name: wh.table(name, cohort) for name in canonical_tables()}
+        return CohortData(cohort=cohort, **tables, quarantine=wh.table("quarantine", cohort), loads=wh.table("loads", cohort))

@@ -1,0 +1,59 @@
+"""The demo cohort: a simulated course run written as real exports and ingested.
+
+``research demo`` and every notebook's default parameters use it, so the whole
+pipeline runs on a fresh machine with no data of one's own. The raw exports are kept
+under ``data/demo/COHORT/`` so the ingest can be read and repeated like any other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from research.paths import resolve
+
+#: Settings of the demo cohort: big enough that planted problems show, small enough to run in seconds.
+DEMO_SETTINGS = {"n_learners": 400, "seed": 2026}
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock on ``path`` (created when missing), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def raw_dir(cohort: str = "demo") -> Path:
+    return resolve(Path("data") / "demo" / cohort)
+
+
+def write_demo_exports(cohort: str = "demo", directory: str | os.PathLike[str] | None = None, **settings) -> list[Path]:
+    """Simulate the demo cohort and write its exports; returns the files to ingest, in order."""
+    from research.simulate import simulate_cohort
+
+    sim = simulate_cohort(cohort=cohort, **{**DEMO_SETTINGS, **settings})
+    written = sim.write(Path(directory) if directory else raw_dir(cohort), formats=("datashop", "xapi"))
+    return [written[k] for k in ("datashop", "assessments", "surveys", "learners", "items")]
+
+
+def ensure_demo(warehouse: str | os.PathLike[str], *, cohort: str = "demo", **settings) -> bool:
+    """Build the demo cohort into ``warehouse`` unless it is there; True when it was built."""
+    from research.warehouse import Warehouse
+
+    path = resolve(warehouse)
+    with file_lock(path.with_name(path.name + ".lock")):
+        if path.exists():
+            with Warehouse(path, read_only=True) as wh:
+                if wh.has_cohort(cohort):
+                    return False
+        files = write_demo_exports(cohort, **settings)
+        with Warehouse(path) as wh:
+            wh.ingest(files, cohort=cohort)
+    return True

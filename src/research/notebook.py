@@ -1,0 +1,126 @@
+"""The second cell of every notebook: ``ctx = research.notebook.setup(...)``.
+
+:func:`setup` checks the notebook's parameters, makes sure the cohort is in the
+warehouse (building the simulated ``demo`` cohort when it is missing, so every notebook
+runs as it is in JupyterLab and under nbval), and returns a :class:`Context` that loads
+the cohort's tables and writes the notebook's tables and figures beside its HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from research.cohort import CohortData, load
+from research.errors import ConfigError, SchemaError
+from research.paths import default_warehouse, resolve
+from research.schema import output_schema, validate
+
+DEMO_COHORTS = ("demo",)
+
+
+@dataclass
+class SavedFigure:
+    """A figure written to disk; shows itself in a notebook as an image with its alt text."""
+
+    path: Path
+    alt: str
+
+    def _repr_html_(self) -> str:
+        data = base64.b64encode(self.path.read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(self.alt, quote=True)}" style="max-width:100%">'
+
+
+@dataclass
+class Context:
+    """What a notebook works with: its cohort's data, its parameters, its output folder."""
+
+    cohort: str
+    warehouse: Path
+    out_dir: Path
+    min_cell_size: int
+    params: dict = field(default_factory=dict)
+
+    @cached_property
+    def data(self) -> CohortData:
+        """The cohort's canonical tables, read once."""
+        return load(self.cohort, self.warehouse)
+
+    def write_table(self, frame: pd.DataFrame, name: str) -> Path:
+        """Validate ``frame`` against ``data_schema/outputs/NAME.schema.json`` and write ``NAME.csv``.
+
+        Raises :class:`SchemaError` listing the first problems when the frame does not
+        match its schema: that is a bug in the code that built it, never the user's.
+        """
+        schema = output_schema(name)
+        missing = [c for c in schema.field_names if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in schema.field_names]
+        if missing or extra:
+            raise SchemaError(
+                f"table {name!r} does not match data_schema/outputs/{name}.schema.json: "
+                f"missing columns {missing or 'none'}, columns not in the schema {extra or 'none'}"
+            )
+        checked = validate(frame[schema.field_names], schema, source_file=f"{name}.csv")
+        if len(checked.rejects):
+            first = checked.rejects.head(5)
+            problems = "; ".join(f"row {r.source_line - 1}: {r.reason}" for r in first.itertuples())
+            raise SchemaError(f"table {name!r}: {len(checked.rejects)} row(s) break its schema: {problems}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"{name}.csv"
+        frame[schema.field_names].to_csv(path, index=False)
+        return path
+
+    def save_figure(self, fig, name: str, *, alt: str) -> SavedFigure:
+        """Write ``fig`` to ``figures/NAME.png`` (with its alt text beside it) and close it."""
+        import matplotlib.pyplot as plt
+
+        if not alt or not alt.strip():
+            raise ConfigError(f"figure {name!r} needs alt text describing what it shows")
+        folder = self.out_dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        (folder / f"{name}.alt.txt").write_text(alt.strip() + "\n", encoding="utf-8")
+        plt.close(fig)
+        return SavedFigure(path, alt.strip())
+
+
+def setup(
+    *,
+    cohort: str = "demo",
+    warehouse: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    min_cell_size: int = 10,
+    **params,
+) -> Context:
+    """Check a notebook's parameters and return its :class:`Context`.
+
+    ``warehouse`` and ``out_dir`` resolve against the project root; ``out_dir`` defaults to
+    ``reports/COHORT``. Extra keyword arguments are the notebook's own parameters and
+    end up in ``ctx.params``. For the ``demo`` cohort the simulated demo is built into
+    the warehouse when it is not there yet.
+    """
+    if not isinstance(cohort, str) or not cohort.strip():
+        raise ConfigError(f"cohort must be a non-empty string, got {cohort!r}")
+    try:
+        min_cell_size = int(min_cell_size)
+    except (TypeError, ValueError):
+        raise ConfigError(f"min_cell_size must be a whole number, got {min_cell_size!r}") from None
+    if min_cell_size < 1:
+        raise ConfigError(f"min_cell_size must be at least 1, got {min_cell_size}")
+    wh_path = resolve(warehouse) if warehouse else default_warehouse()
+    out = resolve(out_dir) if out_dir else resolve(Path("reports") / cohort)
+    if cohort in DEMO_COHORTS:
+        from research.demo import ensure_demo
+
+        ensure_demo(wh_path, cohort=cohort)
+    elif not wh_path.exists():
+        raise ConfigError(f"warehouse {wh_path} does not exist; load the cohort first with `research ingest PATH --cohort {cohort}`")
+    out.mkdir(parents=True, exist_ok=True)
+    return Context(cohort=cohort, warehouse=wh_path, out_dir=out, min_cell_size=min_cell_size, params=params)
