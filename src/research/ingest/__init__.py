@@ -1,0 +1,84 @@
+"""Ingest: one adapter per source format turns one file into canonical tables.
+
+>>> from research.ingest import read_file
+>>> from research.pseudonym import Pseudonymiser
+>>> result = read_file("ds96_tx_export.txt", cohort="2024-spring", pseudonymiser=Pseudonymiser())  # doctest: +SKIP
+>>> result.tables["attempts"], result.rejects                                                     # doctest: +SKIP
+
+Formats (``FORMATS``):
+
+``datashop``
+    DataShop transaction export (tab-delimited), :mod:`research.ingest.datashop_tx`.
+``datashop-step``
+    DataShop student-step export, :mod:`research.ingest.datashop_step`.
+``xapi``
+    xAPI statements from an LRS (JSON array, JSON lines or ``{"statements": [...]}``),
+    :mod:`research.ingest.xapi`.
+``csv``, ``parquet``
+    any canonical table from a plain CSV or Parquet file plus a YAML column mapping,
+    :mod:`research.ingest.tabular`.
+
+File-level problems raise before any row is read: a missing or empty file, bytes that
+are not UTF-8 (the whole file is refused, with the line and byte offset of the first bad
+byte; see :mod:`research.ingest._common`), the wrong delimiter, missing required
+columns, an unknown or ambiguous format. Row-level problems become rejects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from research.errors import ConfigError, DataError
+from research.ingest import datashop_tx
+from research.ingest._common import read_head
+from research.ingest.base import IngestResult, make_rejects
+
+FORMATS: dict[str, ModuleType] = {
+    datashop_tx.NAME: datashop_tx,
+}
+
+__all__ = ["FORMATS", "IngestResult", "make_rejects", "read_file", "sniff"]
+
+
+def sniff(path) -> str:
+    """The format name of ``path``; DataError naming the file when unknown or ambiguous."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        head = ""
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+    else:
+        head = read_head(path)
+    found = []
+    for name, module in FORMATS.items():
+        if module.sniff(path, head):
+            found.append(name)
+    if len(found) == 1:
+        return found[0]
+    known = ", ".join(FORMATS)
+    if not found:
+        raise DataError(
+            f"{path.name}: unknown format; known formats: {known}. A plain CSV/Parquet file needs a "
+            f"column mapping beside it ({path.stem}.mapping.yaml) or options={{'mapping': ...}}; "
+            "or name the format with format=..."
+        )
+    raise DataError(f"{path.name}: ambiguous format, it looks like {' and '.join(found)}; name one with format=... (known formats: {known})")
+
+
+def read_file(path, *, cohort: str, pseudonymiser, format: str | None = None, options: dict | None = None) -> IngestResult:
+    """Read one file into canonical tables (learner ids pseudonymised) plus rejects.
+
+    ``format`` forces the adapter (see ``FORMATS``); by default the format is sniffed.
+    ``options`` go to the adapter, e.g. ``{"mapping": "scores.mapping.yaml"}`` for csv,
+    ``{"kc_extensions": {...}}`` for xapi, ``{"module_level": "path"}`` for datashop.
+    """
+    path = Path(path)
+    if not cohort or not isinstance(cohort, str):
+        raise ConfigError(f"cohort must be a non-empty string, got {cohort!r}")
+    if format is None:
+        format = sniff(path)
+    if format not in FORMATS:
+        raise ConfigError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
+    module = FORMATS[format]
+    return module.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options)

@@ -1,0 +1,525 @@
+"""Helpers shared by the ingest adapters: reading delimited exports, timestamps, ids, KCs.
+
+Everything here is vectorised (pyarrow, pandas, DuckDB); the only Python loops run over
+columns, distinct values (time zones, KC models) or the few malformed lines of a file.
+
+Encoding policy (all delimited formats): files are read as UTF-8 (a byte-order mark is
+allowed and dropped). A file with bytes that are not UTF-8 is refused as a whole with a
+:class:`~research.errors.DataError` that names the file, the line and the byte offset of
+the first bad byte, and says how to fix it (re-export as UTF-8, or pass the file's real
+encoding with ``options={"encoding": "cp1252"}``). We refuse rather than quarantine the
+line because one wrong byte nearly always means the whole file was written in another
+encoding, so the other lines would be silently mis-decoded too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from research.errors import ConfigError, DataError, SchemaError
+from research.ingest.base import empty_rejects, make_rejects
+from research.paths import schema_dir
+
+HEAD_BYTES = 64 * 1024
+
+# --------------------------------------------------------------------------- schema
+
+
+@cache
+def schema_fields(table: str) -> tuple[tuple[str, str], ...]:
+    """(name, type) of every field of a canonical table, in schema order."""
+    path = schema_dir() / f"{table}.schema.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown canonical table {table!r}; valid tables: {', '.join(canonical_tables())}")
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    return tuple((f["name"], f["type"]) for f in spec["fields"])
+
+
+@cache
+def canonical_tables() -> tuple[str, ...]:
+    return tuple(sorted(p.name.removesuffix(".schema.json") for p in schema_dir().glob("*.schema.json")))
+
+
+def _empty(kind: str, n: int, index=None) -> pd.Series:
+    if kind == "integer":
+        return pd.Series(pd.array([pd.NA] * n, dtype="Int64"), index=index)
+    if kind == "number":
+        return pd.Series(np.full(n, np.nan), index=index, dtype="float64")
+    if kind == "datetime":
+        return pd.Series(pd.NaT, index=index if index is not None else range(n), dtype="datetime64[us]")
+    if kind == "boolean":
+        return pd.Series(pd.array([pd.NA] * n, dtype="boolean"), index=index)
+    return pd.Series(pd.array([pd.NA] * n, dtype="string"), index=index)
+
+
+def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Columns of ``table`` in schema order with the canonical dtypes; missing ones are NA."""
+    out = {}
+    n = len(df)
+    for name, kind in schema_fields(table):
+        if name not in df.columns:
+            out[name] = _empty(kind, n, df.index)
+            continue
+        s = df[name]
+        if kind == "integer":
+            s = s.astype("Int64")
+        elif kind == "number":
+            s = s.astype("float64")
+        elif kind == "datetime":
+            if not pd.api.types.is_datetime64_dtype(s.dtype):
+                s = pd.to_datetime(s)
+            s = s.astype("datetime64[us]")
+        elif kind == "boolean":
+            s = s.astype("boolean")
+        else:
+            s = s.astype("string")
+        out[name] = s
+    return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def dedupe_names(names: list[str]) -> list[str]:
+    """Make repeated header names unique the way pandas does: X, X.1, X.2."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            out.append(f"{name}.{seen[name]}")
+        else:
+            seen[name] = 0
+            out.append(name)
+    return out
+
+
+def _locate_bad_utf8(path: Path) -> tuple[int, int, int]:
+    """(line, byte offset, bad byte) of the first non-UTF-8 byte of ``path``."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1, exc.start, data[exc.start]
+    return 0, -1, 0
+
+
+def utf8_error(path: Path, line: int, offset: int, byte: int) -> DataError:
+    hint = ""
+    if offset in (0, 1) and byte in (0xFF, 0xFE):
+        hint = " The file starts with a UTF-16 byte-order mark (Excel 'Unicode text')."
+    return DataError(
+        f"{path.name}: line {line} is not valid UTF-8 (byte 0x{byte:02X} at byte offset {offset}).{hint} "
+        "Re-export the file as UTF-8, or pass its real encoding, e.g. options={'encoding': 'cp1252'}."
+    )
+
+
+def read_head(path: Path, encoding: str = "utf-8") -> str:
+    """The start of the file, decoded; raises DataError for a missing, empty or undecodable file."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a file")
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    if not head.strip():
+        raise DataError(f"{path.name}: the file is empty (no header and no rows); check that the export finished")
+    if encoding.lower().replace("-", "") in ("utf8", "utf8sig"):
+        # cut at the last newline so a multi-byte character split by the 64 KiB window is no error
+        cut = head.rfind(b"\n")
+        chunk = head if cut < 0 or len(head) < HEAD_BYTES else head[: cut + 1]
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise utf8_error(path, chunk.count(b"\n", 0, exc.start) + 1, exc.start, chunk[exc.start]) from None
+        return text.removeprefix("\ufeff")
+    try:
+        return head.decode(encoding, errors="replace")
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r} for {path.name}; use a Python codec name such as 'utf-8', 'cp1252' or 'latin-1'") from None
+
+
+def header_fields(head: str, delimiter: str) -> list[str]:
+    first = head.split("\n", 1)[0].rstrip("\r")
+    return [h.strip() for h in first.split(delimiter)]
+
+
+def check_delimiter(path: Path, head: str, *, expected: str, what: str) -> None:
+    """Refuse a file whose header line does not use the expected delimiter."""
+    first = head.split("\n", 1)[0]
+    if expected in first:
+        return
+    names = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "pipes"}
+    found = [names[d] for d in (",", ";", "\t", "|") if d != expected and d in first]
+    found_txt = f"found {' and '.join(found)}" if found else "found no delimiter at all"
+    raise DataError(
+        f"{path.name}: expected {names.get(expected, repr(expected)).removesuffix('s')}-delimited {what}, "
+        f"{found_txt} in the header line. Re-export it from DataShop as tab-delimited text, "
+        "or read it with format='csv' and a column mapping."
+        if expected == "\t"
+        else f"{path.name}: expected {what} delimited by {expected!r}, {found_txt} in the header line"
+    )
+
+
+def require_columns(path: Path, header: list[str], required: list[str], what: str) -> None:
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise SchemaError(
+            f"{path.name}: missing required column(s) {', '.join(repr(m) for m in missing)} for a {what}. "
+            f"Required: {', '.join(required)}. The file has: {', '.join(header[:40])}"
+            + (" ..." if len(header) > 40 else "")
+        )
+
+
+@dataclass
+class Delimited:
+    """A delimited file read as strings: one row per non-blank well-formed line."""
+
+    frame: pd.DataFrame  # columns named by the deduplicated header, all str, "" for empty
+    line: np.ndarray  # 1-based physical line of each row of frame
+    bad: list[dict] = field(default_factory=list)  # malformed lines: {"line", "expected", "actual", "text"}
+    blank_lines: int = 0
+    header: list[str] = field(default_factory=list)  # the header as written (may repeat names)
+    names: list[str] = field(default_factory=list)  # deduplicated header
+
+    @property
+    def n_read(self) -> int:
+        """Data lines that held something: well-formed rows plus malformed lines."""
+        return len(self.frame) + len(self.bad)
+
+
+def read_delimited(
+    path: Path,
+    *,
+    delimiter: str,
+    header: list[str],
+    usecols: list[str] | None = None,
+    encoding: str = "utf-8",
+) -> Delimited:
+    """Read a delimited text file without quoting (DataShop writes none), every field as text.
+
+    Repeated header names are kept apart (``X``, ``X.1``). Lines with fewer or more fields
+    than the header are not lost: they come back in ``bad`` with their line number. Blank
+    lines are counted and left out.
+    """
+    names = dedupe_names(header)
+    # the first and last columns are always read, so a blank line is told apart from a row
+    # whose data sits only in columns we do not map
+    keep = None if usecols is None else set(usecols) | {names[0], names[-1]}
+    include = names if keep is None else [c for c in names if c in keep]
+    bad: list[dict] = []
+
+    def handler(row) -> str:
+        bad.append({"line": row.number, "expected": row.expected_columns, "actual": row.actual_columns, "text": row.text})
+        return "skip"
+
+    def _read(threads: bool) -> pa.Table:
+        bad.clear()
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                skip_rows=1, column_names=names, use_threads=threads, encoding=encoding, block_size=1 << 24
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char=False, ignore_empty_lines=False, invalid_row_handler=handler
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in names},
+                include_columns=include,
+                strings_can_be_null=False,
+                null_values=[],
+                quoted_strings_can_be_null=False,
+            ),
+        )
+
+    try:
+        table = _read(True)
+        if bad and any(b["line"] is None for b in bad):
+            table = _read(False)  # single-threaded parsing knows line numbers
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc) or "utf8" in str(exc).lower():
+            raise utf8_error(path, *_locate_bad_utf8(path)) from None
+        raise DataError(f"{path.name}: could not be parsed as a {delimiter!r}-delimited file: {exc}") from None
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r} for {path.name}; use a Python codec name such as 'utf-8', 'cp1252' or 'latin-1'") from None
+    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
+    del table
+    n_rows = len(frame)
+    # every physical line after the header is either a row of frame or a bad line
+    bad_lines = np.array(sorted(b["line"] for b in bad), dtype=np.int64)
+    all_lines = np.arange(2, 2 + n_rows + len(bad_lines), dtype=np.int64)
+    lines = np.setdiff1d(all_lines, bad_lines, assume_unique=True) if len(bad_lines) else all_lines
+    # blank lines (a lone newline, or only delimiters) are no data
+    if n_rows:
+        blank = np.ones(n_rows, dtype=bool)
+        for c in frame.columns:
+            blank &= (frame[c].str.strip() == "").to_numpy()
+        n_blank = int(blank.sum())
+        if n_blank:
+            frame = frame.loc[~blank].reset_index(drop=True)
+            lines = lines[~blank]
+    else:
+        n_blank = 0
+    return Delimited(frame=frame, line=lines, bad=bad, blank_lines=n_blank, header=header, names=names)
+
+
+def bad_line_rows(d: Delimited, *, learner_col: str | None, pseudonymiser) -> pd.DataFrame:
+    """The malformed lines as rows (header name -> field), learner id pseudonymised."""
+    if not d.bad:
+        return pd.DataFrame()
+    records = []
+    for b in d.bad:  # only malformed lines: few
+        fields = (b["text"] or "").rstrip("\r\n").split("\t") if "\t" in (b["text"] or "") else [(b["text"] or "")]
+        records.append(dict(zip(d.names, fields)))
+    rows = pd.DataFrame.from_records(records, columns=d.names).astype("string")
+    if learner_col and learner_col in rows:
+        rows[learner_col] = pseudonymiser.series(rows[learner_col])
+    rows["_line"] = [b["line"] for b in d.bad]
+    rows["_reason"] = [
+        f"malformed line: {b['actual']} fields where the header has {b['expected']}"
+        + (" (truncated line?)" if b["actual"] < b["expected"] else " (a stray delimiter in a value?)")
+        for b in d.bad
+    ]
+    return rows
+
+
+# --------------------------------------------------------------------------- values
+
+
+def blank_to_na(s: pd.Series) -> pd.Series:
+    """Strip text and make empty cells NA (pandas ``string`` dtype)."""
+    s = s.astype("string").str.strip()
+    return s.mask(s == "")
+
+
+_TIME_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d %H:%M:%S", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
+
+
+def parse_timestamps(s: pd.Series, date_format: str | None = None) -> pd.Series:
+    """Parse text timestamps; NaT where the text is empty or cannot be parsed.
+
+    Tries ISO 8601 first (DataShop and xAPI), then ``date_format`` when given, then the
+    US style DataShop uses in some student-step exports (``2/1/1996 0:00``). Values with
+    an offset or ``Z`` are converted to UTC and made timezone-naive.
+    """
+    text = blank_to_na(s)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us]")
+    todo = text.notna()
+    formats = ([date_format] if date_format else []) + ["ISO8601", *_TIME_FORMATS]
+    for fmt in formats:
+        if not todo.any():
+            break
+        sub = text[todo]
+        try:
+            parsed = pd.to_datetime(sub, format=fmt, errors="coerce", utc=True)
+        except (ValueError, TypeError):
+            continue
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+        ok = parsed.notna()
+        out.loc[ok[ok].index] = parsed[ok]
+        todo = todo & out.isna()
+    return out
+
+
+_ABBREVIATIONS = {
+    "UTC": "UTC", "GMT": "UTC", "Z": "UTC", "UT": "UTC",
+    "EST": "-05:00", "EDT": "-04:00", "CST": "-06:00", "CDT": "-05:00",
+    "MST": "-07:00", "MDT": "-06:00", "PST": "-08:00", "PDT": "-07:00",
+    "CET": "Europe/Stockholm", "CEST": "+02:00", "WET": "Europe/Lisbon", "EET": "Europe/Helsinki",
+}
+
+
+def _tz_for(name: str):
+    """A tz usable by pandas for a zone name, or None when unknown."""
+    target = _ABBREVIATIONS.get(name.upper(), name)
+    if re.fullmatch(r"[+-]\d{2}:\d{2}", target):
+        sign = 1 if target[0] == "+" else -1
+        hours, minutes = int(target[1:3]), int(target[4:6])
+        from datetime import timedelta, timezone
+
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+    try:
+        return zoneinfo.ZoneInfo(target)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def localize_to_utc(ts: pd.Series, zones: pd.Series | None, default_zone: str = "UTC") -> tuple[pd.Series, pd.Series]:
+    """Convert naive local times to naive UTC, one distinct zone at a time.
+
+    Returns ``(utc, bad_zone)``: ``bad_zone`` is True where the zone name is not a known
+    IANA zone or abbreviation (those rows keep NaT). Blank zones use ``default_zone``.
+    Ambiguous local times (the repeated hour when clocks go back) are read as standard
+    time; times that do not exist (the hour skipped when clocks go forward) are moved
+    forward to the first valid time.
+    """
+    out = ts.astype("datetime64[us]").copy()
+    bad = pd.Series(False, index=ts.index)
+    if zones is None:
+        zones = pd.Series(default_zone, index=ts.index, dtype="string")
+    zones = blank_to_na(zones).fillna(default_zone)
+    for zone in pd.unique(zones.to_numpy()):
+        mask = (zones == zone).to_numpy()
+        tz = _tz_for(str(zone))
+        if tz is None:
+            bad.iloc[np.flatnonzero(mask)] = True
+            out.iloc[np.flatnonzero(mask)] = pd.NaT
+            continue
+        if str(tz) == "UTC":
+            continue
+        sub = pd.DatetimeIndex(out.iloc[np.flatnonzero(mask)])
+        local = sub.tz_localize(tz, ambiguous=np.zeros(len(sub), dtype=bool), nonexistent="shift_forward")
+        out.iloc[np.flatnonzero(mask)] = local.tz_convert("UTC").tz_localize(None).astype("datetime64[us]")
+    return out, bad
+
+
+def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str = ".") -> tuple[pd.Series, pd.Series]:
+    """Text -> float; returns (values, bad) where bad marks non-empty cells that are not numbers."""
+    text = blank_to_na(s)
+    text = text.mask(text.isin(list(missing)))
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    values = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = text.notna() & values.isna()
+    return values, bad.fillna(False).astype(bool)
+
+
+def parse_integers(s: pd.Series, missing: tuple[str, ...] = (".",)) -> tuple[pd.Series, pd.Series]:
+    """Text -> Int64; bad marks non-empty cells that are not whole numbers."""
+    values, bad = parse_numbers(s, missing)
+    frac = values.notna() & (values != np.floor(values.fillna(0)))
+    bad = bad | frac
+    return values.where(~frac).round().astype("Int64"), bad
+
+
+def content_ids(df: pd.DataFrame, columns: list[str], prefix: str) -> pd.Series:
+    """Stable ids from row content: ``prefix`` + the first 24 hex digits of md5 over the columns.
+
+    Computed in DuckDB (vectorised); the same content gives the same id in every run,
+    so re-ingesting a file is idempotent.
+    """
+    import duckdb
+
+    if df.empty:
+        return pd.Series([], dtype="string", index=df.index)
+    sub = pd.DataFrame({f"c{i}": df[c].astype("string").fillna("\x00") for i, c in enumerate(columns)})
+    expr = "concat_ws('\x1f', " + ", ".join(f'"c{i}"' for i in range(len(columns))) + ")"
+    con = duckdb.connect()
+    try:
+        con.register("rows_", sub)
+        ids = con.execute(f"SELECT '{prefix}' || substr(md5({expr}), 1, 24) AS id FROM rows_").fetchnumpy()["id"]
+    finally:
+        con.close()
+    return pd.Series(np.asarray(ids, dtype=object), index=df.index, dtype="string")
+
+
+def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[str]], opp_cols: dict[str, str] | None = None) -> pd.DataFrame:
+    """attempt_kcs rows from KC cells (``~~`` separates several KCs in one cell).
+
+    ``model_cols`` maps a KC model name to its source column(s); repeated columns of one
+    model are unioned. ``opp_cols`` maps a model to a column of opportunity counts split in
+    parallel with the KC cell (``1~~3``).
+    """
+    parts = []
+    opp_cols = opp_cols or {}
+    for model, cols in model_cols.items():  # loop over KC models (columns), not rows
+        for col in cols:
+            kc = frame[col].astype("string").fillna("")
+            has = kc.str.strip() != ""
+            if not has.any():
+                continue
+            part = pd.DataFrame({"attempt_id": frame[id_col][has], "kc": kc[has].str.split("~~")})
+            if model in opp_cols:
+                part["opportunity"] = frame[opp_cols[model]][has].astype("string").fillna("").str.split("~~")
+                lens_ok = part["kc"].str.len() == part["opportunity"].str.len()
+                part.loc[~lens_ok, "opportunity"] = part.loc[~lens_ok, "kc"].map(lambda v: [""] * len(v))
+                part = part.explode(["kc", "opportunity"])
+            else:
+                part = part.explode("kc")
+                part["opportunity"] = ""
+            part["kc_model"] = model
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["attempt_id", "kc_model", "kc", "opportunity"])
+    out = pd.concat(parts, ignore_index=True)
+    out["kc"] = out["kc"].astype("string").str.strip()
+    out = out[out["kc"] != ""]
+    opp, _ = parse_integers(out["opportunity"].astype("string"))
+    out["opportunity"] = opp.where(opp >= 1)
+    out = out.drop_duplicates(["attempt_id", "kc_model", "kc"], keep="first")
+    return out[["attempt_id", "kc_model", "kc", "opportunity"]].reset_index(drop=True)
+
+
+def duplicate_rejects(
+    ids: pd.Series, content: pd.Series, lines: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """Rows whose id repeats an earlier row of the same file.
+
+    Returns ``(is_dup, reason)``: the second and later rows of an id are duplicates; the
+    reason says "duplicate of line N" when the whole row is identical, else that the id is
+    already used on line N with different content.
+    """
+    dup = ids.duplicated(keep="first") & ids.notna()
+    reason = pd.Series(pd.NA, index=ids.index, dtype="string")
+    if dup.any():
+        first_line = lines.groupby(ids, sort=False).transform("first")
+        first_content = content.groupby(ids, sort=False).transform("first")
+        same = content == first_content
+        fl = first_line.astype("Int64").astype("string")
+        reason = reason.mask(dup & same, "duplicate of line " + fl)
+        reason = reason.mask(dup & ~same, "id " + ids.astype("string") + " already used on line " + fl + " with different content")
+    return dup, reason
+
+
+def row_fingerprint(df: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """A 64-bit in-memory fingerprint of row content (for duplicate checks only; not stable across versions)."""
+    return pd.Series(pd.util.hash_pandas_object(df[columns].astype("string"), index=False).to_numpy(), index=df.index)
+
+
+class RejectCollector:
+    """Accumulates reject frames for one file."""
+
+    def __init__(self, source_file: str, table_name: str = "attempts"):
+        self.source_file = source_file
+        self.table_name = table_name
+        self.parts: list[pd.DataFrame] = []
+
+    def add(self, rows: pd.DataFrame, *, line, column, reason, kind: str = "rejected", table_name: str | None = None) -> None:
+        if rows is None or rows.empty:
+            return
+        self.parts.append(
+            make_rejects(rows, table_name=table_name or self.table_name, source_file=self.source_file,
+                         line=line, column=column, reason=reason, kind=kind)
+        )
+
+    def frame(self) -> pd.DataFrame:
+        parts = [p for p in self.parts if not p.empty]
+        if not parts:
+            return empty_rejects()
+        out = pd.concat(parts, ignore_index=True)
+        return out.sort_values("source_line", kind="stable").reset_index(drop=True)
+
+
+def first_reason(conditions: list[tuple[pd.Series, str, pd.Series | str]], index) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Combine reject conditions in priority order: (rejected, column, reason) per row."""
+    rejected = pd.Series(False, index=index)
+    column = pd.Series(pd.NA, index=index, dtype="string")
+    reason = pd.Series(pd.NA, index=index, dtype="string")
+    for cond, col, why in conditions:
+        cond = cond.fillna(False).astype(bool) & ~rejected
+        if not cond.any():
+            continue
+        column = column.mask(cond, col)
+        reason = reason.mask(cond, why if isinstance(why, str) else why.astype("string"))
+        rejected |= cond
+    return rejected, column, reason

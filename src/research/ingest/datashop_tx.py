@@ -1,0 +1,274 @@
+"""DataShop transaction exports (tab-delimited, one row per transaction) -> attempts + attempt_kcs.
+
+Mapping
+-------
+=====================  ==========================================================
+DataShop column        canonical column
+=====================  ==========================================================
+Anon Student Id        ``learner_id`` (pseudonymised before anything else)
+Transaction Id         ``attempt_id`` (when absent or blank: ``tx_`` + md5 of the
+                       row's content, so a re-ingest gives the same id)
+Session Id             ``session_id``
+Time + Time Zone       ``timestamp`` in UTC, timezone-naive. ``Time`` is local time
+                       in ``Time Zone`` (IANA names such as ``US/Eastern``, or
+                       UTC/GMT/EST/PST...). A blank zone uses option
+                       ``default_time_zone`` (default ``"UTC"``); an unknown zone
+                       name rejects the row (column ``Time Zone``).
+Level (X) ...          ``module`` / ``page``, see *Levels* below
+Problem Name           ``item_id``
+Step Name              ``step_id`` (blank -> the problem name)
+Problem View           ``problem_view``
+Attempt At Step        ``attempt`` (blank on a graded row -> counted per learner,
+                       problem, step and problem view in time order)
+Outcome                ``outcome``, see *Outcomes* below
+Input                  ``response``
+Duration (sec)         ``duration_s`` (``.`` = missing)
+KC (model)             ``attempt_kcs`` rows with ``kc_model`` = model; cells are
+                       split on ``~~``; repeated ``KC (model)`` columns (DataShop
+                       writes multi-skill steps that way) are unioned.
+=====================  ==========================================================
+
+``KC Category (...)``, ``CF (...)`` and the other columns are not mapped.
+
+Levels
+    DataShop writes the curriculum hierarchy as ``Level (type)`` columns, outermost
+    first; type names may repeat (``Level (Container)`` x3 in Torus-era OLI exports), so the
+    header is read by position, never by name. With one level, ``module`` is that level
+    and ``page`` is empty. With two or more, ``page`` is the innermost (last) level and
+    ``module`` the level that contains it (second-to-last). Option
+    ``module_level="path"`` makes ``module`` the whole path above the page joined with
+    `` / `` instead (unique when module titles repeat across units), and
+    ``module_level="first"`` the outermost level.
+
+Outcomes
+    DataShop's Outcome is the tutor's evaluation of the transaction. Mapped
+    (case-insensitive): ``CORRECT`` -> correct; ``INCORRECT``, ``ERROR``, ``BUG`` ->
+    incorrect; ``HINT``, ``INITIAL_HINT``, ``HINT_LEVEL_CHANGE`` -> hint. A blank outcome or
+    ``UNGRADED`` marks an event that is not an attempt (page views, saves, hint requests
+    the tutor did not answer): the row becomes a reject of kind ``skipped`` with the
+    Student Response Type in the reason. Any other value is rejected with the list of
+    known values.
+
+Every attempts row carries ``source_file`` (the file name) and ``source_line`` (the
+1-based line; the header is line 1). Rows that cannot be mapped become rejects with the
+line, column and reason; two rows with the same Transaction Id keep the first and reject
+the others ("duplicate of line N", or "... with different content"). Malformed lines (fewer
+or more fields than the header, e.g. a truncated last line) are rejected with their line.
+For every file ``n_read == len(attempts) + len(rejects)``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from research.errors import ConfigError
+from research.ingest import _common as C
+from research.ingest.base import IngestResult
+
+NAME = "datashop"
+WHAT = "DataShop transaction export"
+
+REQUIRED = ["Anon Student Id", "Problem Name", "Time", "Outcome"]
+OPTIONAL = [
+    "Row", "Transaction Id", "Session Id", "Time Zone", "Duration (sec)", "Student Response Type",
+    "Problem View", "Step Name", "Attempt At Step", "Input", "Selection", "Action",
+]
+
+OUTCOMES = {
+    "CORRECT": "correct",
+    "INCORRECT": "incorrect",
+    "ERROR": "incorrect",
+    "BUG": "incorrect",
+    "HINT": "hint",
+    "INITIAL_HINT": "hint",
+    "HINT_LEVEL_CHANGE": "hint",
+}
+NOT_ATTEMPTS = {"UNGRADED"}  # plus a blank outcome
+
+OPTIONS = {"module_level", "default_time_zone", "course_version", "encoding"}
+MODULE_LEVELS = ("parent", "path", "first")
+
+_KC = re.compile(r"^KC \((.+)\)$")
+_LEVEL = re.compile(r"^Level \((.+)\)$")
+
+
+def sniff(path: Path, head: str) -> bool:
+    first = head.split("\n", 1)[0]
+    fields = {f.strip().strip('"') for f in re.split(r"[\t,;]", first)}
+    return {"Anon Student Id", "Outcome", "Time"} <= fields and "First Attempt" not in fields
+
+
+def check_options(options: dict | None, allowed: set[str], fmt: str) -> dict:
+    options = dict(options or {})
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))} for format {fmt!r}; valid options: {', '.join(sorted(allowed))}")
+    return options
+
+
+def levels_to_module_page(levels: list[pd.Series], how: str, index) -> tuple[pd.Series, pd.Series]:
+    """module and page from the hierarchy levels (outermost first), by the rule in the module docstring."""
+    if how not in MODULE_LEVELS:
+        raise ConfigError(f"unknown module_level {how!r}; valid values: {', '.join(MODULE_LEVELS)}")
+    na = pd.Series(pd.NA, index=index, dtype="string")
+    if not levels:
+        return na, na
+    levels = [C.blank_to_na(s) for s in levels]
+    if len(levels) == 1:
+        return levels[0], na
+    page = levels[-1]
+    above = levels[:-1]
+    if how == "parent":
+        module = above[-1]
+    elif how == "first":
+        module = above[0]
+    else:
+        module = above[0].fillna("")
+        for s in above[1:]:
+            module = module + " / " + s.fillna("")
+        module = module.str.strip(" /")
+        module = module.mask(module == "")
+    return module, page
+
+
+def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> IngestResult:
+    path = Path(path)
+    options = check_options(options, OPTIONS, NAME)
+    encoding = options.get("encoding", "utf-8")
+    head = C.read_head(path, encoding)
+    C.check_delimiter(path, head, expected="\t", what=WHAT)
+    header = C.header_fields(head, "\t")
+    C.require_columns(path, header, REQUIRED, WHAT)
+    names = C.dedupe_names(header)
+
+    level_cols = [n for n, h in zip(names, header) if _LEVEL.match(h)]
+    kc_models: dict[str, list[str]] = {}
+    for n, h in zip(names, header):
+        m = _KC.match(h)
+        if m:
+            kc_models.setdefault(m.group(1).strip(), []).append(n)
+    kc_cols = [c for cols in kc_models.values() for c in cols]
+    usecols = REQUIRED + [c for c in OPTIONAL if c in names] + level_cols + kc_cols
+
+    d = C.read_delimited(path, delimiter="\t", header=header, usecols=usecols, encoding=encoding)
+    f = d.frame
+    # pseudonymise first: nothing below, rejects included, ever sees a raw id
+    f["Anon Student Id"] = pseudonymiser.series(C.blank_to_na(f["Anon Student Id"]))
+    line = pd.Series(d.line, index=f.index, dtype="int64")
+    rejects = C.RejectCollector(path.name)
+
+    def col(name: str) -> pd.Series:
+        return C.blank_to_na(f[name]) if name in f.columns else pd.Series(pd.NA, index=f.index, dtype="string")
+
+    # ---- outcomes
+    raw_outcome = col("Outcome")
+    outcome_key = raw_outcome.str.upper()
+    outcome = outcome_key.map(OUTCOMES).astype("string")
+    not_attempt = outcome_key.isna() | outcome_key.isin(list(NOT_ATTEMPTS))
+    unknown_outcome = ~not_attempt & outcome.isna()
+
+    # ---- timestamps
+    local = C.parse_timestamps(f["Time"])
+    zones = col("Time Zone") if "Time Zone" in f.columns else None
+    ts, bad_zone = C.localize_to_utc(local, zones, options.get("default_time_zone", "UTC"))
+    time_text = col("Time")
+
+    problem_view, bad_pv = C.parse_integers(col("Problem View"))
+    attempt, bad_attempt = C.parse_integers(col("Attempt At Step"))
+    duration, bad_duration = C.parse_numbers(col("Duration (sec)"))
+    item = col("Problem Name")
+    step = col("Step Name").fillna(item)
+
+    known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
+    srt = col("Student Response Type").fillna("not given")
+    skipped_reason = ("not an attempt: Outcome is " + raw_outcome.fillna("blank").where(raw_outcome.isna(), "'" + raw_outcome + "'")
+                      + " (Student Response Type " + srt + ")")
+    conditions = [
+        (f["Anon Student Id"].isna(), "Anon Student Id", "missing learner id"),
+        (unknown_outcome, "Outcome", "unknown outcome '" + raw_outcome.fillna("") + "'; known values: " + known),
+        (item.isna(), "Problem Name", "missing problem name"),
+        (time_text.isna(), "Time", "missing timestamp"),
+        (local.isna(), "Time", "cannot parse timestamp '" + time_text.fillna("") + "'; expected e.g. 2024-02-16 05:34:51"),
+        (bad_zone, "Time Zone", "unknown time zone '" + col("Time Zone").fillna("") + "'; use an IANA name such as Europe/Stockholm or US/Eastern, or UTC"),
+        (bad_pv | (problem_view < 1).fillna(False), "Problem View", "Problem View '" + col("Problem View").fillna("") + "' is not a whole number >= 1"),
+        (bad_attempt | (attempt < 1).fillna(False), "Attempt At Step", "Attempt At Step '" + col("Attempt At Step").fillna("") + "' is not a whole number >= 1"),
+        (bad_duration | (duration < 0).fillna(False), "Duration (sec)", "Duration (sec) '" + col("Duration (sec)").fillna("") + "' is not a number >= 0 ('.' means missing)"),
+    ]
+    # a row that is not an attempt is skipped before anything else is checked
+    skipped = not_attempt & f["Anon Student Id"].notna()
+    rejected, rcol, rreason = C.first_reason([(~skipped & c, name, why) for c, name, why in conditions], f.index)
+    rejects.add(f[skipped], line=line[skipped], column="Outcome", reason=skipped_reason[skipped], kind="skipped")
+
+    # ---- ids and duplicates among the rows that are otherwise fine
+    ok = ~skipped & ~rejected
+    content_cols = [c for c in f.columns if c != "Row"]
+    tid = col("Transaction Id")
+    need_hash = ok & tid.isna()
+    attempt_id = tid.copy()
+    if need_hash.any():
+        attempt_id[need_hash] = C.content_ids(f[need_hash], content_cols, "tx_")
+    fp = C.row_fingerprint(f[ok], content_cols)
+    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], fp, line[ok])
+    dup_idx = dup[dup].index
+    rejected[dup_idx] = True
+    rcol[dup_idx] = "Transaction Id" if "Transaction Id" in f.columns else pd.NA
+    rreason[dup_idx] = dup_reason[dup_idx]
+    rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
+    ok = ~skipped & ~rejected
+
+    # ---- malformed lines
+    bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
+    if not bad_rows.empty:
+        rejects.add(bad_rows.drop(columns=["_line", "_reason"]), line=bad_rows["_line"], column=None, reason=bad_rows["_reason"])
+
+    # ---- attempts
+    module, page = levels_to_module_page([f[c] for c in level_cols], options.get("module_level", "parent"), f.index)
+    att = pd.DataFrame(
+        {
+            "cohort": cohort,
+            "attempt_id": attempt_id,
+            "learner_id": f["Anon Student Id"],
+            "course_version": options.get("course_version"),
+            "session_id": col("Session Id"),
+            "module": module,
+            "page": page,
+            "item_id": item,
+            "step_id": step,
+            "problem_view": problem_view,
+            "attempt": attempt,
+            "outcome": outcome,
+            "response": col("Input"),
+            "timestamp": ts,
+            "duration_s": duration,
+            "source_file": path.name,
+            "source_line": line,
+        },
+        index=f.index,
+    )[ok]
+    att = _fill_missing_attempts(att)
+    kcs = C.split_kcs(pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols]), id_col="attempt_id", model_cols=kc_models)
+    kcs.insert(0, "cohort", cohort)
+    return IngestResult(
+        source_file=str(path),
+        format=NAME,
+        n_read=d.n_read,
+        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
+        rejects=rejects.frame(),
+    )
+
+
+def _fill_missing_attempts(att: pd.DataFrame) -> pd.DataFrame:
+    """Number attempts the source left blank: count per learner, problem, step and view in time order."""
+    missing = att["attempt"].isna()
+    if not missing.any():
+        return att
+    order = att.sort_values(["timestamp", "source_line"], kind="stable")
+    keys = [order["learner_id"], order["item_id"], order["step_id"], order["problem_view"].astype("string").fillna("")]
+    counted = order.groupby(keys, sort=False, dropna=False).cumcount() + 1
+    att = att.copy()
+    att.loc[missing, "attempt"] = counted.reindex(att.index)[missing].astype("Int64")
+    return att
