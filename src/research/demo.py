@@ -57,3 +57,38 @@ def ensure_demo(warehouse: str | os.PathLike[str], *, cohort: str = "demo", **se
         with Warehouse(path) as wh:
             wh.ingest(files, cohort=cohort)
     return True
+
+
+def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> list[tuple[str, object]]:
+    """Simulate and ingest ``n_cohorts`` successive demo cohorts (``demo``, ``demo-2``, ``demo-3``).
+
+    Each later cohort follows a course redesign in which some of the previous cohort's
+    planted problems were truly fixed (see :func:`research.simulate.simulate_followup`).
+    Returns (cohort, configuration) pairs to run in order.
+    """
+    from research.config import CohortConfig
+    from research.errors import ConfigError
+    from research.paths import default_warehouse
+    from research.simulate import simulate_cohort, simulate_followup
+    from research.warehouse import Warehouse
+
+    if not 1 <= int(n_cohorts) <= 3:
+        raise ConfigError(f"--cohorts must be 1, 2 or 3, got {n_cohorts}")
+    say = progress or (lambda message: None)
+    path = resolve(warehouse) if warehouse else default_warehouse()
+    names = ["demo", "demo-2", "demo-3"][: int(n_cohorts)]
+    out = []
+    with file_lock(path.with_name(path.name + ".lock")):
+        sim = simulate_cohort(cohort="demo", **DEMO_SETTINGS)
+        fixes = [(), ("too_easy", "miskeyed"), ("no_learning",)]
+        for i, name in enumerate(names):
+            if i:
+                sim = simulate_followup(sim, fixed=fixes[i], seed=DEMO_SETTINGS["seed"] + i, cohort=name)
+            with Warehouse(path) as wh:
+                if not wh.has_cohort(name):
+                    say(f"simulating and ingesting demo cohort {name!r} ({len(sim.learners)} learners)")
+                    written = sim.write(raw_dir(name), formats=("datashop", "xapi"))
+                    files = [written[k] for k in ("datashop", "assessments", "surveys", "learners", "items")]
+                    say(str(wh.ingest(files, cohort=name)))
+            out.append((name, CohortConfig(cohort=name, predecessor=names[i - 1] if i else None)))
+    return out

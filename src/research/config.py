@@ -1,0 +1,171 @@
+"""Cohort configuration: one YAML file per cohort, validated with clear errors.
+
+A cohort file (``cohorts/NAME.yaml`` by default) says where the cohort's raw exports
+are and how to analyse them::
+
+    cohort: 2026-spring            # cohort id (defaults to the file name)
+    sources:                       # raw exports, ingested (idempotently) before each run
+      - path: exports/2026-spring/transactions.txt
+        format: datashop           # optional: forced format; sniffed when left out
+      - path: exports/2026-spring/pretest.csv
+        mapping: exports/pretest.mapping.yaml   # optional: column mapping for CSV/Parquet
+    language: sv                   # report language: sv, da or en
+    kc_model: Fine                 # KC model for curves and recommendations (default: best by BIC)
+    min_cell_size: 10              # groups smaller than this are suppressed
+    predecessor: 2025-autumn       # the cohort before a redesign, for the comparison notebook
+    changelog: course/changelog.yaml   # the course change log, for the comparison notebook
+    notebook_timeout_s: 1800       # a notebook running longer is stopped
+    thresholds: {}                 # recommendation thresholds overriding the defaults
+    parameters: {}                 # further notebook parameters (for example bayesian: true)
+
+Relative paths resolve against the folder of the cohort file. Unknown keys are an
+error that names them and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from research.errors import ConfigError
+from research.paths import resolve
+
+LANGUAGES = ("sv", "da", "en")
+KEYS = {
+    "cohort": "cohort id (defaults to the file name without .yaml)",
+    "sources": "list of raw export files (path, optional format, optional mapping)",
+    "language": "report language: " + ", ".join(LANGUAGES),
+    "kc_model": "KC model to report on",
+    "min_cell_size": "smallest group size that is reported",
+    "predecessor": "cohort to compare with (before a redesign)",
+    "changelog": "course change log (YAML) for the comparison",
+    "notebook_timeout_s": "seconds a notebook may run",
+    "thresholds": "recommendation threshold overrides",
+    "parameters": "further notebook parameters",
+    "warehouse": "DuckDB file (default data/warehouse.duckdb)",
+}
+SOURCE_KEYS = ("path", "format", "mapping", "options")
+DEFAULT_CONFIG_DIR = "cohorts"
+
+
+@dataclass
+class Source:
+    path: Path
+    format: str | None = None
+    mapping: Path | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class CohortConfig:
+    cohort: str
+    sources: list[Source] = field(default_factory=list)
+    language: str = "en"
+    kc_model: str | None = None
+    min_cell_size: int = 10
+    predecessor: str | None = None
+    changelog: Path | None = None
+    notebook_timeout_s: int = 1800
+    thresholds: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    warehouse: Path | None = None
+    path: Path | None = None
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8") if self.path else ""
+
+
+def _fail(path, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {message}")
+
+
+def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> CohortConfig:
+    """Validate a cohort configuration mapping (as read from YAML)."""
+    where = path or "cohort configuration"
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise _fail(where, f"expected a mapping of keys to values, found {type(doc).__name__}")
+    unknown = sorted(set(doc) - set(KEYS))
+    if unknown:
+        valid = "; ".join(f"{k} ({v})" for k, v in KEYS.items())
+        raise _fail(where, f"unknown key(s) {', '.join(map(repr, unknown))}. Valid keys: {valid}")
+    base = path.parent if path else Path.cwd()
+
+    def rel(value) -> Path:
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else (base / p)
+
+    cohort = doc.get("cohort", name)
+    if not cohort or not isinstance(cohort, str):
+        raise _fail(where, "needs a 'cohort' name (a non-empty string)")
+    sources = []
+    for i, src in enumerate(doc.get("sources") or [], start=1):
+        if isinstance(src, str):
+            src = {"path": src}
+        if not isinstance(src, dict) or "path" not in src:
+            raise _fail(where, f"source {i} must be a path or a mapping with a 'path'")
+        bad = sorted(set(src) - set(SOURCE_KEYS))
+        if bad:
+            raise _fail(where, f"source {i} has unknown key(s) {', '.join(bad)}; valid: {', '.join(SOURCE_KEYS)}")
+        sources.append(Source(rel(src["path"]), src.get("format"), rel(src["mapping"]) if src.get("mapping") else None, dict(src.get("options") or {})))
+    language = doc.get("language", "en")
+    if language not in LANGUAGES:
+        raise _fail(where, f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
+    try:
+        min_cell = int(doc.get("min_cell_size", 10))
+        timeout = int(doc.get("notebook_timeout_s", 1800))
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, f"min_cell_size and notebook_timeout_s must be whole numbers ({exc})") from None
+    if min_cell < 1:
+        raise _fail(where, f"min_cell_size must be at least 1, got {min_cell}")
+    if timeout < 1:
+        raise _fail(where, f"notebook_timeout_s must be at least 1, got {timeout}")
+    for key in ("thresholds", "parameters"):
+        if not isinstance(doc.get(key) or {}, dict):
+            raise _fail(where, f"{key} must be a mapping")
+    return CohortConfig(
+        cohort=cohort,
+        sources=sources,
+        language=language,
+        kc_model=doc.get("kc_model"),
+        min_cell_size=min_cell,
+        predecessor=doc.get("predecessor"),
+        changelog=rel(doc["changelog"]) if doc.get("changelog") else None,
+        notebook_timeout_s=timeout,
+        thresholds=dict(doc.get("thresholds") or {}),
+        parameters=dict(doc.get("parameters") or {}),
+        warehouse=resolve(doc["warehouse"]) if doc.get("warehouse") else None,
+        path=path,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> CohortConfig:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such cohort configuration file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse(doc, path=path, name=path.stem)
+
+
+def config_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    return resolve(path or os.environ.get("RESEARCH_COHORTS", DEFAULT_CONFIG_DIR))
+
+
+def all_configs(directory: str | os.PathLike[str] | None = None) -> list[CohortConfig]:
+    folder = config_dir(directory)
+    return [load_config(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
+
+
+def find_config(cohort: str, directory: str | os.PathLike[str] | None = None) -> CohortConfig | None:
+    for cfg in all_configs(directory):
+        if cfg.cohort == cohort:
+            return cfg
+    return None
