@@ -97,7 +97,7 @@ def _print_results(results, quiet: bool) -> int:
 
 
 def cmd_run(args) -> int:
-    from research.config import all_configs, config_dir, find_config
+    from research.cohort_config import all_configs, config_dir, find_config
     from research.pipeline import run_cohort
 
     say = _say(args.quiet)

@@ -66,7 +66,7 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
     planted problems were truly fixed (see :func:`research.simulate.simulate_followup`).
     Returns (cohort, configuration) pairs to run in order.
     """
-    from research.config import CohortConfig
+    from research.cohort_config import CohortConfig
     from research.errors import ConfigError
     from research.paths import default_warehouse
     from research.simulate import simulate_cohort, simulate_followup

@@ -43,7 +43,7 @@ import nbformat
 import yaml
 
 import research
-from research.config import CohortConfig, find_config
+from research.cohort_config import CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
