@@ -1,0 +1,1 @@
+"""Package data: default configuration files (YAML) shipped with course-research."""

@@ -1,0 +1,501 @@
+"""The rules: each turns one estimate table into findings (vectorised, no loop over rows).
+
+A rule belongs to a family named after the estimate table it reads (``items``,
+``distractors``, ``kcs``, ``dif``, ``funnel``, ``time_on_task``). A rule runs only when
+its table is given and holds the columns it needs; :func:`research.recommend.recommend`
+adds ids, severity, priority and rank to what the rules return.
+
+Every rule returns one row per finding with the target, up to two pieces of evidence
+(metric, estimate, se, ci_low, ci_high, n, the threshold and its comparison), a
+``confidence`` in [0, 1] and ``n_affected`` (learners the finding touches). How the
+confidence is computed is named in ``method``:
+
+``normal``
+    Phi(|x - t| / se): the normal probability that the true value lies beyond the
+    threshold t, for an estimate x with standard error se (from the table, from its
+    95 % interval, or the binomial se of a proportion).
+``fisher_z``
+    the same for a correlation on Fisher's z scale, se = 1 / sqrt(n - 3).
+``fit_z``
+    Phi(z - z_min) for a standardised fit statistic z.
+``category``
+    the learning-curve classifier's own ``category_confidence``.
+``n_only``
+    n / (n + n_half) when the table gives no uncertainty at all.
+The confidence of a rule with two conditions is the product of the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def N_(message: str) -> str:
+    """Mark a string for translation (gettext_noop); the report translates it at render time."""
+    return message
+
+
+Z95 = stats.norm.ppf(0.975)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    family: str
+    target_type: str
+    requires: tuple[str, ...]
+    func: Callable[[pd.DataFrame, dict, dict], pd.DataFrame]
+    title: str
+    explanation: str
+    action: str
+
+
+# ---------------------------------------------------------------- numeric helpers
+
+
+def _num(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _str(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.full(len(df), None, dtype=object)
+    s = df[col].astype("object")
+    return s.where(s.notna(), None).to_numpy(dtype=object)
+
+
+def _phi_beyond(x: np.ndarray, t: np.ndarray | float, se: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return stats.norm.cdf(np.abs(x - t) / se)
+
+
+def n_only_confidence(n: np.ndarray, n_half: float) -> np.ndarray:
+    n = np.nan_to_num(np.asarray(n, dtype=float), nan=0.0)
+    return n / (n + n_half) if n_half > 0 else np.ones_like(n)
+
+
+def _se_from(df: pd.DataFrame, est: np.ndarray, n: np.ndarray, prefix: str, *, proportion: bool) -> np.ndarray:
+    """se of an estimate: the table's ``<prefix>_se``, else from its 95 % interval, else binomial."""
+    se = _num(df, f"{prefix}_se")
+    lo, hi = _num(df, f"{prefix}_ci_low"), _num(df, f"{prefix}_ci_high")
+    se = np.where(np.isnan(se), (hi - lo) / (2 * Z95), se)
+    if proportion:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.clip(est, 0.5 / np.maximum(n, 1), 1 - 0.5 / np.maximum(n, 1))
+            binom = np.sqrt(p * (1 - p) / n)
+        se = np.where(np.isnan(se), binom, se)
+    return se
+
+
+def _confidence_normal(x, t, se, n, n_half) -> tuple[np.ndarray, np.ndarray]:
+    conf = _phi_beyond(x, t, se)
+    ok = np.isfinite(conf) & (se > 0)
+    return np.where(ok, conf, n_only_confidence(n, n_half)), np.where(ok, "normal", "n_only")
+
+
+def _frame(df: pd.DataFrame, mask: np.ndarray, **cols) -> pd.DataFrame:
+    """The findings of ``mask``: scalars are broadcast, arrays are filtered by the mask."""
+    mask = np.asarray(mask, dtype=bool)
+    out = {}
+    for key, value in cols.items():
+        if isinstance(value, np.ndarray) and value.shape[:1] == mask.shape:
+            out[key] = value[mask]
+        else:
+            out[key] = [value] * int(mask.sum())
+    return pd.DataFrame(out)
+
+
+def _item_context(df: pd.DataFrame) -> dict:
+    return {"target_id": _str(df, "item_id"), "module": _str(df, "module"), "page": _str(df, "page")}
+
+
+# ---------------------------------------------------------------- items
+
+
+def _too_easy(df, cfg, ctx):
+    n = _num(df, "n_learners")
+    fac, disc = _num(df, "facility"), _num(df, "discrimination")
+    mask = (fac > cfg["facility_min"]) & (disc < cfg["discrimination_max"]) & (n >= cfg["min_n"])
+    se_f = _se_from(df, fac, n, "facility", proportion=True)
+    c1, m1 = _confidence_normal(fac, cfg["facility_min"], se_f, n, ctx["n_half"])
+    c2 = _fisher_confidence(disc, cfg["discrimination_max"], n)
+    return _frame(
+        df, mask, **_item_context(df),
+        metric="facility", estimate=fac, se=se_f, ci_low=_num(df, "facility_ci_low"),
+        ci_high=_num(df, "facility_ci_high"), n=n, threshold_op=">", threshold=cfg["facility_min"],
+        metric_2="discrimination", estimate_2=disc, se_2=_fisher_se(disc, n), n_2=n,
+        threshold_op_2="<", threshold_2=cfg["discrimination_max"],
+        confidence=c1 * c2, n_affected=n, method=np.where(m1 == "normal", "normal*fisher_z", "n_only*fisher_z"),
+    )
+
+
+def _too_hard(df, cfg, ctx):
+    n = _num(df, "n_learners")
+    fac = _num(df, "facility")
+    mask = (fac < cfg["facility_max"]) & (n >= cfg["min_n"])
+    se_f = _se_from(df, fac, n, "facility", proportion=True)
+    conf, method = _confidence_normal(fac, cfg["facility_max"], se_f, n, ctx["n_half"])
+    return _frame(
+        df, mask, **_item_context(df),
+        metric="facility", estimate=fac, se=se_f, ci_low=_num(df, "facility_ci_low"),
+        ci_high=_num(df, "facility_ci_high"), n=n, threshold_op="<", threshold=cfg["facility_max"],
+        confidence=conf, n_affected=n, method=method,
+    )
+
+
+def _fisher_se(r: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Delta-method se of a correlation: (1 - r^2) / sqrt(n - 3)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (1 - r**2) / np.sqrt(np.maximum(n - 3, 1))
+
+
+def _fisher_confidence(r: np.ndarray, t: float, n: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.arctanh(np.clip(r, -0.999, 0.999))
+        zt = np.arctanh(np.clip(t, -0.999, 0.999))
+        conf = stats.norm.cdf(np.abs(z - zt) * np.sqrt(np.maximum(n - 3, 1)))
+    return np.nan_to_num(conf, nan=0.0)
+
+
+def _discrimination_frame(df, mask, cfg, n, disc, threshold):
+    ci_lo, ci_hi = (np.tanh(np.arctanh(np.clip(disc, -0.999, 0.999)) + s * Z95 / np.sqrt(np.maximum(n - 3, 1))) for s in (-1, 1))
+    return _frame(
+        df, mask, **_item_context(df),
+        metric="discrimination", estimate=disc, se=_fisher_se(disc, n), ci_low=ci_lo, ci_high=ci_hi, n=n,
+        threshold_op="<", threshold=threshold,
+        confidence=_fisher_confidence(disc, threshold, n), n_affected=n, method="fisher_z",
+    )
+
+
+def _negative_discrimination(df, cfg, ctx):
+    n, disc = _num(df, "n_learners"), _num(df, "discrimination")
+    mask = (disc < cfg["discrimination_max"]) & (n >= cfg["min_n"])
+    return _discrimination_frame(df, mask, cfg, n, disc, cfg["discrimination_max"])
+
+
+def _low_discrimination(df, cfg, ctx):
+    n, disc, fac = _num(df, "n_learners"), _num(df, "discrimination"), _num(df, "facility")
+    neg = ctx["rules"]["negative_discrimination"]
+    easy = ctx["rules"]["too_easy"]
+    # not already reported as negatively discriminating or as too easy
+    already = (neg["enabled"] & (disc < neg["discrimination_max"])) | (
+        easy["enabled"] & (fac > easy["facility_min"]) & (disc < easy["discrimination_max"])
+    )
+    mask = (disc < cfg["discrimination_max"]) & (n >= cfg["min_n"]) & ~already
+    return _discrimination_frame(df, mask, cfg, n, disc, cfg["discrimination_max"])
+
+
+def _heavy_hint_use(df, cfg, ctx):
+    n, rate = _num(df, "n_learners"), _num(df, "hint_rate")
+    mask = (rate > cfg["hint_rate_min"]) & (n >= cfg["min_n"])
+    se = _se_from(df, rate, n, "hint_rate", proportion=True)
+    conf, method = _confidence_normal(rate, cfg["hint_rate_min"], se, n, ctx["n_half"])
+    return _frame(
+        df, mask, **_item_context(df),
+        metric="hint_rate", estimate=rate, se=se, ci_low=rate - Z95 * se, ci_high=rate + Z95 * se, n=n,
+        threshold_op=">", threshold=cfg["hint_rate_min"], confidence=conf, n_affected=n, method=method,
+    )
+
+
+def _poor_fit(df, cfg, ctx):
+    n = _num(df, "n_learners")
+    out_m, out_z = _num(df, "outfit_mnsq"), _num(df, "outfit_z")
+    in_m, in_z = _num(df, "infit_mnsq"), _num(df, "infit_z")
+    out_fires = (out_m > cfg["mnsq_max"]) & (out_z > cfg["z_min"])
+    in_fires = (in_m > cfg["mnsq_max"]) & (in_z > cfg["z_min"])
+    use_out = out_fires | ~in_fires
+    mnsq, z = np.where(use_out, out_m, in_m), np.where(use_out, out_z, in_z)
+    mask = (out_fires | in_fires) & (n >= cfg["min_n"])
+    conf = np.nan_to_num(stats.norm.cdf(z - cfg["z_min"]), nan=0.0)
+    return _frame(
+        df, mask, **_item_context(df),
+        metric=np.where(use_out, "outfit_mnsq", "infit_mnsq"), estimate=mnsq, n=n,
+        threshold_op=">", threshold=cfg["mnsq_max"],
+        metric_2=np.where(use_out, "outfit_z", "infit_z"), estimate_2=z, n_2=n,
+        threshold_op_2=">", threshold_2=cfg["z_min"],
+        confidence=conf, n_affected=n, method="fit_z",
+    )
+
+
+# ---------------------------------------------------------------- distractors
+
+
+def _distractor_base(df: pd.DataFrame):
+    """Per option: item totals, the key's mean ability, and the option's gap to it (vectorised)."""
+    is_key = df["is_key"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    n_opt = _num(df, "n")
+    item = df["item_id"].astype("object")
+    n_item = pd.Series(n_opt).groupby(item.to_numpy()).transform("sum").to_numpy(dtype=float)
+    ability = _num(df, "mean_ability")
+    key_ability = (
+        pd.Series(np.where(is_key, ability, np.nan)).groupby(item.to_numpy()).transform("max").to_numpy(dtype=float)
+    )
+    share = _num(df, "share")
+    share = np.where(np.isnan(share), n_opt / n_item, share)
+    return is_key, n_opt, n_item, ability, key_ability, share
+
+
+def _unused_distractor(df, cfg, ctx):
+    is_key, n_opt, n_item, _, _, share = _distractor_base(df)
+    mask = ~is_key & (share < cfg["share_max"]) & (n_item >= cfg["min_n"])
+    se = _se_from(df, share, n_item, "share", proportion=True)
+    conf, method = _confidence_normal(share, cfg["share_max"], se, n_item, ctx["n_half"])
+    return _frame(
+        df, mask, target_id=_str(df, "item_id"), detail=_str(df, "option"),
+        metric="share", estimate=share, se=se, n=n_item, threshold_op="<", threshold=cfg["share_max"],
+        confidence=conf, n_affected=n_item, method=method,
+    )
+
+
+def _strong_distractor(df, cfg, ctx):
+    is_key, n_opt, n_item, ability, key_ability, share = _distractor_base(df)
+    gap = ability - key_ability
+    mask = ~is_key & (gap > cfg["ability_margin"]) & (share >= cfg["share_min"]) & (n_item >= cfg["min_n"])
+    se_s = _se_from(df, share, n_item, "share", proportion=True)
+    c_share, _ = _confidence_normal(share, cfg["share_min"], se_s, n_item, ctx["n_half"])
+    c_gap = n_only_confidence(n_opt, ctx["n_half"])
+    return _frame(
+        df, mask, target_id=_str(df, "item_id"), detail=_str(df, "option"),
+        metric="ability_gap", estimate=gap, n=n_opt, threshold_op=">", threshold=cfg["ability_margin"],
+        metric_2="share", estimate_2=share, se_2=se_s, n_2=n_item, threshold_op_2=">=", threshold_2=cfg["share_min"],
+        confidence=c_gap * c_share, n_affected=n_item, method="n_only*normal",
+    )
+
+
+# ---------------------------------------------------------------- kcs
+
+
+def _kc_rule(category: str):
+    def rule(df, cfg, ctx):
+        cat = df["category"].astype("object").to_numpy()
+        n_learners = _num(df, "n_learners")
+        conf = _num(df, "category_confidence")
+        method = np.where(np.isnan(conf), "n_only", "category")
+        conf = np.where(np.isnan(conf), n_only_confidence(n_learners, ctx["n_half"]), conf)
+        mask = (cat == category) & (conf >= cfg["confidence_min"])
+        slope = _num(df, "slope")
+        return _frame(
+            df, mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
+            metric="slope", estimate=slope, se=_num(df, "slope_se"), ci_low=_num(df, "slope_ci_low"),
+            ci_high=_num(df, "slope_ci_high"), n=_num(df, "n_obs"), threshold_op="category", threshold=np.nan,
+            metric_2="category_confidence", estimate_2=conf, n_2=n_learners, threshold_op_2=">=",
+            threshold_2=cfg["confidence_min"], confidence=conf, n_affected=n_learners, method=method,
+        )
+
+    return rule
+
+
+# ---------------------------------------------------------------- dif
+
+
+def _dif_rule(ets_class: str):
+    def rule(df, cfg, ctx):
+        cls = df["ets_class"].astype("object").to_numpy()
+        suppressed = (
+            df["suppressed_reason"].astype("object").notna().to_numpy()
+            & (df["suppressed_reason"].astype("object").astype(str).str.len() > 0).to_numpy()
+            if "suppressed_reason" in df.columns
+            else np.zeros(len(df), dtype=bool)
+        )
+        delta, se = _num(df, "mh_delta"), _num(df, "mh_delta_se")
+        p = _num(df, "p_adjusted")
+        p = np.where(np.isnan(p), _num(df, "p_value"), p)
+        mask = (cls == ets_class) & ~suppressed & ~(p >= cfg["alpha"])
+        bound = 1.5 if ets_class == "C" else 1.0
+        n_focal, n_ref = _num(df, "n_focal"), _num(df, "n_reference")
+        conf, method = _confidence_normal(np.abs(delta), bound, se, n_focal, ctx["n_half"])
+        attr, focal = _str(df, "attribute"), _str(df, "focal_group")
+        detail = np.array([f"{a}={f}" for a, f in zip(attr, focal)], dtype=object) if len(df) else np.array([], dtype=object)
+        return _frame(
+            df, mask, target_id=_str(df, "item_id"), detail=detail,
+            metric="mh_delta", estimate=delta, se=se, ci_low=delta - Z95 * se, ci_high=delta + Z95 * se,
+            n=n_focal + n_ref, threshold_op="|x|>=", threshold=bound,
+            metric_2="p_adjusted", estimate_2=p, n_2=n_focal, threshold_op_2="<", threshold_2=cfg["alpha"],
+            confidence=conf, n_affected=n_focal, method=method,
+        )
+
+    return rule
+
+
+# ---------------------------------------------------------------- funnel and time
+
+
+def _page_target(df: pd.DataFrame) -> tuple[str, dict]:
+    """Funnel and time tables are per page, or per item within pages: pick the target."""
+    if "page" in df.columns and df["page"].notna().all() and not df["page"].duplicated().any():
+        return "page", {"target_id": _str(df, "page"), "module": _str(df, "module"), "page": _str(df, "page")}
+    return "item", _item_context(df)
+
+
+def _dropout_hotspot(df, cfg, ctx):
+    hazard = _num(df, "hazard")
+    reached = _num(df, "reached")
+    drop = _num(df, "drop")
+    if np.isnan(hazard).all() and not np.isnan(drop).all():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hazard = drop / reached
+    if "drop" not in df.columns:
+        drop = hazard * reached
+    median = np.nanmedian(hazard) if np.isfinite(hazard).any() else np.nan
+    threshold = max(cfg["hazard_min"], cfg["hazard_ratio_min"] * median) if np.isfinite(median) else cfg["hazard_min"]
+    mask = (hazard > threshold) & (drop >= cfg["min_drop"])
+    target_type, target = _page_target(df)
+    se = _se_from(df, hazard, reached, "hazard", proportion=True)
+    conf, method = _confidence_normal(hazard, threshold, se, reached, ctx["n_half"])
+    out = _frame(
+        df, mask, **target,
+        metric="hazard", estimate=hazard, se=se, ci_low=np.clip(hazard - Z95 * se, 0, 1),
+        ci_high=np.clip(hazard + Z95 * se, 0, 1), n=reached, threshold_op=">", threshold=threshold,
+        metric_2="drop", estimate_2=drop, n_2=reached, threshold_op_2=">=", threshold_2=cfg["min_drop"],
+        confidence=conf, n_affected=reached, method=method,
+    )
+    out["target_type"] = target_type
+    return out
+
+
+def _slow_page(df, cfg, ctx):
+    ratio = _num(df, "ratio")
+    if np.isnan(ratio).all():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = _num(df, "median_s") / _num(df, "planned_s")
+    n = _num(df, "n_learners")
+    if np.isnan(n).all():
+        n = _num(df, "n")
+    min_n_ok = (n >= cfg["min_n"]) | np.isnan(n)
+    mask = (ratio > cfg["ratio_min"]) & min_n_ok
+    target_type, target = _page_target(df)
+    out = _frame(
+        df, mask, **target,
+        metric="time_ratio", estimate=ratio, n=n, threshold_op=">", threshold=cfg["ratio_min"],
+        metric_2="median_s", estimate_2=_num(df, "median_s"), n_2=n, threshold_op_2="planned",
+        threshold_2=_num(df, "planned_s"),
+        confidence=np.where(np.isnan(n), 0.5, n_only_confidence(n, ctx["n_half"])),
+        n_affected=n, method="n_only",
+    )
+    out["target_type"] = target_type
+    return out
+
+
+# ---------------------------------------------------------------- the registry
+
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        Rule(
+            "too_easy", "items", "item", ("item_id", "facility", "discrimination", "n_learners"), _too_easy,
+            N_("Too easy"),
+            N_("More than %(facility_min)s of learners answer correctly at the first attempt, and the item hardly "
+               "separates learners who know the topic from those who do not (item-rest correlation below "
+               "%(discrimination_max)s)."),
+            N_("Make the item more demanding (for example with better distractors), or drop it if it teaches nothing."),
+        ),
+        Rule(
+            "too_hard", "items", "item", ("item_id", "facility", "n_learners"), _too_hard,
+            N_("Too hard"),
+            N_("Fewer than %(facility_max)s of learners answer correctly at the first attempt."),
+            N_("Check that the page before the item teaches what it asks; simplify the wording or add an example."),
+        ),
+        Rule(
+            "negative_discrimination", "items", "item", ("item_id", "discrimination", "n_learners"),
+            _negative_discrimination,
+            N_("Strong learners do worse"),
+            N_("Learners who do well on the rest of the course do worse on this item than weaker learners "
+               "(item-rest correlation below %(discrimination_max)s). This is the typical sign of a wrong answer key."),
+            N_("Check the answer key first, then the wording: is more than one option defensible?"),
+        ),
+        Rule(
+            "low_discrimination", "items", "item", ("item_id", "discrimination", "n_learners"), _low_discrimination,
+            N_("Does not discriminate"),
+            N_("The item hardly separates learners who know the topic from those who do not (item-rest "
+               "correlation below %(discrimination_max)s)."),
+            N_("Check the wording and the answer options: is the item ambiguous, or does it test something else?"),
+        ),
+        Rule(
+            "heavy_hint_use", "items", "item", ("item_id", "hint_rate", "n_learners"), _heavy_hint_use,
+            N_("Heavy hint use"),
+            N_("Learners ask for a hint on more than %(hint_rate_min)s of their attempts."),
+            N_("Explain the topic better on the page before the item, or make the question clearer."),
+        ),
+        Rule(
+            "poor_fit", "items", "item", ("item_id", "outfit_mnsq", "outfit_z", "n_learners"), _poor_fit,
+            N_("Unexpected answers"),
+            N_("Answers to this item follow the overall ability of learners less than expected (Rasch fit "
+               "mean square above %(mnsq_max)s, z above %(z_min)s): guessing, careless errors or an unclear item."),
+            N_("Read the item with a colleague: is it unclear, tricky, or about something outside the course?"),
+        ),
+        Rule(
+            "unused_distractor", "distractors", "item", ("item_id", "option", "is_key", "n"), _unused_distractor,
+            N_("Unused answer option"),
+            N_("An answer option is chosen by fewer than %(share_max)s of learners, so it does no work."),
+            N_("Replace the option with a plausible mistake that learners really make."),
+        ),
+        Rule(
+            "strong_distractor", "distractors", "item", ("item_id", "option", "is_key", "n", "mean_ability"),
+            _strong_distractor,
+            N_("Strong learners pick a wrong option"),
+            N_("A wrong answer option is chosen by at least %(share_min)s of learners, and those who choose it "
+               "do better on the rest of the course than those who choose the key."),
+            N_("Check the answer key and whether this option can also be defended as correct."),
+        ),
+        Rule(
+            "kc_no_learning", "kcs", "kc", ("kc", "category"), _kc_rule("no_learning"),
+            N_("No learning"),
+            N_("The error rate on this knowledge component does not fall with practice. The component may "
+               "hide several different skills, or the instruction does not help."),
+            N_("Split the knowledge component into the skills the items really need, or revise the instruction."),
+        ),
+        Rule(
+            "kc_still_high", "kcs", "kc", ("kc", "category"), _kc_rule("still_high"),
+            N_("Still hard after practice"),
+            N_("Learners improve with practice on this knowledge component, but are still often wrong at the end."),
+            N_("Add practice opportunities or instruction for this knowledge component."),
+        ),
+        Rule(
+            "kc_low_and_flat", "kcs", "kc", ("kc", "category"), _kc_rule("low_and_flat"),
+            N_("Already mastered"),
+            N_("Learners make few errors from the first opportunity on, and the error rate stays low."),
+            N_("Cut some of the practice for this knowledge component; learners already master it."),
+        ),
+        Rule(
+            "kc_too_little_data", "kcs", "kc", ("kc", "category"), _kc_rule("too_little_data"),
+            N_("Too little data"),
+            N_("There are too few practice opportunities on this knowledge component to judge its learning curve."),
+            N_("Add items for this knowledge component or merge it with a related one."),
+        ),
+        Rule(
+            "dif_class_c", "dif", "item", ("item_id", "ets_class", "mh_delta"), _dif_rule("C"),
+            N_("Works differently for a group"),
+            N_("Learners of one group with the same overall ability as others answer this item differently "
+               "(large differential item functioning, ETS class C, adjusted p below %(alpha)s)."),
+            N_("Review the wording and the examples for the group named: do they assume knowledge the group may not share?"),
+        ),
+        Rule(
+            "dif_class_b", "dif", "item", ("item_id", "ets_class", "mh_delta"), _dif_rule("B"),
+            N_("Works somewhat differently for a group"),
+            N_("Moderate differential item functioning (ETS class B, adjusted p below %(alpha)s)."),
+            N_("Keep an eye on this item in the next cohort."),
+        ),
+        Rule(
+            "dropout_hotspot", "funnel", "page", ("hazard|drop", "reached"), _dropout_hotspot,
+            N_("Learners leave here"),
+            N_("More than %(hazard_min)s of the learners who reach this point stop here, at least "
+               "%(hazard_ratio_min)s times as many as at a typical point, and at least %(min_drop)s learners in all."),
+            N_("Look at the page where learners stop: is it too long, too hard, or does something not work?"),
+        ),
+        Rule(
+            "slow_page", "time_on_task", "page", ("ratio|median_s",), _slow_page,
+            N_("Takes far longer than planned"),
+            N_("Learners spend more than %(ratio_min)s times the planned time here (median time)."),
+            N_("Shorten the page or split it, or revise the planned time in the course description."),
+        ),
+    ]
+}
+
+FAMILIES = tuple(dict.fromkeys(r.family for r in RULES.values()))
