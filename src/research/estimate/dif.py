@@ -1,0 +1,698 @@
+"""Differential item functioning (DIF): is an item harder for one group than for another
+group of the same ability?
+
+Two classical procedures, run for every item and every group attribute of the
+``learners`` table (gender, age band, role, region, digital maturity), each focal group
+against a reference group:
+
+* **Mantel-Haenszel** (Holland & Thayer 1988). Learners are stratified on their total
+  score *with the studied item included* (which makes the procedure exact under the
+  Rasch model; Zwick 2012, sec. 2). Per item the common odds ratio
+  ``alpha_MH = sum_k(A_k D_k / T_k) / sum_k(B_k C_k / T_k)`` (A, B = reference correct,
+  incorrect; C, D = focal correct, incorrect; T = stratum size) is reported with the
+  ETS delta ``MH D-DIF = -2.35 ln(alpha_MH)``. A negative delta means the item is harder
+  for the focal group than for reference learners of equal total score. The standard
+  error of ``ln(alpha_MH)`` is the Robins-Breslow-Greenland (1986) estimator, the one
+  R's ``mantelhaen.test`` uses for its interval; SE(delta) = 2.35 SE(ln alpha).
+  Significance is the Mantel-Haenszel chi-square with continuity correction (1 df),
+  computed exactly as R's ``mantelhaen.test(correct = TRUE)``.
+* **ETS classification** (Zwick 2012, ETS RR-12-08, p. 3; Holland & Thayer 1988):
+  ``A`` when ``|delta| < 1`` or the MH chi-square is not significant at ``alpha``;
+  ``C`` when ``|delta| >= 1.5`` *and* ``|delta|`` is significantly greater than 1, tested
+  one-sided as ``(|delta| - 1) / SE(delta) > z_(1 - alpha)`` (1.645 at alpha = .05);
+  ``B`` otherwise. With ``classify_on="p_adjusted"`` (the default) the significance in
+  the A rule is the Benjamini-Hochberg adjusted p-value across all items, attributes
+  and focal groups of the call, so a course with hundreds of items does not flag
+  items by chance; ``classify_on="p_value"`` gives the classic per-item ETS rule.
+* **Logistic-regression DIF** (Swaminathan & Rogers 1990; Zumbo 1999): three nested
+  logistic models per item, ``correct ~ score``, ``+ group``, ``+ score:group``.
+  The likelihood-ratio test of the group term is *uniform* DIF, of the interaction
+  *non-uniform* DIF (1 df each). The effect size is the difference of Nagelkerke R^2
+  between the full and the score-only model, classed after Jodoin & Gierl (2001):
+  A (negligible) below 0.035, B (moderate) below 0.070, C (large) otherwise.
+  All items are fitted at once by a batched Newton-Raphson (no loop over items or rows).
+
+Incomplete data (learners who did not answer every item, as in every online course):
+the matching score is the learner's number correct prorated to the full test,
+``round(correct / answered * n_items)``, over the items the learner answered; with
+complete data it is the plain total score.
+
+Groups below the minimum cell size are not analysed: their rows are kept with every
+number empty and ``suppressed_reason`` saying why (never the small count itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from research.errors import ConfigError, DataError, SchemaError
+
+DELTA_SCALE = 2.35
+LEARNER_ATTRIBUTES = ("gender", "age_band", "role", "region", "digital_maturity")
+_CLASSIFY_ON = ("p_adjusted", "p_value")
+
+DIF_COLUMNS = [
+    "attribute",
+    "reference_group",
+    "focal_group",
+    "n_reference",
+    "n_focal",
+    "mh_odds_ratio",
+    "mh_odds_ratio_ci_low",
+    "mh_odds_ratio_ci_high",
+    "mh_delta",
+    "mh_delta_se",
+    "mh_chi2",
+    "p_value",
+    "p_adjusted",
+    "ets_class",
+    "favours",
+    "lr_uniform_chi2",
+    "lr_uniform_p",
+    "lr_uniform_p_adjusted",
+    "lr_nonuniform_chi2",
+    "lr_nonuniform_p",
+    "lr_nonuniform_p_adjusted",
+    "lr_effect_size",
+    "lr_effect_class",
+    "n_strata",
+    "purified",
+    "method",
+    "suppressed_reason",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_columns(df: pd.DataFrame, columns: dict[str, str], table: str) -> None:
+    """Raise SchemaError naming each argument whose column is missing from ``df``."""
+    if not isinstance(df, pd.DataFrame):
+        raise SchemaError(f"{table} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [f"{arg}={col!r}" for arg, col in columns.items() if col not in df.columns]
+    if missing:
+        raise SchemaError(
+            f"{table} has no column for {', '.join(missing)}; its columns are {list(map(str, df.columns))}. "
+            "Pass the right column name with the keyword argument."
+        )
+
+
+def benjamini_hochberg(p: np.ndarray | pd.Series) -> np.ndarray:
+    """Benjamini-Hochberg (1995) adjusted p-values; missing p-values stay missing.
+
+    Equal to R's ``p.adjust(p, "BH")`` on the non-missing values.
+    """
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    pv = p[ok]
+    order = np.argsort(pv)[::-1]
+    ranks = np.arange(m, 0, -1)
+    adj = np.minimum.accumulate(pv[order] * m / ranks)
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def ets_classify(delta, se, p, *, alpha: float = 0.05) -> np.ndarray:
+    """ETS A/B/C class of MH D-DIF values (Zwick 2012, ETS RR-12-08, p. 3).
+
+    ``A``: ``|delta| < 1`` or ``p >= alpha`` (MH chi-square not significant).
+    ``C``: ``|delta| >= 1.5`` and ``(|delta| - 1) / se > z_(1 - alpha)`` (one-sided test
+    that |delta| exceeds 1; 1.645 at alpha = .05). ``B``: otherwise. Missing inputs give
+    an empty string.
+    """
+    delta = np.asarray(delta, dtype=float)
+    se = np.asarray(se, dtype=float)
+    p = np.asarray(p, dtype=float)
+    z = stats.norm.ppf(1 - alpha)
+    ad = np.abs(delta)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        is_a = (ad < 1) | (p >= alpha)
+        is_c = (ad >= 1.5) & ((ad - 1) / se > z)
+    out = np.where(is_a, "A", np.where(is_c, "C", "B")).astype(object)
+    out[~(np.isfinite(delta) & np.isfinite(p))] = ""
+    return out
+
+
+def _nagelkerke_class(r2: np.ndarray) -> np.ndarray:
+    out = np.where(r2 < 0.035, "A", np.where(r2 < 0.070, "B", "C")).astype(object)
+    out[~np.isfinite(r2)] = ""
+    return out
+
+
+def first_attempt_responses(
+    attempts: pd.DataFrame,
+    *,
+    learner: str = "learner_id",
+    item: str = "item_id",
+    attempt: str = "attempt",
+    outcome: str = "outcome",
+    timestamp: str = "timestamp",
+) -> pd.DataFrame:
+    """Dichotomous first-attempt responses from the canonical ``attempts`` table.
+
+    Per learner and item, the earliest first attempt (``attempt == 1``) at any of the
+    item's steps, i.e. the first attempt at the first step the learner met; ``correct``
+    is 1 when its outcome is ``correct`` (a hint request counts as incorrect, the
+    DataShop convention).
+
+    Returns
+    -------
+    DataFrame
+        ``learner``, ``item``, ``correct`` (int 0/1), one row per learner x item.
+    """
+    _require_columns(attempts, {"learner": learner, "item": item, "attempt": attempt,
+                                "outcome": outcome, "timestamp": timestamp}, "attempts")
+    first = attempts.loc[pd.to_numeric(attempts[attempt], errors="coerce") == 1, [learner, item, outcome, timestamp]]
+    first = first.sort_values([learner, item, timestamp], kind="stable").drop_duplicates([learner, item])
+    out = pd.DataFrame(
+        {
+            learner: first[learner].astype(str).to_numpy(),
+            item: first[item].astype(str).to_numpy(),
+            "correct": (first[outcome].astype(str) == "correct").astype(int).to_numpy(),
+        }
+    )
+    return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class _Prepared:
+    learners: np.ndarray  # learner labels, index = learner code
+    items: np.ndarray  # item labels, index = item code
+    li: np.ndarray  # learner code per response row
+    ij: np.ndarray  # item code per response row
+    y: np.ndarray  # 0/1 per response row
+
+
+def _prepare(responses: pd.DataFrame, learner: str, item: str, correct: str) -> _Prepared:
+    _require_columns(responses, {"learner": learner, "item": item, "correct": correct}, "responses")
+    if len(responses) == 0:
+        raise DataError("responses is empty: there are no item responses to analyse for DIF")
+    y_raw = responses[correct]
+    if y_raw.dtype == bool or str(y_raw.dtype) == "boolean":
+        y_raw = y_raw.astype("Int64")
+    y = pd.to_numeric(y_raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"responses column {correct!r} must hold 0/1 (or True/False); row {first} has "
+            f"{responses[correct].iloc[first]!r}. Score responses dichotomously first "
+            "(see first_attempt_responses)."
+        )
+    li, learners = pd.factorize(responses[learner].astype(str), sort=True)
+    ij, items = pd.factorize(responses[item].astype(str), sort=True)
+    key = li.astype(np.int64) * len(items) + ij
+    if len(np.unique(key)) != len(key):
+        dup = pd.Series(key).duplicated()
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(
+            f"responses has more than one row for learner {responses[learner].iloc[row]!r} and item "
+            f"{responses[item].iloc[row]!r}; DIF needs one scored response per learner and item "
+            "(use first_attempt_responses on attempts)."
+        )
+    return _Prepared(np.asarray(learners), np.asarray(items), li, ij, y.astype(np.int8))
+
+
+def _matching_scores(prep: _Prepared, anchor: np.ndarray) -> np.ndarray:
+    """Per response row: the learner's (prorated) number correct on the anchor items plus
+    the studied item (always included, Holland & Thayer 1988)."""
+    n_learners = len(prep.learners)
+    is_anchor = anchor[prep.ij]
+    s_anchor = np.bincount(prep.li, weights=prep.y * is_anchor, minlength=n_learners)
+    m_anchor = np.bincount(prep.li, weights=is_anchor.astype(float), minlength=n_learners)
+    own = ~is_anchor  # studied item not in the anchor: add it back
+    s = s_anchor[prep.li] + np.where(own, prep.y, 0)
+    m = m_anchor[prep.li] + own
+    k = anchor.sum() + own
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prorated = np.rint(np.where(m > 0, s / m * k, 0))
+    return np.where(m == k, s, prorated).astype(np.int64)
+
+
+def _group_comparisons(
+    learners: pd.DataFrame,
+    learner: str,
+    attributes: list[str] | None,
+    reference: dict | None,
+    focal: dict | None,
+) -> list[tuple[str, str, str, pd.Series]]:
+    """(attribute, reference group, focal group, learner -> group Series) per comparison."""
+    _require_columns(learners, {"learner": learner}, "learners")
+    if attributes is None:
+        attributes = [a for a in LEARNER_ATTRIBUTES if a in learners.columns and learners[a].notna().any()]
+        if not attributes:
+            raise DataError(
+                f"learners has none of the group attributes {list(LEARNER_ATTRIBUTES)} with values; "
+                "pass attributes=[...] naming the columns to compare groups on"
+            )
+    elif isinstance(attributes, str):
+        attributes = [attributes]
+    unknown = [a for a in attributes if a not in learners.columns or a == learner]
+    if unknown:
+        valid = [str(c) for c in learners.columns if c not in (learner, "cohort")]
+        raise ConfigError(f"unknown learner attribute(s) {unknown}; valid attributes in learners: {valid}")
+    reference = dict(reference or {})
+    focal = dict(focal or {})
+    for name, cfg in (("reference", reference), ("focal", focal)):
+        extra = [k for k in cfg if k not in attributes]
+        if extra:
+            raise ConfigError(f"{name}= names attribute(s) {extra} that are not analysed; analysed attributes: {attributes}")
+    out = []
+    ids = learners[learner].astype(str)
+    for attr in attributes:
+        values = learners[attr].astype("string")
+        group = pd.Series(values.to_numpy(), index=ids.to_numpy(), name=attr).dropna()
+        group = group[~group.index.duplicated()]
+        counts = group.value_counts()
+        if counts.empty:
+            continue
+        observed = sorted(map(str, counts.index))
+        ref = reference.get(attr)
+        if ref is None:
+            ref = str(counts.sort_values(ascending=False, kind="stable").index[0])
+        elif str(ref) not in observed:
+            raise ConfigError(f"reference group {ref!r} for attribute {attr!r} is not in the data; groups: {observed}")
+        foc = focal.get(attr)
+        if foc is None:
+            focs = [g for g in observed if g != str(ref)]
+        else:
+            focs = [foc] if isinstance(foc, str) else list(foc)
+            bad = [f for f in focs if str(f) not in observed or str(f) == str(ref)]
+            if bad:
+                raise ConfigError(
+                    f"focal group(s) {bad} for attribute {attr!r} are not in the data or equal the reference "
+                    f"{ref!r}; groups: {observed}"
+                )
+        for f in focs:
+            out.append((attr, str(ref), str(f), group))
+    return out
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _mh_kernel(ij: np.ndarray, stratum: np.ndarray, is_focal: np.ndarray, y: np.ndarray, n_items: int) -> dict:
+    """Mantel-Haenszel statistics for all items at once (arrays of length n_items)."""
+    n_strata = int(stratum.max()) + 1 if len(stratum) else 1
+    key = ij.astype(np.int64) * n_strata + stratum
+    size = n_items * n_strata
+    f = is_focal.astype(float)
+    r = 1.0 - f
+    yy = y.astype(float)
+
+    def cnt(w):
+        return np.bincount(key, weights=w, minlength=size).reshape(n_items, n_strata)
+
+    a = cnt(yy * r)
+    n_ref = cnt(r)
+    c = cnt(yy * f)
+    n_foc = cnt(f)
+    b = n_ref - a
+    d = n_foc - c
+    t = n_ref + n_foc
+    m1 = a + c
+    m0 = t - m1
+    use = t >= 2
+    ts = np.where(use, t, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        R = np.where(use, a * d / ts, 0.0)
+        S = np.where(use, b * c / ts, 0.0)
+        P = np.where(use, (a + d) / ts, 0.0)
+        Q = np.where(use, (b + c) / ts, 0.0)
+        sR, sS = R.sum(1), S.sum(1)
+        odds = sR / sS
+        var_log = (P * R).sum(1) / (2 * sR**2) + (P * S + Q * R).sum(1) / (2 * sR * sS) + (Q * S).sum(1) / (2 * sS**2)
+        ea = np.where(use, n_ref * m1 / ts, 0.0)
+        va = np.where(use, n_ref * n_foc * m1 * m0 / (ts**2 * np.where(use, ts - 1, 1.0)), 0.0)
+        dev = np.where(use, a, 0.0).sum(1) - ea.sum(1)
+        yates = np.minimum(0.5, np.abs(dev))  # as R's mantelhaen.test(correct = TRUE)
+        sva = va.sum(1)
+        chi2 = (np.abs(dev) - yates) ** 2 / sva
+    informative = (n_ref > 0) & (n_foc > 0) & use
+    return {
+        "n_reference": n_ref.sum(1),
+        "n_focal": n_foc.sum(1),
+        "odds": odds,
+        "se_log": np.sqrt(var_log),
+        "chi2": chi2,
+        "p": stats.chi2.sf(chi2, 1),
+        "n_strata": informative.sum(1),
+        "estimable": (sR > 0) & (sS > 0) & (sva > 0),
+    }
+
+
+def _batched_logit(group_idx: np.ndarray, X: np.ndarray, y: np.ndarray, n_groups: int,
+                   max_iter: int = 50, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood logistic regression fitted separately per group, all at once.
+
+    Newton-Raphson on per-group p x p systems (p = X.shape[1]) assembled with bincount;
+    a tiny ridge keeps separated groups solvable (their log-likelihood still converges).
+    Returns (coefficients shaped (n_groups, p), log-likelihood per group).
+    """
+    n, p = X.shape
+    beta = np.zeros((n_groups, p))
+    pairs = [(i, j) for i in range(p) for j in range(i, p)]
+    ll_old = np.full(n_groups, -np.inf)
+    for _ in range(max_iter):
+        eta = np.einsum("np,np->n", X, beta[group_idx])
+        mu = 1.0 / (1.0 + np.exp(-eta))
+        w = np.clip(mu * (1 - mu), 1e-12, None)
+        ll_rows = y * eta - np.logaddexp(0.0, eta)
+        ll = np.bincount(group_idx, weights=ll_rows, minlength=n_groups)
+        grad = np.stack([np.bincount(group_idx, weights=X[:, i] * (y - mu), minlength=n_groups) for i in range(p)], 1)
+        H = np.empty((n_groups, p, p))
+        for i, j in pairs:
+            H[:, i, j] = H[:, j, i] = np.bincount(group_idx, weights=w * X[:, i] * X[:, j], minlength=n_groups)
+        H += 1e-8 * np.eye(p)
+        step = np.linalg.solve(H, grad[..., None])[..., 0]
+        beta = beta + np.clip(step, -5, 5)
+        if np.all(np.abs(ll - ll_old) < tol):
+            break
+        ll_old = ll
+    eta = np.einsum("np,np->n", X, beta[group_idx])
+    ll = np.bincount(group_idx, weights=y * eta - np.logaddexp(0.0, eta), minlength=n_groups)
+    return beta, ll
+
+
+def _lr_kernel(ij: np.ndarray, score: np.ndarray, is_focal: np.ndarray, y: np.ndarray, n_items: int) -> dict:
+    """Logistic-regression DIF for all items at once (Swaminathan & Rogers 1990)."""
+    yy = y.astype(float)
+    s = score.astype(float)
+    sd = s.std()
+    s = (s - s.mean()) / (sd if sd > 0 else 1.0)
+    g = is_focal.astype(float)
+    one = np.ones_like(s)
+    n = np.bincount(ij, minlength=n_items).astype(float)
+    k = np.bincount(ij, weights=yy, minlength=n_items)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pbar = k / n
+        ll_null = np.where((k > 0) & (k < n), k * np.log(pbar) + (n - k) * np.log1p(-pbar), 0.0)
+    _, ll0 = _batched_logit(ij, np.column_stack([one, s]), yy, n_items)
+    _, ll1 = _batched_logit(ij, np.column_stack([one, s, g]), yy, n_items)
+    _, ll2 = _batched_logit(ij, np.column_stack([one, s, g, s * g]), yy, n_items)
+    chi_u = np.maximum(2 * (ll1 - ll0), 0.0)
+    chi_n = np.maximum(2 * (ll2 - ll1), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        denom = 1 - np.exp(2 * ll_null / n)
+
+        def nagelkerke(ll):
+            return (1 - np.exp(2 * (ll_null - ll) / n)) / denom
+
+        r2 = nagelkerke(ll2) - nagelkerke(ll0)
+    return {
+        "chi_u": chi_u,
+        "p_u": stats.chi2.sf(chi_u, 1),
+        "chi_n": chi_n,
+        "p_n": stats.chi2.sf(chi_n, 1),
+        "r2": r2,
+    }
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _analyse_comparison(prep, group_codes, purify, alpha, max_iter_purify, logistic):
+    """MH (and LR) for one reference/focal comparison; group_codes per learner: 0 ref, 1 focal, -1 other."""
+    n_items = len(prep.items)
+    rows_g = group_codes[prep.li]
+    keep = rows_g >= 0
+    ij, y, is_focal = prep.ij[keep], prep.y[keep], rows_g[keep] == 1
+    anchor = np.ones(n_items, dtype=bool)
+    purified = False
+    for _ in range(max_iter_purify if purify else 1):
+        score = _matching_scores(prep, anchor)[keep]
+        mh = _mh_kernel(ij, score, is_focal, y, n_items)
+        if not purify:
+            break
+        delta = -DELTA_SCALE * np.log(mh["odds"])
+        cls = ets_classify(delta, DELTA_SCALE * mh["se_log"], mh["p"], alpha=alpha)
+        new_anchor = ~np.isin(cls, ["B", "C"])
+        if new_anchor.sum() < 2:
+            break
+        purified = True
+        if np.array_equal(new_anchor, anchor):
+            break
+        anchor = new_anchor
+    lr = _lr_kernel(ij, score, is_focal, y, n_items) if logistic else None
+    return mh, lr, purified
+
+
+def mantel_haenszel_dif(
+    responses: pd.DataFrame,
+    learners: pd.DataFrame,
+    *,
+    attributes: list[str] | str | None = None,
+    reference: dict[str, str] | None = None,
+    focal: dict[str, str | list[str]] | None = None,
+    learner: str = "learner_id",
+    item: str = "item_id",
+    correct: str = "correct",
+    min_cell_size: int = 10,
+    alpha: float = 0.05,
+    classify_on: str = "p_adjusted",
+    purify: bool = False,
+    logistic: bool = True,
+) -> pd.DataFrame:
+    """DIF of every item for every group attribute: Mantel-Haenszel, ETS class, and
+    logistic-regression DIF; Benjamini-Hochberg across all rows.
+
+    Parameters
+    ----------
+    responses : DataFrame
+        Long format, one scored response per learner x item (``correct`` 0/1); build it
+        from attempts with :func:`first_attempt_responses`.
+    learners : DataFrame
+        ``learner`` plus the group attribute columns.
+    attributes : list of str, optional
+        Attributes to analyse; default every one of gender, age_band, role, region,
+        digital_maturity present with values.
+    reference : dict, optional
+        Reference group per attribute (``{"gender": "man"}``); default the largest group.
+    focal : dict, optional
+        Focal group(s) per attribute; default every other group.
+    min_cell_size : int
+        A comparison is not analysed for an item when the reference or the focal group has
+        fewer learners than this answering it; the row says so in ``suppressed_reason``.
+    alpha : float
+        Significance level of the ETS rule (and of the one-sided |delta| > 1 test).
+    classify_on : {"p_adjusted", "p_value"}
+        Which MH p-value the ETS A rule uses: Benjamini-Hochberg adjusted (default) or raw.
+    purify : bool
+        Iterative purification of the matching score (Holland & Thayer 1988; Zwick 2012):
+        items classed B or C are dropped from the matching score (except as the studied
+        item) and the analysis re-run until the set is stable.
+    logistic : bool
+        Also run logistic-regression DIF (default True).
+
+    Returns
+    -------
+    DataFrame
+        One row per item x attribute x focal group:
+
+        - ``item`` (named as the ``item`` argument), ``attribute``, ``reference_group``,
+          ``focal_group``: what is compared.
+        - ``n_reference``, ``n_focal``: learners of each group answering the item.
+        - ``mh_odds_ratio``, ``mh_odds_ratio_ci_low``, ``mh_odds_ratio_ci_high``: common odds
+          ratio (reference vs focal odds of a correct answer) with its 95% interval
+          (Robins-Breslow-Greenland variance).
+        - ``mh_delta``, ``mh_delta_se``: ETS MH D-DIF = -2.35 ln(odds ratio) and its SE;
+          negative = harder for the focal group.
+        - ``mh_chi2``, ``p_value``, ``p_adjusted``: MH chi-square (continuity-corrected),
+          its p-value and the Benjamini-Hochberg adjusted p-value over all rows.
+        - ``ets_class``: A, B or C (see module docstring); ``favours``: ``reference`` when
+          delta < 0 (the item is harder for the focal group), ``focal`` when delta > 0.
+        - ``lr_uniform_chi2``, ``lr_uniform_p``, ``lr_uniform_p_adjusted``: LR test of the
+          group term; ``lr_nonuniform_chi2``, ``lr_nonuniform_p``,
+          ``lr_nonuniform_p_adjusted``: LR test of the score x group interaction.
+        - ``lr_effect_size``: Nagelkerke R^2 difference (full minus score-only model);
+          ``lr_effect_class``: Jodoin & Gierl (2001) A/B/C.
+        - ``n_strata``: score strata with both groups present; ``purified``: whether the
+          matching score was purified; ``method``.
+        - ``suppressed_reason``: why the numbers of the row are empty, else empty.
+
+    The frame's ``attrs`` hold the settings and the package version (provenance).
+    """
+    if classify_on not in _CLASSIFY_ON:
+        raise ConfigError(f"classify_on={classify_on!r} is not known; use one of {list(_CLASSIFY_ON)}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+    if int(min_cell_size) < 1:
+        raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
+    prep = _prepare(responses, learner, item, correct)
+    comparisons = _group_comparisons(learners, learner, attributes, reference, focal)
+    n_items = len(prep.items)
+    frames = []
+    for attr, ref, foc, group in comparisons:
+        g = group.reindex(prep.learners)
+        codes = np.where(g.to_numpy(dtype=object) == ref, 0, np.where(g.to_numpy(dtype=object) == foc, 1, -1))
+        n_ref_total = int((group == ref).sum())
+        n_foc_total = int((group == foc).sum())
+        base = pd.DataFrame(
+            {item: prep.items, "attribute": attr, "reference_group": ref, "focal_group": foc}
+        )
+        if min(n_ref_total, n_foc_total) < min_cell_size:
+            small = ref if n_ref_total < min_cell_size else foc
+            base["suppressed_reason"] = (
+                f"group {small!r} of {attr} has fewer learners than the minimum cell size {min_cell_size}: not analysed"
+            )
+            frames.append(base)
+            continue
+        mh, lr, purified = _analyse_comparison(prep, codes, purify, alpha, 10, logistic)
+        z = stats.norm.ppf(0.975)
+        log_or = np.log(mh["odds"])
+        base["n_reference"] = mh["n_reference"]
+        base["n_focal"] = mh["n_focal"]
+        base["mh_odds_ratio"] = mh["odds"]
+        base["mh_odds_ratio_ci_low"] = np.exp(log_or - z * mh["se_log"])
+        base["mh_odds_ratio_ci_high"] = np.exp(log_or + z * mh["se_log"])
+        base["mh_delta"] = -DELTA_SCALE * log_or
+        base["mh_delta_se"] = DELTA_SCALE * mh["se_log"]
+        base["mh_chi2"] = mh["chi2"]
+        base["p_value"] = mh["p"]
+        if lr is not None:
+            base["lr_uniform_chi2"] = lr["chi_u"]
+            base["lr_uniform_p"] = lr["p_u"]
+            base["lr_nonuniform_chi2"] = lr["chi_n"]
+            base["lr_nonuniform_p"] = lr["p_n"]
+            base["lr_effect_size"] = lr["r2"]
+        base["n_strata"] = mh["n_strata"]
+        base["purified"] = purified
+        small_item = (mh["n_reference"] < min_cell_size) | (mh["n_focal"] < min_cell_size)
+        reason = np.full(n_items, "", dtype=object)
+        reason[~mh["estimable"]] = "odds ratio not estimable: no stratum holds both groups with mixed outcomes"
+        reason[small_item] = (
+            f"fewer learners than the minimum cell size {min_cell_size} in the reference or focal group "
+            "answered this item: not analysed"
+        )
+        base["suppressed_reason"] = reason
+        frames.append(base)
+    if not frames:
+        raise DataError("no group comparison could be formed: every analysed attribute has no values in learners")
+    out = pd.concat(frames, ignore_index=True)
+    for col in DIF_COLUMNS:
+        if col not in out.columns:
+            out[col] = np.nan
+    numeric = [c for c in DIF_COLUMNS if c not in ("attribute", "reference_group", "focal_group", "ets_class",
+                                                   "favours", "lr_effect_class", "method", "suppressed_reason",
+                                                   "purified")]
+    out["suppressed_reason"] = out["suppressed_reason"].fillna("").astype(str)
+    suppressed = out["suppressed_reason"] != ""
+    out.loc[suppressed, numeric] = np.nan
+    out["p_adjusted"] = benjamini_hochberg(out["p_value"])
+    out["lr_uniform_p_adjusted"] = benjamini_hochberg(out["lr_uniform_p"])
+    out["lr_nonuniform_p_adjusted"] = benjamini_hochberg(out["lr_nonuniform_p"])
+    p_cls = out["p_adjusted"] if classify_on == "p_adjusted" else out["p_value"]
+    out["ets_class"] = ets_classify(out["mh_delta"], out["mh_delta_se"], p_cls, alpha=alpha)
+    delta = out["mh_delta"].to_numpy(dtype=float)
+    out["favours"] = np.where(~np.isfinite(delta), "", np.where(delta < 0, "reference", np.where(delta > 0, "focal", "neither")))
+    out["lr_effect_class"] = _nagelkerke_class(out["lr_effect_size"].to_numpy(dtype=float))
+    out["purified"] = out["purified"].astype("boolean")
+    for col in ("n_reference", "n_focal", "n_strata"):
+        out[col] = pd.array(np.rint(out[col].to_numpy(dtype=float)), dtype="Int64") if out[col].notna().any() else pd.array([pd.NA] * len(out), dtype="Int64")
+        out.loc[out[col].isna(), col] = pd.NA
+    out["method"] = "mantel_haenszel" + ("+logistic" if logistic else "") + ("+purified" if purify else "")
+    out = out[[item, *DIF_COLUMNS]]
+    from research import __version__
+
+    out.attrs.update(
+        method="Mantel-Haenszel DIF (Holland & Thayer 1988), ETS classes (Zwick 2012), logistic-regression DIF "
+        "(Swaminathan & Rogers 1990), Benjamini-Hochberg",
+        min_cell_size=int(min_cell_size), alpha=alpha, classify_on=classify_on, purify=purify,
+        version=__version__,
+    )
+    return out
+
+
+dif = mantel_haenszel_dif
+
+
+def dif_success_curves(
+    responses: pd.DataFrame,
+    learners: pd.DataFrame,
+    *,
+    items: list[str] | None = None,
+    attribute: str,
+    groups: list[str] | None = None,
+    learner: str = "learner_id",
+    item: str = "item_id",
+    correct: str = "correct",
+    n_bands: int = 5,
+    min_cell_size: int = 10,
+) -> pd.DataFrame:
+    """Share correct on each item by group within bands of the matching score.
+
+    The picture behind a DIF flag: at equal total score, does one group succeed less
+    often? Learners are banded on their prorated total score (quantile bands over the
+    whole cohort); cells with fewer learners than ``min_cell_size`` are suppressed.
+
+    Returns
+    -------
+    DataFrame
+        ``item``, ``attribute``, ``group``, ``band`` (1 = lowest), ``score_low``,
+        ``score_high`` (total-score range of the band), ``n``, ``estimate`` (share
+        correct), ``ci_low``, ``ci_high`` (95% Wilson), ``method``, ``suppressed_reason``.
+    """
+    from research.estimate.gaps import wilson_interval
+
+    if int(n_bands) < 1:
+        raise ConfigError(f"n_bands={n_bands!r} must be at least 1")
+    prep = _prepare(responses, learner, item, correct)
+    comparisons = _group_comparisons(learners, learner, [attribute], None, None)
+    if not comparisons:
+        raise DataError(f"attribute {attribute!r} has no values in learners")
+    group = comparisons[0][3]
+    if groups is not None:
+        bad = [g for g in groups if g not in set(group.unique())]
+        if bad:
+            raise ConfigError(f"groups {bad} are not values of {attribute!r}; values: {sorted(group.unique())}")
+    if items is not None:
+        unknown = sorted(set(map(str, items)) - set(prep.items))
+        if unknown:
+            raise ConfigError(f"items {unknown[:5]} are not in responses; e.g. valid: {list(prep.items[:5])}")
+    score = _matching_scores(prep, np.ones(len(prep.items), dtype=bool))
+    learner_score = pd.Series(score).groupby(prep.li).first()
+    bands = pd.qcut(learner_score.rank(method="first"), q=int(n_bands), labels=False) + 1
+    band_of_learner = np.zeros(len(prep.learners), dtype=int)
+    band_of_learner[learner_score.index.to_numpy()] = bands.to_numpy()
+    df = pd.DataFrame(
+        {
+            item: prep.items[prep.ij],
+            "group": group.reindex(prep.learners[prep.li]).to_numpy(dtype=object),
+            "band": band_of_learner[prep.li],
+            "score": score,
+            "y": prep.y.astype(float),
+        }
+    ).dropna(subset=["group"])
+    if items is not None:
+        df = df[df[item].isin(list(map(str, items)))]
+    if groups is not None:
+        df = df[df["group"].isin(groups)]
+    band_range = pd.DataFrame({"band": bands.to_numpy(), "s": learner_score.to_numpy()}).groupby("band")["s"].agg(
+        score_low="min", score_high="max"
+    )
+    out = df.groupby([item, "group", "band"], observed=True).agg(n=("y", "size"), k=("y", "sum")).reset_index()
+    out = out.join(band_range, on="band")
+    out.insert(1, "attribute", attribute)
+    out["group"] = out["group"].astype(str)
+    lo, hi = wilson_interval(out["k"].to_numpy(), out["n"].to_numpy())
+    out["estimate"] = out["k"] / out["n"]
+    out["ci_low"], out["ci_high"] = lo, hi
+    out["method"] = "share correct by total-score band (Wilson 95%)"
+    small = out["n"] < min_cell_size
+    out["suppressed_reason"] = np.where(small, f"fewer learners than the minimum cell size {min_cell_size}", "")
+    out.loc[small, ["n", "estimate", "ci_low", "ci_high"]] = np.nan
+    return out.drop(columns="k")[[item, "attribute", "group", "band", "score_low", "score_high", "n", "estimate",
+                                  "ci_low", "ci_high", "method", "suppressed_reason"]]
