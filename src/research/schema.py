@@ -240,7 +240,7 @@ def check_relation(
         f"""CREATE OR REPLACE TEMP TABLE __checked AS
         SELECT *, {reason} AS __reason, {column} AS __column
         FROM (SELECT *, {keyed} FROM (SELECT *, row_number() OVER () - 1 AS __row FROM {source}))"""
-    )
+    ).fetchall()
     extra = [c for c in PROVENANCE_COLUMNS if c in present and c not in schema.field_names]
     typed_cols = ", ".join([_typed_expr(f, f.name in present) for f in schema.fields] + [_quote(c) for c in extra])
     valid_sql = f"SELECT {typed_cols} FROM __checked WHERE __reason = '' ORDER BY __row"

@@ -148,9 +148,9 @@ class Warehouse:
 
     def _create_tables(self) -> None:
         for name in canonical_tables():
-            self.con.execute(load_schema(name).create_sql())
-        self.con.execute(LOADS_SQL)
-        self.con.execute(QUARANTINE_SQL)
+            self.con.execute(load_schema(name).create_sql()).fetchall()
+        self.con.execute(LOADS_SQL).fetchall()
+        self.con.execute(QUARANTINE_SQL).fetchall()
 
     # -- context manager -------------------------------------------------------------
     def close(self) -> None:
@@ -187,7 +187,7 @@ class Warehouse:
             digest = file_sha256(path)
             done = self.con.execute(
                 "SELECT count(*) FROM loads WHERE cohort = ? AND file_sha256 = ?", [cohort, digest]
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if done:
                 summary.files.append(FileLoad(path.name, format or "", cohort, "already loaded"))
                 continue
@@ -208,7 +208,7 @@ class Warehouse:
         summary = FileLoad(result.name, result.format, cohort, "loaded")
         quarantined = [result.rejects.assign(cohort=cohort)] if len(result.rejects) else []
         con = self.con
-        con.execute("BEGIN TRANSACTION")
+        con.execute("BEGIN TRANSACTION").fetchall()
         try:
             valid_attempt_ids = None
             for name in [t for t in canonical_tables() if t in result.tables]:
@@ -235,32 +235,32 @@ class Warehouse:
                 if len(rejects):
                     quarantined.append(rejects.assign(cohort=cohort))
                 cols = ", ".join(f'"{c}"' for c in schema.field_names)
-                con.execute(f"CREATE OR REPLACE TEMP TABLE __valid AS SELECT {cols} FROM ({valid_sql})")
+                con.execute(f"CREATE OR REPLACE TEMP TABLE __valid AS SELECT {cols} FROM ({valid_sql})").fetchall()
                 key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
                 present = con.execute(
                     f'SELECT count(*) FROM __valid v WHERE EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
-                ).fetchone()[0]
+                ).fetchall()[0][0]
                 con.execute(
                     f'INSERT INTO "{name}" SELECT * FROM __valid v WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
-                )
+                ).fetchall()
                 stats.n_already_present = int(present)
-                stats.n_loaded = int(con.execute("SELECT count(*) FROM __valid").fetchone()[0]) - stats.n_already_present
+                stats.n_loaded = int(con.execute("SELECT count(*) FROM __valid").fetchall()[0][0]) - stats.n_already_present
                 if name == "attempts":
                     valid_attempt_ids = con.execute("SELECT attempt_id FROM __valid").df()["attempt_id"]
                 con.unregister("__incoming")
-                con.execute("DROP TABLE IF EXISTS __valid")
-                con.execute("DROP TABLE IF EXISTS __checked")
+                con.execute("DROP TABLE IF EXISTS __valid").fetchall()
+                con.execute("DROP TABLE IF EXISTS __checked").fetchall()
                 summary.tables[name] = stats
                 con.execute(
                     "INSERT INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [load_id, cohort, result.name, file_sha256 or "", result.format, name, stats.n_read,
                      stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, now],
-                )
+                ).fetchall()
             if quarantined:
                 q = pd.concat(quarantined, ignore_index=True).assign(load_id=load_id)
                 q = q[["load_id", "cohort", "table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]]
                 con.register("__quarantine", q)
-                con.execute("INSERT INTO quarantine SELECT * FROM __quarantine")
+                con.execute("INSERT INTO quarantine SELECT * FROM __quarantine").fetchall()
                 con.unregister("__quarantine")
                 summary.reasons = (
                     q.assign(column=q["column"].fillna(""))
@@ -271,9 +271,9 @@ class Warehouse:
                     .sort_values("n", ascending=False, ignore_index=True)
                     .head(20)
                 )
-            con.execute("COMMIT")
+            con.execute("COMMIT").fetchall()
         except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("ROLLBACK").fetchall()
             raise
         return summary
 
@@ -323,12 +323,12 @@ class Warehouse:
         ).df()
 
     def has_cohort(self, cohort: str) -> bool:
-        return bool(self.con.execute("SELECT count(*) FROM loads WHERE cohort = ?", [cohort]).fetchone()[0])
+        return bool(self.con.execute("SELECT count(*) FROM loads WHERE cohort = ?", [cohort]).fetchall()[0][0])
 
     def counts(self, cohort: str) -> dict[str, int]:
         """Row counts of every canonical table for one cohort (for run manifests)."""
         return {
-            name: int(self.con.execute(f'SELECT count(*) FROM "{name}" WHERE cohort = ?', [cohort]).fetchone()[0])
+            name: int(self.con.execute(f'SELECT count(*) FROM "{name}" WHERE cohort = ?', [cohort]).fetchall()[0][0])
             for name in canonical_tables()
         }
 
