@@ -338,7 +338,7 @@ def _mh_kernel(ij: np.ndarray, stratum: np.ndarray, is_focal: np.ndarray, y: np.
         ea = np.where(use, n_ref * m1 / ts, 0.0)
         va = np.where(use, n_ref * n_foc * m1 * m0 / (ts**2 * np.where(use, ts - 1, 1.0)), 0.0)
         dev = np.where(use, a, 0.0).sum(1) - ea.sum(1)
-        yates = np.minimum(0.5, np.abs(dev))  # as R's mantelhaen.test(correct = TRUE)
+        yates = np.where(np.abs(dev) >= 0.5, 0.5, 0.0)  # as R's mantelhaen.test(correct = TRUE)
         sva = va.sum(1)
         chi2 = (np.abs(dev) - yates) ** 2 / sva
     informative = (n_ref > 0) & (n_foc > 0) & use
