@@ -41,7 +41,7 @@ FORMATS: dict[str, ModuleType] = {
 __all__ = ["FORMATS", "IngestResult", "make_rejects", "read_file", "sniff"]
 
 
-def sniff(path) -> str:
+def sniff(path, *, encoding: str = "utf-8") -> str:
     """The format name of ``path``; DataError naming the file when unknown or ambiguous."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
@@ -49,7 +49,7 @@ def sniff(path) -> str:
         if not path.exists():
             raise DataError(f"{path}: file not found")
     else:
-        head = read_head(path)
+        head = read_head(path, encoding)
     found = []
     for name, module in FORMATS.items():
         if module.sniff(path, head):
@@ -77,7 +77,7 @@ def read_file(path, *, cohort: str, pseudonymiser, format: str | None = None, op
     if not cohort or not isinstance(cohort, str):
         raise ConfigError(f"cohort must be a non-empty string, got {cohort!r}")
     if format is None:
-        format = sniff(path)
+        format = sniff(path, encoding=(options or {}).get("encoding", "utf-8"))
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
     module = FORMATS[format]

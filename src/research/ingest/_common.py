@@ -296,9 +296,11 @@ def bad_line_rows(d: Delimited, *, learner_col: str | None, pseudonymiser) -> pd
 # --------------------------------------------------------------------------- values
 
 
-def blank_to_na(s: pd.Series) -> pd.Series:
-    """Strip text and make empty cells NA (pandas ``string`` dtype)."""
-    s = s.astype("string").str.strip()
+def blank_to_na(s: pd.Series, strip: bool = True) -> pd.Series:
+    """Strip text (unless ``strip=False``) and make empty cells NA (pandas ``string`` dtype)."""
+    s = s.astype("string")
+    if strip:
+        s = s.str.strip()
     return s.mask(s == "")
 
 
@@ -383,15 +385,34 @@ def localize_to_utc(ts: pd.Series, zones: pd.Series | None, default_zone: str = 
     return out, bad
 
 
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
 def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str = ".") -> tuple[pd.Series, pd.Series]:
-    """Text -> float; returns (values, bad) where bad marks non-empty cells that are not numbers."""
+    """Text -> float; returns (values, bad) where bad marks non-empty cells that are not numbers.
+
+    Vectorised in Arrow: cells matching a number pattern are cast, the rest are NaN.
+    """
+    import pyarrow.compute as pc
+
     text = blank_to_na(s)
     text = text.mask(text.isin(list(missing)))
     if decimal != ".":
         text = text.str.replace(decimal, ".", regex=False)
-    values = pd.to_numeric(text, errors="coerce").astype("float64")
-    bad = text.notna() & values.isna()
-    return values, bad.fillna(False).astype(bool)
+    arr = pa.array(text.astype(object).where(text.notna(), None), type=pa.string()) if not _is_arrow(text) else pa.array(text.array)
+    try:  # fast path: every cell is a number (or empty)
+        values = pc.cast(arr, pa.float64())
+        valid = pc.is_valid(values)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        valid = pc.fill_null(pc.match_substring_regex(pc.utf8_trim_whitespace(arr), _NUMBER), False)
+        values = pc.cast(pc.if_else(valid, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string())), pa.float64())
+    out = pd.Series(values.to_numpy(zero_copy_only=False), index=s.index, dtype="float64")
+    bad = text.notna().to_numpy() & ~valid.to_numpy(zero_copy_only=False)
+    return out, pd.Series(bad, index=s.index)
+
+
+def _is_arrow(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow" or isinstance(s.dtype, pd.ArrowDtype)
 
 
 def parse_integers(s: pd.Series, missing: tuple[str, ...] = (".",)) -> tuple[pd.Series, pd.Series]:
@@ -423,67 +444,119 @@ def content_ids(df: pd.DataFrame, columns: list[str], prefix: str) -> pd.Series:
     return pd.Series(np.asarray(ids, dtype=object), index=df.index, dtype="string")
 
 
+def _arrow_strings(s: pd.Series) -> pa.Array:
+    arr = pa.array(s.astype("string").array) if _is_arrow(s.astype("string")) else pa.array(s.astype(object), type=pa.string())
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
 def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[str]], opp_cols: dict[str, str] | None = None) -> pd.DataFrame:
     """attempt_kcs rows from KC cells (``~~`` separates several KCs in one cell).
 
     ``model_cols`` maps a KC model name to its source column(s); repeated columns of one
     model are unioned. ``opp_cols`` maps a model to a column of opportunity counts split in
-    parallel with the KC cell (``1~~3``).
+    parallel with the KC cell (``1~~3``); where the two cells split into different numbers
+    of parts the opportunity is left empty. Vectorised with Arrow list kernels.
     """
-    parts = []
+    import pyarrow.compute as pc
+
     opp_cols = opp_cols or {}
+    ids = _arrow_strings(frame[id_col])
+    parts = []
     for model, cols in model_cols.items():  # loop over KC models (columns), not rows
-        for col in cols:
-            kc = frame[col].astype("string").fillna("")
-            has = kc.str.strip() != ""
-            if not has.any():
-                continue
-            part = pd.DataFrame({"attempt_id": frame[id_col][has], "kc": kc[has].str.split("~~")})
+        model_parts = []
+        needs_dedup = len(cols) > 1
+        for c in cols:
+            lists = pc.split_pattern(_arrow_strings(frame[c]), "~~")
+            if pc.any(pc.greater(pc.list_value_length(lists), 1)).as_py():
+                needs_dedup = True
+            parent = pc.list_parent_indices(lists)
+            kc = pc.utf8_trim_whitespace(pc.list_flatten(lists))
             if model in opp_cols:
-                part["opportunity"] = frame[opp_cols[model]][has].astype("string").fillna("").str.split("~~")
-                lens_ok = part["kc"].str.len() == part["opportunity"].str.len()
-                part.loc[~lens_ok, "opportunity"] = part.loc[~lens_ok, "kc"].map(lambda v: [""] * len(v))
-                part = part.explode(["kc", "opportunity"])
+                olists = pc.split_pattern(pc.utf8_trim_whitespace(_arrow_strings(frame[opp_cols[model]])), "~~")
+                same = pc.equal(pc.list_value_length(olists), pc.list_value_length(lists))
+                same = pc.fill_null(same, False)
+                olists = pc.if_else(same, olists, lists)  # same shape as the KC lists; nulled below
+                opp_text = pc.list_flatten(olists)
+                opp_ok = pc.take(same, parent)
+                opp_text = pc.if_else(opp_ok, opp_text, pa.scalar(None, pa.string()))
             else:
-                part = part.explode("kc")
-                part["opportunity"] = ""
-            part["kc_model"] = model
-            parts.append(part)
+                opp_text = pa.nulls(len(kc), pa.string())
+            keep = pc.fill_null(pc.not_equal(kc, ""), False)
+            model_parts.append(pa.table({"row": pc.filter(parent, keep), "kc": pc.filter(kc, keep), "opportunity": pc.filter(opp_text, keep)}))
+        if not model_parts:
+            continue
+        tab = pa.concat_tables(model_parts)
+        if needs_dedup:  # union of repeated columns / repeated KCs in a cell: dedupe on integer keys
+            codes = pc.dictionary_encode(tab["kc"]).combine_chunks().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            rows = tab["row"].to_numpy().astype(np.int64)
+            key = rows * (int(codes.max()) + 1 if len(codes) else 1) + codes
+            _, first = np.unique(key, return_index=True)
+            tab = tab.take(pa.array(np.sort(first)))
+        part = pa.table({"attempt_id": pc.take(ids, tab["row"]), "kc": tab["kc"], "opportunity": tab["opportunity"]}).to_pandas(
+            types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get
+        )
+        part.insert(1, "kc_model", model)
+        parts.append(part)
     if not parts:
-        return pd.DataFrame(columns=["attempt_id", "kc_model", "kc", "opportunity"])
+        return pd.DataFrame({"attempt_id": pd.Series(dtype="string"), "kc_model": pd.Series(dtype="string"),
+                             "kc": pd.Series(dtype="string"), "opportunity": pd.Series(dtype="Int64")})
     out = pd.concat(parts, ignore_index=True)
-    out["kc"] = out["kc"].astype("string").str.strip()
-    out = out[out["kc"] != ""]
-    opp, _ = parse_integers(out["opportunity"].astype("string"))
+    opp, _ = parse_integers(out["opportunity"])
     out["opportunity"] = opp.where(opp >= 1)
-    out = out.drop_duplicates(["attempt_id", "kc_model", "kc"], keep="first")
-    return out[["attempt_id", "kc_model", "kc", "opportunity"]].reset_index(drop=True)
+    return out[["attempt_id", "kc_model", "kc", "opportunity"]]
 
 
-def duplicate_rejects(
-    ids: pd.Series, content: pd.Series, lines: pd.Series
-) -> tuple[pd.Series, pd.Series]:
+def duplicate_rejects(ids: pd.Series, rows: pd.DataFrame, content_cols: list[str], lines: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Rows whose id repeats an earlier row of the same file.
 
     Returns ``(is_dup, reason)``: the second and later rows of an id are duplicates; the
-    reason says "duplicate of line N" when the whole row is identical, else that the id is
-    already used on line N with different content.
+    reason says "duplicate of line N" when the row's content (``content_cols``) is the
+    same as line N's, else that the id is already used on line N with different content.
+    Content is compared only for rows whose id repeats.
     """
-    dup = ids.duplicated(keep="first") & ids.notna()
     reason = pd.Series(pd.NA, index=ids.index, dtype="string")
+    present = ids.dropna()
+    import pyarrow.compute as pc
+
+    if len(pc.unique(_arrow_strings(present))) == len(present):  # fast path: no id repeats
+        return pd.Series(False, index=ids.index), reason
+    dup = ids.duplicated(keep="first") & ids.notna()
     if dup.any():
-        first_line = lines.groupby(ids, sort=False).transform("first")
-        first_content = content.groupby(ids, sort=False).transform("first")
+        involved = ids.isin(ids[dup].unique())
+        sub_ids = ids[involved]
+        content = pd.Series(pd.util.hash_pandas_object(rows.loc[involved, content_cols].astype("string"), index=False).to_numpy(), index=sub_ids.index)
+        first_line = lines[involved].groupby(sub_ids, sort=False).transform("first")
+        first_content = content.groupby(sub_ids, sort=False).transform("first")
         same = content == first_content
+        d = dup[involved]
         fl = first_line.astype("Int64").astype("string")
-        reason = reason.mask(dup & same, "duplicate of line " + fl)
-        reason = reason.mask(dup & ~same, "id " + ids.astype("string") + " already used on line " + fl + " with different content")
+        sub_reason = pd.Series(pd.NA, index=sub_ids.index, dtype="string")
+        sub_reason = sub_reason.mask(d & same, "duplicate of line " + fl)
+        sub_reason = sub_reason.mask(d & ~same, "id " + quoted(sub_ids) + " already used on line " + fl + " with different content")
+        reason.loc[sub_reason.index] = sub_reason
     return dup, reason
 
 
-def row_fingerprint(df: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """A 64-bit in-memory fingerprint of row content (for duplicate checks only; not stable across versions)."""
-    return pd.Series(pd.util.hash_pandas_object(df[columns].astype("string"), index=False).to_numpy(), index=df.index)
+def quoted(s: pd.Series) -> pd.Series:
+    """'value' for each cell (empty for NA), for reason texts."""
+    return "'" + s.astype("string").fillna("") + "'"
+
+
+class Columns:
+    """Cached access to stripped, blank-as-NA source columns (NA when the file lacks the column)."""
+
+    def __init__(self, frame: pd.DataFrame, verbatim: tuple[str, ...] = ()):
+        self.frame = frame
+        self.verbatim = set(verbatim)  # columns kept as written (learner answers), only "" -> NA
+        self._cache: dict[str, pd.Series] = {}
+
+    def __call__(self, name: str) -> pd.Series:
+        if name not in self._cache:
+            if name in self.frame.columns:
+                self._cache[name] = blank_to_na(self.frame[name], strip=name not in self.verbatim)
+            else:
+                self._cache[name] = pd.Series(pd.NA, index=self.frame.index, dtype="string")
+        return self._cache[name]
 
 
 class RejectCollector:
@@ -510,8 +583,13 @@ class RejectCollector:
         return out.sort_values("source_line", kind="stable").reset_index(drop=True)
 
 
-def first_reason(conditions: list[tuple[pd.Series, str, pd.Series | str]], index) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Combine reject conditions in priority order: (rejected, column, reason) per row."""
+def first_reason(conditions: list, index) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Combine reject conditions in priority order: (rejected, column, reason) per row.
+
+    Each condition is ``(mask, column, reason)``; ``reason`` is a string, or a function of
+    the rows' boolean mask that returns the reasons for those rows only (so reason text is
+    built for the few rejected rows, not for every row of a large file).
+    """
     rejected = pd.Series(False, index=index)
     column = pd.Series(pd.NA, index=index, dtype="string")
     reason = pd.Series(pd.NA, index=index, dtype="string")
@@ -520,6 +598,12 @@ def first_reason(conditions: list[tuple[pd.Series, str, pd.Series | str]], index
         if not cond.any():
             continue
         column = column.mask(cond, col)
-        reason = reason.mask(cond, why if isinstance(why, str) else why.astype("string"))
+        if callable(why):
+            why = why(cond)  # reasons for the rows of cond only
+            reason.loc[why.index] = why.astype("string")
+        elif isinstance(why, str):
+            reason = reason.mask(cond, why)
+        else:
+            reason = reason.mask(cond, why.astype("string"))
         rejected |= cond
     return rejected, column, reason

@@ -161,8 +161,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     line = pd.Series(d.line, index=f.index, dtype="int64")
     rejects = C.RejectCollector(path.name)
 
-    def col(name: str) -> pd.Series:
-        return C.blank_to_na(f[name]) if name in f.columns else pd.Series(pd.NA, index=f.index, dtype="string")
+    col = C.Columns(f, verbatim=("Input", "Transaction Id", "Session Id"))
 
     # ---- outcomes
     raw_outcome = col("Outcome")
@@ -172,10 +171,9 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     unknown_outcome = ~not_attempt & outcome.isna()
 
     # ---- timestamps
-    local = C.parse_timestamps(f["Time"])
+    local = C.parse_timestamps(col("Time"))
     zones = col("Time Zone") if "Time Zone" in f.columns else None
     ts, bad_zone = C.localize_to_utc(local, zones, options.get("default_time_zone", "UTC"))
-    time_text = col("Time")
 
     problem_view, bad_pv = C.parse_integers(col("Problem View"))
     attempt, bad_attempt = C.parse_integers(col("Attempt At Step"))
@@ -184,35 +182,35 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     step = col("Step Name").fillna(item)
 
     known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
-    srt = col("Student Response Type").fillna("not given")
-    skipped_reason = ("not an attempt: Outcome is " + raw_outcome.fillna("blank").where(raw_outcome.isna(), "'" + raw_outcome + "'")
-                      + " (Student Response Type " + srt + ")")
+    quoted = C.quoted
     conditions = [
         (f["Anon Student Id"].isna(), "Anon Student Id", "missing learner id"),
-        (unknown_outcome, "Outcome", "unknown outcome '" + raw_outcome.fillna("") + "'; known values: " + known),
+        (unknown_outcome, "Outcome", lambda m: "unknown outcome " + quoted(raw_outcome[m]) + "; known values: " + known),
         (item.isna(), "Problem Name", "missing problem name"),
-        (time_text.isna(), "Time", "missing timestamp"),
-        (local.isna(), "Time", "cannot parse timestamp '" + time_text.fillna("") + "'; expected e.g. 2024-02-16 05:34:51"),
-        (bad_zone, "Time Zone", "unknown time zone '" + col("Time Zone").fillna("") + "'; use an IANA name such as Europe/Stockholm or US/Eastern, or UTC"),
-        (bad_pv | (problem_view < 1).fillna(False), "Problem View", "Problem View '" + col("Problem View").fillna("") + "' is not a whole number >= 1"),
-        (bad_attempt | (attempt < 1).fillna(False), "Attempt At Step", "Attempt At Step '" + col("Attempt At Step").fillna("") + "' is not a whole number >= 1"),
-        (bad_duration | (duration < 0).fillna(False), "Duration (sec)", "Duration (sec) '" + col("Duration (sec)").fillna("") + "' is not a number >= 0 ('.' means missing)"),
+        (col("Time").isna(), "Time", "missing timestamp"),
+        (local.isna(), "Time", lambda m: "cannot parse timestamp " + quoted(col("Time")[m]) + "; expected e.g. 2024-02-16 05:34:51"),
+        (bad_zone, "Time Zone", lambda m: "unknown time zone " + quoted(col("Time Zone")[m]) + "; use an IANA name such as Europe/Stockholm or US/Eastern, or UTC"),
+        (bad_pv | (problem_view < 1).fillna(False), "Problem View", lambda m: "Problem View " + quoted(col("Problem View")[m]) + " is not a whole number >= 1"),
+        (bad_attempt | (attempt < 1).fillna(False), "Attempt At Step", lambda m: "Attempt At Step " + quoted(col("Attempt At Step")[m]) + " is not a whole number >= 1"),
+        (bad_duration | (duration < 0).fillna(False), "Duration (sec)", lambda m: "Duration (sec) " + quoted(col("Duration (sec)")[m]) + " is not a number >= 0 ('.' means missing)"),
     ]
     # a row that is not an attempt is skipped before anything else is checked
     skipped = not_attempt & f["Anon Student Id"].notna()
     rejected, rcol, rreason = C.first_reason([(~skipped & c, name, why) for c, name, why in conditions], f.index)
-    rejects.add(f[skipped], line=line[skipped], column="Outcome", reason=skipped_reason[skipped], kind="skipped")
+    if skipped.any():
+        srt = col("Student Response Type")[skipped].fillna("not given")
+        ro = raw_outcome[skipped]
+        why = "not an attempt: Outcome is " + ro.isna().map({True: "blank", False: ""}).astype("string").where(ro.isna(), quoted(ro))
+        rejects.add(f[skipped], line=line[skipped], column="Outcome", reason=why + " (Student Response Type " + srt + ")", kind="skipped")
 
     # ---- ids and duplicates among the rows that are otherwise fine
     ok = ~skipped & ~rejected
     content_cols = [c for c in f.columns if c != "Row"]
-    tid = col("Transaction Id")
-    need_hash = ok & tid.isna()
-    attempt_id = tid.copy()
+    attempt_id = col("Transaction Id").copy()
+    need_hash = ok & attempt_id.isna()
     if need_hash.any():
         attempt_id[need_hash] = C.content_ids(f[need_hash], content_cols, "tx_")
-    fp = C.row_fingerprint(f[ok], content_cols)
-    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], fp, line[ok])
+    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], f[ok], content_cols, line[ok])
     dup_idx = dup[dup].index
     rejected[dup_idx] = True
     rcol[dup_idx] = "Transaction Id" if "Transaction Id" in f.columns else pd.NA
