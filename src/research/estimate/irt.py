@@ -14,9 +14,10 @@ every learner at every quadrature node is one sparse (learners x items) by dense
 optimiser is a Newton-type (BHHH / Gauss-Newton) step that uses the outer product of the
 learners' score vectors (Fisher's identity: each learner's score is the posterior mean of
 the complete-data score) as information, with step halving on the marginal likelihood.
-Standard errors come from the inverse of that cross-product information at the optimum
-(the "crossprod"/XPD estimator; consistent for the observed information when the model
-holds).
+Standard errors come from the observed information, by central differences of the exact
+gradient (``se="hessian"``), or from the cross-product information the optimiser already
+has (``se="crossprod"``, the XPD estimator; consistent when the model holds, free, but
+noisier in small samples). ``se="auto"`` takes the Hessian unless the data are large.
 
 - Rasch: ``P(correct) = logistic(theta - b_j)``, ``theta ~ N(0, sigma^2)`` with ``sigma``
   estimated; the scale is anchored by the population mean ability 0.
@@ -67,6 +68,7 @@ FIT_LOW = 0.7
 FIT_HIGH = 1.3
 
 METHODS = ("ml", "bayes")
+SE_METHODS = ("auto", "hessian", "crossprod")
 
 
 # --------------------------------------------------------------------------- data
@@ -246,6 +248,36 @@ def _newton(loglik, step_parts, theta0, *, max_iter, tol):
     return params, ll, grad, info, it, converged
 
 
+def _grad_only(design: _Design, cell_scores, learner_scores) -> np.ndarray:
+    J = design.n_items
+    parts = [np.bincount(design.cols, sc, minlength=J) for sc in cell_scores]
+    parts += [np.array([ls.sum()]) for ls in learner_scores]
+    return np.concatenate(parts)
+
+
+#: Above this many (parameters x observed cells) ``se="auto"`` uses the cross-product information.
+OAKES_MAX_WORK = 3e7
+
+
+def _use_oakes(se: str, design: _Design, n_params: int) -> bool:
+    if se == "hessian":
+        return True
+    if se == "crossprod":
+        return False
+    return n_params * len(design.y) <= OAKES_MAX_WORK
+
+
+def _numeric_info(grad_fn, params: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Observed information: central differences of the exact (Fisher-identity) gradient."""
+    k = len(params)
+    H = np.empty((k, k))
+    for i in range(k):  # one gradient pair per parameter (not per row)
+        e = np.zeros(k)
+        e[i] = h
+        H[:, i] = (grad_fn(params + e) - grad_fn(params - e)) / (2 * h)
+    return -(H + H.T) / 2
+
+
 def _safe_inverse(info: np.ndarray) -> np.ndarray:
     try:
         return np.linalg.inv(info)
@@ -253,7 +285,7 @@ def _safe_inverse(info: np.ndarray) -> np.ndarray:
         return np.linalg.pinv(info)
 
 
-def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float):
+def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str = "auto"):
     x, w = _quadrature(n_quad)
     log_w = np.log(w)
     J = design.n_items
@@ -268,7 +300,7 @@ def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float):
     def loglik(params):
         return _loglik(design, eta_of(params), log_w)
 
-    def parts(params):
+    def parts(params, with_info=True):
         sigma = np.exp(params[J])
         eta = eta_of(params)
         W, ll = _posterior(design, eta, log_w)
@@ -279,10 +311,14 @@ def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float):
         r = np.asarray(design.Y.sum(axis=1)).ravel()
         S = design.M @ Pm  # learners x nodes
         g_s = sigma * ((W * x[None, :]) * (r[:, None] - S)).sum(axis=1)
+        if not with_info:
+            return ll, _grad_only(design, [g_b], [g_s]), None
         grad, info = _cross_info(design, [g_b], [g_s])
         return ll, grad, info
 
     params, ll, grad, info, n_iter, converged = _newton(loglik, parts, start, max_iter=max_iter, tol=tol)
+    if _use_oakes(se, design, len(params)):
+        info = _numeric_info(lambda p_: parts(p_, False)[1], params)
     cov = _safe_inverse(info)
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
     sigma = float(np.exp(params[J]))
@@ -295,7 +331,7 @@ def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float):
     )
 
 
-def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, start_b=None):
+def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str = "auto", start_b=None):
     x, w = _quadrature(n_quad)
     log_w = np.log(w)
     J = design.n_items
@@ -312,7 +348,7 @@ def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, start_b
     def loglik(params):
         return _loglik(design, eta_of(params), log_w)
 
-    def parts(params):
+    def parts(params, with_info=True):
         eta = eta_of(params)
         W, ll = _posterior(design, eta, log_w)
         Pm = expit(eta)
@@ -321,10 +357,14 @@ def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, start_b
         ethp = _cell_means(design, W, Pm * x[None, :])
         g_d = design.y - ep
         g_a = design.y * etheta[design.rows] - ethp
+        if not with_info:
+            return ll, _grad_only(design, [g_d, g_a], []), None
         grad, info = _cross_info(design, [g_d, g_a], [])
         return ll, grad, info
 
     params, ll, grad, info, n_iter, converged = _newton(loglik, parts, start, max_iter=max_iter, tol=tol)
+    if _use_oakes(se, design, len(params)):
+        info = _numeric_info(lambda p_: parts(p_, False)[1], params)
     cov = _safe_inverse(info)
     d, a = params[:J], params[J:]
     var_d = np.diag(cov)[:J]
@@ -460,9 +500,12 @@ class _IRTModel:
         item: str = "item_id",
         correct: str = "correct",
         ci_level: float = 0.95,
+        se: str = "auto",
     ):
         if method not in METHODS:
             raise ConfigError(f"method={method!r} is not known; use one of {list(METHODS)}")
+        if se not in SE_METHODS:
+            raise ConfigError(f"se={se!r} is not known; use one of {list(SE_METHODS)}")
         if int(n_quadrature) < 5:
             raise ConfigError(f"n_quadrature must be at least 5, got {n_quadrature}")
         if int(max_iter) < 1:
@@ -484,6 +527,7 @@ class _IRTModel:
         self.item = item
         self.correct = correct
         self.ci_level = float(ci_level)
+        self.se = se
 
     # -- fitting
     def fit(self, responses: pd.DataFrame):
@@ -553,6 +597,7 @@ class _IRTModel:
             "n_quadrature": self.n_quadrature,
             "max_iter": self.max_iter,
             "tol": self.tol,
+            "se": self.se,
             "seed": None if self.sampler is None else self.sampler.seed,
             "sampler": None if self.sampler is None else dict(self.sampler.__dict__),
             "backend": None if self.idata_ is None else self.idata_.attrs.get("sampler_backend"),
@@ -693,6 +738,10 @@ class Rasch(_IRTModel):
     max_iter, tol : optimiser limits for ML.
     learner, item, correct : column names of the long responses.
     ci_level : level of the intervals (default 0.95).
+    se : standard errors for ML: "hessian" (observed information by central differences of
+        the exact gradient; 2 gradient evaluations per parameter), "crossprod" (outer product
+        of the learners' scores, free at the optimum, noisier in small samples) or "auto"
+        (hessian unless parameters x cells exceeds :data:`OAKES_MAX_WORK`).
 
     Fitted attributes: ``item_params_`` (wide: item_id, difficulty, difficulty_se,
     difficulty_ci_low, difficulty_ci_high, n), ``abilities_``, ``sigma_`` (ability SD),
@@ -704,7 +753,7 @@ class Rasch(_IRTModel):
     _twopl = False
 
     def _fit_ml(self, design):
-        res = _fit_rasch_ml(design, self.n_quadrature, self.max_iter, self.tol)
+        res = _fit_rasch_ml(design, self.n_quadrature, self.max_iter, self.tol, self.se)
         res["theta"], res["theta_se"] = self._eap(res)
         return res
 
@@ -720,7 +769,7 @@ class TwoPL(_IRTModel):
     _twopl = True
 
     def _fit_ml(self, design):
-        res = _fit_2pl_ml(design, self.n_quadrature, self.max_iter, self.tol)
+        res = _fit_2pl_ml(design, self.n_quadrature, self.max_iter, self.tol, self.se)
         res["theta"], res["theta_se"] = self._eap(res)
         return res
 
@@ -733,3 +782,100 @@ def fit_rasch(responses: pd.DataFrame, **kwargs) -> Rasch:
 def fit_2pl(responses: pd.DataFrame, **kwargs) -> TwoPL:
     """Shortcut: ``TwoPL(**kwargs).fit(responses)``."""
     return TwoPL(**kwargs).fit(responses)
+
+
+# --------------------------------------------------------------------------- item table
+
+
+def drop_unestimable(
+    responses: pd.DataFrame,
+    *,
+    min_n: int = 1,
+    item: str = "item_id",
+    correct: str = "correct",
+) -> pd.DataFrame:
+    """Responses without the items IRT cannot estimate: all correct, all incorrect, or fewer
+    than ``min_n`` learners. The dropped items are listed in ``attrs["dropped_items"]``.
+    """
+    if item not in responses.columns or correct not in responses.columns:
+        raise DataError(f"responses need columns {item!r} and {correct!r}; they have {list(responses.columns)}")
+    y = pd.to_numeric(responses[correct], errors="coerce")
+    g = y.groupby(responses[item].astype(str))
+    stats_ = pd.DataFrame({"n": g.count(), "k": g.sum()})
+    bad = (stats_["k"] == 0) | (stats_["k"] == stats_["n"]) | (stats_["n"] < int(min_n))
+    dropped = sorted(stats_.index[bad])
+    out = responses[~responses[item].astype(str).isin(set(dropped)) & y.notna()].reset_index(drop=True)
+    out.attrs["dropped_items"] = dropped
+    return out
+
+
+#: Columns of the items table, in order (data_schema/outputs/items.schema.json).
+ITEM_TABLE_COLUMNS = [
+    "item_id", "module", "page", "n_learners", "facility", "facility_ci_low", "facility_ci_high",
+    "eventually_correct", "mean_attempts_to_correct", "hint_rate", "median_duration_s",
+    "reached_not_answered", "discrimination", "upper_lower_index",
+    "difficulty", "difficulty_se", "difficulty_ci_low", "difficulty_ci_high",
+    "difficulty_2pl", "difficulty_2pl_se", "discrimination_2pl", "discrimination_2pl_se",
+    "infit_mnsq", "outfit_mnsq", "infit_z", "outfit_z", "low_n", "flags", "concern", "irt_method",
+]
+
+
+def item_table(
+    classical: pd.DataFrame,
+    *,
+    rasch: Rasch | None = None,
+    twopl: TwoPL | None = None,
+    thresholds=None,
+) -> pd.DataFrame:
+    """One row per item: classical statistics, Rasch and 2PL parameters, Rasch fit, flags.
+
+    Parameters
+    ----------
+    classical : the output of :func:`research.estimate.classical.item_statistics`.
+    rasch, twopl : fitted models (either may be None; items they did not fit get missing values).
+    thresholds : :class:`research.estimate.classical.ItemThresholds` for the flags.
+
+    Returns
+    -------
+    DataFrame with the columns of :data:`ITEM_TABLE_COLUMNS`: the classical columns, then
+    difficulty (Rasch, logit, population mean ability 0), difficulty_se, difficulty_ci_low,
+    difficulty_ci_high, difficulty_2pl, difficulty_2pl_se, discrimination_2pl,
+    discrimination_2pl_se, infit_mnsq, outfit_mnsq, infit_z, outfit_z (Rasch fit), low_n,
+    flags (semicolon-separated labels), concern (sum of flag weights; higher = look first),
+    irt_method (e.g. "rasch_mml" or "rasch_bayes+2pl_mml"), sorted by concern.
+    """
+    from research.estimate.classical import ItemThresholds, flag_items, sort_by_concern
+
+    th = thresholds or ItemThresholds()
+    t = classical.copy()
+    t["item_id"] = t["item_id"].astype(str)
+    if "low_n" not in t.columns:
+        t["low_n"] = t["n_learners"] < th.min_n
+    else:
+        t["low_n"] = t["low_n"].astype(bool) | (t["n_learners"] < th.min_n)
+    methods = []
+    if rasch is not None:
+        rasch._check_fitted()
+        rp = rasch.item_params_[["item_id", "difficulty", "difficulty_se", "difficulty_ci_low", "difficulty_ci_high"]]
+        fit = rasch.item_fit(low=th.fit_low, high=th.fit_high)[["item_id", "infit_mnsq", "outfit_mnsq", "infit_z", "outfit_z"]]
+        t = t.merge(rp, on="item_id", how="left").merge(fit, on="item_id", how="left")
+        methods.append(rasch.method_label)
+    if twopl is not None:
+        twopl._check_fitted()
+        tp = twopl.item_params_.rename(
+            columns={
+                "difficulty": "difficulty_2pl",
+                "difficulty_se": "difficulty_2pl_se",
+                "discrimination": "discrimination_2pl",
+                "discrimination_se": "discrimination_2pl_se",
+            }
+        )[["item_id", "difficulty_2pl", "difficulty_2pl_se", "discrimination_2pl", "discrimination_2pl_se"]]
+        t = t.merge(tp, on="item_id", how="left")
+        methods.append(twopl.method_label)
+    for col in ITEM_TABLE_COLUMNS:
+        if col not in t.columns and col not in ("flags", "concern", "irt_method"):
+            t[col] = np.nan
+    t = flag_items(t, th)
+    t["irt_method"] = "+".join(methods)
+    t = sort_by_concern(t)
+    return t[ITEM_TABLE_COLUMNS]

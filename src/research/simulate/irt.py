@@ -124,3 +124,80 @@ def simulate_2pl(
         discrimination=(a_mean, a_sd),
         seed=seed,
     )
+
+
+def simulate_attempts(
+    sim: SimulatedResponses,
+    *,
+    hint_share: float = 0.2,
+    retry_p: float = 0.6,
+    max_attempts: int = 4,
+    items_per_page: int = 5,
+    options: str = "ABCD",
+    cohort: str = "sim",
+    seed: int | None = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Turn simulated first-attempt responses into canonical ``attempts`` and ``items`` tables.
+
+    Each observed cell's first attempt is correct when the simulated response is 1; otherwise
+    it is a hint request (probability ``hint_share``) or a wrong option. Later attempts succeed
+    with probability ``retry_p`` each, up to ``max_attempts``. Every item is a single-step
+    multiple-choice item whose key is the first of ``options``; wrong answers pick a
+    distractor uniformly. Items sit on pages of ``items_per_page`` in one module.
+
+    Returns (attempts, items) with canonical column names; learner ids are the raw simulated
+    ids (not pseudonymised).
+    """
+    rng = np.random.default_rng(seed)
+    r = sim.responses
+    n = len(r)
+    first_ok = r["correct"].to_numpy() == 1
+    # number of attempts: 1 for correct first attempts, else 1 + geometric retries (capped)
+    extra = np.minimum(rng.geometric(retry_p, n), max_attempts - 1)
+    n_att = np.where(first_ok, 1, 1 + extra)
+    cell = np.repeat(np.arange(n), n_att)
+    att = np.arange(len(cell)) - np.repeat(np.cumsum(n_att) - n_att, n_att) + 1
+    last = att == n_att[cell]
+    reached_max = n_att[cell] == max_attempts
+    final_ok = ~(reached_max & (rng.random(len(cell)) < 0.3))  # some give up without success
+    ok = np.where(att == 1, first_ok[cell], last & final_ok)
+    hint = (att == 1) & ~ok & (rng.random(len(cell)) < hint_share)
+    outcome = np.where(ok, "correct", np.where(hint, "hint", "incorrect"))
+    opts = np.array(list(options))
+    wrong = opts[1 + rng.integers(0, len(opts) - 1, len(cell))]
+    response = np.where(ok, opts[0], np.where(hint, None, wrong))
+    item_codes = pd.factorize(sim.items["item_id"])[0]
+    item_pos = pd.Series(item_codes, index=sim.items["item_id"]).reindex(r["item_id"]).to_numpy()[cell]
+    learner_codes = pd.factorize(r["learner_id"], sort=True)[0][cell]
+    base = pd.Timestamp("2026-01-05 08:00:00")
+    ts = base + pd.to_timedelta(learner_codes * 86400 + item_pos * 300 + att * 20, unit="s")
+    page = np.array([f"page{k // items_per_page + 1:02d}" for k in range(len(sim.items))])
+    attempts = pd.DataFrame(
+        {
+            "cohort": cohort,
+            "attempt_id": [f"a{k}" for k in range(len(cell))],
+            "learner_id": r["learner_id"].to_numpy()[cell],
+            "module": "m1",
+            "page": page[item_pos],
+            "item_id": r["item_id"].to_numpy()[cell],
+            "step_id": r["item_id"].to_numpy()[cell],
+            "problem_view": np.ones(len(cell), dtype=np.int64),
+            "attempt": att.astype(np.int64),
+            "outcome": outcome,
+            "response": pd.array(response, dtype="string"),
+            "timestamp": ts,
+            "duration_s": np.round(rng.gamma(4.0, 8.0, len(cell)), 1),
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "cohort": cohort,
+            "item_id": sim.items["item_id"].to_numpy(),
+            "module": "m1",
+            "page": page,
+            "position": np.arange(1, len(sim.items) + 1, dtype=np.int64),
+            "item_type": "multiple_choice",
+            "answer_key": opts[0],
+        }
+    )
+    return attempts, items
