@@ -324,6 +324,9 @@ def _design_course(
         course_key[t] = distractors[int(np.nanargmax(attract_full[t, distractors]))]
         discrimination[t] = -1.0
         item_planted[t] = "miskeyed"
+        # the no-learning KC's items carry no item deviation: its learning curve is truly flat
+        nl = kc_index[f"M{planted_module['no_learning_kc'] + 1}-K{no_learning_k + 1}"]
+        offset[Q[:, nl] > 0] = 0.0
         t = locate("dif")
         dif[t] = dif_size
         dif_group[t] = f"{dif_variable}={dif_focal}"

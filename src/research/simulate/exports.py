@@ -27,13 +27,14 @@ All writing is vectorised (string operations on whole columns, ``to_csv``).
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from research.errors import ConfigError
@@ -129,163 +130,185 @@ PHASE_LABELS = {"pre": "before", "mid": "midway", "post": "after"}
 GENDER_LABELS = {"female": "F", "male": "M", "other": "X"}
 
 
-def _fmt_time(ts: pd.Series, fmt: str = "%Y-%m-%d %H:%M:%S") -> pd.Series:
-    return ts.dt.strftime(fmt).astype(object)
+def _str(x, n: int | None = None) -> pa.Array:
+    """A pyarrow string array from a Series, an array or a scalar (repeated ``n`` times); nulls stay null."""
+    if isinstance(x, str):
+        return pa.array(np.full(n, x, dtype=object), type=pa.string())
+    if isinstance(x, pd.Series):
+        x = x.array
+    arr = pa.array(x)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if arr.type == pa.string() else pc.cast(arr, pa.string())
 
 
-def _fmt_number(x: pd.Series, missing: str = "") -> pd.Series:
-    """Numbers as short text: 12 -> '12', 12.5 -> '12.5', NaN -> ``missing``."""
-    text = x.round(3).astype("string").str.replace(r"\.0$", "", regex=True)
-    return text.fillna(missing).astype(object)
+def _fmt_time(ts: pd.Series, fmt: str = "%Y-%m-%d %H:%M:%S") -> pa.Array:
+    """Timestamps (whole seconds) as text; pyarrow's strftime, vectorised."""
+    arr = pa.array(ts.to_numpy(dtype="datetime64[s]"), type=pa.timestamp("s"))
+    return pc.strftime(arr, format=fmt)
+
+
+def _fmt_number(x: pd.Series, missing: str | None = "") -> pa.Array:
+    """Numbers as short text: 12 -> '12', 12.5 -> '12.5', NaN -> ``missing`` (None keeps null)."""
+    arr = pc.cast(pa.array(x.round(3).to_numpy(dtype=float), from_pandas=True), pa.string())
+    return arr if missing is None else pc.fill_null(arr, missing)
+
+
+def _join(parts: list, sep: str = "") -> pa.Array:
+    """Concatenate string arrays and literals element-wise (nulls become empty text)."""
+    arrays = [pa.scalar(p, pa.string()) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*arrays, sep, null_handling="replace", null_replacement="")
 
 
 def _kc_strings(sim: SimulatedCohort) -> pd.DataFrame:
-    """Per attempt, the KCs of each model joined with ``~~`` (vectorised via the item map)."""
+    """Per step, the KCs of each KC model joined with ``~~`` (a step's KCs are the same on every attempt here)."""
     kcs = sim.attempt_kcs
     per_item = (
         kcs[["attempt_id", "kc_model", "kc"]]
         .merge(sim.attempts[["attempt_id", "step_id"]], on="attempt_id")
         .drop_duplicates(["step_id", "kc_model", "kc"])
     )
-    per_item = per_item.groupby(["step_id", "kc_model"], sort=False)["kc"].agg("~~".join).unstack("kc_model")
-    return per_item
+    return per_item.groupby(["step_id", "kc_model"], sort=False)["kc"].agg("~~".join).unstack("kc_model")
+
+
+def _kc_column(sim: SimulatedCohort, kc: pd.DataFrame, model: str) -> pa.Array:
+    if model not in kc:
+        return _str("", len(sim.attempts))
+    return _str(sim.attempts["step_id"].map(kc[model].dropna()).astype("string"))
+
+
+def _write_lines(path: Path, lines: pa.Array, *, header: str | None = None, sep: str = "\n", prefix: str = "", suffix: str = "\n") -> None:
+    """Write ``lines`` joined by ``sep`` between ``prefix`` (+ ``header``) and ``suffix``, in chunks."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(prefix)
+        if header is not None:
+            fh.write(header + ("\n" if len(lines) else ""))
+        chunk = 200_000
+        for i in range(0, len(lines), chunk):
+            if i:
+                fh.write(sep)
+            fh.write(sep.join(lines.slice(i, chunk).to_pylist()))
+        fh.write(suffix)
 
 
 def write_datashop(sim: SimulatedCohort, path: Path) -> Path:
-    """Write the attempts of ``sim`` as a DataShop transaction export (tab-delimited)."""
+    """Write the attempts of ``sim`` as a DataShop transaction export (tab-delimited, unquoted)."""
     a = sim.attempts
     n = len(a)
-    outcome = a["outcome"].astype(object).to_numpy()
+    outcome = a["outcome"].to_numpy(dtype=object)
     is_hint = outcome == "hint"
-    key = a["learner_id"].astype(object) + "\x1f" + a["step_id"].astype(object)
-    start = a.groupby(key.to_numpy(), sort=False)["timestamp"].transform("min")
-    last = ~key.duplicated(keep="last").to_numpy()
-    help_level = pd.Series(is_hint.astype(int)).groupby(key.to_numpy(), sort=False).cumsum().to_numpy()
+    lcode = pd.factorize(a["learner_id"])[0].astype(np.int64)
+    scode, steps = pd.factorize(a["step_id"])
+    key = lcode * max(len(steps), 1) + scode
+    start = a["timestamp"].groupby(key).transform("min")
+    last = ~pd.Series(key).duplicated(keep="last").to_numpy()
+    help_level = pd.Series(is_hint.astype(np.int64)).groupby(key).cumsum().to_numpy()
     kc = _kc_strings(sim)
-    step = a["step_id"].astype(object)
-    fine = step.map(kc["Fine"]) if "Fine" in kc else pd.Series("", index=a.index)
-    coarse = step.map(kc["Coarse"]) if "Coarse" in kc else pd.Series("", index=a.index)
-    empty = np.full(n, "", dtype=object)
-    out = pd.DataFrame(
-        {
-            "Row": np.arange(1, n + 1),
-            "Sample Name": "All Data",
-            "Transaction Id": a["attempt_id"].astype(object),
-            "Anon Student Id": a["learner_id"].astype(object),
-            "Session Id": a["session_id"].astype(object).fillna(""),
-            "Time": _fmt_time(a["timestamp"]),
-            "Time Zone": "UTC",
-            "Duration (sec)": _fmt_number(a["duration_s"], "."),
-            "Student Response Type": np.where(is_hint, "HINT_REQUEST", "ATTEMPT"),
-            "Student Response Subtype": empty,
-            "Tutor Response Type": np.where(is_hint, "HINT_MSG", "RESULT"),
-            "Tutor Response Subtype": empty,
-            "Level (Module)": a["module"].astype(object).fillna(""),
-            "Level (Page)": a["page"].astype(object).fillna(""),
-            "Problem Name": a["item_id"].astype(object),
-            "Problem View": a["problem_view"].astype(object).fillna(1),
-            "Problem Start Time": _fmt_time(start),
-            "Step Name": step,
-            "Attempt At Step": a["attempt"].astype(int),
-            "Is Last Attempt": last.astype(int),
-            "Outcome": pd.Series(outcome).str.upper(),
-            "Selection": np.where(is_hint, "HintButton", (step + "_choice").to_numpy()),
-            "Action": np.where(is_hint, "Click", "UpdateRadioButton"),
-            "Input": a["response"].astype(object).fillna("").to_numpy(),
-            "Feedback Text": np.where(
-                is_hint,
-                "Hint " + pd.Series(help_level).astype(str).to_numpy(dtype=object) + f" of {TOTAL_HINTS}.",
-                np.where(outcome == "correct", "Correct.", "Incorrect."),
-            ),
-            "Feedback Classification": empty,
-            "Help Level": np.where(is_hint, pd.Series(help_level).astype(str).to_numpy(dtype=object), ""),
-            "Total Num Hints": np.where(is_hint, str(TOTAL_HINTS), ""),
-            "KC (Fine)": fine.fillna("").to_numpy(),
-            "KC Category (Fine)": empty,
-            "KC (Coarse)": coarse.fillna("").to_numpy(),
-            "KC Category (Coarse)": empty,
-            "School": SCHOOL,
-            "Class": sim.cohort,
-        },
-        columns=list(DATASHOP_COLUMNS),
-    )
-    out.to_csv(path, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n", encoding="utf-8")
+    hint_mask = pa.array(is_hint)
+    help_txt = pc.if_else(hint_mask, pc.cast(pa.array(help_level), pa.string()), "")
+    step = _str(a["step_id"])
+    columns = {
+        "Row": pc.cast(pa.array(np.arange(1, n + 1)), pa.string()),
+        "Sample Name": "All Data",
+        "Transaction Id": _str(a["attempt_id"]),
+        "Anon Student Id": _str(a["learner_id"]),
+        "Session Id": _str(a["session_id"]),
+        "Time": _fmt_time(a["timestamp"]),
+        "Time Zone": "UTC",
+        "Duration (sec)": _fmt_number(a["duration_s"], "."),
+        "Student Response Type": pc.if_else(hint_mask, "HINT_REQUEST", "ATTEMPT"),
+        "Student Response Subtype": "",
+        "Tutor Response Type": pc.if_else(hint_mask, "HINT_MSG", "RESULT"),
+        "Tutor Response Subtype": "",
+        "Level (Module)": _str(a["module"]),
+        "Level (Page)": _str(a["page"]),
+        "Problem Name": _str(a["item_id"]),
+        "Problem View": pc.cast(pa.array(a["problem_view"].fillna(1).to_numpy(dtype=np.int64)), pa.string()),
+        "Problem Start Time": _fmt_time(start),
+        "Step Name": step,
+        "Attempt At Step": pc.cast(pa.array(a["attempt"].to_numpy(dtype=np.int64)), pa.string()),
+        "Is Last Attempt": pc.cast(pa.array(last.astype(np.int64)), pa.string()),
+        "Outcome": pc.utf8_upper(_str(a["outcome"])),
+        "Selection": pc.if_else(hint_mask, "HintButton", _join([step, "_choice"])),
+        "Action": pc.if_else(hint_mask, "Click", "UpdateRadioButton"),
+        "Input": _str(a["response"]),
+        "Feedback Text": pc.if_else(
+            hint_mask,
+            _join(["Hint ", help_txt, f" of {TOTAL_HINTS}."]),
+            pc.if_else(pa.array(outcome == "correct"), "Correct.", "Incorrect."),
+        ),
+        "Feedback Classification": "",
+        "Help Level": help_txt,
+        "Total Num Hints": pc.if_else(hint_mask, str(TOTAL_HINTS), ""),
+        "KC (Fine)": _kc_column(sim, kc, "Fine"),
+        "KC Category (Fine)": "",
+        "KC (Coarse)": _kc_column(sim, kc, "Coarse"),
+        "KC Category (Coarse)": "",
+        "School": SCHOOL,
+        "Class": sim.cohort,
+    }
+    assert tuple(columns) == DATASHOP_COLUMNS
+    lines = _join([pa.scalar(v, pa.string()) if isinstance(v, str) else v for v in columns.values()], "\t") if n else pa.array([], pa.string())
+    _write_lines(path, lines, header="\t".join(DATASHOP_COLUMNS))
     return path
 
 
-def _json_str(values: pd.Series) -> pd.Series:
+def _json_str(values: pd.Series) -> pa.Array:
     """JSON string literals of a column (json.dumps per distinct value, mapped back)."""
-    values = values.astype(object)
-    uniq = pd.unique(values)
-    lit = {v: json.dumps(v, ensure_ascii=False) for v in uniq if v is not None and v is not pd.NA}
-    return values.map(lit)
+    codes, uniq = pd.factorize(values.astype(object))
+    lit = np.array([json.dumps(str(v), ensure_ascii=False) for v in uniq] + ["null"], dtype=object)
+    return pa.array(lit[np.where(codes < 0, len(uniq), codes)], type=pa.string())
 
 
-def xapi_statements(sim: SimulatedCohort) -> pd.Series:
+def xapi_statements(sim: SimulatedCohort) -> pa.Array:
     """One xAPI statement (a JSON text) per attempt of ``sim``, in attempt order."""
     a = sim.attempts
-    hexid = a["attempt_id"].astype(object).str
-    uuid = hexid.slice(0, 8) + "-" + hexid.slice(8, 12) + "-" + hexid.slice(12, 16) + "-" + hexid.slice(16, 20) + "-" + hexid.slice(20, 32)
-    is_hint = (a["outcome"] == "hint").to_numpy(dtype=bool)
-    actor = '{"account": {"homePage": "' + XAPI_HOME + '", "name": ' + _json_str(a["learner_id"]) + "}}"
-    verb = np.where(
+    n = len(a)
+    if n == 0:
+        return pa.array([], pa.string())
+    hexid = _str(a["attempt_id"])
+    uuid = _join([pc.utf8_slice_codeunits(hexid, i, j) for i, j in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))], "-")
+    is_hint = pa.array((a["outcome"] == "hint").to_numpy(dtype=bool))
+    verb = pc.if_else(
         is_hint,
         '{"id": "http://adlnet.gov/expapi/verbs/asked", "display": {"en-US": "asked"}}',
         '{"id": "http://adlnet.gov/expapi/verbs/answered", "display": {"en-US": "answered"}}',
     )
-    obj = (
-        '{"id": '
-        + _json_str(XAPI_COURSE + "/items/" + a["item_id"].astype(object))
-        + ', "definition": {"type": "http://adlnet.gov/expapi/activities/cmi.interaction", "interactionType": "choice"}}'
-    )
-    dur = a["duration_s"]
-    dur_txt = '"duration": "PT' + _fmt_number(dur) + 'S"'
-    has_dur = dur.notna().to_numpy()
-    success = np.where(a["outcome"].to_numpy(dtype=object) == "correct", "true", "false")
-    answer = '"success": ' + pd.Series(success, index=a.index) + ', "response": ' + _json_str(a["response"].fillna(""))
-    result_answer = "{" + answer + np.where(has_dur, ", " + dur_txt, "") + "}"
-    result_hint = pd.Series(np.where(has_dur, "{" + dur_txt + "}", "{}"), index=a.index)
-    result = pd.Series(np.where(is_hint, result_hint, result_answer), index=a.index)
+    dur = _fmt_number(a["duration_s"], None)
+    dur_txt = _join(['"duration": "PT', dur, 'S"'])
+    has_dur = pc.is_valid(dur)
+    success = pc.if_else(pa.array((a["outcome"] == "correct").to_numpy(dtype=bool)), "true", "false")
+    answer = _join(['{"success": ', success, ', "response": ', _json_str(a["response"]), pc.if_else(has_dur, _join([", ", dur_txt]), ""), "}"])
+    hint = pc.if_else(has_dur, _join(["{", dur_txt, "}"]), "{}")
+    result = pc.if_else(is_hint, hint, answer)
     kc = _kc_strings(sim)
-    step = a["step_id"].astype(object)
-    fine = step.map(kc["Fine"]).fillna("") if "Fine" in kc else pd.Series("", index=a.index)
-    coarse = step.map(kc["Coarse"]).fillna("") if "Coarse" in kc else pd.Series("", index=a.index)
-    context = (
-        '{"contextActivities": {"parent": [{"id": '
-        + _json_str(XAPI_COURSE + "/pages/" + a["page"].astype(object))
-        + '}], "grouping": [{"id": '
-        + _json_str(XAPI_COURSE + "/modules/" + a["module"].astype(object))
-        + '}]}, "extensions": {"'
-        + XAPI_EXT
-        + '/kc/Fine": '
-        + _json_str(fine)
-        + ', "'
-        + XAPI_EXT
-        + '/kc/Coarse": '
-        + _json_str(coarse)
-        + ', "'
-        + XAPI_EXT
-        + '/attempt": '
-        + a["attempt"].astype(int).astype(str).astype(object)
-        + "}}"
-    )
     stamp = _fmt_time(a["timestamp"], "%Y-%m-%dT%H:%M:%SZ")
-    return (
-        '{"id": "'
-        + uuid
-        + '", "actor": '
-        + actor
-        + ', "verb": '
-        + pd.Series(verb, index=a.index)
-        + ', "object": '
-        + obj
-        + ', "result": '
-        + result
-        + ', "timestamp": "'
-        + stamp
-        + '", "context": '
-        + context
-        + "}"
+    return _join(
+        [
+            '{"id": "',
+            uuid,
+            '", "actor": {"account": {"homePage": "' + XAPI_HOME + '", "name": ',
+            _json_str(a["learner_id"]),
+            '}}, "verb": ',
+            verb,
+            ', "object": {"id": ',
+            _json_str(XAPI_COURSE + "/items/" + a["item_id"].astype(object)),
+            ', "definition": {"type": "http://adlnet.gov/expapi/activities/cmi.interaction", "interactionType": "choice"}}, "result": ',
+            result,
+            ', "timestamp": "',
+            stamp,
+            '", "context": {"contextActivities": {"parent": [{"id": ',
+            _json_str(XAPI_COURSE + "/pages/" + a["page"].astype(object)),
+            '}], "grouping": [{"id": ',
+            _json_str(XAPI_COURSE + "/modules/" + a["module"].astype(object)),
+            '}]}, "extensions": {"' + XAPI_EXT + '/kc/Fine": ',
+            _json_str(pd.Series(_kc_column(sim, kc, "Fine").to_pandas()).fillna("")),
+            ', "' + XAPI_EXT + '/kc/Coarse": ',
+            _json_str(pd.Series(_kc_column(sim, kc, "Coarse").to_pandas()).fillna("")),
+            ', "' + XAPI_EXT + '/attempt": ',
+            pc.cast(pa.array(a["attempt"].to_numpy(dtype=np.int64)), pa.string()),
+            "}}}",
+        ]
     )
 
 
@@ -313,7 +336,7 @@ def write_tabular(sim: SimulatedCohort, directory: Path) -> dict[str, Path]:
     a = sim.assessments
     frame = pd.DataFrame({src: a[col] for col, src in ASSESSMENT_COLUMNS.items()})
     frame["Phase"] = a["phase"].map(PHASE_LABELS)
-    frame["Date"] = _fmt_time(a["timestamp"])
+    frame["Date"] = _fmt_time(a["timestamp"]).to_pandas()
     out["assessments"] = _write_table(frame, directory / "assessments.csv")
     out["assessments_mapping"] = _write_mapping(
         directory / "assessments.mapping.yaml", "assessments", ASSESSMENT_COLUMNS, values={"phase": inv_phase}
@@ -324,7 +347,7 @@ def write_tabular(sim: SimulatedCohort, directory: Path) -> dict[str, Path]:
     frame = pd.DataFrame({src: s[col] for col, src in SURVEY_COLUMNS.items()})
     frame["Phase"] = s["phase"].map(PHASE_LABELS)
     frame["Reversed"] = np.where(s["reverse_coded"].fillna(False).to_numpy(dtype=bool), "yes", "no")
-    frame["Date"] = _fmt_time(s["timestamp"])
+    frame["Date"] = _fmt_time(s["timestamp"]).to_pandas()
     constants = {"scale_min": int(scale[0][0]), "scale_max": int(scale[1][0])} if len(scale[0]) == 1 and len(scale[1]) == 1 else None
     columns = dict(SURVEY_COLUMNS)
     if constants is None:  # several scales: write them as columns
@@ -396,11 +419,11 @@ def write_exports(sim: SimulatedCohort, directory: str | Path, *, formats: Itera
         statements = xapi_statements(sim)
         if "xapi" in formats:
             p = directory / "xapi.jsonl"
-            p.write_text("\n".join(statements.to_list()) + ("\n" if len(statements) else ""), encoding="utf-8")
+            _write_lines(p, statements, suffix="\n" if len(statements) else "")
             paths["xapi"] = p
         if "xapi-json" in formats:
             p = directory / "xapi.json"
-            p.write_text("[\n" + ",\n".join(statements.to_list()) + "\n]\n", encoding="utf-8")
+            _write_lines(p, statements, sep=",\n", prefix="[\n", suffix="\n]\n")
             paths["xapi_json"] = p
     paths.update(write_tabular(sim, directory))
     return paths
