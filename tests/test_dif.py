@@ -347,3 +347,14 @@ def test_bad_options_are_refused(small):
         mantel_haenszel_dif(responses, learners, classify_on="raw")
     with pytest.raises(ConfigError, match="alpha=1.5"):
         mantel_haenszel_dif(responses, learners, alpha=1.5)
+
+
+def test_output_validates_against_its_table_schema():
+    from research.schema import validate
+
+    sim = simulate_dif(300, 8, dif_items=(0,), seed=2)
+    learners = sim.learners.assign(region=np.where(np.arange(300) < 4, "x", "y"))  # a suppressed group
+    out = mantel_haenszel_dif(sim.responses, learners)
+    checked = validate(out, "outputs/dif")
+    assert len(checked.rejects) == 0, checked.rejects["reason"].tolist()[:3]
+    assert len(checked.valid) == len(out)

@@ -185,3 +185,16 @@ def test_bad_options_are_refused(sim):
         time_on_task(sim.attempts, sim.items, cap_s=0)
     with pytest.raises(SchemaError, match=r"timestamp='when'"):
         funnel(sim.attempts, sim.items, timestamp="when")
+
+
+def test_outputs_validate_against_their_table_schemas(sim, item_funnel):
+    from research.schema import validate
+
+    for name, frame in [
+        ("funnel", item_funnel),
+        ("funnel", funnel(sim.attempts, sim.items, level="module")),
+        ("time_on_task", time_on_task(sim.attempts, sim.items)),
+        ("time_on_task", time_on_task(sim.attempts, sim.items, level="page", min_cell_size=500)),
+    ]:
+        checked = validate(frame, f"outputs/{name}")
+        assert len(checked.rejects) == 0, (name, checked.rejects["reason"].tolist()[:3])

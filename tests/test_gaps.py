@@ -148,3 +148,16 @@ def test_errors_name_the_bad_value(cohort):
         group_gaps(pd.concat([values, values.head(1)]), learners)
     with pytest.raises(DataError, match="nothing to compare"):
         equity_gaps(None, learners)
+
+
+def test_output_validates_against_its_table_schema(cohort):
+    from research.schema import validate
+
+    learners, values, done = cohort
+    learners = learners.copy()
+    learners.loc[:2, "region"] = "islands"
+    responses = pd.DataFrame({"learner_id": values["learner_id"], "correct": (values["value"] > 0.5).astype(int)})
+    out = equity_gaps(responses, learners, completion=done.rename(columns={"value": "completed"}))
+    checked = validate(out, "outputs/gaps")
+    assert len(checked.rejects) == 0, checked.rejects["reason"].tolist()[:3]
+    assert (out["suppressed_reason"] != "").sum() == 2  # islands: facility and completion

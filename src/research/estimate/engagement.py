@@ -407,9 +407,7 @@ def time_on_task(
     out.insert(0, "level", level)
     for col in ("n", "median_s", "ci_low", "ci_high", "q25_s", "q75_s", "mean_s", "n_events", "n_capped"):
         out[col] = s[col].to_numpy(dtype=float)
-    out["n"] = out["n"].fillna(0)
-    out["n_events"] = out["n_events"].fillna(0)
-    out["n_capped"] = out["n_capped"].fillna(0)
+    out[["n", "n_events", "n_capped"]] = out[["n", "n_events", "n_capped"]].fillna(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["ratio_to_planned"] = np.where(out["planned_duration_s"] > 0, out["median_s"] / out["planned_duration_s"], np.nan)
     out["over_planned"] = pd.array(np.where(np.isfinite(out["ratio_to_planned"]), out["ratio_to_planned"] > over_factor,
@@ -418,7 +416,8 @@ def time_on_task(
     small = out["n"] < min_cell_size
     out["suppressed_reason"] = np.where(small, f"fewer learners than the minimum cell size {min_cell_size} have a "
                                         "known time here: not reported", "")
-    out.loc[small, ["n", "median_s", "ci_low", "ci_high", "q25_s", "q75_s", "mean_s", "ratio_to_planned"]] = np.nan
+    out.loc[small, ["n", "median_s", "ci_low", "ci_high", "q25_s", "q75_s", "mean_s", "ratio_to_planned",
+                    "n_events", "n_capped"]] = np.nan
     out.loc[small, "over_planned"] = pd.NA
     for col in ("n", "n_events", "n_capped"):
         out[col] = pd.array(out[col].to_numpy(dtype=float), dtype="Float64").round().astype("Int64")
