@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = PROJECT_ROOT.parent / "shared" / "data"
+TEST_KEY = "test-key-not-secret"  # the same key as ../conftest.py sets
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _pseudonym_key(tmp_path_factory):
     """Tests never touch the user's key file: a fixed key for the whole session."""
     old = os.environ.get("RESEARCH_PSEUDONYM_KEY")
-    os.environ["RESEARCH_PSEUDONYM_KEY"] = "test-key-not-secret"
+    os.environ["RESEARCH_PSEUDONYM_KEY"] = TEST_KEY
     yield
     if old is None:
         os.environ.pop("RESEARCH_PSEUDONYM_KEY", None)
