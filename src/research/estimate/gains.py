@@ -630,7 +630,9 @@ def summarise_scores(
         out[col] = np.nan
     method = "classical"
     if posterior is not None:
-        post = posterior.rename(columns={"estimate": "posterior_gain", "ci_low": "posterior_ci_low",
+        post = pd.DataFrame(posterior)
+        post.attrs = {}
+        post = post.rename(columns={"estimate": "posterior_gain", "ci_low": "posterior_ci_low",
                                          "ci_high": "posterior_ci_high"})
         keys = [k for k in ("module", "group_variable", "group") if k in post.columns]
         post = post[keys + ["posterior_gain", "posterior_ci_low", "posterior_ci_high", "prob_positive"]]
@@ -814,7 +816,7 @@ def ancova(
     })
     out["n"] = int(res.nobs)
     out["method"] = "ancova_ols"
-    out.attrs.update(model=res, n_dropped_missing=n_all - int(res.nobs), r_squared=float(res.rsquared))
+    out.attrs.update(n_dropped_missing=n_all - int(res.nobs), r_squared=float(res.rsquared))
     return out
 
 
@@ -899,7 +901,7 @@ def gain_mixed_model(
     out["term"] = out["term"].astype("string")
     out["n"] = int(res.nobs)
     out["method"] = "mixedlm_reml"
-    out.attrs.update(model=res, random_effects=vc_names, converged=bool(res.converged),
+    out.attrs.update(random_effects=vc_names, converged=bool(res.converged),
                      n_dropped_missing=n_all - int(res.nobs))
     return out
 
@@ -913,11 +915,13 @@ class BayesianGainModel:
 
     Each learner's gain (post minus pre, proportion of maximum) in module m and group k is
     ``Normal(theta[m, k], sigma[m])`` with
-    ``theta[m, k] = mu + a[m] + b[k] + ab[m, k]``, ``a ~ Normal(0, tau_module)``,
-    ``b ~ Normal(0, tau_group)``, ``ab ~ Normal(0, tau_cell)`` (non-centred), half-normal
-    priors on the scales and ``mu ~ Normal(0, prior_scale)``. Because the likelihood is
-    normal it is written exactly through each cell's n, mean and sum of squares, so
-    the model's size grows with the number of cells, not of learners.
+    ``theta[m, k] = mu + a[m] + b[k] + ab[m, k]``; ``a`` and ``b`` are sum-to-zero
+    normal effects with scales ``tau_module`` and ``tau_group``, ``ab ~ Normal(0,
+    tau_cell)`` (only with more than one group), half-normal priors on the scales and
+    ``mu ~ Normal(0, prior_scale)``. The normal likelihood is written exactly through
+    each cell's n, mean and sum of squares, so the model grows with the number of cells,
+    not of learners; ``ab`` is integrated out analytically while sampling and its draws
+    come from their exact conditional normal posterior afterwards.
 
     ``summary()`` reports the posterior of each cell's mean gain, of each module's gain
     (the learner-weighted average of its cells) and each group's, with the probability
@@ -970,31 +974,45 @@ class BayesianGainModel:
         coords = {"module": list(modules), "group": list(groups), "cell": np.arange(len(cells))}
         with pm.Model(coords=coords) as model:
             mu = pm.Normal("mu", 0.0, self.prior_scale)
-            tau_m = pm.HalfNormal("tau_module", 0.2)
-            z_m = pm.Normal("z_module", 0.0, 1.0, dims="module")
-            a = tau_m * z_m
-            if len(groups) > 1:
-                tau_g = pm.HalfNormal("tau_group", 0.2)
-                z_g = pm.Normal("z_group", 0.0, 1.0, dims="group")
-                b = tau_g * z_g
-                tau_c = pm.HalfNormal("tau_cell", 0.1)
-                z_c = pm.Normal("z_cell", 0.0, 1.0, dims="cell")
-                theta = mu + a[mi] + b[gi] + tau_c * z_c
+            # centred, sum-to-zero effects: cells rest on many learners, so the data
+            # identify each effect well and the centred form samples without funnels
+            if len(modules) > 1:
+                tau_m = pm.HalfNormal("tau_module", 0.2)
+                a = pm.ZeroSumNormal("a_module", sigma=tau_m, dims="module")[mi]
             else:
-                theta = mu + a[mi]
-            theta = pm.Deterministic("theta", theta, dims="cell")
+                a = pt.zeros(len(cells))
+            has_cell = len(groups) > 1
+            if has_cell:
+                tau_g = pm.HalfNormal("tau_group", 0.2)
+                b = pm.ZeroSumNormal("b_group", sigma=tau_g, dims="group")[gi]
+                tau_c = pm.HalfNormal("tau_cell", 0.1)
+            else:
+                b = pt.zeros(len(cells))
+                tau_c = pt.as_tensor(0.0)
+            eta = pm.Deterministic("eta", mu + a + b, dims="cell")
             sigma = pm.HalfNormal("sigma", max(2 * sd_all, 0.05), dims="module")
             s_c = sigma[mi]
-            # exact normal likelihood from sufficient statistics (n, mean, sum of squares)
-            pm.Potential(
-                "loglik",
-                pt.sum(-n * pt.log(s_c) - (ss + n * (ybar - theta) ** 2) / (2 * s_c**2)),
-            )
+            # exact normal likelihood from sufficient statistics: the within-cell sum of
+            # squares informs sigma; each cell mean is Normal(eta, sigma^2/n + tau_cell^2),
+            # the module x group deviation integrated out (no funnel to sample)
+            pm.Potential("within", pt.sum(-(n - 1) * pt.log(s_c) - ss / (2 * s_c**2)))
+            pm.Normal("cell_mean", mu=eta, sigma=pt.sqrt(s_c**2 / n + tau_c**2), observed=ybar, dims="cell")
         idata = sample(model, self.settings)
-        self.diagnostics_ = diagnostics(idata, var_names=["mu", "tau_module", "sigma", "theta"])
+        var_names = ["mu", "sigma", "eta"] + (["tau_cell"] if has_cell else [])
+        self.diagnostics_ = diagnostics(idata, var_names=var_names)
         from research.bayes import stacked
 
-        th = stacked(idata, "theta")  # (samples, cells)
+        # draw each cell's mean from its exact conditional posterior given (eta, sigma, tau)
+        eta_d = stacked(idata, "eta")
+        sig_d = stacked(idata, "sigma")[:, mi]
+        if has_cell:
+            tau_d = stacked(idata, "tau_cell")[:, None]
+            prec = n[None, :] / sig_d**2 + 1.0 / tau_d**2
+            mean = (n[None, :] * ybar[None, :] / sig_d**2 + eta_d / tau_d**2) / prec
+            rng = np.random.default_rng(self.settings.seed)
+            th = mean + rng.standard_normal(mean.shape) / np.sqrt(prec)
+        else:
+            th = eta_d
         self.idata_ = idata
         self.cells_ = cells.rename(columns={"size": "n", "mean": "gain_mean", "var": "gain_var"})
         self.theta_draws_ = th
@@ -1013,7 +1031,8 @@ class BayesianGainModel:
         DataFrame with module, group_variable, group, estimate (posterior mean gain,
             proportion of maximum), se (posterior sd), ci_low, ci_high (equal-tailed),
             prob_positive (posterior probability that the gain is above 0), n (learners),
-            method ('bayes_hierarchical'). ``attrs["diagnostics"]`` is the convergence table.
+            method ('bayes_hierarchical'). ``attrs`` hold converged, divergences, max_r_hat,
+            min_ess_bulk; the full table is ``self.diagnostics_``.
         """
         from research.bayes import summarise_draws
 
@@ -1053,6 +1072,8 @@ class BayesianGainModel:
         for col in ("module", "group_variable", "group"):
             out[col] = out[col].astype("string")
         out["method"] = "bayes_hierarchical"
-        out.attrs["diagnostics"] = self.diagnostics_
-        out.attrs["provenance"] = self.provenance_
+        d = self.diagnostics_
+        out.attrs.update(converged=bool(d.attrs["ok"]), divergences=int(d.attrs["divergences"]),
+                         max_r_hat=float(d["r_hat"].max()), min_ess_bulk=float(d["ess_bulk"].min()),
+                         sampler_backend=str(self.provenance_["sampler_backend"]))
         return out
