@@ -385,6 +385,9 @@ def test_followup_fixes_the_listed_problems_only(big):
     fac = _first(nxt).groupby("item_id")["correct"].mean()
     assert fac[te] < 0.93
     assert (nxt.attempts["course_version"] == "v2").all()
+    third = simulate_followup(nxt, fixed=("no_learning",), seed=3, n_learners=50, cohort="demo-3")
+    assert (third.truth.kcs["planted"] == "").all() and third.truth.kcs["gamma"].min() > 0
+    assert third.learners["learner_id"].iloc[0] == "S03001"
 
 
 def test_followup_rejects_unknown_or_absent_problems(big):

@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 OPTIONS = ("A", "B", "C", "D")
 #: Labels of the planted problems (``truth.items.planted``, ``truth.kcs.planted``, ``truth.pages.planted``).
 PLANTED = ("too_easy", "miskeyed", "no_learning_kc", "dif", "dropout_page", "slow_page")
+#: Short names accepted in ``simulate_followup(fixed=...)``.
+_ALIASES = {"no_learning": "no_learning_kc", "dropout": "dropout_page", "slow": "slow_page", "mis_keyed": "miskeyed"}
 #: Canonical tables a :class:`SimulatedCohort` holds.
 TABLES = ("attempts", "attempt_kcs", "assessments", "surveys", "learners", "items")
 
@@ -942,6 +944,9 @@ def simulate_followup(
     after the previous cohort's), drawn with ``seed``; the course version is the
     previous one with its number raised (``v1`` -> ``v2``) when any problem was fixed.
 
+    ``fixed`` takes the labels of :data:`PLANTED`; ``no_learning``, ``dropout``, ``slow``
+    and ``mis_keyed`` are accepted as short forms.
+
     Raises
     ------
     ConfigError
@@ -950,7 +955,7 @@ def simulate_followup(
     """
     if isinstance(fixed, str):
         fixed = (fixed,)
-    fixed = tuple(fixed)
+    fixed = tuple(dict.fromkeys(_ALIASES.get(f, f) for f in fixed))
     unknown = [f for f in fixed if f not in PLANTED]
     if unknown:
         raise ConfigError(f"unknown planted problem(s) {', '.join(map(repr, unknown))} in fixed; valid: {', '.join(PLANTED)}")
