@@ -1,0 +1,27 @@
+"""The course developer's report: localised, accessible, self-contained HTML per cohort.
+
+:func:`render_report` / :func:`write_report` turn recommendation records into
+``reports/COHORT/report.<lang>.html`` with ``recommendations.csv`` and
+``recommendations.json`` beside it. Languages: Swedish, Danish, English
+(:data:`LANGUAGES`), through gettext catalogues in ``research/locale``. Small groups are
+suppressed by :mod:`research.report.suppress`.
+"""
+
+from research.report.figures import EmbeddedFigure, embed
+from research.report.i18n import LANGUAGES, Formatter, make_catalogues, translations
+from research.report.render import render_report, write_report
+from research.report.suppress import group_sizes, suppress_records, suppression_mask
+
+__all__ = [
+    "LANGUAGES",
+    "EmbeddedFigure",
+    "Formatter",
+    "embed",
+    "group_sizes",
+    "make_catalogues",
+    "render_report",
+    "suppress_records",
+    "suppression_mask",
+    "translations",
+    "write_report",
+]

@@ -1,0 +1,478 @@
+"""The course developer's report: one self-contained HTML page per cohort and language.
+
+:func:`render_report` builds the page from the recommendation records (see
+:mod:`research.recommend`); :func:`write_report` writes it with
+``recommendations.csv`` and ``recommendations.json`` beside it. Every visible string goes
+through the gettext catalogues of :mod:`research.report.i18n`; numbers, percentages and
+dates follow the language's conventions; evidence about fewer learners than the minimum
+cell size is suppressed (:mod:`research.report.suppress`); figures, CSS and JavaScript
+are inline, so the page loads nothing from anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+import research
+from research.errors import ConfigError, DataError
+from research.recommend import RULES, RecommendConfig, load_config, validate_recommendations, write_recommendations
+from research.recommend.rules import N_
+from research.report.figures import EmbeddedFigure, embed, evidence_figure, group_sizes_figure
+from research.report.i18n import Formatter, check_language, translations
+from research.report.suppress import check_min_cell_size, group_sizes, suppress_records
+
+LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
+
+SEVERITY_LABELS = {"high": N_("High"), "medium": N_("Medium"), "low": N_("Low")}
+TARGET_LABELS = {
+    "item": N_("Item %(id)s"),
+    "kc": N_("Knowledge component %(id)s"),
+    "page": N_("Page %(id)s"),
+    "module": N_("Module %(id)s"),
+}
+SECTION_TITLES = {
+    "item": N_("Findings by item"),
+    "kc": N_("Findings by knowledge component"),
+    "page": N_("Findings by page"),
+    "module": N_("Findings by module"),
+}
+METRIC_LABELS = {
+    "facility": N_("Share correct at the first attempt"),
+    "discrimination": N_("Item-rest correlation"),
+    "hint_rate": N_("Share of attempts with a hint"),
+    "outfit_mnsq": N_("Outfit mean square"),
+    "infit_mnsq": N_("Infit mean square"),
+    "outfit_z": N_("Outfit z"),
+    "infit_z": N_("Infit z"),
+    "share": N_("Share choosing the option"),
+    "ability_gap": N_("Ability gap to the key"),
+    "slope": N_("Learning rate per opportunity"),
+    "category_confidence": N_("Confidence in the category"),
+    "mh_delta": N_("Mantel-Haenszel delta"),
+    "p_adjusted": N_("Adjusted p value"),
+    "hazard": N_("Share who stop here"),
+    "drop": N_("Learners who stop here"),
+    "time_ratio": N_("Median time over planned time"),
+    "median_s": N_("Median time"),
+}
+CATEGORY_LABELS = {
+    "no_learning": N_("no learning"),
+    "still_high": N_("still high"),
+    "low_and_flat": N_("low and flat"),
+    "too_little_data": N_("too little data"),
+    "good": N_("good"),
+}
+RULE_CATEGORY = {
+    "kc_no_learning": "no_learning",
+    "kc_still_high": "still_high",
+    "kc_low_and_flat": "low_and_flat",
+    "kc_too_little_data": "too_little_data",
+}
+ATTRIBUTE_LABELS = {
+    "gender": N_("gender"),
+    "age_band": N_("age band"),
+    "role": N_("role"),
+    "region": N_("region"),
+    "digital_maturity": N_("digital maturity"),
+}
+PERCENT_METRICS = {"facility", "hint_rate", "share", "hazard", "category_confidence"}
+# thresholds in the YAML that are shares, shown as percentages in the explanations
+PERCENT_SETTINGS = {"facility_min", "facility_max", "hint_rate_min", "share_max", "share_min", "hazard_min"}
+
+
+def _is_missing(x: Any) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+class _View:
+    """Formats records for one language: labels, values, sentences."""
+
+    def __init__(self, language: str, min_cell_size: int):
+        self.language = language
+        self.fmt = Formatter(language)
+        self.tr = translations(language)
+        self.k = min_cell_size
+
+    def _(self, message: str) -> str:
+        return self.tr.gettext(message)
+
+    def metric_label(self, metric: str) -> str:
+        return self._(METRIC_LABELS[metric]) if metric in METRIC_LABELS else metric
+
+    def value(self, metric: str, x: Any) -> str:
+        if _is_missing(x):
+            return ""
+        x = float(x)
+        if metric in PERCENT_METRICS:
+            return self.fmt.percent(x)
+        if metric == "p_adjusted":
+            return self.fmt.p_value(x)
+        if metric in {"drop"}:
+            return self.fmt.integer(x)
+        if metric == "median_s":
+            return self.fmt.duration(x)
+        if metric == "time_ratio":
+            return self.fmt.ratio(x)
+        if metric in {"slope"}:
+            return self.fmt.number(x, 3)
+        if metric in {"outfit_z", "infit_z"}:
+            return self.fmt.number(x, 1)
+        return self.fmt.number(x, 2)
+
+    def setting(self, key: str, x: Any) -> str:
+        if isinstance(x, bool) or _is_missing(x) or not isinstance(x, (int, float)):
+            return str(x)
+        if key in PERCENT_SETTINGS:
+            return self.fmt.percent(float(x))
+        if key in {"min_drop", "min_n"}:
+            return self.fmt.integer(x)
+        if key == "alpha":
+            return self.fmt.number(float(x), 2)
+        return self.fmt.number(float(x), 2 if key.startswith("discrimination") else 1 if key.endswith("ratio_min") or key.startswith("z_") else 2)
+
+    def target(self, rec: Mapping[str, Any]) -> str:
+        label = self._(TARGET_LABELS.get(rec["target_type"], "%(id)s")) % {"id": rec["target_id"]}
+        if rec["target_type"] == "kc" and not _is_missing(rec.get("kc_model")):
+            label += " " + self._("(KC model %(model)s)") % {"model": rec["kc_model"]}
+        return label
+
+    def detail(self, rec: Mapping[str, Any]) -> str:
+        d = rec.get("detail")
+        if _is_missing(d) or d == "":
+            return ""
+        if rec["family"] == "distractors":
+            return self._("option %(option)s") % {"option": d}
+        if rec["family"] == "dif":
+            attribute, _sep, group = str(d).partition("=")
+            return self._("group %(group)s (%(attribute)s)") % {"group": group, "attribute": self.attribute(attribute)}
+        return str(d)
+
+    def attribute(self, name: str) -> str:
+        return self._(ATTRIBUTE_LABELS[name]) if name in ATTRIBUTE_LABELS else name
+
+    def threshold(self, op: str, metric: str, threshold: Any, rule: str) -> str:
+        if op == "category":
+            cat = RULE_CATEGORY.get(rule, "")
+            return self._("Category: %(category)s") % {"category": self._(CATEGORY_LABELS.get(cat, cat))}
+        t = self.value(metric, threshold)
+        if op == "planned":
+            return self._("Planned: %(threshold)s") % {"threshold": self.fmt.duration(float(threshold))}
+        message = {
+            ">": N_("Fires above %(threshold)s"),
+            "<": N_("Fires below %(threshold)s"),
+            ">=": N_("Fires at %(threshold)s or more"),
+            "|x|>=": N_("Fires at %(threshold)s or more in either direction"),
+        }.get(op, "%(threshold)s")
+        return self._(message) % {"threshold": t}
+
+    def evidence_rows(self, rec: Mapping[str, Any]) -> list[dict[str, str]]:
+        rows = []
+        for sfx in ("", "_2"):
+            metric = rec.get(f"metric{sfx}")
+            if _is_missing(metric) or metric == "":
+                continue
+            est = rec.get(f"estimate{sfx}")
+            lo, hi = rec.get(f"ci_low{sfx}"), rec.get(f"ci_high{sfx}")
+            suppressed = _is_missing(est) and not _is_missing(rec.get("suppressed_reason"))
+            rows.append(
+                {
+                    "metric": self.metric_label(metric),
+                    "estimate": self._("hidden") if suppressed else self.value(metric, est),
+                    "interval": ""
+                    if suppressed or _is_missing(lo) or _is_missing(hi)
+                    else self._("%(low)s to %(high)s") % {"low": self.value(metric, lo), "high": self.value(metric, hi)},
+                    "n": self._("hidden") if suppressed else self.fmt.integer(rec.get(f"n{sfx}")),
+                    "threshold": self.threshold(
+                        rec.get(f"threshold_op{sfx}") or "", metric, rec.get(f"threshold{sfx}"), rec["rule"]
+                    ),
+                    "suppressed": suppressed,
+                }
+            )
+        return rows
+
+    def sentence(self, rec: Mapping[str, Any]) -> str:
+        """The main evidence in one plain sentence."""
+        metric = rec["metric"]
+        if not _is_missing(rec.get("suppressed_reason")) and _is_missing(rec.get("estimate")):
+            return self._("The figures are hidden because fewer than %(k)s learners are involved.") % {
+                "k": self.fmt.integer(self.k)
+            }
+        if rec["threshold_op"] == "category":
+            return self._("The learning curve falls in the category “%(category)s” (confidence %(confidence)s).") % {
+                "category": self._(CATEGORY_LABELS.get(RULE_CATEGORY.get(rec["rule"], ""), "")),
+                "confidence": self.fmt.percent(float(rec["estimate_2"])) if not _is_missing(rec.get("estimate_2")) else "",
+            }
+        values = {
+            "metric": self.metric_label(metric),
+            "value": self.value(metric, rec["estimate"]),
+            "n": self.fmt.integer(rec["n"]),
+            "threshold": self.value(metric, rec["threshold"]),
+        }
+        if not _is_missing(rec.get("ci_low")) and not _is_missing(rec.get("ci_high")):
+            values.update(low=self.value(metric, rec["ci_low"]), high=self.value(metric, rec["ci_high"]))
+            values["level"] = self.fmt.percent_whole(0.95)
+            return self._("%(metric)s: %(value)s (%(level)s interval %(low)s to %(high)s, n = %(n)s); the limit is %(threshold)s.") % values
+        return self._("%(metric)s: %(value)s (n = %(n)s); the limit is %(threshold)s.") % values
+
+
+def _anchor(target_type: str, target_id: str, kc_model: Any = None) -> str:
+    raw = f"{target_type}-{'' if _is_missing(kc_model) else str(kc_model) + '-'}{target_id}"
+    return "t-" + re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-")
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in df.astype("object").to_dict("records"):
+        out.append({k: (None if _is_missing(v) else v) for k, v in rec.items()})
+    return out
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("research.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        extensions=["jinja2.ext.i18n"],
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+def _static(name: str) -> Markup:
+    return Markup(resources.files("research.report").joinpath("static", name).read_text(encoding="utf-8"))
+
+
+def render_report(
+    recommendations: pd.DataFrame,
+    *,
+    language: str = "en",
+    cohort: str | None = None,
+    learners: pd.DataFrame | None = None,
+    attributes: Sequence[str] | None = None,
+    figures: Mapping[tuple[str, str], Sequence[EmbeddedFigure]] | None = None,
+    min_cell_size: int = 10,
+    config: RecommendConfig | Mapping[str, Any] | str | Path | None = None,
+    generated: dt.date | None = None,
+    n_learners: int | None = None,
+    evidence_figures: bool = True,
+) -> str:
+    """Render the report of one cohort in one language; returns the HTML text.
+
+    Parameters
+    ----------
+    recommendations
+        Records from :func:`research.recommend.recommend` (validated against their schema).
+    language
+        ``"sv"``, ``"da"`` or ``"en"``.
+    cohort
+        Cohort id shown in the title (default: the records' ``cohort``).
+    learners
+        Optional canonical ``learners`` table: the report shows group sizes per
+        attribute, with small groups suppressed (primary and complementary).
+    attributes
+        Learner attributes to show (default: every attribute column present).
+    figures
+        Extra figures per target, keyed by ``(target_type, target_id)``, made with
+        :func:`research.report.figures.embed` (each has an alt text).
+    min_cell_size
+        Smallest group whose figures are shown (default 10).
+    config
+        The recommendation config the records were made with (for the explanation of
+        each rule and its thresholds); default: the records' provenance, else defaults.
+    generated
+        Date printed on the report (default: today).
+    n_learners
+        Learners in the cohort, shown when at least ``min_cell_size``.
+    evidence_figures
+        Draw the evidence figure of each target (default True).
+    """
+    language = check_language(language)
+    k = check_min_cell_size(min_cell_size)
+    if not isinstance(recommendations, pd.DataFrame):
+        raise DataError(f"recommendations must be a DataFrame, got {type(recommendations).__name__}")
+    validate_recommendations(recommendations)
+    if config is None:
+        prov = recommendations.attrs.get("provenance", {})
+        config = RecommendConfig(settings=prov["config"]) if "config" in prov else load_config()
+    elif not isinstance(config, RecommendConfig):
+        config = load_config(config)
+    if cohort is None:
+        cohorts = recommendations["cohort"].dropna().unique()
+        cohort = str(cohorts[0]) if len(cohorts) else ""
+    view = _View(language, k)
+    _ = view._
+    tr = view.tr
+    dyn = tr.gettext  # for messages looked up by key (marked with N_ where they are defined)
+
+    safe = suppress_records(recommendations, min_cell_size=k)
+    recs = _records(safe.sort_values("rank"))
+    for rec in recs:
+        rec["anchor"] = _anchor(rec["target_type"], rec["target_id"], rec.get("kc_model"))
+        rec["title_t"] = dyn(rec["title"])
+        rec["action_t"] = dyn(rec["action"])
+        rec["severity_t"] = dyn(SEVERITY_LABELS[rec["severity"]])
+        rec["target_t"] = view.target(rec)
+        rec["detail_t"] = view.detail(rec)
+        rec["sentence"] = view.sentence(rec)
+        rec["evidence"] = view.evidence_rows(rec)
+        rec["priority_t"] = view.fmt.integer(rec["priority"])
+        rec["n_affected_t"] = _("hidden") if rec.get("n_affected") is None else view.fmt.integer(rec["n_affected"])
+        rec["confidence_t"] = "" if rec.get("confidence") is None else view.fmt.percent(rec["confidence"])
+        rec["severity_order"] = {"high": 3, "medium": 2, "low": 1}[rec["severity"]]
+
+    top_n = int(config.priority["top_n"])
+    top = recs[:top_n]
+
+    # one section per target, grouped by target type, in order of each target's best rank
+    sections = []
+    figures = figures or {}
+    for ttype in ("item", "kc", "page", "module"):
+        of_type = [r for r in recs if r["target_type"] == ttype]
+        if not of_type:
+            continue
+        targets: dict[str, dict[str, Any]] = {}
+        for r in of_type:
+            t = targets.setdefault(
+                r["anchor"],
+                {"anchor": r["anchor"], "label": r["target_t"], "findings": [], "module": r.get("module"),
+                 "page": r.get("page"), "key": (ttype, r["target_id"])},
+            )
+            t["findings"].append(r)
+        for t in targets.values():
+            figs: list[EmbeddedFigure] = list(figures.get(t["key"], []))
+            if evidence_figures:
+                made = evidence_figure(
+                    pd.DataFrame(t["findings"]),
+                    fmt=view.fmt,
+                    gettext=tr.gettext,
+                    metric_label=view.metric_label,
+                    format_value=view.value,
+                    title=_("Evidence for %(target)s") % {"target": t["label"]},
+                )
+                if made is not None:
+                    fig, alt = made
+                    figs.insert(0, embed(fig, alt, _("Each dot is an estimate, the bar its %(level)s interval, the dashed line the threshold of the rule.") % {"level": view.fmt.percent_whole(0.95)}))
+            t["figures"] = figs
+            where = []
+            if ttype != "page" and t["page"]:
+                where.append(_("page %(page)s") % {"page": t["page"]})
+            if ttype != "module" and t["module"]:
+                where.append(_("module %(module)s") % {"module": t["module"]})
+            t["where"] = ", ".join(where)
+        sections.append({"type": ttype, "title": dyn(SECTION_TITLES[ttype]), "targets": list(targets.values())})
+
+    rules_present = sorted({r["rule"] for r in recs}, key=list(RULES).index)
+    rule_help = []
+    for name, rule in RULES.items():
+        settings = config.rule(name)
+        values = {key: view.setting(key, v) for key, v in settings.items()}
+        rule_help.append(
+            {
+                "name": name,
+                "title": dyn(rule.title),
+                "explanation": dyn(rule.explanation) % values,
+                "action": dyn(rule.action),
+                "enabled": bool(settings["enabled"]),
+                "severity": dyn(SEVERITY_LABELS[settings["severity"]]),
+            }
+        )
+
+    participants = []
+    if learners is not None and len(learners):
+        sizes = group_sizes(learners, attributes, min_cell_size=k)
+        for attribute, part in sizes.groupby("attribute", sort=False):
+            label = view.attribute(str(attribute))
+            rows = [
+                {
+                    "group": g,
+                    "n": _("hidden") if pd.isna(n) else view.fmt.integer(n),
+                    "share": _("hidden") if pd.isna(s) else view.fmt.percent(float(s)),
+                    "hidden": bool(pd.isna(n)),
+                }
+                for g, n, s in zip(part["group"], part["n"], part["share"])
+            ]
+            made = group_sizes_figure(part, attribute_label=label, fmt=view.fmt, gettext=tr.gettext)
+            participants.append(
+                {"attribute": label, "rows": rows, "figure": embed(*made) if made else None,
+                 "anchor": _anchor("attr", str(attribute))}
+            )
+        if n_learners is None:
+            n_learners = int(learners["learner_id"].nunique()) if "learner_id" in learners.columns else None
+
+    counts = safe["severity"].value_counts()
+    summary_counts = {
+        "total": view.fmt.integer(len(safe)),
+        "high": view.fmt.integer(counts.get("high", 0)),
+        "medium": view.fmt.integer(counts.get("medium", 0)),
+        "low": view.fmt.integer(counts.get("low", 0)),
+    }
+    n_learners_t = None
+    if n_learners is not None:
+        n_learners_t = view.fmt.integer(n_learners) if n_learners >= k else None
+
+    env = _environment()
+    env.install_gettext_translations(tr, newstyle=True)
+    template = env.get_template("report.html.j2")
+    html = template.render(
+        lang=language,
+        cohort=cohort,
+        generated=view.fmt.date(generated or dt.date.today()),
+        version=research.__version__,
+        top=top,
+        recs=recs,
+        sections=sections,
+        rules=rule_help,
+        rules_present=[{"name": n, "title": dyn(RULES[n].title)} for n in rules_present],
+        participants=participants,
+        summary=summary_counts,
+        n_learners=n_learners_t,
+        min_cell_size=view.fmt.integer(k),
+        css=_static("report.css"),
+        js=_static("report.js"),
+        severity_labels={s: dyn(lab) for s, lab in SEVERITY_LABELS.items()},
+        level=view.fmt.percent_whole(0.95),
+    )
+    leaked = LEARNER_ID.search(html)
+    if leaked:
+        raise DataError(
+            f"the report would show a learner id ({leaked.group(0)[:4]}...); learner ids must never reach a report"
+        )
+    return html
+
+
+def write_report(
+    recommendations: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    language: str = "en",
+    filename: str | None = None,
+    min_cell_size: int = 10,
+    **kwargs: Any,
+) -> dict[str, Path]:
+    """Write ``report.<language>.html``, ``recommendations.csv`` and ``recommendations.json``.
+
+    The CSV and JSON carry the same suppression as the HTML: evidence about fewer than
+    ``min_cell_size`` learners is empty with its ``suppressed_reason``. Keyword arguments
+    go to :func:`render_report`. Returns the paths by kind (``html``, ``csv``, ``json``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html = render_report(recommendations, language=language, min_cell_size=min_cell_size, **kwargs)
+    path = out / (filename or f"report.{language}.html")
+    path.write_text(html, encoding="utf-8")
+    safe = suppress_records(recommendations, min_cell_size=min_cell_size)
+    safe.attrs = dict(recommendations.attrs)
+    csv_path, json_path = write_recommendations(safe, out)
+    return {"html": path, "csv": csv_path, "json": json_path}

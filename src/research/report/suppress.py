@@ -1,0 +1,147 @@
+"""Small-cell suppression: no figure about a group smaller than the minimum cell size.
+
+Primary suppression hides every cell whose count is below the minimum cell size ``k``.
+Complementary suppression then protects it from subtraction: within a set of cells that
+add up to a published total (the groups of one attribute), when any cell is hidden, the
+next-smallest cells are hidden too until at least two cells are hidden and the hidden
+cells together hold at least ``k`` learners. Then neither a single hidden cell nor a
+hidden total below ``k`` can be worked out from the total and the visible cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from research.errors import ConfigError, DataError
+
+PRIMARY = "primary"
+COMPLEMENTARY = "complementary"
+NOT_STATED = "(not stated)"
+
+
+def check_min_cell_size(min_cell_size) -> int:
+    if isinstance(min_cell_size, bool) or not isinstance(min_cell_size, (int, np.integer)) or min_cell_size < 1:
+        raise ConfigError(f"min_cell_size={min_cell_size!r} must be a positive whole number (default 10)")
+    return int(min_cell_size)
+
+
+def suppression_mask(
+    counts: pd.Series | Sequence[float], sets: pd.Series | Sequence | None = None, *, min_cell_size: int = 10
+) -> pd.Series:
+    """Which cells to hide: ``"primary"``, ``"complementary"`` or ``<NA>`` (shown), per cell.
+
+    ``counts`` are the learners in each cell; ``sets`` labels the cells that add up to one
+    published total (None: all cells form one set). Vectorised: one sort and group-wise
+    cumulative sums, no loop over rows.
+    """
+    k = check_min_cell_size(min_cell_size)
+    c = pd.Series(counts).reset_index(drop=True)
+    if not pd.api.types.is_numeric_dtype(c):
+        raise DataError(f"counts must be numbers, got dtype {c.dtype}")
+    c = c.astype(float)
+    if (c < 0).any():
+        raise DataError(f"counts must not be negative, got {c[c < 0].iloc[0]}")
+    s = pd.Series(["all"] * len(c) if sets is None else list(sets), dtype="object").fillna("(none)")
+    frame = pd.DataFrame({"count": c.fillna(0.0), "set": s, "pos": np.arange(len(c))})
+    frame = frame.sort_values(["set", "count", "pos"], kind="mergesort")
+    grouped = frame.groupby("set", sort=False)["count"]
+    frame["order"] = grouped.cumcount() + 1
+    frame["cum_before"] = grouped.cumsum() - frame["count"]
+    primary = frame["count"] < k
+    frame["n_primary"] = primary.groupby(frame["set"]).transform("sum")
+    # the smallest cells first: hide while the hidden ones are fewer than the primary ones,
+    # fewer than two, or hold fewer than k learners together
+    hide = (frame["n_primary"] > 0) & (
+        (frame["order"] <= frame["n_primary"]) | (frame["order"] <= 2) | (frame["cum_before"] < k)
+    )
+    reason = pd.Series(pd.NA, index=frame.index, dtype="string")
+    reason[hide & primary] = PRIMARY
+    reason[hide & ~primary] = COMPLEMENTARY
+    return reason.sort_index().reset_index(drop=True)
+
+
+def group_sizes(
+    learners: pd.DataFrame,
+    attributes: Sequence[str] | None = None,
+    *,
+    learner: str = "learner_id",
+    min_cell_size: int = 10,
+) -> pd.DataFrame:
+    """Learners per group of each attribute, with small groups suppressed.
+
+    Missing values form their own group ``"(not stated)"`` so that the groups of an
+    attribute always add up to the total.
+
+    Returns
+    -------
+    DataFrame
+        ``attribute``, ``group``, ``n`` (learners; empty when hidden), ``share`` (of all
+        learners; empty when hidden), ``suppressed_reason`` (``primary``: below
+        ``min_cell_size``; ``complementary``: hidden so that a small group cannot be
+        derived by subtraction; empty when shown).
+    """
+    k = check_min_cell_size(min_cell_size)
+    if learner not in learners.columns:
+        raise DataError(f"learners has no column {learner!r}; columns: {list(learners.columns)}")
+    if attributes is None:
+        attributes = [c for c in learners.columns if c not in {learner, "cohort"}]
+    missing = [a for a in attributes if a not in learners.columns]
+    if missing:
+        raise DataError(f"learners has no column(s) {missing}; columns: {list(learners.columns)}")
+    per = learners.drop_duplicates(learner)
+    total = len(per)
+    if not attributes:
+        return pd.DataFrame(columns=["attribute", "group", "n", "share", "suppressed_reason"])
+    long = per[list(attributes)].astype("object").melt(var_name="attribute", value_name="group")
+    long["group"] = long["group"].where(long["group"].notna(), NOT_STATED).astype(str)
+    counts = long.groupby(["attribute", "group"], sort=True).size().rename("n").reset_index()
+    counts["share"] = counts["n"] / total if total else np.nan
+    reason = suppression_mask(counts["n"], counts["attribute"], min_cell_size=k)
+    counts["suppressed_reason"] = reason.to_numpy()
+    hidden = counts["suppressed_reason"].notna().to_numpy()
+    counts["n"] = counts["n"].astype("Float64").mask(hidden)
+    counts["share"] = counts["share"].astype("Float64").mask(hidden)
+    counts["attribute"] = pd.Categorical(counts["attribute"], categories=list(attributes), ordered=True)
+    return counts.sort_values(["attribute", "group"]).reset_index(drop=True).astype({"attribute": "string"})
+
+
+#: evidence metrics that count learners (a count below k is itself a small group)
+COUNT_METRICS = {"drop"}
+EVIDENCE_BLOCKS = [
+    ("estimate", "se", "ci_low", "ci_high", "n"),
+    ("estimate_2", "se_2", "ci_low_2", "ci_high_2", "n_2"),
+]
+
+
+def suppress_records(records: pd.DataFrame, *, min_cell_size: int = 10) -> pd.DataFrame:
+    """Hide the evidence of findings about fewer than ``min_cell_size`` learners.
+
+    A finding's evidence figures (estimates, intervals, n) are emptied when its
+    ``n_affected``, either ``n`` or a learner count used as evidence (learners who stop on a
+    page) is below the minimum cell size; ``suppressed_reason`` says so. The finding
+    itself stays in the list (its existence reveals no number).
+    """
+    k = check_min_cell_size(min_cell_size)
+    out = records.copy()
+    small = pd.Series(False, index=out.index)
+    for col in ("n_affected", "n", "n_2"):
+        if col in out.columns:
+            small |= pd.to_numeric(out[col], errors="coerce").lt(k).fillna(False)
+    for suffix, metric_col in (("", "metric"), ("_2", "metric_2")):
+        if metric_col in out.columns:
+            is_count = out[metric_col].astype("object").isin(COUNT_METRICS)
+            small |= is_count & pd.to_numeric(out[f"estimate{suffix}"], errors="coerce").lt(k).fillna(False)
+    if small.any():
+        # confidence and reach too: with the priority they would give n_affected back
+        cols = [c for block in EVIDENCE_BLOCKS for c in block if c in out.columns] + ["n_affected", "reach", "confidence"]
+        for c in cols:
+            if c in out.columns:
+                out[c] = out[c].mask(small)
+        reason = f"fewer than {k} learners (minimum cell size)"
+        out["suppressed_reason"] = out.get("suppressed_reason", pd.Series(pd.NA, index=out.index)).astype("object")
+        out.loc[small, "suppressed_reason"] = reason
+        out["suppressed_reason"] = out["suppressed_reason"].astype("string")
+    return out
