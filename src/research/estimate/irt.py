@@ -113,6 +113,7 @@ def _design(responses: pd.DataFrame, learner: str, item: str, correct: str) -> _
     bad = ~np.isin(y, (0.0, 1.0))
     if bad.any():
         first = df[correct].to_numpy()[np.argmax(bad)]
+        first = first.item() if hasattr(first, "item") else first
         raise DataError(
             f"column {correct!r} must hold 0/1 (or True/False) responses; found {first!r} "
             f"in {int(bad.sum())} row(s). Dichotomise partial-credit scores first."
