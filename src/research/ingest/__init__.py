@@ -30,12 +30,16 @@ from pathlib import Path
 from types import ModuleType
 
 from research.errors import ConfigError, DataError
-from research.ingest import datashop_tx
+from research.ingest import datashop_step, datashop_tx, tabular, xapi
 from research.ingest._common import read_head
 from research.ingest.base import IngestResult, make_rejects
 
 FORMATS: dict[str, ModuleType] = {
     datashop_tx.NAME: datashop_tx,
+    datashop_step.NAME: datashop_step,
+    xapi.NAME: xapi,
+    "csv": tabular,
+    "parquet": tabular,
 }
 
 __all__ = ["FORMATS", "IngestResult", "make_rejects", "read_file", "sniff"]
@@ -52,8 +56,12 @@ def sniff(path, *, encoding: str = "utf-8") -> str:
         head = read_head(path, encoding)
     found = []
     for name, module in FORMATS.items():
+        if module is tabular:
+            continue
         if module.sniff(path, head):
             found.append(name)
+    if tabular.sniff(path, head):
+        found.append(tabular.format_for(path))
     if len(found) == 1:
         return found[0]
     known = ", ".join(FORMATS)
@@ -81,4 +89,6 @@ def read_file(path, *, cohort: str, pseudonymiser, format: str | None = None, op
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
     module = FORMATS[format]
+    if module is tabular:
+        return tabular.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options, format=format)
     return module.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options)

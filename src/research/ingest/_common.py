@@ -46,6 +46,13 @@ def schema_fields(table: str) -> tuple[tuple[str, str], ...]:
 
 
 @cache
+def schema_spec(table: str) -> dict:
+    """The whole Table Schema of a canonical table (fields, constraints, primaryKey)."""
+    schema_fields(table)  # raises ConfigError for an unknown table
+    return json.loads((schema_dir() / f"{table}.schema.json").read_text(encoding="utf-8"))
+
+
+@cache
 def canonical_tables() -> tuple[str, ...]:
     return tuple(sorted(p.name.removesuffix(".schema.json") for p in schema_dir().glob("*.schema.json")))
 
@@ -205,6 +212,7 @@ def read_delimited(
     header: list[str],
     usecols: list[str] | None = None,
     encoding: str = "utf-8",
+    quote_char: str | bool = False,
 ) -> Delimited:
     """Read a delimited text file without quoting (DataShop writes none), every field as text.
 
@@ -231,7 +239,7 @@ def read_delimited(
                 skip_rows=1, column_names=names, use_threads=threads, encoding=encoding, block_size=1 << 24
             ),
             parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, quote_char=False, ignore_empty_lines=False, invalid_row_handler=handler
+                delimiter=delimiter, quote_char=quote_char, ignore_empty_lines=False, invalid_row_handler=handler
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in names},
@@ -273,13 +281,13 @@ def read_delimited(
     return Delimited(frame=frame, line=lines, bad=bad, blank_lines=n_blank, header=header, names=names)
 
 
-def bad_line_rows(d: Delimited, *, learner_col: str | None, pseudonymiser) -> pd.DataFrame:
+def bad_line_rows(d: Delimited, *, learner_col: str | None, pseudonymiser, delimiter: str = "\t") -> pd.DataFrame:
     """The malformed lines as rows (header name -> field), learner id pseudonymised."""
     if not d.bad:
         return pd.DataFrame()
     records = []
     for b in d.bad:  # only malformed lines: few
-        fields = (b["text"] or "").rstrip("\r\n").split("\t") if "\t" in (b["text"] or "") else [(b["text"] or "")]
+        fields = (b["text"] or "").rstrip("\r\n").split(delimiter)
         records.append(dict(zip(d.names, fields)))
     rows = pd.DataFrame.from_records(records, columns=d.names).astype("string")
     if learner_col and learner_col in rows:
