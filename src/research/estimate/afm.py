@@ -466,28 +466,8 @@ class AFM:
             eta = self.theta_[d.lid] + d.X @ self.kc_params_
             return pd.DataFrame({"step_row": d.step_rows, "p_correct": expit(eta), "p_error": 1 - expit(eta),
                                  "n_unknown_kcs": 0})
-        long = steps
-        if "kc_model" in steps.columns:
-            long = steps[steps["kc_model"] == self.kc_model_]
-        missing = [col for col in (c["learner"], c["kc"], c["opportunity"], c["step_row"]) if col not in long.columns]
-        if missing:
-            raise SchemaError(f"steps lacks column(s) {missing} needed to predict.")
-        d = self.design_
-        K = len(d.kcs)
-        kidx = d.kcs.get_indexer(long[c["kc"]].astype(str))
-        lidx = d.learners.get_indexer(long[c["learner"]].astype(str))
-        T = pd.to_numeric(long[c["opportunity"]], errors="coerce").to_numpy(dtype=float) - 1
-        known = kidx >= 0
-        contrib = np.where(known, self.kc_params_[np.maximum(kidx, 0)] + self.kc_params_[K + np.maximum(kidx, 0)] * T, 0)
-        obs, rows = pd.factorize(long[c["step_row"]], sort=True)
-        eta = np.bincount(obs, weights=contrib, minlength=len(rows))
-        th = np.where(lidx >= 0, self.theta_[np.maximum(lidx, 0)], 0.0)
-        first = np.zeros(len(rows), dtype=np.int64)
-        first[obs] = np.arange(len(obs))
-        eta = eta + th[first]
-        unknown = np.bincount(obs, weights=(~known).astype(float), minlength=len(rows)).astype("int64")
-        p = expit(eta)
-        return pd.DataFrame({"step_row": np.asarray(rows), "p_correct": p, "p_error": 1 - p, "n_unknown_kcs": unknown})
+        return predict_afm(steps, self.kcs_, self.learners_, kc_model=self.kc_model_, learner=c["learner"],
+                           kc=c["kc"], opportunity=c["opportunity"], step_row=c["step_row"])
 
     # ---------------------------------------------------------- cross-validation
     def cross_validate(self, kinds=CV_KINDS) -> pd.DataFrame:
@@ -632,3 +612,52 @@ def compare_kc_models(fitted: dict[str, AFM] | pd.DataFrame, **fit_kwargs) -> pd
         table[f"rank_cv_{kind}"] = table[f"cv_rmse_{kind}"].rank(method="min").astype("Int64")
     table["delta_bic"] = table["bic"] - table["bic"].min()
     return table.sort_values(["rank_bic", "kc_model"]).reset_index(drop=True)
+
+
+def predict_afm(steps: pd.DataFrame, kcs: pd.DataFrame, learners: pd.DataFrame | None = None, *,
+                kc_model: str | None = None, learner: str = "learner_id", kc: str = "kc",
+                opportunity: str = "opportunity", step_row: str = "step_row",
+                model_column: str = "kc_model") -> pd.DataFrame:
+    """AFM predictions from given parameters (ours, or DataShop's exported model values).
+
+    ``kcs`` has columns kc, intercept, slope; ``learners`` has learner_id, intercept
+    (learners not listed, or ``learners=None``, get 0). ``logit P(correct) = theta +
+    sum over the step's KCs of (intercept + slope * (opportunity - 1))``.
+
+    Returns
+    -------
+    DataFrame: step_row, p_correct, p_error, n_unknown_kcs (KCs of the step missing from
+    ``kcs``, which contribute nothing).
+    """
+    need = [c for c in (learner, kc, opportunity, step_row) if c not in steps.columns]
+    if need:
+        raise SchemaError(f"steps lacks column(s) {need} needed to predict; its columns are {list(steps.columns)}.")
+    miss_k = [c for c in ("kc", "intercept", "slope") if c not in kcs.columns]
+    if miss_k:
+        raise SchemaError(f"kcs lacks column(s) {miss_k}; it needs kc, intercept and slope.")
+    long = steps
+    if kc_model is not None and model_column in steps.columns:
+        long = steps[steps[model_column] == kc_model]
+    long = long[long[kc].notna()]
+    kc_index = pd.Index(kcs["kc"].astype(str))
+    if kc_index.has_duplicates:
+        raise DataError(f"kcs lists KC {kc_index[kc_index.duplicated()][0]!r} twice; give one row per KC.")
+    kidx = kc_index.get_indexer(long[kc].astype(str))
+    b = kcs["intercept"].to_numpy(dtype=float)
+    g = kcs["slope"].to_numpy(dtype=float)
+    T = pd.to_numeric(long[opportunity], errors="coerce").to_numpy(dtype=float) - 1
+    known = kidx >= 0
+    ki = np.maximum(kidx, 0)
+    contrib = np.where(known, b[ki] + g[ki] * T, 0.0)
+    obs, rows = pd.factorize(long[step_row], sort=True)
+    eta = np.bincount(obs, weights=contrib, minlength=len(rows))
+    first = np.zeros(len(rows), dtype=np.int64)
+    first[obs[::-1]] = np.arange(len(obs))[::-1]
+    if learners is not None and len(learners):
+        l_index = pd.Index(learners["learner_id"].astype(str))
+        lidx = l_index.get_indexer(long[learner].astype(str).to_numpy()[first])
+        th = learners["intercept"].to_numpy(dtype=float)
+        eta = eta + np.where(lidx >= 0, th[np.maximum(lidx, 0)], 0.0)
+    unknown = np.bincount(obs, weights=(~known).astype(float), minlength=len(rows)).astype("int64")
+    p = expit(eta)
+    return pd.DataFrame({"step_row": np.asarray(rows), "p_correct": p, "p_error": 1 - p, "n_unknown_kcs": unknown})

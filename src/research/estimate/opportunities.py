@@ -89,7 +89,7 @@ def _finish(steps: pd.DataFrame, kcs: pd.DataFrame) -> pd.DataFrame:
     """Join step rows to their KC rows, count opportunities, order columns."""
     out = kcs.merge(steps, on="step_row", how="inner", validate="many_to_one")
     out["opportunity"] = count_opportunities(out)
-    cols = STEP_COLUMNS + (["source_opportunity"] if "source_opportunity" in out.columns else [])
+    cols = STEP_COLUMNS + [c for c in ("source_opportunity", "source_row") if c in out.columns]
     out = out[cols].sort_values(["kc_model", "learner_id", "step_time", "step_row", "kc"], kind="stable")
     for c in ("learner_id", "item_id", "step_id", "kc_model", "kc", "first_attempt"):
         out[c] = out[c].astype("string")
@@ -294,7 +294,8 @@ def student_steps_from_frame(
 
     Returns
     -------
-    The student-step KC frame described in :func:`student_steps`.
+    The student-step KC frame described in :func:`student_steps`, plus ``source_row``
+    (0-based position of the step's row in ``frame``).
     """
     if not kc_columns:
         raise SchemaError("kc_columns is empty: give at least one {kc_model: column} pair.")
@@ -367,7 +368,7 @@ def student_steps_from_frame(
     steps["step_row"] = np.arange(n, dtype="int64")
     row_of_pos = np.empty(n, dtype="int64")
     row_of_pos[steps["_pos"].to_numpy()] = steps["step_row"].to_numpy()
-    steps = steps.drop(columns="_pos").reset_index(drop=True)
+    steps = steps.rename(columns={"_pos": "source_row"}).reset_index(drop=True)
 
     parts = []
     for model, col in kc_columns.items():
