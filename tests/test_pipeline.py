@@ -203,3 +203,15 @@ def test_ingest_counts_in_the_warehouse_match_the_manifest(setup_run):
     result = run_cohort("tiny", reports=reports, config=config, notebooks=[ok])
     with Warehouse(wh, read_only=True) as w:
         assert result.manifest["warehouse"]["row_counts"] == w.counts("tiny")
+
+
+def test_one_failing_cohort_does_not_stop_the_others(setup_run, tmp_path):
+    from research.pipeline import run_all
+
+    wh, reports, config, nbs = setup_run
+    ok = _notebook(nbs / "01_ok.ipynb", OK_CELL)
+    broken = CohortConfig(cohort="broken", sources=[Source(tmp_path / "missing.txt")], warehouse=wh)
+    results = run_all([broken, config], reports=reports, notebooks=[ok])
+    by = {r.cohort: r for r in results}
+    assert by["broken"].exit_code == 1 and "missing.txt" in by["broken"].message
+    assert by["tiny"].status == "ok"

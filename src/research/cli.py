@@ -102,17 +102,12 @@ def cmd_run(args) -> int:
 
     say = _say(args.quiet)
     if args.all:
+        from research.pipeline import run_all
+
         configs = all_configs(args.config_dir)
         if not configs:
             raise ResearchError(f"no cohort configurations (*.yaml) in {config_dir(args.config_dir)}; write one per cohort (see README)")
-        results = []
-        for cfg in configs:
-            try:
-                results.append(run_cohort(cfg.cohort, warehouse=args.warehouse, reports=args.out, config=cfg, changed_only=args.changed, progress=say))
-            except ResearchError as exc:  # one failing cohort does not stop the others
-                from research.pipeline import RunResult
-
-                results.append(RunResult(cfg.cohort, "failed", 1, message=f"cohort {cfg.cohort!r}: {exc}"))
+        results = run_all(configs, warehouse=args.warehouse, reports=args.out, changed_only=args.changed, progress=say)
         return _print_results(results, args.quiet)
     if not args.cohort:
         raise ResearchError("say which cohort to run: --cohort NAME, or --all for every configured cohort")

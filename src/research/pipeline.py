@@ -430,3 +430,29 @@ def ingest_sources(config: CohortConfig, warehouse: Path):
                 options["mapping"] = str(src.mapping)
             summary.files += wh.ingest([src.path], cohort=config.cohort, format=src.format, options=options or None).files
     return summary
+
+
+def run_all(
+    configs: list[CohortConfig],
+    *,
+    warehouse: str | os.PathLike[str] | None = None,
+    reports: str | os.PathLike[str] | None = None,
+    changed_only: bool = True,
+    notebooks: list[Path] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[RunResult]:
+    """Run every configured cohort in turn; one failing cohort does not stop the others.
+
+    Cohorts with a predecessor run after it, so a comparison reads the predecessor's
+    newest data.
+    """
+    order = {c.cohort: i for i, c in enumerate(configs)}
+    ranked = sorted(configs, key=lambda c: (order.get(c.predecessor, -1) >= 0 and order[c.predecessor] > order[c.cohort], order[c.cohort]))
+    results = []
+    for cfg in ranked:
+        try:
+            results.append(run_cohort(cfg.cohort, warehouse=warehouse, reports=reports, config=cfg,
+                                      changed_only=changed_only, notebooks=notebooks, progress=progress))
+        except ResearchError as exc:
+            results.append(RunResult(cfg.cohort, "failed", 1, message=f"cohort {cfg.cohort!r}: {exc}"))
+    return results
