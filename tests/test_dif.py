@@ -358,3 +358,25 @@ def test_output_validates_against_its_table_schema():
     checked = validate(out, "outputs/dif")
     assert len(checked.rejects) == 0, checked.rejects["reason"].tolist()[:3]
     assert len(checked.valid) == len(out)
+
+
+@pytest.mark.slow
+def test_cohort_simulator_planted_dif_item_is_class_c_and_nothing_else_is():
+    """End to end on research.simulate.simulate_cohort: first attempts from attempts, all
+    five learner attributes, purified matching score."""
+    from research.simulate import simulate_cohort
+
+    cohort = simulate_cohort(n_learners=1500, seed=0)
+    truth = cohort.truth.items
+    planted_items = truth.loc[truth["planted"].astype(str).str.contains("dif"), ["item_id", "dif_group"]]
+    assert len(planted_items) >= 1
+    out = mantel_haenszel_dif(first_attempt_responses(cohort.attempts), cohort.learners, purify=True)
+    flagged = out[out["ets_class"] == "C"]
+    for row in planted_items.itertuples():
+        attribute, group = row.dif_group.split("=")
+        hit = flagged[(flagged["item_id"] == row.item_id) & (flagged["attribute"] == attribute)]
+        assert len(hit) == 1, (row, flagged)
+        assert group in (hit["focal_group"].iloc[0], hit["reference_group"].iloc[0])
+    clean = out[~out["item_id"].isin(planted_items["item_id"])]
+    assert (clean["ets_class"] == "C").sum() == 0
+    assert (clean["ets_class"].isin(["B", "C"])).mean() < 0.01

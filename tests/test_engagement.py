@@ -198,3 +198,19 @@ def test_outputs_validate_against_their_table_schemas(sim, item_funnel):
     ]:
         checked = validate(frame, f"outputs/{name}")
         assert len(checked.rejects) == 0, (name, checked.rejects["reason"].tolist()[:3])
+
+
+@pytest.mark.slow
+def test_cohort_simulator_dropout_page_and_slow_page_are_found():
+    from research.simulate import simulate_cohort
+
+    cohort = simulate_cohort(n_learners=1500, seed=0)
+    pages = cohort.truth.pages
+    dropout = pages.loc[pages["planted"] == "dropout_page", "page"].tolist()
+    slow = pages.loc[pages["planted"] == "slow_page", "page"].tolist()
+    f = funnel(cohort.attempts, cohort.items, level="page")
+    worst = f.sort_values("rank_of_drop").iloc[0]
+    # learners who give up on a page without answering show up as the drop of the page before
+    assert worst["next_page"] in dropout or worst["page"] in dropout
+    t = time_on_task(cohort.attempts, cohort.items, level="page")
+    assert sorted(t.loc[t["over_planned"].fillna(False).astype(bool), "page"]) == sorted(slow)

@@ -35,7 +35,8 @@ LEVELS = ("item", "page", "module")
 
 FUNNEL_COLUMNS = [
     "position", "level", "module", "page", "item_id", "reached", "share", "drop", "drop_share",
-    "hazard", "hazard_ci_low", "hazard_ci_high", "rank_of_drop", "n_cohort",
+    "hazard", "hazard_ci_low", "hazard_ci_high", "rank_of_drop", "next_module", "next_page", "next_item_id",
+    "n_cohort",
 ]
 TIME_COLUMNS = [
     "level", "module", "page", "item_id", "n", "median_s", "ci_low", "ci_high", "q25_s", "q75_s", "mean_s",
@@ -172,7 +173,10 @@ def funnel(
         ``drop`` (learners whose furthest position this is; 0 at the last position, where
         stopping is completing), ``drop_share`` (drop / n_cohort), ``hazard`` (drop /
         reached) with ``hazard_ci_low``, ``hazard_ci_high`` (Wilson), ``rank_of_drop``
-        (1 = biggest drop; empty at the last position), ``n_cohort``.
+        (1 = biggest drop; empty at the last position), ``next_module``, ``next_page``,
+        ``next_item_id`` (the following position: attempts only show the last thing a
+        learner answered, so a learner who opened the next page and gave up there without
+        answering counts as a drop here), ``n_cohort``.
     """
     seq = course_sequence(attempts, items, level=level, learner=learner, item=item, timestamp=timestamp)
     far = _furthest(attempts, seq, learner, item, learners)
@@ -194,6 +198,8 @@ def funnel(
     out["hazard_ci_low"], out["hazard_ci_high"] = lo, hi
     rank = pd.Series(drop[:-1]).rank(ascending=False, method="first").to_numpy()
     out["rank_of_drop"] = pd.array(np.append(rank, np.nan), dtype="Float64").round().astype("Int64")
+    for col in ("module", "page", "item_id"):
+        out[f"next_{col}"] = out[col].shift(-1)
     out["n_cohort"] = n_cohort
     out.attrs.update(not_started=int(counts[0]), order_source=str(seq["order_source"].iloc[0]), level=level)
     return out[FUNNEL_COLUMNS]
