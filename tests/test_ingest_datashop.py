@@ -193,3 +193,84 @@ def test_ds6224_kcs_are_learning_objectives(real_data, ps):
     kcs = result.tables["attempt_kcs"]
     assert set(kcs["kc_model"]) == {"Default", "Single-KC", "Unique-step"}
     assert "Explain the dynamic nature of equilibrium." in set(kcs["kc"])
+
+
+# ----------------------------------------------------------------------------- student-step
+
+
+def expected_attempts(df: pd.DataFrame) -> int:
+    return int(df[["Incorrects", "Hints", "Corrects"]].astype(int).sum().sum())
+
+
+def test_ds76_student_step(real_data, ps):
+    path = real_data.joinpath(*DS76_STEP)
+    result = read_file(path, cohort="ds76", pseudonymiser=ps)
+    df = raw(path)
+    att, kcs = result.tables["attempts"], result.tables["attempt_kcs"]
+    assert len(df) == 230 and result.n_read == 230 and result.rejects.empty
+    assert len(att) == expected_attempts(df)
+    assert att["learner_id"].nunique() == df["Anon Student Id"].nunique() == 4
+    # attempt 1 carries the First Attempt outcome
+    firsts = att[att["attempt"] == 1]
+    assert len(firsts) == 230
+    assert firsts["outcome"].value_counts().to_dict() == df["First Attempt"].value_counts().to_dict()
+    # every outcome total equals DataShop's counts
+    totals = att["outcome"].value_counts()
+    assert totals.get("incorrect", 0) == df["Incorrects"].astype(int).sum()
+    assert totals.get("correct", 0) == df["Corrects"].astype(int).sum()
+    # US-style times ("2/1/1996 0:00") parse
+    assert firsts["timestamp"].min() == pd.Timestamp("1996-02-01 00:00:00")
+    # 48 KC models, each KC with DataShop's own opportunity count
+    header = open(path, encoding="utf-8").readline().rstrip("\r\n").split("\t")
+    assert kcs["kc_model"].nunique() == sum(h.startswith("KC (") for h in header) == 48
+    orig = kcs[kcs["kc_model"] == "Original"].merge(att[["attempt_id", "source_line", "attempt"]], on="attempt_id")
+    orig = orig[orig["attempt"] == 1].sort_values("source_line")
+    has = df["KC (Original)"] != ""
+    assert (orig["kc"].to_numpy() == df.loc[has, "KC (Original)"].to_numpy()).all()
+    assert (orig["opportunity"].to_numpy() == df.loc[has, "Opportunity (Original)"].astype(int).to_numpy()).all()
+    # multi-KC cells are split in parallel with their opportunities
+    lasso = df.loc[0, "KC (Lasso Model)"].split("~~")
+    first_id = att.loc[att["source_line"] == 2, "attempt_id"].iloc[0]
+    got = kcs[(kcs.attempt_id == first_id) & (kcs.kc_model == "Lasso Model")]
+    assert sorted(got["kc"]) == sorted(lasso) and (got["opportunity"] == 1).all()
+    assert_no_raw_ids(result, df["Anon Student Id"].unique())
+    assert att["attempt_id"].is_unique
+
+
+def test_ds96_student_step(real_data, ps):
+    path = real_data.joinpath(*DS96_STEP)
+    result = read_file(path, cohort="ds96", pseudonymiser=ps)
+    df = raw(path)
+    att = result.tables["attempts"]
+    assert result.n_read == 951 and result.rejects.empty
+    # PROVENANCE.md: First Attempt correct 660 / incorrect 279 / hint 12
+    assert att.loc[att["attempt"] == 1, "outcome"].value_counts().to_dict() == {"correct": 660, "incorrect": 279, "hint": 12}
+    assert len(att) == expected_attempts(df)
+    assert att["outcome"].value_counts()["hint"] == df["Hints"].astype(int).sum()
+    # Problem Hierarchy "Unit u2, Section nc" -> module u2, page nc
+    row0 = att[att["source_line"] == 2].iloc[0]
+    assert (row0["module"], row0["page"]) == ("u2", "nc")
+    # the canonical order: first attempt, remaining incorrects, hints, the final correct last
+    step = att[att["source_line"] == 2].sort_values("attempt")
+    n_inc, n_hint, n_cor = (int(df.loc[0, c]) for c in ("Incorrects", "Hints", "Corrects"))
+    assert list(step["outcome"]) == ["incorrect"] * n_inc + ["hint"] * n_hint + ["correct"] * n_cor
+    assert step["timestamp"].is_monotonic_increasing
+    assert step["timestamp"].iloc[0] == pd.Timestamp(df.loc[0, "First Transaction Time"])
+    assert step["timestamp"].iloc[-1] == pd.Timestamp(df.loc[0, "Correct Transaction Time"])
+    assert step["duration_s"].sum() == pytest.approx(float(df.loc[0, "Step Duration (sec)"]))
+    kcs = result.tables["attempt_kcs"]
+    default = kcs[(kcs.attempt_id == step["attempt_id"].iloc[0]) & (kcs.kc_model == "Default")]
+    assert set(default["kc"]) == {"english_text_answer", "english_text_question", "video_preview"}
+    assert_no_raw_ids(result, df["Anon Student Id"].unique())
+
+
+def test_student_step_and_tx_agree_on_ds96(real_data, ps):
+    """ds96 as transactions and as student-steps (two exports, anonymised apart): the expanded
+    student-steps reproduce the transaction outcome totals (hints exactly, the rest within 1%)."""
+    step = read_file(real_data.joinpath(*DS96_STEP), cohort="a", pseudonymiser=ps).tables["attempts"]
+    tx = read_file(real_data.joinpath(*DS96_TX), cohort="b", pseudonymiser=ps).tables["attempts"]
+    assert step["learner_id"].nunique() == tx["learner_id"].nunique() == 7
+    s, t = step["outcome"].value_counts(), tx["outcome"].value_counts()
+    assert s["hint"] == t["hint"] == 130
+    for outcome in ("correct", "incorrect"):
+        assert abs(s[outcome] - t[outcome]) / t[outcome] < 0.01
