@@ -34,12 +34,11 @@ def ingest_summary(data: CohortData) -> pd.DataFrame:
             f"SELECT 'module' AS level, coalesce(module, '(none)') AS key, {base} FROM attempts GROUP BY 2",
             f"SELECT 'page' AS level, coalesce(page, '(none)') AS key, {base} FROM attempts GROUP BY 2",
             f"SELECT 'item' AS level, item_id AS key, {base} FROM attempts GROUP BY 2",
-            """SELECT 'kc_model' AS level, k.kc_model AS key, count(DISTINCT a.learner_id), count(DISTINCT a.attempt_id),
-                      count(DISTINCT a.item_id || '\x1f' || a.step_id),
-                      count(DISTINCT a.attempt_id) FILTER (WHERE a.attempt = 1),
-                      avg(CASE WHEN a.outcome = 'correct' THEN 1.0 ELSE 0.0 END) FILTER (WHERE a.attempt = 1),
-                      count(DISTINCT k.kc)
-               FROM attempt_kcs k JOIN attempts a USING (attempt_id) GROUP BY 2""",
+            f"""SELECT 'kc_model' AS level, m.kc_model AS key, {base.replace("CAST(NULL AS BIGINT) AS n_kcs", "any_value(m.n_kcs) AS n_kcs")}
+               FROM (SELECT DISTINCT kc_model, attempt_id FROM attempt_kcs) k
+               JOIN attempts a USING (attempt_id)
+               JOIN (SELECT kc_model, count(DISTINCT kc) AS n_kcs FROM attempt_kcs GROUP BY 1) m USING (kc_model)
+               GROUP BY 2""",
         ]
         order = "CASE level WHEN 'cohort' THEN 0 WHEN 'module' THEN 1 WHEN 'page' THEN 2 WHEN 'item' THEN 3 ELSE 4 END, key"
         out = con.execute(" UNION ALL ".join(f"({p})" for p in parts) + f" ORDER BY {order}").df()
