@@ -70,7 +70,7 @@ SEP = "\u241f"  # flattening separator: extension keys are IRIs full of dots
 
 def sniff(path: Path, head: str) -> bool:
     text = head.lstrip("\ufeff \t\r\n")
-    return text[:1] in ("[", "{") and '"actor"' in head and '"verb"' in head
+    return text[:1] in ("[", "{") and (('"actor"' in head and '"verb"' in head) or '"statements"' in head)
 
 
 def _parse(path: Path, encoding: str) -> tuple[list, list[int], list[dict], str]:
@@ -274,7 +274,8 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
         counted = order.groupby([order["learner_id"], order["step_id"]], sort=False).cumcount() + 1
         att.loc[missing, "attempt"] = counted.reindex(att.index)[missing].astype("Int64")
 
-    kcs = C.split_kcs(*_kc_frame(flat, attempt_id, ok, options))
+    frame, model_cols = _kc_frame(flat, attempt_id, ok, options)
+    kcs = C.split_kcs(frame, id_col="attempt_id", model_cols=model_cols)
     kcs.insert(0, "cohort", cohort)
     return IngestResult(
         source_file=str(path),
@@ -314,4 +315,4 @@ def _kc_frame(flat: pd.DataFrame, attempt_id: pd.Series, ok: pd.Series, options:
         joined = values.map(lambda v: "~~".join(map(str, v)) if isinstance(v, list) else (None if v is None or v != v else str(v)))
         frame[f"kc{i}"] = joined.astype("string")
         model_cols[model] = [f"kc{i}"]
-    return frame, "attempt_id", model_cols
+    return frame, model_cols
