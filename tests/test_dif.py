@@ -380,3 +380,24 @@ def test_cohort_simulator_planted_dif_item_is_class_c_and_nothing_else_is():
     clean = out[~out["item_id"].isin(planted_items["item_id"])]
     assert (clean["ets_class"] == "C").sum() == 0
     assert (clean["ets_class"].isin(["B", "C"])).mean() < 0.01
+
+
+def test_plots_of_dif_have_titles_and_alt_text(planted):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.estimate.dif import flagged_success_curves
+    from research.plots.equity import dif_deltas, success_curves
+
+    sim, out = planted
+    fig, alt = dif_deltas(out)
+    assert fig.axes[0].get_title().startswith("DIF by gender") and fig.axes[0].get_xlabel()
+    n_c = int((out["ets_class"] == "C").sum())
+    assert f"{n_c} class C" in alt and "I000" in alt
+    curves = flagged_success_curves(sim.responses, sim.learners, out, classes=("C",))
+    assert set(curves["item_id"]) == set(out.loc[out["ets_class"] == "C", "item_id"]) >= {"I000", "I005", "I012"}
+    fig2, alt2 = success_curves(curves)
+    assert len([a for a in fig2.axes if a.get_title()]) == n_c and "I000 by gender" in alt2
+    plt.close("all")

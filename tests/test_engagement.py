@@ -214,3 +214,17 @@ def test_cohort_simulator_dropout_page_and_slow_page_are_found():
     assert worst["next_page"] in dropout or worst["page"] in dropout
     t = time_on_task(cohort.attempts, cohort.items, level="page")
     assert sorted(t.loc[t["over_planned"].fillna(False).astype(bool), "page"]) == sorted(slow)
+
+
+def test_funnel_chart_names_the_biggest_drops(item_funnel):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.plots.equity import funnel_chart
+
+    fig, alt = funnel_chart(item_funnel)
+    assert fig.axes[0].get_title() == "Completion funnel" and fig.axes[0].get_ylabel()
+    assert "I005" in alt and "I016" in alt and "800 learners" in alt
+    plt.close("all")

@@ -161,3 +161,22 @@ def test_output_validates_against_its_table_schema(cohort):
     checked = validate(out, "outputs/gaps")
     assert len(checked.rejects) == 0, checked.rejects["reason"].tolist()[:3]
     assert (out["suppressed_reason"] != "").sum() == 2  # islands: facility and completion
+
+
+def test_gaps_chart_leaves_out_suppressed_groups(cohort):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.plots.equity import gaps_chart
+
+    learners, values, done = cohort
+    learners = learners.copy()
+    learners.loc[:2, "region"] = "islands"
+    out = group_gaps(values, learners, measure="facility")
+    fig, alt = gaps_chart(out)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "region: islands" not in labels and "gender: woman" in labels
+    assert "1 group rows below the minimum cell size are not shown" in alt
+    plt.close("all")

@@ -437,7 +437,8 @@ def _analyse_comparison(prep, group_codes, purify, alpha, max_iter_purify, logis
         mh = _mh_kernel(ij, score, is_focal, y, n_items)
         if not purify:
             break
-        delta = -DELTA_SCALE * np.log(mh["odds"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta = -DELTA_SCALE * np.log(mh["odds"])
         cls = ets_classify(delta, DELTA_SCALE * mh["se_log"], mh["p"], alpha=alpha)
         new_anchor = ~np.isin(cls, ["B", "C"])
         if new_anchor.sum() < 2:
@@ -552,7 +553,8 @@ def mantel_haenszel_dif(
             continue
         mh, lr, purified = _analyse_comparison(prep, codes, purify, alpha, 10, logistic)
         z = stats.norm.ppf(0.975)
-        log_or = np.log(mh["odds"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_or = np.log(mh["odds"])
         base["n_reference"] = mh["n_reference"]
         base["n_focal"] = mh["n_focal"]
         base["mh_odds_ratio"] = mh["odds"]
@@ -696,3 +698,49 @@ def dif_success_curves(
     out.loc[small, ["n", "estimate", "ci_low", "ci_high"]] = np.nan
     return out.drop(columns="k")[[item, "attribute", "group", "band", "score_low", "score_high", "n", "estimate",
                                   "ci_low", "ci_high", "method", "suppressed_reason"]]
+
+
+def flagged_success_curves(
+    responses: pd.DataFrame,
+    learners: pd.DataFrame,
+    dif_table: pd.DataFrame,
+    *,
+    classes: tuple[str, ...] = ("C", "B"),
+    max_items: int = 6,
+    learner: str = "learner_id",
+    item: str = "item_id",
+    correct: str = "correct",
+    n_bands: int = 5,
+    min_cell_size: int = 10,
+) -> pd.DataFrame:
+    """Success curves (:func:`dif_success_curves`) of the most clearly flagged items.
+
+    Items of :func:`mantel_haenszel_dif`'s table in ``classes`` are ranked by class
+    (C before B) and |delta|; for each of the first ``max_items`` item x attribute pairs
+    the curves of the attribute's reference and focal groups are returned, stacked.
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`dif_success_curves`; empty when nothing is flagged.
+    """
+    bad = [c for c in classes if c not in ("A", "B", "C")]
+    if bad:
+        raise ConfigError(f"classes {bad} are not ETS classes; use 'A', 'B' or 'C'")
+    flagged = dif_table[dif_table["ets_class"].isin(list(classes))].copy()
+    flagged["_rank"] = flagged["ets_class"].map({"C": 0, "B": 1, "A": 2})
+    flagged["_abs"] = -flagged["mh_delta"].abs()
+    flagged = flagged.sort_values(["_rank", "_abs"]).drop_duplicates([item, "attribute"]).head(int(max_items))
+    frames = []
+    for attr, rows in flagged.groupby("attribute", sort=False):
+        groups = sorted(set(rows["reference_group"]) | set(rows["focal_group"]))
+        frames.append(dif_success_curves(responses, learners, items=rows[item].tolist(), attribute=attr, groups=groups,
+                                         learner=learner, item=item, correct=correct, n_bands=n_bands,
+                                         min_cell_size=min_cell_size))
+    if not frames:
+        return pd.DataFrame(columns=[item, "attribute", "group", "band", "score_low", "score_high", "n", "estimate",
+                                     "ci_low", "ci_high", "method", "suppressed_reason"])
+    order = {(i, a): k for k, (i, a) in enumerate(zip(flagged[item], flagged["attribute"]))}
+    out = pd.concat(frames, ignore_index=True)
+    out["_o"] = [order.get((i, a), 0) for i, a in zip(out[item], out["attribute"])]
+    return out.sort_values(["_o", "group", "band"], kind="stable").drop(columns="_o").reset_index(drop=True)

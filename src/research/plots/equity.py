@@ -27,7 +27,7 @@ def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: 
                item: str = "item_id", max_items: int = 40):
     """MH D-DIF per item with its 95% interval and the ETS A/B/C bands (|delta| 1 and 1.5).
 
-    One attribute and focal group at a time (default the first with numbers); items are
+    One attribute and focal group at a time (default the one with the most B/C items); items are
     sorted by delta, at most ``max_items`` of the largest |delta| shown.
     """
     rows = dif[dif["suppressed_reason"].fillna("") == ""]
@@ -37,8 +37,12 @@ def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: 
         rows = rows[rows["focal_group"] == focal_group]
     if rows.empty:
         return _empty("Differential item functioning", "no comparison with enough learners to analyse")
+    # default: the comparison with the most B/C items, then the largest |delta|
+    score = rows.assign(_f=rows["ets_class"].isin(["B", "C"]), _d=rows["mh_delta"].abs()).groupby(
+        ["attribute", "focal_group"], sort=False).agg(f=("_f", "sum"), d=("_d", "max"))
+    attr, foc = score.sort_values(["f", "d"], ascending=False).index[0]
+    rows = rows[(rows["attribute"] == attr) & (rows["focal_group"] == foc)]
     first = rows.iloc[0]
-    rows = rows[(rows["attribute"] == first["attribute"]) & (rows["focal_group"] == first["focal_group"])]
     rows = rows.reindex(rows["mh_delta"].abs().sort_values(ascending=False).index).head(max_items)
     rows = rows.sort_values("mh_delta")
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(rows) + 1)))
@@ -68,45 +72,42 @@ def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: 
 
 
 def success_curves(curves: pd.DataFrame, *, item: str = "item_id", max_items: int = 6):
-    """Share correct by total-score band, one line per group, one panel per item.
+    """Share correct by total-score band, one line per group, one panel per item x attribute.
 
-    ``curves`` is :func:`research.estimate.dif.dif_success_curves`; suppressed cells are
-    left out of the lines.
+    ``curves`` is :func:`research.estimate.dif.dif_success_curves` or
+    :func:`research.estimate.dif.flagged_success_curves`; suppressed cells are left out.
     """
     shown = curves[curves["suppressed_reason"].fillna("") == ""]
-    items = list(dict.fromkeys(shown[item].astype(str)))[:max_items]
-    if not items:
-        return _empty("Success curves by group", "no item with groups large enough to show")
-    attribute = str(curves["attribute"].iloc[0])
-    ncol = min(3, len(items))
-    nrow = int(np.ceil(len(items) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False, sharey=True)
-    groups = sorted(shown["group"].astype(str).unique())
-    for ax, it in zip(axes.flat, items):
-        d = shown[shown[item].astype(str) == it]
-        for k, g in enumerate(groups):
+    panels = list(dict.fromkeys(zip(shown[item].astype(str), shown["attribute"].astype(str))))[:max_items]
+    if not panels:
+        return _empty("Success curves by group", "no flagged item with groups large enough to show")
+    ncol = min(3, len(panels))
+    nrow = int(np.ceil(len(panels) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(6.0, 3.4 * ncol), 2.8 * nrow + 0.4), squeeze=False, sharey=True)
+    for ax, (it, attr) in zip(axes.flat, panels):
+        d = shown[(shown[item].astype(str) == it) & (shown["attribute"] == attr)]
+        for k, g in enumerate(sorted(d["group"].astype(str).unique())):
             dg = d[d["group"] == g].sort_values("band")
-            if dg.empty:
-                continue
             x = (dg["score_low"] + dg["score_high"]) / 2
             c = _COLOURS[k % len(_COLOURS)]
             ax.plot(x, dg["estimate"], marker="o", color=c, label=g)
             ax.fill_between(x, dg["ci_low"], dg["ci_high"], color=c, alpha=0.15, lw=0)
-        ax.set_title(it, fontsize=9)
+        ax.set_title(f"{it} by {attr}", fontsize=9)
         ax.set_ylim(0, 1)
         ax.set_xlabel("total score")
-    for ax in axes.flat[len(items):]:
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("share correct")
-    axes.flat[0].legend(fontsize=7, title=attribute, title_fontsize=7)
-    fig.suptitle(f"Success on flagged items by {attribute}, at equal total score")
+    fig.suptitle("Success on flagged items by group, at equal total score", fontsize=11)
     fig.tight_layout()
     left_out = int((curves["suppressed_reason"].fillna("") != "").sum())
     alt = (
-        f"Line charts, one per item ({', '.join(items)}), of the share of learners answering correctly at each band "
-        f"of total score, one line per {attribute} group ({', '.join(groups)}), with 95% bands. Where the lines "
-        "separate at equal score, the item works differently for the groups."
+        "Line charts, one per flagged item and attribute ("
+        + ", ".join(f"{it} by {attr}" for it, attr in panels)
+        + "), of the share of learners answering correctly at each band of total score, one line per group, "
+        "with 95% bands. Where the lines separate at equal score, the item works differently for the groups."
         + (f" {left_out} cells below the minimum cell size are not shown." if left_out else "")
     )
     return fig, alt
@@ -122,10 +123,11 @@ def funnel_chart(funnel: pd.DataFrame, *, top: int = 3):
     ax.step(funnel["position"], funnel["share"], where="post", color=_COLOURS[0])
     ax.fill_between(funnel["position"], funnel["share"], step="post", color=_COLOURS[0], alpha=0.15)
     worst = funnel.dropna(subset=["rank_of_drop"]).sort_values("rank_of_drop").head(top)
-    for r in worst.itertuples():
-        ax.annotate(f"{getattr(r, label)}: -{r.drop} ({r.hazard:.0%})", (r.position, r.share),
-                    xytext=(5, 8), textcoords="offset points", fontsize=8, color=_COLOURS[1],
-                    arrowprops=dict(arrowstyle="-", color=_COLOURS[1]))
+    for k, r in enumerate(worst.itertuples()):
+        # the drop shows as the step from this position to the next one
+        ax.annotate(f"after {getattr(r, label)}: -{r.drop} ({r.hazard:.0%})", (r.position + 1, r.share - r.drop_share / 2),
+                    xytext=(8, -14 * k), textcoords="offset points", fontsize=8, color=_COLOURS[1], va="center",
+                    arrowprops=dict(arrowstyle="-", color=_COLOURS[1], lw=0.6))
     ax.set_ylim(0, 1.05)
     ax.set_xlabel(f"position in the course ({level})")
     ax.set_ylabel("share of cohort reaching it")
