@@ -60,6 +60,13 @@ def _require_columns(df: pd.DataFrame, columns: dict[str, str], table: str) -> N
         )
 
 
+def _show(value) -> str:
+    """repr of a cell value without numpy's type wrapper (np.float64(1.0) -> 1.0)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _as_list(group: str | Sequence[str] | None) -> list[str]:
     if group is None:
         return []
@@ -201,14 +208,14 @@ def learner_scores(
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
-                f"column {name!r}, row {row}: value {df[name].iloc[row]!r} is not a number of at least 0; "
+                f"column {name!r}, row {row}: value {_show(df[name].iloc[row])} is not a number of at least 0; "
                 "scores and maximum scores must be non-negative numbers"
             )
     over = (sc > mx + 1e-9).to_numpy()
     if over.any():
         row = int(np.flatnonzero(over)[0])
         raise DataError(
-            f"row {row}: score {sc.iloc[row]!r} is above its max_score {mx.iloc[row]!r} "
+            f"row {row}: score {float(sc.iloc[row])!r} is above its max_score {float(mx.iloc[row])!r} "
             f"(learner {df[learner].iloc[row]!r}, instrument {df[instrument].iloc[row]!r}); a score must lie in 0..max_score"
         )
 
@@ -882,7 +889,7 @@ def gain_mixed_model(
         groups, vc_names = "cohort", ["cohort"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = smf.mixedlm("post ~ " + " + ".join(rhs), frame, groups=groups, vc_formula=vc)
+        model = smf.mixedlm("post ~ " + " + ".join(rhs), frame, groups=groups, re_formula="1", vc_formula=vc)
         res = model.fit(reml=True)
     fe = res.fe_params
     bse = res.bse_fe
@@ -925,7 +932,9 @@ class BayesianGainModel:
 
     ``summary()`` reports the posterior of each cell's mean gain, of each module's gain
     (the learner-weighted average of its cells) and each group's, with the probability
-    that it is positive.
+    that it is positive. The default sampler settings use ``target_accept=0.95``: the
+    scales of few modules or groups are weakly identified and a smaller step avoids
+    divergent transitions.
     """
 
     settings: object = None  # research.bayes.SamplerSettings
@@ -937,7 +946,7 @@ class BayesianGainModel:
         from research.bayes import SamplerSettings
 
         if self.settings is None:
-            self.settings = SamplerSettings()
+            self.settings = SamplerSettings(target_accept=0.95)
         if not isinstance(self.settings, SamplerSettings):
             raise ConfigError(f"settings must be a research.bayes.SamplerSettings, got {type(self.settings).__name__}")
         _check_level(self.level)
@@ -985,7 +994,7 @@ class BayesianGainModel:
             if has_cell:
                 tau_g = pm.HalfNormal("tau_group", 0.2)
                 b = pm.ZeroSumNormal("b_group", sigma=tau_g, dims="group")[gi]
-                tau_c = pm.HalfNormal("tau_cell", 0.1)
+                tau_c = pm.HalfNormal("tau_cell", 0.05)
             else:
                 b = pt.zeros(len(cells))
                 tau_c = pt.as_tensor(0.0)
