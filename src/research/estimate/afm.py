@@ -75,7 +75,7 @@ def _logistic_nll(eta: np.ndarray, y: np.ndarray) -> float:
 
 def _build_design(long: pd.DataFrame, *, learner: str, kc: str, opportunity: str, success: str,
                   step_row: str, item: str | None) -> _Design:
-    obs_codes, obs_uniques = pd.factorize(long[step_row], sort=True)
+    obs_codes, obs_uniques = pd.factorize(long[step_row], sort=False)
     n = len(obs_uniques)
     lcodes_long, learners = pd.factorize(long[learner], sort=True)
     kcodes, kcs = pd.factorize(long[kc], sort=True)
@@ -109,21 +109,48 @@ def _build_design(long: pd.DataFrame, *, learner: str, kc: str, opportunity: str
 
 
 class _Problem:
-    """Penalised negative log-likelihood of AFM on a sparse design (the numeric kernel)."""
+    """Penalised negative log-likelihood of AFM on a sparse design (the numeric kernel).
+
+    Rows of the KC design ``X`` repeat a few *patterns* (a KC set with its opportunity
+    counts): KC-side products go through the distinct patterns only, so an iteration costs
+    a few passes of bincount over the rows instead of sparse matrix products.
+    """
+
+    DENSE_B_MAX = 30_000_000  # learner x KC-parameter cross block kept dense up to this size
 
     def __init__(self, y, lid, X, n_learners, lam, kc_penalty, lower):
-        self.y, self.lid, self.X = y, lid, X
-        self.XT = X.T.tocsr()
+        self.y, self.lid = y, lid
         self.nL = n_learners
         self.lam = lam
         self.kc_pen = kc_penalty
         self.lower = lower  # (2K,) lower bounds of KC parameters (-inf or 0)
         self.K2 = X.shape[1]
-        coo = X.tocoo()
-        self._xr, self._xc, self._xv = coo.row, coo.col, coo.data
+        X = X.tocsr()
+        h = X @ np.random.default_rng(12345).standard_normal(self.K2) if self.K2 else np.zeros(X.shape[0])
+        self.pat, first = _factorize_first(h)
+        self.P = X[first].tocsr()  # (n_patterns, 2K)
+        self.PT = self.P.T.tocsr()
+        self.n_pat = self.P.shape[0]
+        coo = self.P.tocoo()
+        self._pr, self._pc, self._pv = coo.row, coo.col, coo.data
+        self.dense_B = self.nL * self.K2 <= self.DENSE_B_MAX
+        # structure of the learner x KC-parameter block: (learner, pattern) pairs, each
+        # expanded to its pattern's nonzeros
+        self._lp_codes, first = _factorize_first(self.lid.astype(np.int64) * self.n_pat + self.pat)
+        self._n_lp = len(first)
+        p_of = self.pat[first]
+        counts = np.diff(self.P.indptr)[p_of]
+        rep = np.repeat(np.arange(len(first)), counts)
+        nz = self.P.indptr[p_of][rep] + (np.arange(len(rep)) - np.repeat(np.cumsum(counts) - counts, counts))
+        self._b_rep = rep
+        self._b_val = self.P.data[nz]
+        self._b_rows = self.lid[first][rep]
+        self._b_cols = self.P.indices[nz]
+        if self.dense_B:
+            self._b_index = self._b_rows.astype(np.int64) * self.K2 + self._b_cols
 
     def eta(self, theta, kcp):
-        return theta[self.lid] + self.X @ kcp
+        return theta[self.lid] + (self.P @ kcp)[self.pat]
 
     def value(self, theta, kcp, eta=None):
         eta = self.eta(theta, kcp) if eta is None else eta
@@ -133,23 +160,52 @@ class _Problem:
     def grad(self, theta, kcp, eta):
         r = self.y - expit(eta)
         g_t = -np.bincount(self.lid, weights=r, minlength=self.nL) + self.lam * theta
-        g_k = -(self.XT @ r) + self.kc_pen * kcp
+        g_k = -(self.PT @ np.bincount(self.pat, weights=r, minlength=self.n_pat)) + self.kc_pen * kcp
         return g_t, g_k
 
     def hessian_blocks(self, eta):
         p = expit(eta)
         w = p * (1 - p)
         D = np.bincount(self.lid, weights=w, minlength=self.nL) + self.lam
-        B = sp.csr_matrix((w[self._xr] * self._xv, (self.lid[self._xr], self._xc)), shape=(self.nL, self.K2))
-        C = (self.XT @ sp.diags(w) @ self.X).toarray()
+        wp = np.bincount(self.pat, weights=w, minlength=self.n_pat)
+        C = (self.PT @ sp.diags(wp) @ self.P).toarray()
         C[np.diag_indices_from(C)] += self.kc_pen
+        # B[l, c] = sum over the learner's rows of w * X[row, c]: w summed by (learner, pattern) first
+        wlp = np.bincount(self._lp_codes, weights=w, minlength=self._n_lp)
+        vals = wlp[self._b_rep] * self._b_val
+        if self.dense_B:
+            B = np.bincount(self._b_index, weights=vals, minlength=self.nL * self.K2).reshape(self.nL, self.K2)
+        else:
+            B = sp.csr_matrix((vals, (self._b_rows, self._b_cols)), shape=(self.nL, self.K2))
         return D, B, C
 
     @staticmethod
     def schur(D, B, C):
-        Bd = sp.diags(1.0 / D) @ B
-        S = C - (B.T @ Bd).toarray()
+        if sp.issparse(B):
+            Bd = sp.diags(1.0 / D) @ B
+            S = C - (B.T @ Bd).toarray()
+        else:
+            Bd = B / D[:, None]
+            # einsum, not BLAS: on a loaded machine a threaded GEMM of this thin shape can be
+            # 20x slower than a plain loop
+            S = C - np.einsum("li,lj->ij", B, Bd)
         return S, Bd
+
+
+def _matvec(B, x):
+    return B @ x if sp.issparse(B) else np.einsum("li,i->l", B, x)
+
+
+def _rmatvec(B, x):
+    return B.T @ x if sp.issparse(B) else np.einsum("li,l->i", B, x)
+
+
+def _factorize_first(values):
+    """Codes 0..m-1 of ``values`` in order of first appearance, and the first index of each."""
+    codes, uniques = pd.factorize(values, sort=False)
+    first = np.full(len(uniques), len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(codes)))
+    return codes.astype(np.int64), first
 
 
 def _solve_psd(S, rhs):
@@ -179,10 +235,10 @@ def _fit_newton(prob: _Problem, theta, kcp, *, tol, max_iter):
         S, Bd = prob.schur(D, B, C)
         active = bounded & (kcp <= lower + 1e-12) & (g_k > 0)
         free = ~active
-        rhs = -g_k + Bd.T @ g_t
+        rhs = -g_k + _rmatvec(Bd, g_t)
         d_k = np.zeros_like(kcp)
         d_k[free] = _solve_psd(S[np.ix_(free, free)], rhs[free])
-        d_t = -(g_t + B @ d_k) / D
+        d_t = -(g_t + _matvec(B, d_k)) / D
         # projected gradient norm for the stopping rule
         pg_k = np.where(active, 0.0, g_k)
         decrement = -(g_t @ d_t + pg_k @ d_k)
@@ -298,11 +354,12 @@ class AFM:
         if kcp0 is None and prob.K2:
             # start the intercepts at the log-odds of each KC's success rate
             K = prob.K2 // 2
-            Xb = prob.X[:, :K]
-            n_k = np.asarray(Xb.sum(axis=0)).ravel()
-            s_k = Xb.T @ prob.y
+            Pb = prob.PT[:K]
+            n_k = Pb @ np.bincount(prob.pat, minlength=prob.n_pat).astype(float)
+            s_k = Pb @ np.bincount(prob.pat, weights=prob.y, minlength=prob.n_pat)
             rate = (s_k + 0.5) / (n_k + 1.0)
-            kcp[:K] = np.log(rate / (1 - rate)) / max(float(np.mean(np.diff(prob.X.indptr))) / 2, 1.0)
+            kcs_per_row = max(float(n_k.sum()) / max(len(prob.y), 1), 1.0)
+            kcp[:K] = np.log(rate / (1 - rate)) / kcs_per_row
         kcp = np.maximum(kcp, prob.lower)
         fit = _fit_newton if self.optimizer == "newton" else _fit_lbfgs
         return fit(prob, theta, kcp, tol=self.tol, max_iter=self.max_iter)
@@ -390,16 +447,20 @@ class AFM:
         self.cov_kc_ = cov_k
         se_k = np.sqrt(np.clip(np.diag(cov_k), 0, None))
         # learner intercept variances: 1/D + (B D^-1)_i S^-1 (B D^-1)_i^T
-        BdS = Bd @ cov_k
-        var_t = 1.0 / D + np.asarray(Bd.multiply(BdS).sum(axis=1)).ravel()
+        BdS = Bd @ cov_k if sp.issparse(Bd) else np.einsum("li,ij->lj", Bd, cov_k)
+        prod = Bd.multiply(BdS) if sp.issparse(Bd) else Bd * BdS
+        var_t = 1.0 / D + np.asarray(prod.sum(axis=1)).ravel()
         beta, gamma = self.kc_params_[:K], self.kc_params_[K:]
         se_b, se_g = se_k[:K], se_k[K:]
         z = 1.959963984540054
         # counts per KC
         n_obs = np.bincount(d.long_kc, minlength=K)
-        lk = pd.DataFrame({"kc": d.long_kc, "learner": d.lid[d.long_obs], "item": d.item_codes[d.long_obs]})
-        n_learners = lk.drop_duplicates(["kc", "learner"]).groupby("kc").size().reindex(range(K), fill_value=0)
-        n_items = lk.drop_duplicates(["kc", "item"]).groupby("kc").size().reindex(range(K), fill_value=0)
+        kc64 = d.long_kc.astype(np.int64)
+        pairs_l = pd.unique(kc64 * (len(d.learners) + 1) + d.lid[d.long_obs])
+        n_learners = np.bincount(pairs_l // (len(d.learners) + 1), minlength=K)
+        n_item_codes = int(d.item_codes.max()) + 2 if len(d.item_codes) else 1
+        pairs_i = pd.unique(kc64 * n_item_codes + d.item_codes[d.long_obs])
+        n_items = np.bincount(pairs_i // n_item_codes, minlength=K)
         slope_lo = gamma - z * se_g
         if self.nonnegative_slopes:
             slope_lo = np.maximum(slope_lo, 0.0)
@@ -417,8 +478,8 @@ class AFM:
             "slope_ci_high": gamma + z * se_g,
             "slope_at_bound": (gamma <= 0) & self.nonnegative_slopes,
             "n_obs": n_obs.astype("int64"),
-            "n_learners": n_learners.to_numpy().astype("int64"),
-            "n_steps": n_items.to_numpy().astype("int64"),
+            "n_learners": n_learners.astype("int64"),
+            "n_steps": n_items.astype("int64"),
             "method": "afm_pmle",
         })
         self.learners_ = pd.DataFrame({
