@@ -19,6 +19,8 @@ from research.recommend.config import RecommendConfig
 from research.recommend.rules import FAMILIES, RULES
 
 ID_VERSION = "v1"
+#: other names of estimate tables (the notebooks' output names)
+ALIASES = {"item_distractors": "distractors", "time": "time_on_task"}
 
 
 @cache
@@ -84,7 +86,7 @@ def _pick_kc_models(kcs: pd.DataFrame, kc_models: pd.DataFrame | None, choice: s
                 return kcs[kcs["kc_model"].astype(str) == str(best)]
         return kcs
     if choice not in models:
-        raise ConfigError(f"kc_model={choice!r} is not in the learning-curve table; valid: ['auto', 'all', *{models}]")
+        raise ConfigError(f"kc_model={choice!r} is not in the learning-curve table; valid: {['auto', 'all', *models]}")
     return kcs[kcs["kc_model"].astype(str) == choice]
 
 
@@ -114,8 +116,8 @@ def recommend(
     cohort
         Cohort id written into every record.
     n_learners
-        Learners in the cohort, the denominator of ``reach``; by default the largest
-        ``n_affected`` of any finding's table.
+        Learners in the cohort, the denominator of ``reach``; by default the funnel's
+        ``n_cohort``, else the largest ``n_affected`` of any finding.
 
     Returns
     -------
@@ -136,10 +138,11 @@ def recommend(
         config = RecommendConfig.load(config)
     if not isinstance(estimates, Mapping):
         raise DataError(f"estimates must be a dict of DataFrames by table name, got {type(estimates).__name__}")
+    estimates = {ALIASES.get(name, name): df for name, df in estimates.items()}
     known = set(FAMILIES) | {"kc_models"}
     unknown = sorted(set(estimates) - known)
     if unknown:
-        raise DataError(f"unknown estimate table(s) {unknown}; valid: {sorted(known)}")
+        raise DataError(f"unknown estimate table(s) {unknown}; valid: {sorted(known | set(ALIASES))}")
     tables: dict[str, pd.DataFrame] = {}
     for name, df in estimates.items():
         if df is None:
@@ -188,6 +191,8 @@ def recommend(
                 f"{result.loc[dupes, ['rule', 'target_type', 'target_id']].drop_duplicates().to_dict('records')[:5]}; "
                 "each estimate table must have one row per target"
             )
+        if not n_learners and "funnel" in tables and "n_cohort" in tables["funnel"].columns:
+            n_learners = pd.to_numeric(tables["funnel"]["n_cohort"], errors="coerce").max()
         denom = float(n_learners) if n_learners else np.nanmax(result["n_affected"].to_numpy(dtype=float, na_value=np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
             result["reach"] = np.clip(result["n_affected"].to_numpy(dtype=float, na_value=np.nan) / denom, 0, 1)

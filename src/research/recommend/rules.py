@@ -242,9 +242,20 @@ def _distractor_base(df: pd.DataFrame):
     return is_key, n_opt, n_item, ability, key_ability, share
 
 
+def _not_suppressed(df: pd.DataFrame) -> np.ndarray:
+    """Rows the estimate module did not suppress (``suppressed`` flag or ``suppressed_reason``)."""
+    keep = np.ones(len(df), dtype=bool)
+    if "suppressed" in df.columns:
+        keep &= ~df["suppressed"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    if "suppressed_reason" in df.columns:
+        reason = df["suppressed_reason"].astype("object")
+        keep &= ~(reason.notna() & (reason.astype(str).str.len() > 0)).to_numpy(dtype=bool)
+    return keep
+
+
 def _unused_distractor(df, cfg, ctx):
     is_key, n_opt, n_item, _, _, share = _distractor_base(df)
-    mask = ~is_key & (share < cfg["share_max"]) & (n_item >= cfg["min_n"])
+    mask = ~is_key & (share < cfg["share_max"]) & (n_item >= cfg["min_n"]) & _not_suppressed(df)
     se = _se_from(df, share, n_item, "share", proportion=True)
     conf, method = _confidence_normal(share, cfg["share_max"], se, n_item, ctx["n_half"])
     return _frame(
@@ -257,7 +268,10 @@ def _unused_distractor(df, cfg, ctx):
 def _strong_distractor(df, cfg, ctx):
     is_key, n_opt, n_item, ability, key_ability, share = _distractor_base(df)
     gap = ability - key_ability
-    mask = ~is_key & (gap > cfg["ability_margin"]) & (share >= cfg["share_min"]) & (n_item >= cfg["min_n"])
+    mask = (
+        ~is_key & (gap > cfg["ability_margin"]) & (share >= cfg["share_min"]) & (n_item >= cfg["min_n"])
+        & _not_suppressed(df)
+    )
     se_s = _se_from(df, share, n_item, "share", proportion=True)
     c_share, _ = _confidence_normal(share, cfg["share_min"], se_s, n_item, ctx["n_half"])
     c_gap = n_only_confidence(n_opt, ctx["n_half"])
@@ -298,12 +312,7 @@ def _kc_rule(category: str):
 def _dif_rule(ets_class: str):
     def rule(df, cfg, ctx):
         cls = df["ets_class"].astype("object").to_numpy()
-        suppressed = (
-            df["suppressed_reason"].astype("object").notna().to_numpy()
-            & (df["suppressed_reason"].astype("object").astype(str).str.len() > 0).to_numpy()
-            if "suppressed_reason" in df.columns
-            else np.zeros(len(df), dtype=bool)
-        )
+        suppressed = ~_not_suppressed(df)
         delta, se = _num(df, "mh_delta"), _num(df, "mh_delta_se")
         p = _num(df, "p_adjusted")
         p = np.where(np.isnan(p), _num(df, "p_value"), p)
@@ -328,8 +337,14 @@ def _dif_rule(ets_class: str):
 
 
 def _page_target(df: pd.DataFrame) -> tuple[str, dict]:
-    """Funnel and time tables are per page, or per item within pages: pick the target."""
-    if "page" in df.columns and df["page"].notna().all() and not df["page"].duplicated().any():
+    """Funnel and time tables are per module, page or item (``level``): pick the target."""
+    levels = set(df["level"].dropna().astype(str)) if "level" in df.columns else set()
+    level = levels.pop() if len(levels) == 1 else None
+    if level == "module":
+        return "module", {"target_id": _str(df, "module"), "module": _str(df, "module")}
+    if level == "page" or (
+        level is None and "page" in df.columns and df["page"].notna().all() and not df["page"].duplicated().any()
+    ):
         return "page", {"target_id": _str(df, "page"), "module": _str(df, "module"), "page": _str(df, "page")}
     return "item", _item_context(df)
 
@@ -347,6 +362,10 @@ def _dropout_hotspot(df, cfg, ctx):
     threshold = max(cfg["hazard_min"], cfg["hazard_ratio_min"] * median) if np.isfinite(median) else cfg["hazard_min"]
     mask = (hazard > threshold) & (drop >= cfg["min_drop"])
     target_type, target = _page_target(df)
+    # attempts only show the last thing a learner answered: a learner who gave up on the
+    # next unit before answering anything there counts here, so the finding names both
+    next_col = {"page": "next_page", "module": "next_module", "item": "next_item_id"}[target_type]
+    target["detail"] = _str(df, next_col)
     se = _se_from(df, hazard, reached, "hazard", proportion=True)
     conf, method = _confidence_normal(hazard, threshold, se, reached, ctx["n_half"])
     out = _frame(
@@ -361,23 +380,35 @@ def _dropout_hotspot(df, cfg, ctx):
 
 
 def _slow_page(df, cfg, ctx):
-    ratio = _num(df, "ratio")
+    planned = _num(df, "planned_duration_s")
+    if np.isnan(planned).all():
+        planned = _num(df, "planned_s")
+    ratio = _num(df, "ratio_to_planned")
+    if np.isnan(ratio).all():
+        ratio = _num(df, "ratio")
     if np.isnan(ratio).all():
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = _num(df, "median_s") / _num(df, "planned_s")
+            ratio = _num(df, "median_s") / planned
     n = _num(df, "n_learners")
     if np.isnan(n).all():
         n = _num(df, "n")
     min_n_ok = (n >= cfg["min_n"]) | np.isnan(n)
-    mask = (ratio > cfg["ratio_min"]) & min_n_ok
+    mask = (ratio > cfg["ratio_min"]) & min_n_ok & _not_suppressed(df)
     target_type, target = _page_target(df)
+    # the table's interval of the median time, divided by the planned time, gives the ratio's
+    med_lo, med_hi = _num(df, "ci_low"), _num(df, "ci_high")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_lo, r_hi = med_lo / planned, med_hi / planned
+    se = (r_hi - r_lo) / (2 * Z95)
+    conf, method = _confidence_normal(ratio, cfg["ratio_min"], se, n, ctx["n_half"])
+    conf = np.where(np.isnan(n) & (method == "n_only"), 0.5, conf)
     out = _frame(
         df, mask, **target,
-        metric="time_ratio", estimate=ratio, n=n, threshold_op=">", threshold=cfg["ratio_min"],
-        metric_2="median_s", estimate_2=_num(df, "median_s"), n_2=n, threshold_op_2="planned",
-        threshold_2=_num(df, "planned_s"),
-        confidence=np.where(np.isnan(n), 0.5, n_only_confidence(n, ctx["n_half"])),
-        n_affected=n, method="n_only",
+        metric="time_ratio", estimate=ratio, se=se, ci_low=r_lo, ci_high=r_hi, n=n, threshold_op=">",
+        threshold=cfg["ratio_min"],
+        metric_2="median_s", estimate_2=_num(df, "median_s"), ci_low_2=med_lo, ci_high_2=med_hi, n_2=n,
+        threshold_op_2="planned", threshold_2=planned,
+        confidence=conf, n_affected=n, method=method,
     )
     out["target_type"] = target_type
     return out
@@ -490,7 +521,7 @@ RULES: dict[str, Rule] = {
             N_("Look at the page where learners stop: is it too long, too hard, or does something not work?"),
         ),
         Rule(
-            "slow_page", "time_on_task", "page", ("ratio|median_s",), _slow_page,
+            "slow_page", "time_on_task", "page", ("ratio_to_planned|ratio|median_s",), _slow_page,
             N_("Takes far longer than planned"),
             N_("Learners spend more than %(ratio_min)s times the planned time here (median time)."),
             N_("Shorten the page or split it, or revise the planned time in the course description."),

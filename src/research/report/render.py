@@ -156,6 +156,8 @@ class _View:
         if rec["family"] == "dif":
             attribute, _sep, group = str(d).partition("=")
             return self._("group %(group)s (%(attribute)s)") % {"group": group, "attribute": self.attribute(attribute)}
+        if rec["family"] == "funnel":
+            return self._("or at the start of the next one, %(next)s") % {"next": d}
         return str(d)
 
     def attribute(self, name: str) -> str:
