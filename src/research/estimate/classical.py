@@ -714,3 +714,42 @@ def suppress_small_cells(distractors: pd.DataFrame, min_cell_size: int) -> pd.Da
     out["mean_ability"] = np.where(small, np.nan, out["mean_ability"].to_numpy(float))
     out["suppressed"] = np.where(small, f"fewer than {int(min_cell_size)} learners", "")
     return out
+
+
+def reliability_by_instrument(
+    assessments: pd.DataFrame,
+    *,
+    ci_level: float = 0.95,
+    min_n: int = 30,
+    learner: str = "learner_id",
+    item: str = "item_id",
+    score: str = "score",
+    max_score: str = "max_score",
+) -> pd.DataFrame:
+    """Cronbach's alpha (Feldt interval) of every instrument x phase in ``assessments``.
+
+    Scores are taken as score / max_score; rows with ``item_id == "total"`` are left out.
+    Instruments with fewer than 2 items or 3 complete learners get missing estimates.
+
+    Returns
+    -------
+    DataFrame, one row per instrument x phase: instrument, phase, estimate, ci_low, ci_high,
+    n (complete learners), n_items, low_n (n < ``min_n``), method ("cronbach_feldt").
+    """
+    _require(assessments, ["instrument", "phase", learner, item, score, max_score], "assessments")
+    df = assessments[assessments[item].astype(str) != "total"]
+    df = df.assign(_p=pd.to_numeric(df[score], errors="coerce") / pd.to_numeric(df[max_score], errors="coerce"))
+    rows = []
+    for (inst, ph), g in df.groupby(["instrument", "phase"], sort=True):  # a handful of instruments
+        try:
+            a = cronbach_alpha(g, learner=learner, item=item, score="_p", ci_level=ci_level).iloc[0]
+            rows.append({"instrument": inst, "phase": ph, **{k: a[k] for k in ("estimate", "ci_low", "ci_high", "n", "n_items")}})
+        except DataError:
+            rows.append({"instrument": inst, "phase": ph, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                         "n": 0, "n_items": int(g[item].nunique())})
+    out = pd.DataFrame(rows, columns=["instrument", "phase", "estimate", "ci_low", "ci_high", "n", "n_items"])
+    out["n"] = out["n"].astype(np.int64)
+    out["n_items"] = out["n_items"].astype(np.int64)
+    out["low_n"] = out["n"] < int(min_n)
+    out["method"] = "cronbach_feldt"
+    return out
