@@ -182,7 +182,7 @@ def test_truncated_last_line(tmp_path, ps):
     res = ingest(p, ps)
     assert len(res.tables["attempts"]) == 2
     r = res.rejects.iloc[0]
-    assert (r.source_line, r.kind) == (4, "rejected")
+    assert (r.source_line, r.kind, r.column) == (4, "rejected", "Level (Section)")  # the first field missing
     assert "8 fields where the header has 18" in r.reason and "truncated" in r.reason
     assert json.loads(r.raw)["Anon Student Id"].startswith("p_")
 
@@ -194,6 +194,7 @@ def test_line_with_extra_fields_and_blank_lines(tmp_path, ps):
     assert list(res.tables["attempts"]["source_line"]) == [2, 5]
     assert list(res.rejects["source_line"]) == [4]
     assert "19 fields" in res.rejects.iloc[0]["reason"]
+    assert res.rejects.iloc[0]["column"] == "(after KC (Default))"
 
 
 def test_crlf_and_bom(tmp_path, ps):

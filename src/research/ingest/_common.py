@@ -293,6 +293,8 @@ def bad_line_rows(d: Delimited, *, learner_col: str | None, pseudonymiser, delim
     if learner_col and learner_col in rows:
         rows[learner_col] = pseudonymiser.series(rows[learner_col])
     rows["_line"] = [b["line"] for b in d.bad]
+    # the column where the line goes wrong: the first missing one, or past the last one
+    rows["_column"] = [d.header[b["actual"]] if b["actual"] < b["expected"] else f"(after {d.header[-1]})" for b in d.bad]
     rows["_reason"] = [
         f"malformed line: {b['actual']} fields where the header has {b['expected']}"
         + (" (truncated line?)" if b["actual"] < b["expected"] else " (a stray delimiter in a value?)")
@@ -345,7 +347,7 @@ _ABBREVIATIONS = {
     "UTC": "UTC", "GMT": "UTC", "Z": "UTC", "UT": "UTC",
     "EST": "-05:00", "EDT": "-04:00", "CST": "-06:00", "CDT": "-05:00",
     "MST": "-07:00", "MDT": "-06:00", "PST": "-08:00", "PDT": "-07:00",
-    "CET": "Europe/Stockholm", "CEST": "+02:00", "WET": "Europe/Lisbon", "EET": "Europe/Helsinki",
+    "CEST": "+02:00", "EEST": "+03:00", "WEST": "+01:00", "BST": "+01:00",  # summer abbreviations zoneinfo lacks
 }
 
 

@@ -175,7 +175,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
     bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
     if not bad_rows.empty:
-        rejects.add(bad_rows.drop(columns=["_line", "_reason"]), line=bad_rows["_line"], column=None, reason=bad_rows["_reason"])
+        rejects.add(bad_rows.drop(columns=["_line", "_reason", "_column"]), line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
     ok = ~rejected
 
     # ---- expand each student-step into its attempts (vectorised with np.repeat)

@@ -62,7 +62,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from research.errors import ConfigError
@@ -221,7 +220,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     # ---- malformed lines
     bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
     if not bad_rows.empty:
-        rejects.add(bad_rows.drop(columns=["_line", "_reason"]), line=bad_rows["_line"], column=None, reason=bad_rows["_reason"])
+        rejects.add(bad_rows.drop(columns=["_line", "_reason", "_column"]), line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
 
     # ---- attempts
     module, page = levels_to_module_page([f[c] for c in level_cols], options.get("module_level", "parent"), f.index)

@@ -306,7 +306,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
         rreason[dup_idx] = why[dup_idx].str.replace(r"^id '.*' already used", "key already used", regex=True)
     rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
     if not bad_rows.empty:
-        rejects.add(bad_rows.drop(columns=["_line", "_reason"]), line=bad_rows["_line"], column=None, reason=bad_rows["_reason"])
+        rejects.add(bad_rows.drop(columns=["_line", "_reason", "_column"]), line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
     ok = ~rejected
     tables = {table: C.conform(df[ok], table)}
     if table == "attempts":
