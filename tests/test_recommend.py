@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 
 import numpy as np
@@ -431,3 +432,34 @@ def test_demo_planted_problems_are_found_and_ranked_above_clean_items(demo_estim
     assert dif_rec["detail"].startswith("gender=")
     # nothing about a clean item is rated high severity
     assert not (clean & (recs["severity"] == "high")).any()
+
+
+def test_load_estimates_reads_the_notebooks_tables_and_says_what_is_missing(tmp_path):
+    from research.recommend import load_estimates
+
+    items_table().to_csv(tmp_path / "items.csv", index=False)
+    funnel_table().assign(level="page").to_csv(tmp_path / "funnel.csv", index=False)
+    tables, sources = load_estimates(tmp_path)
+    assert set(tables) == {"items", "funnel"}
+    src = dict(zip(sources["table"], sources["source"]))
+    assert src["items"] == "file" and src["funnel"] == "file" and src["dif"] == "missing"
+    assert tables["items"]["item_id"].dtype == "string"
+    r = recommend(tables)
+    assert set(r["family"]) == {"items", "funnel"}
+    assert set(r.loc[r["family"] == "funnel", "target_type"]) == {"page"}
+
+
+def test_notebook_06_follows_the_notebook_contract():
+    import nbformat
+
+    from research.paths import notebooks_dir
+
+    nb = nbformat.read(notebooks_dir() / "06_recommendations.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata.get("tags") == ["parameters"]
+    for name in ("cohort = \"demo\"", "out_dir = \"reports/demo\"", "min_cell_size = 10", "language = "):
+        assert name in code[0].source
+    assert code[1].source.count("research.notebook.setup(") == 1
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert not any(re.search(r"^\s*(def|class) ", c.source, re.M) for c in code)
+    assert any("write_report" in c.source for c in code)

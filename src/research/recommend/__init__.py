@@ -22,14 +22,17 @@ from research.recommend.core import (
     validate_recommendations,
     write_recommendations,
 )
+from research.recommend.inputs import ESTIMATE_FILES, load_estimates
 from research.recommend.rules import FAMILIES, RULES, Rule
 
 __all__ = [
+    "ESTIMATE_FILES",
     "FAMILIES",
     "RULES",
     "RecommendConfig",
     "Rule",
     "load_config",
+    "load_estimates",
     "priority_score",
     "read_recommendations",
     "recommend",
