@@ -215,7 +215,8 @@ def _prepare(responses: pd.DataFrame, learner: str, item: str, correct: str) -> 
     li, learners = pd.factorize(responses[learner].astype(str), sort=True)
     ij, items = pd.factorize(responses[item].astype(str), sort=True)
     key = li.astype(np.int64) * len(items) + ij
-    if len(np.unique(key)) != len(key):
+    sorted_key = np.sort(key)
+    if np.any(sorted_key[1:] == sorted_key[:-1]):
         dup = pd.Series(key).duplicated()
         row = int(np.flatnonzero(dup.to_numpy())[0])
         raise DataError(
@@ -354,62 +355,79 @@ def _mh_kernel(ij: np.ndarray, stratum: np.ndarray, is_focal: np.ndarray, y: np.
     }
 
 
-def _batched_logit(group_idx: np.ndarray, X: np.ndarray, y: np.ndarray, n_groups: int,
-                   max_iter: int = 50, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+def _batched_logit(group_idx: np.ndarray, X: np.ndarray, k: np.ndarray, n: np.ndarray, n_groups: int,
+                   max_iter: int = 50, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Maximum-likelihood logistic regression fitted separately per group, all at once.
 
-    Newton-Raphson on per-group p x p systems (p = X.shape[1]) assembled with bincount;
-    a tiny ridge keeps separated groups solvable (their log-likelihood still converges).
-    Returns (coefficients shaped (n_groups, p), log-likelihood per group).
+    Rows are binomial cells (``k`` successes of ``n`` trials with covariates ``X``), so
+    learners with the same item, score and group share one row; the log-likelihood is
+    the Bernoulli one of the underlying responses. Newton-Raphson on per-group p x p
+    systems (p = X.shape[1]) assembled with bincount; a tiny ridge keeps separated groups
+    solvable (their log-likelihood still converges). Returns (coefficients shaped
+    (n_groups, p), log-likelihood per group).
     """
-    n, p = X.shape
+    _, p = X.shape
     beta = np.zeros((n_groups, p))
     pairs = [(i, j) for i in range(p) for j in range(i, p)]
     ll_old = np.full(n_groups, -np.inf)
     for _ in range(max_iter):
         eta = np.einsum("np,np->n", X, beta[group_idx])
         mu = 1.0 / (1.0 + np.exp(-eta))
-        w = np.clip(mu * (1 - mu), 1e-12, None)
-        ll_rows = y * eta - np.logaddexp(0.0, eta)
-        ll = np.bincount(group_idx, weights=ll_rows, minlength=n_groups)
-        grad = np.stack([np.bincount(group_idx, weights=X[:, i] * (y - mu), minlength=n_groups) for i in range(p)], 1)
+        w = n * np.clip(mu * (1 - mu), 1e-12, None)
+        ll = np.bincount(group_idx, weights=k * eta - n * np.logaddexp(0.0, eta), minlength=n_groups)
+        if np.all(np.abs(ll - ll_old) < tol):
+            break
+        ll_old = ll
+        resid = k - n * mu
+        grad = np.stack([np.bincount(group_idx, weights=X[:, i] * resid, minlength=n_groups) for i in range(p)], 1)
         H = np.empty((n_groups, p, p))
         for i, j in pairs:
             H[:, i, j] = H[:, j, i] = np.bincount(group_idx, weights=w * X[:, i] * X[:, j], minlength=n_groups)
         H += 1e-8 * np.eye(p)
         step = np.linalg.solve(H, grad[..., None])[..., 0]
         beta = beta + np.clip(step, -5, 5)
-        if np.all(np.abs(ll - ll_old) < tol):
-            break
-        ll_old = ll
     eta = np.einsum("np,np->n", X, beta[group_idx])
-    ll = np.bincount(group_idx, weights=y * eta - np.logaddexp(0.0, eta), minlength=n_groups)
+    ll = np.bincount(group_idx, weights=k * eta - n * np.logaddexp(0.0, eta), minlength=n_groups)
     return beta, ll
 
 
 def _lr_kernel(ij: np.ndarray, score: np.ndarray, is_focal: np.ndarray, y: np.ndarray, n_items: int) -> dict:
-    """Logistic-regression DIF for all items at once (Swaminathan & Rogers 1990)."""
-    yy = y.astype(float)
-    s = score.astype(float)
-    sd = s.std()
-    s = (s - s.mean()) / (sd if sd > 0 else 1.0)
-    g = is_focal.astype(float)
+    """Logistic-regression DIF for all items at once (Swaminathan & Rogers 1990).
+
+    The three models only see (item, score, group), so responses are first collapsed to
+    binomial cells: exact, and about as many rows as items x score values x 2.
+    """
+    s_all = score.astype(float)
+    sd = s_all.std()
+    mean = s_all.mean()
+    n_scores = int(score.max()) + 1 if len(score) else 1
+    key = (ij.astype(np.int64) * n_scores + score) * 2 + is_focal.astype(np.int64)
+    size = n_items * n_scores * 2
+    n_cell = np.bincount(key, minlength=size).astype(float)
+    k_cell = np.bincount(key, weights=y.astype(float), minlength=size)
+    cells = np.flatnonzero(n_cell)
+    n, k = n_cell[cells], k_cell[cells]
+    g = (cells % 2).astype(float)
+    sc = (cells // 2) % n_scores
+    item_idx = cells // 2 // n_scores
+    s = (sc - mean) / (sd if sd > 0 else 1.0)
     one = np.ones_like(s)
-    n = np.bincount(ij, minlength=n_items).astype(float)
-    k = np.bincount(ij, weights=yy, minlength=n_items)
+    n_item = np.bincount(item_idx, weights=n, minlength=n_items)
+    k_item = np.bincount(item_idx, weights=k, minlength=n_items)
     with np.errstate(invalid="ignore", divide="ignore"):
-        pbar = k / n
-        ll_null = np.where((k > 0) & (k < n), k * np.log(pbar) + (n - k) * np.log1p(-pbar), 0.0)
-    _, ll0 = _batched_logit(ij, np.column_stack([one, s]), yy, n_items)
-    _, ll1 = _batched_logit(ij, np.column_stack([one, s, g]), yy, n_items)
-    _, ll2 = _batched_logit(ij, np.column_stack([one, s, g, s * g]), yy, n_items)
+        pbar = k_item / n_item
+        ll_null = np.where((k_item > 0) & (k_item < n_item),
+                           k_item * np.log(pbar) + (n_item - k_item) * np.log1p(-pbar), 0.0)
+    _, ll0 = _batched_logit(item_idx, np.column_stack([one, s]), k, n, n_items)
+    _, ll1 = _batched_logit(item_idx, np.column_stack([one, s, g]), k, n, n_items)
+    _, ll2 = _batched_logit(item_idx, np.column_stack([one, s, g, s * g]), k, n, n_items)
     chi_u = np.maximum(2 * (ll1 - ll0), 0.0)
     chi_n = np.maximum(2 * (ll2 - ll1), 0.0)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        denom = 1 - np.exp(2 * ll_null / n)
+        denom = 1 - np.exp(2 * ll_null / n_item)
 
         def nagelkerke(ll):
-            return (1 - np.exp(2 * (ll_null - ll) / n)) / denom
+            return (1 - np.exp(2 * (ll_null - ll) / n_item)) / denom
 
         r2 = nagelkerke(ll2) - nagelkerke(ll0)
     return {

@@ -74,20 +74,24 @@ def course_sequence(
     _require_columns(attempts, {"learner": learner, "item": item, "timestamp": timestamp}, "attempts")
     if len(attempts) == 0:
         raise DataError("attempts is empty: there is no course sequence to build")
-    att_items = attempts[item].astype(str)
+    icode, ilabels = pd.factorize(attempts[item], sort=False)
+    ilabels = np.asarray(pd.Index(ilabels).astype(str))
     # metadata (module, page) per item: items table first, else the attempts' first value
-    meta = pd.DataFrame({"item_id": pd.unique(att_items.to_numpy())})
+    meta = pd.DataFrame({"item_id": ilabels})
     for col in ("module", "page"):
-        vals = attempts[col].astype("string") if col in attempts else pd.Series(pd.NA, index=attempts.index, dtype="string")
-        first = pd.Series(vals.to_numpy(), index=att_items.to_numpy()).dropna()
-        first = first[~first.index.duplicated()]
-        meta[col] = meta["item_id"].map(first)
+        if col in attempts:
+            first = attempts[col].astype("string").groupby(icode).first()
+            meta[col] = first.reindex(np.arange(len(ilabels))).to_numpy()
+        else:
+            meta[col] = pd.NA
     key = pd.Series(np.nan, index=meta["item_id"])
     source = "appearance"
     if items is not None and len(items):
         _require_columns(items, {"item": item}, "items")
-        it = items.drop_duplicates(subset=[item]).set_index(items.drop_duplicates(subset=[item])[item].astype(str))
-        extra = pd.DataFrame({"item_id": [i for i in it.index if i not in set(meta["item_id"])]})
+        it = items.drop_duplicates(subset=[item])
+        it = it.set_index(it[item].astype(str))
+        known = set(meta["item_id"])
+        extra = pd.DataFrame({"item_id": [i for i in it.index if i not in known]})
         meta = pd.concat([meta, extra], ignore_index=True)
         for col in ("module", "page"):
             if col in it:
@@ -95,15 +99,17 @@ def course_sequence(
         if "position" in it and it["position"].notna().any():
             key = meta["item_id"].map(pd.to_numeric(it["position"], errors="coerce")).set_axis(meta["item_id"])
             source = "items.position"
-    # appearance order: mean over learners of each learner's rank of first contact
-    first_ts = (
-        pd.DataFrame({"l": attempts[learner].astype(str).to_numpy(), "i": att_items.to_numpy(),
-                      "t": pd.to_datetime(attempts[timestamp]).to_numpy()})
-        .groupby(["l", "i"], sort=False)["t"].min().reset_index()
-    )
-    first_ts["rank"] = first_ts.groupby("l")["t"].rank(method="first")
-    appearance = first_ts.groupby("i").agg(rank=("rank", "mean"), t=("t", "min"))
-    app = appearance.reindex(meta["item_id"])
+    if key.isna().any():
+        # appearance order: mean over learners of each learner's rank of first contact
+        lcode, _ = pd.factorize(attempts[learner], sort=False)
+        t = pd.to_datetime(attempts[timestamp]).to_numpy().astype("datetime64[ns]").astype(np.int64)
+        first_ts = pd.DataFrame({"l": lcode, "i": icode, "t": t}).groupby(["l", "i"], sort=False)["t"].min().reset_index()
+        first_ts["rank"] = first_ts.groupby("l")["t"].rank(method="first")
+        appearance = first_ts.groupby("i").agg(rank=("rank", "mean"), t=("t", "min"))
+        appearance.index = ilabels[appearance.index.to_numpy()]
+        app = appearance.reindex(meta["item_id"])
+    else:
+        app = pd.DataFrame({"rank": np.nan, "t": 0}, index=meta["item_id"])
     meta["_key"] = key.to_numpy(dtype=float)
     offset = np.nanmax(meta["_key"]) if meta["_key"].notna().any() else 0.0
     # items without a position go after the positioned ones, in appearance order
@@ -136,8 +142,11 @@ def course_sequence(
 
 def _furthest(attempts, seq, learner, item, learners=None):
     """Furthest position per learner (0 for learners in ``learners`` with no attempt)."""
-    pos = attempts[item].astype(str).map(seq.attrs["item_to_position"]).to_numpy(dtype=float)
-    f = pd.Series(pos).groupby(attempts[learner].astype(str).to_numpy()).max()
+    icode, ilabels = pd.factorize(attempts[item], sort=False)
+    pos_of_code = seq.attrs["item_to_position"].reindex(pd.Index(ilabels).astype(str)).to_numpy(dtype=float)
+    lcode, llabels = pd.factorize(attempts[learner], sort=False)
+    f = pd.Series(pos_of_code[icode]).groupby(lcode).max()
+    f.index = pd.Index(llabels).astype(str)[f.index.to_numpy()]
     if learners is not None and len(learners):
         ids = pd.Index(learners[learner].astype(str).unique())
         f = f.reindex(f.index.union(ids)).fillna(0)
@@ -311,28 +320,29 @@ def event_durations(
     if not cap_s > 0 or not session_gap_s > 0:
         raise ConfigError(f"cap_s={cap_s!r} and session_gap_s={session_gap_s!r} must be positive numbers of seconds")
     _require_columns(attempts, {"learner": learner, "timestamp": timestamp}, "attempts")
-    ts = pd.to_datetime(attempts[timestamp])
-    df = pd.DataFrame({"l": attempts[learner].astype(str).to_numpy(), "t": ts.to_numpy(),
-                       "row": np.arange(len(attempts))})
-    df["s"] = attempts[session].astype("string").to_numpy() if session in attempts else pd.NA
-    df["d"] = pd.to_numeric(attempts[duration], errors="coerce").to_numpy(dtype=float) if duration in attempts else np.nan
-    df = df.sort_values(["l", "t", "row"], kind="stable")
-    nxt_l = df["l"].shift(-1)
-    nxt_t = df["t"].shift(-1)
-    nxt_s = df["s"].shift(-1)
-    gap = (nxt_t - df["t"]).dt.total_seconds().to_numpy(dtype=float)
-    same_learner = (nxt_l == df["l"]).to_numpy(dtype=bool)
-    has_session = df["s"].notna().to_numpy(dtype=bool) & nxt_s.notna().to_numpy(dtype=bool)
-    same_session = np.where(has_session, (nxt_s == df["s"]).fillna(False).to_numpy(dtype=bool), gap <= session_gap_s)
+    t = pd.to_datetime(attempts[timestamp]).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    lcode, _ = pd.factorize(attempts[learner], sort=False)
+    scode = pd.factorize(attempts[session], sort=False)[0] if session in attempts else np.full(len(attempts), -1)
+    d = pd.to_numeric(attempts[duration], errors="coerce").to_numpy(dtype=float, na_value=np.nan) \
+        if duration in attempts else np.full(len(attempts), np.nan)
+    order = np.lexsort((np.arange(len(attempts)), t, lcode))  # by learner, time, original row
+    lo, to, so = lcode[order], t[order], scode[order]
+    gap = np.full(len(order), np.nan)
+    same_learner = np.zeros(len(order), dtype=bool)
+    same_session = np.zeros(len(order), dtype=bool)
+    if len(order) > 1:
+        gap[:-1] = (to[1:] - to[:-1]) / 1e9
+        same_learner[:-1] = lo[1:] == lo[:-1]
+        has_session = (so[:-1] >= 0) & (so[1:] >= 0)
+        same_session[:-1] = np.where(has_session, so[1:] == so[:-1], gap[:-1] <= session_gap_s)
     inferred = np.where(same_learner & same_session, gap, np.nan)
-    sec = np.where(np.isfinite(df["d"].to_numpy(dtype=float)), df["d"].to_numpy(dtype=float), inferred)
+    sec_sorted = np.where(np.isfinite(d[order]), d[order], inferred)
+    sec = np.empty(len(order))
+    sec[order] = sec_sorted
     capped = sec > cap_s
-    df["seconds"] = np.minimum(sec, cap_s)
-    df["capped"] = capped
-    df = df.sort_values("row")
     out = attempts.copy()
-    out["seconds"] = df["seconds"].to_numpy()
-    out["capped"] = df["capped"].to_numpy()
+    out["seconds"] = np.minimum(sec, cap_s)
+    out["capped"] = capped
     return out
 
 
