@@ -222,3 +222,51 @@ def test_unknown_format_and_options(tmp_path, ps):
 def test_missing_file(tmp_path, ps):
     with pytest.raises(DataError, match="not found"):
         read_file(tmp_path / "nope.txt", cohort="t", pseudonymiser=ps, format="datashop")
+
+
+STEP_HEADER = ["Row", "Anon Student Id", "Problem Hierarchy", "Problem Name", "Problem View", "Step Name", "Step Start Time",
+               "First Transaction Time", "Correct Transaction Time", "Step End Time", "Step Duration (sec)", "First Attempt",
+               "Incorrects", "Hints", "Corrects", "KC (M)", "Opportunity (M)"]
+
+
+def step_row(i, *, first="incorrect", inc="2", hints="1", cor="1", t1="2024-03-01 10:00:00", t2="2024-03-01 10:00:30",
+             step="s1", kc="a~~b", opp="3~~1", stu="Stu_secret_B"):
+    return [str(i), stu, "Unit U1, Section S1", "p1", "1", step, t1, t1, t2, t2, "30", first, inc, hints, cor, kc, opp]
+
+
+def test_student_step_expansion_and_rejects(tmp_path, ps):
+    rows = [step_row(1), step_row(2, first="maybe", step="s2"), step_row(3, first="hint", hints="0", step="s3"),
+            step_row(4, inc="x", step="s4"), step_row(5, t1="", step="s5"), step_row(6, t1="soon", step="s6"), step_row(1),
+            step_row(8, step="s8", kc="a~~b", opp="1")]
+    p = write_tx(tmp_path / "steps.txt", rows, header=STEP_HEADER)
+    assert sniff(p) == "datashop-step"
+    res = read_file(p, cohort="t", pseudonymiser=ps)
+    assert res.n_read == 8
+    rej = res.rejects.set_index("source_line")
+    assert rej.loc[3, "column"] == "First Attempt" and "unknown First Attempt 'maybe'" in rej.loc[3, "reason"]
+    assert "First Attempt 'hint' but its count" in rej.loc[4, "reason"]
+    assert rej.loc[5, "column"] == "Incorrects"
+    assert rej.loc[6, "column"] == "First Transaction Time"
+    assert "cannot parse timestamp 'soon'" in rej.loc[7, "reason"]
+    assert rej.loc[8, "reason"] == "duplicate of line 2"
+    att = res.tables["attempts"]
+    assert res.n_read == att["source_line"].nunique() + len(res.rejects)
+    first = att[att["source_line"] == 2].sort_values("attempt")
+    assert list(first["outcome"]) == ["incorrect", "incorrect", "hint", "correct"]  # 2 incorrects, 1 hint, 1 correct
+    assert list(first["timestamp"]) == list(pd.to_datetime(["2024-03-01 10:00:00", "2024-03-01 10:00:10", "2024-03-01 10:00:20", "2024-03-01 10:00:30"]))
+    assert (first["module"] == "U1").all() and (first["page"] == "S1").all()
+    kcs = res.tables["attempt_kcs"]
+    one = kcs[kcs["attempt_id"] == first["attempt_id"].iloc[0]].sort_values("kc")
+    assert list(one["kc"]) == ["a", "b"] and list(one["opportunity"]) == [3, 1]
+    # a KC cell and an Opportunity cell that split differently: KCs kept, opportunity left empty
+    odd = kcs[kcs["attempt_id"].isin(att.loc[att["source_line"] == 9, "attempt_id"])]
+    assert set(odd["kc"]) == {"a", "b"} and odd["opportunity"].isna().all()
+    assert not res.rejects["raw"].str.contains("Stu_secret").any()
+
+
+def test_student_step_missing_columns(tmp_path, ps):
+    header = [h for h in STEP_HEADER if h not in ("Incorrects", "Hints")]
+    p = tmp_path / "steps.txt"
+    p.write_text("\t".join(header) + "\n", encoding="utf-8")
+    with pytest.raises(SchemaError, match=r"steps.txt: missing required column\(s\) 'Incorrects', 'Hints' for a DataShop student-step export"):
+        read_file(p, cohort="t", pseudonymiser=ps)
