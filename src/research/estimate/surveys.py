@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from research.errors import ConfigError, DataError, SchemaError
-from research.estimate.gains import _nct_ci, _require_columns, _suppress
+from research.estimate.gains import _nct_ci, _require_columns, _show, _suppress
 
 PHASES = ("pre", "mid", "post")
 
@@ -74,7 +74,7 @@ def scored_responses(
     if out_of.any():
         i = int(np.flatnonzero(out_of)[0])
         raise DataError(
-            f"row {i}, column {response!r}: response {surveys[response].iloc[i]!r} is not a whole number on the "
+            f"row {i}, column {response!r}: response {_show(surveys[response].iloc[i])} is not a whole number on the "
             f"scale {int(lo[i])}..{int(hi[i])} of item {surveys[item].iloc[i]!r}")
     rev = (surveys[reverse_coded].astype("boolean").fillna(False).to_numpy(dtype=bool)
            if reverse_coded in surveys.columns else np.zeros(len(surveys), bool))
