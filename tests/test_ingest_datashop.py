@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from research.errors import DataError
 from research.ingest import read_file, sniff
 from research.pseudonym import Pseudonymiser
 
@@ -82,6 +83,9 @@ def test_sniff_real_files(real_data):
     assert sniff(real_data.joinpath(*DS6224)) == "datashop"
     assert sniff(real_data.joinpath(*DS76_STEP)) == "datashop-step"
     assert sniff(real_data.joinpath(*DS96_STEP)) == "datashop-step"
+    rollup = real_data / "oli_chemistry_datashop_tx" / "oli_general_chemistry_1_2021_problem_rollup.txt"
+    with pytest.raises(DataError, match=r"problem_rollup.txt: a DataShop export of a kind we do not read .*format datashop-step"):
+        sniff(rollup)
 
 
 def test_ds76_tx_counts_match_pandas(ds76):

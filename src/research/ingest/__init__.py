@@ -65,6 +65,12 @@ def sniff(path, *, encoding: str = "utf-8") -> str:
     if len(found) == 1:
         return found[0]
     known = ", ".join(FORMATS)
+    if not found and "Anon Student Id" in head.split("\n", 1)[0]:
+        raise DataError(
+            f"{path.name}: a DataShop export of a kind we do not read (a problem or student rollup?); "
+            "export the transactions (format datashop) or the student-step rollup (format datashop-step) instead. "
+            f"Known formats: {known}"
+        )
     if not found:
         raise DataError(
             f"{path.name}: unknown format; known formats: {known}. A plain CSV/Parquet file needs a "
