@@ -722,3 +722,22 @@ def predict_afm(steps: pd.DataFrame, kcs: pd.DataFrame, learners: pd.DataFrame |
     unknown = np.bincount(obs, weights=(~known).astype(float), minlength=len(rows)).astype("int64")
     p = expit(eta)
     return pd.DataFrame({"step_row": np.asarray(rows), "p_correct": p, "p_error": 1 - p, "n_unknown_kcs": unknown})
+
+
+def add_predictions(steps: pd.DataFrame, models: dict[str, AFM], *, column: str = "p_error",
+                    model_column: str = "kc_model") -> pd.DataFrame:
+    """A copy of the student-step KC frame with each row's AFM predicted error probability.
+
+    ``models`` is ``{kc_model: fitted AFM}``; rows of KC models without a fitted model get
+    NaN. The prediction is per student step (all of its KCs together), as DataShop's
+    ``Predicted Error Rate`` for single-KC steps.
+    """
+    out = steps.copy()
+    out[column] = np.nan
+    for name, model in models.items():
+        rows = out[model_column] == name
+        if not rows.any():
+            continue
+        pred = model.predict(out[rows]).set_index("step_row")["p_error"]
+        out.loc[rows, column] = pred.reindex(out.loc[rows, model.columns_["step_row"]].to_numpy()).to_numpy()
+    return out

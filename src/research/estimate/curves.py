@@ -449,3 +449,24 @@ def kc_table(models: dict, steps: pd.DataFrame, **category_settings) -> pd.DataF
     cats = cats.drop(columns=["slope", "slope_se", "method"])
     out = summ.merge(cats, on=["kc_model", "kc"], how="left")
     return out
+
+
+def all_learning_curves(steps: pd.DataFrame, *, predicted: str | None = None, min_learners: int = 10,
+                        **kwargs) -> pd.DataFrame:
+    """Error-rate, assistance-score and step-duration curves in one tidy frame.
+
+    ``predicted`` (a column of predicted error probabilities, see
+    :func:`research.estimate.afm.add_predictions`) is averaged for the error-rate curves
+    only; the other measures get NaN there. Other keyword arguments go to
+    :func:`learning_curves`. Returns the columns of :func:`learning_curves` with ``predicted``.
+    """
+    parts = []
+    for measure in MEASURES:
+        if measure == "step_duration" and not pd.to_numeric(steps.get("duration_s"), errors="coerce").notna().any():
+            continue
+        p = learning_curves(steps, measure=measure, min_learners=min_learners,
+                            predicted=predicted if measure == "error_rate" else None, **kwargs)
+        if "predicted" not in p.columns:
+            p.insert(len(p.columns) - 1, "predicted", np.nan)
+        parts.append(p)
+    return pd.concat(parts, ignore_index=True)
