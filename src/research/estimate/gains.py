@@ -657,6 +657,8 @@ def summarise_scores(
     out.loc[out["n"] == 0, "_n_supp"] = 0
     out = _suppress(out, "_n_supp", ids + ["method"], int(min_cell_size)).drop(columns=["_n_supp"])
     out = out.sort_values(["instrument", "group_variable", "group"], key=lambda s: s.map(lambda v: (v != ALL, v)) if s.name == "group_variable" else s).reset_index(drop=True)
+    for col in ids + ["method"]:
+        out[col] = out[col].astype("string")
     out.attrs.update(level=level, min_cell_size=int(min_cell_size), n_learners=int(scores["learner_id"].nunique()))
     return out
 
@@ -768,6 +770,8 @@ def attrition(
         out.loc[small_part, col] = pd.NA
     out.loc[small_part, "suppressed_reason"] = (
         f"pre-test comparison suppressed: fewer than {min_cell_size} completers or dropouts")
+    for col in ids:
+        out[col] = out[col].astype("string")
     out.attrs.update(level=level, min_cell_size=int(min_cell_size))
     return out.reset_index(drop=True)
 

@@ -491,5 +491,5 @@ def survey_summary(
              "ordinal_ci_low", "ordinal_ci_high", "ordinal_p", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high",
              "prob_positive", "scale_min", "scale_max", "method", "suppressed_reason"]
     out = out[order]
-    out["construct"] = out["construct"].astype("string")
+    out = out.astype({"construct": "string", "method": "string", "scale_min": "Int64", "scale_max": "Int64"})
     return out.reset_index(drop=True)
