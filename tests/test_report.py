@@ -209,3 +209,22 @@ def test_empty_findings_still_render(tmp_path):
     empty = recommend({})
     html = render_report(empty, language="da", cohort="x")
     assert "Ingen fund" in html
+
+
+def test_item_and_kc_sections_get_their_curve_and_options_figures(recs):
+    from test_recommend import distractors_table, kcs_table
+
+    estimates = {"kcs": kcs_table(), "item_distractors": distractors_table()}
+    html = render_report(recs, language="sv", estimates=estimates, evidence_figures=False)
+    alts = [img["alt"] for img in Page(html).imgs]
+    assert any(a.startswith("Inlärningskurva för Kunskapskomponent k_none") for a in alts)
+    options = [a for a in alts if a.startswith("Svarsalternativ för Uppgift d1")]
+    # shares in Swedish format, the key named
+    assert options and "A (rätt svar): 60,0\u00a0%" in options[0] and "C: 30,0\u00a0%" in options[0]
+    # the fitted error rate at the first opportunity of k_none: 1 - logistic(0.0) = 50 %
+    kc_alt = next(a for a in alts if "k_none" in a)
+    assert "50,0\u00a0%" in kc_alt
+    # suppressed rows are not drawn
+    hidden = distractors_table().assign(suppressed=[True] * 4 + [False] * 4)
+    html2 = render_report(recs, language="en", estimates={"item_distractors": hidden}, evidence_figures=False)
+    assert not any(a.startswith("Answer options of Item d1") for a in (img["alt"] for img in Page(html2).imgs))

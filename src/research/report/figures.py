@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from research.report.i18n import Formatter
 
@@ -125,7 +125,7 @@ def group_sizes_figure(sizes: pd.DataFrame, *, attribute_label: str, fmt: Format
     ax.barh(y, shown["share"].astype(float), color=ACCENT)
     ax.set_yticks(y, labels=list(shown["group"].astype(str)))
     ax.invert_yaxis()
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt.percent(x)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt.percent_whole(x)))
     ax.set_xlabel(gettext("Share of learners"), color=INK)
     title = gettext("Learners by %(attribute)s") % {"attribute": attribute_label}
     ax.set_title(title, fontsize=11, loc="left", color=INK)
@@ -138,3 +138,84 @@ def group_sizes_figure(sizes: pd.DataFrame, *, attribute_label: str, fmt: Format
     if hidden:
         alt += " " + gettext("Groups not shown because they are small: %(count)s.") % {"count": fmt.integer(hidden)}
     return fig, alt
+
+
+def kc_curve_figure(row, *, fmt: Formatter, gettext, title: str) -> tuple[Figure, str] | None:
+    """The AFM learning curve of one KC: predicted error rate by opportunity for a typical
+    learner, ``1 - logistic(intercept + slope * (opportunity - 1))``, with the band of the
+    slope's 95 % interval, and the observed error rates at the first and last opportunity."""
+    need = ("intercept", "slope")
+    if any(_is_nan(row.get(k)) for k in need):
+        return None
+    last = row.get("last_opportunity")
+    last = int(last) if not _is_nan(last) and float(last) >= 2 else 8
+    t = np.arange(1, last + 1, dtype=float)
+
+    def err(slope):
+        return 1 - 1 / (1 + np.exp(-(float(row["intercept"]) + slope * (t - 1))))
+
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.subplots()
+    lo, hi = row.get("slope_ci_low"), row.get("slope_ci_high")
+    if not _is_nan(lo) and not _is_nan(hi):
+        ax.fill_between(t, err(float(lo)), err(float(hi)), color=ACCENT, alpha=0.18, linewidth=0)
+    ax.plot(t, err(float(row["slope"])), color=ACCENT, linewidth=2, label=gettext("Fitted curve"))
+    observed = [(1.0, row.get("first_error_rate")), (float(last), row.get("last_error_rate"))]
+    observed = [(x, float(y)) for x, y in observed if not _is_nan(y)]
+    if observed:
+        ax.plot([x for x, _ in observed], [y for _, y in observed], "s", color=WARN, markersize=7,
+                label=gettext("Observed"))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(gettext("Opportunity"), color=INK)
+    ax.set_ylabel(gettext("Error rate"), color=INK)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt.percent_whole(x)))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt.integer(x)))
+    ax.set_title(title, fontsize=11, loc="left", color=INK)
+    ax.legend(frameon=False, fontsize=9)
+    for side in ("right", "top"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    fitted = err(float(row["slope"]))
+    alt = title + ". " + gettext(
+        "Fitted error rate %(first)s at the first opportunity and %(last)s at opportunity %(n)s."
+    ) % {"first": fmt.percent(fitted[0]), "last": fmt.percent(fitted[-1]), "n": fmt.integer(last)}
+    if observed:
+        alt += " " + gettext("Observed: %(values)s.") % {
+            "values": ", ".join(f"{fmt.integer(x)}: {fmt.percent(y)}" for x, y in observed)
+        }
+    return fig, alt
+
+
+def options_figure(rows: pd.DataFrame, *, fmt: Formatter, gettext, title: str) -> tuple[Figure, str] | None:
+    """Share of learners choosing each answer option of one item; the key is marked."""
+    if rows.empty or "share" not in rows.columns:
+        return None
+    rows = rows.sort_values("option")
+    share = pd.to_numeric(rows["share"], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(share).all():
+        return None
+    key = rows["is_key"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    key_label = gettext("key")
+    labels = [(f"{o} ({key_label})" if k else str(o)) for o, k in zip(rows["option"].astype(str), key)]
+    fig = Figure(figsize=(6.4, 0.6 + 0.4 * len(rows)))
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    ax.barh(y, np.nan_to_num(share), color=[WARN if k else ACCENT for k in key])
+    ax.set_yticks(y, labels=labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt.percent_whole(x)))
+    ax.set_xlabel(gettext("Share of learners"), color=INK)
+    ax.set_title(title, fontsize=11, loc="left", color=INK)
+    for side in ("right", "top"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    alt = title + ". " + "; ".join(
+        f"{lab}: {fmt.percent(s)}" for lab, s in zip(labels, share) if not np.isnan(s)
+    ) + "."
+    return fig, alt
+
+
+def _is_nan(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))

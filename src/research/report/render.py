@@ -28,7 +28,14 @@ import research
 from research.errors import ConfigError, DataError
 from research.recommend import RULES, RecommendConfig, load_config, validate_recommendations, write_recommendations
 from research.recommend.rules import N_
-from research.report.figures import EmbeddedFigure, embed, evidence_figure, group_sizes_figure
+from research.report.figures import (
+    EmbeddedFigure,
+    embed,
+    evidence_figure,
+    group_sizes_figure,
+    kc_curve_figure,
+    options_figure,
+)
 from research.report.i18n import Formatter, check_language, translations
 from research.report.suppress import check_min_cell_size, group_sizes, suppress_records
 
@@ -240,6 +247,44 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _shown(df: pd.DataFrame) -> pd.DataFrame:
+    keep = pd.Series(True, index=df.index)
+    if "suppressed" in df.columns:
+        keep &= ~df["suppressed"].astype("boolean").fillna(False)
+    if "suppressed_reason" in df.columns:
+        keep &= df["suppressed_reason"].isna() | (df["suppressed_reason"].astype(str) == "")
+    return df[keep.to_numpy(dtype=bool)]
+
+
+def _estimate_figures(ttype: str, target: Mapping[str, Any], estimates: Mapping[str, pd.DataFrame], view: "_View"):
+    """Figures drawn from the estimate tables for one target (learning curve, answer options)."""
+    out = []
+    _ = view._
+    first = target["findings"][0]
+    if ttype == "kc" and estimates.get("kcs") is not None:
+        kcs = _shown(estimates["kcs"])
+        match = kcs["kc"].astype(str) == str(first["target_id"])
+        if "kc_model" in kcs.columns and first.get("kc_model") is not None:
+            match &= kcs["kc_model"].astype(str) == str(first["kc_model"])
+        rows = kcs[match.to_numpy(dtype=bool)]
+        if len(rows) == 1 and float(rows["n_learners"].iloc[0] if "n_learners" in rows else view.k) >= view.k:
+            made = kc_curve_figure(rows.iloc[0].to_dict(), fmt=view.fmt, gettext=view.tr.gettext,
+                                   title=_("Learning curve of %(target)s") % {"target": target["label"]})
+            if made:
+                out.append(embed(*made, _("The line is the fitted error rate of a typical learner, the band its %(level)s interval; squares are the observed error rates.") % {"level": view.fmt.percent_whole(0.95)}))
+    dis = estimates.get("distractors", estimates.get("item_distractors"))
+    if ttype == "item" and dis is not None and {"item_id", "option", "is_key", "share"} <= set(dis.columns):
+        rows = _shown(dis)
+        rows = rows[rows["item_id"].astype(str) == str(first["target_id"])]
+        n_item = pd.to_numeric(rows["n"], errors="coerce").sum() if "n" in rows.columns else view.k
+        if len(rows) and n_item >= view.k:
+            made = options_figure(rows, fmt=view.fmt, gettext=view.tr.gettext,
+                                  title=_("Answer options of %(target)s") % {"target": target["label"]})
+            if made:
+                out.append(embed(*made))
+    return out
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("research.report", "templates"),
@@ -269,6 +314,7 @@ def render_report(
     generated: dt.date | None = None,
     n_learners: int | None = None,
     evidence_figures: bool = True,
+    estimates: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     """Render the report of one cohort in one language; returns the HTML text.
 
@@ -299,6 +345,11 @@ def render_report(
         Learners in the cohort, shown when at least ``min_cell_size``.
     evidence_figures
         Draw the evidence figure of each target (default True).
+    estimates
+        The estimate tables the records came from (optional): with ``kcs`` each KC
+        section gets its fitted learning curve, with ``distractors`` (or
+        ``item_distractors``) each item section the shares of its answer options.
+        Suppressed rows (``suppressed`` or ``suppressed_reason``) are not drawn.
     """
     language = check_language(language)
     k = check_min_cell_size(min_cell_size)
@@ -366,6 +417,7 @@ def render_report(
                 if made is not None:
                     fig, alt = made
                     figs.insert(0, embed(fig, alt, _("Each dot is an estimate, the bar its %(level)s interval, the dashed line the threshold of the rule.") % {"level": view.fmt.percent_whole(0.95)}))
+            figs.extend(_estimate_figures(ttype, t, estimates or {}, view))
             t["figures"] = figs
             where = []
             if ttype != "page" and t["page"]:
