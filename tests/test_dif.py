@@ -401,3 +401,11 @@ def test_plots_of_dif_have_titles_and_alt_text(planted):
     fig2, alt2 = success_curves(curves)
     assert len([a for a in fig2.axes if a.get_title()]) == n_c and "I000 by gender" in alt2
     plt.close("all")
+
+
+def test_cohort_without_learner_attributes_gives_an_empty_table(small):
+    responses, learners = small
+    out = mantel_haenszel_dif(responses, learners[["learner_id"]])
+    assert out.empty and list(out.columns) == ["item_id", *DIF_COLUMNS]
+    with pytest.raises(ConfigError, match="unknown learner attribute"):
+        mantel_haenszel_dif(responses, learners[["learner_id"]], attributes=["gender"])

@@ -180,3 +180,9 @@ def test_gaps_chart_leaves_out_suppressed_groups(cohort):
     assert "region: islands" not in labels and "gender: woman" in labels
     assert "1 group rows below the minimum cell size are not shown" in alt
     plt.close("all")
+
+
+def test_no_learner_attributes_gives_the_cohort_row_only(cohort):
+    learners, values, _ = cohort
+    out = group_gaps(values, learners[["learner_id"]], measure="facility")
+    assert out["attribute"].tolist() == ["all"] and out["n"].iloc[0] == len(values)

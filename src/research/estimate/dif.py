@@ -253,12 +253,8 @@ def _group_comparisons(
     """(attribute, reference group, focal group, learner -> group Series) per comparison."""
     _require_columns(learners, {"learner": learner}, "learners")
     if attributes is None:
+        # default: every standard attribute with values; none at all means nothing to compare
         attributes = [a for a in LEARNER_ATTRIBUTES if a in learners.columns and learners[a].notna().any()]
-        if not attributes:
-            raise DataError(
-                f"learners has none of the group attributes {list(LEARNER_ATTRIBUTES)} with values; "
-                "pass attributes=[...] naming the columns to compare groups on"
-            )
     elif isinstance(attributes, str):
         attributes = [attributes]
     unknown = [a for a in attributes if a not in learners.columns or a == learner]
@@ -497,7 +493,7 @@ def mantel_haenszel_dif(
         ``learner`` plus the group attribute columns.
     attributes : list of str, optional
         Attributes to analyse; default every one of gender, age_band, role, region,
-        digital_maturity present with values.
+        digital_maturity present with values (none present: an empty table).
     reference : dict, optional
         Reference group per attribute (``{"gender": "man"}``); default the largest group.
     focal : dict, optional
@@ -600,7 +596,10 @@ def mantel_haenszel_dif(
         base["suppressed_reason"] = reason
         frames.append(base)
     if not frames:
-        raise DataError("no group comparison could be formed: every analysed attribute has no values in learners")
+        # no learner attributes with values (e.g. a DataShop export): an empty table, not an error
+        frames = [pd.DataFrame({item: pd.Series(dtype="string"), "attribute": pd.Series(dtype="string"),
+                                "reference_group": pd.Series(dtype="string"), "focal_group": pd.Series(dtype="string"),
+                                "suppressed_reason": pd.Series(dtype="string")})]
     out = pd.concat(frames, ignore_index=True)
     for col in DIF_COLUMNS:
         if col not in out.columns:

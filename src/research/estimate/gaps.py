@@ -169,7 +169,7 @@ def group_gaps(
     long = pd.concat(parts, ignore_index=True)
     out = _summaries(long, kind, level)
     out[["attribute", "group"]] = out["key"].str.split("\x1f", n=1, expand=True)
-    out["reference_group"] = out["attribute"].map(refs).fillna("")
+    out["reference_group"] = out["attribute"].map(pd.Series(refs, dtype="string")).astype("string").fillna("")
     out["measure"] = measure
     out["suppressed_reason"] = np.where(
         out["n"] < min_cell_size,
