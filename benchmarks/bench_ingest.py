@@ -49,7 +49,7 @@ def main() -> int:
         if proc.returncode:
             print(proc.stderr)
             return 1
-        seconds, n_read, n_loaded, n_kcs = proc.stdout.split()
+        seconds, n_read, n_loaded, n_kcs = proc.stdout.strip().splitlines()[-1].split()
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rows = [
         ("ingest 1M DataShop tx rows (s)", float(seconds), TARGET_S),

@@ -204,51 +204,58 @@ def check_relation(
     *,
     source_file: str | None = None,
     check_primary_key: bool = True,
+    ordered: bool = True,
 ) -> tuple[str, str]:
     """Check the rows of the view or table ``source`` inside ``con``.
 
-    Creates the temporary table ``__checked`` and returns two SQL queries over it:
-    the passing rows cast to the schema (schema columns in order), and the rejects
-    (columns as in :func:`validate`). Used by :func:`validate` and by the warehouse,
-    which inserts the passing rows without a round trip through pandas.
+    Creates the temporary table ``__checked`` (the rows with a row number and a flag
+    that is true when any constraint fails) and returns two SQL queries over it: the
+    passing rows cast to the schema (schema columns in order; in source order when
+    ``ordered``), and the rejects (columns as in :func:`validate`), whose reasons are
+    spelled out only for the failing rows. Used by :func:`validate` and by the
+    warehouse, which inserts the passing rows without a round trip through pandas.
     """
     present = set(columns)
-    bad_exprs, col_exprs = [], []
+    conds, bad_exprs, col_exprs = [], [], []
     for field in schema.fields:
         for cond, reason in _checks(field, field.name in present):
+            conds.append(cond)
             bad_exprs.append(f"CASE WHEN {cond} THEN {_literal(field.name)} || ': ' || {reason} END")
             col_exprs.append(f"CASE WHEN {cond} THEN {_literal(field.name)} END")
     line = "source_line" if "source_line" in present else "(__row + 2)"
+    any_bad = " OR ".join(conds) if conds else "FALSE"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE __checked AS
+        SELECT *, row_number() OVER () - 1 AS __row, ({any_bad}) AS __bad FROM {source}"""
+    ).fetchall()
+    relation, dup = "__checked", "FALSE"
     if check_primary_key and schema.primary_key and all(k in present for k in schema.primary_key):
+        # duplicates are rare: find repeated keys by a hash aggregate, join back only when there are any
         keys = ", ".join(_quote(k) for k in schema.primary_key)
-        dup = "(__row > __first_row)"
-        bad_exprs.append(
-            f"CASE WHEN {dup} THEN 'duplicate of the primary key ({', '.join(schema.primary_key)}) "
-            f"of line ' || CAST(__first_line AS VARCHAR) END"
-        )
-        col_exprs.append(f"CASE WHEN {dup} THEN {_literal(schema.primary_key[-1])} END")
-        keyed = (
-            f"min(__row) OVER (PARTITION BY {keys}) AS __first_row, "
-            f"arg_min({line}, __row) OVER (PARTITION BY {keys}) AS __first_line"
-        )
-    else:
-        keyed = "__row AS __first_row, NULL AS __first_line"
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE __dups AS
+                SELECT {keys}, min(__row) AS __first_row, arg_min({line}, __row) AS __first_line
+                FROM __checked GROUP BY {keys} HAVING count(*) > 1"""
+        ).fetchall()
+        if con.execute("SELECT count(*) FROM __dups").fetchall()[0][0]:
+            relation = f"__checked LEFT JOIN __dups USING ({keys})"
+            dup = "(__first_row IS NOT NULL AND __row > __first_row)"
+            bad_exprs.append(
+                f"CASE WHEN {dup} THEN 'duplicate of the primary key ({', '.join(schema.primary_key)}) "
+                f"of line ' || CAST(__first_line AS VARCHAR) END"
+            )
+            col_exprs.append(f"CASE WHEN {dup} THEN {_literal(schema.primary_key[-1])} END")
     reason = f"concat_ws('; ', {', '.join(bad_exprs)})" if bad_exprs else "''"
     column = f"coalesce({', '.join(col_exprs)})" if col_exprs else "NULL"
     file_expr = "CAST(source_file AS VARCHAR)" if "source_file" in present else _literal(source_file or "")
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE __checked AS
-        SELECT *, {reason} AS __reason, {column} AS __column
-        FROM (SELECT *, {keyed} FROM (SELECT *, row_number() OVER () - 1 AS __row FROM {source}))"""
-    ).fetchall()
     extra = [c for c in PROVENANCE_COLUMNS if c in present and c not in schema.field_names]
     typed_cols = ", ".join([_typed_expr(f, f.name in present) for f in schema.fields] + [_quote(c) for c in extra])
-    valid_sql = f"SELECT {typed_cols} FROM __checked WHERE __reason = '' ORDER BY __row"
+    valid_sql = f"SELECT {typed_cols} FROM {relation} WHERE NOT __bad AND NOT {dup}" + (" ORDER BY __row" if ordered else "")
     source_cols = ", ".join(_quote(c) for c in columns)
     rejects_sql = f"""SELECT {_literal(schema.name)} AS table_name, {file_expr} AS source_file,
-               CAST({line} AS BIGINT) AS source_line, __column AS "column", __reason AS reason,
+               CAST({line} AS BIGINT) AS source_line, {column} AS "column", {reason} AS reason,
                'rejected' AS kind, CAST(to_json(struct_pack({source_cols})) AS VARCHAR) AS raw
-        FROM __checked WHERE __reason <> '' ORDER BY __row"""
+        FROM {relation} WHERE __bad OR {dup} ORDER BY __row"""
     return valid_sql, rejects_sql
 
 

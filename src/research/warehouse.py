@@ -30,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from research.errors import DataError, ResearchError
 from research.ingest.base import IngestResult
@@ -210,9 +211,8 @@ class Warehouse:
         con = self.con
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            valid_attempt_ids = None
             for name in [t for t in canonical_tables() if t in result.tables]:
-                frame = result.tables[name].assign(cohort=cohort)
+                frame = result.tables[name]
                 schema = load_schema(name)
                 adapter_rejects = result.rejects[result.rejects["table_name"] == name] if len(result.rejects) else result.rejects
                 stats = TableLoad(
@@ -221,35 +221,34 @@ class Warehouse:
                     n_rejected=int((adapter_rejects["kind"] == "rejected").sum()) if len(adapter_rejects) else 0,
                     n_skipped=int((adapter_rejects["kind"] == "skipped").sum()) if len(adapter_rejects) else 0,
                 )
-                if name == "attempt_kcs" and valid_attempt_ids is not None:
-                    frame, orphans = self._split_orphan_kcs(frame, cohort, valid_attempt_ids)
+                # Arrow tables scan without a per-value copy; the cohort column is set here
+                con.register("__frame", pa.Table.from_pandas(frame.drop(columns=["cohort"], errors="ignore"), preserve_index=False))
+                columns = ["cohort", *[c for c in frame.columns if c != "cohort"]]
+                cohort_sql = "'" + cohort.replace("'", "''") + "'"
+                con.execute(f"CREATE OR REPLACE TEMP VIEW __incoming AS SELECT CAST({cohort_sql} AS VARCHAR) AS cohort, * FROM __frame").fetchall()
+                source = "__incoming"
+                if name == "attempt_kcs" and "attempts" in result.tables:
+                    orphans = self._orphan_kcs(cohort, columns, result.name)
                     if len(orphans):
-                        quarantined.append(orphans.assign(cohort=cohort))
+                        quarantined.append(orphans)
                         stats.n_rejected += len(orphans)
-                con.register("__incoming", frame)
-                valid_sql, rejects_sql = check_relation(
-                    con, "__incoming", list(frame.columns), schema, source_file=result.name
-                )
+                        source = "__kcs_with_attempt"
+                valid_sql, rejects_sql = check_relation(con, source, columns, schema, source_file=result.name, ordered=False)
                 rejects = con.execute(rejects_sql).df()
                 stats.n_rejected += len(rejects)
                 if len(rejects):
                     quarantined.append(rejects.assign(cohort=cohort))
-                cols = ", ".join(f'"{c}"' for c in schema.field_names)
-                con.execute(f"CREATE OR REPLACE TEMP TABLE __valid AS SELECT {cols} FROM ({valid_sql})").fetchall()
                 key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
-                present = con.execute(
-                    f'SELECT count(*) FROM __valid v WHERE EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
+                cols = ", ".join(f'v."{c}"' for c in schema.field_names)
+                n_valid = int(con.execute(f"SELECT count(*) FROM ({valid_sql})").fetchall()[0][0])
+                inserted = con.execute(
+                    f'INSERT INTO "{name}" SELECT {cols} FROM ({valid_sql}) v WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
                 ).fetchall()[0][0]
-                con.execute(
-                    f'INSERT INTO "{name}" SELECT * FROM __valid v WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
-                ).fetchall()
-                stats.n_already_present = int(present)
-                stats.n_loaded = int(con.execute("SELECT count(*) FROM __valid").fetchall()[0][0]) - stats.n_already_present
-                if name == "attempts":
-                    valid_attempt_ids = con.execute("SELECT attempt_id FROM __valid").df()["attempt_id"]
-                con.unregister("__incoming")
-                con.execute("DROP TABLE IF EXISTS __valid").fetchall()
-                con.execute("DROP TABLE IF EXISTS __checked").fetchall()
+                stats.n_loaded = int(inserted)
+                stats.n_already_present = n_valid - stats.n_loaded
+                for obj in ("VIEW __kcs_with_attempt", "VIEW __incoming", "TABLE __checked", "TABLE __dups"):
+                    con.execute(f"DROP {obj.split()[0]} IF EXISTS {obj.split()[1]}").fetchall()
+                con.unregister("__frame")
                 summary.tables[name] = stats
                 con.execute(
                     "INSERT INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -277,21 +276,25 @@ class Warehouse:
             raise
         return summary
 
-    def _split_orphan_kcs(self, frame: pd.DataFrame, cohort: str, valid_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """KC rows whose attempt was not loaded go to quarantine, not into the table."""
-        stored = self.con.execute("SELECT attempt_id FROM attempts WHERE cohort = ?", [cohort]).df()["attempt_id"]
-        known = frame["attempt_id"].isin(valid_ids) | frame["attempt_id"].isin(stored)
-        orphans = frame[~known]
-        if orphans.empty:
-            return frame, orphans
-        from research.ingest.base import make_rejects
+    def _orphan_kcs(self, cohort: str, columns: list[str], source_file: str) -> pd.DataFrame:
+        """Quarantine records for KC rows of ``__incoming`` whose attempt is not in the warehouse.
 
-        line = orphans["source_line"] if "source_line" in orphans else pd.Series(pd.NA, index=orphans.index)
-        rejects = make_rejects(
-            orphans, table_name="attempt_kcs", source_file=str(orphans.get("source_file", pd.Series([""])).iloc[0] or ""),
-            line=line, column="attempt_id", reason="its attempt was not loaded (see the attempts rejects of the same line)",
-        )
-        return frame[known], rejects
+        Runs after the file's attempts were inserted, so "not in the warehouse" means the
+        attempt was rejected. Leaves the view ``__kcs_with_attempt`` of the other rows.
+        """
+        con = self.con
+        exists = "EXISTS (SELECT 1 FROM attempts a WHERE a.cohort = i.cohort AND a.attempt_id = i.attempt_id)"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __kcs_with_attempt AS SELECT * FROM __incoming i WHERE {exists}").fetchall()
+        line = "CAST(source_line AS BIGINT)" if "source_line" in columns else "NULL"
+        file_expr = "CAST(source_file AS VARCHAR)" if "source_file" in columns else "'" + source_file.replace("'", "''") + "'"
+        cols = ", ".join(f'"{c}"' for c in columns)
+        return con.execute(
+            f"""SELECT 'attempt_kcs' AS table_name, {file_expr} AS source_file, {line} AS source_line,
+                       'attempt_id' AS "column",
+                       'its attempt was not loaded (see the attempts rejects of the same line)' AS reason,
+                       'rejected' AS kind, CAST(to_json(struct_pack({cols})) AS VARCHAR) AS raw, cohort
+                FROM __incoming i WHERE NOT {exists}"""
+        ).df()
 
     # -- reading ---------------------------------------------------------------------
     def table(self, name: str, cohort: str | None = None) -> pd.DataFrame:
