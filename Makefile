@@ -38,10 +38,10 @@ demo-all: $(STAMP)
 	$(BIN)/research demo --cohorts 3
 
 test: $(STAMP) node
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --nbval-lax --durations=15 tests notebooks
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --nbval-lax --durations=15 tests notebooks
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not slow and not browser" tests
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow and not browser" tests
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,fast,lab]"
