@@ -269,9 +269,17 @@ def read_delimited(
     lines = np.setdiff1d(all_lines, bad_lines, assume_unique=True) if len(bad_lines) else all_lines
     # blank lines (a lone newline, or only delimiters) are no data
     if n_rows:
-        blank = np.ones(n_rows, dtype=bool)
-        for c in frame.columns:
-            blank &= (frame[c].str.strip() == "").to_numpy()
+        import pyarrow.compute as pc
+
+        # candidates: rows whose first field is empty; only those are checked further
+        cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0])), "").to_numpy(zero_copy_only=False))
+        blank = np.zeros(n_rows, dtype=bool)
+        if len(cand):
+            sub = frame.iloc[cand]
+            ok = np.ones(len(cand), dtype=bool)
+            for c in sub.columns:
+                ok &= (sub[c].str.strip() == "").to_numpy()
+            blank[cand[ok]] = True
         n_blank = int(blank.sum())
         if n_blank:
             frame = frame.loc[~blank].reset_index(drop=True)
@@ -307,11 +315,14 @@ def bad_line_rows(d: Delimited, *, learner_col: str | None, pseudonymiser, delim
 
 
 def blank_to_na(s: pd.Series, strip: bool = True) -> pd.Series:
-    """Strip text (unless ``strip=False``) and make empty cells NA (pandas ``string`` dtype)."""
-    s = s.astype("string")
+    """Strip text (unless ``strip=False``) and make empty cells NA (pandas ``string`` dtype, Arrow-backed)."""
+    import pyarrow.compute as pc
+
+    arr = _arrow_strings(s, combine=False)
     if strip:
-        s = s.str.strip()
-    return s.mask(s == "")
+        arr = pc.utf8_trim_whitespace(arr)
+    arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+    return pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index)
 
 
 _TIME_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y/%m/%d %H:%M:%S", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
@@ -405,19 +416,21 @@ def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str 
     """
     import pyarrow.compute as pc
 
-    text = blank_to_na(s)
-    text = text.mask(text.isin(list(missing)))
+    arr = pc.utf8_trim_whitespace(_arrow_strings(s, combine=False))
+    drop = pc.equal(arr, "")
+    if missing:
+        drop = pc.or_(drop, pc.is_in(arr, value_set=pa.array(list(missing), pa.string())))
+    arr = pc.if_else(drop, pa.scalar(None, pa.string()), arr)
     if decimal != ".":
-        text = text.str.replace(decimal, ".", regex=False)
-    arr = pa.array(text.astype(object).where(text.notna(), None), type=pa.string()) if not _is_arrow(text) else pa.array(text.array)
+        arr = pc.replace_substring(arr, decimal, ".")
     try:  # fast path: every cell is a number (or empty)
         values = pc.cast(arr, pa.float64())
         valid = pc.is_valid(values)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        valid = pc.fill_null(pc.match_substring_regex(pc.utf8_trim_whitespace(arr), _NUMBER), False)
-        values = pc.cast(pc.if_else(valid, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string())), pa.float64())
+        valid = pc.fill_null(pc.match_substring_regex(arr, _NUMBER), False)
+        values = pc.cast(pc.if_else(valid, arr, pa.scalar(None, pa.string())), pa.float64())
     out = pd.Series(values.to_numpy(zero_copy_only=False), index=s.index, dtype="float64")
-    bad = text.notna().to_numpy() & ~valid.to_numpy(zero_copy_only=False)
+    bad = pc.is_valid(arr).to_numpy(zero_copy_only=False) & ~valid.to_numpy(zero_copy_only=False)
     return out, pd.Series(bad, index=s.index)
 
 
@@ -454,9 +467,16 @@ def content_ids(df: pd.DataFrame, columns: list[str], prefix: str) -> pd.Series:
     return pd.Series(np.asarray(ids, dtype=object), index=df.index, dtype="string")
 
 
-def _arrow_strings(s: pd.Series) -> pa.Array:
-    arr = pa.array(s.astype("string").array) if _is_arrow(s.astype("string")) else pa.array(s.astype(object), type=pa.string())
-    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+def _arrow_strings(s: pd.Series, combine: bool = True) -> pa.Array:
+    """The column as a pyarrow string array (zero-copy for Arrow-backed text; one chunk when ``combine``)."""
+    if not _is_arrow(s):
+        s = s.astype("string")
+    arr = pa.array(s.array) if _is_arrow(s) else pa.array(s.astype(object).where(s.notna(), None), type=pa.string())
+    if combine and isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type == pa.large_string():
+        arr = arr.cast(pa.string())
+    return arr
 
 
 def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[str]], opp_cols: dict[str, str] | None = None) -> pd.DataFrame:
@@ -476,11 +496,16 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
         model_parts = []
         needs_dedup = len(cols) > 1
         for c in cols:
-            lists = pc.split_pattern(_arrow_strings(frame[c]), "~~")
-            if pc.any(pc.greater(pc.list_value_length(lists), 1)).as_py():
-                needs_dedup = True
-            parent = pc.list_parent_indices(lists)
-            kc = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+            cell = _arrow_strings(frame[c])
+            multi = bool(pc.any(pc.match_substring(cell, "~~")).as_py())
+            if multi or model in opp_cols:
+                lists = pc.split_pattern(cell, "~~")
+                needs_dedup = needs_dedup or multi
+                parent = pc.list_parent_indices(lists)
+                kc = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+            else:  # fast path: one KC per cell
+                parent = pa.array(np.flatnonzero(pc.is_valid(cell).to_numpy(zero_copy_only=False)), pa.int64())
+                kc = pc.utf8_trim_whitespace(pc.drop_null(cell))
             if model in opp_cols:
                 olists = pc.split_pattern(pc.utf8_trim_whitespace(_arrow_strings(frame[opp_cols[model]])), "~~")
                 same = pc.equal(pc.list_value_length(olists), pc.list_value_length(lists))
