@@ -526,7 +526,8 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
             rows = tab["row"].to_numpy().astype(np.int64)
             key = rows * (int(codes.max()) + 1 if len(codes) else 1) + codes
             _, first = np.unique(key, return_index=True)
-            tab = tab.take(pa.array(np.sort(first)))
+            if len(first) < len(key):
+                tab = tab.take(pa.array(np.sort(first)))
         part = pa.table({"attempt_id": pc.take(ids, tab["row"]), "kc": tab["kc"], "opportunity": tab["opportunity"]}).to_pandas(
             types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get
         )
@@ -536,8 +537,11 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
         return pd.DataFrame({"attempt_id": pd.Series(dtype="string"), "kc_model": pd.Series(dtype="string"),
                              "kc": pd.Series(dtype="string"), "opportunity": pd.Series(dtype="Int64")})
     out = pd.concat(parts, ignore_index=True)
-    opp, _ = parse_integers(out["opportunity"])
-    out["opportunity"] = opp.where(opp >= 1)
+    if out["opportunity"].notna().any():
+        opp, _ = parse_integers(out["opportunity"], missing=())
+        out["opportunity"] = opp.where(opp >= 1)
+    else:
+        out["opportunity"] = pd.array(np.full(len(out), pd.NA), dtype="Int64")
     return out[["attempt_id", "kc_model", "kc", "opportunity"]]
 
 
