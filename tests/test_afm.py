@@ -259,3 +259,64 @@ def test_ds76_datashop_parameters_reproduce_its_predictions(real_data):
     datashop = pd.to_numeric(raw["Predicted Error Rate (Original)"].iloc[pred["source_row"]]).to_numpy()
     assert (pred["n_unknown_kcs"] == 0).all()
     assert np.abs(pred["p_error"].to_numpy() - datashop).max() < 5.1e-5
+
+
+# --------------------------------------------------------------- Bayesian AFM
+@pytest.fixture(scope="module")
+def bayes_fit():
+    import warnings
+
+    from research.bayes import ConvergenceWarning
+    from research.estimate.afm_bayes import BayesianAFM
+
+    sim = simulate_afm(120, 5, 8, no_learning_share=0.4, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # few draws on purpose: a plumbing-sized real run
+        model = BayesianAFM(draws=200, tune=300, chains=2, seed=1).fit(sim.steps)
+    return sim, model
+
+
+@pytest.mark.slow
+def test_bayesian_afm_samples_and_agrees_with_pmle(bayes_fit):
+    sim, model = bayes_fit
+    k = model.summary()
+    pmle = AFM().fit(sim.steps).summary()
+    assert list(k.columns) == list(pmle.columns)  # same output shape as the PMLE fit
+    assert (k["slope_ci_low"] <= k["slope"]).all() and (k["slope"] <= k["slope_ci_high"]).all()
+    assert np.corrcoef(k["slope"], pmle["slope"])[0, 1] > 0.9
+    assert np.corrcoef(k["intercept"], pmle["intercept"])[0, 1] > 0.9
+    truth = k.merge(sim.kcs, on=["kc_model", "kc"])
+    covered = ((truth["slope_ci_low"] <= truth["gamma"] + 0.02) & (truth["gamma"] <= truth["slope_ci_high"])).mean()
+    assert covered >= 0.8
+    assert (truth.loc[truth["no_learning"], "slope_ci_high"] < 0.1).all()
+    assert (k["slope"] > 0).all()  # log-normal pooled slopes
+    assert {"r_hat", "ess_bulk"} <= set(model.diagnostics_.columns)
+    assert model.diagnostics_.attrs["divergences"] == 0
+    assert set(model.hyper_["parameter"]) >= {"sigma_theta", "mu_beta", "sigma_beta"}
+    assert model.provenance_["model"] == "BayesianAFM"
+
+
+def test_bayesian_afm_settings_are_checked():
+    from research.estimate.afm_bayes import BayesianAFM
+
+    with pytest.raises(ConfigError, match="slopes='positive'.*valid values"):
+        BayesianAFM(slopes="positive")
+    with pytest.raises(ConfigError, match="not fitted"):
+        BayesianAFM().summary()
+
+
+def test_output_tables_match_their_schemas(sim2000):
+    from research.estimate.afm import add_predictions
+    from research.estimate.curves import all_learning_curves, kc_table
+    from research.schema import output_schema, validate
+
+    sub = sim2000.steps[sim2000.steps["learner_id"].isin(sim2000.learners["learner_id"].iloc[:300])]
+    models = fit_kc_models(sub, cv=True)
+    steps = add_predictions(sub, models)
+    tables = {"kc_models": compare_kc_models(models), "kcs": kc_table(models, steps, n_boot=50),
+              "learning_curves": all_learning_curves(steps, predicted="p_error")}
+    for name, frame in tables.items():
+        schema = output_schema(name)
+        assert set(schema.field_names) == set(frame.columns), name
+        checked = validate(frame[schema.field_names], schema)
+        assert checked.rejects.empty, (name, checked.rejects.head())
