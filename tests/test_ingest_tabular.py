@@ -78,7 +78,7 @@ def test_mapping_validation_messages(tmp_path):
     base = dict(SWEDISH_MAPPING)
     with pytest.raises(ConfigError, match=r"unknown canonical column 'points' for table 'assessments'; valid columns: learner_id, instrument, module, phase, item_id, score, max_score, timestamp"):
         load_mapping({**base, "columns": {**base["columns"], "points": "Poäng"}})
-    with pytest.raises(ConfigError, match=r"unknown table 'grades'; valid tables: assessments, attempt_kcs, attempts, .*items, .*surveys"):
+    with pytest.raises(ConfigError, match=r"unknown table 'grades'; valid tables: attempts, attempt_kcs, assessments, surveys, learners, items"):
         load_mapping({**base, "table": "grades"})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) 'colums'; valid keys: table, columns"):
         load_mapping({**base, "colums": {}})

@@ -28,33 +28,30 @@ import pyarrow.csv as pacsv
 
 from research.errors import ConfigError, DataError, SchemaError
 from research.ingest.base import empty_rejects, make_rejects
-from research.paths import schema_dir
+from research.schema import canonical_tables, load_schema
 
 HEAD_BYTES = 64 * 1024
 
 # --------------------------------------------------------------------------- schema
 
 
+def _known(table: str) -> None:
+    if table not in canonical_tables():
+        raise ConfigError(f"unknown canonical table {table!r}; valid tables: {', '.join(canonical_tables())}")
+
+
 @cache
 def schema_fields(table: str) -> tuple[tuple[str, str], ...]:
     """(name, type) of every field of a canonical table, in schema order."""
-    path = schema_dir() / f"{table}.schema.json"
-    if not path.is_file():
-        raise ConfigError(f"unknown canonical table {table!r}; valid tables: {', '.join(canonical_tables())}")
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    return tuple((f["name"], f["type"]) for f in spec["fields"])
+    _known(table)
+    return tuple((f.name, f.type) for f in load_schema(table).fields)
 
 
 @cache
 def schema_spec(table: str) -> dict:
     """The whole Table Schema of a canonical table (fields, constraints, primaryKey)."""
-    schema_fields(table)  # raises ConfigError for an unknown table
-    return json.loads((schema_dir() / f"{table}.schema.json").read_text(encoding="utf-8"))
-
-
-@cache
-def canonical_tables() -> tuple[str, ...]:
-    return tuple(sorted(p.name.removesuffix(".schema.json") for p in schema_dir().glob("*.schema.json")))
+    _known(table)
+    return json.loads(load_schema(table).path.read_text(encoding="utf-8"))
 
 
 def _empty(kind: str, n: int, index=None) -> pd.Series:

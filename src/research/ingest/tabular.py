@@ -51,6 +51,7 @@ import yaml
 from research.errors import ConfigError, DataError, SchemaError
 from research.ingest import _common as C
 from research.ingest.base import IngestResult
+from research.schema import canonical_tables
 
 NAMES = ("csv", "parquet")
 NAME = "csv"
@@ -103,8 +104,8 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(MAPPING_KEYS)}")
     table = spec.get("table")
-    if table not in C.canonical_tables():
-        raise ConfigError(f"{where}: unknown table {table!r}; valid tables: {', '.join(C.canonical_tables())}")
+    if table not in canonical_tables():
+        raise ConfigError(f"{where}: unknown table {table!r}; valid tables: {', '.join(canonical_tables())}")
     fields = [name for name, _ in C.schema_fields(table)]
     valid = [f for f in fields if f not in ("cohort", "source_file", "source_line")]
     columns = spec.get("columns") or {}
