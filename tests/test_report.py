@@ -228,3 +228,18 @@ def test_item_and_kc_sections_get_their_curve_and_options_figures(recs):
     hidden = distractors_table().assign(suppressed=[True] * 4 + [False] * 4)
     html2 = render_report(recs, language="en", estimates={"item_distractors": hidden}, evidence_figures=False)
     assert not any(a.startswith("Answer options of Item d1") for a in (img["alt"] for img in Page(html2).imgs))
+
+
+def test_figures_can_be_limited_to_the_most_important_targets(recs):
+    html = render_report(recs, language="en", max_figure_targets=2)
+    page = Page(html)
+    assert len(page.imgs) == 2
+    assert "Figures are drawn for the 2 targets with the most important findings" in html
+    # every target keeps its section
+    assert set(_anchors(recs)) <= page.ids
+
+
+def _anchors(recs):
+    from research.report.render import _anchor
+
+    return [_anchor(t, i, m) for t, i, m in zip(recs["target_type"], recs["target_id"], recs["kc_model"].astype(object).where(recs["kc_model"].notna(), None))]

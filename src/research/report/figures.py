@@ -34,7 +34,7 @@ class EmbeddedFigure:
     caption: str = ""
 
 
-def embed(fig: Figure | bytes, alt: str, caption: str = "", *, dpi: int = 80) -> EmbeddedFigure:
+def embed(fig: Figure | bytes, alt: str, caption: str = "", *, dpi: int = 72) -> EmbeddedFigure:
     """A matplotlib Figure (or PNG bytes) as an inline ``data:image/png;base64,`` URI."""
     if not alt or not alt.strip():
         raise ValueError("every figure needs an alt text")

@@ -315,6 +315,7 @@ def render_report(
     n_learners: int | None = None,
     evidence_figures: bool = True,
     estimates: Mapping[str, pd.DataFrame] | None = None,
+    max_figure_targets: int | None = 60,
 ) -> str:
     """Render the report of one cohort in one language; returns the HTML text.
 
@@ -350,6 +351,10 @@ def render_report(
         section gets its fitted learning curve, with ``distractors`` (or
         ``item_distractors``) each item section the shares of its answer options.
         Suppressed rows (``suppressed`` or ``suppressed_reason``) are not drawn.
+    max_figure_targets
+        Draw figures for at most this many targets (those with the best-ranked findings;
+        None: all). Every target keeps its section and evidence table; this keeps the
+        page small and fast for big courses. Extra ``figures`` are always shown.
     """
     language = check_language(language)
     k = check_min_cell_size(min_cell_size)
@@ -389,6 +394,9 @@ def render_report(
     top = recs[:top_n]
 
     # one section per target, grouped by target type, in order of each target's best rank
+    ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
+    limit = len(ranked_targets) if max_figure_targets is None else int(max_figure_targets)
+    drawn = set(ranked_targets[:limit])
     sections = []
     figures = figures or {}
     for ttype in ("item", "kc", "page", "module"):
@@ -405,7 +413,7 @@ def render_report(
             t["findings"].append(r)
         for t in targets.values():
             figs: list[EmbeddedFigure] = list(figures.get(t["key"], []))
-            if evidence_figures:
+            if evidence_figures and t["anchor"] in drawn:
                 made = evidence_figure(
                     pd.DataFrame(t["findings"]),
                     fmt=view.fmt,
@@ -417,7 +425,8 @@ def render_report(
                 if made is not None:
                     fig, alt = made
                     figs.insert(0, embed(fig, alt, _("Each dot is an estimate, the bar its %(level)s interval, the dashed line the threshold of the rule.") % {"level": view.fmt.percent_whole(0.95)}))
-            figs.extend(_estimate_figures(ttype, t, estimates or {}, view))
+            if t["anchor"] in drawn:
+                figs.extend(_estimate_figures(ttype, t, estimates or {}, view))
             t["figures"] = figs
             where = []
             if ttype != "page" and t["page"]:
@@ -497,6 +506,12 @@ def render_report(
         js=_static("report.js"),
         severity_labels={s: dyn(lab) for s, lab in SEVERITY_LABELS.items()},
         level=view.fmt.percent_whole(0.95),
+        figure_note=(
+            _("Figures are drawn for the %(n)s targets with the most important findings; the others show their evidence as tables.")
+            % {"n": view.fmt.integer(limit)}
+            if limit < len(ranked_targets)
+            else ""
+        ),
     )
     leaked = LEARNER_ID.search(html)
     if leaked:
