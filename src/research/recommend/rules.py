@@ -320,8 +320,11 @@ def _dif_rule(ets_class: str):
         bound = 1.5 if ets_class == "C" else 1.0
         n_focal, n_ref = _num(df, "n_focal"), _num(df, "n_reference")
         conf, method = _confidence_normal(np.abs(delta), bound, se, n_focal, ctx["n_half"])
-        attr, focal = _str(df, "attribute"), _str(df, "focal_group")
-        detail = np.array([f"{a}={f}" for a, f in zip(attr, focal)], dtype=object) if len(df) else np.array([], dtype=object)
+        # name the group the item is harder for: the focal group when delta < 0 (the item
+        # favours the reference group), else the reference group
+        attr = _str(df, "attribute")
+        harder_for = np.where(np.nan_to_num(delta, nan=0.0) < 0, _str(df, "focal_group"), _str(df, "reference_group"))
+        detail = np.array([f"{a}={g}" for a, g in zip(attr, harder_for)], dtype=object) if len(df) else np.array([], dtype=object)
         return _frame(
             df, mask, target_id=_str(df, "item_id"), detail=detail,
             metric="mh_delta", estimate=delta, se=se, ci_low=delta - Z95 * se, ci_high=delta + Z95 * se,

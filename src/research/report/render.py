@@ -162,7 +162,7 @@ class _View:
             return self._("option %(option)s") % {"option": d}
         if rec["family"] == "dif":
             attribute, _sep, group = str(d).partition("=")
-            return self._("group %(group)s (%(attribute)s)") % {"group": group, "attribute": self.attribute(attribute)}
+            return self._("harder for the group %(group)s (%(attribute)s)") % {"group": group, "attribute": self.attribute(attribute)}
         if rec["family"] == "funnel":
             return self._("or at the start of the next one, %(next)s") % {"next": d}
         return str(d)
