@@ -926,13 +926,14 @@ class BayesianGainModel:
 
     Each learner's gain (post minus pre, proportion of maximum) in module m and group k is
     ``Normal(theta[m, k], sigma[m])`` with
-    ``theta[m, k] = mu + a[m] + b[k] + ab[m, k]``; ``a`` and ``b`` are sum-to-zero
-    normal effects with scales ``tau_module`` and ``tau_group``, ``ab ~ Normal(0,
-    tau_cell)`` (only with more than one group), half-normal priors on the scales and
-    ``mu ~ Normal(0, prior_scale)``. The normal likelihood is written exactly through
-    each cell's n, mean and sum of squares, so the model grows with the number of cells,
-    not of learners; ``ab`` is integrated out analytically while sampling and its draws
-    come from their exact conditional normal posterior afterwards.
+    ``theta[m, k] = mu + a[m] + b[k] + ab[m, k]``, ``mu ~ Normal(0, prior_scale)``,
+    ``a ~ Normal(0, tau_module)``, ``b ~ Normal(0, tau_group)``, ``ab ~ Normal(0,
+    tau_cell)`` (group terms only with more than one group), half-normal priors on the
+    scales. The normal likelihood is written exactly through each cell's n, mean and sum
+    of squares, so the model grows with the number of cells, not of learners. All mean
+    effects are Gaussian given the scales, so they are integrated out analytically: NUTS
+    samples only the scales (no funnels whether effects are large or near zero), and each
+    draw of theta comes from its exact conditional Gaussian posterior afterwards.
 
     ``summary()`` reports the posterior of each cell's mean gain, of each module's gain
     (the learner-weighted average of its cells) and each group's, with the probability
@@ -985,47 +986,48 @@ class BayesianGainModel:
         ss = cells["var"].to_numpy(dtype=float) * (n - 1)
         sd_all = float(frame["y"].std()) if len(frame) > 1 else 0.2
         coords = {"module": list(modules), "group": list(groups), "cell": np.arange(len(cells))}
+        C = len(cells)
+        Zm = (mi[:, None] == np.arange(len(modules))[None, :]).astype(float)
+        Zg = (gi[:, None] == np.arange(len(groups))[None, :]).astype(float)
+        Km = Zm @ Zm.T  # 1 where two cells share a module
+        Kg = Zg @ Zg.T  # 1 where two cells share a group
+        has_module, has_group = len(modules) > 1, len(groups) > 1
         with pm.Model(coords=coords) as model:
-            mu = pm.Normal("mu", 0.0, self.prior_scale)
-            # centred, sum-to-zero effects: cells rest on many learners, so the data
-            # identify each effect well and the centred form samples without funnels
-            if len(modules) > 1:
-                tau_m = pm.HalfNormal("tau_module", 0.2)
-                a = pm.ZeroSumNormal("a_module", sigma=tau_m, dims="module")[mi]
-            else:
-                a = pt.zeros(len(cells))
-            has_cell = len(groups) > 1
-            if has_cell:
-                tau_g = pm.HalfNormal("tau_group", 0.2)
-                b = pm.ZeroSumNormal("b_group", sigma=tau_g, dims="group")[gi]
-                tau_c = pm.HalfNormal("tau_cell", 0.05)
-            else:
-                b = pt.zeros(len(cells))
-                tau_c = pt.as_tensor(0.0)
-            eta = pm.Deterministic("eta", mu + a + b, dims="cell")
+            tau_m = pm.HalfNormal("tau_module", 0.2) if has_module else pt.as_tensor(0.0)
+            tau_g = pm.HalfNormal("tau_group", 0.2) if has_group else pt.as_tensor(0.0)
+            tau_c = pm.HalfNormal("tau_cell", 0.05) if has_group else pt.as_tensor(0.0)
             sigma = pm.HalfNormal("sigma", max(2 * sd_all, 0.05), dims="module")
             s_c = sigma[mi]
+            # prior covariance of the cells' true mean gains: common mean + module + group + cell
+            K = (self.prior_scale**2 + tau_m**2 * Km + tau_g**2 * Kg + tau_c**2 * np.eye(C))
             # exact normal likelihood from sufficient statistics: the within-cell sum of
-            # squares informs sigma; each cell mean is Normal(eta, sigma^2/n + tau_cell^2),
-            # the module x group deviation integrated out (no funnel to sample)
+            # squares informs sigma; the cell means, with every mean effect integrated out,
+            # are multivariate normal. Only scales are sampled: no funnels.
             pm.Potential("within", pt.sum(-(n - 1) * pt.log(s_c) - ss / (2 * s_c**2)))
-            pm.Normal("cell_mean", mu=eta, sigma=pt.sqrt(s_c**2 / n + tau_c**2), observed=ybar, dims="cell")
+            pm.MvNormal("cell_mean", mu=np.zeros(C), cov=K + pt.diag(s_c**2 / n), observed=ybar)
         idata = sample(model, self.settings)
-        var_names = ["mu", "sigma", "eta"] + (["tau_cell"] if has_cell else [])
+        var_names = ["sigma"] + (["tau_module"] if has_module else []) + (["tau_group", "tau_cell"] if has_group else [])
         self.diagnostics_ = diagnostics(idata, var_names=var_names)
         from research.bayes import stacked
 
-        # draw each cell's mean from its exact conditional posterior given (eta, sigma, tau)
-        eta_d = stacked(idata, "eta")
-        sig_d = stacked(idata, "sigma")[:, mi]
-        if has_cell:
-            tau_d = stacked(idata, "tau_cell")[:, None]
-            prec = n[None, :] / sig_d**2 + 1.0 / tau_d**2
-            mean = (n[None, :] * ybar[None, :] / sig_d**2 + eta_d / tau_d**2) / prec
-            rng = np.random.default_rng(self.settings.seed)
-            th = mean + rng.standard_normal(mean.shape) / np.sqrt(prec)
-        else:
-            th = eta_d
+        # each draw of the scales gives the cells' true means an exact Gaussian posterior:
+        # mean K (K + D)^-1 ybar, covariance K - K (K + D)^-1 K; draw one theta per draw
+        sig = stacked(idata, "sigma")[:, mi]
+        S = sig.shape[0]
+        tm = stacked(idata, "tau_module") if has_module else np.zeros(S)
+        tg = stacked(idata, "tau_group") if has_group else np.zeros(S)
+        tc = stacked(idata, "tau_cell") if has_group else np.zeros(S)
+        Kd = (self.prior_scale**2 + tm[:, None, None] ** 2 * Km + tg[:, None, None] ** 2 * Kg
+              + tc[:, None, None] ** 2 * np.eye(C))
+        Dd = sig**2 / n[None, :]
+        A = Kd + Dd[:, :, None] * np.eye(C)
+        KA = np.linalg.solve(A, Kd).transpose(0, 2, 1)  # K A^-1 (A, K symmetric)
+        mean = KA @ ybar
+        cov = Kd - KA @ Kd
+        cov = (cov + cov.transpose(0, 2, 1)) / 2 + 1e-12 * np.eye(C)
+        L = np.linalg.cholesky(cov)
+        rng = np.random.default_rng(self.settings.seed)
+        th = mean + (L @ rng.standard_normal((S, C, 1)))[:, :, 0]
         self.idata_ = idata
         self.cells_ = cells.rename(columns={"size": "n", "mean": "gain_mean", "var": "gain_var"})
         self.theta_draws_ = th
@@ -1090,3 +1092,34 @@ class BayesianGainModel:
                          max_r_hat=float(d["r_hat"].max()), min_ess_bulk=float(d["ess_bulk"].min()),
                          sampler_backend=str(self.provenance_["sampler_backend"]))
         return out
+
+
+# --------------------------------------------------------------------------- notebook helpers
+
+GROUP_ATTRIBUTES = ("gender", "age_band", "role", "region", "digital_maturity")
+
+
+def group_columns(learners: pd.DataFrame | None, candidates: Sequence[str] = GROUP_ATTRIBUTES) -> list[str]:
+    """The learner attributes among ``candidates`` that the learners table has and fills."""
+    if learners is None or len(learners) == 0:
+        return []
+    return [c for c in candidates if c in learners.columns and learners[c].notna().any()]
+
+
+def gains_with_groups(scores: pd.DataFrame, learners: pd.DataFrame | None,
+                      group: str | Sequence[str] | None = None, *, learner: str = "learner_id") -> pd.DataFrame:
+    """:func:`learner_gains` with the learners' group columns joined (missing -> 'missing')."""
+    gains = learner_gains(scores)
+    group = _as_list(group)
+    if not group:
+        return gains
+    if learners is None:
+        raise ConfigError(f"group={group!r} needs the learners table (with those columns); pass learners=...")
+    _require_columns(learners, {f"group[{i}]": g for i, g in enumerate(group)} | {"learner": learner}, "learners")
+    keys = ["cohort", learner] if ("cohort" in learners.columns and "cohort" in gains.columns) else [learner]
+    attrs = learners[keys + group].drop_duplicates(subset=keys).rename(columns={learner: "learner_id"})
+    keys = ["learner_id" if k == learner else k for k in keys]
+    out = gains.merge(attrs.astype({k: "string" for k in keys}), on=keys, how="left")
+    for g in group:
+        out[g] = out[g].astype("string").fillna("missing")
+    return out
