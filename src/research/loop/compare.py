@@ -1,0 +1,970 @@
+"""Did the redesign work? Compare the changed items, KCs and pages of two cohorts.
+
+:func:`profile_cohort` computes, once per cohort, everything a comparison needs: first
+attempts, classical item statistics and a Rasch calibration, AFM learning rates per KC
+model, the completion funnel by item and by page, and (optionally) the cohort's
+recommendations. :class:`CohortComparison` links the two Rasch calibrations through the
+anchor items (:mod:`research.loop.linking`) and, for every change in the change log,
+compares the before and after value of each metric:
+
+==================  =======================  ===================================================
+metric              targets                  better is
+==================  =======================  ===================================================
+``difficulty``      items                    inside the difficulty band (Rasch, linked scale)
+``error_rate``      items                    inside the error band (1 - facility band)
+``discrimination``  items                    higher (corrected item-rest correlation)
+``dropout``         items, pages             lower (drop-out hazard: stop here / reached here)
+``learning_rate``   KCs                      higher (AFM slope per opportunity)
+``error_rate``      KCs                      no direction: described only
+==================  =======================  ===================================================
+
+The bands come from the recommendation thresholds (``too_easy.facility_min`` and
+``too_hard.facility_max``, by default facility 0.30-0.90, so error rate 0.10-0.70 and
+difficulty ``-logit(0.90)`` to ``-logit(0.30)`` logits for a learner of the before
+cohort's mean ability). "Better" for a band means *closer to the band* (distance 0
+inside it): a too-easy item that became moderately hard improved, an item that stayed
+inside the band did not change in quality even if it moved.
+
+Uncertainty is Bayesian and vectorised over all rows: proportions get their Jeffreys
+posterior ``Beta(k + 1/2, n - k + 1/2)`` in each cohort; ML estimates (Rasch difficulty,
+AFM slope) their normal approximation ``N(estimate, se^2)`` (the after difficulty's
+variance includes the linking error); correlations a normal posterior on Fisher's z. From
+independent draws of before and after come the difference's equal-tailed interval and
+the posterior probability that the metric got better (``p_improved``). The verdict:
+
+* ``improved`` when ``p_improved`` >= (1 + ci_level) / 2 (0.975 at the default level),
+* ``worse`` when the probability that it got worse reaches that level,
+* ``no_detectable_change`` otherwise,
+* ``changed`` for a metric without a direction whose interval excludes 0,
+* ``not_comparable`` when either side has fewer than ``min_n`` observations, the value is
+  missing (item added or removed) or suppressed (fewer than ``min_cell_size`` learners).
+
+Each target then gets one plain ``target_verdict`` from the metrics that matter for the
+findings its change answered (:data:`RULE_METRICS`; all metrics when it names none):
+improved, worse, mixed, no_detectable_change or not_comparable.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import logit
+
+import research
+from research.errors import ConfigError, DataError
+from research.loop.changelog import ChangeLog, read_changelog
+from research.loop.linking import DRIFT_Z, MIN_ANCHORS, Linking, LinkingWarning, item_covariance, link_difficulties
+
+VERDICTS = ("improved", "no_detectable_change", "worse", "changed", "not_comparable")
+TARGET_VERDICTS = ("improved", "no_detectable_change", "worse", "mixed", "not_comparable")
+STATUSES = ("new", "persisting", "resolved")
+
+#: Metrics that show whether the finding of a rule was fixed (others: every metric of the target).
+RULE_METRICS = {
+    "too_easy": ("error_rate", "discrimination", "difficulty"),
+    "too_hard": ("error_rate", "difficulty"),
+    "negative_discrimination": ("discrimination",),
+    "low_discrimination": ("discrimination",),
+    "poor_fit": ("discrimination",),
+    "strong_distractor": ("discrimination",),
+    "heavy_hint_use": ("error_rate",),
+    "kc_no_learning": ("learning_rate",),
+    "kc_still_high": ("learning_rate",),
+    "dropout_hotspot": ("dropout",),
+}
+
+COMPARISON_COLUMNS = [
+    "target_type", "target_id", "kc_model", "change_id", "change_type", "metric", "direction",
+    "before", "after", "difference", "ci_low", "ci_high", "p_improved", "n_before", "n_after",
+    "verdict", "target_verdict", "method", "n_anchors", "link_shift", "link_se", "too_few_anchors",
+    "suppressed_reason",
+]
+STATUS_COLUMNS = [
+    "recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "status",
+    "rank_before", "rank_after", "priority_before", "priority_after", "addressed_by", "title",
+]
+
+
+# --------------------------------------------------------------------------- cohort profile
+
+
+@dataclass
+class CohortProfile:
+    """Per-cohort estimates a comparison needs (see :func:`profile_cohort`).
+
+    Attributes
+    ----------
+    cohort : str
+    responses : first attempts (learner_id, item_id, correct, ...).
+    items : one row per item: the item table of :func:`research.estimate.irt.item_table`
+        plus ``k_correct``.
+    rasch : the fitted :class:`research.estimate.irt.Rasch` (None when it could not be fitted).
+    item_kcs : item_id, kc_model, kc (which KCs each item practises).
+    kcs : one row per KC model x KC: AFM summary, curve category, ``n_steps_obs`` and
+        ``n_errors`` (first-attempt errors over all its student steps).
+    kc_models : fit of every KC model (BIC, AIC, ...).
+    item_funnel, page_funnel : :func:`research.estimate.engagement.funnel` by item and page.
+    recommendations : the cohort's findings (or None).
+    """
+
+    cohort: str
+    responses: pd.DataFrame
+    items: pd.DataFrame
+    rasch: object
+    item_kcs: pd.DataFrame
+    kcs: pd.DataFrame
+    kc_models: pd.DataFrame
+    item_funnel: pd.DataFrame
+    page_funnel: pd.DataFrame
+    recommendations: pd.DataFrame | None = None
+    seconds: float = 0.0
+
+    @property
+    def item_ids(self) -> set[str]:
+        return set(self.items["item_id"].astype(str))
+
+    @property
+    def page_ids(self) -> set[str]:
+        return set(self.page_funnel["page"].dropna().astype(str))
+
+
+def _table(data, name):
+    frame = getattr(data, name, None)
+    if frame is None and isinstance(data, dict):
+        frame = data.get(name)
+    return frame
+
+
+def profile_cohort(
+    data,
+    *,
+    cohort: str | None = None,
+    recommend: bool = True,
+    recommend_config=None,
+    min_cell_size: int = 10,
+    dif: bool = True,
+) -> CohortProfile:
+    """Estimate what a comparison needs for one cohort.
+
+    Parameters
+    ----------
+    data
+        The cohort's canonical tables: a :class:`research.cohort.CohortData`, a
+        :class:`research.simulate.SimulatedCohort` or a dict with ``attempts``,
+        ``attempt_kcs``, ``items`` and optionally ``learners``.
+    recommend
+        Also compute the cohort's recommendations (rule families items, distractors, kcs,
+        dif, funnel and time_on_task) for the recommendation status.
+    """
+    from research.estimate import afm, classical, curves, engagement, irt, opportunities
+
+    started = time.perf_counter()
+    attempts, attempt_kcs = _table(data, "attempts"), _table(data, "attempt_kcs")
+    items_meta, learners = _table(data, "items"), _table(data, "learners")
+    if attempts is None or attempt_kcs is None:
+        raise DataError("profile_cohort needs the cohort's attempts and attempt_kcs tables")
+    if attempts.empty:
+        raise DataError(f"cohort {cohort or getattr(data, 'cohort', '?')!r} has no attempts: nothing to compare")
+    cohort = cohort or getattr(data, "cohort", None) or str(attempts["cohort"].iloc[0])
+    if items_meta is not None and items_meta.empty:
+        items_meta = None
+    fa = classical.first_attempt_responses(attempts)
+    stats_ = classical.item_statistics(attempts, items_meta)
+    counts = fa.groupby("item_id")["correct"].sum().rename("k_correct")
+    fit_data = irt.drop_unestimable(fa)
+    rasch = None
+    if fit_data["item_id"].nunique() >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rasch = irt.Rasch().fit(fit_data)
+    table = irt.item_table(stats_, rasch=rasch)
+    table = table.merge(counts, left_on="item_id", right_index=True, how="left")
+
+    steps = opportunities.student_steps(attempts, attempt_kcs)
+    models = afm.fit_kc_models(steps, cv=False)
+    kcs = curves.kc_table(models, steps)
+    err = steps.assign(_e=1 - steps["success"]).groupby(["kc_model", "kc"], as_index=False).agg(
+        n_steps_obs=("_e", "size"), n_errors=("_e", "sum"))
+    kcs = kcs.merge(err, on=["kc_model", "kc"], how="left")
+    kc_models = afm.compare_kc_models(models)
+    item_kcs = steps[["item_id", "kc_model", "kc"]].drop_duplicates().astype("string").reset_index(drop=True)
+
+    item_funnel = engagement.funnel(attempts, items_meta, level="item", learners=learners)
+    page_funnel = engagement.funnel(attempts, items_meta, level="page", learners=learners)
+    recs = None
+    if recommend:
+        recs = cohort_recommendations(
+            attempts, items_meta, learners, table, kcs, kc_models, page_funnel, fa,
+            cohort=cohort, config=recommend_config, min_cell_size=min_cell_size, dif=dif,
+        )
+    return CohortProfile(
+        cohort=str(cohort), responses=fa, items=table, rasch=rasch, item_kcs=item_kcs, kcs=kcs,
+        kc_models=kc_models, item_funnel=item_funnel, page_funnel=page_funnel, recommendations=recs,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def cohort_recommendations(attempts, items_meta, learners, item_table, kcs, kc_models, page_funnel, responses, *,
+                           cohort, config=None, min_cell_size=10, dif=True) -> pd.DataFrame:
+    """The cohort's findings from :func:`research.recommend.recommend` on the estimates of a profile."""
+    from research.estimate import classical, engagement
+    from research.recommend import recommend
+
+    tables = {"items": item_table, "kcs": kcs, "kc_models": kc_models, "funnel": page_funnel}
+    try:
+        tables["distractors"] = classical.distractor_table(attempts, items_meta)
+    except Exception:  # noqa: BLE001 - no responses or no options: the rule family is skipped
+        pass
+    try:
+        tables["time_on_task"] = engagement.time_on_task(attempts, items_meta, level="page", min_cell_size=min_cell_size)
+    except Exception:  # noqa: BLE001
+        pass
+    if dif and learners is not None and len(learners):
+        from research.estimate.dif import mantel_haenszel_dif
+
+        attrs = [c for c in ("gender", "age_band", "role", "region", "digital_maturity")
+                 if c in learners.columns and learners[c].notna().any()]
+        if attrs:
+            try:
+                tables["dif"] = mantel_haenszel_dif(responses, learners, attributes=attrs, min_cell_size=min_cell_size)
+            except Exception:  # noqa: BLE001 - too few learners per group: no DIF findings
+                pass
+    n = int(attempts["learner_id"].nunique())
+    return recommend(tables, config, cohort=cohort, n_learners=n)
+
+
+# --------------------------------------------------------------------------- the comparison kernel
+
+
+def _quality(x: np.ndarray, direction: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Loss of quality (lower is better) of draws ``x`` (rows x draws)."""
+    d = direction[:, None]
+    band = np.maximum(np.maximum(lo[:, None] - x, 0.0), x - hi[:, None])
+    return np.where(d == "lower_better", x, np.where(d == "higher_better", -x, np.where(d == "toward_band", band, 0.0)))
+
+
+def _draws(kind, est, se, k, n, rng, n_draws):
+    """Posterior draws (rows x draws) for each row's kind: rate, normal, correlation."""
+    R = len(est)
+    out = np.full((R, n_draws), np.nan)
+    z = rng.standard_normal((R, n_draws))
+    rate = (kind == "rate") & np.isfinite(k) & np.isfinite(n) & (n > 0)
+    if rate.any():
+        a = k[rate] + 0.5
+        b = n[rate] - k[rate] + 0.5
+        out[rate] = rng.beta(a[:, None], b[:, None], size=(int(rate.sum()), n_draws))
+    norm = (kind == "normal") & np.isfinite(est) & np.isfinite(se)
+    out[norm] = est[norm, None] + se[norm, None] * z[norm]
+    cor = (kind == "correlation") & np.isfinite(est) & np.isfinite(n) & (n > 3)
+    if cor.any():
+        r = np.clip(est[cor], -0.999999, 0.999999)
+        out[cor] = np.tanh(np.arctanh(r)[:, None] + z[cor] / np.sqrt(n[cor] - 3)[:, None])
+    return out
+
+
+def compare_metrics(
+    rows: pd.DataFrame,
+    *,
+    ci_level: float = 0.95,
+    n_draws: int = 4000,
+    seed: int = 0,
+    min_n: int = 20,
+    min_cell_size: int = 10,
+) -> pd.DataFrame:
+    """Before/after comparison of metric rows with intervals and verdicts (vectorised).
+
+    Parameters
+    ----------
+    rows
+        One row per target x metric with: ``kind`` (rate, normal, correlation),
+        ``direction`` (lower_better, higher_better, toward_band, none), ``band_low``,
+        ``band_high`` (for toward_band), and for each side (``_before``, ``_after``):
+        ``est`` (the value), ``se`` (normal), ``k`` (events, rates), ``n`` (the
+        denominator: learners, or student steps for KC error rates), ``n_learners``
+        (for suppression; defaults to ``n``).
+
+    Returns
+    -------
+    The input columns plus before, after, difference (after - before), ci_low, ci_high
+    (equal-tailed posterior interval of the difference), p_improved (posterior
+    probability that the metric got better; empty without a direction), verdict
+    (:data:`VERDICTS`), suppressed_reason.
+    """
+    if not 0 < ci_level < 1:
+        raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level!r}")
+    if int(n_draws) < 100:
+        raise ConfigError(f"n_draws must be at least 100, got {n_draws!r}")
+    out = rows.reset_index(drop=True).copy()
+    if out.empty:
+        for c in ("before", "after", "difference", "ci_low", "ci_high", "p_improved"):
+            out[c] = pd.Series(dtype=float)
+        out["verdict"] = pd.Series(dtype="string")
+        out["suppressed_reason"] = pd.Series(dtype="string")
+        return out
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 909]))
+    kind = out["kind"].astype(str).to_numpy()
+    direction = out["direction"].astype(str).to_numpy()
+    lo = pd.to_numeric(out.get("band_low", np.nan), errors="coerce")
+    hi = pd.to_numeric(out.get("band_high", np.nan), errors="coerce")
+    lo = np.broadcast_to(np.asarray(lo, float), len(out)).copy()
+    hi = np.broadcast_to(np.asarray(hi, float), len(out)).copy()
+
+    def col(name):
+        if name not in out.columns:
+            return np.full(len(out), np.nan)
+        return pd.to_numeric(out[name], errors="coerce").to_numpy(float)
+
+    side = {}
+    for s in ("before", "after"):
+        est, se, k, n = col(f"est_{s}"), col(f"se_{s}"), col(f"k_{s}"), col(f"n_{s}")
+        nl = col(f"n_learners_{s}")
+        nl = np.where(np.isfinite(nl), nl, n)
+        est = np.where((kind == "rate") & np.isfinite(k) & (n > 0), k / np.where(n > 0, n, 1), est)
+        side[s] = (est, _draws(kind, est, se, k, n, rng, int(n_draws)), n, nl)
+    eb, db, nb, lb = side["before"]
+    ea, da, na, la = side["after"]
+    diff = da - db
+    alpha = 1 - ci_level
+    valid = np.isfinite(diff).all(axis=1)
+    safe = np.where(valid[:, None], diff, 0.0)
+    ci_low = np.where(valid, np.quantile(safe, alpha / 2, axis=1), np.nan)
+    ci_high = np.where(valid, np.quantile(safe, 1 - alpha / 2, axis=1), np.nan)
+    qb = _quality(np.where(valid[:, None], db, 0.0), direction, lo, hi)
+    qa = _quality(np.where(valid[:, None], da, 0.0), direction, lo, hi)
+    dq = qa - qb
+    p_imp = (dq < 0).mean(axis=1)
+    p_worse = (dq > 0).mean(axis=1)
+    directed = direction != "none"
+    cut = 1 - alpha / 2
+    verdict = np.where(
+        directed,
+        np.where(p_imp >= cut, "improved", np.where(p_worse >= cut, "worse", "no_detectable_change")),
+        np.where((ci_low > 0) | (ci_high < 0), "changed", "no_detectable_change"),
+    ).astype(object)
+    reason = np.full(len(out), "", dtype=object)
+    small = (np.nan_to_num(lb, nan=0) < min_cell_size) | (np.nan_to_num(la, nan=0) < min_cell_size)
+    few = (np.nan_to_num(nb, nan=0) < min_n) | (np.nan_to_num(na, nan=0) < min_n)
+    missing = ~valid | ~np.isfinite(eb) | ~np.isfinite(ea)
+    verdict[missing | few | small] = "not_comparable"
+    reason[few & ~missing] = f"fewer than {min_n} observations on one side: too little data to judge"
+    reason[small & np.isfinite(lb) & np.isfinite(la)] = f"fewer than {min_cell_size} learners on one side: suppressed"
+    out["before"], out["after"] = eb, ea
+    out["difference"] = ea - eb
+    out["ci_low"], out["ci_high"] = ci_low, ci_high
+    out["p_improved"] = np.where(directed & valid, p_imp, np.nan)
+    out["verdict"] = pd.array(verdict, dtype="string")
+    supp = small & np.isfinite(lb) & np.isfinite(la)
+    for c in ("before", "after", "difference", "ci_low", "ci_high", "p_improved"):
+        out.loc[supp, c] = np.nan
+    out["suppressed_reason"] = pd.array(np.where(reason == "", None, reason), dtype="string")
+    return out
+
+
+def target_verdicts(comparison: pd.DataFrame, changelog: ChangeLog | None = None,
+                    recommendations: pd.DataFrame | None = None) -> pd.Series:
+    """One plain verdict per row's target from the metrics that matter for its change.
+
+    A change that answers recommendations is judged on the metrics of their rules
+    (:data:`RULE_METRICS`); otherwise on every metric with a direction. improved: at
+    least one improved and none worse; worse: the reverse; mixed: both;
+    no_detectable_change: neither; not_comparable: no judgeable metric.
+    """
+    c = comparison
+    relevant = pd.Series(True, index=c.index)
+    relevant &= c["direction"].astype(str) != "none"
+    if changelog is not None and recommendations is not None and len(recommendations):
+        rule_of = dict(zip(recommendations["recommendation_id"].astype(str), recommendations["rule"].astype(str)))
+        wanted: dict[str, set] = {}
+        for row in changelog.changes.itertuples():
+            metrics = set()
+            for rec in row.recommendations:
+                metrics |= set(RULE_METRICS.get(rule_of.get(rec, ""), ()))
+            wanted[str(row.change_id)] = metrics
+        ok = np.array([
+            (not wanted.get(str(cid).split(";")[0])) or (m in wanted[str(cid).split(";")[0]])
+            for cid, m in zip(c["change_id"], c["metric"])
+        ], dtype=bool) if len(c) else np.zeros(0, bool)
+        relevant &= ok
+    key = (c["target_type"].astype("string").fillna("") + "|" + c["target_id"].astype("string").fillna("") + "|"
+           + c["kc_model"].astype("string").fillna("")).astype(str)
+    v = c["verdict"].astype(str)
+    judged = relevant & v.isin(["improved", "worse", "no_detectable_change"])
+    g = pd.DataFrame({"key": key, "imp": judged & (v == "improved"), "wor": judged & (v == "worse"),
+                      "any": judged}).groupby("key").agg(imp=("imp", "any"), wor=("wor", "any"), any=("any", "any"))
+    res = np.where(~g["any"], "not_comparable", np.where(g["imp"] & g["wor"], "mixed",
+                   np.where(g["imp"], "improved", np.where(g["wor"], "worse", "no_detectable_change"))))
+    return pd.Series(pd.Series(res, index=g.index).reindex(key).to_numpy(), index=c.index, dtype="string")
+
+
+# --------------------------------------------------------------------------- metric rows
+
+
+def _bands(config) -> dict:
+    from research.recommend import load_config
+
+    cfg = config if hasattr(config, "rule") else load_config(config)
+    f_hi = float(cfg.rule("too_easy")["facility_min"])
+    f_lo = float(cfg.rule("too_hard")["facility_max"])
+    return {
+        "error_rate": (1 - f_hi, 1 - f_lo),
+        "difficulty": (float(-logit(f_hi)), float(-logit(f_lo))),
+        "facility": (f_lo, f_hi),
+    }
+
+
+def _dropout_counts(funnel: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Learners lost at each position: those whose last answer is at the position before it
+    (they opened it and left without answering; for the first position: never started) or
+    at it, over the learners who reached the position before it (the cohort for the first).
+
+    Attempts show only the last thing a learner answered, so a learner who gives up on a
+    page they opened counts as a drop of the page before it in the funnel
+    (:func:`research.estimate.engagement.funnel`); both halves belong to the page's
+    drop-out.
+    """
+    f = funnel.sort_values("position")
+    reached = pd.to_numeric(f["reached"], errors="coerce").to_numpy(float)
+    drop = pd.to_numeric(f["drop"], errors="coerce").to_numpy(float)
+    n_cohort = float(pd.to_numeric(f["n_cohort"], errors="coerce").max()) if len(f) else np.nan
+    prev_reached = np.concatenate([[n_cohort], reached[:-1]])
+    prev_drop = np.concatenate([[n_cohort - reached[0] if len(reached) else 0.0], drop[:-1]])
+    out = pd.DataFrame({"drop_k": prev_drop + drop, "drop_n": prev_reached}, index=f[key].astype(str).to_numpy())
+    return out[~out.index.duplicated()]
+
+
+def _item_rows(before: CohortProfile, after: CohortProfile, items: pd.DataFrame, link: Linking | None, bands) -> pd.DataFrame:
+    """Metric rows for the items in ``items`` (columns item_id, change_id, change_type)."""
+    if items.empty:
+        return pd.DataFrame()
+    ib = before.items.set_index("item_id")
+    ia = after.items.set_index("item_id")
+    fb = _dropout_counts(before.item_funnel.dropna(subset=["item_id"]), "item_id")
+    fa_ = _dropout_counts(after.item_funnel.dropna(subset=["item_id"]), "item_id")
+    ids = items["item_id"].astype(str)
+
+    def get(frame, col):
+        if col not in frame.columns:
+            return np.full(len(ids), np.nan)
+        return pd.to_numeric(frame[col].reindex(ids), errors="coerce").to_numpy(float)
+
+    base = pd.DataFrame({"target_type": "item", "target_id": ids.to_numpy(), "kc_model": None,
+                         "change_id": items["change_id"].to_numpy(), "change_type": items["change_type"].to_numpy()})
+    shift = link.shift if link is not None and np.isfinite(link.shift) else np.nan
+    # each side's difficulty as a contrast with the anchor mean of its calibration: the
+    # location error the items of one calibration share cancels in the linked change
+    if link is not None and np.isfinite(link.shift):
+        se_b_contrast = link.contrast_se(ids, "before")
+        se_a_contrast = link.contrast_se(ids, "after")
+    else:
+        se_b_contrast = se_a_contrast = np.full(len(ids), np.nan)
+    parts = []
+    nb, na = get(ib, "n_learners"), get(ia, "n_learners")
+    # difficulty (Rasch, after cohort linked to the before scale)
+    parts.append(base.assign(
+        metric="difficulty", kind="normal", direction="toward_band",
+        band_low=bands["difficulty"][0], band_high=bands["difficulty"][1],
+        est_before=get(ib, "difficulty"), se_before=se_b_contrast,
+        est_after=get(ia, "difficulty") + shift, se_after=se_a_contrast,
+        n_before=nb, n_after=na,
+        method="rasch_mml difficulty, after cohort mean/mean linked through anchor items; normal posterior",
+    ))
+    parts.append(base.assign(
+        metric="error_rate", kind="rate", direction="toward_band",
+        band_low=bands["error_rate"][0], band_high=bands["error_rate"][1],
+        k_before=nb - get(ib, "k_correct"), k_after=na - get(ia, "k_correct"), n_before=nb, n_after=na,
+        method="first-attempt error rate; Beta(k+1/2, n-k+1/2) (Jeffreys) posterior",
+    ))
+    parts.append(base.assign(
+        metric="discrimination", kind="correlation", direction="higher_better",
+        est_before=get(ib, "discrimination"), est_after=get(ia, "discrimination"), n_before=nb, n_after=na,
+        method="corrected item-rest correlation; normal posterior on Fisher's z",
+    ))
+    parts.append(base.assign(
+        metric="dropout", kind="rate", direction="lower_better",
+        k_before=get(fb, "drop_k"), n_before=get(fb, "drop_n"), k_after=get(fa_, "drop_k"), n_after=get(fa_, "drop_n"),
+        method="drop-out at the item (learners lost between the previous item and this one / learners reaching the previous one); Jeffreys posterior",
+    ))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _page_rows(before: CohortProfile, after: CohortProfile, pages: pd.DataFrame) -> pd.DataFrame:
+    if pages.empty:
+        return pd.DataFrame()
+    pb = _dropout_counts(before.page_funnel.dropna(subset=["page"]), "page")
+    pa = _dropout_counts(after.page_funnel.dropna(subset=["page"]), "page")
+    ids = pages["target_id"].astype(str)
+
+    def get(frame, col):
+        return pd.to_numeric(frame[col].reindex(ids), errors="coerce").to_numpy(float)
+
+    return pd.DataFrame({
+        "target_type": "page", "target_id": ids.to_numpy(), "kc_model": None,
+        "change_id": pages["change_id"].to_numpy(), "change_type": pages["change_type"].to_numpy(),
+        "metric": "dropout", "kind": "rate", "direction": "lower_better",
+        "k_before": get(pb, "drop_k"), "n_before": get(pb, "drop_n"),
+        "k_after": get(pa, "drop_k"), "n_after": get(pa, "drop_n"),
+        "method": "drop-out at the page (learners lost between the previous page and the end of this one / learners reaching the previous one); Jeffreys posterior",
+    })
+
+
+def _kc_rows(before: CohortProfile, after: CohortProfile, kc_changes: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for ch in kc_changes.itertuples():
+        for kb in ch.before:
+            for ka in ch.after:
+                target = kb if kb == ka else f"{kb} -> {ka}"
+                rows.append({"target_id": target, "kc_model": str(ch.kc_model), "kc_before": kb, "kc_after": ka,
+                             "change_id": str(ch.change_id), "change_type": str(ch.type)})
+    if not rows:
+        return pd.DataFrame()
+    pairs = pd.DataFrame(rows)
+    kb_ = before.kcs.assign(kc_model=before.kcs["kc_model"].astype(str), kc=before.kcs["kc"].astype(str)).set_index(["kc_model", "kc"])
+    ka_ = after.kcs.assign(kc_model=after.kcs["kc_model"].astype(str), kc=after.kcs["kc"].astype(str)).set_index(["kc_model", "kc"])
+    ib = pd.MultiIndex.from_arrays([pairs["kc_model"], pairs["kc_before"]])
+    ia = pd.MultiIndex.from_arrays([pairs["kc_model"], pairs["kc_after"]])
+
+    def get(frame, idx, col):
+        return pd.to_numeric(frame[col].reindex(idx), errors="coerce").to_numpy(float)
+
+    base = pairs.drop(columns=["kc_before", "kc_after"]).assign(target_type="kc")
+    lr = base.assign(
+        metric="learning_rate", kind="normal", direction="higher_better",
+        est_before=get(kb_, ib, "slope"), se_before=get(kb_, ib, "slope_se"),
+        est_after=get(ka_, ia, "slope"), se_after=get(ka_, ia, "slope_se"),
+        n_before=get(kb_, ib, "n_learners"), n_after=get(ka_, ia, "n_learners"),
+        method="AFM slope (log-odds gain per opportunity, penalised ML, slopes >= 0); normal posterior",
+    )
+    er = base.assign(
+        metric="error_rate", kind="rate", direction="none",
+        k_before=get(kb_, ib, "n_errors"), n_before=get(kb_, ib, "n_steps_obs"),
+        k_after=get(ka_, ia, "n_errors"), n_after=get(ka_, ia, "n_steps_obs"),
+        n_learners_before=get(kb_, ib, "n_learners"), n_learners_after=get(ka_, ia, "n_learners"),
+        method="first-attempt error rate over all student steps of the KC; Jeffreys posterior",
+    )
+    return pd.concat([lr, er], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- recommendation status
+
+
+def recommendation_status(before: pd.DataFrame | None, after: pd.DataFrame | None,
+                          changelog: ChangeLog | None = None) -> pd.DataFrame:
+    """Status of every finding across two cohorts, matched by stable recommendation id.
+
+    Returns
+    -------
+    DataFrame, one row per finding in either cohort: recommendation_id, rule, family,
+    target_type, target_id, kc_model, status (new: only after; persisting: both; resolved:
+    only before), rank_before, rank_after, priority_before, priority_after, addressed_by
+    (change ids of the log that name the finding, ``;``-joined), title. Ordered by
+    status (persisting, new, resolved) and rank.
+    """
+    cols = ["recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "rank", "priority", "title"]
+    empty = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+
+    def prep(df):
+        if df is None or len(df) == 0:
+            return empty.copy()
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise DataError(f"recommendations lack column(s) {missing}; pass the output of research.recommend.recommend")
+        return df[cols].astype({"recommendation_id": str})
+
+    b, a = prep(before), prep(after)
+    m = b.merge(a, on="recommendation_id", how="outer", suffixes=("_before", "_after"), indicator=True)
+    out = pd.DataFrame({"recommendation_id": m["recommendation_id"].astype(str)})
+    for c in ("rule", "family", "target_type", "target_id", "kc_model", "title"):
+        out[c] = m[f"{c}_after"].where(m[f"{c}_after"].notna(), m[f"{c}_before"])
+    out["status"] = m["_merge"].map({"both": "persisting", "left_only": "resolved", "right_only": "new"}).astype(str)
+    out["rank_before"] = pd.array(pd.to_numeric(m["rank_before"], errors="coerce"), dtype="Int64")
+    out["rank_after"] = pd.array(pd.to_numeric(m["rank_after"], errors="coerce"), dtype="Int64")
+    out["priority_before"] = pd.to_numeric(m["priority_before"], errors="coerce").astype(float)
+    out["priority_after"] = pd.to_numeric(m["priority_after"], errors="coerce").astype(float)
+    addressed = pd.Series(dtype=str)
+    if changelog is not None and len(changelog):
+        ad = changelog.addressed()
+        if len(ad):
+            addressed = ad.groupby("recommendation_id")["change_id"].agg(lambda s: ";".join(sorted(set(s))))
+    out["addressed_by"] = out["recommendation_id"].map(addressed)
+    order = {"persisting": 0, "new": 1, "resolved": 2}
+    out = out.assign(_o=out["status"].map(order), _r=out["rank_after"].fillna(out["rank_before"]).astype(float))
+    out = out.sort_values(["_o", "_r", "recommendation_id"], kind="mergesort").drop(columns=["_o", "_r"])
+    for c in ("recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "status", "addressed_by", "title"):
+        out[c] = out[c].astype("string")
+    return out[STATUS_COLUMNS].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- the model class
+
+
+class CohortComparison:
+    """Compare a cohort with its predecessor across a course redesign.
+
+    Parameters
+    ----------
+    min_anchors : anchors needed before a :class:`~research.loop.linking.LinkingWarning` (default 10).
+    drift_z : robust-z cut for drifting anchors (None: no screening).
+    exclude_kc_items : items that practise a changed KC, or sit on a revised page, are
+        not anchors (their difficulty may move with the change). Default True.
+    ci_level, n_draws, seed : intervals, posterior draws and their seed.
+    min_n : least observations on each side for a verdict.
+    min_cell_size : rows with fewer learners on either side are suppressed.
+    recommend_config : overrides of the recommendation rules (bands and the cohorts' findings).
+
+    Fitted attributes: ``before_``, ``after_`` (:class:`CohortProfile`), ``changelog_``,
+    ``linking_`` (:class:`~research.loop.linking.Linking`), ``comparison_``,
+    ``recommendation_status_``, ``provenance_``.
+    """
+
+    def __init__(self, *, min_anchors: int = MIN_ANCHORS, drift_z: float | None = DRIFT_Z,
+                 exclude_kc_items: bool = True, ci_level: float = 0.95, n_draws: int = 4000, seed: int = 0,
+                 min_n: int = 20, min_cell_size: int = 10, recommend_config=None):
+        if int(min_anchors) < 1:
+            raise ConfigError(f"min_anchors must be at least 1, got {min_anchors!r}")
+        if not 0 < ci_level < 1:
+            raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level!r}")
+        if int(min_cell_size) < 1:
+            raise ConfigError(f"min_cell_size must be at least 1, got {min_cell_size!r}")
+        self.min_anchors = int(min_anchors)
+        self.drift_z = drift_z
+        self.exclude_kc_items = bool(exclude_kc_items)
+        self.ci_level = float(ci_level)
+        self.n_draws = int(n_draws)
+        self.seed = int(seed)
+        self.min_n = int(min_n)
+        self.min_cell_size = int(min_cell_size)
+        self.recommend_config = recommend_config
+
+    def _profile(self, data) -> CohortProfile:
+        if isinstance(data, CohortProfile):
+            return data
+        return profile_cohort(data, recommend_config=self.recommend_config, min_cell_size=self.min_cell_size)
+
+    def fit(self, before, after, changelog=None, *, anchors=None) -> "CohortComparison":
+        """Profile both cohorts (unless profiles are given), validate the change log against
+        them, link the scales and compare every changed item, KC and page; returns ``self``.
+
+        ``changelog``: a path, a dict, a :class:`ChangeLog`, or None (then items whose
+        ``version`` differs between the cohorts count as revised, see
+        :func:`changelog_from_versions`). ``anchors``: use exactly these anchor items.
+        """
+        t0 = time.perf_counter()
+        b, a = self._profile(before), self._profile(after)
+        self.before_, self.after_ = b, a
+        if changelog is None:
+            changelog = changelog_from_versions(_table(before, "items") if not isinstance(before, CohortProfile) else None,
+                                                _table(after, "items") if not isinstance(after, CohortProfile) else None)
+        if not isinstance(changelog, ChangeLog):
+            changelog = read_changelog(
+                changelog, items_before=b.item_ids, items_after=a.item_ids,
+                kcs_before=b.kcs[["kc_model", "kc"]], kcs_after=a.kcs[["kc_model", "kc"]],
+                pages_before=b.page_ids, pages_after=a.page_ids,
+            )
+        self.changelog_ = changelog
+        changes = changelog.changes
+        # anchors: every item in both calibrations except those the changes may have moved
+        exclude = set(changelog.items())
+        if self.exclude_kc_items:
+            kc_ch = changelog.kc_changes()
+            for ch in kc_ch.itertuples():
+                ik = b.item_kcs
+                exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.before), "item_id"].astype(str))
+                ik = a.item_kcs
+                exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.after), "item_id"].astype(str))
+            pages = set(changelog.pages())
+            for prof in (b, a):
+                it = prof.items
+                exclude |= set(it.loc[it["page"].astype(str).isin(pages), "item_id"].astype(str))
+        if b.rasch is not None and a.rasch is not None:
+            self.linking_ = link_difficulties(b.rasch.item_params_, a.rasch.item_params_, exclude=exclude,
+                                              anchors=anchors, min_anchors=self.min_anchors, drift_z=self.drift_z,
+                                              ci_level=self.ci_level, cov_before=item_covariance(b.rasch),
+                                              cov_after=item_covariance(a.rasch))
+        else:
+            self.linking_ = None
+            warnings.warn("a Rasch calibration is missing in one cohort: difficulties cannot be linked",
+                          LinkingWarning, stacklevel=2)
+        bands = _bands(self.recommend_config)
+        item_changes = changes[changes["target_type"] == "item"]
+        items = item_changes.groupby("target_id", sort=False).agg(
+            change_id=("change_id", lambda s: ";".join(s.astype(str))),
+            change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
+        items = items.rename(columns={"target_id": "item_id"})
+        page_changes = changes[changes["target_type"] == "page"]
+        pages = page_changes.groupby("target_id", sort=False).agg(
+            change_id=("change_id", lambda s: ";".join(s.astype(str))),
+            change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
+        rows = [
+            _item_rows(b, a, items, self.linking_, bands),
+            _page_rows(b, a, pages),
+            _kc_rows(b, a, changelog.kc_changes()),
+        ]
+        rows = [r for r in rows if len(r)]
+        spec = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+            columns=["target_type", "target_id", "kc_model", "change_id", "change_type", "metric", "kind", "direction", "method"])
+        comp = compare_metrics(spec, ci_level=self.ci_level, n_draws=self.n_draws, seed=self.seed,
+                               min_n=self.min_n, min_cell_size=self.min_cell_size)
+        if len(comp) and (self.linking_ is None or self.linking_.n_anchors == 0):
+            unlinked = comp["metric"].eq("difficulty")
+            comp.loc[unlinked, "verdict"] = "not_comparable"
+            comp.loc[unlinked, "suppressed_reason"] = "no anchor items: the two difficulty scales cannot be linked"
+        recs_b = b.recommendations
+        comp["target_verdict"] = target_verdicts(comp, changelog, recs_b) if len(comp) else pd.Series(dtype="string")
+        L = self.linking_
+        comp["n_anchors"] = 0 if L is None else L.n_anchors
+        comp["link_shift"] = np.nan if L is None else L.shift
+        comp["link_se"] = np.nan if L is None else L.se
+        comp["too_few_anchors"] = True if L is None else L.too_few_anchors
+        for c in COMPARISON_COLUMNS:
+            if c not in comp.columns:
+                comp[c] = None
+        comp = comp[COMPARISON_COLUMNS]
+        for c in ("target_type", "target_id", "kc_model", "change_id", "change_type", "metric", "direction",
+                  "verdict", "target_verdict", "method", "suppressed_reason"):
+            comp[c] = comp[c].astype("string")
+        for c in ("n_before", "n_after"):
+            comp[c] = pd.array(pd.to_numeric(comp[c], errors="coerce").round(), dtype="Int64")
+        comp["n_anchors"] = comp["n_anchors"].astype("int64")
+        comp["too_few_anchors"] = comp["too_few_anchors"].astype(bool)
+        self.comparison_ = comp.reset_index(drop=True)
+        self.recommendation_status_ = recommendation_status(recs_b, a.recommendations, changelog)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.provenance_ = {
+            "package": "course-research", "version": research.__version__,
+            "before": b.cohort, "after": a.cohort, "changelog": changelog.source,
+            "settings": {"min_anchors": self.min_anchors, "drift_z": self.drift_z,
+                         "exclude_kc_items": self.exclude_kc_items, "ci_level": self.ci_level,
+                         "n_draws": self.n_draws, "min_n": self.min_n, "min_cell_size": self.min_cell_size},
+            "seed": self.seed, "bands": bands,
+        }
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "comparison_"):
+            raise ConfigError("this CohortComparison is not fitted yet; call .fit(before, after, changelog) first")
+
+    def summary(self) -> pd.DataFrame:
+        """The comparison table (see :data:`COMPARISON_COLUMNS` and ``data_schema/outputs/comparison.schema.json``)."""
+        self._check_fitted()
+        return self.comparison_.copy()
+
+    def targets(self) -> pd.DataFrame:
+        """One row per changed target: target_type, target_id, kc_model, change_id, change_type, target_verdict,
+        metrics (``metric: verdict`` pairs)."""
+        self._check_fitted()
+        c = self.comparison_
+        if c.empty:
+            return pd.DataFrame(columns=["target_type", "target_id", "kc_model", "change_id", "change_type",
+                                         "target_verdict", "metrics"])
+        g = c.assign(_m=c["metric"].astype(str) + ": " + c["verdict"].astype(str), kc_model=c["kc_model"].fillna(""))
+        out = g.groupby(["target_type", "target_id", "kc_model"], sort=False).agg(
+            change_id=("change_id", "first"), change_type=("change_type", "first"),
+            target_verdict=("target_verdict", "first"), metrics=("_m", "; ".join)).reset_index()
+        out["kc_model"] = out["kc_model"].replace("", None)
+        return out
+
+    def anchors(self) -> pd.DataFrame:
+        """Candidate anchor items with their displacement and drift flag (see :mod:`research.loop.linking`)."""
+        self._check_fitted()
+        if self.linking_ is None:
+            from research.loop.linking import ANCHOR_COLUMNS
+
+            return pd.DataFrame(columns=ANCHOR_COLUMNS)
+        return self.linking_.anchors.copy()
+
+
+def compare_cohorts(before, after, changelog=None, **settings) -> CohortComparison:
+    """Shortcut: ``CohortComparison(**settings).fit(before, after, changelog)``."""
+    anchors = settings.pop("anchors", None)
+    return CohortComparison(**settings).fit(before, after, changelog, anchors=anchors)
+
+
+# --------------------------------------------------------------------------- change logs from data
+
+
+def changelog_from_versions(items_before: pd.DataFrame | None, items_after: pd.DataFrame | None) -> ChangeLog:
+    """A change log read off the items tables: items whose ``version`` differs are revised,
+    items only in one cohort added or removed (dated today; no recommendation ids)."""
+    import datetime as dt
+
+    if items_before is None or items_after is None or items_before.empty or items_after.empty:
+        return read_changelog({"changes": []})
+    today = dt.date.today().isoformat()
+    vb = items_before.drop_duplicates("item_id").set_index(items_before.drop_duplicates("item_id")["item_id"].astype(str))["version"]
+    va = items_after.drop_duplicates("item_id").set_index(items_after.drop_duplicates("item_id")["item_id"].astype(str))["version"]
+    changes = []
+    for item in sorted(set(vb.index) & set(va.index)):
+        if str(vb[item]) != str(va[item]):
+            changes.append({"date": today, "type": "item_revised", "item": item,
+                            "description": f"version {vb[item]} -> {va[item]} (from the items tables)"})
+    changes += [{"date": today, "type": "item_added", "item": i} for i in sorted(set(va.index) - set(vb.index))]
+    changes += [{"date": today, "type": "item_removed", "item": i} for i in sorted(set(vb.index) - set(va.index))]
+    return read_changelog({"changes": changes})
+
+
+_DESCRIPTIONS = {
+    "too_easy": "Rewrote the item with plausible distractors so that it separates learners who know the topic",
+    "miskeyed": "Corrected the answer key",
+    "dif": "Reworded the item and its example so that it assumes no background knowledge",
+    "no_learning_kc": "Revised the instruction and worked examples of the KC and added feedback to its practice items",
+    "dropout_page": "Shortened the page and split its long video into three parts",
+    "slow_page": "Cut the reading load of the page",
+}
+
+
+def changelog_for_followup(previous, followup, *, claimed=(), recommendations: pd.DataFrame | None = None,
+                           date: str | None = None) -> dict:
+    """The change log of a simulated follow-up (:func:`research.simulate.simulate_followup`).
+
+    Every planted problem the follow-up truly fixed gets a change entry, and so does every
+    label in ``claimed`` (a revision that was made but did not work: the problem persists
+    in the follow-up). Items become ``item_revised``, the no-learning KC ``kc_revised``
+    (KC model "Fine"), drop-out and slow pages ``page_revised``. With ``recommendations``
+    (the previous cohort's findings) each change names the ids of the findings on its target.
+
+    Returns the change-log mapping (write it with :func:`research.loop.changelog.write_changelog`).
+    """
+    from research.simulate.cohort import _ALIASES, PLANTED
+
+    fixed = list(followup.settings.get("fixed", []))
+    claimed = [_ALIASES.get(c, c) for c in ((claimed,) if isinstance(claimed, str) else claimed)]
+    unknown = [c for c in claimed if c not in PLANTED]
+    if unknown:
+        raise ConfigError(f"unknown planted problem(s) {unknown} in claimed; valid: {list(PLANTED)}")
+    labels = list(dict.fromkeys(fixed + claimed))
+    t = previous.truth
+    when = date or str(pd.Timestamp(followup.settings.get("start", "2027-01-01")).date() - pd.Timedelta(days=14))
+    recs = recommendations if recommendations is not None else pd.DataFrame(columns=["recommendation_id", "target_id", "kc_model"])
+    changes = []
+    for label in labels:
+        note = _DESCRIPTIONS[label]
+        if label in ("too_easy", "miskeyed", "dif"):
+            for item in t.items.loc[t.items["planted"] == label, "item_id"].astype(str):
+                ids = sorted(recs.loc[recs["target_id"].astype(str) == item, "recommendation_id"].astype(str))
+                changes.append({"date": when, "type": "item_revised", "item": item, "recommendations": ids,
+                                "description": note})
+        elif label == "no_learning_kc":
+            for kc in t.kcs.loc[t.kcs["planted"] == label, "kc"].astype(str):
+                sel = (recs["target_id"].astype(str) == kc) & (recs["kc_model"].astype(str) == "Fine")
+                changes.append({"date": when, "type": "kc_revised", "kc_model": "Fine", "kc": kc,
+                                "recommendations": sorted(recs.loc[sel, "recommendation_id"].astype(str)),
+                                "description": note})
+        else:
+            for page in t.pages.loc[t.pages["planted"] == label, "page"].astype(str):
+                ids = sorted(recs.loc[recs["target_id"].astype(str) == page, "recommendation_id"].astype(str))
+                changes.append({"date": when, "type": "page_revised", "page": page, "recommendations": ids,
+                                "description": note})
+    for i, ch in enumerate(changes):
+        ch["id"] = f"C{i + 1}"
+        if not ch.get("recommendations"):
+            ch.pop("recommendations", None)
+    changes = [{"id": c.pop("id"), **c} for c in changes]
+    return {
+        "course": "simulated course",
+        "from_version": previous.settings.get("course_version"),
+        "to_version": followup.settings.get("course_version"),
+        "changes": changes,
+    }
+
+
+# --------------------------------------------------------------------------- demo
+
+
+#: Demo pairs: cohort -> (predecessor, what its redesign fixed, what was revised without effect).
+DEMO_PAIRS = {
+    "demo-2": ("demo", ("too_easy", "miskeyed"), ("dif", "no_learning_kc")),
+    "demo-3": ("demo-2", ("no_learning_kc",), ()),
+}
+
+
+def example_changelog_path() -> Path:
+    from research.paths import project_root
+
+    return project_root() / "examples" / "changelog.yaml"
+
+
+def demo_changelog(cohort: str) -> dict:
+    """The change log of a demo cohort's redesign, built from the simulation's truth.
+
+    ``examples/changelog.yaml`` is this log for ``demo-2`` (a test keeps them equal).
+    """
+    from research.demo import DEMO_SETTINGS
+    from research.simulate import simulate_cohort, simulate_followup
+
+    if cohort not in DEMO_PAIRS:
+        raise ConfigError(f"{cohort!r} is not a demo follow-up cohort; valid: {sorted(DEMO_PAIRS)}")
+    sims = {"demo": simulate_cohort(cohort="demo", **DEMO_SETTINGS)}
+    fixes = {"demo-2": ("too_easy", "miskeyed"), "demo-3": ("no_learning",)}
+    for i, name in enumerate(("demo-2", "demo-3"), start=1):
+        prev = "demo" if name == "demo-2" else "demo-2"
+        sims[name] = simulate_followup(sims[prev], fixed=fixes[name], seed=DEMO_SETTINGS["seed"] + i, cohort=name)
+        if name == cohort:
+            break
+    predecessor, _, claimed = DEMO_PAIRS[cohort]
+    prof = profile_cohort(sims[predecessor], dif=True)
+    doc = changelog_for_followup(sims[predecessor], sims[cohort], claimed=claimed,
+                                 recommendations=prof.recommendations)
+    doc["course"] = "Demo course (simulated)"
+    return doc
+
+
+def resolve_changelog(changelog, *, cohort: str, predecessor: str):
+    """The change log a comparison notebook should use.
+
+    A path or dict is returned as it is. ``None`` means: for the demo follow-up cohorts
+    the demo's log (``examples/changelog.yaml`` for demo-2, built from the simulation for
+    demo-3); for any other cohort ``None`` (the comparison then reads revised items off
+    the items tables' ``version`` column).
+    """
+    if changelog not in (None, ""):
+        return changelog
+    if cohort in DEMO_PAIRS and DEMO_PAIRS[cohort][0] == predecessor:
+        if cohort == "demo-2" and example_changelog_path().exists():
+            return str(example_changelog_path())
+        return demo_changelog(cohort)
+    return None
+
+
+def ensure_demo_pair(warehouse=None, *, cohort: str = "demo-2") -> bool:
+    """Make sure the demo cohorts up to ``cohort`` are in the warehouse; True when any was built."""
+    from research.demo import build_demo_cohorts
+    from research.paths import default_warehouse, resolve
+    from research.warehouse import Warehouse
+
+    order = ["demo", "demo-2", "demo-3"]
+    if cohort not in order:
+        return False
+    path = resolve(warehouse) if warehouse else default_warehouse()
+    needed = order[: order.index(cohort) + 1]
+    if path.exists():
+        with Warehouse(path, read_only=True) as wh:
+            if all(wh.has_cohort(c) for c in needed):
+                return False
+    build_demo_cohorts(path, n_cohorts=len(needed))
+    return True
+
+
+@dataclass
+class Pair:
+    """The two cohorts' data as loaded for a comparison notebook."""
+
+    before: object
+    after: object
+    changelog: object = None
+    extra: dict = field(default_factory=dict)
+
+
+def load_pair(ctx, predecessor: str, changelog=None) -> Pair:
+    """For a notebook: load the predecessor beside ``ctx``'s cohort (building the demo pair
+    when needed) and resolve the change log."""
+    from research.cohort import load
+
+    ensure_demo_pair(ctx.warehouse, cohort=ctx.cohort)
+    before = load(predecessor, ctx.warehouse)
+    after = ctx.data
+    return Pair(before=before, after=after, changelog=resolve_changelog(changelog, cohort=ctx.cohort, predecessor=predecessor))
