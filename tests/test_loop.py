@@ -264,7 +264,7 @@ def test_changelog_reads_a_valid_log(known):
         (lambda d: d.update(colour="red"), r"unknown top-level key\(s\) \['colour'\]; valid keys: \['course'"),
         (lambda d: d["changes"][0].update(itme="M1.P1.I2"), r"unknown key\(s\) \['itme'\]; valid keys for item_revised"),
         (lambda d: d["changes"][0].update(type="item_rewritten"), r"unknown change type 'item_rewritten'; valid types: \['item_revised'"),
-        (lambda d: d["changes"][0].update(item="M9.P9.I9"), r"unknown item\(s\) \(not in the before cohort\) \['M9.P9.I9'\]"),
+        (lambda d: d["changes"][0].update(item="M9.P9.I9"), r"unknown item\(s\) \(not in the before nor the after cohort\) \['M9.P9.I9'\]"),
         (lambda d: d["changes"][1].update(kc="Z-K9"), r"unknown KC\(s\) of model 'Fine' \(not in the before cohort\) \['Z-K9'\]"),
         (lambda d: d["changes"][1].update(kc_model="Tiny"), r"unknown kc_model 'Tiny' in the before cohort; valid: \['Coarse', 'Fine'\]"),
         (lambda d: d["changes"][3].update(page="M0.P0"), r"unknown page\(s\).*\['M0.P0'\]"),

@@ -204,11 +204,21 @@ def read_changelog(
     kcb, kca = kc_sets(kcs_before), kc_sets(kcs_after)
 
     def check_in(values, known, what, where):
-        if known is None:
-            return
-        bad = [v for v in values if str(v) not in known]
+        """``known``: (label, set or None) pairs; one message per change for all sides."""
+        if not isinstance(known, list):
+            known = [("", known)]
+        bad, sides, example = [], [], None
+        for label, k in known:
+            if k is None:
+                continue
+            missing = [str(v) for v in values if str(v) not in k]
+            if missing:
+                bad += [m for m in missing if m not in bad]
+                sides.append(label)
+                example = example or k
         if bad:
-            problems.append(f"{where}: unknown {what} {bad}; valid are e.g. {sorted(known)[:8]} ({len(known)} in all)")
+            side = f" (not in the {' nor the '.join(s for s in sides if s)} cohort)" if any(sides) else ""
+            problems.append(f"{where}: unknown {what}{side} {bad}; valid are e.g. {sorted(example)[:8]} ({len(example)} in all)")
 
     def check_not_in(values, known, what, where):
         if known is None:
@@ -248,16 +258,17 @@ def read_changelog(
         kc_model = before = after = None
         if ctype.startswith("item_"):
             target_type, target = "item", str(ch["item"])
+            sides = []
             if ctype in ("item_revised", "item_removed"):
-                check_in([target], sets["items_before"], "item(s) (not in the before cohort)", where)
+                sides.append(("before", sets["items_before"]))
             if ctype in ("item_revised", "item_added"):
-                check_in([target], sets["items_after"], "item(s) (not in the after cohort)", where)
+                sides.append(("after", sets["items_after"]))
+            check_in([target], sides, "item(s)", where)
             if ctype == "item_added":
                 check_not_in([target], sets["items_before"], "item(s)", where)
         elif ctype == "page_revised":
             target_type, target = "page", str(ch["page"])
-            check_in([target], sets["pages_before"], "page(s) (not in the before cohort)", where)
-            check_in([target], sets["pages_after"], "page(s) (not in the after cohort)", where)
+            check_in([target], [("before", sets["pages_before"]), ("after", sets["pages_after"])], "page(s)", where)
         else:
             target_type = "kc"
             kc_model = str(ch["kc_model"])
@@ -282,7 +293,7 @@ def read_changelog(
                 if kc_model not in kcs:
                     problems.append(f"{where}: unknown kc_model {kc_model!r} in the {label} cohort; valid: {sorted(kcs)}")
                 else:
-                    check_in(names, kcs[kc_model], f"KC(s) of model {kc_model!r} (not in the {label} cohort)", where)
+                    check_in(names, [(label, kcs[kc_model])], f"KC(s) of model {kc_model!r}", where)
         rows.append(
             {
                 "change_id": cid,
@@ -298,7 +309,8 @@ def read_changelog(
             }
         )
     if problems:
-        raise ConfigError(f"change log {where0} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
+        name = f"change log {path}" if path else "the change log"
+        raise ConfigError(f"{name} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
     frame = pd.DataFrame(rows, columns=CHANGE_COLUMNS)
     for col in ("change_id", "type", "target_type", "target_id", "kc_model", "description"):
         frame[col] = frame[col].astype("string")
