@@ -342,3 +342,44 @@ def test_bad_data_are_refused():
         Rasch().fit(good[good["item_id"] == "i0"])
     with pytest.raises(ConfigError, match="unknown item"):
         Rasch().fit(good).icc(items=["nope"])
+
+
+# --------------------------------------------------------------------------- the simulated course
+
+
+@pytest.fixture(scope="module")
+def cohort_items():
+    from research.estimate.classical import distractor_table, first_attempt_responses
+    from research.simulate import simulate_cohort
+
+    sim = simulate_cohort(n_learners=400, seed=3)
+    stats = item_statistics(sim.attempts, sim.items)
+    fa = drop_unestimable(first_attempt_responses(sim.attempts), min_n=30)
+    rasch = Rasch().fit(fa)
+    table = item_table(stats, rasch=rasch)
+    dist = distractor_table(sim.attempts, sim.items, ability=rasch.abilities())
+    return sim, table, rasch, dist
+
+
+def test_planted_item_problems_are_flagged(cohort_items):
+    """The cohort simulator plants a too-easy and a mis-keyed item: the item table finds both."""
+    sim, table, _, _ = cohort_items
+    truth = sim.truth.items.set_index("item_id")
+    t = table.set_index("item_id")
+    miskeyed = truth.index[truth["planted"] == "miskeyed"][0]
+    too_easy = truth.index[truth["planted"] == "too_easy"][0]
+    assert "negative_discrimination" in t.loc[miskeyed, "flags"]
+    assert table.iloc[0]["item_id"] == miskeyed  # the most concerning item comes first
+    assert "too_easy" in t.loc[too_easy, "flags"]
+    # difficulties follow the simulator's effective difficulties (the mis-keyed item aside)
+    ok = truth.index[truth["planted"] != "miskeyed"].intersection(t.index[t["difficulty"].notna()])
+    assert np.corrcoef(t.loc[ok, "difficulty"], truth.loc[ok, "difficulty"])[0, 1] > 0.9
+
+
+def test_miskeyed_item_distractors_point_at_the_true_key(cohort_items):
+    sim, _, _, dist = cohort_items
+    truth = sim.truth.items.set_index("item_id")
+    miskeyed = truth.index[truth["planted"] == "miskeyed"][0]
+    d = dist[dist["item_id"] == miskeyed].set_index("option")
+    # the course's key is chosen by weaker learners than some "wrong" option
+    assert d.loc[d["is_key"], "mean_ability"].iloc[0] < d.loc[~d["is_key"], "mean_ability"].max()
