@@ -235,17 +235,22 @@ def _newton(loglik, step_parts, theta0, *, max_iter, tol):
         big = np.max(np.abs(delta))
         if big > 2.0:  # keep early steps on a leash
             delta *= 2.0 / big
-        step = 1.0
-        for _ in range(30):
+        # try the full step with the full evaluation (it is accepted almost always), then halve
+        new = params + delta
+        new_ll, new_grad, new_info = step_parts(new)
+        step, halved = 1.0, False
+        while not (np.isfinite(new_ll) and new_ll >= ll - 1e-10):
+            step /= 2.0
+            halved = True
+            if step < 1e-9:
+                break
             new = params + step * delta
             new_ll = loglik(new)
-            if np.isfinite(new_ll) and new_ll >= ll - 1e-10:
-                break
-            step /= 2.0
-        else:
+        if step < 1e-9:
             break
-        params = new
-        ll, grad, info = step_parts(params)
+        if halved:
+            new_ll, new_grad, new_info = step_parts(new)
+        params, ll, grad, info = new, new_ll, new_grad, new_info
     return params, ll, grad, info, it, converged
 
 
