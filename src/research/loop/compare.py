@@ -86,7 +86,7 @@ COMPARISON_COLUMNS = [
 ]
 STATUS_COLUMNS = [
     "recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "status",
-    "rank_before", "rank_after", "priority_before", "priority_after", "addressed_by", "title",
+    "rank_before", "rank_after", "priority_before", "priority_after", "addressed_by", "change_verdict", "title",
 ]
 
 
@@ -561,8 +561,9 @@ def recommendation_status(before: pd.DataFrame | None, after: pd.DataFrame | Non
     DataFrame, one row per finding in either cohort: recommendation_id, rule, family,
     target_type, target_id, kc_model, status (new: only after; persisting: both; resolved:
     only before), rank_before, rank_after, priority_before, priority_after, addressed_by
-    (change ids of the log that name the finding, ``;``-joined), title. Ordered by
-    status (persisting, new, resolved) and rank.
+    (change ids of the log that name the finding, ``;``-joined), change_verdict (the
+    comparison's verdict on those changes; filled by :class:`CohortComparison`), title.
+    Ordered by status (persisting, new, resolved) and rank.
     """
     cols = ["recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "rank", "priority", "title"]
     empty = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
@@ -591,10 +592,12 @@ def recommendation_status(before: pd.DataFrame | None, after: pd.DataFrame | Non
         if len(ad):
             addressed = ad.groupby("recommendation_id")["change_id"].agg(lambda s: ";".join(sorted(set(s))))
     out["addressed_by"] = out["recommendation_id"].map(addressed)
+    out["change_verdict"] = None
     order = {"persisting": 0, "new": 1, "resolved": 2}
     out = out.assign(_o=out["status"].map(order), _r=out["rank_after"].fillna(out["rank_before"]).astype(float))
     out = out.sort_values(["_o", "_r", "recommendation_id"], kind="mergesort").drop(columns=["_o", "_r"])
-    for c in ("recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "status", "addressed_by", "title"):
+    for c in ("recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "status", "addressed_by",
+              "change_verdict", "title"):
         out[c] = out[c].astype("string")
     return out[STATUS_COLUMNS].reset_index(drop=True)
 
@@ -732,7 +735,13 @@ class CohortComparison:
         comp["n_anchors"] = comp["n_anchors"].astype("int64")
         comp["too_few_anchors"] = comp["too_few_anchors"].astype(bool)
         self.comparison_ = comp.reset_index(drop=True)
-        self.recommendation_status_ = recommendation_status(recs_b, a.recommendations, changelog)
+        status = recommendation_status(recs_b, a.recommendations, changelog)
+        if len(comp):
+            by_change = comp.drop_duplicates("change_id").set_index(comp.drop_duplicates("change_id")["change_id"].astype(str))["target_verdict"]
+            verdicts = status["addressed_by"].astype("string").fillna("").str.split(";").map(
+                lambda ids: ";".join(dict.fromkeys(str(by_change[i]) for i in ids if i in by_change.index)))
+            status["change_verdict"] = pd.array(verdicts.where(verdicts != "", None), dtype="string")
+        self.recommendation_status_ = status
         self.fit_seconds_ = time.perf_counter() - t0
         self.provenance_ = {
             "package": "course-research", "version": research.__version__,
