@@ -13,7 +13,9 @@ metric              targets                  better is
 ``difficulty``      items                    inside the difficulty band (Rasch, linked scale)
 ``error_rate``      items                    inside the error band (1 - facility band)
 ``discrimination``  items                    higher (corrected item-rest correlation)
-``dropout``         items, pages             lower (drop-out hazard: stop here / reached here)
+``dropout``         items, pages             lower (share of the learners reaching the target who leave there)
+``dif``             items                    inside ETS class A (MH D-DIF between -1 and 1), for the
+                                             attribute and groups with the clearest DIF before
 ``learning_rate``   KCs                      higher (AFM slope per opportunity)
 ``error_rate``      KCs                      no direction: described only
 ==================  =======================  ===================================================
@@ -76,6 +78,8 @@ RULE_METRICS = {
     "kc_no_learning": ("learning_rate",),
     "kc_still_high": ("learning_rate",),
     "dropout_hotspot": ("dropout",),
+    "dif_class_c": ("dif",),
+    "dif_class_b": ("dif",),
 }
 
 COMPARISON_COLUMNS = [
@@ -110,6 +114,7 @@ class CohortProfile:
     kc_models : fit of every KC model (BIC, AIC, ...).
     item_funnel, page_funnel : :func:`research.estimate.engagement.funnel` by item and page.
     recommendations : the cohort's findings (or None).
+    dif : Mantel-Haenszel DIF of every item by learner attribute (or None without attributes).
     """
 
     cohort: str
@@ -122,6 +127,7 @@ class CohortProfile:
     item_funnel: pd.DataFrame
     page_funnel: pd.DataFrame
     recommendations: pd.DataFrame | None = None
+    dif: pd.DataFrame | None = None
     seconds: float = 0.0
 
     @property
@@ -196,17 +202,34 @@ def profile_cohort(
 
     item_funnel = engagement.funnel(attempts, items_meta, level="item", learners=learners)
     page_funnel = engagement.funnel(attempts, items_meta, level="page", learners=learners)
+    dif_table = _dif_table(fa, learners, min_cell_size) if dif else None
     recs = None
     if recommend:
         recs = cohort_recommendations(
             attempts, items_meta, learners, table, kcs, kc_models, page_funnel, fa,
-            cohort=cohort, config=recommend_config, min_cell_size=min_cell_size, dif=dif,
+            cohort=cohort, config=recommend_config, min_cell_size=min_cell_size, dif=dif_table,
         )
     return CohortProfile(
         cohort=str(cohort), responses=fa, items=table, rasch=rasch, item_kcs=item_kcs, kcs=kcs,
         kc_models=kc_models, item_funnel=item_funnel, page_funnel=page_funnel, recommendations=recs,
-        seconds=time.perf_counter() - started,
+        dif=dif_table, seconds=time.perf_counter() - started,
     )
+
+
+def _dif_table(responses, learners, min_cell_size) -> pd.DataFrame | None:
+    """Mantel-Haenszel DIF by every learner attribute present, or None."""
+    if learners is None or not len(learners):
+        return None
+    from research.estimate.dif import mantel_haenszel_dif
+
+    attrs = [c for c in ("gender", "age_band", "role", "region", "digital_maturity")
+             if c in learners.columns and learners[c].notna().any()]
+    if not attrs:
+        return None
+    try:
+        return mantel_haenszel_dif(responses, learners, attributes=attrs, min_cell_size=min_cell_size)
+    except Exception:  # noqa: BLE001 - too few learners per group: no DIF to compare
+        return None
 
 
 def cohort_recommendations(attempts, items_meta, learners, item_table, kcs, kc_models, page_funnel, responses, *,
@@ -224,18 +247,26 @@ def cohort_recommendations(attempts, items_meta, learners, item_table, kcs, kc_m
         tables["time_on_task"] = engagement.time_on_task(attempts, items_meta, level="page", min_cell_size=min_cell_size)
     except Exception:  # noqa: BLE001
         pass
-    if dif and learners is not None and len(learners):
-        from research.estimate.dif import mantel_haenszel_dif
-
-        attrs = [c for c in ("gender", "age_band", "role", "region", "digital_maturity")
-                 if c in learners.columns and learners[c].notna().any()]
-        if attrs:
-            try:
-                tables["dif"] = mantel_haenszel_dif(responses, learners, attributes=attrs, min_cell_size=min_cell_size)
-            except Exception:  # noqa: BLE001 - too few learners per group: no DIF findings
-                pass
+    if isinstance(dif, pd.DataFrame):
+        tables["dif"] = dif
+    elif dif is True:
+        d = _dif_table(responses, learners, min_cell_size)
+        if d is not None:
+            tables["dif"] = d
     n = int(attempts["learner_id"].nunique())
-    return recommend(tables, config, cohort=cohort, n_learners=n)
+    try:
+        return recommend(tables, config, cohort=cohort, n_learners=n)
+    except DataError as exc:
+        if "share one id" not in str(exc) or "dif" not in tables:
+            raise
+        # research.recommend names a DIF finding by the group the item is harder for, so two
+        # comparisons of one attribute (female vs male, other vs male) can give one id; keep the
+        # strongest comparison per item and attribute (reported to the recommend module's owner)
+        d = tables["dif"]
+        p = pd.to_numeric(d.get("p_adjusted", d.get("p_value")), errors="coerce").fillna(1.0)
+        order = d.assign(_p=p.to_numpy(), _d=-pd.to_numeric(d["mh_delta"], errors="coerce").abs().fillna(0).to_numpy())
+        tables["dif"] = order.sort_values(["_p", "_d"]).drop_duplicates(["item_id", "attribute"]).drop(columns=["_p", "_d"])
+        return recommend(tables, config, cohort=cohort, n_learners=n)
 
 
 # --------------------------------------------------------------------------- the comparison kernel
@@ -489,7 +520,47 @@ def _item_rows(before: CohortProfile, after: CohortProfile, items: pd.DataFrame,
         k_before=get(fb, "drop_k"), n_before=get(fb, "drop_n"), k_after=get(fa_, "drop_k"), n_after=get(fa_, "drop_n"),
         method="drop-out at the item (learners lost between the previous item and this one / learners reaching the previous one); Jeffreys posterior",
     ))
+    dif_rows = _dif_rows(before, after, ids)
+    if dif_rows is not None:
+        parts.append(base.assign(
+            metric="dif", kind="normal", direction="toward_band", band_low=-1.0, band_high=1.0,
+            est_before=dif_rows["delta_b"], se_before=dif_rows["se_b"], est_after=dif_rows["delta_a"],
+            se_after=dif_rows["se_a"], n_before=dif_rows["n_b"], n_after=dif_rows["n_a"],
+            n_learners_before=dif_rows["nf_b"], n_learners_after=dif_rows["nf_a"],
+            method="Mantel-Haenszel D-DIF (ETS delta) for the attribute and groups with the clearest DIF before; "
+                   "better = closer to class A (-1 to 1); normal posterior",
+        ))
     return pd.concat(parts, ignore_index=True)
+
+
+def _dif_rows(before: CohortProfile, after: CohortProfile, ids: pd.Series) -> pd.DataFrame | None:
+    """Per item: the before cohort's clearest DIF comparison (smallest p value, then largest
+    |D-DIF|) and the same comparison (attribute, reference and focal group) after."""
+    if before.dif is None or after.dif is None or before.dif.empty:
+        return None
+    key = ["item_id", "attribute", "reference_group", "focal_group"]
+
+    def usable(d):
+        d = d[d["suppressed_reason"].isna() | (d["suppressed_reason"].astype("string").fillna("") == "")]
+        d = d[np.isfinite(pd.to_numeric(d["mh_delta"], errors="coerce"))]
+        return d.assign(item_id=d["item_id"].astype(str), attribute=d["attribute"].astype(str),
+                        reference_group=d["reference_group"].astype(str), focal_group=d["focal_group"].astype(str))
+
+    b, a = usable(before.dif), usable(after.dif)
+    if b.empty:
+        return None
+    p = pd.to_numeric(b["p_value"], errors="coerce").fillna(1.0)
+    b = (b.assign(_p=p.to_numpy(), _abs=-pd.to_numeric(b["mh_delta"]).abs())
+         .sort_values(["_p", "_abs"]).drop_duplicates("item_id"))
+    m = b[key + ["mh_delta", "mh_delta_se", "n_focal", "n_reference"]].merge(
+        a[key + ["mh_delta", "mh_delta_se", "n_focal", "n_reference"]], on=key, how="left", suffixes=("_b", "_a"))
+    m = m.set_index("item_id").reindex(ids.to_numpy())
+    num = lambda c: pd.to_numeric(m[c], errors="coerce").to_numpy(float)  # noqa: E731
+    return pd.DataFrame({
+        "delta_b": num("mh_delta_b"), "se_b": num("mh_delta_se_b"), "delta_a": num("mh_delta_a"),
+        "se_a": num("mh_delta_se_a"), "n_b": num("n_focal_b") + num("n_reference_b"),
+        "n_a": num("n_focal_a") + num("n_reference_a"), "nf_b": num("n_focal_b"), "nf_a": num("n_focal_a"),
+    })
 
 
 def _page_rows(before: CohortProfile, after: CohortProfile, pages: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ METRIC_LABELS = {
     "discrimination": "Discrimination (item-rest r)",
     "dropout": "Drop-out (share lost here)",
     "learning_rate": "Learning rate (AFM slope)",
+    "dif": "DIF (MH D-DIF)",
 }
 
 
