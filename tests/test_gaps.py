@@ -160,7 +160,13 @@ def test_output_validates_against_its_table_schema(cohort):
     out = equity_gaps(responses, learners, completion=done.rename(columns={"value": "completed"}))
     checked = validate(out, "outputs/gaps")
     assert len(checked.rejects) == 0, checked.rejects["reason"].tolist()[:3]
-    assert (out["suppressed_reason"] != "").sum() == 2  # islands: facility and completion
+    hidden = out[out["suppressed_reason"] != ""]
+    # islands (3 learners) in facility and completion, and in each the next-smallest region,
+    # so that islands cannot be worked out as the cohort minus the other regions
+    assert len(hidden) == 4 and set(hidden["attribute"]) == {"region"}
+    assert (hidden["group"] == "islands").sum() == 2
+    assert hidden["suppressed_reason"].str.contains("worked out from the total").sum() == 2
+    assert hidden["n"].isna().all() and hidden["estimate"].isna().all()
 
 
 def test_gaps_chart_leaves_out_suppressed_groups(cohort):
@@ -178,7 +184,7 @@ def test_gaps_chart_leaves_out_suppressed_groups(cohort):
     fig, alt = gaps_chart(out)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert "region: islands" not in labels and "gender: woman" in labels
-    assert "1 group rows below the minimum cell size are not shown" in alt
+    assert "2 group rows are not shown" in alt  # islands and the region hidden beside it
     plt.close("all")
 
 

@@ -145,3 +145,70 @@ def suppress_records(records: pd.DataFrame, *, min_cell_size: int = 10) -> pd.Da
         out.loc[small, "suppressed_reason"] = reason
         out["suppressed_reason"] = out["suppressed_reason"].astype("string")
     return out
+
+
+PRIMARY_REASON = "fewer than {k} learners: suppressed to protect privacy"
+COMPLEMENTARY_REASON = "hidden so that a group of fewer than {k} learners cannot be worked out from the total"
+
+
+def protect_group_table(
+    frame: pd.DataFrame,
+    *,
+    count: str,
+    sets: Sequence[str],
+    is_total: pd.Series | np.ndarray,
+    keep: Sequence[str],
+    min_cell_size: int = 10,
+    reason: str = "suppressed_reason",
+    subcounts: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Primary and complementary suppression of a table of groups beside their total.
+
+    The rows that are not totals (``is_total`` False) are cells of the sets given by the
+    ``sets`` columns (for example module x attribute); each set's cells add up to a
+    published total. Cells below ``min_cell_size`` learners (``count``; an already
+    emptied count counts as 0) and, by :func:`suppression_mask`, the next-smallest cells
+    of the same set are emptied: every column except ``keep`` (ids) and ``reason``
+    becomes missing, and ``reason`` says why. ``subcounts`` are counts of parts of a cell
+    (for example learners who dropped out): a row where one of them is above 0 and below
+    the minimum cell size loses them and every figure derived from them (all columns but ``keep``,
+    ``count`` and ``reason``).
+
+    Returns a copy of ``frame``; rows keep their order.
+    """
+    k = check_min_cell_size(min_cell_size)
+    out = frame.copy()
+    integer_columns = [c for c in out.columns if pd.api.types.is_integer_dtype(out[c].dtype)]
+    total = pd.array(np.asarray(is_total, dtype=object), dtype="boolean").fillna(False).to_numpy(dtype=bool)
+    if reason not in out.columns:
+        out[reason] = pd.Series(pd.NA, index=out.index, dtype="string")
+    out[reason] = out[reason].astype("object")
+    values = [c for c in out.columns if c not in set(keep) | {reason}]
+    cells = out.loc[~total]
+    if len(cells):
+        set_key = cells[list(sets)].astype("object").astype(str).agg("\x1f".join, axis=1) if sets else None
+        counts = pd.to_numeric(cells[count], errors="coerce").astype("Float64")
+        mask = suppression_mask(counts.to_numpy(dtype=float, na_value=np.nan), None if set_key is None else set_key.to_numpy(), min_cell_size=k)
+        mask.index = cells.index
+        already = (out.loc[cells.index, reason].notna() & counts.isna()).fillna(False)
+        primary = cells.index[mask.eq(PRIMARY).fillna(False).to_numpy(dtype=bool) & ~already.to_numpy(dtype=bool)]
+        complementary = cells.index[mask.eq(COMPLEMENTARY).fillna(False).to_numpy(dtype=bool)]
+        for idx, text in ((primary, PRIMARY_REASON), (complementary, COMPLEMENTARY_REASON)):
+            if len(idx):
+                out.loc[idx, values] = np.nan
+                out.loc[idx, reason] = text.format(k=k)
+    if subcounts:
+        small = np.zeros(len(out), dtype=bool)
+        for col in subcounts:
+            part = pd.to_numeric(out[col], errors="coerce")
+            small |= (part.lt(k) & part.gt(0)).fillna(False).to_numpy()
+        derived = [c for c in values if c != count]
+        if small.any():
+            out.loc[small, derived] = np.nan
+            out.loc[small & out[reason].isna().to_numpy(), reason] = (
+                f"parts below {k} learners ({', '.join(subcounts)}): suppressed to protect privacy"
+            )
+    out[reason] = out[reason].astype("string")
+    for c in integer_columns:
+        out[c] = out[c].astype("Int64")
+    return out

@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import special, stats
 
 from research.errors import ConfigError, DataError, SchemaError
+from research.privacy import protect_group_table
 
 PHASES = ("pre", "mid", "post")
 HAKE_BANDS = (("low", -np.inf, 0.3), ("medium", 0.3, 0.7), ("high", 0.7, np.inf))
@@ -656,6 +657,10 @@ def summarise_scores(
     out["_n_supp"] = np.minimum(out["n"].to_numpy(), out["n_pre"].to_numpy())
     out.loc[out["n"] == 0, "_n_supp"] = 0
     out = _suppress(out, "_n_supp", ids + ["method"], int(min_cell_size)).drop(columns=["_n_supp"])
+    # complementary suppression: a hidden group must not be the "all" row minus the others
+    out = protect_group_table(out, count="n", sets=["instrument", "module", "group_variable"],
+                              is_total=(out["group_variable"] == ALL).to_numpy(), keep=ids + ["method"],
+                              min_cell_size=int(min_cell_size))
     out = out.sort_values(["instrument", "group_variable", "group"], key=lambda s: s.map(lambda v: (v != ALL, v)) if s.name == "group_variable" else s).reset_index(drop=True)
     for col in ids + ["method"]:
         out[col] = out[col].astype("string")
@@ -770,6 +775,11 @@ def attrition(
         out.loc[small_part, col] = pd.NA
     out.loc[small_part, "suppressed_reason"] = (
         f"pre-test comparison suppressed: fewer than {min_cell_size} completers or dropouts")
+    # complementary suppression across the groups of an attribute, and no count of fewer
+    # than min_cell_size completers or drop-outs (a zero reveals no one and stays)
+    out = protect_group_table(out, count="n_pre", sets=["instrument", "module", "group_variable"],
+                              is_total=(out["group_variable"] == ALL).to_numpy(), keep=ids,
+                              min_cell_size=int(min_cell_size), subcounts=["n_completed", "n_dropped"])
     for col in ids:
         out[col] = out[col].astype("string")
     out.attrs.update(level=level, min_cell_size=int(min_cell_size))

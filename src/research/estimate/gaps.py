@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from research.errors import ConfigError, DataError
+from research.privacy import protect_group_table
 
 GAP_COLUMNS = [
     "attribute",
@@ -229,6 +230,13 @@ def group_gaps(
     out["_a"] = out["attribute"].map(order)
     out["_r"] = (out["group"] != out["reference_group"]).astype(int)
     out = out.sort_values(["_a", "_r", "group"], kind="stable").reset_index(drop=True)
+    # complementary suppression: the groups of an attribute add up to the whole cohort's n,
+    # so one hidden group would otherwise be the total minus the others
+    out = protect_group_table(
+        out[GAP_COLUMNS], count="n", sets=["measure", "attribute"], is_total=(out["attribute"] == ALL).to_numpy(),
+        keep=["attribute", "group", "measure", "reference_group", "target", "method"], min_cell_size=min_cell_size,
+    )
+    out["suppressed_reason"] = out["suppressed_reason"].fillna("")
     return out[GAP_COLUMNS]
 
 

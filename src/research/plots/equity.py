@@ -174,5 +174,6 @@ def gaps_chart(gaps: pd.DataFrame):
         alt += (f" The largest difference from a reference group is {w['measure']} for {w['attribute']} "
                 f"{w['group']} against {w['reference_group']}: {w['difference']:+.2f}.")
     if n_supp:
-        alt += f" {n_supp} group rows below the minimum cell size are not shown."
+        alt += (f" {n_supp} group rows are not shown: groups below the minimum cell size, and groups hidden "
+                "so that a small group cannot be worked out from the total.")
     return fig, alt

@@ -4,13 +4,13 @@
 ``reports/COHORT/report.<lang>.html`` with ``recommendations.csv`` and
 ``recommendations.json`` beside it. Languages: Swedish, Danish, English
 (:data:`LANGUAGES`), through gettext catalogues in ``research/locale``. Small groups are
-suppressed by :mod:`research.report.suppress`.
+suppressed by :mod:`research.privacy`.
 """
 
 from research.report.figures import EmbeddedFigure, embed
 from research.report.i18n import LANGUAGES, Formatter, make_catalogues, translations
 from research.report.render import render_report, write_report
-from research.report.suppress import group_sizes, suppress_records, suppression_mask
+from research.privacy import group_sizes, suppress_records, suppression_mask
 
 __all__ = [
     "LANGUAGES",

@@ -5,7 +5,7 @@
 ``recommendations.csv`` and ``recommendations.json`` beside it. Every visible string goes
 through the gettext catalogues of :mod:`research.report.i18n`; numbers, percentages and
 dates follow the language's conventions; evidence about fewer learners than the minimum
-cell size is suppressed (:mod:`research.report.suppress`); figures, CSS and JavaScript
+cell size is suppressed (:mod:`research.privacy`); figures, CSS and JavaScript
 are inline, so the page loads nothing from anywhere.
 """
 
@@ -37,7 +37,7 @@ from research.report.figures import (
     options_figure,
 )
 from research.report.i18n import Formatter, check_language, translations
-from research.report.suppress import check_min_cell_size, group_sizes, suppress_records
+from research.privacy import check_min_cell_size, group_sizes, suppress_records
 
 LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
 
