@@ -330,8 +330,13 @@ def _dif_rule(ets_class: str):
         # name the group the item is harder for: the focal group when delta < 0 (the item
         # favours the reference group), else the reference group
         attr = _str(df, "attribute")
-        harder_for = np.where(np.nan_to_num(delta, nan=0.0) < 0, _str(df, "focal_group"), _str(df, "reference_group"))
-        detail = np.array([f"{a}={g}" for a, g in zip(attr, harder_for)], dtype=object) if len(df) else np.array([], dtype=object)
+        focal_harder = np.nan_to_num(delta, nan=0.0) < 0
+        harder_for = np.where(focal_harder, _str(df, "focal_group"), _str(df, "reference_group"))
+        easier_for = np.where(focal_harder, _str(df, "reference_group"), _str(df, "focal_group"))
+        detail = (
+            np.array([f"{a}={h}/{e}" for a, h, e in zip(attr, harder_for, easier_for)], dtype=object)
+            if len(df) else np.array([], dtype=object)
+        )
         return _frame(
             df, mask, target_id=_str(df, "item_id"), detail=detail,
             metric="mh_delta", estimate=delta, se=se, ci_low=delta - Z95 * se, ci_high=delta + Z95 * se,

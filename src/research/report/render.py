@@ -161,8 +161,10 @@ class _View:
         if rec["family"] == "distractors":
             return self._("option %(option)s") % {"option": d}
         if rec["family"] == "dif":
-            attribute, _sep, group = str(d).partition("=")
-            return self._("harder for the group %(group)s (%(attribute)s)") % {"group": group, "attribute": self.attribute(attribute)}
+            attribute, _sep, groups = str(d).partition("=")
+            harder, _sep, easier = groups.partition("/")
+            return self._("harder for the group %(group)s than for %(other)s (%(attribute)s)") % {
+                "group": harder, "other": easier, "attribute": self.attribute(attribute)}
         if rec["family"] == "funnel":
             return self._("or at the start of the next one, %(next)s") % {"next": d}
         return str(d)
