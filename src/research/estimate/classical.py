@@ -91,7 +91,10 @@ def _require(df: pd.DataFrame, columns: list[str], table: str) -> None:
 
 
 def wilson_interval(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a proportion k/n (vectorised; NaN where n == 0)."""
+    """Wilson score interval of the proportion ``k / n`` (vectorised; n = 0 gives NaN).
+
+    The limits are exactly 0 at k = 0 and 1 at k = n, and clipped to [0, 1] otherwise.
+    """
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
     z = stats.norm.ppf(0.5 + level / 2)
@@ -99,7 +102,10 @@ def wilson_interval(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         p = k / n
         centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
         half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return centre - half, centre + half
+    lo = np.where(k == 0, 0.0, np.clip(centre - half, 0, 1))
+    hi = np.where(k == n, 1.0, np.clip(centre + half, 0, 1))
+    bad = ~(n > 0)
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
 # --------------------------------------------------------------------------- responses

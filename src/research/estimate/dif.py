@@ -160,28 +160,19 @@ def first_attempt_responses(
 ) -> pd.DataFrame:
     """Dichotomous first-attempt responses from the canonical ``attempts`` table.
 
-    Per learner and item, the earliest first attempt (``attempt == 1``) at any of the
-    item's steps, i.e. the first attempt at the first step the learner met; ``correct``
-    is 1 when its outcome is ``correct`` (a hint request counts as incorrect, the
-    DataShop convention).
+    The rule of :func:`research.estimate.classical.first_attempt_responses` (the first
+    attempt at the first step the learner met, on the first view of the item; a hint
+    request counts as incorrect, the DataShop convention), keeping only what DIF needs.
 
     Returns
     -------
     DataFrame
         ``learner``, ``item``, ``correct`` (int 0/1), one row per learner x item.
     """
-    _require_columns(attempts, {"learner": learner, "item": item, "attempt": attempt,
-                                "outcome": outcome, "timestamp": timestamp}, "attempts")
-    first = attempts.loc[pd.to_numeric(attempts[attempt], errors="coerce") == 1, [learner, item, outcome, timestamp]]
-    first = first.sort_values([learner, item, timestamp], kind="stable").drop_duplicates([learner, item])
-    out = pd.DataFrame(
-        {
-            learner: first[learner].astype(str).to_numpy(),
-            item: first[item].astype(str).to_numpy(),
-            "correct": (first[outcome].astype(str) == "correct").astype(int).to_numpy(),
-        }
-    )
-    return out.reset_index(drop=True)
+    from research.estimate.classical import first_attempt_responses as first_attempts
+
+    first = first_attempts(attempts, learner=learner, item=item, attempt=attempt, outcome=outcome, timestamp=timestamp)
+    return first[["learner_id", "item_id", "correct"]].rename(columns={"learner_id": learner, "item_id": item})
 
 
 # --------------------------------------------------------------------------- preparation

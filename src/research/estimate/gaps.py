@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from research.errors import ConfigError, DataError
+from research.estimate.classical import wilson_interval
 from research.privacy import protect_group_table
 
 GAP_COLUMNS = [
@@ -48,21 +49,6 @@ GAP_COLUMNS = [
 ]
 _KINDS = ("mean", "proportion")
 ALL = "all"
-
-
-def wilson_interval(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of the proportion ``k / n`` (vectorised; n = 0 gives NaN)."""
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + level / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    lo = np.where(k == 0, 0.0, np.clip(centre - half, 0, 1))
-    hi = np.where(k == n, 1.0, np.clip(centre + half, 0, 1))
-    bad = ~(n > 0)
-    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
 def _summaries(values: pd.DataFrame, kind: str, level: float) -> pd.DataFrame:
