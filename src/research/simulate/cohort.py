@@ -23,7 +23,6 @@ course sequence and over attempt rounds within a position.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +32,7 @@ import pandas as pd
 
 from research import __version__
 from research.errors import ConfigError
-from research.paths import schema_dir
+from research.schema import PANDAS_TYPES, load_schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterable
@@ -47,15 +46,6 @@ _ALIASES = {"no_learning": "no_learning_kc", "dropout": "dropout_page", "slow": 
 #: Canonical tables a :class:`SimulatedCohort` holds.
 TABLES = ("attempts", "attempt_kcs", "assessments", "surveys", "learners", "items")
 
-_PANDAS_TYPES = {
-    "string": "string",
-    "integer": "Int64",
-    "number": "float64",
-    "boolean": "boolean",
-    "date": "datetime64[us]",
-    "datetime": "datetime64[us]",
-    "any": "string",
-}
 
 # Survey constructs: (construct, item prefix, n_items, reverse-coded item numbers, true change in SD, correlation with theta)
 _SURVEY = (
@@ -171,17 +161,12 @@ class SimulatedCohort:
 # helpers
 
 
-def _schema_fields(table: str) -> list[tuple[str, str]]:
-    doc = json.loads((schema_dir() / f"{table}.schema.json").read_text(encoding="utf-8"))
-    return [(f["name"], f.get("type", "string")) for f in doc["fields"]]
-
-
 def _canonical(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """Order ``frame``'s columns as the schema's and give them the canonical dtypes."""
     out = {}
     n = len(frame)
-    for name, ftype in _schema_fields(table):
-        dtype = _PANDAS_TYPES[ftype]
+    for field in load_schema(table).fields:
+        name, dtype = field.name, PANDAS_TYPES[field.type]
         if name in frame.columns:
             col = frame[name]
             out[name] = col.astype(dtype) if str(col.dtype) != dtype else col
