@@ -27,6 +27,7 @@ from research.loop import (
     CohortComparison,
     LinkingWarning,
     changelog_for_followup,
+    changelog_from_versions,
     item_covariance,
     compare_metrics,
     link_difficulties,
@@ -293,6 +294,15 @@ def test_changelog_reports_every_problem_at_once(known):
     assert "nope-1" in str(err.value) and "nope-2" in str(err.value)
 
 
+def test_changelog_from_item_versions(sims):
+    before, fixed, nothing = sims
+    log = changelog_from_versions(before.items, fixed.items)
+    planted = before.truth.items.set_index("item_id")["planted"]
+    assert log.items() == sorted(planted[planted.isin(["too_easy", "miskeyed"])].index)
+    assert set(log.changes["type"]) == {"item_revised"}
+    assert len(changelog_from_versions(before.items, nothing.items)) == 0
+
+
 def test_changelog_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         read_changelog(tmp_path / "missing.yaml")
@@ -466,17 +476,26 @@ def test_linking_agrees_with_lme4_on_learning_to_learn(real_data):
         return out.dropna()
 
     r6, r9 = Rasch().fit(long(6)), Rasch().fit(long(9))
-    L = link_difficulties(r6.item_params_, r9.item_params_, drift_z=None)
     ref = json.loads((REF / "ltl_linking.json").read_text())
-    sep = ref["separate_mean_mean"]
-    assert L.n_anchors == 41
-    assert L.shift == pytest.approx(sep["shift"], abs=0.02)
-    assert L.se == pytest.approx(max(sep["se_inverse_variance"], sep["se_empirical"]), rel=0.1)
-    # the concurrent calibration (no drift allowed) lands within the linking interval
-    assert L.ci_low < ref["concurrent"]["shift"] < L.ci_high
     params = pd.read_csv(REF / "ltl_lme4_separate.csv").set_index("item_id")
+    # the same linking formula on lme4's estimates (independent item errors)
+    var = params["se_grade6"] ** 2 + params["se_grade9"] ** 2
+    w = (1 / var) / (1 / var).sum()
+    d = params["displacement"]
+    tau2 = max(0.0, float(d.var(ddof=1) - var.mean()))
+    se_r = float(np.sqrt((w**2 * var).sum() + tau2 * (w**2).sum()))
+    assert float((w * d).sum()) == pytest.approx(ref["separate_mean_mean"]["shift"], abs=1e-6)
+    L = link_difficulties(r6.item_params_, r9.item_params_, drift_z=None)
+    assert L.n_anchors == 41
+    assert L.shift == pytest.approx(ref["separate_mean_mean"]["shift"], abs=0.03)
+    assert L.se == pytest.approx(se_r, rel=0.1)
     disp = L.anchors.set_index("item_id")["displacement"]
-    assert np.corrcoef(disp.reindex(params.index), params["displacement"])[0, 1] > 0.99
+    assert np.corrcoef(disp.reindex(params.index), d)[0, 1] > 0.99
+    # with the full covariance of each calibration; the concurrent calibration (one occasion
+    # effect, no item drift allowed) lands inside the linking interval
+    Lc = link_difficulties(r6.item_params_, r9.item_params_, cov_before=item_covariance(r6), cov_after=item_covariance(r9))
+    assert Lc.se >= L.se * 0.95
+    assert Lc.ci_low < ref["concurrent"]["shift"] < Lc.ci_high
 
 
 # --------------------------------------------------------------------------- the notebook on the demo pair
