@@ -693,6 +693,23 @@ class _IRTModel:
         out["method"] = self.method_label
         return out
 
+    def item_covariance(self) -> pd.DataFrame | None:
+        """Covariance matrix of the item difficulties (item x item) of a maximum-likelihood fit.
+
+        None for a Bayesian fit (use the posterior draws in ``idata_``) or when the fit has
+        no covariance. Used to link two cohorts on their common items.
+        """
+        self._check_fitted()
+        res = getattr(self, "_res", None)
+        if not isinstance(res, dict) or res.get("cov") is None:
+            return None
+        cov = np.asarray(res["cov"], dtype=float)
+        n_items = len(self._design.items)
+        if cov.shape[0] < n_items:
+            return None
+        labels = pd.Index(np.asarray(self._design.items).astype(str), name="item_id")
+        return pd.DataFrame(cov[:n_items, :n_items], index=labels, columns=labels)
+
     def abilities(self) -> pd.DataFrame:
         """Learner abilities (EAP for ML, posterior mean for Bayes).
 

@@ -254,19 +254,7 @@ def cohort_recommendations(attempts, items_meta, learners, item_table, kcs, kc_m
         if d is not None:
             tables["dif"] = d
     n = int(attempts["learner_id"].nunique())
-    try:
-        return recommend(tables, config, cohort=cohort, n_learners=n)
-    except DataError as exc:
-        if "share one id" not in str(exc) or "dif" not in tables:
-            raise
-        # research.recommend names a DIF finding by the group the item is harder for, so two
-        # comparisons of one attribute (female vs male, other vs male) can give one id; keep the
-        # strongest comparison per item and attribute (reported to the recommend module's owner)
-        d = tables["dif"]
-        p = pd.to_numeric(d.get("p_adjusted", d.get("p_value")), errors="coerce").fillna(1.0)
-        order = d.assign(_p=p.to_numpy(), _d=-pd.to_numeric(d["mh_delta"], errors="coerce").abs().fillna(0).to_numpy())
-        tables["dif"] = order.sort_values(["_p", "_d"]).drop_duplicates(["item_id", "attribute"]).drop(columns=["_p", "_d"])
-        return recommend(tables, config, cohort=cohort, n_learners=n)
+    return recommend(tables, config, cohort=cohort, n_learners=n)
 
 
 # --------------------------------------------------------------------------- the comparison kernel

@@ -165,16 +165,8 @@ class Linking:
 def item_covariance(model) -> pd.DataFrame | None:
     """The covariance matrix of a fitted Rasch model's item difficulties (item x item),
     or None when the model does not hold one (Bayesian fits, other models)."""
-    res = getattr(model, "_res", None)
-    design = getattr(model, "_design", None)
-    if not isinstance(res, dict) or res.get("cov") is None or design is None:
-        return None
-    cov = np.asarray(res["cov"], dtype=float)
-    J = len(design.items)
-    if cov.shape[0] < J:
-        return None
-    labels = pd.Index(np.asarray(design.items).astype(str), name="item_id")
-    return pd.DataFrame(cov[:J, :J], index=labels, columns=labels)
+    method = getattr(model, "item_covariance", None)
+    return method() if callable(method) else None
 
 
 def _params(table: pd.DataFrame, name: str, item: str, difficulty: str, se: str, n: str | None) -> pd.DataFrame:

@@ -11,16 +11,11 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from research.plots import empty_figure
 
 _COLOURS = ["#4a6fa5", "#b5542c", "#5b8c5a", "#8e6c8a", "#c9a227", "#4f4f4f"]
 
 
-def _empty(title: str, message: str):
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.axis("off")
-    ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    return fig, f"{title}: {message}"
 
 
 def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: str | None = None,
@@ -36,7 +31,7 @@ def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: 
     if focal_group is not None:
         rows = rows[rows["focal_group"] == focal_group]
     if rows.empty:
-        return _empty("Differential item functioning", "no comparison with enough learners to analyse")
+        return empty_figure("Differential item functioning", "no comparison with enough learners to analyse")
     # default: the comparison with the most B/C items, then the largest |delta|
     score = rows.assign(_f=rows["ets_class"].isin(["B", "C"]), _d=rows["mh_delta"].abs()).groupby(
         ["attribute", "focal_group"], sort=False).agg(f=("_f", "sum"), d=("_d", "max"))
@@ -80,7 +75,7 @@ def success_curves(curves: pd.DataFrame, *, item: str = "item_id", max_items: in
     shown = curves[curves["suppressed_reason"].fillna("") == ""]
     panels = list(dict.fromkeys(zip(shown[item].astype(str), shown["attribute"].astype(str))))[:max_items]
     if not panels:
-        return _empty("Success curves by group", "no flagged item with groups large enough to show")
+        return empty_figure("Success curves by group", "no flagged item with groups large enough to show")
     ncol = min(3, len(panels))
     nrow = int(np.ceil(len(panels) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(max(6.0, 3.4 * ncol), 2.8 * nrow + 0.4), squeeze=False, sharey=True)
@@ -116,7 +111,7 @@ def success_curves(curves: pd.DataFrame, *, item: str = "item_id", max_items: in
 def funnel_chart(funnel: pd.DataFrame, *, top: int = 3):
     """Share of the cohort reaching each position, the ``top`` biggest drops marked."""
     if funnel.empty:
-        return _empty("Completion funnel", "no positions")
+        return empty_figure("Completion funnel", "no positions")
     level = str(funnel["level"].iloc[0])
     label = {"item": "item_id", "page": "page", "module": "module"}[level]
     fig, ax = plt.subplots(figsize=(8, 3.2))
@@ -148,7 +143,7 @@ def gaps_chart(gaps: pd.DataFrame):
     shown = gaps[gaps["suppressed_reason"].fillna("") == ""]
     measures = list(dict.fromkeys(shown["measure"]))
     if not measures:
-        return _empty("Gaps between groups", "every group is below the minimum cell size")
+        return empty_figure("Gaps between groups", "every group is below the minimum cell size")
     fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 0.3 * shown.groupby("measure").size().max() + 1.5),
                              squeeze=False)
     for ax, m in zip(axes[0], measures):

@@ -12,16 +12,11 @@ import numpy as np
 import pandas as pd
 
 from research.estimate.classical import ItemThresholds
+from research.plots import empty_figure
 
 _BLUE, _RED, _GREY, _GOLD = "#4a6fa5", "#b5542c", "#8a8a8a", "#c9a227"
 
 
-def _empty(title: str, message: str):
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.axis("off")
-    ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    return fig, f"{title}: {message}"
 
 
 def facility_discrimination(table: pd.DataFrame, thresholds: ItemThresholds | None = None, *, label_top: int = 8):
@@ -34,7 +29,7 @@ def facility_discrimination(table: pd.DataFrame, thresholds: ItemThresholds | No
     t = table.dropna(subset=["facility", "discrimination"])
     title = "Item facility and discrimination"
     if t.empty:
-        return _empty(title, "no item has both a facility and a discrimination")
+        return empty_figure(title, "no item has both a facility and a discrimination")
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.axvspan(0, th.too_hard, color=_RED, alpha=0.08, lw=0)
     ax.axvspan(th.too_easy, 1, color=_RED, alpha=0.08, lw=0)
@@ -75,7 +70,7 @@ def wright_map(abilities: pd.DataFrame, items: pd.DataFrame, *, ability: str = "
     th = abilities[ability].dropna().to_numpy(float)
     it = items.dropna(subset=["difficulty"]).sort_values("difficulty")
     if len(th) == 0 or it.empty:
-        return _empty(title, "no fitted abilities or difficulties")
+        return empty_figure(title, "no fitted abilities or difficulties")
     lo = float(min(th.min(), it["difficulty"].min())) - 0.3
     hi = float(max(th.max(), it["difficulty"].max())) + 0.3
     fig, (ax_p, ax_i) = plt.subplots(1, 2, sharey=True, figsize=(7, 6), gridspec_kw={"width_ratios": [1, 1]})
@@ -115,7 +110,7 @@ def item_characteristic_curves(icc: pd.DataFrame, *, abilities: pd.DataFrame | N
     """
     title = "Item characteristic curves"
     if icc.empty:
-        return _empty(title, "no items to draw")
+        return empty_figure(title, "no items to draw")
     items = list(dict.fromkeys(icc["item_id"]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = plt.get_cmap("tab10")
@@ -150,7 +145,7 @@ def convergence_diagnostics(diag: pd.DataFrame, *, rhat_max: float = 1.01, ess_m
     """R-hat against bulk ESS of every parameter of a Bayesian fit, with the usual limits."""
     title = "Sampler diagnostics"
     if diag is None or diag.empty:
-        return _empty(title, "no Bayesian fit was run")
+        return empty_figure(title, "no Bayesian fit was run")
     chains = int(diag.attrs.get("chains", 2))
     ess_min = ess_min if ess_min is not None else 100 * chains
     fig, ax = plt.subplots(figsize=(6, 4))

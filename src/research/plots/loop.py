@@ -10,6 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from research.plots import empty_figure
 
 VERDICT_COLOURS = {
     "improved": "#5b8c5a",
@@ -28,12 +29,6 @@ METRIC_LABELS = {
 }
 
 
-def _empty(title: str, message: str):
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.axis("off")
-    ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    return fig, f"{title}: {message}"
 
 
 def comparison_forest(comparison: pd.DataFrame, *, metrics: list[str] | None = None):
@@ -45,7 +40,7 @@ def comparison_forest(comparison: pd.DataFrame, *, metrics: list[str] | None = N
     if metrics is not None:
         c = c[c["metric"].isin(metrics)]
     if c.empty:
-        return _empty(title, "no changed item, KC or page with enough learners to compare")
+        return empty_figure(title, "no changed item, KC or page with enough learners to compare")
     order = [m for m in METRIC_LABELS if m in set(c["metric"])]
     targets = list(dict.fromkeys(c["target_id"].astype(str)))
     fig, axes = plt.subplots(1, len(order), figsize=(3.2 * len(order) + 1.5, max(2.4, 0.35 * len(targets) + 1.2)),
@@ -87,7 +82,7 @@ def anchor_plot(anchors: pd.DataFrame, linking=None):
     title = "Anchor items on the common scale"
     a = anchors[anchors["difficulty_before"].notna() & anchors["difficulty_after_linked"].notna()]
     if a.empty:
-        return _empty(title, "no anchor items: the two cohorts could not be put on one scale")
+        return empty_figure(title, "no anchor items: the two cohorts could not be put on one scale")
     fig, ax = plt.subplots(figsize=(5, 5))
     used = a["used"].astype(bool).to_numpy()
     ax.scatter(a.loc[used, "difficulty_before"], a.loc[used, "difficulty_after_linked"], color="#4a6fa5",
@@ -123,7 +118,7 @@ def status_bars(status: pd.DataFrame):
     """Findings of the two cohorts by rule family: resolved, persisting, new."""
     title = "Recommendations across the two cohorts"
     if status.empty:
-        return _empty(title, "neither cohort has findings")
+        return empty_figure(title, "neither cohort has findings")
     order = ["resolved", "persisting", "new"]
     colours = {"resolved": "#5b8c5a", "persisting": "#c9a227", "new": "#b5542c"}
     tab = pd.crosstab(status["family"].astype(str), status["status"].astype(str)).reindex(columns=order, fill_value=0)
