@@ -365,7 +365,7 @@ def run_cohort(
             "kc_model": config.kc_model if config else None,
             "predecessor": predecessor,
             "changelog": str(config.changelog) if config and config.changelog else None,
-            "thresholds": config.thresholds if config else {},
+            "recommend_config": config.thresholds if config and config.thresholds else None,
             **(config.parameters if config else {}),
         }
         declared_any: set[str] = set()

@@ -95,16 +95,10 @@ def key_figures(run_dir: Path) -> dict:
         for level in ("high", "medium", "low"):
             figures[f"rec_{level}"] = int(counts.get(level, 0))
     gains = _read(run_dir, "gains.csv")
-    if gains is not None:
-        for col in ("g_avg_individual", "g_individual", "g_mean_individual", "g_class", "g_class_average"):
-            if col in gains and gains[col].notna().any():
-                overall = gains
-                for key in ("module", "group", "group_value", "attribute"):
-                    if key in gains and gains[key].astype(str).isin(["all", "overall", "(all)", "All"]).any():
-                        overall = gains[gains[key].astype(str).isin(["all", "overall", "(all)", "All"])]
-                        break
-                figures["mean_gain"] = float(overall[col].dropna().iloc[0]) if len(overall[col].dropna()) else None
-                break
+    if gains is not None and {"g_avg", "group_variable"} <= set(gains.columns):
+        # the whole cohort's average normalised gain, averaged over the modules' tests
+        overall = pd.to_numeric(gains.loc[gains["group_variable"].astype(str) == "all", "g_avg"], errors="coerce").dropna()
+        figures["mean_gain"] = float(overall.mean()) if len(overall) else None
     funnel = _read(run_dir, "funnel.csv")
     if funnel is not None and "share" in funnel and len(funnel):
         order = funnel.sort_values("position") if "position" in funnel else funnel

@@ -318,6 +318,7 @@ def render_report(
     evidence_figures: bool = True,
     estimates: Mapping[str, pd.DataFrame] | None = None,
     max_figure_targets: int | None = 60,
+    predecessor: str | None = None,
 ) -> str:
     """Render the report of one cohort in one language; returns the HTML text.
 
@@ -495,6 +496,7 @@ def render_report(
         cohort=cohort,
         generated=view.fmt.date(generated or dt.date.today()),
         version=research.__version__,
+        predecessor=predecessor,
         top=top,
         recs=recs,
         sections=sections,
