@@ -212,3 +212,21 @@ def protect_group_table(
     for c in integer_columns:
         out[c] = out[c].astype("Int64")
     return out
+
+
+def not_suppressed(df: pd.DataFrame) -> np.ndarray:
+    """Rows the estimate module did not suppress (``suppressed`` flag or ``suppressed_reason``)."""
+    keep = np.ones(len(df), dtype=bool)
+    if "suppressed" in df.columns:
+        # a boolean flag in some tables, the reason for suppression in others (item_distractors)
+        col = df["suppressed"]
+        if pd.api.types.is_bool_dtype(col):
+            flag = col.astype("boolean").fillna(False).to_numpy(dtype=bool)
+        else:
+            text = col.astype("object").where(col.notna(), "").astype(str).str.strip().str.lower()
+            flag = ~text.isin(["", "false", "0", "nan", "none", "<na>"]).to_numpy(dtype=bool)
+        keep &= ~flag
+    if "suppressed_reason" in df.columns:
+        reason = df["suppressed_reason"].astype("object")
+        keep &= ~(reason.notna() & (reason.astype(str).str.len() > 0)).to_numpy(dtype=bool)
+    return keep

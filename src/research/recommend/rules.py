@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+from research.privacy import not_suppressed
 
 
 def N_(message: str) -> str:
@@ -242,27 +243,9 @@ def _distractor_base(df: pd.DataFrame):
     return is_key, n_opt, n_item, ability, key_ability, share
 
 
-def _not_suppressed(df: pd.DataFrame) -> np.ndarray:
-    """Rows the estimate module did not suppress (``suppressed`` flag or ``suppressed_reason``)."""
-    keep = np.ones(len(df), dtype=bool)
-    if "suppressed" in df.columns:
-        # a boolean flag in some tables, the reason for suppression in others (item_distractors)
-        col = df["suppressed"]
-        if pd.api.types.is_bool_dtype(col):
-            flag = col.astype("boolean").fillna(False).to_numpy(dtype=bool)
-        else:
-            text = col.astype("object").where(col.notna(), "").astype(str).str.strip().str.lower()
-            flag = ~text.isin(["", "false", "0", "nan", "none", "<na>"]).to_numpy(dtype=bool)
-        keep &= ~flag
-    if "suppressed_reason" in df.columns:
-        reason = df["suppressed_reason"].astype("object")
-        keep &= ~(reason.notna() & (reason.astype(str).str.len() > 0)).to_numpy(dtype=bool)
-    return keep
-
-
 def _unused_distractor(df, cfg, ctx):
     is_key, n_opt, n_item, _, _, share = _distractor_base(df)
-    mask = ~is_key & (share < cfg["share_max"]) & (n_item >= cfg["min_n"]) & _not_suppressed(df)
+    mask = ~is_key & (share < cfg["share_max"]) & (n_item >= cfg["min_n"]) & not_suppressed(df)
     se = _se_from(df, share, n_item, "share", proportion=True)
     conf, method = _confidence_normal(share, cfg["share_max"], se, n_item, ctx["n_half"])
     return _frame(
@@ -277,7 +260,7 @@ def _strong_distractor(df, cfg, ctx):
     gap = ability - key_ability
     mask = (
         ~is_key & (gap > cfg["ability_margin"]) & (share >= cfg["share_min"]) & (n_item >= cfg["min_n"])
-        & _not_suppressed(df)
+        & not_suppressed(df)
     )
     se_s = _se_from(df, share, n_item, "share", proportion=True)
     c_share, _ = _confidence_normal(share, cfg["share_min"], se_s, n_item, ctx["n_half"])
@@ -319,7 +302,7 @@ def _kc_rule(category: str):
 def _dif_rule(ets_class: str):
     def rule(df, cfg, ctx):
         cls = df["ets_class"].astype("object").to_numpy()
-        suppressed = ~_not_suppressed(df)
+        suppressed = ~not_suppressed(df)
         delta, se = _num(df, "mh_delta"), _num(df, "mh_delta_se")
         p = _num(df, "p_adjusted")
         p = np.where(np.isnan(p), _num(df, "p_value"), p)
@@ -408,7 +391,7 @@ def _slow_page(df, cfg, ctx):
     if np.isnan(n).all():
         n = _num(df, "n")
     min_n_ok = (n >= cfg["min_n"]) | np.isnan(n)
-    mask = (ratio > cfg["ratio_min"]) & min_n_ok & _not_suppressed(df)
+    mask = (ratio > cfg["ratio_min"]) & min_n_ok & not_suppressed(df)
     target_type, target = _page_target(df)
     # the table's interval of the median time, divided by the planned time, gives the ratio's
     med_lo, med_hi = _num(df, "ci_low"), _num(df, "ci_high")

@@ -37,7 +37,7 @@ from research.report.figures import (
     options_figure,
 )
 from research.report.i18n import Formatter, check_language, translations
-from research.privacy import check_min_cell_size, group_sizes, suppress_records
+from research.privacy import check_min_cell_size, not_suppressed, group_sizes, suppress_records
 
 LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
 
@@ -250,12 +250,7 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _shown(df: pd.DataFrame) -> pd.DataFrame:
-    keep = pd.Series(True, index=df.index)
-    if "suppressed" in df.columns:
-        keep &= ~df["suppressed"].astype("boolean").fillna(False)
-    if "suppressed_reason" in df.columns:
-        keep &= df["suppressed_reason"].isna() | (df["suppressed_reason"].astype(str) == "")
-    return df[keep.to_numpy(dtype=bool)]
+    return df[not_suppressed(df)]
 
 
 def _estimate_figures(ttype: str, target: Mapping[str, Any], estimates: Mapping[str, pd.DataFrame], view: "_View"):
