@@ -37,11 +37,14 @@ demo: $(STAMP)
 demo-all: $(STAMP)
 	$(BIN)/research demo --cohorts 3
 
+# the tests run on $(WORKERS) workers, one test file per worker; then every notebook runs under
+# nbval in one process, in numbered order (a later notebook reads the tables an earlier one wrote)
 test: $(STAMP) node
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --nbval-lax --durations=15 tests notebooks
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest --nbval-lax --durations=5 notebooks
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow and not browser" tests
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not slow and not browser" tests
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,fast,lab]"

@@ -6,8 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import pytest
-
 PROJECT_ROOT = Path(__file__).resolve().parent
 TEST_KEY = "test-key-not-secret"
 
@@ -35,18 +33,3 @@ def pytest_configure(config):
         os.environ["RESEARCH_HOME"] = str(home)
     os.environ.setdefault("RESEARCH_PSEUDONYM_KEY", TEST_KEY)
     os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Keep each test file on one xdist worker, and every notebook on the same one, in order.
-
-    With ``--dist loadgroup`` (make test) a test file's session fixtures (fitted models)
-    are built once, and the notebooks run one after the other in their numbered order,
-    because a later notebook reads the tables an earlier one wrote. It runs first so
-    that xdist (which turns the marks into node-id suffixes) sees the marks.
-    """
-    for item in items:
-        path = Path(str(item.fspath))
-        group = "notebooks" if path.suffix == ".ipynb" else str(path.relative_to(PROJECT_ROOT))
-        item.add_marker(pytest.mark.xdist_group(name=group))
