@@ -63,7 +63,7 @@ _ALL = """<!DOCTYPE html>
 <table><caption>Key figures per cohort and run</caption><thead><tr>
 <th scope="col">Cohort</th><th scope="col">Run finished</th><th scope="col">Items</th><th scope="col">Recommendations (high / medium / low)</th>
 <th scope="col">Mean normalised gain</th><th scope="col">Completion rate</th><th scope="col">Version</th></tr></thead><tbody>
-{% for r in runs %}<tr><td><a href="{{ r.cohort }}/index.html">{{ r.cohort }}</a></td><td>{{ r.finished }}</td><td>{{ r.items if r.items is not none else '–' }}</td>
+{% for r in runs %}<tr><td><a href="{{ r.cohort }}/index.html">{{ r.cohort }}</a></td><td>{{ r.finished }}</td><td>{{ r['items'] if r['items'] is not none else '–' }}</td>
 <td>{{ r.rec_high if r.rec_high is not none else '–' }} / {{ r.rec_medium if r.rec_medium is not none else '–' }} / {{ r.rec_low if r.rec_low is not none else '–' }}</td>
 <td>{{ '%.2f' % r.mean_gain if r.mean_gain is not none else '–' }}</td><td>{{ '%.0f%%' % (100 * r.completion_rate) if r.completion_rate is not none else '–' }}</td><td>{{ r.version }}</td></tr>
 {% endfor %}</tbody></table>
@@ -120,22 +120,22 @@ def write_cohort_index(run_dir: Path, manifest: dict) -> Path:
 
 
 def _trend_png(runs: pd.DataFrame) -> str | None:
+    """Key figures of each cohort's latest run, cohorts in the order they were run."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    data = runs.dropna(subset=["finished"]).sort_values("finished")
+    data = runs.dropna(subset=["finished"]).sort_values("finished").drop_duplicates("cohort", keep="last")
     panels = [(c, label) for c, label in (("mean_gain", "Mean normalised gain"), ("completion_rate", "Completion rate"), ("rec_high", "High-severity recommendations")) if data[c].notna().any()]
     if not panels or len(data) < 2:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 2.6), squeeze=False)
+    x = range(len(data))
     for ax, (col, label) in zip(axes[0], panels):
-        for cohort, part in data.groupby("cohort", sort=False):
-            ax.plot(pd.to_datetime(part["finished"]), part[col], marker="o", label=str(cohort))
+        ax.plot(list(x), pd.to_numeric(data[col], errors="coerce"), marker="o", color="#4a6fa5")
+        ax.set_xticks(list(x), data["cohort"].astype(str).tolist(), rotation=30, fontsize=8)
         ax.set_title(label, fontsize=10)
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -173,7 +173,7 @@ def write_reports_index(reports: Path, new_manifest: dict | None = None) -> Path
     records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in runs.to_dict("records")]
     html = _env.from_string(_ALL).render(
         runs=records, css=_CSS, trend=trend,
-        trend_alt="Line charts of mean normalised gain, completion rate and high-severity recommendations per cohort over run dates",
+        trend_alt="Line charts of mean normalised gain, completion rate and high-severity recommendations of each cohort's latest run, cohorts in the order they were run",
     )
     path = reports / "index.html"
     path.write_text(html, encoding="utf-8")
