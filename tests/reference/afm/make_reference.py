@@ -10,6 +10,7 @@ per anonymous DataShop student id, log-likelihoods) beside this script.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import tempfile
@@ -31,13 +32,19 @@ CASES = [
 ]
 
 
+def learner_hash(learner_id: str) -> str:
+    """The name a learner has in the stored reference files (tests/test_afm.py uses the same)."""
+    return "h_" + hashlib.sha256(str(learner_id).encode("utf-8")).hexdigest()[:16]
+
+
 def design(steps: pd.DataFrame, kc_model: str) -> pd.DataFrame:
     s = steps[steps["kc_model"] == kc_model]
     s = s.assign(t=s["opportunity"].astype(float) - 1.0)
     b = s.pivot_table(index="step_row", columns="kc", values="t", aggfunc="size", fill_value=0).add_prefix("b__")
     g = s.pivot_table(index="step_row", columns="kc", values="t", aggfunc="sum", fill_value=0.0).add_prefix("g__")
     first = s.drop_duplicates("step_row").set_index("step_row")
-    out = pd.DataFrame({"learner": first["learner_id"], "y": first["success"]}).join(b).join(g)
+    # DataShop's student ids are not stored with the reference values: only a hash of them
+    out = pd.DataFrame({"learner": first["learner_id"].map(learner_hash), "y": first["success"]}).join(b).join(g)
     return out.reset_index(drop=True)
 
 
