@@ -204,7 +204,7 @@ def test_agrees_with_lme4_glmer_on_real_data(real_data, data, kc_model, identifi
     separate (ds76 Textbook) single KC parameters are not identified, so there the
     predictions (conditional log-likelihood) and learner intercepts are compared.
     """
-    name = ("ds96" if data is DS96 else "ds76") + "_" + kc_model.replace("-", "_")
+    name = ("language96" if data is DS96 else "geometry76") + "_" + kc_model.replace("-", "_")
     stats, fe, re = _glmer(name)
     steps = read_datashop_student_step(real_data.joinpath(*data), kc_models=[kc_model])
     m = AFM(learner_penalty=1 / stats["sigma_learner"] ** 2, nonnegative_slopes=False).fit(steps)

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from research.estimate.opportunities import read_datashop_student_step  # noqa: E402
 
 CASES = [
-    ("ds96", DATA / "datashop_ds96_student_step_and_tx" / "ds96_student_step_export.txt", ["Single-KC", "Default"]),
-    ("ds76", DATA / "datashop_ds76_geometry_area" / "ds76_student_step_partial_4students_48kcmodels.txt",
+    ("language96", DATA / "datashop_ds96_student_step_and_tx" / "ds96_student_step_export.txt", ["Single-KC", "Default"]),
+    ("geometry76", DATA / "datashop_ds76_geometry_area" / "ds76_student_step_partial_4students_48kcmodels.txt",
      ["Original", "Area", "Textbook"]),
 ]
 
