@@ -31,5 +31,11 @@ def pytest_configure(config):
         home = PROJECT_ROOT / ".test-home" / _code_digest()
         home.mkdir(parents=True, exist_ok=True)
         os.environ["RESEARCH_HOME"] = str(home)
+        if not hasattr(config, "workerinput"):  # the controller, not an xdist worker
+            import shutil
+
+            for stale in home.parent.iterdir():  # homes of code that has changed since
+                if stale != home and stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
     os.environ.setdefault("RESEARCH_PSEUDONYM_KEY", TEST_KEY)
     os.environ.setdefault("MPLBACKEND", "Agg")
