@@ -39,7 +39,12 @@ def write_demo_exports(cohort: str = "demo", directory: str | os.PathLike[str] |
     from research.simulate import simulate_cohort
 
     sim = simulate_cohort(cohort=cohort, **{**DEMO_SETTINGS, **settings})
-    written = sim.write(Path(directory) if directory else raw_dir(cohort), formats=("datashop", "xapi"))
+    return _write_exports(sim, Path(directory) if directory else raw_dir(cohort))
+
+
+def _write_exports(sim, directory: Path) -> list[Path]:
+    """Write a simulated cohort's exports; the files to ingest, in order."""
+    written = sim.write(directory, formats=("datashop", "xapi"))
     return [written[k] for k in ("datashop", "assessments", "surveys", "learners", "items")]
 
 
@@ -87,8 +92,6 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
             with Warehouse(path) as wh:
                 if not wh.has_cohort(name):
                     say(f"simulating and ingesting demo cohort {name!r} ({len(sim.learners)} learners)")
-                    written = sim.write(raw_dir(name), formats=("datashop", "xapi"))
-                    files = [written[k] for k in ("datashop", "assessments", "surveys", "learners", "items")]
-                    say(str(wh.ingest(files, cohort=name)))
+                    say(str(wh.ingest(_write_exports(sim, raw_dir(name)), cohort=name)))
             out.append((name, CohortConfig(cohort=name, predecessor=names[i - 1] if i else None)))
     return out

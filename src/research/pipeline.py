@@ -140,8 +140,8 @@ def environment() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "libraries": versions}
 
 
-def input_files(cohort: str, warehouse: Path) -> list[dict]:
-    """The raw files the cohort's warehouse rows came from, with their content hashes."""
+def input_files(cohort: str, warehouse: Path) -> tuple[list[dict], dict[str, int]]:
+    """The raw files the cohort's warehouse rows came from (with their content hashes), and the row counts."""
     from research.warehouse import Warehouse
 
     with Warehouse(warehouse, read_only=True) as wh:
@@ -159,15 +159,15 @@ def input_files(cohort: str, warehouse: Path) -> list[dict]:
     return files, counts
 
 
-def fingerprint(cohort: str, warehouse: Path, config: CohortConfig | None, notebooks: list[Path]) -> str:
-    """A hash of everything a run's output depends on."""
-    from research.warehouse import file_sha256
+def fingerprint(cohort: str, files: list[dict], config: CohortConfig | None, notebooks: list[Path]) -> str:
+    """A hash of everything a run's output depends on.
 
+    The configured sources are ingested before this is taken, so a changed source file
+    shows up as a new content hash among the cohort's loaded ``files``; it is not hashed again.
+    """
     parts = [f"cohort={cohort}", f"version={research.__version__}"]
     if config is not None:
         parts.append("config=" + sha256_bytes(config.text.encode("utf-8")))
-        parts += [f"source={s.path}:{file_sha256(s.path) if s.path.exists() else 'missing'}" for s in config.sources]
-    files, _ = input_files(cohort, warehouse)
     parts += sorted(f"loaded={f['sha256']}" for f in files)
     parts += [f"notebook={nb.name}:{sha256_bytes(nb.read_bytes())}" for nb in notebooks]
     return sha256_bytes("\n".join(parts).encode("utf-8"))
@@ -332,7 +332,8 @@ def run_cohort(
                 raise ConfigError(f"cohort {cohort!r} is not in warehouse {wh_path} (cohorts there: {known})")
         predecessor = config.predecessor if config else None
         nbs = notebooks if notebooks is not None else scheduled_notebooks(with_compare=bool(predecessor))
-        fp = fingerprint(cohort, wh_path, config, nbs)
+        files, counts = input_files(cohort, wh_path)
+        fp = fingerprint(cohort, files, config, nbs)
         previous = last_manifest(reports_dir, cohort)
         if changed_only and previous and previous.get("outcome") == "ok" and previous.get("fingerprint") == fp:
             say(f"{cohort}: unchanged since its run of {previous.get('finished')}; skipped")
@@ -340,7 +341,6 @@ def run_cohort(
         run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         run_dir = reports_dir / f".{cohort}.run-{run_id}"
         run_dir.mkdir(parents=True)
-        files, counts = input_files(cohort, wh_path)
         manifest = {
             "cohort": cohort,
             "run_id": run_id,

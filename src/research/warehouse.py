@@ -20,7 +20,6 @@ already present and not inserted again. Each file loads in one transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 from collections.abc import Iterable
@@ -343,6 +342,3 @@ class Warehouse:
             [cohort],
         ).df()
 
-
-def summary_json(summary: LoadSummary) -> str:
-    return json.dumps(summary.to_frame().to_dict("records"), default=str, indent=2)
