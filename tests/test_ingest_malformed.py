@@ -40,7 +40,7 @@ def ps():
 def ingest(path, ps, **kw):
     res = read_file(path, cohort="t", pseudonymiser=ps, **kw)
     assert res.n_read == len(res.tables["attempts"]) + len(res.rejects), "rows lost"
-    for text in res.rejects["raw"]:
+    for text in res.rejects["raw"].dropna():
         assert "Stu_secret" not in text, "raw learner id in a reject"
     assert not res.tables["attempts"]["learner_id"].str.contains("Stu_secret").any()
     return res
@@ -78,7 +78,7 @@ def test_unknown_outcome_rejected_with_known_values(tmp_path, ps):
     assert (r.source_file, r.source_line, r.column, r.kind) == ("tx.txt", 3, "Outcome", "rejected")
     assert "unknown outcome 'MAYBE'" in r.reason and "CORRECT" in r.reason and "INCORRECT" in r.reason
     assert list(res.tables["attempts"]["outcome"]) == ["correct", "incorrect", "incorrect"]
-    assert json.loads(r.raw)["Anon Student Id"].startswith("p_")
+    assert json.loads(r.raw) == {"Outcome": "MAYBE"}  # the offending value only, never the row
 
 
 def test_blank_and_ungraded_outcomes_are_skipped(tmp_path, ps):
@@ -184,7 +184,7 @@ def test_truncated_last_line(tmp_path, ps):
     r = res.rejects.iloc[0]
     assert (r.source_line, r.kind, r.column) == (4, "rejected", "Level (Section)")  # the first field missing
     assert "8 fields where the header has 18" in r.reason and "truncated" in r.reason
-    assert json.loads(r.raw)["Anon Student Id"].startswith("p_")
+    assert pd.isna(r.raw)  # a malformed line's fields do not line up: none is kept
 
 
 def test_line_with_extra_fields_and_blank_lines(tmp_path, ps):

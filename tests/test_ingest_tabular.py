@@ -71,7 +71,8 @@ def test_swedish_export_with_sibling_mapping(tmp_path, ps):
     assert rej.loc[9, "reason"] == "duplicate of line 4"
     assert (res.rejects["table_name"] == "assessments").all()
     assert not res.rejects["raw"].str.contains("secret").any()
-    assert json.loads(rej.loc[6, "raw"])["Elev"].startswith("p_")
+    assert json.loads(rej.loc[6, "raw"]) == {"Poäng": "abc"}  # the offending value only
+    assert pd.isna(rej.loc[8, "raw"])  # an identifier column's value is never kept
 
 
 def test_mapping_validation_messages(tmp_path):

@@ -42,6 +42,8 @@ PANDAS_TYPES = {
     "datetime": "datetime64[us]",
     "any": "string",
 }
+#: Fields whose values identify a person (even pseudonymised): never copied into a reject's ``raw``.
+IDENTIFIER_FIELDS = ("learner_id", "session_id")
 #: Columns every canonical table may carry besides its schema fields (provenance of the row).
 PROVENANCE_COLUMNS = ("source_file", "source_line")
 
@@ -277,10 +279,15 @@ def check_relation(
     extra = [c for c in PROVENANCE_COLUMNS if c in present and c not in schema.field_names]
     typed_cols = ", ".join([_typed_expr(f, f.name in present, types.get(f.name)) for f in schema.fields] + [_quote(c) for c in extra])
     valid_sql = f"SELECT {typed_cols} FROM {relation} WHERE NOT __bad AND NOT {dup}" + (" ORDER BY __row" if ordered else "")
-    source_cols = ", ".join(_quote(c) for c in columns)
+    # raw keeps the offending value only (never the row; never an identifier's value)
+    whens = " ".join(
+        f"WHEN {_literal(c)} THEN CAST(json_object({_literal(c)}, CAST({_quote(c)} AS VARCHAR)) AS VARCHAR)"
+        for c in columns if c in schema.field_names and c not in IDENTIFIER_FIELDS
+    )
+    raw_expr = f"(CASE {column} {whens} END)" if whens else "CAST(NULL AS VARCHAR)"
     rejects_sql = f"""SELECT {_literal(schema.name)} AS table_name, {file_expr} AS source_file,
                CAST({line} AS BIGINT) AS source_line, {column} AS "column", {reason} AS reason,
-               'rejected' AS kind, CAST(to_json(struct_pack({source_cols})) AS VARCHAR) AS raw
+               'rejected' AS kind, {raw_expr} AS raw
         FROM {relation} WHERE __bad OR {dup} ORDER BY __row"""
     return valid_sql, rejects_sql
 
@@ -315,7 +322,7 @@ def validate(
         ``table_name``, ``source_file``, ``source_line`` (the line in the source file; the
         frame's row number + 2 when it has no ``source_line``, counting a header line),
         ``column`` (the first failing column), ``reason`` (every failure of the row,
-        ``; ``-separated), ``kind`` (``rejected``) and ``raw`` (the row as JSON).
+        ``; ``-separated), ``kind`` (``rejected``) and ``raw`` (the offending value as JSON, never an identifier).
     """
     schema = table if isinstance(table, TableSchema) else load_schema(table)
     with duckdb.connect() as con:

@@ -286,12 +286,11 @@ class Warehouse:
         con.execute(f"CREATE OR REPLACE TEMP VIEW __kcs_with_attempt AS SELECT * FROM __incoming i WHERE {exists}").fetchall()
         line = "CAST(source_line AS BIGINT)" if "source_line" in columns else "NULL"
         file_expr = "CAST(source_file AS VARCHAR)" if "source_file" in columns else "'" + source_file.replace("'", "''") + "'"
-        cols = ", ".join(f'"{c}"' for c in columns)
         return con.execute(
             f"""SELECT 'attempt_kcs' AS table_name, {file_expr} AS source_file, {line} AS source_line,
                        'attempt_id' AS "column",
                        'its attempt was not loaded (see the attempts rejects of the same line)' AS reason,
-                       'rejected' AS kind, CAST(to_json(struct_pack({cols})) AS VARCHAR) AS raw, cohort
+                       'rejected' AS kind, CAST(json_object('attempt_id', attempt_id) AS VARCHAR) AS raw, cohort
                 FROM __incoming i WHERE NOT {exists}"""
         ).df()
 

@@ -74,10 +74,10 @@ def sniff(path, *, encoding: str = "utf-8") -> str:
     if not found:
         raise DataError(
             f"{path.name}: unknown format; known formats: {known}. A plain CSV/Parquet file needs a "
-            f"column mapping beside it ({path.stem}.mapping.yaml) or options={{'mapping': ...}}; "
-            "or name the format with format=..."
+            f"column mapping beside it ({path.stem}.mapping.yaml) or --mapping FILE; "
+            "or name the format with --format NAME"
         )
-    raise DataError(f"{path.name}: ambiguous format, it looks like {' and '.join(found)}; name one with format=... (known formats: {known})")
+    raise DataError(f"{path.name}: ambiguous format, it looks like {' and '.join(found)}; name one with --format NAME (known formats: {known})")
 
 
 def read_file(path, *, cohort: str, pseudonymiser, format: str | None = None, options: dict | None = None) -> IngestResult:

@@ -124,7 +124,7 @@ def utf8_error(path: Path, line: int, offset: int, byte: int) -> DataError:
         hint = " The file starts with a UTF-16 byte-order mark (Excel 'Unicode text')."
     return DataError(
         f"{path.name}: line {line} is not valid UTF-8 (byte 0x{byte:02X} at byte offset {offset}).{hint} "
-        "Re-export the file as UTF-8, or pass its real encoding, e.g. options={'encoding': 'cp1252'}."
+        "Re-export the file as UTF-8, or pass its real encoding, e.g. --option encoding=cp1252 (or, in a mapping, options: {encoding: cp1252})."
     )
 
 
@@ -169,7 +169,7 @@ def check_delimiter(path: Path, head: str, *, expected: str, what: str) -> None:
     raise DataError(
         f"{path.name}: expected {names.get(expected, repr(expected)).removesuffix('s')}-delimited {what}, "
         f"{found_txt} in the header line. Re-export it from DataShop as tab-delimited text, "
-        "or read it with format='csv' and a column mapping."
+        "or read it with --format csv and a --mapping FILE."
         if expected == "\t"
         else f"{path.name}: expected {what} delimited by {expected!r}, {found_txt} in the header line"
     )
@@ -177,12 +177,48 @@ def check_delimiter(path: Path, head: str, *, expected: str, what: str) -> None:
 
 def require_columns(path: Path, header: list[str], required: list[str], what: str) -> None:
     missing = [c for c in required if c not in header]
+    if missing and len(missing) == len(required):
+        raise SchemaError(no_header_message(path, required, what))
     if missing:
         raise SchemaError(
             f"{path.name}: missing required column(s) {', '.join(repr(m) for m in missing)} for a {what}. "
             f"Required: {', '.join(required)}. The file has: {', '.join(header[:40])}"
             + (" ..." if len(header) > 40 else "")
         )
+
+
+def no_header_message(path: Path, required: list[str], what: str) -> str:
+    """The message for a file whose first line names none of the columns we need.
+
+    The first line is then most likely a data row (a headerless export), so its cells
+    are never printed: they may hold a raw learner id.
+    """
+    return (
+        f"{path.name}: line 1 is not a header: it names none of the columns needed for a {what} "
+        f"({', '.join(required)}). Is the header line missing? Export the file with its header "
+        "(the cells of line 1 are not shown, as they may hold personal data)."
+    )
+
+
+#: longest value (characters) accepted in any field we read; longer ones reject the row
+MAX_FIELD_CHARS = 65_536
+
+
+def overlong(frame: pd.DataFrame, columns, limit: int = MAX_FIELD_CHARS) -> tuple[pd.Series, pd.Series]:
+    """``(mask, column)``: rows with a value longer than ``limit`` characters, and the first such column."""
+    import pyarrow.compute as pc
+
+    mask = pd.Series(False, index=frame.index)
+    column = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for c in columns:
+        if c not in frame.columns:
+            continue
+        long_ = pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(frame[c])), limit), False).to_numpy(zero_copy_only=False)
+        new = long_ & ~mask.to_numpy()
+        if new.any():
+            column[new] = c
+            mask |= long_
+    return mask, column
 
 
 @dataclass
@@ -202,6 +238,43 @@ class Delimited:
         return len(self.frame) + len(self.bad)
 
 
+def _scan_lines(data: bytes, quote_char: str | bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Physical lines of ``data``: ``(starts, ends, blank, odd_quotes, lone_cr)``, vectorised.
+
+    ``ends`` are exclusive and include the line's newline. A line is blank when it holds
+    only spaces, tabs and its line end; ``odd_quotes`` marks lines with an odd number of
+    quote characters (a quoted value that spans lines, or an unbalanced quote);
+    ``lone_cr`` a carriage return that is not part of the line end (parsers split there).
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(arr == 10)
+    starts = np.concatenate([[0], nl + 1]).astype(np.int64)
+    ends = np.concatenate([nl + 1, [len(arr)]]).astype(np.int64)
+    if len(arr) == 0 or arr[-1] == 10:  # no line after the final newline
+        starts, ends = starts[:-1], ends[:-1]
+    n = len(starts)
+
+    def per_line(positions: np.ndarray) -> np.ndarray:
+        return np.bincount(np.searchsorted(starts, positions, side="right") - 1, minlength=n)[:n] if n else np.zeros(0, np.int64)
+
+    ws = (arr == 9) | (arr == 10) | (arr == 13) | (arr == 32)
+    blank = per_line(np.flatnonzero(~ws)) == 0
+    if quote_char:
+        odd = per_line(np.flatnonzero(arr == ord(quote_char))) % 2 == 1
+    else:
+        odd = np.zeros(n, dtype=bool)
+    cr = np.flatnonzero(arr == 13)
+    if len(cr) and n:
+        line_of = np.searchsorted(starts, cr, side="right") - 1
+        line_end = ends[line_of]
+        terminating = ((cr + 1 == line_end - 1) & (arr[np.minimum(cr + 1, len(arr) - 1)] == 10)) | (cr + 1 == len(arr))
+        lone = np.zeros(n, dtype=bool)
+        lone[line_of[~terminating]] = True
+    else:
+        lone = np.zeros(n, dtype=bool)
+    return starts, ends, blank, odd, lone
+
+
 def read_delimited(
     path: Path,
     *,
@@ -211,27 +284,60 @@ def read_delimited(
     encoding: str = "utf-8",
     quote_char: str | bool = False,
 ) -> Delimited:
-    """Read a delimited text file without quoting (DataShop writes none), every field as text.
+    """Read a delimited text file strictly, every field as text; every physical line accounted for.
 
-    Repeated header names are kept apart (``X``, ``X.1``). Lines with fewer or more fields
-    than the header are not lost: they come back in ``bad`` with their line number. Blank
-    lines are counted and left out.
+    DataShop writes no quoting (``quote_char=False``); plain CSV uses ``"``. Parsing is
+    strict: one physical line is one row. A line with an unbalanced quote (which would
+    merge the following lines into one value) or a carriage return inside it, and a line
+    with fewer or more fields than the header, comes back in ``bad`` with its line number
+    and reason; the other lines are parsed. Blank lines (only spaces, tabs or delimiters)
+    are counted and left out. Afterwards ``rows + bad + blank`` must equal the file's data
+    lines, or the file is refused (nothing is ever silently merged or lost). Repeated
+    header names are kept apart (``X``, ``X.1``).
     """
+    import pyarrow.compute as pc
+
     names = dedupe_names(header)
     # the first and last columns are always read, so a blank line is told apart from a row
     # whose data sits only in columns we do not map
     keep = None if usecols is None else set(usecols) | {names[0], names[-1]}
     include = names if keep is None else [c for c in names if c in keep]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path.name}: cannot be read: {exc.strerror or exc}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    starts, ends, blank, odd, lone_cr = _scan_lines(data, quote_char)
+    data_lines = np.arange(2, len(starts) + 1, dtype=np.int64)  # physical line numbers after the header
+    blank_d, odd_d, cr_d = blank[1:], odd[1:], lone_cr[1:]
+    pre_bad = ~blank_d & (odd_d | cr_d)
     bad: list[dict] = []
+    for i in np.flatnonzero(pre_bad):  # only malformed lines: few
+        why = ("an unbalanced quote (\") in the line: a quoted value may not run over a line break"
+               if odd_d[i] else "a carriage return inside the line (a line break in a value?)")
+        bad.append({"line": int(data_lines[i]), "expected": len(header), "actual": None, "text": None, "why": why})
+    drop = blank_d | pre_bad
+    kept_lines = np.concatenate([[1], data_lines[~drop]]) if len(starts) else np.array([1], dtype=np.int64)
+    if drop.any():
+        mask = np.ones(len(data), dtype=bool)
+        for i in np.flatnonzero(drop) + 1:
+            mask[starts[i]:ends[i]] = False
+        body = np.frombuffer(data, dtype=np.uint8)[mask].tobytes()
+    else:
+        body = data
+    if body and not body.endswith(b"\n"):
+        body += b"\n"
+    arrow_bad: list[dict] = []
 
     def handler(row) -> str:
-        bad.append({"line": row.number, "expected": row.expected_columns, "actual": row.actual_columns, "text": row.text})
+        arrow_bad.append({"line": row.number, "expected": row.expected_columns, "actual": row.actual_columns, "text": None})
         return "skip"
 
     def _read(threads: bool) -> pa.Table:
-        bad.clear()
+        arrow_bad.clear()
         return pacsv.read_csv(
-            path,
+            pa.BufferReader(body),
             read_options=pacsv.ReadOptions(
                 skip_rows=1, column_names=names, use_threads=threads, encoding=encoding, block_size=1 << 24
             ),
@@ -247,65 +353,73 @@ def read_delimited(
             ),
         )
 
+    n_kept = len(kept_lines) - 1
     try:
-        table = _read(True)
-        if bad and any(b["line"] is None for b in bad):
-            table = _read(False)  # single-threaded parsing knows line numbers
+        if n_kept == 0:
+            table = pa.table({c: pa.array([], pa.string()) for c in include})
+        else:
+            table = _read(True)
+            if arrow_bad and any(b["line"] is None for b in arrow_bad):
+                table = _read(False)  # single-threaded parsing knows line numbers
     except pa.ArrowInvalid as exc:
         if "UTF8" in str(exc) or "utf8" in str(exc).lower():
             raise utf8_error(path, *_locate_bad_utf8(path)) from None
-        raise DataError(f"{path.name}: could not be parsed as a {delimiter!r}-delimited file: {exc}") from None
+        raise DataError(f"{path.name}: could not be parsed as a {delimiter!r}-delimited file ({type(exc).__name__}); "
+                        "check the delimiter and that every line has one field per header column") from None
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r} for {path.name}; use a Python codec name such as 'utf-8', 'cp1252' or 'latin-1'") from None
+    n_rows = table.num_rows
+    if n_rows + len(arrow_bad) != n_kept:
+        raise DataError(
+            f"{path.name}: the row count does not add up: {n_kept:,} data lines, but {n_rows:,} rows and "
+            f"{len(arrow_bad):,} malformed lines were parsed; the file is refused as a whole (check its quoting and line ends)"
+        )
     frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
     del table
-    n_rows = len(frame)
-    # every physical line after the header is either a row of frame or a bad line
-    bad_lines = np.array(sorted(b["line"] for b in bad), dtype=np.int64)
-    all_lines = np.arange(2, 2 + n_rows + len(bad_lines), dtype=np.int64)
-    lines = np.setdiff1d(all_lines, bad_lines, assume_unique=True) if len(bad_lines) else all_lines
-    # blank lines (a lone newline, or only delimiters) are no data
+    for b in arrow_bad:  # arrow numbers the lines of the kept text (header = 1)
+        b["line"] = int(kept_lines[b["line"] - 1])
+    bad_lines = {b["line"] for b in arrow_bad}
+    lines = np.array([x for x in kept_lines[1:] if x not in bad_lines], dtype=np.int64) if bad_lines else kept_lines[1:].astype(np.int64)
+    bad = sorted(bad + arrow_bad, key=lambda b: b["line"])
+    # rows of only delimiters are no data either
+    n_blank = int(blank_d.sum())
     if n_rows:
-        import pyarrow.compute as pc
-
-        # candidates: rows whose first field is empty; only those are checked further
         cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0])), "").to_numpy(zero_copy_only=False))
-        blank = np.zeros(n_rows, dtype=bool)
+        empty = np.zeros(n_rows, dtype=bool)
         if len(cand):
             sub = frame.iloc[cand]
             ok = np.ones(len(cand), dtype=bool)
             for c in sub.columns:
                 ok &= (sub[c].str.strip() == "").to_numpy()
-            blank[cand[ok]] = True
-        n_blank = int(blank.sum())
-        if n_blank:
-            frame = frame.loc[~blank].reset_index(drop=True)
-            lines = lines[~blank]
-    else:
-        n_blank = 0
+            empty[cand[ok]] = True
+        if empty.any():
+            n_blank += int(empty.sum())
+            frame = frame.loc[~empty].reset_index(drop=True)
+            lines = lines[~empty]
     return Delimited(frame=frame, line=lines, bad=bad, blank_lines=n_blank, header=header, names=names)
 
 
-def bad_line_rows(d: Delimited, *, learner_col: str | None, pseudonymiser, delimiter: str = "\t") -> pd.DataFrame:
-    """The malformed lines as rows (header name -> field), learner id pseudonymised."""
+def bad_line_rows(d: Delimited, *, learner_col: str | None = None, pseudonymiser=None, delimiter: str = "\t") -> pd.DataFrame:
+    """The malformed lines as reject rows: ``_line``, ``_column`` and ``_reason`` only.
+
+    The text of a malformed line is never kept: its fields do not line up with the header,
+    so a raw learner id or an unmapped column could sit in any of them.
+    """
     if not d.bad:
         return pd.DataFrame()
-    records = []
-    for b in d.bad:  # only malformed lines: few
-        fields = (b["text"] or "").rstrip("\r\n").split(delimiter)
-        records.append(dict(zip(d.names, fields)))
-    rows = pd.DataFrame.from_records(records, columns=d.names).astype("string")
-    if learner_col and learner_col in rows:
-        rows[learner_col] = pseudonymiser.series(rows[learner_col])
-    rows["_line"] = [b["line"] for b in d.bad]
-    # the column where the line goes wrong: the first missing one, or past the last one
-    rows["_column"] = [d.header[b["actual"]] if b["actual"] < b["expected"] else f"(after {d.header[-1]})" for b in d.bad]
-    rows["_reason"] = [
-        f"malformed line: {b['actual']} fields where the header has {b['expected']}"
-        + (" (truncated line?)" if b["actual"] < b["expected"] else " (a stray delimiter in a value?)")
-        for b in d.bad
-    ]
-    return rows
+
+    def column(b) -> str:
+        if b.get("why"):
+            return "(whole line)"
+        return d.header[b["actual"]] if b["actual"] < b["expected"] else f"(after {d.header[-1]})"
+
+    def reason(b) -> str:
+        if b.get("why"):
+            return "malformed line: " + b["why"]
+        return (f"malformed line: {b['actual']} fields where the header has {b['expected']}"
+                + (" (truncated line?)" if b["actual"] < b["expected"] else " (a stray delimiter in a value?)"))
+
+    return pd.DataFrame({"_line": [b["line"] for b in d.bad], "_column": [column(b) for b in d.bad], "_reason": [reason(b) for b in d.bad]})
 
 
 # --------------------------------------------------------------------------- values
@@ -428,6 +542,10 @@ def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str 
         values = pc.cast(pc.if_else(valid, arr, pa.scalar(None, pa.string())), pa.float64())
     out = pd.Series(values.to_numpy(zero_copy_only=False), index=s.index, dtype="float64")
     bad = pc.is_valid(arr).to_numpy(zero_copy_only=False) & ~valid.to_numpy(zero_copy_only=False)
+    infinite = np.isinf(out.to_numpy())  # 1e999, inf: not a usable number
+    if infinite.any():
+        bad = bad | infinite
+        out[infinite] = np.nan
     return out, pd.Series(bad, index=s.index)
 
 
@@ -435,12 +553,18 @@ def _is_arrow(s: pd.Series) -> bool:
     return isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow" or isinstance(s.dtype, pd.ArrowDtype)
 
 
+#: largest whole number an integer column accepts (2**53: exact in a float, far below 2**63)
+MAX_INTEGER = 2**53
+
+
 def parse_integers(s: pd.Series, missing: tuple[str, ...] = (".",)) -> tuple[pd.Series, pd.Series]:
     """Text -> Int64; bad marks non-empty cells that are not whole numbers."""
     values, bad = parse_numbers(s, missing)
     frac = values.notna() & (values != np.floor(values.fillna(0)))
-    bad = bad | frac
-    return values.where(~frac).round().astype("Int64"), bad
+    # beyond 2**53 a float no longer holds every whole number, and 2**63 overflows Int64
+    huge = (values.abs() > MAX_INTEGER).fillna(False)
+    bad = bad | frac | huge
+    return values.where(~frac & ~huge).round().astype("Int64"), bad
 
 
 def content_ids(df: pd.DataFrame, columns: list[str], prefix: str) -> pd.Series:
@@ -595,21 +719,56 @@ class Columns:
         return self._cache[name]
 
 
-class RejectCollector:
-    """Accumulates reject frames for one file."""
+#: source columns that hold personal identifiers: their values never reach the quarantine
+IDENTIFIER_COLUMNS = frozenset({"Anon Student Id", "Session Id", "learner_id", "session_id", "actor", "authority"})
 
-    def __init__(self, source_file: str, table_name: str = "attempts"):
+
+def offending_values(rows: pd.DataFrame, column, identifiers=IDENTIFIER_COLUMNS) -> list:
+    """The ``raw`` text of each reject: ``{"column": value}`` of the offending column only.
+
+    Never the whole row: the row may hold a raw learner id in a repeated id column, a
+    session id or unmapped columns (a full name). ``None`` when the column is an
+    identifier (including repeated ``X.1`` copies of one), is not a column of ``rows``, or
+    the value is empty.
+    """
+    n = len(rows)
+    cols = column if isinstance(column, pd.Series) else pd.Series([column] * n, index=rows.index, dtype=object)
+    cols = pd.Series(np.asarray(cols, dtype=object), index=rows.index)
+    out = pd.Series([None] * n, index=rows.index, dtype=object)
+    for c in pd.unique(cols.dropna().to_numpy()):  # a few distinct columns
+        base = re.sub(r"\.\d+$", "", str(c))
+        if c not in rows.columns or c in identifiers or base in identifiers:
+            continue
+        mask = (cols == c).to_numpy()
+        vals = rows.loc[mask, c]
+        out[mask] = [json.dumps({str(c): v}, ensure_ascii=False) if isinstance(v, str) and v != "" else None
+                     for v in vals.astype(object).where(vals.notna(), None)]
+    return out.tolist()
+
+
+class RejectCollector:
+    """Accumulates reject frames for one file.
+
+    ``raw`` keeps only the offending value (see :func:`offending_values`); values of
+    ``identifiers`` (source column names) are never kept.
+    """
+
+    def __init__(self, source_file: str, table_name: str = "attempts", identifiers=()):
         self.source_file = source_file
         self.table_name = table_name
+        self.identifiers = IDENTIFIER_COLUMNS | frozenset(identifiers)
         self.parts: list[pd.DataFrame] = []
 
     def add(self, rows: pd.DataFrame, *, line, column, reason, kind: str = "rejected", table_name: str | None = None) -> None:
         if rows is None or rows.empty:
             return
-        self.parts.append(
-            make_rejects(rows, table_name=table_name or self.table_name, source_file=self.source_file,
-                         line=line, column=column, reason=reason, kind=kind)
-        )
+        raw = offending_values(rows, column, self.identifiers)
+        if isinstance(line, str):
+            line = rows[line]
+        out = make_rejects(pd.DataFrame({"_": 0}, index=rows.index), table_name=table_name or self.table_name, source_file=self.source_file,
+                           line=line, column=column, reason=reason, kind=kind)
+        out["raw"] = pd.array(raw, dtype="string")
+        self.parts.append(out)
 
     def frame(self) -> pd.DataFrame:
         parts = [p for p in self.parts if not p.empty]

@@ -62,6 +62,10 @@ OPTIONAL = ["Row", "Problem Hierarchy", "Problem View", "Step Start Time", "Corr
 FIRST_ATTEMPTS = ("correct", "incorrect", "hint")
 OPTIONS = {"module_level", "time_zone", "course_version", "encoding", "date_format"}
 
+#: most attempts of one kind (Incorrects, Hints or Corrects) one student-step may count:
+#: every attempt becomes a row, so 300,000,000 would allocate gigabytes
+MAX_ATTEMPTS_PER_STEP = 10_000
+
 _KC = re.compile(r"^KC \((.+)\)$")
 
 
@@ -123,16 +127,20 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     first = col("First Attempt").str.lower()
     counts = {}
     bad_counts = pd.Series(False, index=f.index)
+    too_many = pd.Series(False, index=f.index)
     for name in ("Incorrects", "Hints", "Corrects"):
         v, bad = C.parse_integers(col(name))
         bad = bad | (v < 0).fillna(False) | v.isna()
-        counts[name] = v.fillna(0).astype("int64").where(~bad, 0)
+        huge = ~bad & (v > MAX_ATTEMPTS_PER_STEP).fillna(False)
+        counts[name] = v.fillna(0).astype("int64").where(~bad & ~huge, 0)
         bad_counts |= bad
+        too_many |= huge
     own = {"incorrect": "Incorrects", "hint": "Hints", "correct": "Corrects"}
     contradicts = pd.Series(False, index=f.index)
     for outcome, name in own.items():
         contradicts |= (first == outcome).fillna(False) & (counts[name] < 1)
 
+    too_long, too_long_col = C.overlong(f, [c for c in usecols if c != "Anon Student Id"])
     t_first = C.parse_timestamps(col("First Transaction Time"), options.get("date_format"))
     t_start = C.parse_timestamps(col("Step Start Time"), options.get("date_format"))
     t0 = t_first.fillna(t_start)
@@ -153,6 +161,9 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
         (~first.isin(list(FIRST_ATTEMPTS)).fillna(False), "First Attempt",
          lambda m: "unknown First Attempt " + quoted(col("First Attempt")[m]) + "; known values: correct, incorrect, hint"),
         (bad_counts, "Incorrects", lambda m: "Incorrects/Hints/Corrects " + quoted(col("Incorrects")[m]) + "/" + quoted(col("Hints")[m]) + "/" + quoted(col("Corrects")[m]) + " are not whole numbers >= 0"),
+        (too_many, "Incorrects", lambda m: "Incorrects/Hints/Corrects " + quoted(col("Incorrects")[m]) + "/" + quoted(col("Hints")[m]) + "/" + quoted(col("Corrects")[m])
+         + f" count more than {MAX_ATTEMPTS_PER_STEP:,} attempts at one step; each attempt becomes a row, so such a count is refused as implausible"),
+        (too_long, too_long_col.fillna(""), lambda m: "a value of more than " + f"{C.MAX_FIELD_CHARS:,}" + " characters in " + quoted(too_long_col[m])),
         (contradicts, "First Attempt", lambda m: "First Attempt " + quoted(first[m]) + " but its count (Incorrects/Hints/Corrects) is 0"),
         (t0.isna() & col("First Transaction Time").isna() & col("Step Start Time").isna(), "First Transaction Time", "missing timestamp (First Transaction Time and Step Start Time are blank)"),
         (t0.isna(), "First Transaction Time", lambda m: "cannot parse timestamp " + quoted(col("First Transaction Time")[m].fillna(col("Step Start Time")[m])) + "; expected e.g. 2007-05-18 20:21:07 or 2/1/1996 0:00"),
@@ -175,7 +186,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
     bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
     if not bad_rows.empty:
-        rejects.add(bad_rows.drop(columns=["_line", "_reason", "_column"]), line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
+        rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
     ok = ~rejected
 
     # ---- expand each student-step into its attempts (vectorised with np.repeat)

@@ -180,6 +180,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     item = col("Problem Name")
     step = col("Step Name").fillna(item)
 
+    too_long, too_long_col = C.overlong(f, [c for c in usecols if c != "Anon Student Id"])
     known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
     quoted = C.quoted
     conditions = [
@@ -192,6 +193,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
         (bad_pv | (problem_view < 1).fillna(False), "Problem View", lambda m: "Problem View " + quoted(col("Problem View")[m]) + " is not a whole number >= 1"),
         (bad_attempt | (attempt < 1).fillna(False), "Attempt At Step", lambda m: "Attempt At Step " + quoted(col("Attempt At Step")[m]) + " is not a whole number >= 1"),
         (bad_duration | (duration < 0).fillna(False), "Duration (sec)", lambda m: "Duration (sec) " + quoted(col("Duration (sec)")[m]) + " is not a number >= 0 ('.' means missing)"),
+        (too_long, too_long_col.fillna(""), lambda m: "a value of more than " + f"{C.MAX_FIELD_CHARS:,}" + " characters in " + quoted(too_long_col[m])),
     ]
     # a row that is not an attempt is skipped before anything else is checked
     skipped = not_attempt & f["Anon Student Id"].notna()
@@ -220,7 +222,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     # ---- malformed lines
     bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
     if not bad_rows.empty:
-        rejects.add(bad_rows.drop(columns=["_line", "_reason", "_column"]), line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
+        rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
 
     # ---- attempts
     module, page = levels_to_module_page([f[c] for c in level_cols], options.get("module_level", "parent"), f.index)

@@ -86,7 +86,7 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
         found = [c for c in candidates if c.is_file()]
         if not found:
             raise ConfigError(
-                f"{data_path.name}: no column mapping; write {candidates[0].name} beside it or pass options={{'mapping': path}}"
+                f"{data_path.name}: no column mapping; write {candidates[0].name} beside it or pass --mapping FILE"
             )
         spec = found[0]
     if isinstance(spec, (str, Path)):
@@ -113,6 +113,10 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
     values = spec.get("values") or {}
     kcs = spec.get("kcs") or {}
     opts = spec.get("options") or {}
+    if isinstance(constants, dict) and "time_zone" in constants and isinstance(opts, dict):
+        # a time zone given as a constant is the zone of the file's local times
+        constants = {k: v for k, v in constants.items() if k != "time_zone"}
+        opts = {**opts, "time_zone": spec["constants"]["time_zone"]}
     for name, block in (("columns", columns), ("constants", constants), ("values", values), ("kcs", kcs), ("options", opts)):
         if not isinstance(block, dict):
             raise ConfigError(f"{where}: {name!r} must be a mapping, got {type(block).__name__}")
@@ -177,6 +181,12 @@ def _needs_delimiter(mapping: dict) -> bool:
 
 def _require_sources(path: Path, header: list[str], sources: list[str]) -> None:
     missing = [s for s in sources if s not in header]
+    if missing and len(missing) == len(sources):
+        raise SchemaError(
+            f"{path.name}: line 1 is not a header: it names none of the columns the mapping reads "
+            f"({', '.join(map(repr, sources))}). Is the header line missing? (The cells of line 1 are "
+            "not shown, as they may hold personal data.)"
+        )
     if missing:
         raise SchemaError(
             f"{path.name}: column(s) {', '.join(map(repr, missing))} named in the mapping are not in the file; "
@@ -209,6 +219,50 @@ def _read_parquet(path: Path, mapping: dict):
     return frame, line, pd.DataFrame(), len(frame)
 
 
+def _constant(mapping: dict, name: str, kind: str, cons: dict, opts: dict, index) -> pd.Series:
+    """A ``constants:`` value converted like a column value, repeated for every row.
+
+    A bad constant is a mapping error (ConfigError), not a reject of every row. Date-times
+    may carry their zone: an offset (``2024-03-01T10:00:00+01:00``, ``Z``) or an IANA name or
+    abbreviation after the time (``2024-03-01 10:00 Europe/Stockholm``); without one,
+    ``options: time_zone`` (default UTC) applies.
+    """
+    value = mapping["constants"][name]
+    where = f"{mapping['name']}: constants: {name!r}"
+    n = len(index)
+    if value is None:
+        if cons.get("required"):
+            raise ConfigError(f"{where} is required and cannot be null")
+        return C._empty(kind, n, index)
+    text = str(value).strip() if not isinstance(value, bool) else ("true" if value else "false")
+    one = pd.Series([text], dtype="string")
+    if kind == "integer":
+        v, bad = C.parse_integers(one, missing=())
+    elif kind == "number":
+        v, bad = C.parse_numbers(one, missing=())
+    elif kind == "boolean":
+        v, bad = _to_bool(one)
+    elif kind in ("datetime", "date"):
+        zone = opts.get("time_zone", "UTC")
+        parts = text.rsplit(" ", 1)
+        if len(parts) == 2 and C._tz_for(parts[1]) is not None and not parts[1][:1].isdigit():
+            one, zone = pd.Series([parts[0]], dtype="string"), parts[1]
+        v = C.parse_timestamps(one, opts.get("date_format"))
+        if C._tz_for(zone) is None:
+            raise ConfigError(f"{where}: unknown time zone {zone!r}; use an IANA name such as Europe/Stockholm, or UTC")
+        v, _ = C.localize_to_utc(v, None, zone)
+        bad = v.isna()
+    else:
+        v, bad = one, pd.Series([False])
+    if bool(bad.iloc[0]):
+        raise ConfigError(f"{where}: {text!r} is not a valid {kind}")
+    if "enum" in cons and v.iloc[0] not in cons["enum"]:
+        raise ConfigError(f"{where}: {text!r} is not one of {', '.join(cons['enum'])}")
+    if "minimum" in cons and kind in ("integer", "number") and v.iloc[0] < cons["minimum"]:
+        raise ConfigError(f"{where}: {text!r} is below the minimum {cons['minimum']}")
+    return pd.Series(np.repeat(v.to_numpy(), n), index=index).astype(v.dtype)
+
+
 def _to_bool(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     low = C.blank_to_na(s).str.lower()
     out = pd.Series(pd.NA, index=s.index, dtype="boolean")
@@ -237,17 +291,18 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
     learner_src = cols.get("learner_id")
     if learner_src is not None:  # pseudonymise first
         f[learner_src] = pseudonymiser.series(C.blank_to_na(f[learner_src]))
-    rejects = C.RejectCollector(path.name, table)
+    rejects = C.RejectCollector(path.name, table, identifiers=[c for k, c in cols.items() if k in ("learner_id", "session_id")])
     spec = C.schema_spec(table)
     out: dict[str, pd.Series] = {}
     conditions = []
+    too_long, too_long_col = C.overlong(f, [c for k, c in cols.items() if k != "learner_id"] + list(mapping["kcs"].values()))
+    conditions.append((too_long, too_long_col.fillna(""), lambda m: f"a value of more than {C.MAX_FIELD_CHARS:,} characters in " + C.quoted(too_long_col[m])))
     for field in spec["fields"]:
         name, kind, cons = field["name"], field["type"], field.get("constraints", {})
         if name == "cohort":
             continue
         if name in mapping["constants"]:
-            value = mapping["constants"][name]
-            out[name] = pd.Series([value] * len(f), index=f.index, dtype=object)
+            out[name] = _constant(mapping, name, kind, cons, opts, f.index)
             continue
         if name not in cols:
             continue
@@ -307,7 +362,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
         rreason[dup_idx] = why[dup_idx].str.replace(r"^id '.*' already used", "key already used", regex=True)
     rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
     if not bad_rows.empty:
-        rejects.add(bad_rows.drop(columns=["_line", "_reason", "_column"]), line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
+        rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
     ok = ~rejected
     tables = {table: C.conform(df[ok], table)}
     if table == "attempts":
