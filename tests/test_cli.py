@@ -13,7 +13,7 @@ import pytest
 from research.cli import main
 from tests.conftest import require_real_data
 
-COMMANDS = ["ingest", "validate", "cohorts", "run", "demo", "lab"]
+COMMANDS = ["ingest", "validate", "cohorts", "forget", "run", "demo", "lab"]
 
 
 def research(*args, env=None, cwd=None):

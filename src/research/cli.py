@@ -23,6 +23,19 @@ EPILOG = """exit codes:
 """
 
 
+EXAMPLES = """bring your own data (the format is sniffed; --format forces it; --mapping implies csv/parquet):
+  research ingest exports/transactions.txt --cohort 2026-spring                 DataShop transaction export
+  research ingest exports/student_step.txt --cohort 2026-spring                 DataShop student-step export
+  research ingest exports/statements.jsonl --cohort 2026-spring                 xAPI statements
+  research ingest exports/pretest.csv --cohort 2026-spring --mapping examples/assessments.mapping.yaml
+  research ingest exports/learners.parquet --cohort 2026-spring --mapping examples/learners.mapping.yaml
+  research validate exports/pretest.csv --mapping examples/assessments.mapping.yaml   same counts, nothing loaded
+  research cohorts                                                               what the warehouse holds
+  research run --cohort 2026-spring                                              notebooks -> reports/2026-spring/
+  research forget --cohort 2026-spring [--learner p_0123456789abcdef] --yes      remove data and reports
+"""
+
+
 def _formats() -> list[str]:
     from research.ingest import FORMATS
 
@@ -33,55 +46,168 @@ def _say(quiet: bool):
     return (lambda message: None) if quiet else (lambda message: print(message, flush=True))
 
 
-def cmd_ingest(args) -> int:
-    from research.warehouse import Warehouse
+def _ingest_options(args) -> dict | None:
+    """``--mapping`` and every ``--option KEY=VALUE`` as the adapters' options."""
+    options: dict = {}
+    for item in getattr(args, "option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ResearchError(f"--option needs KEY=VALUE (for example --option encoding=cp1252), got {item!r}")
+        options[key.strip()] = value
+    if args.mapping:
+        options["mapping"] = args.mapping
+    return options or None
 
-    options = {"mapping": args.mapping} if args.mapping else None
-    with Warehouse(args.warehouse) as wh:
-        summary = wh.ingest(args.paths, cohort=args.cohort, format=args.format, options=options)
+
+def _format_for(path, args) -> str | None:
+    """--format, else csv/parquet when --mapping is given (a mapping only fits those), else sniffed."""
+    if args.format:
+        return args.format
+    if args.mapping:
+        return "parquet" if Path(path).suffix.lower() == ".parquet" else "csv"
+    return None
+
+
+def _input_guard(what: str):
+    """Turn any failure while reading input into a message: never a traceback.
+
+    DuckDB failures on the warehouse get the locked/damaged message; a full disk and other
+    OS errors say so; anything else names its type only (its text could quote the data).
+    """
+    import contextlib
+    import errno
+
+    @contextlib.contextmanager
+    def guard():
+        import duckdb
+
+        from research.warehouse import warehouse_error
+
+        try:
+            yield
+        except ResearchError:
+            raise
+        except duckdb.Error as exc:
+            raise warehouse_error(what, exc) from None
+        except MemoryError:
+            raise ResearchError(f"{what}: ran out of memory; split the file into smaller ones and load them one by one") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ResearchError(f"{what}: no space left on the device; free some space and run the command again (nothing was half-loaded)") from None
+            raise ResearchError(f"{what}: {exc.strerror or type(exc).__name__}" + (f" ({exc.filename})" if exc.filename else "")) from None
+        except (RecursionError, ValueError, TypeError, KeyError, IndexError, OverflowError, UnicodeError, ArithmeticError) as exc:
+            raise ResearchError(
+                f"{what}: could not be read ({type(exc).__name__}). This is a gap in course-research's input checks; "
+                "please report it with a description of the file's layout (not its data)"
+            ) from None
+
+    return guard()
+
+
+def cmd_ingest(args) -> int:
+    from research.warehouse import LoadSummary, Warehouse
+
+    options = _ingest_options(args)
+    summary = LoadSummary()
+    with _input_guard(f"warehouse {args.warehouse or 'default'}"):
+        wh = Warehouse(args.warehouse)
+    with wh:
+        for path in args.paths:
+            with _input_guard(str(path)):
+                summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
     print(summary)
     print(f"warehouse: {wh.path}")
     return 2 if summary.n_rejected else 0
 
 
 def cmd_validate(args) -> int:
-    from research.ingest import read_file
-    from research.pseudonym import Pseudonymiser
-    from research.schema import validate
+    """Load into a throwaway warehouse, so the counts are exactly those `research ingest` gives."""
+    import tempfile
 
-    pseudonymiser = Pseudonymiser()
+    from research.warehouse import Warehouse
+
+    options = _ingest_options(args)
     rejected = 0
-    for path in args.paths:
-        options = {"mapping": args.mapping} if args.mapping else None
-        result = read_file(Path(path), cohort="validate", pseudonymiser=pseudonymiser, format=args.format, options=options)
-        print(f"{result.name} ({result.format}): {result.n_read:,} rows read")
-        problems = [result.rejects] if len(result.rejects) else []
-        for name, frame in result.tables.items():
-            checked = validate(frame, name, source_file=result.name)
-            print(f"  {name}: {len(checked.valid):,} valid, {len(checked.rejects):,} rejected")
-            if len(checked.rejects):
-                problems.append(checked.rejects)
-        for frame in problems:
-            bad = frame[frame["kind"] == "rejected"]
-            rejected += len(bad)
-            for r in bad.head(args.show).itertuples(index=False):
-                where = ", ".join(x for x in (r.source_file, f"line {r.source_line}", f"column {r.column!r}" if r.column else "") if x)
+    with tempfile.TemporaryDirectory(prefix="research-validate-") as tmp, Warehouse(Path(tmp) / "validate.duckdb") as wh:
+        for path in args.paths:
+            with _input_guard(str(path)):
+                summary = wh.ingest([path], cohort="validate", format=_format_for(path, args), options=options)
+            for f in summary.files:
+                print("\n".join(f.lines()).replace(" -> cohort 'validate'", " (validated, nothing loaded)"))
+                rejected += f.n_rejected
+        q = wh.table("quarantine")
+        bad = q[q["kind"] == "rejected"].sort_values(["source_file", "source_line"], kind="stable")
+        for (source_file,), rows in bad.groupby(["source_file"], sort=False):
+            print(f"{source_file}: first {min(args.show, len(rows)):,} of {len(rows):,} rejected row(s)")
+            for r in rows.head(args.show).itertuples(index=False):
+                where = ", ".join(x for x in (f"line {r.source_line}" if r.source_line == r.source_line and r.source_line is not None else "", f"column {r.column!r}" if r.column else "") if x)
                 print(f"    {where}: {r.reason}")
-            skipped = int((frame["kind"] == "skipped").sum())
-            if skipped:
-                print(f"    {skipped:,} row(s) skipped (not attempts)")
     return 2 if rejected else 0
 
 
 def cmd_cohorts(args) -> int:
     from research.warehouse import Warehouse
 
-    with Warehouse(args.warehouse, read_only=True) as wh:
+    with _input_guard(f"warehouse {args.warehouse or 'default'}"):
+        wh = Warehouse(args.warehouse, read_only=True)
+    with wh:
         table = wh.cohorts()
     if table.empty:
         print(f"no cohorts in {wh.path}")
         return 0
     print(table.to_string(index=False))
+    return 0
+
+
+def cmd_forget(args) -> int:
+    """Remove a cohort, or one learner of it, from the warehouse and its reports; record the removal."""
+    import shutil
+
+    from research.paths import DEFAULT_REPORTS, resolve
+    from research.pseudonym import Pseudonymiser
+    from research.warehouse import Warehouse
+
+    if args.learner and not Pseudonymiser.looks_pseudonymised(args.learner):
+        raise ResearchError(
+            f"--learner takes a pseudonym (p_ and 16 hex digits, as in the warehouse), not {'a raw id' if args.learner else 'an empty value'}; "
+            "to find a learner's pseudonym from their raw id, use the same key: "
+            "python -c \"from research.pseudonym import Pseudonymiser; print(Pseudonymiser().one('RAW_ID'))\""
+        )
+    with _input_guard(f"warehouse {args.warehouse or 'default'}"):
+        wh = Warehouse(args.warehouse)
+    dry = not args.yes
+    with wh:
+        if not wh.has_cohort(args.cohort):
+            known = ", ".join(wh.cohorts()["cohort"]) or "none"
+            raise ResearchError(f"cohort {args.cohort!r} is not in warehouse {wh.path}; cohorts there: {known}")
+        counts = wh.forget_learner(args.cohort, args.learner, dry_run=dry) if args.learner else wh.forget_cohort(args.cohort, dry_run=dry)
+        if args.learner and not counts.get("attempts") and not any(counts.get(t) for t in ("assessments", "surveys", "learners")):
+            raise ResearchError(f"no learner with pseudonym {args.learner} in cohort {args.cohort!r}; nothing removed")
+        root = resolve(args.out or DEFAULT_REPORTS).resolve()
+        folders = []
+        if root.is_dir() and "/" not in args.cohort and "\\" not in args.cohort and args.cohort not in (".", ".."):
+            folders = [p for p in root.iterdir() if p.is_dir() and (p.name == args.cohort or p.name.startswith(f".{args.cohort}.")) and p.resolve().parent == root]
+        verb = "would remove" if dry else "removed"
+        what = f"learner {args.learner} of cohort {args.cohort!r}" if args.learner else f"cohort {args.cohort!r}"
+        print(f"{verb} {what}:")
+        for table, n in counts.items():
+            if n:
+                print(f"  {table}: {n:,} row(s)")
+        for folder in folders:
+            n_files = sum(1 for p in folder.rglob("*") if p.is_file())
+            print(f"  reports: {folder} ({n_files:,} file(s))")
+            if not dry:
+                shutil.rmtree(folder)
+                wh._record_removal("forget learner" if args.learner else "forget cohort", args.cohort, None if args.learner else args.cohort,
+                                   {"reports": n_files}, f"report folder {folder.name}")
+        if dry:
+            print("nothing changed: add --yes to remove it")
+        elif args.learner:
+            print(f"the cohort's reports held figures that counted this learner and were removed; publish new ones with "
+                  f"`research run --cohort {args.cohort}`. Remove the learner from the source exports too, or a corrected "
+                  "export loads them again. The removal is recorded in the warehouse table `removals` (no ids).")
+        else:
+            print("the removal is recorded in the warehouse table `removals`")
     return 0
 
 
@@ -146,27 +272,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="research",
         description="course-research: the OLI improvement loop on course log data.",
-        epilog=EPILOG,
+        epilog=EXAMPLES + "\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"course-research {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wh_help = "DuckDB warehouse file (default $RESEARCH_WAREHOUSE or data/warehouse.duckdb)"
 
-    p = sub.add_parser("ingest", help="load raw exports into the warehouse", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("ingest", help="load raw exports into the warehouse", epilog=EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="export files (DataShop transaction or student-step, xAPI, CSV/Parquet with a mapping)")
     p.add_argument("--cohort", required=True, help="cohort id to load into")
     p.add_argument("--format", help="force the format instead of sniffing it")
-    p.add_argument("--mapping", help="YAML column mapping for CSV/Parquet (default: FILE.mapping.yaml beside the file)")
+    p.add_argument("--mapping", help="YAML column mapping for CSV/Parquet (default: FILE.mapping.yaml beside the file); implies --format csv (parquet for .parquet)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="adapter option, repeatable: encoding=cp1252, default_time_zone=Europe/Stockholm, module_level=path, time_zone=...")
     p.add_argument("--warehouse", help=wh_help)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("validate", help="check exports against the canonical schemas without loading them", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--format", help="force the format instead of sniffing it")
-    p.add_argument("--mapping", help="YAML column mapping for CSV/Parquet")
+    p.add_argument("--mapping", help="YAML column mapping for CSV/Parquet; implies --format csv (parquet for .parquet)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="adapter option, repeatable (as for ingest)")
     p.add_argument("--show", type=int, default=20, help="rejected rows to show per file (default 20)")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("forget", help="remove a cohort, or one learner (erasure request), from the warehouse and reports",
+                       description="Removes every row of the cohort (or of one learner, by pseudonym) from every warehouse table, "
+                       "quarantine and load records included, and the cohort's report folders; the removal is recorded in the "
+                       "warehouse table `removals` without ids. Without --yes it only shows what would be removed.")
+    p.add_argument("--cohort", required=True, help="cohort id")
+    p.add_argument("--learner", metavar="PSEUDONYM", help="remove only this learner (p_ + 16 hex digits); the cohort's reports are removed too and must be run again")
+    p.add_argument("--yes", action="store_true", help="really remove (default: show what would be removed)")
+    p.add_argument("--warehouse", help=wh_help)
+    p.add_argument("--out", help="reports folder (default reports/)")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("cohorts", help="list the cohorts in the warehouse")
     p.add_argument("--warehouse", help=wh_help)

@@ -15,6 +15,20 @@ Table Schemas in ``data_schema/``, plus two bookkeeping tables:
 Loads are idempotent: a file whose content was already loaded into the cohort is
 skipped whole, and rows whose primary key is already in the warehouse are counted as
 already present and not inserted again. Each file loads in one transaction.
+
+Corrections: a file is identified by its path (resolved) within a cohort. Ingesting a
+path again with changed content replaces what its earlier version loaded: the rows that
+version inserted (``load_rows`` keeps their primary keys), its quarantine rows and its
+``loads`` rows are removed in the same transaction as the new version loads, and the
+removal is recorded in ``removals``. So the warehouse holds each observation once, with
+the newest value.
+
+Pseudonym key: ``cohort_keys`` stores a fingerprint of the key a cohort was first loaded
+with (an HMAC of a fixed text, which reveals nothing about the key); loading the cohort
+with another key is refused, as its learners would no longer link across files.
+
+``removals`` is the audit record of everything removed (corrections and ``research
+forget``): when, what, which cohort, which table, how many rows; never a learner id.
 """
 
 from __future__ import annotations
@@ -45,6 +59,53 @@ QUARANTINE_SQL = """CREATE TABLE IF NOT EXISTS quarantine (
     "column" VARCHAR, reason VARCHAR, kind VARCHAR, raw VARCHAR)"""
 
 
+LOAD_ROWS_SQL = """CREATE TABLE IF NOT EXISTS load_rows (
+    load_id VARCHAR, cohort VARCHAR, table_name VARCHAR, row_key VARCHAR)"""
+COHORT_KEYS_SQL = """CREATE TABLE IF NOT EXISTS cohort_keys (
+    cohort VARCHAR PRIMARY KEY, key_fingerprint VARCHAR, recorded_at TIMESTAMP)"""
+REMOVALS_SQL = """CREATE TABLE IF NOT EXISTS removals (
+    removed_at TIMESTAMP, action VARCHAR, cohort VARCHAR, subject VARCHAR, table_name VARCHAR,
+    n_rows BIGINT, detail VARCHAR)"""
+#: bookkeeping tables besides the canonical ones (all carry a ``cohort`` column)
+BOOKKEEPING = ("loads", "quarantine", "load_rows", "cohort_keys")
+
+
+class WarehouseLocked(ResearchError):
+    """Another process holds the warehouse file's lock."""
+
+
+class WarehouseDamaged(ResearchError):
+    """The warehouse file is truncated, corrupt or not a DuckDB file."""
+
+
+def warehouse_error(path, exc: BaseException) -> ResearchError:
+    """A clear message for a DuckDB failure on the warehouse file: locked and damaged differ.
+
+    Shared by ``research ingest`` and ``research run``: a lock held by another process
+    (wait and retry) is told apart from a truncated or corrupt file (restore or rebuild).
+    """
+    text = str(exc)
+    if "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text):
+        import re
+
+        pid = re.search(r"PID (\d+)", text)
+        who = f" (process {pid.group(1)})" if pid else ""
+        return WarehouseLocked(
+            f"warehouse {path} is locked by another process{who}, probably an ingest or run still going; "
+            "wait for it to finish and try again"
+        )
+    return WarehouseDamaged(
+        f"warehouse {path} is damaged or is not a DuckDB file ({text.splitlines()[0][:200] if text else type(exc).__name__}). "
+        "The raw exports are the source of truth: move the file aside and load them again with "
+        "`research ingest PATH... --cohort NAME` (or restore the file from a backup)"
+    )
+
+
+def key_fingerprint(pseudonymiser) -> str:
+    """A fingerprint of the pseudonymiser's key: HMAC-SHA256 of a fixed text, first 16 hex digits."""
+    return pseudonymiser.fingerprint()
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -73,6 +134,7 @@ class FileLoad:
     status: str  # "loaded" or "already loaded"
     tables: dict[str, TableLoad] = field(default_factory=dict)
     reasons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    replaced: dict[str, int] | None = None  # rows of an earlier version of the file removed, per table
 
     @property
     def n_rejected(self) -> int:
@@ -82,6 +144,9 @@ class FileLoad:
         if self.status != "loaded":
             return [f"{self.source_file}: {self.status} into cohort {self.cohort!r} before; nothing added"]
         out = [f"{self.source_file} ({self.format}) -> cohort {self.cohort!r}"]
+        if self.replaced is not None:
+            removed = ", ".join(f"{n:,} {t}" for t, n in self.replaced.items()) or "no rows"
+            out.append(f"  replaces the earlier version of this file: removed {removed}")
         for t in self.tables.values():
             out.append(
                 f"  {t.table_name}: read {t.n_read:,}, loaded {t.n_loaded:,}, rejected {t.n_rejected:,}, "
@@ -138,19 +203,29 @@ class Warehouse:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise ResearchError(
-                f"cannot open warehouse {self.path}: {exc}. Another process may be writing to it; "
-                "wait for it to finish and try again."
-            ) from None
-        if not read_only:
-            self._create_tables()
+        except duckdb.Error as exc:
+            raise warehouse_error(self.path, exc) from None
+        try:
+            if not read_only:
+                self._create_tables()
+            else:
+                self.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+        except duckdb.Error as exc:
+            self.con.close()
+            raise warehouse_error(self.path, exc) from None
 
     def _create_tables(self) -> None:
         for name in canonical_tables():
             self.con.execute(load_schema(name).create_sql()).fetchall()
         self.con.execute(LOADS_SQL).fetchall()
+        self.con.execute("ALTER TABLE loads ADD COLUMN IF NOT EXISTS source_path VARCHAR").fetchall()
         self.con.execute(QUARANTINE_SQL).fetchall()
+        self.con.execute(LOAD_ROWS_SQL).fetchall()
+        self.con.execute(COHORT_KEYS_SQL).fetchall()
+        self.con.execute(REMOVALS_SQL).fetchall()
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
     # -- context manager -------------------------------------------------------------
     def close(self) -> None:
@@ -179,6 +254,7 @@ class Warehouse:
         if not cohort or not str(cohort).strip():
             raise ResearchError("a cohort name is required (for example --cohort 2026-spring)")
         pseudonymiser = pseudonymiser or Pseudonymiser()
+        self.check_key(cohort, pseudonymiser)
         summary = LoadSummary()
         for path in paths:
             path = Path(path)
@@ -192,14 +268,143 @@ class Warehouse:
                 summary.files.append(FileLoad(path.name, format or "", cohort, "already loaded"))
                 continue
             result = read_file(path, cohort=cohort, pseudonymiser=pseudonymiser, format=format, options=options)
-            summary.files.append(self.load(result, cohort=cohort, file_sha256=digest))
+            summary.files.append(self.load(result, cohort=cohort, file_sha256=digest, source_path=str(path.resolve())))
+            self.record_key(cohort, pseudonymiser)
         return summary
 
-    def load(self, result: IngestResult, *, cohort: str, file_sha256: str | None = None) -> FileLoad:
+    # -- pseudonym key -----------------------------------------------------------------
+    def check_key(self, cohort: str, pseudonymiser) -> None:
+        """Refuse to load ``cohort`` with a key other than the one it was loaded with."""
+        if self.read_only:
+            return
+        row = self.con.execute("SELECT key_fingerprint FROM cohort_keys WHERE cohort = ?", [cohort]).fetchall()
+        mine = key_fingerprint(pseudonymiser)
+        if row and row[0][0] != mine:
+            raise DataError(
+                f"cohort {cohort!r} was loaded with another pseudonym key (key fingerprint {row[0][0]}; the key in use "
+                f"now has fingerprint {mine}). Its learners would not link across files, so nothing was loaded. "
+                "Use the key the cohort was loaded with (RESEARCH_PSEUDONYM_KEY or RESEARCH_PSEUDONYM_KEY_FILE), or "
+                f"remove the cohort with `research forget --cohort {cohort}` and load all its files again with this key."
+            )
+
+    def record_key(self, cohort: str, pseudonymiser) -> None:
+        """Store the key fingerprint of ``cohort`` when it has none yet."""
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        self.con.execute(
+            "INSERT INTO cohort_keys SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM cohort_keys WHERE cohort = ?)",
+            [cohort, key_fingerprint(pseudonymiser), now, cohort],
+        ).fetchall()
+
+    # -- corrections and removals --------------------------------------------------------
+    def _key_expr(self, name: str, alias: str = "") -> str:
+        schema = load_schema(name) if name in canonical_tables() else None
+        keys = [k for k in (schema.primary_key if schema else ("learner_id", "attribute")) if k != "cohort"]
+        prefix = f"{alias}." if alias else ""
+        return "concat_ws(chr(31), " + ", ".join(f'CAST({prefix}"{k}" AS VARCHAR)' for k in keys) + ")"
+
+    def _record_removal(self, action: str, cohort: str, subject: str | None, counts: dict[str, int], detail: str = "") -> None:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        for table, n in counts.items():
+            self.con.execute("INSERT INTO removals VALUES (?, ?, ?, ?, ?, ?, ?)", [now, action, cohort, subject, table, int(n), detail]).fetchall()
+
+    def _remove_loads(self, cohort: str, load_ids: list[str]) -> dict[str, int]:
+        """Delete what the given loads inserted (rows by key, quarantine, load records). Inside a transaction."""
+        con = self.con
+        counts: dict[str, int] = {}
+        ids = pd.DataFrame({"load_id": load_ids})
+        con.register("__old_loads", ids)
+        try:
+            for name in [*canonical_tables(), *(["learner_attributes"] if self._has_table("learner_attributes") else [])]:
+                n = con.execute(
+                    f"""DELETE FROM "{name}" WHERE cohort = ? AND {self._key_expr(name)} IN (
+                          SELECT row_key FROM load_rows WHERE cohort = ? AND table_name = ?
+                          AND load_id IN (SELECT load_id FROM __old_loads))""",
+                    [cohort, cohort, name],
+                ).fetchall()[0][0]
+                if n:
+                    counts[name] = int(n)
+            n = con.execute("DELETE FROM quarantine WHERE cohort = ? AND load_id IN (SELECT load_id FROM __old_loads)", [cohort]).fetchall()[0][0]
+            if n:
+                counts["quarantine"] = int(n)
+            con.execute("DELETE FROM load_rows WHERE cohort = ? AND load_id IN (SELECT load_id FROM __old_loads)", [cohort]).fetchall()
+            con.execute("DELETE FROM loads WHERE cohort = ? AND load_id IN (SELECT load_id FROM __old_loads)", [cohort]).fetchall()
+        finally:
+            con.unregister("__old_loads")
+        return counts
+
+    def forget_cohort(self, cohort: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Remove every row of ``cohort`` from every table (canonical and bookkeeping); returns counts per table.
+
+        The removal is recorded in ``removals`` (the one table that keeps the cohort's name).
+        ``dry_run`` counts what would go and changes nothing.
+        """
+        if self.read_only:
+            raise ResearchError(f"warehouse {self.path} is open read-only")
+        con = self.con
+        counts: dict[str, int] = {}
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            extra = ["learner_attributes"] if self._has_table("learner_attributes") else []
+            for name in [*canonical_tables(), *extra, *BOOKKEEPING]:
+                n = con.execute(f'DELETE FROM "{name}" WHERE cohort = ?', [cohort]).fetchall()[0][0]
+                counts[name] = int(n)
+            self._record_removal("forget cohort", cohort, cohort, counts, "research forget --cohort")
+            con.execute("ROLLBACK" if dry_run else "COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+        return counts
+
+    def forget_learner(self, cohort: str, learner_id: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Remove every row of one learner (by pseudonym) from ``cohort``; returns counts per table.
+
+        The attempts' KC rows go with them, and so do the row keys the loads recorded.
+        ``removals`` records the counts, never the pseudonym.
+        """
+        if self.read_only:
+            raise ResearchError(f"warehouse {self.path} is open read-only")
+        con = self.con
+        counts: dict[str, int] = {}
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            n = con.execute(
+                """DELETE FROM attempt_kcs WHERE cohort = ? AND attempt_id IN
+                   (SELECT attempt_id FROM attempts WHERE cohort = ? AND learner_id = ?)""", [cohort, cohort, learner_id]
+            ).fetchall()[0][0]
+            counts["attempt_kcs"] = int(n)
+            extra = ["learner_attributes"] if self._has_table("learner_attributes") else []
+            for name in [t for t in canonical_tables() if t != "attempt_kcs"] + extra:
+                cols = [d[0] for d in con.execute(f'SELECT * FROM "{name}" LIMIT 0').description]
+                if "learner_id" not in cols:
+                    continue
+                con.execute(
+                    f"""DELETE FROM load_rows WHERE cohort = ? AND table_name = ? AND row_key IN
+                        (SELECT {self._key_expr(name)} FROM "{name}" WHERE cohort = ? AND learner_id = ?)""",
+                    [cohort, name, cohort, learner_id],
+                ).fetchall()
+                n = con.execute(f'DELETE FROM "{name}" WHERE cohort = ? AND learner_id = ?', [cohort, learner_id]).fetchall()[0][0]
+                counts[name] = int(n)
+            # older warehouses kept whole rows (with pseudonyms) in quarantine
+            n = con.execute("DELETE FROM quarantine WHERE cohort = ? AND contains(raw, ?)", [cohort, learner_id]).fetchall()[0][0]
+            counts["quarantine"] = int(n)
+            self._record_removal("forget learner", cohort, None, counts, "research forget --learner (erasure request)")
+            con.execute("ROLLBACK" if dry_run else "COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+        return counts
+
+    def removals(self, cohort: str | None = None) -> pd.DataFrame:
+        """The audit record of removals (corrections and forget), newest first."""
+        where, args = ("WHERE cohort = ?", [cohort]) if cohort is not None else ("", [])
+        return self.con.execute(f"SELECT * FROM removals {where} ORDER BY removed_at DESC", args).df()
+
+    def load(self, result: IngestResult, *, cohort: str, file_sha256: str | None = None, source_path: str | None = None) -> FileLoad:
         """Validate the tables of one adapter result against their schemas and insert them.
 
         Runs in one transaction: either the whole file is loaded (with its rejects in
-        quarantine) or nothing is.
+        quarantine) or nothing is. With ``source_path``, an earlier load of the same path
+        into the cohort (other content) is replaced: its rows are removed first.
         """
         if self.read_only:
             raise ResearchError(f"warehouse {self.path} is open read-only; open it without read_only to load data")
@@ -210,6 +415,14 @@ class Warehouse:
         con = self.con
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
+            if source_path:
+                old_ids = [r[0] for r in con.execute(
+                    "SELECT DISTINCT load_id FROM loads WHERE cohort = ? AND source_path = ? AND file_sha256 IS DISTINCT FROM ?",
+                    [cohort, source_path, file_sha256 or ""]).fetchall()]
+                if old_ids:
+                    summary.replaced = self._remove_loads(cohort, old_ids)
+                    self._record_removal("correction", cohort, result.name, summary.replaced or {"(nothing)": 0},
+                                         "an earlier version of the file, replaced by the version loaded now")
             for name in [t for t in canonical_tables() if t in result.tables]:
                 frame = result.tables[name]
                 schema = load_schema(name)
@@ -240,6 +453,11 @@ class Warehouse:
                 key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
                 cols = ", ".join(f'v."{c}"' for c in schema.field_names)
                 n_valid = int(con.execute(f"SELECT count(*) FROM ({valid_sql})").fetchall()[0][0])
+                con.execute(  # the keys this load inserts, so a corrected version can replace them
+                    f"""INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, 'v')} FROM ({valid_sql}) v
+                        WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})""",
+                    [load_id, cohort, name],
+                ).fetchall()
                 inserted = con.execute(
                     f'INSERT INTO "{name}" SELECT {cols} FROM ({valid_sql}) v WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
                 ).fetchall()[0][0]
@@ -250,9 +468,11 @@ class Warehouse:
                 con.unregister("__frame")
                 summary.tables[name] = stats
                 con.execute(
-                    "INSERT INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    """INSERT INTO loads (load_id, cohort, source_file, file_sha256, format, table_name, n_read, n_loaded,
+                       n_rejected, n_skipped, n_already_present, loaded_at, source_path)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     [load_id, cohort, result.name, file_sha256 or "", result.format, name, stats.n_read,
-                     stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, now],
+                     stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, now, source_path],
                 ).fetchall()
             if quarantined:
                 q = pd.concat(quarantined, ignore_index=True).assign(load_id=load_id)
@@ -305,20 +525,31 @@ class Warehouse:
         return as_schema_dtypes(frame, name) if name in canonical_tables() else frame
 
     def cohorts(self) -> pd.DataFrame:
-        """One row per cohort: learners, attempts, items, first and last attempt, files, rows in quarantine."""
+        """One row per cohort: learners, attempts, items, first and last attempt, files, rows in quarantine.
+
+        ``n_learners`` counts distinct learners over every table that has learners
+        (attempts, assessments, surveys, learners), so a cohort of tests or surveys only
+        has learners too; ``n_assessments`` and ``n_survey_responses`` count those rows.
+        """
+        people = " UNION ".join(f'SELECT cohort, learner_id FROM "{t}"' for t in ("attempts", "assessments", "surveys", "learners"))
         return self.con.execute(
-            """
+            f"""
             WITH c AS (SELECT DISTINCT cohort FROM loads),
+            p AS (SELECT cohort, count(DISTINCT learner_id) AS n_learners FROM ({people}) GROUP BY cohort),
+            s AS (SELECT cohort, count(*) AS n_assessments FROM assessments GROUP BY cohort),
+            v AS (SELECT cohort, count(*) AS n_survey_responses FROM surveys GROUP BY cohort),
             a AS (SELECT cohort, count(DISTINCT learner_id) AS n_learners, count(*) AS n_attempts,
                          count(DISTINCT item_id) AS n_items, min("timestamp") AS first_attempt,
                          max("timestamp") AS last_attempt FROM attempts GROUP BY cohort),
             l AS (SELECT cohort, count(DISTINCT file_sha256) AS n_files, max(loaded_at) AS last_load FROM loads GROUP BY cohort),
             q AS (SELECT cohort, count(*) FILTER (WHERE kind = 'rejected') AS n_rejected,
                          count(*) FILTER (WHERE kind = 'skipped') AS n_skipped FROM quarantine GROUP BY cohort)
-            SELECT c.cohort, coalesce(a.n_learners, 0) AS n_learners, coalesce(a.n_attempts, 0) AS n_attempts,
-                   coalesce(a.n_items, 0) AS n_items, a.first_attempt, a.last_attempt,
+            SELECT c.cohort, coalesce(p.n_learners, 0) AS n_learners, coalesce(a.n_attempts, 0) AS n_attempts,
+                   coalesce(a.n_items, 0) AS n_items, coalesce(s.n_assessments, 0) AS n_assessments,
+                   coalesce(v.n_survey_responses, 0) AS n_survey_responses, a.first_attempt, a.last_attempt,
                    l.n_files, l.last_load, coalesce(q.n_rejected, 0) AS n_rejected, coalesce(q.n_skipped, 0) AS n_skipped
-            FROM c LEFT JOIN a USING (cohort) LEFT JOIN l USING (cohort) LEFT JOIN q USING (cohort)
+            FROM c LEFT JOIN p USING (cohort) LEFT JOIN a USING (cohort) LEFT JOIN s USING (cohort)
+                 LEFT JOIN v USING (cohort) LEFT JOIN l USING (cohort) LEFT JOIN q USING (cohort)
             ORDER BY c.cohort
             """
         ).df()
