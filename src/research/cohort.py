@@ -13,7 +13,11 @@ from research.schema import canonical_tables
 
 @dataclass
 class CohortData:
-    """The canonical tables of one cohort (learner ids pseudonymised)."""
+    """The canonical tables of one cohort (learner ids pseudonymised).
+
+    ``learners`` has a column per extra learner attribute loaded through a mapping's
+    ``attributes:`` (for example ``study_programme``), beside the standard ones.
+    """
 
     cohort: str
     attempts: pd.DataFrame
@@ -49,4 +53,8 @@ def load(cohort: str, warehouse: str | os.PathLike[str] | None = None) -> Cohort
                 "Load it with `research ingest PATH... --cohort NAME`."
             )
         tables = {name: wh.table(name, cohort) for name in canonical_tables()}
+        extra = wh.learner_attributes(cohort)
+        if extra.shape[1] > 1:  # extra attributes (e.g. study_programme) become columns of learners
+            learners = tables["learners"].merge(extra, on="learner_id", how="left")
+            tables["learners"] = learners
         return CohortData(cohort=cohort, **tables, quarantine=wh.table("quarantine", cohort), loads=wh.table("loads", cohort))

@@ -63,6 +63,9 @@ LOAD_ROWS_SQL = """CREATE TABLE IF NOT EXISTS load_rows (
     load_id VARCHAR, cohort VARCHAR, table_name VARCHAR, row_key VARCHAR)"""
 COHORT_KEYS_SQL = """CREATE TABLE IF NOT EXISTS cohort_keys (
     cohort VARCHAR PRIMARY KEY, key_fingerprint VARCHAR, recorded_at TIMESTAMP)"""
+ATTRIBUTES_SQL = """CREATE TABLE IF NOT EXISTS learner_attributes (
+    cohort VARCHAR NOT NULL, learner_id VARCHAR NOT NULL, attribute VARCHAR NOT NULL, value VARCHAR,
+    PRIMARY KEY (cohort, learner_id, attribute))"""
 REMOVALS_SQL = """CREATE TABLE IF NOT EXISTS removals (
     removed_at TIMESTAMP, action VARCHAR, cohort VARCHAR, subject VARCHAR, table_name VARCHAR,
     n_rows BIGINT, detail VARCHAR)"""
@@ -223,6 +226,7 @@ class Warehouse:
         self.con.execute(LOAD_ROWS_SQL).fetchall()
         self.con.execute(COHORT_KEYS_SQL).fetchall()
         self.con.execute(REMOVALS_SQL).fetchall()
+        self.con.execute(ATTRIBUTES_SQL).fetchall()
 
     def _has_table(self, name: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
@@ -267,7 +271,10 @@ class Warehouse:
             if done:
                 summary.files.append(FileLoad(path.name, format or "", cohort, "already loaded"))
                 continue
-            result = read_file(path, cohort=cohort, pseudonymiser=pseudonymiser, format=format, options=options)
+            fmt = format
+            if fmt is None and (options or {}).get("mapping"):  # a mapping only fits csv or parquet
+                fmt = "parquet" if path.suffix.lower() == ".parquet" else "csv"
+            result = read_file(path, cohort=cohort, pseudonymiser=pseudonymiser, format=fmt, options=options)
             summary.files.append(self.load(result, cohort=cohort, file_sha256=digest, source_path=str(path.resolve())))
             self.record_key(cohort, pseudonymiser)
         return summary
@@ -474,6 +481,8 @@ class Warehouse:
                     [load_id, cohort, result.name, file_sha256 or "", result.format, name, stats.n_read,
                      stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, now, source_path],
                 ).fetchall()
+            if "learner_attributes" in result.tables:
+                summary.tables["learner_attributes"] = self._load_attributes(result, cohort, load_id, now, file_sha256, source_path)
             if quarantined:
                 q = pd.concat(quarantined, ignore_index=True).assign(load_id=load_id)
                 q = q[["load_id", "cohort", "table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]]
@@ -494,6 +503,39 @@ class Warehouse:
             con.execute("ROLLBACK").fetchall()
             raise
         return summary
+
+    def _load_attributes(self, result: IngestResult, cohort: str, load_id: str, now, file_sha256, source_path) -> TableLoad:
+        """Extra learner attributes (long: learner_id, attribute, value) of learners that are in the warehouse."""
+        con = self.con
+        frame = result.tables["learner_attributes"][["learner_id", "attribute", "value"]]
+        con.register("__attrs", pa.Table.from_pandas(frame, preserve_index=False))
+        try:
+            new_rows = """SELECT ? AS cohort, a.learner_id, a.attribute, a.value FROM __attrs a
+                WHERE EXISTS (SELECT 1 FROM learners l WHERE l.cohort = ? AND l.learner_id = a.learner_id)
+                AND NOT EXISTS (SELECT 1 FROM learner_attributes t WHERE t.cohort = ? AND t.learner_id = a.learner_id AND t.attribute = a.attribute)"""
+            con.execute(f"INSERT INTO load_rows SELECT ?, ?, 'learner_attributes', {self._key_expr('learner_attributes', 'v')} FROM ({new_rows}) v",
+                        [load_id, cohort, cohort, cohort, cohort]).fetchall()
+            inserted = int(con.execute(f"INSERT INTO learner_attributes {new_rows}", [cohort, cohort, cohort]).fetchall()[0][0])
+        finally:
+            con.unregister("__attrs")
+        stats = TableLoad("learner_attributes", n_read=len(frame), n_loaded=inserted, n_already_present=len(frame) - inserted)
+        con.execute(
+            """INSERT INTO loads (load_id, cohort, source_file, file_sha256, format, table_name, n_read, n_loaded,
+               n_rejected, n_skipped, n_already_present, loaded_at, source_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [load_id, cohort, result.name, file_sha256 or "", result.format, "learner_attributes", stats.n_read, stats.n_loaded,
+             0, 0, stats.n_already_present, now, source_path],
+        ).fetchall()
+        return stats
+
+    def learner_attributes(self, cohort: str) -> pd.DataFrame:
+        """Extra learner attributes of ``cohort``, wide: learner_id plus one text column per attribute."""
+        long = self.con.execute("SELECT learner_id, attribute, value FROM learner_attributes WHERE cohort = ?", [cohort]).df() \
+            if self._has_table("learner_attributes") else pd.DataFrame(columns=["learner_id", "attribute", "value"])
+        if long.empty:
+            return pd.DataFrame({"learner_id": pd.Series(dtype="string")})
+        wide = long.pivot(index="learner_id", columns="attribute", values="value").reset_index()
+        wide.columns.name = None
+        return wide.astype("string")
 
     def _orphan_kcs(self, cohort: str, columns: list[str], source_file: str) -> pd.DataFrame:
         """Quarantine records for KC rows of ``__incoming`` whose attempt is not in the warehouse.
@@ -517,7 +559,7 @@ class Warehouse:
     # -- reading ---------------------------------------------------------------------
     def table(self, name: str, cohort: str | None = None) -> pd.DataFrame:
         """A canonical table (or ``loads``/``quarantine``) as a DataFrame, optionally for one cohort."""
-        valid = list(canonical_tables()) + ["loads", "quarantine"]
+        valid = list(canonical_tables()) + ["loads", "quarantine", "learner_attributes", "removals", "load_rows", "cohort_keys"]
         if name not in valid:
             raise ResearchError(f"unknown table {name!r}; valid tables: {', '.join(valid)}")
         where, args = ("WHERE cohort = ?", [cohort]) if cohort is not None else ("", [])

@@ -246,6 +246,9 @@ def _group_comparisons(
     if attributes is None:
         # default: every standard attribute with values; none at all means nothing to compare
         attributes = [a for a in LEARNER_ATTRIBUTES if a in learners.columns and learners[a].notna().any()]
+        # plus extra attributes loaded through a mapping's `attributes:` (e.g. study_programme)
+        attributes += [str(a) for a in learners.columns if a not in (*LEARNER_ATTRIBUTES, learner, "cohort", "source_file", "source_line")
+                       and learners[a].dtype in ("string", object) and learners[a].notna().any()]
     elif isinstance(attributes, str):
         attributes = [attributes]
     unknown = [a for a in attributes if a not in learners.columns or a == learner]

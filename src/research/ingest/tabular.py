@@ -17,6 +17,8 @@ arrive (and attempts from systems that are neither DataShop nor xAPI). The mappi
       module: null
     kcs:                        # attempts only, optional: KC model -> source column (~~ splits)
       Default: Skill
+    attributes:                 # learners only, optional: further learner attributes to compare
+      study_programme: Programme  # groups by (name: source column), like gender
     options:                    # optional: delimiter, decimal, encoding, date_format, time_zone
       delimiter: ";"
       decimal: ","
@@ -56,7 +58,8 @@ from research.schema import canonical_tables
 NAMES = ("csv", "parquet")
 NAME = "csv"
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
-MAPPING_KEYS = ("table", "columns", "values", "constants", "kcs", "options")
+MAPPING_KEYS = ("table", "columns", "values", "constants", "kcs", "attributes", "options")
+ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 FILE_OPTIONS = ("delimiter", "decimal", "encoding", "date_format", "time_zone")
 OPTIONS = {"mapping", *FILE_OPTIONS}
 TRUE = {"true", "t", "yes", "y", "1", "ja", "j", "sant"}
@@ -137,6 +140,21 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
             raise ConfigError(f"{where}: values: {canon!r} must map source values to canonical values, got {vmap!r}")
         if canon not in columns:
             raise ConfigError(f"{where}: values: {canon!r} has a value map but no source column under 'columns'")
+    attributes = spec.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise ConfigError(f"{where}: 'attributes' must be a mapping of attribute name: source column, got {type(attributes).__name__}")
+    if attributes and table != "learners":
+        raise ConfigError(f"{where}: 'attributes' is only valid for table 'learners', not {table!r}")
+    import re as _re
+
+    for name, src in attributes.items():
+        if not isinstance(name, str) or not _re.fullmatch(ATTRIBUTE_NAME, name) or name in fields:
+            raise ConfigError(
+                f"{where}: attributes: {name!r} is not a usable attribute name: use lower-case letters, digits and _ "
+                f"(starting with a letter, at most 40), other than the standard columns {', '.join(fields)}"
+            )
+        if not isinstance(src, str) or not src:
+            raise ConfigError(f"{where}: attributes: {name!r} must name a source column (text), got {src!r}")
     if kcs and table != "attempts":
         raise ConfigError(f"{where}: 'kcs' is only valid for table 'attempts', not {table!r}")
     bad_opts = sorted(set(opts) - set(FILE_OPTIONS))
@@ -154,6 +172,7 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
         "constants": dict(constants),
         "values": {k: {str(a): b for a, b in v.items()} for k, v in values.items()},
         "kcs": {str(k): str(v) for k, v in kcs.items()},
+        "attributes": {str(k): str(v) for k, v in attributes.items()},
         "options": dict(opts),
         "name": where,
     }
@@ -168,7 +187,7 @@ def _read_csv(path: Path, mapping: dict, opts: dict, pseudonymiser):
     C.check_delimiter(path, head, expected=delimiter, what="CSV file") if _needs_delimiter(mapping) else None
     first = head.split("\n", 1)[0].rstrip("\r")
     header = [h.strip() for h in next(csv.reader(io.StringIO(first), delimiter=delimiter))]
-    sources = list(dict.fromkeys([*mapping["columns"].values(), *mapping["kcs"].values()]))
+    sources = list(dict.fromkeys([*mapping["columns"].values(), *mapping["kcs"].values(), *mapping["attributes"].values()]))
     _require_sources(path, header, sources)
     d = C.read_delimited(path, delimiter=delimiter, header=header, usecols=sources, encoding=encoding, quote_char='"')
     bad = C.bad_line_rows(d, learner_col=mapping["columns"].get("learner_id"), pseudonymiser=pseudonymiser, delimiter=delimiter)
@@ -176,7 +195,7 @@ def _read_csv(path: Path, mapping: dict, opts: dict, pseudonymiser):
 
 
 def _needs_delimiter(mapping: dict) -> bool:
-    return len(set(mapping["columns"].values()) | set(mapping["kcs"].values())) > 1
+    return len(set(mapping["columns"].values()) | set(mapping["kcs"].values()) | set(mapping["attributes"].values())) > 1
 
 
 def _require_sources(path: Path, header: list[str], sources: list[str]) -> None:
@@ -204,7 +223,7 @@ def _read_parquet(path: Path, mapping: dict):
     except Exception as exc:  # pyarrow raises several types for a broken file
         raise DataError(f"{path.name}: not a readable Parquet file: {exc}") from None
     header = list(schema.names)
-    sources = list(dict.fromkeys([*mapping["columns"].values(), *mapping["kcs"].values()]))
+    sources = list(dict.fromkeys([*mapping["columns"].values(), *mapping["kcs"].values(), *mapping["attributes"].values()]))
     _require_sources(path, header, sources)
     frame = pq.read_table(path, columns=sources).to_pandas()
     for c in frame.columns:  # one conversion path for both formats: text in, typed out
@@ -295,7 +314,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
     spec = C.schema_spec(table)
     out: dict[str, pd.Series] = {}
     conditions = []
-    too_long, too_long_col = C.overlong(f, [c for k, c in cols.items() if k != "learner_id"] + list(mapping["kcs"].values()))
+    too_long, too_long_col = C.overlong(f, [c for k, c in cols.items() if k != "learner_id"] + list(mapping["kcs"].values()) + list(mapping["attributes"].values()))
     conditions.append((too_long, too_long_col.fillna(""), lambda m: f"a value of more than {C.MAX_FIELD_CHARS:,} characters in " + C.quoted(too_long_col[m])))
     for field in spec["fields"]:
         name, kind, cons = field["name"], field["type"], field.get("constraints", {})
@@ -370,6 +389,12 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
                           id_col="attempt_id", model_cols={m: [c] for m, c in mapping["kcs"].items()})
         kcs.insert(0, "cohort", cohort)
         tables["attempt_kcs"] = C.conform(kcs, "attempt_kcs")
+    if mapping["attributes"]:  # extra learner attributes, long: one row per learner and attribute with a value
+        parts = [pd.DataFrame({"learner_id": df.loc[ok, "learner_id"], "attribute": name, "value": C.blank_to_na(f.loc[ok, src])})
+                 for name, src in mapping["attributes"].items()]
+        long = pd.concat(parts, ignore_index=True)
+        long = long[long["value"].notna()].reset_index(drop=True)
+        tables["learner_attributes"] = long.astype({"learner_id": "string", "attribute": "string", "value": "string"})
     return IngestResult(source_file=str(path), format=fmt, n_read=n_read, tables=tables, rejects=rejects.frame())
 
 
