@@ -64,6 +64,18 @@ class Pseudonymiser:
         mapped = np.array([self.one(u) for u in uniques] + [None], dtype=object)
         return pd.Series(mapped[codes], index=raw.index, dtype="string")
 
+    def sessions(self, raw: pd.Series) -> pd.Series:
+        """Pseudonymise session ids (``s_<16 hex>``): a session id can carry or reveal who the learner is.
+
+        Keyed like learner ids but in their own domain, so a session never hashes to a learner's pseudonym.
+        """
+        codes, uniques = pd.factorize(raw.astype("string"), use_na_sentinel=True)
+        mapped = np.array(
+            ["s_" + hmac.new(self._key, b"session\x1f" + str(u).encode("utf-8"), hashlib.sha256).hexdigest()[:HEX_CHARS] for u in uniques] + [None],
+            dtype=object,
+        )
+        return pd.Series(mapped[codes], index=raw.index, dtype="string")
+
     def fingerprint(self) -> str:
         """A fingerprint of the key (HMAC-SHA256 of a fixed text, 16 hex digits): tells keys apart, reveals nothing."""
         return hmac.new(self._key, b"course-research pseudonym key fingerprint v1", hashlib.sha256).hexdigest()[:HEX_CHARS]

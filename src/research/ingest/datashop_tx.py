@@ -8,7 +8,7 @@ DataShop column        canonical column
 Anon Student Id        ``learner_id`` (pseudonymised before anything else)
 Transaction Id         ``attempt_id`` (when absent or blank: ``tx_`` + md5 of the
                        row's content, so a re-ingest gives the same id)
-Session Id             ``session_id``
+Session Id             ``session_id``, pseudonymised (``s_`` + keyed hash)
 Time + Time Zone       ``timestamp`` in UTC, timezone-naive. ``Time`` is local time
                        in ``Time Zone`` (IANA names such as ``US/Eastern``, or
                        UTC/GMT/EST/PST...). A blank zone uses option
@@ -232,7 +232,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
             "attempt_id": attempt_id,
             "learner_id": f["Anon Student Id"],
             "course_version": options.get("course_version"),
-            "session_id": col("Session Id"),
+            "session_id": pseudonymiser.sessions(col("Session Id")),
             "module": module,
             "page": page,
             "item_id": item,

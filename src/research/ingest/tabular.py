@@ -310,6 +310,9 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
     learner_src = cols.get("learner_id")
     if learner_src is not None:  # pseudonymise first
         f[learner_src] = pseudonymiser.series(C.blank_to_na(f[learner_src]))
+    session_src = cols.get("session_id")
+    if session_src is not None and session_src != learner_src:  # session ids can identify too
+        f[session_src] = pseudonymiser.sessions(C.blank_to_na(f[session_src]))
     rejects = C.RejectCollector(path.name, table, identifiers=[c for k, c in cols.items() if k in ("learner_id", "session_id")])
     spec = C.schema_spec(table)
     out: dict[str, pd.Series] = {}
