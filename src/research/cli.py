@@ -27,9 +27,10 @@ EXAMPLES = """bring your own data (the format is sniffed; --format forces it; --
   research ingest exports/transactions.txt --cohort 2026-spring                 DataShop transaction export
   research ingest exports/student_step.txt --cohort 2026-spring                 DataShop student-step export
   research ingest exports/statements.jsonl --cohort 2026-spring                 xAPI statements
-  research ingest exports/pretest.csv --cohort 2026-spring --mapping examples/assessments.mapping.yaml
-  research ingest exports/learners.parquet --cohort 2026-spring --mapping examples/learners.mapping.yaml
-  research validate exports/pretest.csv --mapping examples/assessments.mapping.yaml   same counts, nothing loaded
+  research ingest examples/data/tests.csv --cohort example --mapping examples/assessments.mapping.yaml
+  research ingest examples/data/learners.csv --cohort example --mapping examples/learners.mapping.yaml
+  research ingest exports/scores.parquet --cohort 2026-spring --mapping exports/scores.mapping.yaml   Parquet
+  research validate examples/data/tests.csv --mapping examples/assessments.mapping.yaml   same counts, nothing loaded
   research cohorts                                                               what the warehouse holds
   research run --cohort 2026-spring                                              notebooks -> reports/2026-spring/
   research forget --cohort 2026-spring [--learner p_0123456789abcdef] --yes      remove data and reports
