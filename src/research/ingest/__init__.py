@@ -90,6 +90,8 @@ def read_file(path, *, cohort: str, pseudonymiser, format: str | None = None, op
     path = Path(path)
     if not cohort or not isinstance(cohort, str):
         raise ConfigError(f"cohort must be a non-empty string, got {cohort!r}")
+    if format is None and (options or {}).get("mapping"):  # a mapping only fits csv or parquet
+        format = tabular.format_for(path)
     if format is None:
         format = sniff(path, encoding=(options or {}).get("encoding", "utf-8"))
     if format not in FORMATS:
