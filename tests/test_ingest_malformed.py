@@ -214,6 +214,8 @@ def test_unknown_format_and_options(tmp_path, ps):
         read_file(p, cohort="t", pseudonymiser=ps, format="excel")
     good = write_tx(tmp_path / "tx.txt", [row(1)])
     with pytest.raises(ConfigError, match=r"unknown option\(s\) 'mapping' for format 'datashop'; valid options: "):
+        read_file(good, cohort="t", pseudonymiser=ps, format="datashop", options={"mapping": "x.yaml"})
+    with pytest.raises(ConfigError, match=r"mapping file not found: x.yaml"):  # a mapping implies csv
         read_file(good, cohort="t", pseudonymiser=ps, options={"mapping": "x.yaml"})
     with pytest.raises(ConfigError, match=r"unknown module_level 'deep'; valid values: parent, path, first"):
         read_file(good, cohort="t", pseudonymiser=ps, options={"module_level": "deep"})
