@@ -339,3 +339,36 @@ def test_scan_helper_finds_what_it_should(tmp_path):
     assert any(h == "text #0: Stu_secret_0003" for h in hits)
     with pytest.raises(AssertionError, match="raw learner ids found"):
         assert_no_raw_ids(RAW, texts=["Stu_secret_0004"])
+
+
+@pytest.mark.parametrize("text", [
+    'table: assessments\ncolumns: {learner_id: a, instrument: b, phase: b, item_id: b, score: b, max_score: b}\nvalues: {phase: {"2": "\\uDC80"}}\n',
+    "table: " + "[" * 5000 + "]" * 5000 + "\n",
+    "table: assessments\ncolumns: {learner_id: a\n",
+    "- just\n- a list\n",
+    "table: assessments\ncolumns: {learner_id: a, instrument: b, phase: b, item_id: b, score: b, max_score: b}\nconstants: {timestamp: not a time}\n",
+    "table: learners\ncolumns: {learner_id: a}\nattributes: {gender: b}\n",
+    "table: learners\ncolumns: {learner_id: a}\nattributes: {'../x': b}\n",
+])
+def test_hostile_mappings_are_config_errors(tmp_path, text):
+    data = tmp_path / "x.csv"
+    data.write_text("a,b\nStu_secret_0001,2\n", encoding="utf-8")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(text, encoding="utf-8", errors="surrogatepass")
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(["ingest", str(data), "--cohort", "c", "--mapping", str(mapping), "--warehouse", str(tmp_path / "w.duckdb")])
+    assert rc == 1 and err.getvalue().startswith("error: m.yaml: "), err.getvalue()
+    assert "Stu_secret" not in out.getvalue() + err.getvalue()
+
+
+def test_step_file_expanding_past_the_file_budget_is_refused(tmp_path, monkeypatch):
+    from research.ingest import datashop_step
+
+    monkeypatch.setattr(datashop_step, "MAX_ATTEMPTS_PER_FILE", 50)
+    path = tmp_path / "step.txt"
+    path.write_bytes(tx_text([step_row(i, Incorrects="9") for i in range(1, 7)], header=STEP_HEADER))
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(["ingest", str(path), "--cohort", "c", "--format", "datashop-step", "--warehouse", str(tmp_path / "w.duckdb")])
+    assert rc == 1 and "add up to 60 attempts, more than the 50" in err.getvalue()

@@ -65,6 +65,8 @@ OPTIONS = {"module_level", "time_zone", "course_version", "encoding", "date_form
 #: most attempts of one kind (Incorrects, Hints or Corrects) one student-step may count:
 #: every attempt becomes a row, so 300,000,000 would allocate gigabytes
 MAX_ATTEMPTS_PER_STEP = 10_000
+#: most attempts one file may expand to (about 2 GB of attempts rows)
+MAX_ATTEMPTS_PER_FILE = 20_000_000
 
 _KC = re.compile(r"^KC \((.+)\)$")
 
@@ -196,6 +198,13 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     cor = counts["Corrects"].to_numpy()[idx]
     fa = first.to_numpy(dtype=object, na_value=None)[idx]
     n = inc + hin + cor
+    if int(n.sum()) > MAX_ATTEMPTS_PER_FILE:
+        from research.errors import DataError
+
+        raise DataError(
+            f"{path.name}: its counts (Incorrects + Hints + Corrects) add up to {int(n.sum()):,} attempts, more than the "
+            f"{MAX_ATTEMPTS_PER_FILE:,} one student-step file may expand to; check the counts, or split the file"
+        )
     rem_inc = inc - (fa == "incorrect")
     rem_hint = hin - (fa == "hint")
     rows = np.repeat(idx, n)

@@ -98,11 +98,18 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
         if not mpath.is_file():
             raise ConfigError(f"mapping file not found: {mpath}")
         try:
-            spec = yaml.safe_load(mpath.read_text(encoding="utf-8"))
+            spec = yaml.safe_load(mpath.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{where}: not UTF-8 text (byte offset {exc.start}); save the mapping as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{where}: nested too deeply to be a column mapping") from None
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: a mapping must be a YAML mapping with keys {', '.join(MAPPING_KEYS)}")
+    bad_text = _invalid_unicode(spec)
+    if bad_text is not None:
+        raise ConfigError(f"{where}: {bad_text!r} is not valid Unicode text (a lone surrogate, e.g. from a \\uD800 escape); write the character itself")
     unknown = sorted(set(spec) - set(MAPPING_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(MAPPING_KEYS)}")
@@ -236,6 +243,29 @@ def _read_parquet(path: Path, mapping: dict):
             frame[c] = s.astype("string")
     line = pd.Series(np.arange(2, len(frame) + 2), index=frame.index, dtype="int64")
     return frame, line, pd.DataFrame(), len(frame)
+
+
+def _invalid_unicode(value, depth: int = 0):
+    """The first key or text in a YAML document that cannot be written as UTF-8, else None."""
+    if depth > 50:
+        return "(nested more than 50 levels)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        return None
+    for item in items:
+        found = _invalid_unicode(item, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def _constant(mapping: dict, name: str, kind: str, cons: dict, opts: dict, index) -> pd.Series:
