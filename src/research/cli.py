@@ -69,7 +69,7 @@ def _format_for(path, args) -> str | None:
     return None
 
 
-def _input_guard(what: str):
+def _input_guard(what: str, warehouse=None):
     """Turn any failure while reading input into a message: never a traceback.
 
     DuckDB failures on the warehouse get the locked/damaged message; a full disk and other
@@ -89,7 +89,13 @@ def _input_guard(what: str):
         except ResearchError:
             raise
         except duckdb.Error as exc:
-            raise warehouse_error(what, exc) from None
+            text = str(exc)
+            if isinstance(exc, duckdb.IOException) or "Corrupt" in text or "lock" in text.lower() or warehouse is None:
+                raise warehouse_error(warehouse or what, exc) from None
+            raise ResearchError(
+                f"{what}: could not be loaded (DuckDB {type(exc).__name__}). This is a gap in course-research's input checks; "
+                "please report it with a description of the file's layout (not its data)"
+            ) from None
         except MemoryError:
             raise ResearchError(f"{what}: ran out of memory; split the file into smaller ones and load them one by one") from None
         except OSError as exc:
@@ -110,11 +116,11 @@ def cmd_ingest(args) -> int:
 
     options = _ingest_options(args)
     summary = LoadSummary()
-    with _input_guard(f"warehouse {args.warehouse or 'default'}"):
+    with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
         wh = Warehouse(args.warehouse)
     with wh:
         for path in args.paths:
-            with _input_guard(str(path)):
+            with _input_guard(str(path), warehouse=wh.path):
                 summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
     print(summary)
     print(f"warehouse: {wh.path}")
@@ -131,7 +137,7 @@ def cmd_validate(args) -> int:
     rejected = 0
     with tempfile.TemporaryDirectory(prefix="research-validate-") as tmp, Warehouse(Path(tmp) / "validate.duckdb") as wh:
         for path in args.paths:
-            with _input_guard(str(path)):
+            with _input_guard(str(path), warehouse=wh.path):
                 summary = wh.ingest([path], cohort="validate", format=_format_for(path, args), options=options)
             for f in summary.files:
                 print("\n".join(f.lines()).replace(" -> cohort 'validate'", " (validated, nothing loaded)"))
@@ -149,7 +155,7 @@ def cmd_validate(args) -> int:
 def cmd_cohorts(args) -> int:
     from research.warehouse import Warehouse
 
-    with _input_guard(f"warehouse {args.warehouse or 'default'}"):
+    with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
         wh = Warehouse(args.warehouse, read_only=True)
     with wh:
         table = wh.cohorts()
@@ -174,7 +180,7 @@ def cmd_forget(args) -> int:
             "to find a learner's pseudonym from their raw id, use the same key: "
             "python -c \"from research.pseudonym import Pseudonymiser; print(Pseudonymiser().one('RAW_ID'))\""
         )
-    with _input_guard(f"warehouse {args.warehouse or 'default'}"):
+    with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
         wh = Warehouse(args.warehouse)
     dry = not args.yes
     with wh:
