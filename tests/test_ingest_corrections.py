@@ -276,3 +276,14 @@ def test_headerless_file_is_refused_without_printing_its_first_row(tmp_path):
     rc, out, err = run("ingest", tx, "--cohort", "c", "--format", "datashop", "--warehouse", tmp_path / "w.duckdb")
     assert rc == 1 and "line 1 is not a header" in err
     assert_no_raw_ids(["Stu_raw_001"], texts=[out, err])
+
+
+def test_warehouse_error_tells_full_disk_lock_and_damage_apart(tmp_path):
+    from research.warehouse import warehouse_error
+
+    full = warehouse_error(tmp_path / "w.duckdb", duckdb.IOException('IO Error: Could not write file "w.duckdb": No space left on device'))
+    locked = warehouse_error(tmp_path / "w.duckdb", duckdb.IOException('IO Error: Could not set lock on file "w.duckdb": Conflicting lock is held in python (PID 42)'))
+    damaged = warehouse_error(tmp_path / "w.duckdb", duckdb.Error("Corrupt database file: computed checksum 1 does not match stored checksum 2"))
+    assert "no space left" in str(full) and not isinstance(full, (WarehouseLocked, WarehouseDamaged))
+    assert isinstance(locked, WarehouseLocked) and "process 42" in str(locked)
+    assert isinstance(damaged, WarehouseDamaged) and "move the file aside" in str(damaged)

@@ -88,6 +88,11 @@ def warehouse_error(path, exc: BaseException) -> ResearchError:
     (wait and retry) is told apart from a truncated or corrupt file (restore or rebuild).
     """
     text = str(exc)
+    if "No space left on device" in text or "disk is full" in text.lower():
+        return ResearchError(
+            f"no space left on the device that holds warehouse {path}; free some space and run the command again "
+            "(each file loads in one transaction, so nothing was half-loaded)"
+        )
     if "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text):
         import re
 
