@@ -88,6 +88,7 @@ def tx_variants():
     v["comma_delimited"] = tx_text(base, sep=",")
     v["thousand_columns"] = tx_text(base, header=TX_HEADER + [f"X{i}" for i in range(1000)])
     v["odd_unicode"] = tx_text(base[:2] + [tx_row(3, **{"Problem Name": "p\u202eevil\u200b", "Step Name": "emoji \U0001F600"})] + base[3:])
+    v["raw_id_in_other_columns"] = tx_text(base[:2] + [tx_row(3, Outcome=RAW[2], **{"Time Zone": RAW[3], "Attempt At Step": RAW[4]})] + base[3:])
     v["outcome_cases"] = tx_text(base[:2] + [tx_row(3, Outcome="correct"), tx_row(4, Outcome="UNGRADED"), tx_row(5, Outcome=""), tx_row(6, Outcome="MAYBE")] + base[6:])
     no_ids = [h for h in TX_HEADER if h not in ("Row", "Transaction Id")]
     v["no_row_no_tx_id"] = tx_text(base, header=no_ids)
@@ -119,6 +120,7 @@ def step_variants():
     v["corrects_1e30"] = mk(base[:2] + [step_row(3, Corrects="1e30")] + base[3:])
     v["bad_counts"] = mk(base[:2] + [step_row(3, Hints="-1"), step_row(4, Hints="1.5"), step_row(5, Hints="many")] + base[5:])
     v["unknown_first_attempt"] = mk(base[:2] + [step_row(3, **{"First Attempt": "maybe"})] + base[3:])
+    v["raw_id_as_first_attempt"] = mk(base[:2] + [step_row(3, **{"First Attempt": RAW[2]}), step_row(4, Hints=RAW[3])] + base[4:])
     v["contradiction"] = mk(base[:2] + [step_row(3, **{"First Attempt": "hint", "Hints": "0"})] + base[3:])
     v["truncated"] = mk(base)[:-40]
     v["headerless"] = mk(base)[len(mk([])):]
@@ -169,6 +171,7 @@ def csv_variants():
     v["only_blank_lines"] = (CSV_HEADER + "\n\n\n,,,,,,\n").encode()
     v["overlong_item"] = body(lines[:5] + [csv_line(6, item="i" * 70_000)] + lines[6:])
     v["invalid_utf8"] = body(lines[:5]) + b"Stu_secret_0001,T,pre,q\xff,1,1,x\n"
+    v["raw_id_in_score_and_phase"] = body(lines[:5] + [csv_line(6, score=RAW[1]), csv_line(7, phase=RAW[2])] + lines[7:])
     v["max_as_text"] = body(lines[:5] + [csv_line(6, max="one")] + lines[6:])
     v["formula_item"] = body(lines[:5] + [csv_line(6, item="=1+1"), csv_line(7, item="@SUM(A1)")] + lines[7:])
     return v

@@ -761,6 +761,12 @@ class RejectCollector:
         self.table_name = table_name
         self.identifiers = IDENTIFIER_COLUMNS | frozenset(identifiers)
         self.parts: list[pd.DataFrame] = []
+        #: the file's raw learner ids: a reject whose offending value is one (a shifted column) never shows it
+        self.secrets: set[str] = set()
+
+    def keep_secret(self, raw_ids: pd.Series) -> None:
+        """Remember the raw learner ids of the file (call before pseudonymising them)."""
+        self.secrets |= {str(v).strip() for v in pd.unique(raw_ids.dropna().to_numpy())}
 
     def add(self, rows: pd.DataFrame, *, line, column, reason, kind: str = "rejected", table_name: str | None = None) -> None:
         if rows is None or rows.empty:
@@ -778,7 +784,20 @@ class RejectCollector:
         if not parts:
             return empty_rejects()
         out = pd.concat(parts, ignore_index=True)
+        if self.secrets:
+            out["reason"] = out["reason"].map(self._scrub).astype("string")
+            raw_bad = out["raw"].map(lambda t: isinstance(t, str) and any(str(v).strip() in self.secrets for v in json.loads(t).values()))
+            out.loc[raw_bad.fillna(False).astype(bool), "raw"] = pd.NA
         return out.sort_values("source_line", kind="stable").reset_index(drop=True)
+
+    def _scrub(self, text):
+        """Replace a quoted raw learner id in a reason text."""
+        if not isinstance(text, str):
+            return text
+        for value in set(re.findall(r"'([^']*)'", text)):
+            if value.strip() in self.secrets:
+                text = text.replace(f"'{value}'", "'(a learner id)'")
+        return text
 
 
 def first_reason(conditions: list, index) -> tuple[pd.Series, pd.Series, pd.Series]:

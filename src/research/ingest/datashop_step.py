@@ -120,10 +120,12 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
 
     d = C.read_delimited(path, delimiter="\t", header=header, usecols=usecols, encoding=encoding)
     f = d.frame
-    f["Anon Student Id"] = pseudonymiser.series(C.blank_to_na(f["Anon Student Id"]))
+    secret_ids = C.blank_to_na(f["Anon Student Id"])
+    f["Anon Student Id"] = pseudonymiser.series(secret_ids)
     line = pd.Series(d.line, index=f.index, dtype="int64")
     col = C.Columns(f)
     rejects = C.RejectCollector(path.name)
+    rejects.keep_secret(secret_ids)
     quoted = C.quoted
 
     first = col("First Attempt").str.lower()

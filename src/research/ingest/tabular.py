@@ -338,12 +338,15 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
 
     cols = mapping["columns"]
     learner_src = cols.get("learner_id")
+    secret_ids = C.blank_to_na(f[learner_src]) if learner_src is not None else None
     if learner_src is not None:  # pseudonymise first
-        f[learner_src] = pseudonymiser.series(C.blank_to_na(f[learner_src]))
+        f[learner_src] = pseudonymiser.series(secret_ids)
     session_src = cols.get("session_id")
     if session_src is not None and session_src != learner_src:  # session ids can identify too
         f[session_src] = pseudonymiser.sessions(C.blank_to_na(f[session_src]))
     rejects = C.RejectCollector(path.name, table, identifiers=[c for k, c in cols.items() if k in ("learner_id", "session_id")])
+    if secret_ids is not None:
+        rejects.keep_secret(secret_ids)
     spec = C.schema_spec(table)
     out: dict[str, pd.Series] = {}
     conditions = []
