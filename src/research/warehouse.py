@@ -214,6 +214,7 @@ class Warehouse:
         except duckdb.Error as exc:
             raise warehouse_error(self.path, exc) from None
         try:
+            self.con.execute("SET enable_progress_bar = false").fetchall()  # no progress bars in command output
             if not read_only:
                 self._create_tables()
             else:
@@ -464,18 +465,17 @@ class Warehouse:
                     quarantined.append(rejects.assign(cohort=cohort))
                 key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
                 cols = ", ".join(f'v."{c}"' for c in schema.field_names)
+                # the valid rows not yet in the warehouse, computed once: their keys go to load_rows
+                # (so a corrected version of the file can replace them), the rows to the table
                 n_valid = int(con.execute(f"SELECT count(*) FROM ({valid_sql})").fetchall()[0][0])
-                con.execute(  # the keys this load inserts, so a corrected version can replace them
-                    f"""INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, 'v')} FROM ({valid_sql}) v
-                        WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})""",
-                    [load_id, cohort, name],
+                con.execute(
+                    f'CREATE OR REPLACE TEMP TABLE __new AS SELECT {cols} FROM ({valid_sql}) v WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
                 ).fetchall()
-                inserted = con.execute(
-                    f'INSERT INTO "{name}" SELECT {cols} FROM ({valid_sql}) v WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
-                ).fetchall()[0][0]
+                con.execute(f"INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, 'v')} FROM __new v", [load_id, cohort, name]).fetchall()
+                inserted = con.execute(f'INSERT INTO "{name}" SELECT * FROM __new').fetchall()[0][0]
                 stats.n_loaded = int(inserted)
                 stats.n_already_present = n_valid - stats.n_loaded
-                for obj in ("VIEW __kcs_with_attempt", "VIEW __incoming", "TABLE __checked", "TABLE __dups"):
+                for obj in ("VIEW __kcs_with_attempt", "VIEW __incoming", "TABLE __checked", "TABLE __dups", "TABLE __new"):
                     con.execute(f"DROP {obj.split()[0]} IF EXISTS {obj.split()[1]}").fetchall()
                 con.unregister("__frame")
                 summary.tables[name] = stats

@@ -254,16 +254,28 @@ def _scan_lines(data: bytes, quote_char: str | bool) -> tuple[np.ndarray, np.nda
         starts, ends = starts[:-1], ends[:-1]
     n = len(starts)
 
-    def per_line(flags: np.ndarray) -> np.ndarray:
-        """How many flagged bytes each line holds (prefix sums: one pass, no per-byte search)."""
-        c = np.zeros(len(flags) + 1, dtype=np.int64)
-        np.cumsum(flags, out=c[1:])
-        return c[ends] - c[starts]
+    def per_line(positions: np.ndarray) -> np.ndarray:
+        """How many of ``positions`` (byte offsets, usually few) fall in each line."""
+        if not n or not len(positions):
+            return np.zeros(n, dtype=np.int64)
+        return np.bincount(np.searchsorted(starts, positions, side="right") - 1, minlength=n)[:n]
 
-    ws = (arr == 9) | (arr == 10) | (arr == 13) | (arr == 32)
-    blank = per_line(~ws) == 0
+    ws = np.zeros(256, dtype=bool)
+    ws[[9, 10, 13, 32]] = True
+    # only a line that starts with white space (or is empty) can be blank: check just those
+    blank = np.zeros(n, dtype=bool)
+    if n:
+        first = np.where(starts < len(arr), arr[np.minimum(starts, max(len(arr) - 1, 0))], 10)
+        cand = np.flatnonzero(ws[first])
+        if len(cand) > 10_000:  # many lines start blank: one vectorised pass over the bytes instead
+            c = np.zeros(len(arr) + 1, dtype=np.int64)
+            np.cumsum(~ws[arr], out=c[1:])
+            blank = (c[ends] - c[starts]) == 0
+        else:
+            for i in cand:
+                blank[i] = not (~ws[arr[starts[i]:ends[i]]]).any()
     if quote_char:
-        odd = per_line(arr == ord(quote_char)) % 2 == 1
+        odd = per_line(np.flatnonzero(arr == ord(quote_char))) % 2 == 1
     else:
         odd = np.zeros(n, dtype=bool)
     cr = np.flatnonzero(arr == 13)
