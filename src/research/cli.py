@@ -37,6 +37,8 @@ def cmd_ingest(args) -> int:
     from research.warehouse import Warehouse
 
     options = {"mapping": args.mapping} if args.mapping else None
+    if getattr(args, "profile", None):
+        options = {**(options or {}), "profile": args.profile}
     with Warehouse(args.warehouse) as wh:
         summary = wh.ingest(args.paths, cohort=args.cohort, format=args.format, options=options)
     print(summary)
@@ -158,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", required=True, help="cohort id to load into")
     p.add_argument("--format", help="force the format instead of sniffing it")
     p.add_argument("--mapping", help="YAML column mapping for CSV/Parquet (default: FILE.mapping.yaml beside the file)")
+    p.add_argument("--profile", help="xAPI statement profile: torus, openedx, cmi5, adl or a YAML file (default: sniffed)")
     p.add_argument("--warehouse", help=wh_help)
     p.set_defaults(func=cmd_ingest)
 

@@ -73,6 +73,7 @@ class FileLoad:
     status: str  # "loaded" or "already loaded"
     tables: dict[str, TableLoad] = field(default_factory=dict)
     reasons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list = field(default_factory=list)  # adapter lines for the summary (xAPI profile, rules, voids)
 
     @property
     def n_rejected(self) -> int:
@@ -87,6 +88,7 @@ class FileLoad:
                 f"  {t.table_name}: read {t.n_read:,}, loaded {t.n_loaded:,}, rejected {t.n_rejected:,}, "
                 f"skipped {t.n_skipped:,}, already present {t.n_already_present:,}"
             )
+        out.extend(self.notes)
         if not self.reasons.empty:
             out.append("  not loaded, by reason:")
             for r in self.reasons.itertuples(index=False):
@@ -254,6 +256,14 @@ class Warehouse:
                     [load_id, cohort, result.name, file_sha256 or "", result.format, name, stats.n_read,
                      stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, now],
                 ).fetchall()
+            summary.notes = list(getattr(result, "notes", None) or [])
+            if result.format == "xapi":
+                from research.ingest import voiding
+
+                v = voiding.apply(con, result, cohort=cohort)
+                if v["removed"] or v["pending"] or (result.voids is not None and len(result.voids)):
+                    summary.notes.append(f"  voiding: {v['removed']:,} rows removed now (kept in table voided), "
+                                         f"{v['pending']:,} voids waiting for a statement not loaded yet")
             if quarantined:
                 q = pd.concat(quarantined, ignore_index=True).assign(load_id=load_id)
                 q = q[["load_id", "cohort", "table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]]

@@ -48,8 +48,8 @@ __all__ = ["FORMATS", "IngestResult", "make_rejects", "read_file", "sniff"]
 def sniff(path, *, encoding: str = "utf-8") -> str:
     """The format name of ``path``; DataError naming the file when unknown or ambiguous."""
     path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        head = ""
+    if path.suffix.lower() in (".parquet", ".gz"):
+        head = ""  # binary: the adapters that read these look inside themselves
         if not path.exists():
             raise DataError(f"{path}: file not found")
     else:

@@ -1,7 +1,7 @@
 """xAPI statements exported from a Learning Record Store -> attempts, attempt_kcs, assessments.
 
 Accepted files: a JSON array of statements, JSON lines (one statement per line), or an
-LRS response ``{"statements": [...]}``.
+LRS response ``{"statements": [...]}``; any of them gzip-compressed (``.gz``).
 
 What a statement means is said by a *statement profile* (:mod:`research.ingest.xapi_profile`):
 which verbs are answers, hints, answer reveals or AU results, and where the item, step,
@@ -65,8 +65,20 @@ _SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def sniff(path: Path, head: str) -> bool:
+    if path.suffix.lower() == ".gz":
+        head = _gz_head(path)
     text = head.lstrip("\ufeff \t\r\n")
     return text[:1] in ("[", "{") and (('"actor"' in head and '"verb"' in head) or '"statements"' in head)
+
+
+def _gz_head(path: Path) -> str:
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read(65536).decode("utf-8", errors="replace")
+    except (OSError, EOFError):
+        return ""
 
 
 def _bad_unicode(obj) -> bool:
@@ -82,9 +94,16 @@ SURROGATE_REASON = "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), wh
 
 def _parse(path: Path, encoding: str) -> tuple[list, list[int], list[dict], str]:
     """(statements, their locations, bad lines, kind) where kind is 'lines' or 'array'."""
-    text = path.read_text(encoding=encoding) if encoding.lower() not in ("utf-8", "utf8") else None
+    text = path.read_text(encoding=encoding) if encoding.lower() not in ("utf-8", "utf8") and path.suffix.lower() != ".gz" else None
     if text is None:
         data = path.read_bytes()
+        if path.suffix.lower() == ".gz":
+            import gzip
+
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as exc:
+                raise DataError(f"{path.name}: not a readable gzip file ({exc})") from None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -325,7 +344,7 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
         item = _str(item)
         if rule.kind == "reveal":
             rule_counts[rule.name] += 1
-            rej.append((i, "verb.id", f"answer reveal on item '{item}' (rule '{rule.name}' of profile '{profile.name}'): "
+            rej.append((i, "verb.id", f"answer reveal on item '{item}' (verb '{verb_name}', rule '{rule.name}' of profile '{profile.name}'): "
                         "the learner was shown the answer; not an attempt", "skipped"))
             continue
         outcome = "hint"
