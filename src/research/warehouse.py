@@ -264,6 +264,10 @@ class Warehouse:
                 if v["removed"] or v["pending"] or (result.voids is not None and len(result.voids)):
                     summary.notes.append(f"  voiding: {v['removed']:,} rows removed now (kept in table voided), "
                                          f"{v['pending']:,} voids waiting for a statement not loaded yet")
+            if getattr(result, "custom_fields", None) is not None:
+                from research.ingest import datashop_xml
+
+                datashop_xml.store_custom_fields(con, result, cohort=cohort)
             if quarantined:
                 q = pd.concat(quarantined, ignore_index=True).assign(load_id=load_id)
                 q = q[["load_id", "cohort", "table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]]

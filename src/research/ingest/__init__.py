@@ -14,6 +14,12 @@ Formats (``FORMATS``):
 ``xapi``
     xAPI statements from an LRS (JSON array, JSON lines or ``{"statements": [...]}``),
     :mod:`research.ingest.xapi`.
+``datashop-xml``
+    DataShop tutor-message XML (Torus's DataShop export, OLI logs), streamed,
+    :mod:`research.ingest.datashop_xml`.
+``oli-log-act``
+    OLI's legacy ``log_act`` table dump whose tutor-message rows hold DataShop XML,
+    :mod:`research.ingest.oli_log_act`.
 ``csv``, ``parquet``
     any canonical table from a plain CSV or Parquet file plus a YAML column mapping,
     :mod:`research.ingest.tabular`.
@@ -30,7 +36,7 @@ from pathlib import Path
 from types import ModuleType
 
 from research.errors import ConfigError, DataError
-from research.ingest import datashop_step, datashop_tx, tabular, xapi
+from research.ingest import datashop_step, datashop_tx, datashop_xml, oli_log_act, tabular, xapi
 from research.ingest._common import read_head
 from research.ingest.base import IngestResult, make_rejects
 
@@ -38,6 +44,8 @@ FORMATS: dict[str, ModuleType] = {
     datashop_tx.NAME: datashop_tx,
     datashop_step.NAME: datashop_step,
     xapi.NAME: xapi,
+    datashop_xml.NAME: datashop_xml,
+    oli_log_act.NAME: oli_log_act,
     "csv": tabular,
     "parquet": tabular,
 }
