@@ -73,7 +73,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None):
                 continue
             xml = rec["info"].replace("\\\\n", "\n").replace("\\\\t", "\t").replace("\\n", "\n").replace("\\t", "\t").replace('\\"', '"')
             start = len(reader.rows["n"])
-            reader.feed(X._Wrapped(io.BytesIO(xml.encode("utf-8"))), f"{path.name} line {number}")
+            reader.feed(io.BytesIO(xml.encode("utf-8")), f"{path.name} line {number}")
             user = sessions.get(rec["sess_ref"])
             r = reader.rows
             for j in range(start, len(r["n"])):
