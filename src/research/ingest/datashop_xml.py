@@ -78,7 +78,47 @@ def sniff(path: Path, head: str) -> bool:
         "<log_action" in head and "tutor_message.dtd" in head)
 
 
-_R_SIMPLE = re.compile(r"<(user_id|session_id|time|time_zone|problem_name|selection|input)>([^<]*)</\1>")
+_R_CANON = re.compile(
+    r"<(?P<tag>tool_message|tutor_message)(?P<attrs>[^>]*)>\s*"
+    r"(?:<meta>\s*(?:<user_id>(?P<user>[^<]*)</user_id>\s*)?(?:<session_id>(?P<sess>[^<]*)</session_id>\s*)?"
+    r"(?:<time>(?P<time>[^<]*)</time>\s*)?(?:<time_zone>(?P<zone>[^<]*)</time_zone>\s*)?</meta>\s*)?"
+    r"(?:<problem_name>(?P<problem>[^<]*)</problem_name>\s*)?"
+    r"(?:<semantic_event(?P<sem>[^>]*?)/>\s*|<semantic_event(?P<sem2>[^>]*)>\s*</semantic_event>\s*)?"
+    r"(?:<event_descriptor>\s*(?:<selection>(?P<sel>[^<]*)</selection>\s*)?(?:<action>[^<]*</action>\s*)?"
+    r"(?:<input>(?P<inp>[^<]*)</input>\s*)?</event_descriptor>\s*)?"
+    r"(?:<action_evaluation(?P<evattrs>[^>]*)>(?P<eval>[^<]*)</action_evaluation>\s*)?"
+    r"(?:<tutor_advice>[^<]*</tutor_advice>\s*)?"
+    r"(?P<skills>(?:<skill\b[^>]*>(?:(?!</skill>).)*</skill>\s*)*)"
+    r"</(?P=tag)>", re.S)
+
+
+_R_CTXMSG = re.compile(
+    r"<context_message(?P<attrs>[^>]*)>\s*"
+    r"(?:<meta>\s*(?:<user_id>(?P<user>[^<]*)</user_id>\s*)?(?:<session_id>(?P<sess>[^<]*)</session_id>\s*)?"
+    r"(?:<time>(?P<time>[^<]*)</time>\s*)?(?:<time_zone>(?P<zone>[^<]*)</time_zone>\s*)?</meta>\s*)?"
+    r"(?P<dataset><dataset>(?:(?!</dataset>).)*</dataset>)?\s*</context_message>", re.S)
+
+
+def _hierarchy(dataset) -> tuple:
+    """((level type, level name), ...) outermost first, and the problem name, of a <dataset> element."""
+    levels, problem = [], None
+    node = dataset
+    while node is not None:
+        nxt = node.find("level")
+        if nxt is None:
+            p = node.find("problem")
+            problem = _text(p, "name") if p is not None else None
+            break
+        levels.append((nxt.get("type") or "", _text(nxt, "name") or ""))
+        node = nxt
+    return tuple(levels), problem
+
+
+def _strip(v):
+    if v is None:
+        return None
+    v = v.strip()
+    return v or None
 _R_CTX = re.compile(r'context_message_id="([^"]*)"')
 _R_SEM = re.compile(r"<semantic_event\b([^>]*)>")
 _R_TX = re.compile(r'transaction_id="([^"]*)"')
@@ -122,6 +162,7 @@ class _Reader:
         self.envelope: list[tuple] = []  # (external_object_id, session_id) of the enclosing log_action
         self.n_messages = 0
         self.n_context = 0
+        self._datasets: dict[str, tuple] = {}
 
     # -- one message --------------------------------------------------------------
     def message(self, el) -> None:
@@ -131,25 +172,7 @@ class _Reader:
         meta_t = (_text(meta, "user_id"), _text(meta, "session_id"), _text(meta, "time"), _text(meta, "time_zone")) if meta is not None else (None,) * 4
         ctx_id = el.get("context_message_id")
         if tag == "context_message":
-            self.n_messages += 1
-            self.n_context += 1
-            levels, problem = [], None
-            node = el.find("dataset")
-            while node is not None:
-                nxt = node.find("level")
-                if nxt is None:
-                    p = node.find("problem")
-                    problem = _text(p, "name") if p is not None else None
-                    break
-                levels.append((nxt.get("type") or "", _text(nxt, "name") or ""))
-                node = nxt
-            key = (tuple(levels), problem, meta_t)
-            idx = self._info_index.get(key)
-            if idx is None:
-                idx = self._info_index[key] = len(self.context_info)
-                self.context_info.append(key)
-            if ctx_id is not None:
-                self.contexts[ctx_id] = idx
+            self._context(ctx_id, meta_t, _hierarchy(el.find("dataset")))
             return
         sem = el.find("semantic_event")
         desc = el.find("event_descriptor")
@@ -168,32 +191,60 @@ class _Reader:
     def message_bytes(self, tag: str, body: bytes) -> None:
         """A tool or tutor message in plain markup (no CDATA, comments, entities or custom
         fields) is read with a few regular expressions; anything else with ElementTree."""
-        if (tag == "context_message" or b"&" in body or b"<!" in body or b"custom_field" in body or b"'" in body
+        if (b"&" in body or b"<!" in body or b"custom_field" in body or b"'" in body
                 or body.count(b"<") != 2 * body.count(b"</") + body.count(b"/>")):  # unbalanced: let the parser say where
             self.message(ET.fromstring(body))
             return
         text = body.decode("utf-8")
-        f: dict = {}
-        for k, v in _R_SIMPLE.findall(text):  # one pass: the first of each simple field
-            if k not in f:
-                f[k] = v.strip() or None
-        meta_t = (f.get("user_id"), f.get("session_id"), f.get("time"), f.get("time_zone"))
-        head = text[:text.index(">") + 1]
-        ctx = _R_CTX.search(head)
-        sem = _R_SEM.search(text)
-        sem_attrs = sem.group(1) if sem else ""
-        tx, name = _R_TX.search(sem_attrs), _R_NAME.search(sem_attrs)
-        ev = _R_EVAL.search(text)
-        hint = _R_HINTNO.search(ev.group(1)) if ev else None
+        if tag == "context_message":
+            if not self._context_bytes(text):
+                self.message(ET.fromstring(body))
+            return
+        m = _R_CANON.fullmatch(text)
+        if m is None:  # not in DataShop's element order: the parser reads it
+            self.message(ET.fromstring(body))
+            return
+        g = m.groupdict()
+        sem = g["sem"] or g["sem2"] or ""
+        tx, name = _R_TX.search(sem), _R_NAME.search(sem)
+        ctx = _R_CTX.search(g["attrs"])
+        hint = _R_HINTNO.search(g["evattrs"]) if g["evattrs"] else None
         skills = []
-        if "<skill" in text:
-            for sk in _R_SKILL.findall(text):
+        if g["skills"]:
+            for sk in _R_SKILL.findall(g["skills"]):
                 n = _field("name", sk)
                 if n:
                     skills.append((_field("model_name", sk) or "Default", n))
-        outcome = ev.group(2).strip() if ev and ev.group(2).strip() else None
-        self._record(tag == "tool_message", ctx.group(1) if ctx else None, meta_t, tx.group(1) if tx else None, name.group(1) if name else None,
-                     f.get("selection"), f.get("input"), f.get("problem_name"), outcome, hint.group(1) if hint else None, skills, [])
+        strip = _strip
+        self._record(g["tag"] == "tool_message", ctx.group(1) if ctx else None,
+                     (strip(g["user"]), strip(g["sess"]), strip(g["time"]), strip(g["zone"])),
+                     tx.group(1) if tx else None, name.group(1) if name else None, strip(g["sel"]), strip(g["inp"]), strip(g["problem"]),
+                     strip(g["eval"]), hint.group(1) if hint else None, skills, [])
+
+    def _context(self, ctx_id, meta_t, hierarchy) -> None:
+        self.n_messages += 1
+        self.n_context += 1
+        key = (hierarchy[0], hierarchy[1], meta_t)
+        idx = self._info_index.get(key)
+        if idx is None:
+            idx = self._info_index[key] = len(self.context_info)
+            self.context_info.append(key)
+        if ctx_id is not None:
+            self.contexts[ctx_id] = idx
+
+    def _context_bytes(self, text: str) -> bool:
+        """A plain context message: meta by regular expression, the dataset parsed once per distinct text."""
+        m = _R_CTXMSG.fullmatch(text)
+        if m is None:
+            return False
+        g = m.groupdict()
+        ds = g["dataset"] or ""
+        hierarchy = self._datasets.get(ds)
+        if hierarchy is None:
+            hierarchy = self._datasets[ds] = _hierarchy(ET.fromstring(ds)) if ds else ((), None)
+        ctx = _R_CTX.search(g["attrs"])
+        self._context(ctx.group(1) if ctx else None, (_strip(g["user"]), _strip(g["sess"]), _strip(g["time"]), _strip(g["zone"])), hierarchy)
+        return True
 
     def _record(self, is_tool, ctx_id, meta_t, tx, sem_name, selection, value, problem, outcome, hint_no, skills, custom) -> None:
         self.n_messages += 1
