@@ -117,7 +117,7 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
             sources.append(Source(Path(), None, None, dict(src.get("options") or {}), lrs=src["lrs"]))
             continue
         if not isinstance(src, dict) or "path" not in src:
-            raise _fail(where, f"source {i} must be a path, a mapping with a 'path', or an LRS mapping with 'lrs'")
+            raise _fail(where, f"source {i} must be a path or a mapping with a 'path' (or, for an LRS, a mapping with 'lrs')")
         bad = sorted(set(src) - set(SOURCE_KEYS))
         if bad:
             raise _fail(where, f"source {i} has unknown key(s) {', '.join(bad)}; valid: {', '.join(SOURCE_KEYS)}")

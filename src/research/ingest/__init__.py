@@ -44,10 +44,10 @@ FORMATS: dict[str, ModuleType] = {
     datashop_tx.NAME: datashop_tx,
     datashop_step.NAME: datashop_step,
     xapi.NAME: xapi,
-    datashop_xml.NAME: datashop_xml,
-    oli_log_act.NAME: oli_log_act,
     "csv": tabular,
     "parquet": tabular,
+    datashop_xml.NAME: datashop_xml,
+    oli_log_act.NAME: oli_log_act,
 }
 
 __all__ = ["FORMATS", "IngestResult", "make_rejects", "read_file", "sniff"]
