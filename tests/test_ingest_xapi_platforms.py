@@ -340,3 +340,18 @@ def test_cli_ingest_with_profile_prints_rules(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "unknown xAPI profile 'nope'" in err and "Traceback" not in err
     raw_id_scan(out.out, out.err, err)
+
+
+def test_voiding_a_torus_answer_removes_its_hint_rows(tmp_path, ps):
+    st = json.loads(need(TORUS / "evaluated.json").read_text(encoding="utf-8"))
+    st["id"] = "5dfd26a4-6846-4fb6-afe2-fbbbd0a24e0d"
+    (tmp_path / "a.json").write_text(json.dumps(st), encoding="utf-8")
+    void = {"id": "v-9", "actor": {"mbox": "mailto:admin@example.adlnet.gov"}, "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+            "object": {"objectType": "StatementRef", "id": st["id"]}, "timestamp": "2024-07-11T00:00:00Z"}
+    (tmp_path / "v.json").write_text(json.dumps(void), encoding="utf-8")
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.ingest([tmp_path / "a.json"], cohort="c", pseudonymiser=ps)
+        assert sorted(wh.table("attempts", "c")["attempt_id"]) == [st["id"], st["id"] + "#hint1"]
+        wh.ingest([tmp_path / "v.json"], cohort="c", pseudonymiser=ps)
+        assert wh.table("attempts", "c").empty and wh.table("attempt_kcs", "c").empty
+        assert sorted(r[0] for r in wh.con.execute("SELECT row_id FROM voided").fetchall()) == [st["id"], st["id"] + "#hint1"]

@@ -55,11 +55,13 @@ def apply(con, result, *, cohort: str) -> dict:
         con.execute("""INSERT INTO voided SELECT h.*, now() FROM __here h WHERE NOT EXISTS (SELECT 1 FROM voided v
                        WHERE v.cohort = h.cohort AND v.row_id = h.row_id AND v.table_name = h.table_name)""").fetchall()
         con.unregister("__here")
-    # every pending void of the cohort against the attempts now in the warehouse
-    target = "(a.attempt_id = v.statement_id OR a.attempt_id LIKE v.statement_id || '#hint%')"
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE __hit AS
+    if not con.execute("SELECT count(*) FROM xapi_voids WHERE cohort = ?", [cohort]).fetchall()[0][0]:
+        return {"removed": 0, "pending": 0}
+    # every void of the cohort against the attempts now in the warehouse (an equality join:
+    # a hint row <id>#hint<n> goes with its answer <id>)
+    con.execute("""CREATE OR REPLACE TEMP TABLE __hit AS
         SELECT a.cohort, a.attempt_id, FIRST(v.statement_id) AS statement_id, FIRST(v.voided_by) AS voided_by
-        FROM attempts a JOIN xapi_voids v ON a.cohort = v.cohort AND {target}
+        FROM attempts a JOIN xapi_voids v ON a.cohort = v.cohort AND split_part(a.attempt_id, '#hint', 1) = v.statement_id
         WHERE a.cohort = ? GROUP BY a.cohort, a.attempt_id""", [cohort]).fetchall()
     removed = int(con.execute("SELECT count(*) FROM __hit").fetchall()[0][0])
     if removed:

@@ -530,7 +530,6 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
             "timestamp": a_ts.to_numpy(),
         })[keep_a]
         tables["assessments"] = C.conform(frame, "assessments")
-        rule_counts.update()
 
     # ---- rejects (raw = what the statement said, never its actor or authority)
     rejects = C.RejectCollector(name)
