@@ -224,17 +224,87 @@ def _kc_specs(profile: XP.Profile, options: dict) -> tuple[dict, str | None]:
 def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> IngestResult:
     path = Path(path)
     options = check_options(options, OPTIONS, NAME)
-    statements, where, bad_lines, kind = _parse(path, options.get("encoding", "utf-8"))
+    encoding = options.get("encoding", "utf-8")
+    if encoding.lower() in ("utf-8", "utf8") and _is_json_lines(path):
+        bad: list[dict] = []
+        return from_statements(_stream_lines(path, bad), None, bad, "lines", source=str(path), cohort=cohort,
+                               pseudonymiser=pseudonymiser, options=options)
+    statements, where, bad_lines, kind = _parse(path, encoding)
     return from_statements(statements, where, bad_lines, kind, source=str(path), cohort=cohort,
                            pseudonymiser=pseudonymiser, options=options)
 
 
-def from_statements(statements: list, where: list[int], bad_lines: list[dict], kind: str, *, source: str, cohort: str,
+def _open(path: Path):
+    import gzip
+
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _is_json_lines(path: Path) -> bool:
+    """True when the first non-blank line is a whole statement (so the file streams line by line)."""
+    try:
+        with _open(path) as fh:
+            for raw in fh:
+                line = raw.decode("utf-8", errors="replace").strip().removeprefix("\ufeff")
+                if not line:
+                    continue
+                if not line.startswith("{"):
+                    return False
+                try:
+                    first = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    return False  # a pretty-printed document (or a bad first line): read whole, as before
+                return isinstance(first, dict) and not ("statements" in first and "actor" not in first)
+    except (OSError, EOFError):
+        return False
+    return False
+
+
+def _stream_lines(path: Path, bad: list):
+    """(line number, statement) for each JSON line; bad lines go to ``bad``. Nothing is kept."""
+    loads = json.loads
+    offset = 0
+    with _open(path) as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise C.utf8_error(path, number, offset + exc.start, raw[exc.start]) from None
+            offset += len(raw)
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            if not line.strip():
+                continue
+            try:
+                st = loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append({"line": number, "reason": f"bad JSON: {exc.msg} at column {exc.colno}"})
+                continue
+            except RecursionError:
+                bad.append({"line": number, "reason": "bad JSON: nested too deeply to be an xAPI statement"})
+                continue
+            if "\\u" in line and _SURROGATE.search(line) and _bad_unicode(st):
+                bad.append({"line": number, "reason": SURROGATE_REASON})
+                continue
+            yield number, st
+
+
+def from_statements(statements, where, bad_lines: list[dict], kind: str, *, source: str, cohort: str,
                     pseudonymiser, options: dict | None = None) -> IngestResult:
-    """Map parsed statements to canonical tables (shared by file ingest and LRS pull)."""
+    """Map parsed statements to canonical tables (shared by file ingest and LRS pull).
+
+    ``statements`` and ``where`` may be lists, or ``where=None`` and ``statements`` an
+    iterator of (location, statement) pairs that is consumed once (JSON lines are streamed
+    this way: no statement is kept after it is mapped); ``bad_lines`` may grow meanwhile.
+    """
+    import itertools
+
     options = dict(options or {})
     name = Path(source).name
-    profile, how = _profile_for(statements, options)
+    pairs = iter(statements) if where is None else iter(zip(where, statements))
+    head = list(itertools.islice(pairs, 2000))
+    profile, how = _profile_for([st for _, st in head], options)
+    pairs = itertools.chain(head, pairs)
     loc_word = "line" if kind == "lines" else "statement"
     kc_specs, kc_prefix = _kc_specs(profile, options)
     fields = profile.fields
@@ -248,22 +318,26 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
         page_spec = XP.FieldSpec(paths=[("context", "contextActivities", "parent", "id")], last_segment=True)
         module_spec = XP.FieldSpec(paths=[("context", "contextActivities", "grouping", "id")], last_segment=True)
 
-    n = len(statements)
-    actor_raw = [None] * n
+    actor_raw: list = []
+    where: list[int] = []
+    bodies: dict[int, str] = {}  # content of statements without an id (for a stable hashed id)
     rule_counts: Counter = Counter()
     unmatched: Counter = Counter()
     # rejects: (index, column, reason, kind)
     rej: list[tuple[int, str, str, str]] = []
     cand = {k: [] for k in ("i", "sid", "item", "step", "page", "module", "attempt", "outcome", "response", "ts", "dur", "session", "hints", "kcs", "rule")}
-    assess = {k: [] for k in ("i", "instrument", "score", "max", "ts", "rule")}
+    assess = {k: [] for k in ("i", "instrument", "score", "max", "ts", "rule", "sid")}
     voids: list[tuple[str, str, int]] = []  # target, voiding id, index
-    info: list[dict] = [{}] * n
+    info: list[dict] = []
     answer_verbs = ", ".join(profile.verbs_by_kind("answer")) or "none"
     hint_verbs = ", ".join(profile.verbs_by_kind("hint")) or "none"
     ctx_ext = ("context", "extensions")
 
-    for i, st in enumerate(statements):
-        loc = f"{loc_word} {where[i]}"
+    for i, (loc_no, st) in enumerate(pairs):
+        where.append(loc_no)
+        actor_raw.append(None)
+        info.append({})
+        loc = f"{loc_word} {loc_no}"
         if not isinstance(st, dict):
             rej.append((i, "$", f"{loc}: not a JSON object", "rejected"))
             continue
@@ -332,7 +406,7 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
                 rej.append((i, "object.id", f"{loc}: missing object id (the AU)", "rejected"))
                 continue
             rule_counts[rule.name] += 1
-            for k, v in (("i", i), ("instrument", _str(instrument)), ("score", raw), ("max", mx), ("ts", _str(st.get("timestamp"))), ("rule", rule.name)):
+            for k, v in (("i", i), ("instrument", _str(instrument)), ("score", raw), ("max", mx), ("ts", _str(st.get("timestamp"))), ("rule", rule.name), ("sid", sid)):
                 assess[k].append(v)
             continue
         # answer, hint, reveal
@@ -402,6 +476,8 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
         }
         for k, v in vals.items():
             cand[k].append(v)
+        if sid is None:
+            bodies[i] = json.dumps({k: v for k, v in st.items() if k not in ("actor", "authority")}, sort_keys=True, default=str)
 
     learner_all = pseudonymiser.series(pd.Series(actor_raw, dtype="string"))
     line_all = np.asarray(where, dtype="int64")
@@ -433,7 +509,7 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
     sid = c["sid"].astype(object).where(c["sid"].notna(), None).to_numpy().copy()
     need = [k for k in np.flatnonzero(good) if sid[k] is None]
     if need:
-        body = [json.dumps({k: v for k, v in statements[int(c["i"].iat[j])].items() if k not in ("actor", "authority")}, sort_keys=True, default=str) for j in need]
+        body = [bodies[int(c["i"].iat[j])] for j in need]
         canon = pd.DataFrame({"s": body, "learner": learner_all.iloc[c["i"].to_numpy()[need]].to_numpy()})
         sid[need] = C.content_ids(canon, ["learner", "s"], "xs_").to_numpy()
     seen: dict[str, int] = {}
@@ -452,7 +528,7 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
     # ---- voiding inside this file: drop the targets, keep them for the audit table
     void_targets = {t: (vid, i) for t, vid, i in voids}
     voided_here = np.array([good[k] and c["attempt_id"].iat[k] in void_targets for k in range(len(c))], dtype=bool)
-    assess_ids = [statements[i].get("id") if isinstance(statements[i], dict) else None for i in assess["i"]]
+    assess_ids = assess["sid"]
     assess_void = np.array([a in void_targets for a in assess_ids], dtype=bool)
 
     # ---- attempts (with Torus hints expanded before their answer)
@@ -512,7 +588,7 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
     kcs.insert(0, "cohort", cohort)
 
     # ---- assessments
-    a = pd.DataFrame(assess)
+    a = pd.DataFrame({k: v for k, v in assess.items() if k != "sid"})
     tables = {"attempts": C.conform(out, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")}
     if profile.instrument is not None or len(a):
         ai = np.asarray(assess["i"], dtype="int64")
@@ -566,7 +642,7 @@ def from_statements(statements: list, where: list[int], bad_lines: list[dict], k
     res = IngestResult(
         source_file=source,
         format=NAME,
-        n_read=len(statements) + len(bad_lines),
+        n_read=len(where) + len(bad_lines),
         tables=tables,
         rejects=rejects.frame(),
     )
