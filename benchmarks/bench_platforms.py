@@ -4,6 +4,11 @@ as DataShop tutor-message XML (streamed) and as the tab-delimited DataShop expor
 Figures: seconds and peak resident memory of each ingest into a fresh warehouse, each in its
 own child process. Target: XML within 3x of the tab-delimited ingest, memory bounded.
 
+Measured 2026-12-04 at 1M on the shared 2-core machine: tab-delimited 13.4 s (1.7 GB peak),
+XML 74.2 s = 5.5x (2.8 GB), Torus xAPI 76.4 s (3.1 GB). The XML target (3x) is missed: the
+remaining cost is per-message Python work (a regular expression per message, the pairing of
+tool and tutor messages); a C streaming parser with tag filtering (lxml) would be the next step.
+
 Usage: python benchmarks/bench_platforms.py [N]   (default 1,000,000; on a busy 2-core
 machine 200,000 and a linear extrapolation is honest enough: say so when you do).
 """

@@ -314,7 +314,6 @@ class Profile:
 
 
 def categories_of(st) -> set:
-    cats = get(st, ("context", "contextActivities", "category")) if isinstance(st, dict) else None
     ctx = st.get("context") if isinstance(st, dict) else None
     acts = ctx.get("contextActivities") if isinstance(ctx, dict) else None
     cats = acts.get("category") if isinstance(acts, dict) else None
