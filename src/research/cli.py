@@ -57,6 +57,8 @@ def _ingest_options(args) -> dict | None:
         options[key.strip()] = value
     if args.mapping:
         options["mapping"] = args.mapping
+    if getattr(args, "profile", None):
+        options["profile"] = args.profile
     return options or None
 
 
@@ -125,6 +127,16 @@ def cmd_ingest(args) -> int:
     print(summary)
     print(f"warehouse: {wh.path}")
     return 2 if summary.n_rejected else 0
+
+
+def cmd_pull(args) -> int:
+    from research.lrs import pull
+
+    result = pull(args.lrs, cohort=args.cohort, warehouse=args.warehouse, profile=args.profile, version=args.xapi_version,
+                  since=args.since, limit=args.limit, timeout=args.timeout, progress=_say(args.quiet))
+    if not args.quiet:
+        print(result)
+    return 2 if result.n_rejected else 0
 
 
 def cmd_validate(args) -> int:
@@ -292,8 +304,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", help="force the format instead of sniffing it")
     p.add_argument("--mapping", help="YAML column mapping for CSV/Parquet (default: FILE.mapping.yaml beside the file); implies --format csv (parquet for .parquet)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="adapter option, repeatable: encoding=cp1252, default_time_zone=Europe/Stockholm, module_level=path, time_zone=...")
+    p.add_argument("--profile", help="xAPI statement profile: torus, openedx, cmi5, adl or a YAML file (default: sniffed)")
     p.add_argument("--warehouse", help=wh_help)
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("pull", help="pull xAPI statements from a Learning Record Store into a cohort", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Credentials come from RESEARCH_LRS_USER / RESEARCH_LRS_PASSWORD or the key file "
+                                   "RESEARCH_LRS_KEY_FILE (default ~/.config/course-research/lrs.key, one line user:password), never from the command line. "
+                                   "The next pull of the cohort asks only for statements stored since the last one.")
+    p.add_argument("--lrs", required=True, metavar="URL", help="the LRS's xAPI endpoint, e.g. https://lrs.example.org/xAPI")
+    p.add_argument("--cohort", required=True, help="cohort id to load into")
+    p.add_argument("--profile", help="xAPI statement profile: torus, openedx, cmi5, adl or a YAML file (default: sniffed)")
+    p.add_argument("--xapi-version", default="1.0.3", choices=["1.0.3", "2.0.0"], help="X-Experience-API-Version header (default 1.0.3)")
+    p.add_argument("--since", help="ISO 8601 time: statements stored after it (default: after the last pull of this cohort)")
+    p.add_argument("--limit", type=int, default=500, help="statements per page (default 500)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer (default 30)")
+    p.add_argument("--warehouse", help=wh_help)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("validate", help="check exports against the canonical schemas without loading them", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH")

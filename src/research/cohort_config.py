@@ -9,6 +9,8 @@ are and how to analyse them::
         format: datashop           # optional: forced format; sniffed when left out
       - path: exports/2026-spring/pretest.csv
         mapping: exports/pretest.mapping.yaml   # optional: column mapping for CSV/Parquet
+      - lrs: https://lrs.example.org/xAPI     # an LRS: pulled (research pull) before each run
+        options: {profile: torus}
     language: sv                   # report language: sv, da or en
     kc_model: Fine                 # KC model for curves and recommendations (default: best by BIC)
     min_cell_size: 10              # groups smaller than this are suppressed
@@ -47,7 +49,7 @@ KEYS = {
     "parameters": "further notebook parameters",
     "warehouse": "DuckDB file (default data/warehouse.duckdb)",
 }
-SOURCE_KEYS = ("path", "format", "mapping", "options")
+SOURCE_KEYS = ("path", "format", "mapping", "options", "lrs")
 DEFAULT_CONFIG_DIR = "cohorts"
 
 
@@ -57,6 +59,7 @@ class Source:
     format: str | None = None
     mapping: Path | None = None
     options: dict = field(default_factory=dict)
+    lrs: str | None = None  # an xAPI endpoint pulled from (research.lrs) instead of a file
 
 
 @dataclass
@@ -107,8 +110,14 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     for i, src in enumerate(doc.get("sources") or [], start=1):
         if isinstance(src, str):
             src = {"path": src}
+        if isinstance(src, dict) and "lrs" in src and "path" not in src:
+            bad = sorted(set(src) - {"lrs", "options"})
+            if bad or not isinstance(src["lrs"], str):
+                raise _fail(where, f"LRS source {i} takes 'lrs' (the endpoint URL) and 'options' (profile, xapi_version); found {', '.join(bad) or repr(src['lrs'])}")
+            sources.append(Source(Path(), None, None, dict(src.get("options") or {}), lrs=src["lrs"]))
+            continue
         if not isinstance(src, dict) or "path" not in src:
-            raise _fail(where, f"source {i} must be a path or a mapping with a 'path'")
+            raise _fail(where, f"source {i} must be a path or a mapping with a 'path' (or, for an LRS, a mapping with 'lrs')")
         bad = sorted(set(src) - set(SOURCE_KEYS))
         if bad:
             raise _fail(where, f"source {i} has unknown key(s) {', '.join(bad)}; valid: {', '.join(SOURCE_KEYS)}")

@@ -423,6 +423,13 @@ def ingest_sources(config: CohortConfig, warehouse: Path):
     summary = LoadSummary()
     with Warehouse(warehouse) as wh:
         for src in config.sources:
+            if getattr(src, "lrs", None):
+                from research.lrs import pull
+
+                opts = dict(src.options)
+                summary.files += pull(src.lrs, cohort=config.cohort, warehouse=wh, profile=opts.get("profile"),
+                                      version=opts.get("xapi_version", "1.0.3")).files
+                continue
             if not src.path.exists():
                 raise ConfigError(f"{config.path}: source file {src.path} does not exist")
             options = dict(src.options)

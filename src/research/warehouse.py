@@ -143,6 +143,7 @@ class FileLoad:
     tables: dict[str, TableLoad] = field(default_factory=dict)
     reasons: pd.DataFrame = field(default_factory=pd.DataFrame)
     replaced: dict[str, int] | None = None  # rows of an earlier version of the file removed, per table
+    notes: list = field(default_factory=list)  # adapter lines for the summary (xAPI profile, rules, voids)
 
     @property
     def n_rejected(self) -> int:
@@ -160,6 +161,7 @@ class FileLoad:
                 f"  {t.table_name}: read {t.n_read:,}, loaded {t.n_loaded:,}, rejected {t.n_rejected:,}, "
                 f"skipped {t.n_skipped:,}, already present {t.n_already_present:,}"
             )
+        out.extend(self.notes)
         if not self.reasons.empty:
             out.append("  not loaded, by reason:")
             for r in self.reasons.itertuples(index=False):
@@ -486,6 +488,18 @@ class Warehouse:
                     [load_id, cohort, result.name, file_sha256 or "", result.format, name, stats.n_read,
                      stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, now, source_path],
                 ).fetchall()
+            summary.notes = list(getattr(result, "notes", None) or [])
+            if result.format == "xapi":
+                from research.ingest import voiding
+
+                v = voiding.apply(con, result, cohort=cohort)
+                if v["removed"] or v["pending"] or (result.voids is not None and len(result.voids)):
+                    summary.notes.append(f"  voiding: {v['removed']:,} rows removed now (kept in table voided), "
+                                         f"{v['pending']:,} voids waiting for a statement not loaded yet")
+            if getattr(result, "custom_fields", None) is not None:
+                from research.ingest import datashop_xml
+
+                datashop_xml.store_custom_fields(con, result, cohort=cohort)
             if "learner_attributes" in result.tables:
                 summary.tables["learner_attributes"] = self._load_attributes(result, cohort, load_id, now, file_sha256, source_path)
             if quarantined:

@@ -14,6 +14,12 @@ Formats (``FORMATS``):
 ``xapi``
     xAPI statements from an LRS (JSON array, JSON lines or ``{"statements": [...]}``),
     :mod:`research.ingest.xapi`.
+``datashop-xml``
+    DataShop tutor-message XML (Torus's DataShop export, OLI logs), streamed,
+    :mod:`research.ingest.datashop_xml`.
+``oli-log-act``
+    OLI's legacy ``log_act`` table dump whose tutor-message rows hold DataShop XML,
+    :mod:`research.ingest.oli_log_act`.
 ``csv``, ``parquet``
     any canonical table from a plain CSV or Parquet file plus a YAML column mapping,
     :mod:`research.ingest.tabular`.
@@ -30,7 +36,7 @@ from pathlib import Path
 from types import ModuleType
 
 from research.errors import ConfigError, DataError
-from research.ingest import datashop_step, datashop_tx, tabular, xapi
+from research.ingest import datashop_step, datashop_tx, datashop_xml, oli_log_act, tabular, xapi
 from research.ingest._common import read_head
 from research.ingest.base import IngestResult, make_rejects
 
@@ -40,6 +46,8 @@ FORMATS: dict[str, ModuleType] = {
     xapi.NAME: xapi,
     "csv": tabular,
     "parquet": tabular,
+    datashop_xml.NAME: datashop_xml,
+    oli_log_act.NAME: oli_log_act,
 }
 
 __all__ = ["FORMATS", "IngestResult", "make_rejects", "read_file", "sniff"]
@@ -48,8 +56,8 @@ __all__ = ["FORMATS", "IngestResult", "make_rejects", "read_file", "sniff"]
 def sniff(path, *, encoding: str = "utf-8") -> str:
     """The format name of ``path``; DataError naming the file when unknown or ambiguous."""
     path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        head = ""
+    if path.suffix.lower() in (".parquet", ".gz"):
+        head = ""  # binary: the adapters that read these look inside themselves
         if not path.exists():
             raise DataError(f"{path}: file not found")
     else:

@@ -87,6 +87,14 @@ class IngestResult:
     n_read: int
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     rejects: pd.DataFrame = field(default_factory=empty_rejects)
+    #: xAPI: statements voided by voiding statements of this file (statement_id, voided_by, source_line)
+    voids: pd.DataFrame | None = None
+    #: xAPI: rows of this file removed because a statement of the same file voids them
+    voided_rows: pd.DataFrame | None = None
+    #: adapter-specific counts (xAPI: profile and statements per rule)
+    counts: dict = field(default_factory=dict)
+    #: extra lines for the ingest summary
+    notes: list = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -1,0 +1,519 @@
+"""DataShop tutor-message XML (DTD version 4, as DataShop documents it and OLI Torus writes it)
+-> attempts + attempt_kcs (+ custom fields), the same canonical tables as the tab-delimited
+transaction export (:mod:`research.ingest.datashop_tx`).
+
+The file is streamed: it is read in 1 MiB chunks and each message (start tag to end tag) is
+parsed on its own with ``xml.etree.ElementTree.fromstring`` and dropped, so no tree of the
+file is ever built. (``iterparse`` with element clearing was 14x slower than the
+tab-delimited ingest: one Python event per element.) What is kept is the columns of the
+transactions read so far and one small record per context message. Markup is checked per
+message; text between messages (declaration, root tags, whitespace) is skipped.
+A file may be a whole document (``tutor_related_message_sequence`` root, or OLI's
+``log_action`` envelope, whose text may be a URL-encoded sequence) or, as Torus's dataset
+job writes its parts, a bare run of messages without a root element.
+
+Mapping (DataShop's tutor-message model)
+---------------------------------------
+``context_message`` (START_PROBLEM, START_TUTOR, ...)
+    opens a problem: its ``dataset`` holds the ``level`` hierarchy and the ``problem``;
+    ``meta`` gives defaults for the messages that refer to it (``context_message_id``).
+``tool_message`` + ``tutor_message`` with the same ``semantic_event/@transaction_id``
+    one transaction. The tutor message (RESULT, HINT_MSG) carries the evaluation; a tool
+    message (ATTEMPT, HINT_REQUEST) the learner's input. A tutor message without its tool
+    message is still a transaction; a tool message the tutor never evaluated is skipped
+    ("not an attempt", like a blank Outcome in the tab-delimited export).
+fields
+    ``learner_id`` = ``meta/user_id`` (pseudonymised at once), ``session_id`` =
+    ``meta/session_id``, ``timestamp`` = ``meta/time`` in ``meta/time_zone`` -> UTC;
+    ``item_id`` = ``problem_name`` (else the context's problem, else the enclosing
+    ``log_action``'s ``external_object_id``, as Torus reads OLI logs), ``step_id`` =
+    ``event_descriptor/selection`` (else the problem), ``response`` = the tool message's
+    ``input`` (else the tutor's), ``outcome`` = ``action_evaluation`` mapped as DataShop
+    outcomes are (CORRECT; INCORRECT, ERROR, BUG; HINT...), ``attempt_id`` = the
+    transaction id, ``attempt`` counted per learner, problem and step in time order;
+    ``page`` = the innermost level, ``module`` the level above it.
+KCs
+    every ``skill`` of the tutor message: ``skill/name``, in the KC model
+    ``skill/model_name`` (``Default`` when absent), several per transaction allowed.
+custom fields
+    ``custom_field`` name/value pairs of the tutor message go to the warehouse table
+    ``custom_fields`` (cohort, attempt_id, name, value).
+
+Options: ``user_id`` and ``time`` for messages without ``meta`` (OLI's legacy logs, where
+Torus takes both from the request), ``default_time_zone`` (``UTC``), ``course_version``.
+
+``source_line`` is the message's ordinal number in the file (1-based). For every file
+``n_read`` (messages that are transactions or candidate transactions: tutor messages plus
+unevaluated tool messages) equals ``len(attempts) + len(rejects)``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import urllib.parse
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from research.errors import DataError
+from research.ingest import _common as C
+from research.ingest.base import IngestResult
+from research.ingest.datashop_tx import OUTCOMES, check_options
+
+NAME = "datashop-xml"
+OPTIONS = {"user_id", "time", "default_time_zone", "course_version", "encoding"}
+MESSAGES = {"context_message", "tool_message", "tutor_message"}
+CHUNK = 1 << 20
+_TOKEN = re.compile(rb"<(log_action|context_message|tool_message|tutor_message)\b[^>]*>?|</log_action\s*>")
+
+
+def sniff(path: Path, head: str) -> bool:
+    text = head.lstrip("\ufeff \t\r\n")
+    if not text.startswith("<"):
+        return False
+    return any(t in head[:65536] for t in ("<tutor_related_message_sequence", "<context_message", "<tool_message", "<tutor_message")) or (
+        "<log_action" in head and "tutor_message.dtd" in head)
+
+
+_R_CANON = re.compile(
+    r"<(?P<tag>tool_message|tutor_message)(?P<attrs>[^>]*)>\s*"
+    r"(?:<meta>\s*(?:<user_id>(?P<user>[^<]*)</user_id>\s*)?(?:<session_id>(?P<sess>[^<]*)</session_id>\s*)?"
+    r"(?:<time>(?P<time>[^<]*)</time>\s*)?(?:<time_zone>(?P<zone>[^<]*)</time_zone>\s*)?</meta>\s*)?"
+    r"(?:<problem_name>(?P<problem>[^<]*)</problem_name>\s*)?"
+    r"(?:<semantic_event(?P<sem>[^>]*?)/>\s*|<semantic_event(?P<sem2>[^>]*)>\s*</semantic_event>\s*)?"
+    r"(?:<event_descriptor>\s*(?:<selection>(?P<sel>[^<]*)</selection>\s*)?(?:<action>[^<]*</action>\s*)?"
+    r"(?:<input>(?P<inp>[^<]*)</input>\s*)?</event_descriptor>\s*)?"
+    r"(?:<action_evaluation(?P<evattrs>[^>]*)>(?P<eval>[^<]*)</action_evaluation>\s*)?"
+    r"(?:<tutor_advice>[^<]*</tutor_advice>\s*)?"
+    r"(?P<skills>(?:<skill\b[^>]*>(?:(?!</skill>).)*</skill>\s*)*)"
+    r"</(?P=tag)>", re.S)
+
+
+_R_CTXMSG = re.compile(
+    r"<context_message(?P<attrs>[^>]*)>\s*"
+    r"(?:<meta>\s*(?:<user_id>(?P<user>[^<]*)</user_id>\s*)?(?:<session_id>(?P<sess>[^<]*)</session_id>\s*)?"
+    r"(?:<time>(?P<time>[^<]*)</time>\s*)?(?:<time_zone>(?P<zone>[^<]*)</time_zone>\s*)?</meta>\s*)?"
+    r"(?P<dataset><dataset>(?:(?!</dataset>).)*</dataset>)?\s*</context_message>", re.S)
+
+
+def _hierarchy(dataset) -> tuple:
+    """((level type, level name), ...) outermost first, and the problem name, of a <dataset> element."""
+    levels, problem = [], None
+    node = dataset
+    while node is not None:
+        nxt = node.find("level")
+        if nxt is None:
+            p = node.find("problem")
+            problem = _text(p, "name") if p is not None else None
+            break
+        levels.append((nxt.get("type") or "", _text(nxt, "name") or ""))
+        node = nxt
+    return tuple(levels), problem
+
+
+def _strip(v):
+    if v is None:
+        return None
+    v = v.strip()
+    return v or None
+_R_CTX = re.compile(r'context_message_id="([^"]*)"')
+_R_SEM = re.compile(r"<semantic_event\b([^>]*)>")
+_R_TX = re.compile(r'transaction_id="([^"]*)"')
+_R_NAME = re.compile(r'\bname="([^"]*)"')
+_R_EVAL = re.compile(r"<action_evaluation\b([^>]*)>(.*?)</action_evaluation>", re.S)
+_R_HINTNO = re.compile(r'current_hint_number="([^"]*)"')
+_R_SKILL = re.compile(r"<skill\b[^>]*>(.*?)</skill>", re.S)
+_R_FIELDS: dict = {}
+
+
+def _field(tag: str, text: str):
+    """The stripped text of the first <tag>...</tag> in ``text`` (no nested markup), or None."""
+    rx = _R_FIELDS.get(tag)
+    if rx is None:
+        rx = _R_FIELDS[tag] = re.compile(f"<{tag}>([^<]*)</{tag}>|<{tag}/>")
+    m = rx.search(text)
+    if not m or m.group(1) is None:
+        return None
+    return m.group(1).strip() or None
+
+
+def _text(el, path: str):
+    if el is None:
+        return None
+    x = el.find(path)
+    if x is None or x.text is None:
+        return None
+    t = x.text.strip()
+    return t or None
+
+
+class _Reader:
+    def __init__(self, options: dict):
+        self.options = options
+        self.contexts: dict[str, int] = {}
+        self.context_info: list[tuple] = []  # (levels tuple, problem, meta tuple), deduplicated
+        self._info_index: dict[tuple, int] = {}
+        self.pending: dict[str, dict] = {}   # tool messages waiting for their tutor message
+        self.rows: dict[str, list] = {k: [] for k in ("n", "tx", "user", "session", "time", "zone", "problem", "step", "input",
+                                                     "outcome", "hint_number", "ctx", "skills", "custom", "kind", "reason", "lp", "ls")}
+        self.envelope: list[tuple] = []  # (external_object_id, session_id) of the enclosing log_action
+        self.n_messages = 0
+        self.n_context = 0
+        self._datasets: dict[str, tuple] = {}
+
+    # -- one message --------------------------------------------------------------
+    def message(self, el) -> None:
+        """One parsed message element."""
+        tag = el.tag
+        meta = el.find("meta")
+        meta_t = (_text(meta, "user_id"), _text(meta, "session_id"), _text(meta, "time"), _text(meta, "time_zone")) if meta is not None else (None,) * 4
+        ctx_id = el.get("context_message_id")
+        if tag == "context_message":
+            self._context(ctx_id, meta_t, _hierarchy(el.find("dataset")))
+            return
+        sem = el.find("semantic_event")
+        desc = el.find("event_descriptor")
+        ev = el.find("action_evaluation")
+        skills = []
+        for s in el.findall("skill"):
+            name = _text(s, "name")
+            if name:
+                skills.append((_text(s, "model_name") or "Default", name))
+        custom = [(_text(cf, "name"), cf.findtext("value")) for cf in el.findall("custom_field")]
+        self._record(tag == "tool_message", ctx_id, meta_t, sem.get("transaction_id") if sem is not None else None,
+                     sem.get("name") if sem is not None else None, _text(desc, "selection"), _text(desc, "input"), _text(el, "problem_name"),
+                     ev.text.strip() if ev is not None and ev.text and ev.text.strip() else None,
+                     ev.get("current_hint_number") if ev is not None else None, skills, [(k, (v or "").strip()) for k, v in custom if k])
+
+    def message_bytes(self, tag: str, body: bytes) -> None:
+        """A tool or tutor message in plain markup (no CDATA, comments, entities or custom
+        fields) is read with a few regular expressions; anything else with ElementTree."""
+        if (b"&" in body or b"<!" in body or b"custom_field" in body or b"'" in body
+                or body.count(b"<") != 2 * body.count(b"</") + body.count(b"/>")):  # unbalanced: let the parser say where
+            self.message(ET.fromstring(body))
+            return
+        text = body.decode("utf-8")
+        if tag == "context_message":
+            if not self._context_bytes(text):
+                self.message(ET.fromstring(body))
+            return
+        m = _R_CANON.fullmatch(text)
+        if m is None:  # not in DataShop's element order: the parser reads it
+            self.message(ET.fromstring(body))
+            return
+        g = m.groupdict()
+        sem = g["sem"] or g["sem2"] or ""
+        tx, name = _R_TX.search(sem), _R_NAME.search(sem)
+        ctx = _R_CTX.search(g["attrs"])
+        hint = _R_HINTNO.search(g["evattrs"]) if g["evattrs"] else None
+        skills = []
+        if g["skills"]:
+            for sk in _R_SKILL.findall(g["skills"]):
+                n = _field("name", sk)
+                if n:
+                    skills.append((_field("model_name", sk) or "Default", n))
+        strip = _strip
+        self._record(g["tag"] == "tool_message", ctx.group(1) if ctx else None,
+                     (strip(g["user"]), strip(g["sess"]), strip(g["time"]), strip(g["zone"])),
+                     tx.group(1) if tx else None, name.group(1) if name else None, strip(g["sel"]), strip(g["inp"]), strip(g["problem"]),
+                     strip(g["eval"]), hint.group(1) if hint else None, skills, [])
+
+    def _context(self, ctx_id, meta_t, hierarchy) -> None:
+        self.n_messages += 1
+        self.n_context += 1
+        key = (hierarchy[0], hierarchy[1], meta_t)
+        idx = self._info_index.get(key)
+        if idx is None:
+            idx = self._info_index[key] = len(self.context_info)
+            self.context_info.append(key)
+        if ctx_id is not None:
+            self.contexts[ctx_id] = idx
+
+    def _context_bytes(self, text: str) -> bool:
+        """A plain context message: meta by regular expression, the dataset parsed once per distinct text."""
+        m = _R_CTXMSG.fullmatch(text)
+        if m is None:
+            return False
+        g = m.groupdict()
+        ds = g["dataset"] or ""
+        hierarchy = self._datasets.get(ds)
+        if hierarchy is None:
+            hierarchy = self._datasets[ds] = _hierarchy(ET.fromstring(ds)) if ds else ((), None)
+        ctx = _R_CTX.search(g["attrs"])
+        self._context(ctx.group(1) if ctx else None, (_strip(g["user"]), _strip(g["sess"]), _strip(g["time"]), _strip(g["zone"])), hierarchy)
+        return True
+
+    def _record(self, is_tool, ctx_id, meta_t, tx, sem_name, selection, value, problem, outcome, hint_no, skills, custom) -> None:
+        self.n_messages += 1
+        if is_tool:
+            rec = {"n": self.n_messages, "meta": meta_t, "selection": selection, "input": value, "problem": problem, "ctx": ctx_id, "name": sem_name}
+            if tx is None:
+                self._skip(rec, "tool message without semantic_event/@transaction_id: cannot be paired with an evaluation")
+            elif tx in self.pending:
+                self._skip(self.pending.pop(tx), f"tool message {tx!r} repeated before its evaluation")
+                self.pending[tx] = rec
+            else:
+                self.pending[tx] = rec
+            return
+        # tutor message: one transaction
+        tool = self.pending.pop(tx, None) if tx is not None else None
+        m = meta_t if any(meta_t) else (tool["meta"] if tool else meta_t)
+        r = self.rows
+        r["n"].append(self.n_messages)
+        r["tx"].append(tx)
+        r["user"].append(m[0])
+        r["session"].append(m[1])
+        r["time"].append(m[2])
+        r["zone"].append(m[3])
+        r["problem"].append(problem or (tool or {}).get("problem"))
+        r["step"].append(selection or (tool or {}).get("selection"))
+        r["input"].append((tool or {}).get("input") or value)
+        r["outcome"].append(outcome)
+        r["hint_number"].append(hint_no)
+        r["ctx"].append(ctx_id or (tool or {}).get("ctx"))
+        r["skills"].append(skills)
+        r["custom"].append(custom)
+        r["kind"].append(None)
+        r["reason"].append(None)
+        env = self.envelope[-1] if self.envelope else (None, None)
+        r["lp"].append(env[0])
+        r["ls"].append(env[1])
+
+    def _skip(self, rec: dict, reason: str) -> None:
+        r = self.rows
+        m = rec["meta"]
+        for k, v in (("n", rec["n"]), ("tx", None), ("user", m[0]), ("session", m[1]), ("time", m[2]), ("zone", m[3]),
+                     ("problem", rec["problem"]), ("step", rec["selection"]), ("input", None), ("outcome", None),
+                     ("hint_number", None), ("ctx", rec["ctx"]), ("skills", []), ("custom", []), ("kind", "skipped"), ("reason", reason),
+                     ("lp", None), ("ls", None)):
+            r[k].append(v)
+
+    def finish(self) -> None:
+        for tx, rec in list(self.pending.items()):
+            self._skip(rec, f"not an attempt: tool message {rec['name'] or ''} {tx!r} has no tutor evaluation (tutor_message)".replace("  ", " "))
+        self.pending.clear()
+
+    # -- streaming ------------------------------------------------------------------
+    def feed(self, fh, name: str) -> None:
+        """Read messages from a binary file object, one at a time.
+
+        The stream is scanned for message start tags; each message (from its start tag to
+        its end tag) is parsed on its own with ``ET.fromstring`` and dropped, so no tree of
+        the file is ever built and memory stays flat. ``log_action`` envelopes are followed
+        (URL-encoded content is decoded and read the same way).
+        """
+        buf, pos, line0, eof = b"", 0, 1, False
+
+        def more() -> bool:
+            nonlocal buf, pos, line0, eof
+            if eof:
+                return False
+            chunk = fh.read(CHUNK)
+            if not chunk:
+                eof = True
+                return False
+            buf += chunk
+            return True
+
+        def where(at: int) -> str:
+            return f"line {line0 + buf.count(chr(10).encode(), 0, at)}"
+
+        more()
+        if buf.startswith(b"\xef\xbb\xbf"):
+            buf = buf[3:]
+        while True:
+            if pos > CHUNK:  # drop what was read (positions below are only used within one turn)
+                line0 += buf.count(b"\n", 0, pos)
+                buf, pos = buf[pos:], 0
+            m = _TOKEN.search(buf, pos)
+            if m is None or (m.group(1) is not None and not m.group(0).endswith(b">")):
+                if not more():
+                    break
+                pos = max(pos, len(buf) - CHUNK - 256) if m is None else pos
+                continue
+            tag = m.group(1)
+            if tag is None:  # </log_action>
+                if self.envelope:
+                    self.envelope.pop()
+                pos = m.end()
+                continue
+            tag_s = tag.decode()
+            if m.group(0).endswith(b"/>"):
+                body, end = m.group(0), m.end()
+            else:
+                close = b"</" + tag + b">"
+                k = buf.find(close, m.end())
+                if tag_s == "log_action":
+                    head = buf[m.end():m.end() + 8].lstrip()
+                    while len(head) < 3 and more():
+                        head = buf[m.end():m.end() + 8].lstrip()
+                    attrs = self._attrs(m.group(0), name, where(m.start()))
+                    if head[:3].upper() != b"%3C":  # messages inside: read on, envelope open
+                        self.envelope.append((attrs.get("external_object_id"), attrs.get("session_id")))
+                        pos = m.end()
+                        continue
+                while k < 0:
+                    if not more():
+                        raise DataError(f"{name}: the file ends inside a <{tag_s}> that starts at {where(m.start())} "
+                                        f"(after {self.n_messages:,} messages); the file is truncated or not well-formed")
+                    k = buf.find(close, m.end())
+                end = k + len(close)
+                if tag_s == "log_action":
+                    inner = urllib.parse.unquote(buf[m.end():k].decode("utf-8", errors="replace").strip()).encode("utf-8")
+                    self.envelope.append((attrs.get("external_object_id"), attrs.get("session_id")))
+                    self.feed(io.BytesIO(inner), f"{name} ({where(m.start())}, URL-encoded log_action)")
+                    self.envelope.pop()
+                    pos = end
+                    continue
+                body = buf[m.start():end]
+            try:
+                self.message_bytes(tag_s, body)
+            except (ET.ParseError, UnicodeDecodeError) as exc:
+                raise DataError(f"{name}: not well-formed XML in the <{tag_s}> that starts at {where(m.start())}: "
+                                f"{str(exc).split(':')[0]} (after {self.n_messages:,} messages); fix the file or re-export it") from None
+            pos = end
+
+    @staticmethod
+    def _attrs(start_tag: bytes, name: str, at: str) -> dict:
+        try:
+            return dict(ET.fromstring(start_tag[:-1].rstrip(b"/") + b"/>").attrib)
+        except ET.ParseError:
+            raise DataError(f"{name}: not well-formed XML in the tag at {at}") from None
+
+
+def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> IngestResult:
+    path = Path(path)
+    options = check_options(options, OPTIONS, NAME)
+    reader = _Reader(options)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as fh:
+        reader.feed(fh, path.name)
+    reader.finish()
+    return frame_result(reader, source=str(path), cohort=cohort, pseudonymiser=pseudonymiser, options=options)
+
+
+def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, options: dict) -> IngestResult:
+    name = Path(source).name
+    r = reader.rows
+    n = len(r["n"])
+    cols = ("tx", "user", "session", "time", "zone", "problem", "step", "input", "outcome", "ctx", "kind", "reason", "lp", "ls")
+    f = pd.DataFrame({k: r[k] for k in ("n", *cols)})
+    f = f.astype({k: "string" for k in cols})
+    # context defaults: problem, levels, meta
+    contexts = reader.contexts
+    ctx_idx = np.fromiter((contexts.get(c, -1) for c in r["ctx"]), dtype="int64", count=n)  # -1: no context message
+    info = reader.context_info + [((), None, (None,) * 4)]  # index -1 -> the empty context
+
+    def table(values: list) -> pd.Series:
+        return pd.Series(np.asarray(values, dtype=object)[ctx_idx], index=f.index, dtype="string")
+
+    def from_ctx(j: int, k: int):
+        return table([x[2][j] for x in info])
+    ctx_problem = table([x[1] for x in info])
+    user = f["user"].fillna(from_ctx(0, 1))
+    if options.get("user_id") is not None:
+        user = user.fillna(str(options["user_id"]))
+    learner = pseudonymiser.series(user)
+    f = f.drop(columns="user")
+    session = f["session"].fillna(from_ctx(1, 1)).fillna(f["ls"])
+    time_text = f["time"].fillna(from_ctx(2, 1))
+    if options.get("time") is not None:
+        time_text = time_text.fillna(str(options["time"]))
+    zones = f["zone"].fillna(from_ctx(3, 1))
+    local = C.parse_timestamps(time_text)
+    ts, bad_zone = C.localize_to_utc(local, zones, options.get("default_time_zone", "UTC"))
+    item = f["problem"].fillna(ctx_problem).fillna(f["lp"])
+    step = f["step"].fillna(item)
+    outcome_key = f["outcome"].str.upper()
+    outcome = outcome_key.map(OUTCOMES).astype("string")
+    skipped = f["kind"].eq("skipped").fillna(False) | (f["kind"].isna() & (outcome_key.isna() | outcome_key.eq("UNGRADED")).fillna(False))
+    known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
+    loc = "message " + f["n"].astype("string")
+    conditions = [
+        (learner.isna(), "meta/user_id", lambda m: loc[m] + ": no meta/user_id on the message or its context message; give the learner with option user_id"),
+        (outcome.isna(), "action_evaluation", lambda m: loc[m] + ": unknown action_evaluation " + C.quoted(f["outcome"][m]) + "; known values: " + known),
+        (item.isna(), "problem_name", lambda m: loc[m] + ": no problem_name and no problem in its context message"),
+        (time_text.isna(), "meta/time", lambda m: loc[m] + ": no meta/time on the message or its context message; give it with option time"),
+        (local.isna(), "meta/time", lambda m: loc[m] + ": cannot parse time " + C.quoted(time_text[m]) + "; expected e.g. 2024-07-10 07:42:34"),
+        (bad_zone, "meta/time_zone", lambda m: loc[m] + ": unknown time zone " + C.quoted(zones[m]) + "; use an IANA name such as US/Eastern, or UTC"),
+    ]
+    rejected, rcol, rreason = C.first_reason([(~skipped & c, col, why) for c, col, why in conditions], f.index)
+    attempt_id = f["tx"].copy()
+    ok = ~skipped & ~rejected
+    need = ok & attempt_id.isna()
+    if need.any():
+        canon = pd.DataFrame({"l": learner, "t": time_text, "p": item, "s": step, "i": f["input"], "o": f["outcome"], "n": f["n"].astype("string")})
+        attempt_id[need] = C.content_ids(canon[need], ["l", "t", "p", "s", "i", "o", "n"], "dx_")
+    content = pd.DataFrame({"l": learner, "t": time_text, "p": item, "s": step, "i": f["input"], "o": f["outcome"]})
+    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], content[ok], ["l", "t", "p", "s", "i", "o"], f["n"][ok])
+    dup_idx = dup[dup].index
+    rejected[dup_idx] = True
+    rcol[dup_idx] = "semantic_event/@transaction_id"
+    rreason[dup_idx] = ("message " + f["n"][dup_idx].astype("string") + ": " + dup_reason[dup_idx].str.replace("line", "message"))
+    ok = ~skipped & ~rejected
+
+    rejects = C.RejectCollector(name)
+    raw = pd.DataFrame({"learner_id": learner, "transaction_id": f["tx"], "problem": item, "selection": step, "action_evaluation": f["outcome"],
+                        "time": time_text})
+    if skipped.any():
+        why = f["reason"].fillna("not an attempt: action_evaluation is " + f["outcome"].fillna("blank"))
+        rejects.add(raw[skipped], line=f["n"][skipped], column="action_evaluation", reason=(loc + ": " + why)[skipped], kind="skipped")
+    if rejected.any():
+        rejects.add(raw[rejected], line=f["n"][rejected], column=rcol[rejected], reason=rreason[rejected])
+
+    page = table([x[0][-1][1] if len(x[0]) >= 1 else None for x in info])
+    module = table([x[0][-2][1] if len(x[0]) >= 2 else None for x in info])
+    att = pd.DataFrame({
+        "cohort": cohort, "attempt_id": attempt_id, "learner_id": learner, "course_version": options.get("course_version"),
+        "session_id": session, "module": C.blank_to_na(module), "page": C.blank_to_na(page), "item_id": item, "step_id": step,
+        "problem_view": pd.array([pd.NA] * n, dtype="Int64"), "attempt": pd.array([pd.NA] * n, dtype="Int64"),
+        "outcome": outcome, "response": f["input"], "timestamp": ts, "duration_s": np.nan,
+        "source_file": name, "source_line": f["n"].astype("int64"),
+    })[ok]
+    if len(att):
+        order = att.sort_values(["timestamp", "source_line"], kind="stable")
+        counted = order.groupby([order["learner_id"], order["item_id"], order["step_id"]], sort=False, dropna=False).cumcount() + 1
+        att["attempt"] = counted.reindex(att.index).astype("Int64")
+    okn = np.flatnonzero(ok.to_numpy())
+    kc_ids, kc_models, kc_names = [], [], []
+    cf_rows = []
+    ids = attempt_id.astype(object).tolist()
+    for j in okn:
+        for model, kc in r["skills"][j]:
+            kc_ids.append(ids[j])
+            kc_models.append(model)
+            kc_names.append(kc)
+        for k, v in r["custom"][j]:
+            cf_rows.append((ids[j], k, v))
+    kcs = pd.DataFrame({"cohort": cohort, "attempt_id": pd.array(kc_ids, dtype="string"), "kc_model": pd.array(kc_models, dtype="string"),
+                        "kc": pd.array(kc_names, dtype="string")}).drop_duplicates()
+    res = IngestResult(source_file=source, format=NAME, n_read=n,
+                       tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
+                       rejects=rejects.frame())
+    res.custom_fields = pd.DataFrame(cf_rows, columns=["attempt_id", "name", "value"])
+    res.counts = {"messages": reader.n_messages, "context_messages": reader.n_context, "transactions": int(ok.sum())}
+    res.notes = [f"  DataShop XML: {reader.n_messages:,} messages ({reader.n_context:,} context messages), "
+                 f"{int(ok.sum()):,} transactions, {len(res.custom_fields):,} custom field values"]
+    return res
+
+
+CUSTOM_SQL = """CREATE TABLE IF NOT EXISTS custom_fields (
+    cohort VARCHAR, attempt_id VARCHAR, name VARCHAR, value VARCHAR)"""
+
+
+def store_custom_fields(con, result, *, cohort: str) -> int:
+    """Insert the custom fields of loaded transactions into ``custom_fields`` (idempotent)."""
+    cf = getattr(result, "custom_fields", None)
+    if cf is None or cf.empty:
+        return 0
+    con.execute(CUSTOM_SQL).fetchall()
+    con.register("__cf", cf.assign(cohort=cohort)[["cohort", "attempt_id", "name", "value"]])
+    n = con.execute("""INSERT INTO custom_fields SELECT c.* FROM __cf c
+        WHERE EXISTS (SELECT 1 FROM attempts a WHERE a.cohort = c.cohort AND a.attempt_id = c.attempt_id)
+          AND NOT EXISTS (SELECT 1 FROM custom_fields x WHERE x.cohort = c.cohort AND x.attempt_id = c.attempt_id AND x.name = c.name)""").fetchall()[0][0]
+    con.unregister("__cf")
+    return int(n)
