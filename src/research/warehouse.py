@@ -216,7 +216,10 @@ class Warehouse:
         except duckdb.Error as exc:
             raise warehouse_error(self.path, exc) from None
         try:
-            self.con.execute("SET enable_progress_bar = false").fetchall()  # no progress bars in command output
+            try:  # no progress bars in command output; inside a Jupyter kernel DuckDB refuses the setting without ipywidgets
+                self.con.execute("SET enable_progress_bar = false").fetchall()
+            except duckdb.InvalidInputException:
+                pass
             if not read_only:
                 self._create_tables()
             else:

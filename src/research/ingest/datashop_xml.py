@@ -419,7 +419,7 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
         user = user.fillna(str(options["user_id"]))
     learner = pseudonymiser.series(user)
     f = f.drop(columns="user")
-    session = f["session"].fillna(from_ctx(1, 1)).fillna(f["ls"])
+    session = pseudonymiser.sessions(C.blank_to_na(f["session"].fillna(from_ctx(1, 1)).fillna(f["ls"])))
     time_text = f["time"].fillna(from_ctx(2, 1))
     if options.get("time") is not None:
         time_text = time_text.fillna(str(options["time"]))

@@ -554,7 +554,7 @@ def from_statements(statements, where, bad_lines: list[dict], kind: str, *, sour
         "attempt_id": att["attempt_id"].to_numpy(),
         "learner_id": learner,
         "course_version": options.get("course_version"),
-        "session_id": att["session"].to_numpy(),
+        "session_id": pseudonymiser.sessions(pd.Series(att["session"].to_numpy(), dtype="string")).to_numpy(),
         "module": att["module"].to_numpy(),
         "page": att["page"].to_numpy(),
         "item_id": att["item"].to_numpy(),
