@@ -138,11 +138,10 @@ class Warehouse:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise ResearchError(
-                f"cannot open warehouse {self.path}: {exc}. Another process may be writing to it; "
-                "wait for it to finish and try again."
-            ) from None
+        except duckdb.Error as exc:
+            from research.faults import warehouse_open_error
+
+            raise warehouse_open_error(self.path, exc) from None
         if not read_only:
             self._create_tables()
 
