@@ -179,3 +179,12 @@ def is_formula(value) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
     return isinstance(value, str) and value.startswith(FORMULA_PREFIXES)
+
+
+def write_csv(frame: pd.DataFrame, path) -> None:
+    """Write ``frame`` as a CSV whose text cells are never formulas (:func:`neutralise_csv`).
+
+    Lines end in CRLF (RFC 4180), so Python's writer quotes every cell that holds a
+    carriage return or a line feed and a cell's own line breaks never split a row.
+    """
+    neutralise_csv(frame).to_csv(path, index=False, lineterminator="\r\n")

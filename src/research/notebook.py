@@ -20,7 +20,7 @@ import pandas as pd
 
 from research.cohort import CohortData, load
 from research.errors import ConfigError, SchemaError
-from research.names import neutralise_csv
+from research.names import write_csv
 from research.paths import default_warehouse, notebook_out_dir, resolve
 from research.schema import output_schema, validate
 
@@ -75,7 +75,7 @@ class Context:
             raise SchemaError(f"table {name!r}: {len(checked.rejects)} row(s) break its schema: {problems}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"{name}.csv"
-        neutralise_csv(frame[schema.field_names]).to_csv(path, index=False)
+        write_csv(frame[schema.field_names], path)
         return path
 
     def save_figure(self, fig, name: str, *, alt: str) -> SavedFigure:

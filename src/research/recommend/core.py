@@ -14,7 +14,7 @@ import pandas as pd
 
 import research
 from research.errors import ConfigError, DataError, SchemaError
-from research.names import neutralise_csv, restore_csv
+from research.names import restore_csv, write_csv
 from research.paths import schema_dir
 from research.recommend.config import RecommendConfig
 from research.recommend.rules import FAMILIES, RULES
@@ -298,7 +298,7 @@ def write_recommendations(df: pd.DataFrame, out_dir: str | Path) -> tuple[Path, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "recommendations.csv", out / "recommendations.json"
-    neutralise_csv(df).to_csv(csv_path, index=False)
+    write_csv(df, csv_path)
     records = json.loads(df.to_json(orient="records", force_ascii=False, double_precision=15))
     payload = {
         "schema": "recommendations",
