@@ -491,6 +491,8 @@ def run_cohort(
             failed_dir = state["run_dir"]
         log = None if isinstance(exc, ResearchError) else write_traceback(failed_dir, exc)
         err = _as_research_error(exc, cohort, log)
+        if isinstance(err, DiskFull) and "report" not in str(err):
+            err = DiskFull(f"{err} Nothing was published: {_last_good(reports_dir, cohort)}.")
         if isinstance(err, ResearchError) and log is None and failed_dir is not None:
             try:
                 failed_dir.mkdir(parents=True, exist_ok=True)
