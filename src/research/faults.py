@@ -34,7 +34,9 @@ class RunCrashed(ResearchError):
 
 _LOCK_WORDS = ("could not set lock", "conflicting lock", "resource temporarily unavailable")
 _CORRUPT_WORDS = ("not a valid duckdb database", "corrupt", "could not read enough bytes", "checksum", "invalid header",
-                  "database file", "unexpected end", "serializ", "version number")
+                  "unexpected end", "serializ", "version number", "truncated")
+#: DuckDB's file starts with three 4 KiB headers; its blocks follow.
+_DUCKDB_HEADER_BYTES = 3 * 4096
 
 
 def warehouse_open_error(path, exc: BaseException) -> ResearchError:
@@ -57,6 +59,47 @@ def warehouse_open_error(path, exc: BaseException) -> ResearchError:
             "(or `research run`, which ingests each cohort's configured sources)."
         )
     return ResearchError(f"cannot open warehouse {path}: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def check_file(path) -> None:
+    """Before DuckDB opens ``path``: refuse a file that exists but is not a DuckDB database.
+
+    DuckDB would otherwise try to open some foreign files (SQLite) by downloading an
+    extension from the network.
+    """
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size == 0:
+            return
+        with open(p, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return
+    if head[8:12] != b"DUCK":
+        kind = "an SQLite database" if head.startswith(b"SQLite format") else "something else"
+        raise WarehouseCorrupt(
+            f"warehouse {path} is damaged or is not a DuckDB database (it looks like {kind}). "
+            "Check the path; if it is the warehouse, move it aside and rebuild it from the raw exports with `research ingest` "
+            "(or `research run`, which ingests each cohort's configured sources)."
+        )
+
+
+def check_complete(con, path) -> None:
+    """Raise :class:`WarehouseCorrupt` when the file is shorter than the blocks DuckDB says are in use.
+
+    DuckDB opens a truncated file without complaint and fails only when a query reads a
+    missing block; this catches the truncation when the file is opened.
+    """
+    try:
+        size = Path(path).stat().st_size
+        row = con.execute("PRAGMA database_size").fetchone()
+    except Exception:  # noqa: BLE001 - an in-memory or unusual database: nothing to compare
+        return
+    block_size, used_blocks = int(row[2] or 0), int(row[4] or 0)
+    needed = _DUCKDB_HEADER_BYTES + block_size * used_blocks
+    if block_size and size < needed:
+        con.close()
+        raise warehouse_open_error(path, OSError(f"the file is truncated: {size:,} bytes, but its {used_blocks} blocks in use need {needed:,}"))
 
 
 def is_disk_full(exc: BaseException) -> bool:

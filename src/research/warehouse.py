@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from research.errors import DataError, ResearchError
+from research.faults import check_complete, check_file, warehouse_open_error
 from research.ingest.base import IngestResult
 from research.paths import default_warehouse, resolve
 from research.schema import as_schema_dtypes, canonical_tables, check_relation, load_schema
@@ -137,10 +138,10 @@ class Warehouse:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            check_file(self.path)
             self.con = duckdb.connect(str(self.path), read_only=read_only)
+            check_complete(self.con, self.path)
         except duckdb.Error as exc:
-            from research.faults import warehouse_open_error
-
             raise warehouse_open_error(self.path, exc) from None
         if not read_only:
             self._create_tables()
