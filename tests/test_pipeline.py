@@ -514,3 +514,37 @@ def test_a_notebook_run_by_hand_never_writes_over_a_published_report(setup_run, 
     assert not (home / "reports" / "tiny").exists()
     assert (home / "scratch" / "tiny" / "stray.txt").is_file()
     assert "only `research run` writes" in (tmp_path / "out1.ipynb").read_text()
+
+
+@pytest.mark.slow
+def test_item_kc_and_module_names_that_look_like_formulas_never_become_formula_cells(cohort_files, tmp_path):
+    """Real notebooks 01 and 02 on a cohort whose names start with = + - @: every CSV cell is inert text or a number."""
+    import pandas as pd
+
+    from research.names import FORMULA_PREFIXES, restore_csv
+    from research.pipeline import scheduled_notebooks
+
+    export = pd.read_csv(cohort_files["datashop"], sep="\t", dtype=str, keep_default_na=False)
+    prefixes = ["=", "+", "-", "@"]
+    items = sorted(export["Problem Name"].unique())
+    hostile = {item: prefixes[i % 4] + item + ("+1" if i % 4 == 0 else "") for i, item in enumerate(items)}
+    export["Problem Name"] = export["Problem Name"].map(hostile)
+    export["Step Name"] = export["Step Name"].map(lambda s: hostile.get(s, s))
+    export["KC (Fine)"] = "@" + export["KC (Fine)"]
+    export["Level (Module)"] = "=" + export["Level (Module)"]
+    path = tmp_path / "hostile_tx.txt"
+    export.to_csv(path, sep="\t", index=False)
+    config = CohortConfig(cohort="hostile", sources=[Source(path)], warehouse=tmp_path / "w.duckdb", kc_model="Fine")
+    nbs = [nb for nb in scheduled_notebooks() if nb.name.startswith(("01_", "02_"))]
+    result = run_cohort("hostile", reports=tmp_path / "reports", config=config, notebooks=nbs)
+    assert result.status == "ok", result.message
+    tables = list((tmp_path / "reports" / "hostile").glob("*.csv"))
+    assert {"ingest_summary.csv", "items.csv"} <= {t.name for t in tables}
+    for table in tables:
+        frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+        for col in frame.columns:
+            for cell in frame[col]:
+                if cell.startswith(FORMULA_PREFIXES):
+                    float(cell)  # only a number may start with '-' or '+'
+    items_csv = restore_csv(pd.read_csv(tmp_path / "reports" / "hostile" / "items.csv", dtype={"item_id": "string"}))
+    assert set(items_csv["item_id"]) <= set(hostile.values()) and len(set(items_csv["item_id"])) > 5
