@@ -67,7 +67,8 @@ EXIT_CODES = {
     0: "success: every cohort ran, or was unchanged and skipped",
     1: "user error: bad configuration, unknown cohort or missing file (message printed)",
     2: "data rejected in part while ingesting the cohort's sources (summary printed; the run went on)",
-    3: "a notebook failed: the message names cohort, notebook, cell and error; the last good report is kept",
+    3: "a notebook failed (the message names cohort, notebook, cell and error) or a run stopped on an unexpected error "
+       "(its traceback is in error.log in the failed folder); the last good report, if any, is kept",
     4: "another run holds the cohort's lock; this cohort was skipped",
 }
 #: Notebooks that are not part of a cohort's scheduled run.
