@@ -127,3 +127,18 @@ def test_neutralising_is_exactly_invertible_and_leaves_numbers_numeric():
 def test_column_names_are_neutralised_too():
     out = neutralise_csv(pd.DataFrame({"=cmd": [1]}))
     assert list(out.columns) == ["'=cmd"]
+
+
+def test_a_cohort_name_is_a_bound_value_in_sql_never_statement_text():
+    from research.cohort import CohortData
+    from research.describe import ingest_summary
+
+    attempts = pd.DataFrame({"attempt_id": ["a1", "a2"], "learner_id": ["p1", "p2"], "module": ["=M1", "=M1"], "page": ["P", "P"],
+                             "item_id": ["i'1", "i'1"], "step_id": ["s", "s"], "attempt": [1, 1], "outcome": ["correct", "incorrect"]})
+    kcs = pd.DataFrame({"attempt_id": ["a1", "a2"], "kc_model": ["Fine", "Fine"], "kc": ["k", "k"]})
+    empty = pd.DataFrame()
+    for name in ("it's", 'say "hi"', "x'); DROP TABLE attempts; --"):
+        data = CohortData(name, attempts, kcs, empty, empty, empty, empty)
+        table = ingest_summary(data)
+        assert table.loc[table["level"] == "cohort", "key"].tolist() == [name]
+        assert table.loc[table["level"] == "item", "key"].tolist() == ["i'1"]
