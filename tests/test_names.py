@@ -142,3 +142,20 @@ def test_a_cohort_name_is_a_bound_value_in_sql_never_statement_text():
         table = ingest_summary(data)
         assert table.loc[table["level"] == "cohort", "key"].tolist() == [name]
         assert table.loc[table["level"] == "item", "key"].tolist() == ["i'1"]
+
+
+def test_a_notebook_out_dir_never_lands_outside_its_folders(tmp_path, monkeypatch):
+    from research.paths import notebook_out_dir
+
+    monkeypatch.setenv("RESEARCH_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="must start with a letter or a digit"):
+        notebook_out_dir(None, "../outside")
+    assert notebook_out_dir(None, "demo") == (tmp_path / "scratch" / "demo", notebook_out_dir(None, "demo")[1])
+    assert "only `research run` writes" in notebook_out_dir("reports/demo", "demo")[1]
+    run_folder = tmp_path / "reports" / ".demo.run-20260101T000000Z-abcdef"
+    assert notebook_out_dir(run_folder, "demo") == (run_folder, None)
+    elsewhere = tmp_path / "mine"
+    assert notebook_out_dir(elsewhere, "demo") == (elsewhere, None)
+    (elsewhere / "manifest.json").parent.mkdir()
+    (elsewhere / "manifest.json").write_text("{}")
+    assert notebook_out_dir(elsewhere, "demo")[0] == tmp_path / "scratch" / "demo"

@@ -82,7 +82,7 @@ def notebook_out_dir(out_dir: str | os.PathLike[str] | None, cohort: str) -> tup
     """
     from research.names import cohort_name
 
-    wanted = resolve(out_dir) if out_dir else resolve(Path(DEFAULT_REPORTS) / cohort)
+    wanted = resolve(out_dir) if out_dir else resolve(Path(DEFAULT_REPORTS) / cohort_name(cohort))
     if is_run_folder(wanted):
         return wanted, None
     reports = resolve(os.environ.get("RESEARCH_REPORTS", DEFAULT_REPORTS)).resolve()
