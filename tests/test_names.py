@@ -46,6 +46,7 @@ def test_canonical_names_are_accepted_unchanged(name):
         ("a\nb", "control or invisible character"),
         ("a\u202eb", "U\\+202E"),  # right-to-left override
         ("a\u200bb", "U\\+200B"),  # zero-width space
+        ("\ud800", "U\\+D800"),  # a lone surrogate
         ("x" * (MAX_NAME_LENGTH + 1), "characters long; the limit is 100"),
         ("ä" * 100, None),  # 100 characters but 200 bytes: allowed exactly at the limit
         ("\u4e00" * 70, "the limit is 100 characters \\(200 bytes"),  # 70 characters, 210 bytes

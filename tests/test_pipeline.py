@@ -548,3 +548,14 @@ def test_item_kc_and_module_names_that_look_like_formulas_never_become_formula_c
                     float(cell)  # only a number may start with '-' or '+'
     items_csv = restore_csv(pd.read_csv(tmp_path / "reports" / "hostile" / "items.csv", dtype={"item_id": "string"}))
     assert set(items_csv["item_id"]) <= set(hostile.values()) and len(set(items_csv["item_id"])) > 5
+
+
+def test_an_unknown_cohort_is_refused_without_a_trace_in_the_index(setup_run):
+    from research.errors import ConfigError
+
+    wh, reports, config, nbs = setup_run
+    ok = _notebook(nbs / "01_ok.ipynb", OK_CELL)
+    assert run_cohort("tiny", reports=reports, config=config, notebooks=[ok]).status == "ok"
+    with pytest.raises(ConfigError, match="cohort 'tinny' is not in warehouse .*cohorts there: tiny"):
+        run_cohort("tinny", reports=reports, warehouse=wh, notebooks=[ok])
+    assert not list(reports.glob(".tinny.failed-*")) and "tinny" not in (reports / "runs.jsonl").read_text()

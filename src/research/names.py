@@ -66,7 +66,7 @@ def cohort_name(name, *, what: str = "cohort name") -> str:
     canonical = unicodedata.normalize("NFC", name)
     if not canonical:
         raise ConfigError(f"{what} is empty; give a name such as 2026-spring")
-    if len(canonical) > MAX_NAME_LENGTH or len(canonical.encode("utf-8")) > MAX_NAME_BYTES:
+    if len(canonical) > MAX_NAME_LENGTH or len(canonical.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise ConfigError(
             f"{what} {_show(canonical)} is {len(canonical)} characters long; "
             f"the limit is {MAX_NAME_LENGTH} characters ({MAX_NAME_BYTES} bytes in UTF-8)"

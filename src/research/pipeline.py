@@ -484,6 +484,8 @@ def run_cohort(
         return _run_locked(cohort, run_id, state, wh_path=wh_path, reports_dir=reports_dir, config=config,
                            changed_only=changed_only, notebooks=notebooks, say=say, timeout_s=timeout_s, language=language)
     except Exception as exc:
+        if state.get("unknown") and isinstance(exc, ConfigError):
+            raise  # nothing to record: an unknown cohort has no place in the index
         failed_dir = reports_dir / f".{cohort}.failed-{run_id}"
         try:
             if state["run_dir"] is not None and state["run_dir"].exists():
@@ -538,6 +540,7 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
         from research.demo import ensure_demo
 
         ensure_demo(wh_path, cohort=cohort)
+    state["unknown"] = config is None  # a name with no configuration and no data is no cohort to list as failed
     if not wh_path.exists():
         raise ConfigError(f"warehouse {wh_path} does not exist; ingest the cohort first (research ingest PATH --cohort {cohort})")
     from research.warehouse import Warehouse
@@ -546,6 +549,7 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
         if not wh.has_cohort(cohort):
             known = ", ".join(wh.cohorts()["cohort"]) or "none"
             raise ConfigError(f"cohort {cohort!r} is not in warehouse {wh_path} (cohorts there: {known})")
+    state["unknown"] = False
     predecessor = config.predecessor if config else None
     nbs = notebooks if notebooks is not None else scheduled_notebooks(with_compare=bool(predecessor))
     files, counts = input_files(cohort, wh_path)
