@@ -413,7 +413,7 @@ def _last_good(reports: Path, cohort: str) -> str:
     return "there is no earlier report of this cohort, so none is published"
 
 
-def _as_research_error(exc: BaseException, cohort: str, log: Path | None) -> ResearchError:
+def _as_research_error(exc: BaseException, cohort: str, log: Path | None, warehouse: Path | None = None) -> ResearchError:
     """The exception a user sees for ``exc``: ResearchErrors as they are, faults explained, bugs pointed to the log."""
     if isinstance(exc, ResearchError):
         return exc
@@ -425,7 +425,7 @@ def _as_research_error(exc: BaseException, cohort: str, log: Path | None) -> Res
         if isinstance(exc, duckdb.Error):
             from research.faults import warehouse_open_error
 
-            err = warehouse_open_error("of the cohort", exc)
+            err = warehouse_open_error(warehouse or "of the cohort", exc)
             if isinstance(err, (WarehouseCorrupt, DiskFull)):
                 return err
     except ImportError:  # pragma: no cover - duckdb is a dependency
@@ -493,7 +493,7 @@ def run_cohort(
         except OSError:
             failed_dir = state["run_dir"]
         log = None if isinstance(exc, ResearchError) else write_traceback(failed_dir, exc)
-        err = _as_research_error(exc, cohort, log)
+        err = _as_research_error(exc, cohort, log, wh_path)
         if isinstance(err, DiskFull) and "report" not in str(err):
             err = DiskFull(f"{err} Nothing was published: {_last_good(reports_dir, cohort)}.")
         if isinstance(err, ResearchError) and log is None and failed_dir is not None:
