@@ -38,7 +38,7 @@ def _damaged(good, tmp_path):
         "header-cut": data[:5000],
         "empty": b"",
         "garbage": os.urandom(20000),
-        "not-duckdb": b"SQLite format 3\x00" + bytes(8000),
+        "sqlite": b"SQLite format 3\x00" + bytes(8000),
     }
     flipped = bytearray(data)
     flipped[100:4000] = os.urandom(3900)
@@ -58,6 +58,8 @@ def test_a_damaged_warehouse_says_so_and_how_to_rebuild_it(good_warehouse, tmp_p
                 Warehouse(path, read_only=read_only)
         out = _cli("cohorts", "--warehouse", str(path))
         assert out.returncode == 1 and "damaged" in out.stderr and "Traceback" not in out.stderr, (name, out.stderr)
+        if name == "sqlite":
+            assert "an SQLite database" in out.stderr
 
 
 HOLD = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('holding', flush=True); time.sleep(60)"

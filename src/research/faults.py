@@ -72,7 +72,7 @@ def check_file(path) -> None:
         if not p.is_file() or p.stat().st_size == 0:
             return
         with open(p, "rb") as fh:
-            head = fh.read(12)
+            head = fh.read(16)
     except OSError:
         return
     if head[8:12] != b"DUCK":
