@@ -160,3 +160,27 @@ def test_a_notebook_out_dir_never_lands_outside_its_folders(tmp_path, monkeypatc
     (elsewhere / "manifest.json").parent.mkdir()
     (elsewhere / "manifest.json").write_text("{}")
     assert notebook_out_dir(elsewhere, "demo")[0] == tmp_path / "scratch" / "demo"
+
+
+def test_names_in_figure_labels_are_drawn_as_text_not_parsed_as_tex(tmp_path, monkeypatch):
+    import io as _io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.notebook import setup
+    from research.warehouse import Warehouse
+
+    monkeypatch.setitem(matplotlib.rcParams, "text.parse_math", True)
+    with Warehouse(tmp_path / "w.duckdb"):
+        pass
+    setup(cohort="x", warehouse=tmp_path / "w.duckdb", out_dir=tmp_path / "out")
+    for name in ("$x^$", "a $$ b", "$\\frac{$", "$\\foo$ rule"):
+        fig, ax = plt.subplots()
+        ax.set_title(name)
+        ax.set_xticks([0], [name])
+        fig.savefig(_io.BytesIO())  # raised ValueError (mathtext) before
+        assert ax.get_title() == name
+        plt.close(fig)

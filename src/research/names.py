@@ -188,3 +188,15 @@ def write_csv(frame: pd.DataFrame, path) -> None:
     carriage return or a line feed and a cell's own line breaks never split a row.
     """
     neutralise_csv(frame).to_csv(path, index=False, lineterminator="\r\n")
+
+
+def plain_text_figures() -> None:
+    """Make matplotlib draw every label as plain text, never as mathtext.
+
+    A KC or item name such as ``$x^$`` would otherwise be parsed as TeX: drawn as markup,
+    or failing the whole figure (and its notebook) with a parse error. Called by
+    :func:`research.notebook.setup`, so it holds in every notebook kernel.
+    """
+    import matplotlib
+
+    matplotlib.rcParams["text.parse_math"] = False

@@ -20,7 +20,7 @@ import pandas as pd
 
 from research.cohort import CohortData, load
 from research.errors import ConfigError, SchemaError
-from research.names import write_csv
+from research.names import plain_text_figures, write_csv
 from research.paths import default_warehouse, notebook_out_dir, resolve
 from research.schema import output_schema, validate
 
@@ -117,6 +117,7 @@ def setup(
     if min_cell_size < 1:
         raise ConfigError(f"min_cell_size must be at least 1, got {min_cell_size}")
     wh_path = resolve(warehouse) if warehouse else default_warehouse()
+    plain_text_figures()  # names in figure labels are text, never mathtext
     out, note = notebook_out_dir(out_dir, cohort)
     if note:
         print(note, file=sys.stderr)
