@@ -95,3 +95,7 @@ def test_demo_runs_every_notebook_end_to_end(tmp_path):
         assert (report / nb.replace(".ipynb", ".html")).is_file()
     assert (report / "ingest_summary.csv").is_file()
     assert (tmp_path / "reports" / "index.html").is_file()
+    from research.pipeline import remote_references
+
+    for page in (tmp_path / "reports").rglob("*.html"):  # self-contained: nothing loaded from the network
+        assert not remote_references(page.read_text(encoding="utf-8")), page

@@ -205,7 +205,7 @@ def test_locked_and_damaged_warehouse_get_different_messages(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ok"
-        with pytest.raises(WarehouseLocked, match=r"is locked by another process \(process \d+\).*wait for it"):
+        with pytest.raises(WarehouseLocked, match=r"is locked by another process \(process \d+\).*Wait for it"):
             Warehouse(wh)
         rc, _, err = run("cohorts", "--warehouse", wh)
         assert rc == 1 and "locked by another process" in err and "is damaged" not in err
@@ -218,7 +218,7 @@ def test_locked_and_damaged_warehouse_get_different_messages(tmp_path):
     junk = tmp_path / "j.duckdb"
     junk.write_bytes(b"not a database at all\n" * 100)
     for bad in (damaged, junk):
-        with pytest.raises(WarehouseDamaged, match="is damaged or is not a DuckDB file.*research ingest"):
+        with pytest.raises(WarehouseDamaged, match="is damaged or is not a DuckDB database.*research ingest"):
             Warehouse(bad)
         rc, _, err = run("ingest", scores_csv(tmp_path / "s.csv"), "--cohort", "c", "--mapping", EXAMPLES / "assessments.mapping.yaml", "--warehouse", bad)
         assert rc == 1 and "is damaged" in err and "locked by" not in err and "Traceback" not in err

@@ -41,3 +41,42 @@ def test_index_lists_every_cohort_newest_first_with_a_trend(tmp_path):
     # a second call adds nothing twice
     write_reports_index(tmp_path)
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
+
+
+RECORD = """
+import sys
+from pathlib import Path
+from research.report_index import record_run
+for i in range(int(sys.argv[3])):
+    record_run(Path(sys.argv[1]), {"cohort": sys.argv[2], "run_id": f"{sys.argv[2]}-{i}", "finished": f"2026-01-01T00:00:{i:02d}",
+                                   "outcome": "failed" if i % 2 else "ok", "reason": "x" * 5000})
+"""
+
+
+def test_concurrent_history_appends_never_interleave_and_the_index_is_whole(tmp_path):
+    import subprocess
+    import sys
+
+    from research.report_index import read_history
+
+    procs = [subprocess.Popen([sys.executable, "-c", RECORD, str(tmp_path), f"c{k}", "8"]) for k in range(4)]
+    assert all(p.wait(timeout=180) == 0 for p in procs)
+    rows, bad = read_history(tmp_path)
+    assert bad == 0 and len(rows) == 32 and len({r["run_id"] for r in rows}) == 32
+    html = (tmp_path / "index.html").read_text()
+    assert html.rstrip().endswith("</html>")
+    assert not list(tmp_path.glob(".index.html.tmp-*"))
+
+
+def test_torn_lines_anywhere_in_the_history_are_skipped_and_counted(tmp_path):
+    from research.report_index import read_history, record_run
+
+    good = json.dumps({"cohort": "a", "run_id": "r1", "finished": "2026-01-01", "outcome": "ok"})
+    (tmp_path / "runs.jsonl").write_bytes((good + "\n" + good[:20] + "\n\xff\xfe garbage\n[1, 2]\n" + good[:33]).encode("utf-8", "surrogateescape"))
+    rows, bad = read_history(tmp_path)
+    assert [r["run_id"] for r in rows] == ["r1"] and bad == 4
+    record_run(tmp_path, {"cohort": "b", "run_id": "r2", "finished": "2026-01-02", "outcome": "killed", "reason": "killed"})
+    rows, bad = read_history(tmp_path)
+    assert [r["run_id"] for r in rows] == ["r1", "r2"] and bad == 4  # the new line did not glue onto the torn one
+    html = (tmp_path / "index.html").read_text()
+    assert "killed" in html and "did not succeed" in html

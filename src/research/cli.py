@@ -242,22 +242,26 @@ def _print_results(results, quiet: bool) -> int:
 
 
 def cmd_run(args) -> int:
-    from research.cohort_config import all_configs, config_dir, find_config
-    from research.pipeline import run_cohort
+    from research.cohort_config import config_dir, find_config, load_all
+    from research.names import cohort_name
+    from research.pipeline import run_one
 
     say = _say(args.quiet)
+    options = {"warehouse": args.warehouse, "reports": args.out, "changed_only": args.changed, "progress": say,
+               "language": args.language, "keep_failed": args.keep_failed}
     if args.all:
         from research.pipeline import run_all
 
-        configs = all_configs(args.config_dir)
-        if not configs:
+        configs, broken = load_all(args.config_dir)
+        if not configs and not broken:
             raise ResearchError(f"no cohort configurations (*.yaml) in {config_dir(args.config_dir)}; write one per cohort (see README)")
-        results = run_all(configs, warehouse=args.warehouse, reports=args.out, changed_only=args.changed, progress=say)
+        results = run_all(configs, broken=broken, **options)
         return _print_results(results, args.quiet)
     if not args.cohort:
         raise ResearchError("say which cohort to run: --cohort NAME, or --all for every configured cohort")
-    cfg = find_config(args.cohort, args.config_dir)
-    result = run_cohort(args.cohort, warehouse=args.warehouse, reports=args.out, config=cfg, changed_only=args.changed, progress=say)
+    cohort = cohort_name(args.cohort, what="--cohort")
+    cfg = find_config(cohort, args.config_dir)
+    result = run_one(cohort, config=cfg, **options)
     return _print_results([result], args.quiet)
 
 
@@ -354,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", help="folder of cohort YAML files (default $RESEARCH_COHORTS or cohorts/)")
     p.add_argument("--warehouse", help=wh_help)
     p.add_argument("--out", help="reports folder (default reports/)")
+    p.add_argument("--language", choices=("sv", "da", "en"), help="report language, overriding the cohort file's")
+    p.add_argument("--keep-failed", type=int, metavar="N", help="failed run folders kept per cohort (default: the cohort file's keep_failed, else 3)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors (for cron)")
     p.set_defaults(func=cmd_run)
 
@@ -384,6 +390,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback: a message, and the traceback in a log file
+        return _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> int:
+    from research.faults import is_disk_full, write_traceback
+
+    if is_disk_full(exc):
+        where = getattr(exc, "filename", None)
+        print(f"error: the disk is full{f' ({where})' if where else ''}. Free some space and run again.", file=sys.stderr)
+        return 1
+    log = None
+    try:
+        from research.paths import project_root
+
+        log = write_traceback(project_root() / "data" / "errors", exc, name=f"error-{os.getpid()}.log")
+    except Exception:  # noqa: BLE001
+        log = None
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    where = f"; the details are in {log}" if log else ""
+    print(f"error: unexpected {type(exc).__name__}: {first}{where}. This is a bug; please report it with that file.", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

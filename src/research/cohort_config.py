@@ -17,11 +17,14 @@ are and how to analyse them::
     predecessor: 2025-autumn       # the cohort before a redesign, for the comparison notebook
     changelog: course/changelog.yaml   # the course change log, for the comparison notebook
     notebook_timeout_s: 1800       # a notebook running longer is stopped
+    keep_failed: 3                 # failed run folders kept for debugging (older ones are removed)
     thresholds: {}                 # recommendation thresholds overriding the defaults
     parameters: {}                 # further notebook parameters (for example bayesian: true)
 
 Relative paths resolve against the folder of the cohort file. Unknown keys are an
-error that names them and lists the valid ones.
+error that names them and lists the valid ones. Cohort names (``cohort``, the file
+name, ``predecessor``) must be canonical (:func:`research.names.cohort_name`); two files
+naming the same cohort (or names that differ only by case) are an error for both.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from research.errors import ConfigError
+from research.names import cohort_name, fold
 from research.paths import resolve
 
 LANGUAGES = ("sv", "da", "en")
@@ -48,6 +52,7 @@ KEYS = {
     "thresholds": "recommendation threshold overrides",
     "parameters": "further notebook parameters",
     "warehouse": "DuckDB file (default data/warehouse.duckdb)",
+    "keep_failed": "failed run folders kept per cohort (default 3)",
 }
 SOURCE_KEYS = ("path", "format", "mapping", "options", "lrs")
 DEFAULT_CONFIG_DIR = "cohorts"
@@ -76,6 +81,7 @@ class CohortConfig:
     parameters: dict = field(default_factory=dict)
     warehouse: Path | None = None
     path: Path | None = None
+    keep_failed: int | None = None
 
     @property
     def text(self) -> str:
@@ -106,6 +112,11 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     cohort = doc.get("cohort", name)
     if not cohort or not isinstance(cohort, str):
         raise _fail(where, "needs a 'cohort' name (a non-empty string)")
+    try:
+        cohort = cohort_name(cohort)
+        predecessor = cohort_name(doc["predecessor"], what="predecessor") if doc.get("predecessor") is not None else None
+    except ConfigError as exc:
+        raise _fail(where, str(exc)) from None
     sources = []
     for i, src in enumerate(doc.get("sources") or [], start=1):
         if isinstance(src, str):
@@ -128,8 +139,11 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     try:
         min_cell = int(doc.get("min_cell_size", 10))
         timeout = int(doc.get("notebook_timeout_s", 1800))
+        keep_failed = int(doc["keep_failed"]) if doc.get("keep_failed") is not None else None
     except (TypeError, ValueError) as exc:
-        raise _fail(where, f"min_cell_size and notebook_timeout_s must be whole numbers ({exc})") from None
+        raise _fail(where, f"min_cell_size, notebook_timeout_s and keep_failed must be whole numbers ({exc})") from None
+    if keep_failed is not None and keep_failed < 0:
+        raise _fail(where, f"keep_failed must be 0 or more, got {keep_failed}")
     if min_cell < 1:
         raise _fail(where, f"min_cell_size must be at least 1, got {min_cell}")
     if timeout < 1:
@@ -143,13 +157,14 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
         language=language,
         kc_model=doc.get("kc_model"),
         min_cell_size=min_cell,
-        predecessor=doc.get("predecessor"),
+        predecessor=predecessor,
         changelog=rel(doc["changelog"]) if doc.get("changelog") else None,
         notebook_timeout_s=timeout,
         thresholds=dict(doc.get("thresholds") or {}),
         parameters=dict(doc.get("parameters") or {}),
         warehouse=resolve(doc["warehouse"]) if doc.get("warehouse") else None,
         path=path,
+        keep_failed=keep_failed,
     )
 
 
@@ -168,13 +183,52 @@ def config_dir(path: str | os.PathLike[str] | None = None) -> Path:
     return resolve(path or os.environ.get("RESEARCH_COHORTS", DEFAULT_CONFIG_DIR))
 
 
-def all_configs(directory: str | os.PathLike[str] | None = None) -> list[CohortConfig]:
+def load_all(directory: str | os.PathLike[str] | None = None) -> tuple[list[CohortConfig], list[tuple[Path, ConfigError]]]:
+    """Every cohort file of the folder: those that load, and (file, error) for those that do not.
+
+    One broken file never hides the others. Two files that name the same cohort (or
+    names that differ only by case) are both refused.
+    """
     folder = config_dir(directory)
-    return [load_config(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
+    if not folder.is_dir():
+        return [], []
+    good: list[CohortConfig] = []
+    broken: list[tuple[Path, ConfigError]] = []
+    for p in sorted(folder.glob("*.yaml")):
+        try:
+            good.append(load_config(p))
+        except ConfigError as exc:
+            broken.append((p, exc))
+        except (OSError, UnicodeDecodeError) as exc:
+            broken.append((p, ConfigError(f"{p}: cannot be read ({exc})")))
+    by_key: dict[str, list[CohortConfig]] = {}
+    for cfg in good:
+        by_key.setdefault(fold(cfg.cohort), []).append(cfg)
+    for same in by_key.values():
+        if len(same) > 1:
+            files = ", ".join(str(c.path) for c in same)
+            for cfg in same:
+                good.remove(cfg)
+                broken.append((cfg.path, ConfigError(f"{cfg.path}: cohort {cfg.cohort!r} is configured by more than one file "
+                                                     f"({files}); names that differ only by case count as the same")))
+    return good, broken
+
+
+def all_configs(directory: str | os.PathLike[str] | None = None) -> list[CohortConfig]:
+    """Every cohort file of the folder; the first broken one raises its :class:`ConfigError`."""
+    good, broken = load_all(directory)
+    if broken:
+        raise broken[0][1]
+    return good
 
 
 def find_config(cohort: str, directory: str | os.PathLike[str] | None = None) -> CohortConfig | None:
-    for cfg in all_configs(directory):
+    """The configuration of ``cohort``; other cohorts' broken files do not matter, its own does."""
+    good, broken = load_all(directory)
+    for cfg in good:
         if cfg.cohort == cohort:
             return cfg
+    for path, exc in broken:
+        if fold(Path(path).stem) == fold(cohort) or repr(cohort) in str(exc):
+            raise exc
     return None

@@ -30,7 +30,7 @@ def ingest_summary(data: CohortData) -> pd.DataFrame:
                   avg(CASE WHEN outcome = 'correct' THEN 1.0 ELSE 0.0 END) FILTER (WHERE attempt = 1) AS first_attempt_correct,
                   CAST(NULL AS BIGINT) AS n_kcs"""
         parts = [
-            f"SELECT 'cohort' AS level, {data.cohort!r} AS key, {base} FROM attempts",
+            f"SELECT 'cohort' AS level, CAST($cohort AS VARCHAR) AS key, {base} FROM attempts",  # a name is a bound value, never SQL
             f"SELECT 'module' AS level, coalesce(module, '(none)') AS key, {base} FROM attempts GROUP BY 2",
             f"SELECT 'page' AS level, coalesce(page, '(none)') AS key, {base} FROM attempts GROUP BY 2",
             f"SELECT 'item' AS level, item_id AS key, {base} FROM attempts GROUP BY 2",
@@ -41,7 +41,7 @@ def ingest_summary(data: CohortData) -> pd.DataFrame:
                GROUP BY 2""",
         ]
         order = "CASE level WHEN 'cohort' THEN 0 WHEN 'module' THEN 1 WHEN 'page' THEN 2 WHEN 'item' THEN 3 ELSE 4 END, key"
-        out = con.execute(" UNION ALL ".join(f"({p})" for p in parts) + f" ORDER BY {order}").df()
+        out = con.execute(" UNION ALL ".join(f"({p})" for p in parts) + f" ORDER BY {order}", {"cohort": data.cohort}).df()
     finally:
         con.close()
     return out.astype({"level": "string", "key": "string", "n_kcs": "Int64"})

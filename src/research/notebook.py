@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,8 @@ import pandas as pd
 
 from research.cohort import CohortData, load
 from research.errors import ConfigError, SchemaError
-from research.paths import default_warehouse, resolve
+from research.names import plain_text_figures, write_csv
+from research.paths import default_warehouse, notebook_out_dir, resolve
 from research.schema import output_schema, validate
 
 DEMO_COHORTS = ("demo",)
@@ -73,7 +75,7 @@ class Context:
             raise SchemaError(f"table {name!r}: {len(checked.rejects)} row(s) break its schema: {problems}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"{name}.csv"
-        frame[schema.field_names].to_csv(path, index=False)
+        write_csv(frame[schema.field_names], path)
         return path
 
     def save_figure(self, fig, name: str, *, alt: str) -> SavedFigure:
@@ -115,7 +117,10 @@ def setup(
     if min_cell_size < 1:
         raise ConfigError(f"min_cell_size must be at least 1, got {min_cell_size}")
     wh_path = resolve(warehouse) if warehouse else default_warehouse()
-    out = resolve(out_dir) if out_dir else resolve(Path("reports") / cohort)
+    plain_text_figures()  # names in figure labels are text, never mathtext
+    out, note = notebook_out_dir(out_dir, cohort)
+    if note:
+        print(note, file=sys.stderr)
     if cohort in DEMO_COHORTS:
         from research.demo import ensure_demo
 

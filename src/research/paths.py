@@ -55,3 +55,45 @@ def schema_dir() -> Path:
 def notebooks_dir() -> Path:
     source = Path(__file__).resolve().parents[2] / "notebooks"
     return source if source.is_dir() else project_root() / "notebooks"
+
+
+DEFAULT_SCRATCH = "scratch"
+#: The name of a folder that ``research run`` executes a cohort's notebooks in (``reports/.COHORT.run-<id>``).
+RUN_FOLDER_PATTERN = r"^\..+\.run-\d{8}T\d{6}Z-[0-9a-f]{6}$"
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a pipeline run folder (written only by ``research run`` before its swap)."""
+    import re
+
+    return re.match(RUN_FOLDER_PATTERN, Path(path).name) is not None
+
+
+def notebook_out_dir(out_dir: str | os.PathLike[str] | None, cohort: str) -> tuple[Path, str | None]:
+    """Where a notebook may write, and a note when that is not where it was asked to write.
+
+    ``reports/`` belongs to ``research run``: a cohort's published report folder is only
+    ever replaced by the pipeline's atomic swap. A notebook executed any other way (in
+    JupyterLab, by ``papermill`` by hand, under nbval) with an ``out_dir`` inside the
+    reports folder, or pointing at a folder that holds a published report (a
+    ``manifest.json``), writes to ``scratch/COHORT/`` under the project root instead.
+    Pipeline run folders (``reports/.COHORT.run-<id>``) and folders elsewhere are used as
+    they are.
+    """
+    from research.names import cohort_name
+
+    wanted = resolve(out_dir) if out_dir else resolve(Path(DEFAULT_REPORTS) / cohort_name(cohort))
+    if is_run_folder(wanted):
+        return wanted, None
+    reports = resolve(os.environ.get("RESEARCH_REPORTS", DEFAULT_REPORTS)).resolve()
+    real = wanted.resolve()
+    inside_reports = real == reports or reports in real.parents
+    published = (real / "manifest.json").is_file()
+    if not inside_reports and not published:
+        return wanted, None
+    scratch = resolve(os.environ.get("RESEARCH_SCRATCH", DEFAULT_SCRATCH)) / cohort_name(cohort)
+    note = (
+        f"out_dir {wanted} is {'inside the reports folder' if inside_reports else 'a published report'}, "
+        f"which only `research run` writes; this notebook writes to {scratch} instead"
+    )
+    return scratch, note

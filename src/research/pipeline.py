@@ -12,7 +12,19 @@ cohort's last report. So:
   partially executed notebook, for debugging);
 - a lock (``reports/.NAME.lock``) makes sure two runs never write the same cohort at once;
 - ``--changed`` skips a cohort whose fingerprint (input files' hashes, configuration,
-  notebooks, package version) equals that of its last successful run.
+  notebooks, package version) equals that of its last successful run;
+- the cohort name is checked first (:func:`research.names.cohort_name`): only its
+  canonical form ever becomes part of a path, so nothing outside the reports folder and
+  the warehouse is written or deleted;
+- every run, good or not, is recorded in ``reports/runs.jsonl`` and the cross-cohort
+  index: a failed cohort is listed there with its reason; failed folders beyond the
+  newest ``keep_failed`` (default 3) of a cohort are removed;
+- papermill runs with ``PR_SET_PDEATHSIG`` (Linux), so killing ``research run`` kills
+  its notebook process, and the notebook's kernel follows its parent (ipykernel's
+  parent poller); a run folder left by a killed run is closed as ``killed`` (kept as a
+  failed folder) by the next run of the cohort, which holds the lock;
+- no error reaches the user as a traceback: an unexpected one is logged to
+  ``error.log`` in the failed folder and reported in one line.
 
 Exit codes of ``research run`` (see :data:`EXIT_CODES`): 0 every cohort ran or was
 unchanged; 1 user error (bad configuration, unknown cohort); 2 data rejected in part
@@ -22,11 +34,13 @@ by another run and skipped.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -43,21 +57,27 @@ import nbformat
 import yaml
 
 import research
-from research.cohort_config import CohortConfig, find_config
+from research.cohort_config import LANGUAGES, CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
+from research.faults import DiskFull, RunCrashed, WarehouseCorrupt, disk_full, is_disk_full, write_traceback
+from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
 EXIT_CODES = {
     0: "success: every cohort ran, or was unchanged and skipped",
     1: "user error: bad configuration, unknown cohort or missing file (message printed)",
     2: "data rejected in part while ingesting the cohort's sources (summary printed; the run went on)",
-    3: "a notebook failed: the message names cohort, notebook, cell and error; the last good report is kept",
+    3: "a notebook failed (the message names cohort, notebook, cell and error) or a run stopped on an unexpected error "
+       "(its traceback is in error.log in the failed folder); the last good report, if any, is kept",
     4: "another run holds the cohort's lock; this cohort was skipped",
 }
 #: Notebooks that are not part of a cohort's scheduled run.
 NOT_SCHEDULED = ("00_tour",)
 #: Notebooks that only run when the cohort has a predecessor to compare with.
 NEEDS_PREDECESSOR = ("07_compare_cohorts",)
+#: Failed run folders kept per cohort (older ones are removed); a cohort file's ``keep_failed`` overrides it.
+KEEP_FAILED = 3
+_RUN_ID = r"\d{8}T\d{6}Z-[0-9a-f]{6}"
 KEY_LIBRARIES = ("numpy", "pandas", "scipy", "statsmodels", "pymc", "pytensor", "arviz", "duckdb", "papermill", "nutpie")
 
 
@@ -159,13 +179,15 @@ def input_files(cohort: str, warehouse: Path) -> tuple[list[dict], dict[str, int
     return files, counts
 
 
-def fingerprint(cohort: str, files: list[dict], config: CohortConfig | None, notebooks: list[Path]) -> str:
+def fingerprint(cohort: str, files: list[dict], config: CohortConfig | None, notebooks: list[Path], language: str | None = None) -> str:
     """A hash of everything a run's output depends on.
 
     The configured sources are ingested before this is taken, so a changed source file
     shows up as a new content hash among the cohort's loaded ``files``; it is not hashed again.
     """
     parts = [f"cohort={cohort}", f"version={research.__version__}"]
+    if language is not None:
+        parts.append(f"language={language}")
     if config is not None:
         parts.append("config=" + sha256_bytes(config.text.encode("utf-8")))
     parts += sorted(f"loaded={f['sha256']}" for f in files)
@@ -177,7 +199,9 @@ class CohortLock:
     """An exclusive, non-blocking lock on one cohort's report folder."""
 
     def __init__(self, reports: Path, cohort: str):
-        self.path = reports / f".{cohort}.lock"
+        # names that differ only by case share a lock: they share a folder on a case-insensitive file system
+        self.cohort = cohort
+        self.path = reports / f".{fold(cohort)}.lock"
         self._fh = None
 
     def __enter__(self) -> CohortLock:
@@ -189,7 +213,7 @@ class CohortLock:
             self._fh.seek(0)
             holder = self._fh.read().strip() or "unknown"
             self._fh.close()
-            raise LockedError(f"cohort {self.path.stem.lstrip('.')!r} is being run by another process ({holder}); skipped") from None
+            raise LockedError(f"cohort {self.cohort!r} is being run by another process ({holder}); skipped") from None
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(f"pid {os.getpid()} since {_now()}")
@@ -218,6 +242,21 @@ def _first_error(nb_path: Path) -> tuple[int | None, str | None]:
     return None, None
 
 
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that asks Linux to SIGKILL the child when its parent dies (``PR_SET_PDEATHSIG``)."""
+
+    def set_pdeathsig() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return  # not Linux: the run's own time limit is the only bound
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(137)
+
+    return set_pdeathsig
+
+
 def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> NotebookRun:
     """Run one notebook with papermill in its own process group, killed after ``timeout_s``."""
     started, t0 = _now(), time.perf_counter()
@@ -228,7 +267,8 @@ def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int
     ]
     env = {**os.environ, "RESEARCH_HOME": str(project_root()), "MPLBACKEND": "Agg"}
     with open(log, "ab") as logfh:
-        proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
         try:
             rc = proc.wait(timeout=timeout_s)
             outcome = "ok" if rc == 0 else "failed"
@@ -248,15 +288,44 @@ def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int
     return NotebookRun(nb.name, started, _now(), round(time.perf_counter() - t0, 2), outcome, parameters, error, cell)
 
 
+#: nbconvert's lab template without the blocks that load require.js, MathJax, mermaid and
+#: the widget manager from a CDN: a report must load nothing from the network.
+_SELF_CONTAINED = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+_REMOTE = re.compile(
+    r"""<(script|link|img|iframe|source|audio|video|embed|object)\b[^>]*?\b(?:src|href|data)\s*=\s*["']?\s*(?:https?:)?//[^>]*>(?:\s*</\1>)?""",
+    re.IGNORECASE,
+)
+_REMOTE_IMPORT = re.compile(r"""<script\b[^>]*>(?:(?!</script>).)*?\bimport\b[^<]*?["'](?:https?:)?//(?:(?!</script>).)*</script>""",
+                            re.IGNORECASE | re.DOTALL)
+
+
+def remote_references(html: str) -> list[str]:
+    """The tags of ``html`` that would load something from the network (script, link, img, iframe ...)."""
+    return [m.group(0)[:200] for m in _REMOTE.finditer(html)] + [m.group(0)[:200] for m in _REMOTE_IMPORT.finditer(html)]
+
+
 def export_html(nb_path: Path, html_path: Path) -> None:
-    """Export an executed notebook to HTML without code cells (for course developers)."""
+    """Export an executed notebook to self-contained HTML without code cells (for course developers).
+
+    The page loads nothing from the network: no require.js, MathJax, mermaid or widget
+    manager from a CDN; any remote script, stylesheet, image or frame an output brings in
+    is removed.
+    """
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"self_contained.html.j2": _SELF_CONTAINED})],
+                            template_file="self_contained.html.j2")
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
+    body = _REMOTE_IMPORT.sub("", _REMOTE.sub("", body))
     html_path.write_text(body, encoding="utf-8")
 
 
@@ -278,14 +347,92 @@ def _swap_in(run_dir: Path, reports: Path, cohort: str) -> Path:
     return final
 
 
+def _folders(reports: Path, cohort: str, kind: str) -> list[Path]:
+    """``reports/.COHORT.KIND-<run id>`` folders of exactly this cohort, oldest first."""
+    pattern = re.compile(re.escape(f".{cohort}.{kind}-") + f"({_RUN_ID})")
+    found = [p for p in reports.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def _close_dead_runs(reports: Path, cohort: str) -> list[str]:
+    """Run folders of this cohort left by killed runs become failed folders, recorded as ``killed``.
+
+    Called with the cohort's lock held: no live run of the cohort can own such a folder.
+    """
+    from research.report_index import record_run
+
+    closed = []
+    for run_dir in _folders(reports, cohort, "run"):
+        run_id = run_dir.name.rsplit(".run-", 1)[1]
+        kept = reports / f".{cohort}.failed-{run_id}"
+        run_dir.rename(kept)
+        reason = "the run was killed before it finished (its process stopped without cleaning up); closed by the next run"
+        (kept / "error.log").write_text(f"{_now()}\n{reason}\n", encoding="utf-8")
+        record_run(reports, {"cohort": cohort, "run_id": run_id, "finished": _now(), "outcome": "killed",
+                             "reason": reason, "failed_dir": kept.name})
+        closed.append(kept.name)
+    return closed
+
+
+def prune_failed(reports: Path, cohort: str, keep: int = KEEP_FAILED) -> list[str]:
+    """Remove all but the newest ``keep`` failed folders of ``cohort``; returns the names removed."""
+    removed = []
+    old = _folders(reports, cohort, "failed")
+    for folder in old[: max(len(old) - max(keep, 0), 0)]:
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+
+
+def _refuse_case_twin(reports: Path, cohort: str) -> None:
+    """Refuse a cohort whose name differs only by case from a cohort that already has a report."""
+    key = fold(cohort)
+    for p in reports.iterdir():
+        if not p.name.startswith(".") and p.name != cohort and fold(p.name) == key and (p / "manifest.json").exists():
+            raise ConfigError(
+                f"cohort {cohort!r} differs only by case from cohort {p.name!r}, which has a report in {p}; "
+                "on a case-insensitive file system they would share one folder. Use one spelling."
+            )
+
+
 def last_manifest(reports: Path, cohort: str) -> dict | None:
     path = reports / cohort / "manifest.json"
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return None
+
+
+def _last_good(reports: Path, cohort: str) -> str:
+    """What a failure message may truthfully say about the cohort's published report."""
+    previous = last_manifest(reports, cohort)
+    if previous and previous.get("outcome") == "ok":
+        return f"the last good report in {reports / cohort} (run of {previous.get('finished')}) is unchanged"
+    return "there is no earlier report of this cohort, so none is published"
+
+
+def _as_research_error(exc: BaseException, cohort: str, log: Path | None, warehouse: Path | None = None) -> ResearchError:
+    """The exception a user sees for ``exc``: ResearchErrors as they are, faults explained, bugs pointed to the log."""
+    if isinstance(exc, ResearchError):
+        return exc
+    if is_disk_full(exc):
+        return disk_full(exc, f"running cohort {cohort!r}")
+    try:
+        import duckdb
+
+        if isinstance(exc, duckdb.Error):
+            from research.faults import warehouse_open_error
+
+            err = warehouse_open_error(warehouse or "of the cohort", exc)
+            if isinstance(err, (WarehouseCorrupt, DiskFull)):
+                return err
+    except ImportError:  # pragma: no cover - duckdb is a dependency
+        pass
+    where = f"; the details are in {log}" if log else ""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return RunCrashed(f"cohort {cohort!r}: the run stopped on an unexpected error ({type(exc).__name__}: {first[:300]}){where}")
 
 
 def run_cohort(
@@ -298,122 +445,202 @@ def run_cohort(
     notebooks: list[Path] | None = None,
     progress: Callable[[str], None] | None = None,
     timeout_s: int | None = None,
+    language: str | None = None,
+    keep_failed: int | None = None,
 ) -> RunResult:
-    """Run every scheduled notebook for ``cohort``; see the module docstring for the guarantees."""
+    """Run every scheduled notebook for ``cohort``; see the module docstring for the guarantees.
+
+    ``language`` (sv, da or en) overrides the cohort file's report language. User errors
+    raise a :class:`ResearchError` (after recording the failure in the index when the
+    cohort's lock was taken); any other error is logged with its traceback in the failed
+    folder and raised as a :class:`~research.faults.RunCrashed` with a one-line message.
+    """
     say = progress or (lambda message: None)
+    cohort = cohort_name(cohort)
+    if language is not None and language not in LANGUAGES:
+        raise ConfigError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
     config = config if config is not None else find_config(cohort)
+    language = language or (config.language if config else "en")
+    keep = keep_failed if keep_failed is not None else (getattr(config, "keep_failed", None) if config else None)
+    keep = KEEP_FAILED if keep is None else int(keep)
     wh_path = resolve(warehouse) if warehouse else (config.warehouse if config and config.warehouse else default_warehouse())
     reports_dir = resolve(reports or "reports")
-    reports_dir.mkdir(parents=True, exist_ok=True)
     try:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        _refuse_case_twin(reports_dir, cohort)
         lock = CohortLock(reports_dir, cohort).__enter__()
     except LockedError as exc:
         return RunResult(cohort, "locked", 4, message=str(exc))
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(exc, f"preparing the reports folder {reports_dir}") from None
+        raise ConfigError(f"cannot use the reports folder {reports_dir}: {exc.strerror or exc}") from None
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    state: dict = {"run_dir": None, "keep": keep}
     try:
         _recover(reports_dir, cohort)
-        exit_code = 0
-        ingest_summary = None
-        if config is not None and config.sources:
-            ingest_summary = ingest_sources(config, wh_path)
-            if ingest_summary.n_rejected:
-                exit_code = 2
-            say(str(ingest_summary))
-        elif cohort == "demo":
-            from research.demo import ensure_demo
-
-            ensure_demo(wh_path, cohort=cohort)
-        if not wh_path.exists():
-            raise ConfigError(f"warehouse {wh_path} does not exist; ingest the cohort first (research ingest PATH --cohort {cohort})")
-        from research.warehouse import Warehouse
-
-        with Warehouse(wh_path, read_only=True) as wh:
-            if not wh.has_cohort(cohort):
-                known = ", ".join(wh.cohorts()["cohort"]) or "none"
-                raise ConfigError(f"cohort {cohort!r} is not in warehouse {wh_path} (cohorts there: {known})")
-        predecessor = config.predecessor if config else None
-        nbs = notebooks if notebooks is not None else scheduled_notebooks(with_compare=bool(predecessor))
-        files, counts = input_files(cohort, wh_path)
-        fp = fingerprint(cohort, files, config, nbs)
-        previous = last_manifest(reports_dir, cohort)
-        if changed_only and previous and previous.get("outcome") == "ok" and previous.get("fingerprint") == fp:
-            say(f"{cohort}: unchanged since its run of {previous.get('finished')}; skipped")
-            return RunResult(cohort, "skipped-unchanged", 0, reports_dir / cohort, previous, "unchanged")
-        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-        run_dir = reports_dir / f".{cohort}.run-{run_id}"
-        run_dir.mkdir(parents=True)
-        manifest = {
-            "cohort": cohort,
-            "run_id": run_id,
-            "started": _now(),
-            "finished": None,
-            "outcome": "running",
-            "fingerprint": fp,
-            "package": {"name": "course-research", "version": research.__version__, **git_commit(project_root())},
-            "configuration": {"file": str(config.path) if config and config.path else None,
-                              "sha256": sha256_bytes(config.text.encode()) if config and config.path else None},
-            "inputs": files,
-            "warehouse": {"path": str(wh_path), "row_counts": counts},
-            "environment": environment(),
-            "notebooks": [],
-        }
-        base = {
-            "cohort": cohort,
-            "warehouse": str(wh_path),
-            "out_dir": str(run_dir),
-            "min_cell_size": config.min_cell_size if config else 10,
-            "language": config.language if config else "en",
-            "kc_model": config.kc_model if config else None,
-            "predecessor": predecessor,
-            "changelog": str(config.changelog) if config and config.changelog else None,
-            "recommend_config": config.thresholds if config and config.thresholds else None,
-            **(config.parameters if config else {}),
-        }
-        declared_any: set[str] = set()
-        plan = []
-        for nb in nbs:
-            declared = notebook_parameters(nb)
-            declared_any |= set(declared)
-            plan.append((nb, {k: v for k, v in base.items() if k in declared and v is not None}))
-        unknown = sorted(set(config.parameters if config else {}) - declared_any)
-        if unknown:
-            raise ConfigError(
-                f"parameter(s) {', '.join(unknown)} in the configuration of cohort {cohort!r} are not declared by any "
-                f"notebook; declared parameters: {', '.join(sorted(declared_any))}"
-            )
-        limit = timeout_s or (config.notebook_timeout_s if config else 1800)
-        log = run_dir / "run.log"
-        failed = None
-        for i, (nb, params) in enumerate(plan, start=1):
-            say(f"{cohort}: [{i}/{len(plan)}] {nb.name} ...")
-            out_nb = run_dir / nb.name
-            result = execute_notebook(nb, out_nb, params, timeout_s=limit, log=log)
-            manifest["notebooks"].append(result.__dict__)
-            if result.outcome != "ok":
-                failed = result
-                break
-            export_html(out_nb, run_dir / f"{nb.stem}.html")
-            say(f"{cohort}: [{i}/{len(plan)}] {nb.name} done in {result.seconds:.1f} s")
-        manifest["finished"] = _now()
-        manifest["outcome"] = "ok" if failed is None else "failed"
-        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        if failed is not None:
-            kept = reports_dir / f".{cohort}.failed-{run_id}"
-            run_dir.rename(kept)
-            cell = f"cell {failed.cell}" if failed.cell else "an unknown cell"
-            message = (
-                f"cohort {cohort!r}: notebook {failed.notebook} failed at {cell}: {failed.error}. "
-                f"The partially executed notebook is kept at {kept / failed.notebook}; "
-                f"the last good report in {reports_dir / cohort} is unchanged."
-            )
-            return RunResult(cohort, "failed", 3, kept, manifest, message)
-        from research.report_index import write_cohort_index, write_reports_index
-
-        write_cohort_index(run_dir, manifest)
-        final = _swap_in(run_dir, reports_dir, cohort)
-        write_reports_index(reports_dir)
-        return RunResult(cohort, "ok", exit_code, final, manifest, f"cohort {cohort!r}: report written to {final}")
+        for name in _close_dead_runs(reports_dir, cohort):
+            say(f"{cohort}: closed the folder of a killed run as {name}")
+        return _run_locked(cohort, run_id, state, wh_path=wh_path, reports_dir=reports_dir, config=config,
+                           changed_only=changed_only, notebooks=notebooks, say=say, timeout_s=timeout_s, language=language)
+    except Exception as exc:
+        if state.get("unknown") and isinstance(exc, ConfigError):
+            raise  # nothing to record: an unknown cohort has no place in the index
+        failed_dir = reports_dir / f".{cohort}.failed-{run_id}"
+        try:
+            if state["run_dir"] is not None and state["run_dir"].exists():
+                state["run_dir"].rename(failed_dir)
+        except OSError:
+            failed_dir = state["run_dir"]
+        log = None if isinstance(exc, ResearchError) else write_traceback(failed_dir, exc)
+        err = _as_research_error(exc, cohort, log, wh_path)
+        if isinstance(err, DiskFull) and "report" not in str(err):
+            err = DiskFull(f"{err} Nothing was published: {_last_good(reports_dir, cohort)}.")
+        if isinstance(err, ResearchError) and log is None and failed_dir is not None:
+            try:
+                failed_dir.mkdir(parents=True, exist_ok=True)
+                (failed_dir / "error.log").write_text(f"{_now()}\n{err}\n", encoding="utf-8")
+            except OSError:
+                pass
+        _record_failure(reports_dir, cohort, run_id, f"{err}", failed_dir)
+        _prune_quietly(reports_dir, cohort, keep)
+        if err is exc:
+            raise
+        raise err from None
     finally:
         lock.__exit__(None, None, None)
+
+
+def _record_failure(reports_dir: Path, cohort: str, run_id: str, reason: str, failed_dir: Path | None) -> None:
+    from research.report_index import record_run
+
+    try:
+        record_run(reports_dir, {"cohort": cohort, "run_id": run_id, "finished": _now(), "outcome": "failed",
+                                 "reason": reason[:1000], "failed_dir": failed_dir.name if failed_dir and failed_dir.exists() else None})
+    except (OSError, ValueError):
+        pass  # a full disk: the message still reaches the user
+
+
+def _prune_quietly(reports_dir: Path, cohort: str, keep: int) -> None:
+    try:
+        prune_failed(reports_dir, cohort, keep)
+    except OSError:
+        pass
+
+
+def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports_dir: Path, config: CohortConfig | None,
+                changed_only: bool, notebooks: list[Path] | None, say, timeout_s: int | None, language: str) -> RunResult:
+    exit_code = 0
+    if config is not None and config.sources:
+        ingest_summary = ingest_sources(config, wh_path)
+        if ingest_summary.n_rejected:
+            exit_code = 2
+        say(str(ingest_summary))
+    elif cohort == "demo":
+        from research.demo import ensure_demo
+
+        ensure_demo(wh_path, cohort=cohort)
+    state["unknown"] = config is None  # a name with no configuration and no data is no cohort to list as failed
+    if not wh_path.exists():
+        raise ConfigError(f"warehouse {wh_path} does not exist; ingest the cohort first (research ingest PATH --cohort {cohort})")
+    from research.warehouse import Warehouse
+
+    with Warehouse(wh_path, read_only=True) as wh:
+        if not wh.has_cohort(cohort):
+            known = ", ".join(wh.cohorts()["cohort"]) or "none"
+            raise ConfigError(f"cohort {cohort!r} is not in warehouse {wh_path} (cohorts there: {known})")
+    state["unknown"] = False
+    predecessor = config.predecessor if config else None
+    nbs = notebooks if notebooks is not None else scheduled_notebooks(with_compare=bool(predecessor))
+    files, counts = input_files(cohort, wh_path)
+    fp = fingerprint(cohort, files, config, nbs, language)
+    previous = last_manifest(reports_dir, cohort)
+    if changed_only and previous and previous.get("outcome") == "ok" and previous.get("fingerprint") == fp:
+        say(f"{cohort}: unchanged since its run of {previous.get('finished')}; skipped")
+        return RunResult(cohort, "skipped-unchanged", 0, reports_dir / cohort, previous, "unchanged")
+    run_dir = reports_dir / f".{cohort}.run-{run_id}"
+    run_dir.mkdir(parents=True)
+    state["run_dir"] = run_dir
+    manifest = {
+        "cohort": cohort,
+        "run_id": run_id,
+        "started": _now(),
+        "finished": None,
+        "outcome": "running",
+        "fingerprint": fp,
+        "language": language,
+        "package": {"name": "course-research", "version": research.__version__, **git_commit(project_root())},
+        "configuration": {"file": str(config.path) if config and config.path else None,
+                          "sha256": sha256_bytes(config.text.encode()) if config and config.path else None},
+        "inputs": files,
+        "warehouse": {"path": str(wh_path), "row_counts": counts},
+        "environment": environment(),
+        "notebooks": [],
+    }
+    base = {
+        "cohort": cohort,
+        "warehouse": str(wh_path),
+        "out_dir": str(run_dir),
+        "min_cell_size": config.min_cell_size if config else 10,
+        "language": language,
+        "kc_model": config.kc_model if config else None,
+        "predecessor": predecessor,
+        "changelog": str(config.changelog) if config and config.changelog else None,
+        "recommend_config": config.thresholds if config and config.thresholds else None,
+        **(config.parameters if config else {}),
+    }
+    declared_any: set[str] = set()
+    plan = []
+    for nb in nbs:
+        declared = notebook_parameters(nb)
+        declared_any |= set(declared)
+        plan.append((nb, {k: v for k, v in base.items() if k in declared and v is not None}))
+    unknown = sorted(set(config.parameters if config else {}) - declared_any)
+    if unknown:
+        raise ConfigError(
+            f"parameter(s) {', '.join(unknown)} in the configuration of cohort {cohort!r} are not declared by any "
+            f"notebook; declared parameters: {', '.join(sorted(declared_any))}"
+        )
+    limit = timeout_s or (config.notebook_timeout_s if config else 1800)
+    log = run_dir / "run.log"
+    failed = None
+    for i, (nb, params) in enumerate(plan, start=1):
+        say(f"{cohort}: [{i}/{len(plan)}] {nb.name} ...")
+        out_nb = run_dir / nb.name
+        result = execute_notebook(nb, out_nb, params, timeout_s=limit, log=log)
+        manifest["notebooks"].append(result.__dict__)
+        if result.outcome != "ok":
+            failed = result
+            break
+        export_html(out_nb, run_dir / f"{nb.stem}.html")
+        say(f"{cohort}: [{i}/{len(plan)}] {nb.name} done in {result.seconds:.1f} s")
+    manifest["finished"] = _now()
+    manifest["outcome"] = "ok" if failed is None else "failed"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    if failed is not None:
+        if failed.error and is_disk_full(OSError(failed.error)):
+            raise DiskFull(f"cohort {cohort!r}: the disk filled up while notebook {failed.notebook} ran ({failed.error}); "
+                           f"{_last_good(reports_dir, cohort)}. Free some space and run again.")
+        kept = reports_dir / f".{cohort}.failed-{run_id}"
+        run_dir.rename(kept)
+        state["run_dir"] = None
+        cell = f"cell {failed.cell}" if failed.cell else "an unknown cell"
+        message = (
+            f"cohort {cohort!r}: notebook {failed.notebook} failed at {cell}: {failed.error}. "
+            f"The partially executed notebook is kept at {kept / failed.notebook}; "
+            f"{_last_good(reports_dir, cohort)}."
+        )
+        _record_failure(reports_dir, cohort, run_id, message, kept)
+        _prune_quietly(reports_dir, cohort, state.get("keep", KEEP_FAILED))
+        return RunResult(cohort, "failed", 3, kept, manifest, message)
+    from research.report_index import write_cohort_index, write_reports_index
+
+    write_cohort_index(run_dir, manifest)
+    final = _swap_in(run_dir, reports_dir, cohort)
+    state["run_dir"] = None
+    write_reports_index(reports_dir)
+    _prune_quietly(reports_dir, cohort, state["keep"])
+    return RunResult(cohort, "ok", exit_code, final, manifest, f"cohort {cohort!r}: report written to {final}")
 
 
 def ingest_sources(config: CohortConfig, warehouse: Path):
@@ -439,6 +666,23 @@ def ingest_sources(config: CohortConfig, warehouse: Path):
     return summary
 
 
+def run_one(cohort: str, **kwargs) -> RunResult:
+    """:func:`run_cohort` that never raises: every error becomes a failed :class:`RunResult` with its message.
+
+    User errors and machine faults (a full disk, a damaged or locked warehouse) exit 1;
+    an unexpected error (a bug, its traceback logged in the failed folder) exits 3.
+    """
+    try:
+        return run_cohort(cohort, **kwargs)
+    except RunCrashed as exc:
+        return RunResult(cohort, "failed", 3, message=str(exc))
+    except ResearchError as exc:
+        text = str(exc)
+        return RunResult(cohort, "failed", 1, message=text if text.startswith(f"cohort {cohort!r}") else f"cohort {cohort!r}: {text}")
+    except Exception as exc:  # noqa: BLE001 - before the lock: no folder to log into
+        return RunResult(cohort, "failed", 3, message=f"cohort {cohort!r}: the run stopped on an unexpected error ({type(exc).__name__}: {exc})")
+
+
 def run_all(
     configs: list[CohortConfig],
     *,
@@ -447,19 +691,34 @@ def run_all(
     changed_only: bool = True,
     notebooks: list[Path] | None = None,
     progress: Callable[[str], None] | None = None,
+    language: str | None = None,
+    keep_failed: int | None = None,
+    broken: list[tuple[Path, ResearchError]] | None = None,
 ) -> list[RunResult]:
-    """Run every configured cohort in turn; one failing cohort does not stop the others.
+    """Run every configured cohort in turn; one failing cohort (or one broken cohort file) does not stop the others.
 
     Cohorts with a predecessor run after it, so a comparison reads the predecessor's
-    newest data.
+    newest data. ``broken`` are cohort files that could not be read
+    (:func:`research.cohort_config.load_all`): each is a failed result, and is listed in
+    the index under its file's name when that is a valid cohort name.
     """
+    from research.report_index import record_run
+
+    results = []
+    reports_dir = resolve(reports or "reports")
+    for path, exc in broken or []:
+        results.append(RunResult(Path(path).stem, "failed", 1, message=str(exc)))
+        try:
+            name = cohort_name(Path(path).stem)
+            reports_dir.mkdir(parents=True, exist_ok=True)
+            run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+            record_run(reports_dir, {"cohort": name, "run_id": run_id,
+                                     "finished": _now(), "outcome": "failed", "reason": str(exc)[:1000]})
+        except (ResearchError, OSError):
+            pass
     order = {c.cohort: i for i, c in enumerate(configs)}
     ranked = sorted(configs, key=lambda c: (order.get(c.predecessor, -1) >= 0 and order[c.predecessor] > order[c.cohort], order[c.cohort]))
-    results = []
     for cfg in ranked:
-        try:
-            results.append(run_cohort(cfg.cohort, warehouse=warehouse, reports=reports, config=cfg,
-                                      changed_only=changed_only, notebooks=notebooks, progress=progress))
-        except ResearchError as exc:
-            results.append(RunResult(cfg.cohort, "failed", 1, message=f"cohort {cfg.cohort!r}: {exc}"))
+        results.append(run_one(cfg.cohort, warehouse=warehouse, reports=reports, config=cfg, changed_only=changed_only,
+                               notebooks=notebooks, progress=progress, language=language, keep_failed=keep_failed))
     return results

@@ -46,6 +46,7 @@ import pandas as pd
 import pyarrow as pa
 
 from research.errors import DataError, ResearchError
+from research.faults import WarehouseDamaged, WarehouseLocked, check_complete, check_file, warehouse_open_error  # noqa: F401 - re-exported
 from research.ingest.base import IngestResult
 from research.paths import default_warehouse, resolve
 from research.schema import as_schema_dtypes, canonical_tables, check_relation, load_schema
@@ -73,40 +74,8 @@ REMOVALS_SQL = """CREATE TABLE IF NOT EXISTS removals (
 BOOKKEEPING = ("loads", "quarantine", "load_rows", "cohort_keys")
 
 
-class WarehouseLocked(ResearchError):
-    """Another process holds the warehouse file's lock."""
-
-
-class WarehouseDamaged(ResearchError):
-    """The warehouse file is truncated, corrupt or not a DuckDB file."""
-
-
-def warehouse_error(path, exc: BaseException) -> ResearchError:
-    """A clear message for a DuckDB failure on the warehouse file: locked and damaged differ.
-
-    Shared by ``research ingest`` and ``research run``: a lock held by another process
-    (wait and retry) is told apart from a truncated or corrupt file (restore or rebuild).
-    """
-    text = str(exc)
-    if "No space left on device" in text or "disk is full" in text.lower():
-        return ResearchError(
-            f"no space left on the device that holds warehouse {path}; free some space and run the command again "
-            "(each file loads in one transaction, so nothing was half-loaded)"
-        )
-    if "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text):
-        import re
-
-        pid = re.search(r"PID (\d+)", text)
-        who = f" (process {pid.group(1)})" if pid else ""
-        return WarehouseLocked(
-            f"warehouse {path} is locked by another process{who}, probably an ingest or run still going; "
-            "wait for it to finish and try again"
-        )
-    return WarehouseDamaged(
-        f"warehouse {path} is damaged or is not a DuckDB file ({text.splitlines()[0][:200] if text else type(exc).__name__}). "
-        "The raw exports are the source of truth: move the file aside and load them again with "
-        "`research ingest PATH... --cohort NAME` (or restore the file from a backup)"
-    )
+#: One implementation for every command: research.faults tells a locked warehouse from a damaged one.
+warehouse_error = warehouse_open_error
 
 
 def key_fingerprint(pseudonymiser) -> str:
@@ -212,9 +181,11 @@ class Warehouse:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            check_file(self.path)
             self.con = duckdb.connect(str(self.path), read_only=read_only)
+            check_complete(self.con, self.path)
         except duckdb.Error as exc:
-            raise warehouse_error(self.path, exc) from None
+            raise warehouse_open_error(self.path, exc) from None
         try:
             try:  # no progress bars in command output; inside a Jupyter kernel DuckDB refuses the setting without ipywidgets
                 self.con.execute("SET enable_progress_bar = false").fetchall()
@@ -226,7 +197,7 @@ class Warehouse:
                 self.con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
         except duckdb.Error as exc:
             self.con.close()
-            raise warehouse_error(self.path, exc) from None
+            raise warehouse_open_error(self.path, exc) from None
 
     def _create_tables(self) -> None:
         for name in canonical_tables():

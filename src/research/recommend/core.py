@@ -14,6 +14,7 @@ import pandas as pd
 
 import research
 from research.errors import ConfigError, DataError, SchemaError
+from research.names import restore_csv, write_csv
 from research.paths import schema_dir
 from research.recommend.config import RecommendConfig
 from research.recommend.rules import FAMILIES, RULES
@@ -297,7 +298,7 @@ def write_recommendations(df: pd.DataFrame, out_dir: str | Path) -> tuple[Path, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "recommendations.csv", out / "recommendations.json"
-    df.to_csv(csv_path, index=False)
+    write_csv(df, csv_path)
     records = json.loads(df.to_json(orient="records", force_ascii=False, double_precision=15))
     payload = {
         "schema": "recommendations",
@@ -316,7 +317,7 @@ def read_recommendations(path: str | Path) -> pd.DataFrame:
         payload = json.loads(path.read_text(encoding="utf-8"))
         df = pd.DataFrame.from_records(payload["records"], columns=record_columns())
     else:
-        df = pd.read_csv(path, dtype={c: "string" for c in record_columns() if _dtype(c) == "string"}, keep_default_na=False, na_values=[""])
+        df = restore_csv(pd.read_csv(path, dtype={c: "string" for c in record_columns() if _dtype(c) == "string"}, keep_default_na=False, na_values=[""]))
     return validate_recommendations(_coerce(df[record_columns()] if set(record_columns()) <= set(df.columns) else df))
 
 

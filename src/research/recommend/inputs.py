@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from research.errors import ResearchError
+from research.names import restore_csv
 
 #: estimate table -> the CSV an earlier notebook writes for it
 ESTIMATE_FILES = {
@@ -34,7 +35,7 @@ _ID_COLUMNS = ("item_id", "module", "page", "kc", "kc_model", "option", "attribu
 def _read(path: Path) -> pd.DataFrame:
     head = pd.read_csv(path, nrows=0)
     dtypes = {c: "string" for c in head.columns if c in _ID_COLUMNS}
-    return pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""])
+    return restore_csv(pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""]))
 
 
 def _computers(data) -> dict[str, Callable[[dict], pd.DataFrame]]:
