@@ -406,6 +406,9 @@ def run_cohort(
                 f"the last good report in {reports_dir / cohort} is unchanged."
             )
             return RunResult(cohort, "failed", 3, kept, manifest, message)
+        from research.privacy import require_safe_publication
+
+        require_safe_publication(run_dir, min_cell_size=base["min_cell_size"])  # nothing below it derivable in the folder
         from research.report_index import write_cohort_index, write_reports_index
 
         write_cohort_index(run_dir, manifest)
