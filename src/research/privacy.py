@@ -267,6 +267,7 @@ def not_suppressed(df: pd.DataFrame) -> np.ndarray:
 
 import json
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
@@ -471,6 +472,11 @@ def find_violations(facts: Sequence[Fact], min_cell_size: int) -> list[Violation
     index: dict[tuple, list[Fact]] = {}
     for f in facts:
         index.setdefault(_index_key(f.lits), []).append(f)
+    lows: dict[tuple, list[float]] = {}
+    for key, group in index.items():
+        if len(key[1]) == 1:  # one ordered dimension: sort by its lower end, look up by bisection
+            group.sort(key=lambda f: dict(f.lits)[key[1][0]][1])
+            lows[key] = [dict(f.lits)[key[1][0]][1] for f in group]
     seen = set()
     for b in facts:
         blits = dict(b.lits)
@@ -480,7 +486,10 @@ def find_violations(facts: Sequence[Fact], min_cell_size: int) -> list[Violation
                 sub = [(d, blits[d]) for d in subset]
                 cat = tuple(sorted((d, c) for d, c in sub if c[0] == "c"))
                 ordered = tuple(sorted(d for d, c in sub if c[0] == "r"))
-                for a in index.get((cat, ordered), ()):
+                group = index.get((cat, ordered), ())
+                if (cat, ordered) in lows:
+                    group = group[: bisect_right(lows[(cat, ordered)], blits[ordered[0]][1])]
+                for a in group:
                     if a is b:
                         continue
                     alits = dict(a.lits)
@@ -514,29 +523,42 @@ def find_violations(facts: Sequence[Fact], min_cell_size: int) -> list[Violation
                 parts = [p for p in parts if _contains(tlits[d], dict(p.lits)[d])]
             if len(parts) < 2:
                 continue
-            for family in _families(parts, d, dict(parts[0].lits)[d][0]):
-                if len(family) < 2:
-                    continue
-                rest = t.value - sum(p.value for p in family)
+            for family, rest in _split_rests(t.value, parts, d, dict(parts[0].lits)[d][0]):
                 if small(rest):
-                    out.append(Violation("split", (t, *family), rest))
+                    out.append(Violation("split", (t, *family()), rest))
     return out
 
 
-def _families(parts: list[Fact], d: str, kind: str) -> list[list[Fact]]:
-    """The maximal collections of pairwise disjoint parts (one value or range of ``d`` each)."""
-    values = {}
+def _split_rests(total: float, parts: list[Fact], d: str, kind: str):
+    """(family, total - sum(family)) for every maximal collection of pairwise disjoint parts.
+
+    Categories: all values together. Ordered: all single positions, and each range with
+    the single positions outside it (prefix sums: no quadratic loop over long funnels).
+    ``family`` is a function that builds the list, called only for a violation.
+    """
+    values: dict = {}
     for p in parts:
-        c = dict(p.lits)[d]
-        values.setdefault(c, p)  # one fact per set; differing values of one set are pairs
+        values.setdefault(dict(p.lits)[d], p)  # one fact per set; differing values of one set are pairs
     if kind == "c":
-        return [list(values.values())]
-    singles = [p for c, p in values.items() if c[1] == c[2]]
-    spans = [(c, p) for c, p in values.items() if c[1] != c[2]]
-    families = [singles]
-    for c, p in spans:
-        families.append([p] + [s for s in singles if not (c[1] <= dict(s.lits)[d][1] <= c[2])])
-    return families
+        family = list(values.values())
+        if len(family) >= 2:
+            yield (lambda: family), total - sum(p.value for p in family)
+        return
+    singles = sorted(((c[1], p) for c, p in values.items() if c[1] == c[2]), key=lambda x: x[0])
+    positions = [x for x, _ in singles]
+    prefix = np.concatenate([[0.0], np.cumsum([p.value for _, p in singles])]) if singles else np.zeros(1)
+    if len(singles) >= 2:
+        yield (lambda: [p for _, p in singles]), total - prefix[-1]
+    for c, p in values.items():
+        if c[1] == c[2]:
+            continue
+        lo, hi = bisect_left(positions, c[1]), bisect_right(positions, c[2])
+        if len(singles) - (hi - lo) < 1:
+            continue
+        outside = prefix[-1] - (prefix[hi] - prefix[lo])
+        yield (lambda p=p, lo=lo, hi=hi: [p] + [s for _, s in singles[:lo]] + [s for _, s in singles[hi:]]), total - p.value - outside
+
+
 # -- suppression when a table is written ----------------------------------------------------
 
 _ORDER = {"count": 0, "pair": 1, "split": 2}
@@ -588,7 +610,8 @@ def choose_hidden(
             pick = options[0] if v.kind == "count" else max(options, key=lambda f: (score[f], -f.value))
             visible.discard(pick)
             done.add(pick)
-            relation = " - ".join(labels[f] for f in v.facts)
+            shown = [labels[f] for f in v.facts[:4]]
+            relation = " - ".join(shown) + (f" - {len(v.facts) - 4} more" if len(v.facts) > 4 else "")
             hidden[pick] = (
                 f"fewer than {k} learners: suppressed to protect privacy" if v.kind == "count" else
                 f"hidden so that fewer than {k} learners cannot be worked out by subtraction ({relation})"
