@@ -387,13 +387,14 @@ def table_cells(frame: pd.DataFrame, name: str) -> list[Cell]:
     if not decl or frame is None or not len(frame):
         return []
     cols = [c for c in decl if c in frame.columns]
+    numbers = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64").to_numpy() for c in cols}
     records = frame.to_dict("records")
     cells = []
     for i, row in enumerate(records):
         key = None
         for col in cols:
-            value = pd.to_numeric(pd.Series([row.get(col)]), errors="coerce").iloc[0]
-            if pd.isna(value):
+            value = numbers[col][i]
+            if np.isnan(value):
                 continue
             lits = _literals(decl[col], row)
             if lits is None:
@@ -577,7 +578,8 @@ def choose_hidden(
     """Which of the ``new`` cells to hide so that, with ``published`` fixed, nothing small is derivable.
 
     Greedy: while a published count, nested pair or split gives a difference in (0, k),
-    hide one new cell of it (the one in most such relations; the smaller on ties).
+    hide one new cell of it: the one whose declaration has the lowest ``keep`` (how much
+    readers need it; default 0), then the one in most such relations, then the smaller.
     Hiding every new cell always succeeds, so this ends with no violation among the
     new cells. Returns the hidden cells with their reasons, and violations that involve
     published cells only (those the folder already had; an audit reports them).
@@ -586,6 +588,7 @@ def choose_hidden(
     facts = _facts(list(published) + list(new))
     new_ids = {id(c) for c in new}
     hideable = {f for f, cells in facts.items() if all(id(c) in new_ids for c in cells)}
+    keep = {f: max(count_declarations(c.table).get(c.column, {}).get("keep", 0) for c in cells) for f, cells in facts.items()}
     labels = {f: cells[0].label for f, cells in facts.items()}
     visible = set(facts)
     hidden: dict[Fact, str] = {}
@@ -607,7 +610,7 @@ def choose_hidden(
             if not options:
                 stuck.append(v)
                 continue
-            pick = options[0] if v.kind == "count" else max(options, key=lambda f: (score[f], -f.value))
+            pick = options[0] if v.kind == "count" else max(options, key=lambda f: (-keep[f], score[f], -f.value))
             visible.discard(pick)
             done.add(pick)
             shown = [labels[f] for f in v.facts[:4]]

@@ -65,7 +65,7 @@ def plot_learning_curve_grid(curves: pd.DataFrame, kcs: pd.DataFrame, *, kc_mode
         x = pts["opportunity"].to_numpy()
         ax2 = ax.twinx()
         ax2.bar(x, pts["n"].to_numpy(), color="0.85", width=0.8, zorder=0)
-        ax2.set_ylim(0, max(float(pts["n"].max()) * 3, 1))
+        ax2.set_ylim(0, max(float(np.nan_to_num(pts["n"].max())) * 3, 1))  # n hidden for privacy: no bars
         ax2.tick_params(axis="y", labelsize=7, colors="0.5")
         ax.set_zorder(ax2.get_zorder() + 1)
         ax.patch.set_visible(False)

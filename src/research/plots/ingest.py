@@ -34,10 +34,10 @@ def attempts_by_module(summary: pd.DataFrame):
     ax.set_ylabel("learners")
     ax.set_xlabel("module")
     ax.set_title("Learners reaching each module")
-    for x, (n, p) in enumerate(zip(mods["n_learners"], mods["first_attempt_correct"])):
+    for x, (n, p) in enumerate(zip(mods["n_learners"].fillna(0), mods["first_attempt_correct"])):  # hidden counts: no bar
         ax.annotate(f"{p:.0%} correct", (x, n), ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     alt = "Bar chart of learners per module: " + "; ".join(
-        f"{k}: {int(n)} learners, {p:.0%} of first attempts correct" for k, n, p in zip(mods["key"], mods["n_learners"], mods["first_attempt_correct"])
+        f"{k}: {'a hidden number of' if pd.isna(n) else int(n)} learners, {p:.0%} of first attempts correct" for k, n, p in zip(mods["key"], mods["n_learners"], mods["first_attempt_correct"])
     )
     return fig, alt
