@@ -64,27 +64,40 @@ def derivable_small_counts(folder: Path, k: int = K) -> list[str]:
         facts.setdefault((c.lits, c.value), c.label)
     items = [(dict(lits), value, label) for (lits, value), label in facts.items()]
     found = [f"{label} = {value:g}" for _, value, label in items if 0 < value < k]
-    for (la, va, na), (lb, vb, nb) in combinations(items, 2):
-        if _subset(lb, la) and 0 < va - vb < k:
-            found.append(f"{na} - {nb}")
-        elif _subset(la, lb) and 0 < vb - va < k:
-            found.append(f"{nb} - {na}")
-    for lt, vt, nt in items:
-        dims = {d for lp, _, _ in items for d in lp}
-        for d in dims:
-            base = {x: c for x, c in lt.items() if x != d}
-            parts = [(lp, vp, n) for lp, vp, n in items
-                     if d in lp and {x: c for x, c in lp.items() if x != d} == base and lp != lt
-                     and (d not in lt or (lt[d][0] == "r" and _within(lt[d], lp[d])))]
-            if len(parts) < 2:
+    by_dims: dict[frozenset, list] = {}
+    for it in items:
+        by_dims.setdefault(frozenset(it[0]), []).append(it)
+    for dims_a, group_a in by_dims.items():  # A can contain B only if B restricts every dimension A does
+        for dims_b, group_b in by_dims.items():
+            if not dims_a <= dims_b:
                 continue
-            parts = parts[:16]
-            for size in range(2, len(parts) + 1):
-                for family in combinations(parts, size):
-                    if all(_disjoint(a[0][d], b[0][d]) for a, b in combinations(family, 2)):
-                        rest = vt - sum(v for _, v, _ in family)
-                        if 0 < rest < k:
-                            found.append(f"{nt} - " + " - ".join(n for _, _, n in family))
+            for la, va, na in group_a:
+                for lb, vb, nb in group_b:
+                    if lb is la or not _subset(lb, la):
+                        continue
+                    if 0 < va - vb < k:
+                        found.append(f"{na} - {nb}")
+    parts_by: dict[tuple, list] = {}
+    for lp, vp, n in items:
+        for d in lp:
+            parts_by.setdefault((frozenset((x, c) for x, c in lp.items() if x != d), d), []).append((lp, vp, n))
+    for lt, vt, nt in items:
+        keys = {(frozenset(lt.items()), d) for (b, d) in parts_by if d not in lt and b == frozenset(lt.items())}
+        keys |= {(frozenset((x, c) for x, c in lt.items() if x != d), d) for d, c in lt.items() if c[0] == "r"}
+        for base, d in keys:
+            parts = [(lp, vp, n) for lp, vp, n in parts_by.get((base, d), ())
+                     if lp != lt and (d not in lt or _within(lt[d], lp[d]))]
+
+            def extend(start, chosen, rest):
+                # every family of pairwise disjoint parts (each part once, in order): all subfamilies
+                if len(chosen) >= 2 and 0 < rest < k:
+                    found.append(f"{nt} - " + " - ".join(n for _, _, n in chosen))
+                for i in range(start, len(parts)):
+                    lp, vp, n = parts[i]
+                    if rest - vp >= 0 and all(_disjoint(lp[d], c[0][d]) for c in chosen):
+                        extend(i + 1, chosen + [parts[i]], rest - vp)
+
+            extend(0, [], vt)
     return found
 
 
