@@ -579,7 +579,8 @@ def choose_hidden(
 
     Greedy: while a published count, nested pair or split gives a difference in (0, k),
     hide one new cell of it: the one whose declaration has the lowest ``keep`` (how much
-    readers need it; default 0), then the one in most such relations, then the smaller.
+    readers need it; default 0), then the most specific (most literals: a total outlives
+    its parts), then the one in most such relations, then the smaller.
     Hiding every new cell always succeeds, so this ends with no violation among the
     new cells. Returns the hidden cells with their reasons, and violations that involve
     published cells only (those the folder already had; an audit reports them).
@@ -610,7 +611,7 @@ def choose_hidden(
             if not options:
                 stuck.append(v)
                 continue
-            pick = options[0] if v.kind == "count" else max(options, key=lambda f: (-keep[f], score[f], -f.value))
+            pick = options[0] if v.kind == "count" else max(options, key=lambda f: (-keep[f], len(f.lits), score[f], -f.value))
             visible.discard(pick)
             done.add(pick)
             shown = [labels[f] for f in v.facts[:4]]
