@@ -6,11 +6,24 @@ add up to a published total (the groups of one attribute), when any cell is hidd
 next-smallest cells are hidden too until at least two cells are hidden and the hidden
 cells together hold at least ``k`` learners. Then neither a single hidden cell nor a
 hidden total below ``k`` can be worked out from the total and the visible cells.
+
+Across tables the same holds for the whole report folder: :func:`protect_table` (called by
+``Context.write_table``) hides the counts of a new table that, with the tables already
+written, would give a group below ``k`` by subtraction; :func:`audit_publication` and
+:func:`require_safe_publication` check a finished folder. See "Privacy of the whole report
+folder" in docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -265,14 +278,6 @@ def not_suppressed(df: pd.DataFrame) -> np.ndarray:
 # written, against every table already in the folder; ``audit_publication`` checks a whole
 # folder afterwards.
 
-import json
-import re
-from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
-from functools import lru_cache
-from itertools import combinations
-from pathlib import Path
-
 SUPPRESSED_CELLS = "suppressed_cells.csv"
 _CELL_COLUMNS = ["table", "row", "key", "column", "reason"]
 _FIELD = re.compile(r"\{([^{}]+)\}")
@@ -440,12 +445,6 @@ class Violation:
     kind: str  # "count", "pair", "split"
     facts: tuple  # of Fact: the total first, then the parts
     difference: float
-
-    def describe(self, labels: dict) -> str:
-        names = [labels.get(f, "?") for f in self.facts]
-        if self.kind == "count":
-            return f"{names[0]} = {self.difference:g}"
-        return f"{names[0]} - {' - '.join(names[1:])} = {self.difference:g}"
 
 
 def _contains(outer: tuple, inner: tuple) -> bool:
