@@ -144,6 +144,15 @@ def test_hidden_gender_group_by_items_minus_dif_is_flagged_then_protected(tmp_pa
     record = pd.read_csv(safe / SUPPRESSED_CELLS)
     assert record[["table", "row"]].values.tolist() == [["dif", 1]]
     assert record["reason"].iloc[0].startswith("hidden so that fewer than 10 learners cannot be worked out by subtraction")
+    from research.schema import validate
+
+    assert validate(record, "outputs/suppressed_cells").rejects.empty
+
+    # the same table written again (a notebook re-run) replaces its record, it does not pile up
+    again = _dif([("i0", "gender", "female", "male", 200, 150), ("i1", "gender", "female", "male", 130, 120)])
+    protect_table(again, "dif", safe, min_cell_size=K)
+    assert again.notna().all().all()  # 399 - 200 - 150 = 49: nothing to hide
+    assert pd.read_csv(safe / SUPPRESSED_CELLS).empty
 
 
 def _gains(rows):
