@@ -335,3 +335,22 @@ def test_the_three_learner_group_is_hidden_everywhere(published_runs):
         assert chef[counts].isna().all().all(), name
     dif = read_table(folder / "dif.csv")
     assert dif.loc[dif["focal_group"] == "chef", ["n_focal"]].isna().all().all()
+
+
+def test_report_group_sizes_are_checked_against_the_other_tables(tmp_path):
+    """250 women enrolled and 247 women with a pre-test in gains.csv: 3 women without one."""
+    gains = _gains([("t", "all", "all", 380, 400, 380, 20, 0), ("t", "gender", "woman", 230, 247, 230, 17, 0),
+                    ("t", "gender", "man", 140, 153, 140, 13, 0)])
+    protect_table(gains, "gains", tmp_path, min_cell_size=K)
+    _write(tmp_path, "gains", gains)
+    learners = pd.DataFrame({"learner_id": [f"p_{i:016x}" for i in range(420)],
+                             "gender": ["woman"] * 250 + ["man"] * 170})
+    from research.privacy import group_sizes
+
+    plain = group_sizes(learners, ["gender"], min_cell_size=K)
+    assert plain["n"].notna().all()  # within the attribute alone nothing is small
+    sizes = group_sizes(learners, ["gender"], min_cell_size=K, out_dir=tmp_path)
+    assert sizes.set_index("group").loc["woman", ["n", "share"]].isna().all()
+    assert sizes.set_index("group").loc["man", "n"] == 170
+    assert (tmp_path / "group_sizes.csv").is_file()
+    assert audit_publication(tmp_path, min_cell_size=K).empty and derivable_small_counts(tmp_path) == []

@@ -82,11 +82,16 @@ def group_sizes(
     *,
     learner: str = "learner_id",
     min_cell_size: int = 10,
+    out_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Learners per group of each attribute, with small groups suppressed.
 
     Missing values form their own group ``"(not stated)"`` so that the groups of an
-    attribute always add up to the total.
+    attribute always add up to the total. With ``out_dir`` (a report folder) the sizes are
+    also checked against the tables already published there (:func:`protect_table`: a
+    group size minus, say, the group's pre-test takers in ``gains.csv`` must not give a
+    small group) and written as ``group_sizes.csv``, so that the report's group table is
+    part of the publication the audit sees.
 
     Returns
     -------
@@ -118,7 +123,11 @@ def group_sizes(
     counts["n"] = counts["n"].astype("Float64").mask(hidden)
     counts["share"] = counts["share"].astype("Float64").mask(hidden)
     counts["attribute"] = pd.Categorical(counts["attribute"], categories=list(attributes), ordered=True)
-    return counts.sort_values(["attribute", "group"]).reset_index(drop=True).astype({"attribute": "string"})
+    counts = counts.sort_values(["attribute", "group"]).reset_index(drop=True).astype({"attribute": "string"})
+    if out_dir is not None:
+        protect_table(counts, "group_sizes", out_dir, min_cell_size=k)
+        counts.to_csv(Path(out_dir) / "group_sizes.csv", index=False)
+    return counts
 
 
 #: evidence metrics that count learners (a count below k is itself a small group)
