@@ -22,6 +22,7 @@ from research.cohort import CohortData, load
 from research.errors import ConfigError, SchemaError
 from research.names import plain_text_figures, write_csv
 from research.paths import default_warehouse, notebook_out_dir, resolve
+from research.privacy import protect_table
 from research.schema import output_schema, validate
 
 DEMO_COHORTS = ("demo",)
@@ -68,6 +69,7 @@ class Context:
                 f"table {name!r} does not match data_schema/outputs/{name}.schema.json: "
                 f"missing columns {missing or 'none'}, columns not in the schema {extra or 'none'}"
             )
+        protect_table(frame, name, self.out_dir, min_cell_size=self.min_cell_size)  # no small group by subtraction across tables
         checked = validate(frame[schema.field_names], schema, source_file=f"{name}.csv")
         if len(checked.rejects):
             first = checked.rejects.head(5)

@@ -64,8 +64,9 @@ def plot_learning_curve_grid(curves: pd.DataFrame, kcs: pd.DataFrame, *, kc_mode
         pts = c[c["kc"] == row.kc].sort_values("opportunity")
         x = pts["opportunity"].to_numpy()
         ax2 = ax.twinx()
-        ax2.bar(x, pts["n"].to_numpy(), color="0.85", width=0.8, zorder=0)
-        ax2.set_ylim(0, max(float(pts["n"].max()) * 3, 1))
+        n_at = pd.to_numeric(pts["n"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)  # hidden for privacy: no bar
+        ax2.bar(x, np.nan_to_num(n_at), color="0.85", width=0.8, zorder=0)
+        ax2.set_ylim(0, max(float(np.nan_to_num(np.nanmax(n_at, initial=0))) * 3, 1))
         ax2.tick_params(axis="y", labelsize=7, colors="0.5")
         ax.set_zorder(ax2.get_zorder() + 1)
         ax.patch.set_visible(False)

@@ -117,7 +117,7 @@ def funnel_chart(funnel: pd.DataFrame, *, top: int = 3):
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.step(funnel["position"], funnel["share"], where="post", color=_COLOURS[0])
     ax.fill_between(funnel["position"], funnel["share"], step="post", color=_COLOURS[0], alpha=0.15)
-    worst = funnel.dropna(subset=["rank_of_drop"]).sort_values("rank_of_drop").head(top)
+    worst = funnel.dropna(subset=["rank_of_drop", "drop", "share", "drop_share"]).sort_values("rank_of_drop").head(top)
     for k, r in enumerate(worst.itertuples()):
         # the drop shows as the step from this position to the next one
         ax.annotate(f"after {getattr(r, label)}: -{r.drop} ({r.hazard:.0%})", (r.position + 1, r.share - r.drop_share / 2),
@@ -130,8 +130,9 @@ def funnel_chart(funnel: pd.DataFrame, *, top: int = 3):
     fig.tight_layout()
     last = funnel.iloc[-1]
     alt = (
-        f"Step chart of the share of the cohort ({int(last['n_cohort'])} learners) reaching each of {len(funnel)} "
-        f"{level} positions; {last['share']:.0%} reach the last one. Biggest drops: "
+        f"Step chart of the share of the cohort ({'hidden number of' if pd.isna(last['n_cohort']) else int(last['n_cohort'])} "
+        f"learners) reaching each of {len(funnel)} {level} positions; "
+        + ("" if pd.isna(last["share"]) else f"{last['share']:.0%} reach the last one. ") + "Biggest drops: "
         + "; ".join(f"{getattr(r, label)} ({r.drop} learners stop, hazard {r.hazard:.0%})" for r in worst.itertuples())
         + "."
     )

@@ -29,15 +29,16 @@ def activity_over_time(per_day: pd.DataFrame):
 def attempts_by_module(summary: pd.DataFrame):
     """Learners and first-attempt success per module, from :func:`research.describe.ingest_summary`."""
     mods = summary[summary["level"] == "module"]
+    learners = pd.to_numeric(mods["n_learners"], errors="coerce").astype("float64")  # hidden for privacy: no bar
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(mods["key"], mods["n_learners"], color="#4a6fa5")
+    ax.bar(mods["key"], learners.fillna(0), color="#4a6fa5")
     ax.set_ylabel("learners")
     ax.set_xlabel("module")
     ax.set_title("Learners reaching each module")
-    for x, (n, p) in enumerate(zip(mods["n_learners"], mods["first_attempt_correct"])):
+    for x, (n, p) in enumerate(zip(learners.fillna(0), mods["first_attempt_correct"])):
         ax.annotate(f"{p:.0%} correct", (x, n), ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     alt = "Bar chart of learners per module: " + "; ".join(
-        f"{k}: {int(n)} learners, {p:.0%} of first attempts correct" for k, n, p in zip(mods["key"], mods["n_learners"], mods["first_attempt_correct"])
+        f"{k}: {'a hidden number of' if pd.isna(n) else int(n)} learners, {p:.0%} of first attempts correct" for k, n, p in zip(mods["key"], mods["n_learners"], mods["first_attempt_correct"])
     )
     return fig, alt
