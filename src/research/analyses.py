@@ -71,6 +71,7 @@ REASONS: dict[str, str] = {
     "one_kc_per_item": N_("the attempts have no KC tags, so each item was treated as a KC of its own"),
     "no_options": N_("the data has no record of the answer options chosen"),
     "no_learning_data": N_("no learner practised any KC more than once"),
+    "one_kc_per_item_once": N_("the attempts have no KC tags, so each item was treated as a KC of its own, and no learner met an item more than once"),
     "not_written": N_("the notebook that computes it did not write its table"),
     "estimate_failed": N_("the data did not allow the estimate (the notebook says why)"),
 }

@@ -206,8 +206,9 @@ def kc_models(ctx, steps, kc_models=None):
 
     wanted = [m for m in (kc_models or []) if m in set(steps["kc_model"])] or None
     if steps["opportunity"].max() < 2:
-        ctx.skip("kc_models", "no_learning_data")
-        return ctx.skip("learning_curves", "no_learning_data")
+        reason = "one_kc_per_item_once" if steps.attrs.get("one_kc_per_item") else "no_learning_data"
+        ctx.skip("kc_models", reason)
+        return ctx.skip("learning_curves", reason)
     n = n_learners(steps)
     try:
         try:
