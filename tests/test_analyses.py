@@ -75,14 +75,19 @@ def test_25_learners_write_item_statistics_flagged_low_n_and_skip_irt_with_the_m
     assert not isinstance(fitted, Skipped) and fitted.rasch.item_params_["difficulty"].notna().all()
 
 
-def test_a_tests_only_cohort_skips_every_attempt_analysis_and_computes_gains(tmp_path, sim_tables):
+def test_a_tests_only_cohort_analyses_the_test_items_skips_the_attempt_analyses_and_computes_gains(tmp_path, sim_tables):
     tables = _only(sim_tables, {"assessments", "learners", "items"})
     ctx = _ctx(tmp_path, tables)
     th = ItemThresholds(min_n=30)
     stats = steps.item_statistics(ctx, th)
-    for later in (steps.fit_irt(ctx, stats, th), steps.item_table(ctx, stats, stats, th), steps.distractors(ctx, stats, stats)):
-        assert isinstance(later, Skipped)
-    assert "no attempts were loaded" in repr(stats)
+    models = steps.fit_irt(ctx, stats, th)
+    table = steps.item_table(ctx, stats, models, th)
+    assert not isinstance(models, Skipped)
+    a = tables["assessments"]
+    instruments = a["instrument"].nunique()
+    items = a.loc[a["item_id"] != "total"].groupby("instrument")["item_id"].nunique().sum()
+    assert len(table) == items and table["n_learners"].max() <= 40 and instruments > 1
+    assert isinstance(steps.distractors(ctx, stats, models), Skipped)  # tests have no chosen options
     ctx3 = _ctx(tmp_path, tables, notebook="03_learning_curves")
     assert isinstance(steps.kc_models(ctx3, steps.student_steps(ctx3)), Skipped)
     ctx4 = _ctx(tmp_path, tables, notebook="04_learning_gains")
@@ -90,10 +95,22 @@ def test_a_tests_only_cohort_skips_every_attempt_analysis_and_computes_gains(tmp
     gains = steps.gain_table(ctx4, scores, steps.group_attributes(tables["learners"]))
     assert not isinstance(gains, Skipped) and (ctx.out_dir / "gains.csv").is_file()
     assert isinstance(steps.survey_table(ctx4), Skipped)
-    rec = ctx.analyses()
-    skipped = set(rec.loc[rec["status"] == "skipped", "analysis"])
-    assert {"item_statistics", "irt", "distractors", "kc_models", "learning_curves", "surveys"} <= skipped
-    assert set(rec.loc[rec["status"] == "ran", "analysis"]) == {"gains"}
+    rec = ctx.analyses().set_index("analysis")
+    assert rec.loc["item_statistics", "reason"] == "items_from_tests" and rec.loc["irt", "status"] == "ran"
+    for name, reason in (("distractors", "no_options"), ("kc_models", "no_attempts"), ("learning_curves", "no_attempts"),
+                         ("surveys", "no_surveys")):
+        assert rec.loc[name, "status"] == "skipped" and rec.loc[name, "reason"] == reason, name
+    assert rec.loc["gains", "status"] == "ran"
+
+
+def test_a_cohort_with_only_test_totals_skips_item_analysis(tmp_path, sim_tables):
+    a = sim_tables["assessments"]
+    totals = a.groupby(["cohort", "learner_id", "instrument", "module", "phase"], as_index=False, observed=True).agg(
+        score=("score", "sum"), max_score=("max_score", "sum")).assign(item_id="total")
+    ctx = _ctx(tmp_path, dict(_only(sim_tables, set()), assessments=totals[a.columns.intersection(totals.columns)]))
+    stats = steps.item_statistics(ctx, ItemThresholds(min_n=30))
+    assert isinstance(stats, Skipped) and stats.record.reason == "no_attempts"
+    assert steps.reliability(ctx, ItemThresholds()).record.reason == "no_item_scores"
 
 
 def test_a_surveys_only_cohort_runs_the_survey_table_and_skips_the_rest(tmp_path, sim_tables):

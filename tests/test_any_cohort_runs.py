@@ -147,16 +147,20 @@ def test_the_hci_matrix_as_attempts_has_one_kc_per_item_and_its_gains_come_from_
 def test_a_tests_only_cohort_skips_every_attempt_analysis_and_reports_gains_and_reliability(real_runs):
     home, results = real_runs
     a = results["tests-only"]["analyses"].set_index("analysis")
-    for name in ("item_statistics", "irt", "kc_models", "learning_curves", "dif", "funnel", "time_on_task"):
+    for name in ("kc_models", "learning_curves", "dif", "funnel", "time_on_task"):
         assert a.loc[name, "status"] == "skipped" and a.loc[name, "reason"] == "no_attempts", name
+    assert a.loc["item_statistics", "reason"] == "items_from_tests" and a.loc["irt", "status"] == "ran"
     assert a.loc["gains", "status"] == "ran" and a.loc["reliability", "status"] == "ran"
+    items = pd.read_csv(home / "reports" / "tests-only" / "items.csv")
+    assert len(items) == 20 + 41  # the HCI items and the grade-6 sitting of LearningToLearn (the psychology tests are totals)
+    assert results["tests-only"]["findings"] > 0
     gains = pd.read_csv(home / "reports" / "tests-only" / "gains.csv")
     ltl = gains[(gains["module"] == "LearningToLearn") & (gains["group_variable"] == "all")]
     assert len(ltl) == 1 and int(ltl["n"].iloc[0]) == 782
     html = (home / "reports" / "tests-only" / "report.en.html").read_text()
     assert "What was not analysed, and why" in html
-    assert "Rasch and 2PL models: no attempts were loaded (practice data from the course)." in html
-    nb = (home / "reports" / "tests-only" / "02_item_analysis.html").read_text()
+    assert "Learning curves: no attempts were loaded (practice data from the course)." in html
+    nb = (home / "reports" / "tests-only" / "03_learning_curves.html").read_text()
     assert "no attempts were loaded" in nb
 
 

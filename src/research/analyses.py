@@ -69,6 +69,7 @@ REASONS: dict[str, str] = {
     "low_n_flags": N_("{n_learners} learners, fewer than min_n = {needed}: every item is marked low_n and none is judged"),
     "no_calibratable_items": N_("no item was answered both right and wrong by at least {needed} learners"),
     "one_kc_per_item": N_("the attempts have no KC tags, so each item was treated as a KC of its own"),
+    "items_from_tests": N_("no attempts were loaded, so the items of the tests were analysed from their scores (one sitting per test: the one most learners took)"),
     "no_options": N_("the data has no record of the answer options chosen"),
     "no_learning_data": N_("no learner practised any KC more than once"),
     "one_kc_per_item_once": N_("the attempts have no KC tags, so each item was treated as a KC of its own, and no learner met an item more than once"),
@@ -205,3 +206,47 @@ def one_kc_per_item(attempts: pd.DataFrame, model: str = "Item") -> pd.DataFrame
     if "opportunity" not in out.columns:
         out["opportunity"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
     return out.reset_index(drop=True)
+
+
+def attempts_from_tests(assessments: pd.DataFrame, cohort: str = "") -> pd.DataFrame | None:
+    """Attempts-shaped rows from the 0/1 item scores of the tests, for item analysis of a tests-only cohort.
+
+    One sitting per instrument: the phase most learners took (pre on a tie: before teaching).
+    Each scored item becomes one first attempt, correct when the score is 1; the instrument is
+    its module and page, and its name prefixes the item ids when there are several tests.
+    None when no test has dichotomous item scores.
+    """
+    if assessments is None or assessments.empty:
+        return None
+    a = assessments[assessments["item_id"].astype(str) != "total"]
+    score = pd.to_numeric(a["score"], errors="coerce")
+    top = pd.to_numeric(a["max_score"], errors="coerce")
+    a = a[(top == 1) & score.isin([0, 1])]
+    if a.empty:
+        return None
+    order = {"pre": 0, "mid": 1, "post": 2}
+    counts = a.groupby(["instrument", "phase"], observed=True)["learner_id"].nunique().reset_index(name="n")
+    counts["rank"] = counts["phase"].astype(str).map(order)
+    chosen = counts.sort_values(["instrument", "n", "rank"], ascending=[True, False, True]).drop_duplicates("instrument")
+    a = a.merge(chosen[["instrument", "phase"]], on=["instrument", "phase"])
+    several = a["instrument"].nunique() > 1
+    inst = a["instrument"].astype(str)
+    item = (inst + " " + a["item_id"].astype(str)) if several else a["item_id"].astype(str)
+    n = len(a)
+    base = pd.Timestamp("2000-01-01")
+    return pd.DataFrame({
+        "cohort": pd.array([cohort] * n, dtype="string"),
+        "attempt_id": ("test:" + inst + ":" + a["phase"].astype(str) + ":" + a["learner_id"].astype(str) + ":"
+                       + a["item_id"].astype(str)).astype("string").to_numpy(),
+        "learner_id": a["learner_id"].astype("string").to_numpy(),
+        "module": inst.astype("string").to_numpy(),
+        "page": inst.astype("string").to_numpy(),
+        "item_id": item.astype("string").to_numpy(),
+        "step_id": item.astype("string").to_numpy(),
+        "problem_view": pd.array([1] * n, dtype="Int64"),
+        "attempt": pd.array([1] * n, dtype="Int64"),
+        "outcome": pd.array(["correct" if v == 1 else "incorrect" for v in pd.to_numeric(a["score"])], dtype="string"),
+        "response": pd.array([pd.NA] * n, dtype="string"),
+        "timestamp": base + pd.to_timedelta(range(n), unit="s"),
+        "duration_s": pd.Series([float("nan")] * n).to_numpy(),
+    })

@@ -20,6 +20,7 @@ import pandas as pd
 
 from research.analyses import (
     Skipped,
+    attempts_from_tests,
     cohort_learners,
     group_attributes,
     group_sizes_ok,
@@ -73,21 +74,27 @@ def figure(ctx, name: str, plot, *inputs, alt_fn=None, **kwargs):
 def item_statistics(ctx, thresholds):
     """Classical statistics of every item (written later with the IRT columns): ``(responses, stats)``."""
     attempts = ctx.data.attempts
+    from_tests = False
     if attempts.empty:
-        skipped = ctx.skip("item_statistics", "no_attempts")
-        ctx.skip("irt", "no_attempts")
-        ctx.skip("distractors", "no_attempts")
-        return skipped
+        attempts = attempts_from_tests(ctx.data.assessments, ctx.cohort)
+        if attempts is None:
+            skipped = ctx.skip("item_statistics", "no_attempts")
+            ctx.skip("irt", "no_attempts")
+            ctx.skip("distractors", "no_attempts")
+            return skipped
+        from_tests = True
     from research.estimate import classical
 
     responses = classical.first_attempt_responses(attempts)
-    stats = _quiet(classical.item_statistics, attempts, ctx.data.items, min_n=thresholds.min_n)
+    stats = _quiet(classical.item_statistics, attempts, None if from_tests else ctx.data.items, min_n=thresholds.min_n)
     n = n_learners(attempts)
     if n < thresholds.min_n:
         ctx.ran("item_statistics", "low_n_flags", n_learners=n, needed=thresholds.min_n)
+    elif from_tests:
+        ctx.ran("item_statistics", "items_from_tests")
     else:
         ctx.ran("item_statistics")
-    return SimpleNamespace(responses=responses, stats=stats)
+    return SimpleNamespace(responses=responses, stats=stats, attempts=attempts)
 
 
 def fit_irt(ctx, classical_result, thresholds, *, fit_2pl: bool = True, bayesian: bool = False, sampler=None):
@@ -142,7 +149,7 @@ def distractors(ctx, classical_result, irt_result):
         return classical_result
     from research.estimate import classical
 
-    attempts = ctx.data.attempts
+    attempts = classical_result.attempts
     if "response" not in attempts.columns or attempts["response"].isna().all():
         return ctx.skip("distractors", "no_options")
     ability = None if is_skipped(irt_result) else irt_result.rasch.abilities()
