@@ -475,6 +475,8 @@ def gaps(ctx, responses, *, attributes=None, reference=None, completion_target: 
 
     attempts = ctx.data.attempts
     resp = None if is_skipped(responses) else responses
+    if resp is None and not has_prepost(ctx.data.assessments):
+        return ctx.skip("gaps", "no_attempts")
     try:
         completion = engagement.learner_completion(attempts, ctx.data.items, learners=ctx.data.learners) if resp is not None else None
         table = _quiet(gaps_mod.equity_gaps, resp, ctx.data.learners, assessments=ctx.data.assessments,
