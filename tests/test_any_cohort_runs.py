@@ -79,6 +79,7 @@ def _summary(report: Path) -> dict:
     manifest = json.loads((report / "manifest.json").read_text())
     return {
         "notebooks": [n["notebook"] for n in manifest["notebooks"] if n["outcome"] == "ok"],
+        "seconds": {n["notebook"][:2]: round(n["seconds"], 1) for n in manifest["notebooks"]},
         "skipped": sorted(analyses.loc[analyses["status"] == "skipped", "analysis"]),
         "adapted": sorted(analyses.loc[analyses["status"] == "adapted", "analysis"]),
         "findings": len(recs),
@@ -121,7 +122,7 @@ def real_runs(tmp_path_factory):
         results[cohort] = _run_and_check(home, cohort, warehouse, configs)
     for cohort, s in results.items():  # what each real cohort produced, for the record (pytest -s shows it)
         print(f"{cohort}: notebooks {len(s['notebooks'])}, skipped {s['skipped']}, adapted {s['adapted']}, "
-              f"findings {s['findings']}")
+              f"findings {s['findings']}, seconds per notebook {s['seconds']}")
     return home, results
 
 
