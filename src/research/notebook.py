@@ -48,6 +48,7 @@ class Context:
     min_cell_size: int
     params: dict = field(default_factory=dict)
     notebook: str = ""
+    _skips: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def data(self) -> CohortData:
@@ -91,7 +92,12 @@ class Context:
             raise ConfigError(f"unknown reason {reason!r} for a skipped analysis; valid: {', '.join(REASONS)}")
         record = Record(self.notebook, analysis, "skipped", reason, numbers, detail)
         self._record(record)
-        return Skipped(record)
+        self._skips[analysis] = Skipped(record)
+        return self._skips[analysis]
+
+    def skipped(self, analysis: str, default=None):
+        """The :class:`Skipped` this notebook recorded for ``analysis``, else ``default``."""
+        return self._skips.get(analysis, default)
 
     def analyses(self) -> pd.DataFrame:
         """The record so far (``analyses.csv``): one row per notebook x analysis."""

@@ -100,7 +100,7 @@ def item_statistics(ctx, thresholds):
 def fit_irt(ctx, classical_result, thresholds, *, fit_2pl: bool = True, bayesian: bool = False, sampler=None):
     """Rasch (and 2PL) on the items that can be calibrated; skipped with a sentence when none can."""
     if is_skipped(classical_result):
-        return classical_result
+        return ctx.skipped("irt", classical_result)
     from research.estimate import irt
 
     responses = classical_result.responses
@@ -122,7 +122,7 @@ def fit_irt(ctx, classical_result, thresholds, *, fit_2pl: bool = True, bayesian
 def item_table(ctx, classical_result, irt_result, thresholds):
     """The item table (``items.csv``): classical statistics with the IRT columns where they were fitted."""
     if is_skipped(classical_result):
-        return classical_result
+        return ctx.skipped("item_statistics", classical_result)
     from research.estimate import irt
 
     fitted = not is_skipped(irt_result)
@@ -146,7 +146,7 @@ def flagged_items(table, irt_result) -> list[str]:
 def distractors(ctx, classical_result, irt_result):
     """The options chosen on multiple-choice items (``item_distractors.csv``), small cells suppressed."""
     if is_skipped(classical_result):
-        return classical_result
+        return ctx.skipped("distractors", classical_result)
     from research.estimate import classical
 
     attempts = classical_result.attempts
@@ -208,7 +208,7 @@ def step_summary(steps):
 def kc_models(ctx, steps, kc_models=None):
     """Fit the AFM per KC model and compare the models (``kc_models.csv``): ``(models, comparison)``."""
     if is_skipped(steps):
-        return steps
+        return ctx.skipped("kc_models", steps)
     from research.estimate import afm
 
     wanted = [m for m in (kc_models or []) if m in set(steps["kc_model"])] or None
@@ -237,9 +237,9 @@ def kc_models(ctx, steps, kc_models=None):
 def learning_curves(ctx, steps, fitted, *, student_threshold: int = 10, n_boot: int = 400):
     """KC categories (``kcs.csv``) and learning curves (``learning_curves.csv``): ``(kc_table, curves)``."""
     if is_skipped(steps):
-        return steps
+        return ctx.skipped("learning_curves", steps)
     if is_skipped(fitted):
-        return fitted
+        return ctx.skipped("learning_curves", fitted)
     from research.estimate import afm, curves
 
     n = n_learners(steps)
@@ -299,7 +299,7 @@ def learner_scores(ctx):
 
 def attrition(ctx, scores, groups):
     if is_skipped(scores):
-        return scores
+        return ctx.skipped("attrition", scores)
     from research.estimate import gains
 
     try:
@@ -337,7 +337,7 @@ def bayes_gains(ctx, scores, groups, bayes_group, settings, *, run: bool = True)
 
 def gain_table(ctx, scores, groups, posterior=None):
     if is_skipped(scores):
-        return scores
+        return ctx.skipped("gains", scores)
     from research.estimate import gains
 
     try:
@@ -352,7 +352,7 @@ def gain_table(ctx, scores, groups, posterior=None):
 
 def gain_regression(ctx, scores, groups, bayes_group):
     if is_skipped(scores):
-        return scores
+        return ctx.skipped("gain_regression", scores)
     from research.estimate import gains
 
     try:
@@ -408,7 +408,7 @@ def _group_reason(ctx, attributes):
 
 def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True):
     if is_skipped(responses):
-        return responses
+        return ctx.skipped("dif", responses)
     reason, numbers = _group_reason(ctx, attributes)
     if reason:
         return ctx.skip("dif", reason, **numbers)
@@ -449,7 +449,7 @@ def dif_not_analysed(table):
 
 def funnel(ctx, responses, *, level: str = "page"):
     if is_skipped(responses):
-        return responses
+        return ctx.skipped("funnel", responses)
     from research.estimate import engagement
 
     try:
@@ -497,7 +497,7 @@ def significant_gaps(table):
 
 def time_on_task(ctx, responses, *, cap_s: float = 600, over_factor: float = 2.0):
     if is_skipped(responses):
-        return responses
+        return ctx.skipped("time_on_task", responses)
     from research.estimate import engagement
 
     try:
