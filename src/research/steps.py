@@ -205,8 +205,13 @@ def step_summary(steps):
                                          learners=("learner_id", "nunique"), max_opportunity=("opportunity", "max"))
 
 
-def kc_models(ctx, steps, kc_models=None):
-    """Fit the AFM per KC model and compare the models (``kc_models.csv``): ``(models, comparison)``."""
+def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5):
+    """Fit the AFM per KC model and compare the models (``kc_models.csv``): ``(models, comparison)``.
+
+    Every KC model is fitted; the ``cv_top`` best by BIC are also cross-validated (a DataShop
+    export can carry dozens of KC models, and cross-validating each takes minutes). The others'
+    cross-validation columns are empty.
+    """
     if is_skipped(steps):
         return ctx.skipped("kc_models", steps)
     from research.estimate import afm
@@ -218,10 +223,13 @@ def kc_models(ctx, steps, kc_models=None):
         return ctx.skip("learning_curves", reason)
     n = n_learners(steps)
     try:
-        try:
-            models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=n >= 3)
-        except DATA_ERRORS:
-            models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False)
+        models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False)
+        if n >= 3 and cv_top > 0:
+            for m in afm.compare_kc_models(models)["kc_model"].head(int(cv_top)):
+                try:
+                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True)[m]
+                except DATA_ERRORS:
+                    pass  # too little data to hold learners or items out: the model keeps its fit without CV
         comparison = afm.compare_kc_models(models)
     except DATA_ERRORS as exc:
         _fail(ctx, "kc_models", exc)
