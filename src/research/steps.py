@@ -30,7 +30,7 @@ from research.analyses import (
     n_learners,
     one_kc_per_item,
 )
-from research.errors import DataError
+from research.errors import DataError, ResearchError
 
 #: Errors an estimator raises when the data cannot support it; anything else is a bug and propagates.
 DATA_ERRORS = (DataError, ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError)
@@ -60,7 +60,7 @@ def figure(ctx, name: str, plot, *inputs, alt_fn=None, **kwargs):
     try:
         out = _quiet(plot, *inputs, **kwargs)
         fig, alt = (out, alt_fn(*inputs)) if alt_fn is not None else out
-    except DATA_ERRORS + (KeyError, IndexError, TypeError) as exc:
+    except DATA_ERRORS + (KeyError, IndexError, TypeError, ResearchError) as exc:
         import matplotlib.pyplot as plt
 
         plt.close("all")
@@ -266,7 +266,9 @@ def learning_curves(ctx, steps, fitted, *, student_threshold: int = 10, n_boot: 
         ctx.ran("learning_curves", "one_kc_per_item")
     else:
         ctx.ran("learning_curves")
-    return SimpleNamespace(kc_table=kc_table, curves=lc, best=fitted.best)
+    shown = [m for m in fitted.comparison["kc_model"] if m in set(lc["kc_model"])]
+    # the best KC model by BIC, or the best of those with a curve point of enough learners to show
+    return SimpleNamespace(kc_table=kc_table, curves=lc, best=shown[0] if shown else fitted.best)
 
 
 def kc_table_view(result):
