@@ -106,11 +106,12 @@ class Context:
             return pd.DataFrame(columns=output_schema("analyses").field_names)
         return pd.read_csv(path, dtype=str, keep_default_na=False)
 
-    def not_analysed(self) -> pd.DataFrame:
-        """This notebook's analyses that were skipped or ran with a fallback, with the sentence saying why."""
+    def not_analysed(self, *, all_notebooks: bool = False) -> pd.DataFrame:
+        """Analyses skipped or run with a fallback (this notebook's, or the whole run's), with the sentence saying why."""
         table = self.analyses()
-        mine = table[(table["notebook"] == self.notebook) & (table["status"] != "ran")]
-        return mine[["analysis", "status", "message"]].reset_index(drop=True)
+        mine = table[((table["notebook"] == self.notebook) | all_notebooks) & (table["status"] != "ran")]
+        return mine[["notebook", "analysis", "status", "message"] if all_notebooks else ["analysis", "status", "message"]
+                    ].reset_index(drop=True)
 
     def _record(self, record: Record) -> None:
         table = self.analyses()
