@@ -191,8 +191,8 @@ def _restore_lines(result, path: Path, lines, cells):
     def wide_line(s: pd.Series, what=lines) -> pd.Series:
         idx = pd.to_numeric(s, errors="coerce") - 2
         ok = idx.between(0, len(lines) - 1)
-        out = s.copy()
-        out[ok] = what[idx[ok].astype(int)]
+        out = s.astype(object) if what is cells else s.copy()
+        out[ok] = what[idx[ok].astype(int).to_numpy()]
         return out
 
     for name, table in result.tables.items():
