@@ -229,7 +229,6 @@ def test_the_report_lists_what_was_not_analysed_in_its_language(tmp_path, sim_ta
     ctx = _ctx(tmp_path, sim_tables)
     ctx.skip("irt", "too_few_learners", n_learners=25, needed=30)
     ctx.ran("kc_models", "one_kc_per_item")
-    empty = pd.DataFrame(columns=["recommendation_id"])
     from research.recommend import recommend
 
     recs = recommend({}, cohort="c")
@@ -241,4 +240,3 @@ def test_the_report_lists_what_was_not_analysed_in_its_language(tmp_path, sim_ta
     assert "Hvad der ikke blev analyseret, og hvorfor" in da
     assert "Rasch- og 2PL-modeller: 25 deltagere; det kræver 30 pr. opgave: sænk min_n for at gå lavere." in da
     assert "What was not analysed" not in render_report(recs, language="en", cohort="c", analyses=None)
-    del empty

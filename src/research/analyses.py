@@ -195,16 +195,13 @@ def group_attributes(learners: pd.DataFrame) -> list[str]:
 
 def one_kc_per_item(attempts: pd.DataFrame, model: str = "Item") -> pd.DataFrame:
     """``attempt_kcs`` for attempts without KC tags: each item is a KC of its own (model ``Item``)."""
-    from research.schema import PANDAS_TYPES, load_schema  # noqa: F401 - types of the canonical table
-
     out = pd.DataFrame({
         "cohort": attempts["cohort"].astype("string") if "cohort" in attempts.columns else pd.Series(dtype="string"),
         "attempt_id": attempts["attempt_id"].astype("string"),
         "kc_model": pd.Series(model, index=attempts.index, dtype="string"),
         "kc": attempts["item_id"].astype("string"),
     })
-    if "opportunity" not in out.columns:
-        out["opportunity"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    out["opportunity"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
     return out.reset_index(drop=True)
 
 
