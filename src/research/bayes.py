@@ -13,10 +13,13 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover - ArviZ takes seconds to import: only the functions that sample load it
+    import arviz as az
 
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
@@ -117,6 +120,8 @@ def diagnostics(idata: az.InferenceData, var_names: list[str] | None = None, *, 
     posterior = idata["posterior"]
     chains = int(posterior.sizes["chain"])
     draws = int(posterior.sizes["draw"])
+    import arviz as az
+
     summ = az.summary(idata, var_names=var_names, kind="diagnostics")
     out = pd.DataFrame(
         {

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from research.analyses import REASONS, Record, Skipped
 from research.cohort import CohortData, load
 from research.errors import ConfigError, SchemaError
 from research.names import plain_text_figures, write_csv
@@ -49,6 +50,8 @@ class Context:
     out_dir: Path
     min_cell_size: int
     params: dict = field(default_factory=dict)
+    notebook: str = ""
+    _skips: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def data(self) -> CohortData:
@@ -80,6 +83,46 @@ class Context:
         write_csv(frame[schema.field_names], path)
         return path
 
+    def ran(self, analysis: str, reason: str = "", **numbers) -> None:
+        """Record that ``analysis`` ran; with a ``reason`` it ran with a fallback (``adapted``)."""
+        self._record(Record(self.notebook, analysis, "adapted" if reason else "ran", reason, numbers))
+
+    def skip(self, analysis: str, reason: str, *, detail: str = "", **numbers) -> Skipped:
+        """Record that ``analysis`` was skipped and why (a code of :data:`research.analyses.REASONS`).
+
+        Returns what the notebook cell shows: the plain sentence. A skipped analysis is not a failure.
+        """
+        if reason not in REASONS:
+            raise ConfigError(f"unknown reason {reason!r} for a skipped analysis; valid: {', '.join(REASONS)}")
+        record = Record(self.notebook, analysis, "skipped", reason, numbers, detail)
+        self._record(record)
+        self._skips[analysis] = Skipped(record)
+        return self._skips[analysis]
+
+    def skipped(self, analysis: str, default=None):
+        """The :class:`Skipped` this notebook recorded for ``analysis``, else ``default``."""
+        return self._skips.get(analysis, default)
+
+    def analyses(self) -> pd.DataFrame:
+        """The record so far (``analyses.csv``): one row per notebook x analysis."""
+        path = self.out_dir / "analyses.csv"
+        if not path.is_file():
+            return pd.DataFrame(columns=output_schema("analyses").field_names)
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    def not_analysed(self, *, all_notebooks: bool = False) -> pd.DataFrame:
+        """Analyses skipped or run with a fallback (this notebook's, or the whole run's), with the sentence saying why."""
+        table = self.analyses()
+        mine = table[((table["notebook"] == self.notebook) | all_notebooks) & (table["status"] != "ran")]
+        return mine[["notebook", "analysis", "status", "message"] if all_notebooks else ["analysis", "status", "message"]
+                    ].reset_index(drop=True)
+
+    def _record(self, record: Record) -> None:
+        table = self.analyses()
+        table = table[~((table["notebook"] == record.notebook) & (table["analysis"] == record.analysis))]
+        table = pd.concat([table, pd.DataFrame([record.row()])], ignore_index=True)
+        self.write_table(table, "analyses")
+
     def save_figure(self, fig, name: str, *, alt: str) -> SavedFigure:
         """Write ``fig`` to ``figures/NAME.png`` (with its alt text beside it) and close it."""
         import matplotlib.pyplot as plt
@@ -101,13 +144,15 @@ def setup(
     warehouse: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     min_cell_size: int = 10,
+    notebook: str = "",
     **params,
 ) -> Context:
     """Check a notebook's parameters and return its :class:`Context`.
 
     ``warehouse`` and ``out_dir`` resolve against the project root; ``out_dir`` defaults to
     ``reports/COHORT``. Extra keyword arguments are the notebook's own parameters and
-    end up in ``ctx.params``. For the ``demo`` cohort the simulated demo is built into
+    end up in ``ctx.params``; ``notebook`` names the notebook in the record of analyses
+    that ran or were skipped (``analyses.csv``). For the ``demo`` cohort the simulated demo is built into
     the warehouse when it is not there yet.
     """
     if not isinstance(cohort, str) or not cohort.strip():
@@ -130,4 +175,5 @@ def setup(
     elif not wh_path.exists():
         raise ConfigError(f"warehouse {wh_path} does not exist; load the cohort first with `research ingest PATH --cohort {cohort}`")
     out.mkdir(parents=True, exist_ok=True)
-    return Context(cohort=cohort, warehouse=wh_path, out_dir=out, min_cell_size=min_cell_size, params=params)
+    return Context(cohort=cohort, warehouse=wh_path, out_dir=out, min_cell_size=min_cell_size, params=params,
+                   notebook=notebook)

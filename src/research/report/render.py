@@ -37,6 +37,7 @@ from research.report.figures import (
     options_figure,
 )
 from research.report.i18n import Formatter, check_language, translations
+from research.report.not_analysed import not_analysed_items
 from research.privacy import check_min_cell_size, not_suppressed, group_sizes, suppress_records
 
 LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
@@ -314,6 +315,7 @@ def render_report(
     estimates: Mapping[str, pd.DataFrame] | None = None,
     max_figure_targets: int | None = 60,
     predecessor: str | None = None,
+    analyses: pd.DataFrame | None = None,
 ) -> str:
     """Render the report of one cohort in one language; returns the HTML text.
 
@@ -492,6 +494,7 @@ def render_report(
         generated=view.fmt.date(generated or dt.date.today()),
         version=research.__version__,
         predecessor=predecessor,
+        not_analysed=not_analysed_items(analyses, tr.gettext, view.fmt.integer),
         top=top,
         recs=recs,
         sections=sections,
