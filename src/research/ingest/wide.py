@@ -60,9 +60,9 @@ def _spec(mapping, path: Path) -> dict | None:
         if not mpath.is_file():
             return None  # tabular says the mapping file is missing
         try:
-            spec = yaml.safe_load(mpath.read_text(encoding="utf-8"))
-        except yaml.YAMLError:
-            return None  # tabular reports the YAML error
+            spec = yaml.safe_load(mpath.read_bytes().decode("utf-8"))
+        except (yaml.YAMLError, RecursionError, UnicodeError, ValueError, OSError):
+            return None  # tabular reports the unreadable mapping with its own message
         name = mpath.name
     else:
         spec, name = mapping, "mapping"
