@@ -309,6 +309,9 @@ def discrimination_statistics(
     with np.errstate(invalid="ignore", divide="ignore"):
         rcorr = cov / np.sqrt(vy * vr)
     rcorr = rcorr.where((vy > 1e-12) & (vr > 1e-12))
+    # rounding in the moment formula can leave |r| a few ulps above 1 (1.0000000000000013 on a
+    # real item): a correlation lies in [-1, 1]
+    rcorr = rcorr.clip(-1.0, 1.0)
     # upper / lower groups by rest score within each item (ties broken by learner id)
     df = df.sort_values(["i", "rest", "l"], kind="stable")
     pos = df.groupby("i").cumcount().to_numpy()
