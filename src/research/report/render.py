@@ -389,7 +389,8 @@ def render_report(
         rec["severity_order"] = {"high": 3, "medium": 2, "low": 1}[rec["severity"]]
 
     top_n = int(config.priority["top_n"])
-    top = recs[:top_n]
+    # only findings whose evidence clears their threshold are to be fixed first (research.recommend)
+    top = [r for r in recs if r.get("fix_first")][:top_n]
 
     # one section per target, grouped by target type, in order of each target's best rank
     ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
