@@ -23,6 +23,10 @@ unused_distractor           the option's expected share, (1 - expected facility)
                             attractiveness share, is below the rule's threshold
 kc_no_learning              the KC is the planted no-learning KC (or, in the Coarse
                             model, contains it)
+kc_still_high               (Fine KCs) the expected error rate of the KC's last item is at
+                            least 40 % (DataShop's high-error threshold)
+kc_low_and_flat             (Fine KCs) the expected error rate of every item of the KC is
+                            below 20 %
 dif_class_c, dif_class_b    the item is the planted DIF item and the attribute is right
 dropout_hotspot             the page is the planted drop-out page
 slow_page                   the page is the planted slow page
@@ -100,6 +104,9 @@ def judge_findings(recs: pd.DataFrame, truth, config: RecommendConfig | dict | N
     fac = pd.to_numeric(pd.Series(item_value("expected_facility")), errors="coerce").to_numpy(dtype=float)
     dif_size = pd.to_numeric(pd.Series(item_value("dif_size")), errors="coerce").to_numpy(dtype=float)
     dif_group = pd.Series(item_value("dif_group", "")).fillna("").astype(str).to_numpy()
+    # expected first-attempt error of the single-KC items of each Fine KC, in course order
+    single = truth.items[~truth.items["kc_fine"].astype(str).str.contains("~~")].sort_values("position")
+    kc_error = {str(k): 1 - g["expected_facility"].to_numpy(dtype=float) for k, g in single.groupby("kc_fine")}
     detail = out["detail"].astype("object").where(out["detail"].notna(), "").astype(str).to_numpy()
     for i, r in enumerate(rule):
         t = target[i]
@@ -124,6 +131,11 @@ def judge_findings(recs: pd.DataFrame, truth, config: RecommendConfig | dict | N
             ok = share < config.rule("unused_distractor")["share_max"]
         elif r == "kc_no_learning":
             ok = t in planted["no_learning_kc"]
+        elif r in ("kc_still_high", "kc_low_and_flat"):
+            if t not in kc_error:
+                continue
+            errors = kc_error[t]
+            ok = errors[-1] >= 0.4 if r == "kc_still_high" else bool((errors < 0.2).all())
         elif r in ("dif_class_c", "dif_class_b"):
             attr = dif_group[i].split("=")[0] if dif_group[i] else None
             ok = t in planted["dif"] and attr is not None and detail[i].startswith(attr + "=")
