@@ -199,8 +199,14 @@ def test_distractor_table_on_simulated_attempts():
     sim = simulate_rasch(300, 6, missing=0.1, seed=8)
     attempts, items = simulate_attempts(sim, seed=3)
     d = distractor_table(attempts, items)
-    assert list(d.columns) == ["item_id", "option", "is_key", "n", "share", "mean_ability", "method"]
+    assert list(d.columns) == ["item_id", "option", "is_key", "n", "share", "mean_ability", "sd_ability", "method"]
     assert np.allclose(d.groupby("item_id")["share"].sum(), 1.0)
+    # the SD of the choosers' ability, for the uncertainty of the mean (strong-distractor rule)
+    fa_all = first_attempt_responses(attempts)
+    ability = fa_all.groupby("learner_id")["correct"].mean()
+    one = d.iloc[0]
+    chosen = fa_all[(fa_all["item_id"] == one["item_id"]) & (fa_all["response"].astype(str) == one["option"])]
+    assert one["sd_ability"] == pytest.approx(ability.reindex(chosen["learner_id"]).std())
     keys = d[d["is_key"]]
     assert set(keys["option"]) == {"A"} and len(keys) == 6
     # the key's share among learners with a response equals facility among them
