@@ -16,8 +16,10 @@ from research.simulate import simulate_cohort
 @pytest.fixture(scope="module")
 def judged_400():
     sim = simulate_cohort(n_learners=400, seed=0, cohort="acc-400")
-    recs, _ = cohort_findings(sim)
-    return sim, judge_findings(recs, sim.truth)
+    recs, estimates = cohort_findings(sim)
+    judged = judge_findings(recs, sim.truth)
+    judged.attrs["estimates"] = estimates
+    return sim, judged
 
 
 def test_fix_first_is_precise_and_planted_problems_are_found_at_400_learners(judged_400):
@@ -51,3 +53,28 @@ def test_at_25_learners_no_inconclusive_finding_is_fixed_first():
     spans = (recs["ci_low"] < recs["threshold"]) & (recs["threshold"] < recs["ci_high"])
     assert not (spans & recs["fix_first"]).any()
     assert not (spans & (recs["severity"] == "high")).any()
+
+
+def test_the_estimate_tables_behind_the_findings_match_their_output_schemas(judged_400, tmp_path):
+    from research.recommend import validate_recommendations, write_recommendations
+    from research.schema import output_schema, validate
+
+    _, judged = judged_400
+    estimates = judged.attrs["estimates"]
+    for name, table in (("kcs", "kcs"), ("distractors", "item_distractors"), ("dif", "dif"), ("funnel", "funnel")):
+        schema = output_schema(table)
+        frame = estimates[name]
+        if name == "distractors":  # notebook 02 writes it with small cells suppressed
+            from research.estimate.classical import suppress_small_cells
+
+            frame = suppress_small_cells(frame, 10)
+        assert set(schema.field_names) <= set(frame.columns), (name, set(schema.field_names) - set(frame.columns))
+        checked = validate(frame[list(schema.field_names)], schema, source_file=f"{table}.csv")
+        assert len(checked.rejects) == 0, (table, checked.rejects.head(3).to_dict("records"))
+    recs = judged.drop(columns=["verdict", "planted"])
+    validate_recommendations(recs)
+    write_recommendations(recs, tmp_path)
+    from research.recommend import read_recommendations
+
+    back = read_recommendations(tmp_path / "recommendations.csv")
+    assert back["fix_first"].tolist() == recs["fix_first"].tolist()
