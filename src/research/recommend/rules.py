@@ -413,14 +413,16 @@ def _dropout_hotspot(df, cfg, ctx):
     target_type, target = _page_target(df)
     # attempts only show the last thing a learner answered: learners counted as leaving at
     # unit U answered U and nothing after it, so they left at the start of the next unit
-    # (where a course, and the simulator, place the cause). The finding names that unit
-    # and keeps the last one answered in its detail; without a next unit, U itself.
+    # (where a course, and the simulator, place the cause). The finding names that unit;
+    # without a next unit, U itself. (The evidence, hazard and n, is that of U's row.)
     next_col = {"page": "next_page", "module": "next_module", "item": "next_item_id"}[target_type]
     nxt = _str(df, next_col)
     has_next = np.array([v is not None and v == v and v != "" for v in nxt], dtype=bool)
     here = target["target_id"]
     target["target_id"] = np.where(has_next, nxt, here)
-    target["detail"] = np.where(has_next, here, None)
+    next_module = _str(df, "next_module")
+    if "module" in target and "next_module" in df.columns:
+        target["module"] = np.where(has_next, next_module, target["module"])
     if target_type == "page":
         target["page"] = target["target_id"]
     elif target_type == "item":

@@ -66,6 +66,7 @@ METRIC_LABELS = {
     "ability_gap": N_("Ability gap to the key"),
     "slope": N_("Learning rate per opportunity"),
     "category_confidence": N_("Confidence in the category"),
+    "category_probability": N_("Confidence in the category"),
     "mh_delta": N_("Mantel-Haenszel delta"),
     "p_adjusted": N_("Adjusted p value"),
     "hazard": N_("Share who stop here"),
@@ -93,7 +94,7 @@ ATTRIBUTE_LABELS = {
     "region": N_("region"),
     "digital_maturity": N_("digital maturity"),
 }
-PERCENT_METRICS = {"facility", "hint_rate", "share", "hazard", "category_confidence"}
+PERCENT_METRICS = {"facility", "hint_rate", "share", "hazard", "category_confidence", "category_probability"}
 # thresholds in the YAML that are shares, shown as percentages in the explanations
 PERCENT_SETTINGS = {"facility_min", "facility_max", "hint_rate_min", "share_max", "share_min", "hazard_min"}
 
