@@ -448,11 +448,14 @@ def test_demo_planted_problems_are_found_and_ranked_above_clean_items(demo_estim
     # with conclusive evidence
     nl = recs[recs["rule"] == "kc_no_learning"]
     assert not nl["conclusive"].any() and not (nl["severity"] == "high").any()
-    # every finding to fix first is conclusive and about a planted problem
-    first = recs[recs["fix_first"]]
+    # every finding to fix first is conclusive and true by the simulator's truth (a planted
+    # problem, or a KC whose later items truly are harder: research.recommend.accuracy)
+    from research.recommend.accuracy import judge_findings
+
+    first = judge_findings(recs, truth)
+    first = first[first["fix_first"]]
     assert len(first) >= 3 and first["conclusive"].all()
-    planted_targets = set(planted_items["item_id"]) | dropout | slow
-    assert first["target_id"].isin(planted_targets).all(), first[["rule", "target_id"]]
+    assert (first["verdict"] == "true").all(), first[["rule", "target_id", "verdict"]]
     # the mis-keyed item is the first thing to fix, with the DIF item's focal group named
     assert ranks["miskeyed"] == 1
     dif_rec = recs[(recs["rule"] == "dif_class_c") & recs["target_id"].isin(by["dif"])].iloc[0]
@@ -575,3 +578,23 @@ def test_fix_first_is_the_best_ranked_conclusive_findings(recs):
     conclusive_ranks = recs.loc[recs["conclusive"], "rank"].sort_values()
     assert list(first["rank"].sort_values()) == list(conclusive_ranks[: len(first)])
     assert not (~recs["conclusive"] & (recs["severity"] == "high")).any()
+
+
+def test_a_clearly_negative_free_slope_is_a_finding_of_its_own():
+    kcs = pd.DataFrame({
+        "kc_model": "Fine", "kc": ["k_mixed", "k_flat", "k_learns"],
+        "category": ["no_learning", "no_learning", "good"], "category_probability": [0.4, 0.4, 1.0],
+        "slope": [0.0, 0.0, 0.3], "slope_se": [0.02, 0.02, 0.02],
+        "slope_free": [-0.25, -0.02, 0.3], "slope_free_se": [0.13, 0.13, 0.13], "slope_order_se": [0.12, 0.12, 0.12],
+        "n_obs": [2000, 2000, 2000], "n_learners": [400, 400, 400],
+    })
+    r = recommend({"kcs": kcs})
+    mixed = r[r["rule"] == "kc_mixed_skills"]
+    assert list(mixed["target_id"]) == ["k_mixed"]
+    row = mixed.iloc[0]
+    # the claim is the observed trend, so its evidence is the sampling error alone
+    se = np.sqrt(0.13**2 - 0.12**2)
+    assert row["se"] == pytest.approx(se) and row["confidence"] == pytest.approx(stats.norm.cdf(0.25 / se))
+    assert row["metric"] == "slope" and row["estimate"] == pytest.approx(-0.25) and row["ci_high"] < 0
+    # without free slopes in the table the rule does not run
+    assert "kc_mixed_skills" not in set(recommend({"kcs": kcs_table()})["rule"])

@@ -27,6 +27,9 @@ kc_still_high               (Fine KCs) the expected error rate of the KC's last 
                             least 40 % (DataShop's high-error threshold)
 kc_low_and_flat             (Fine KCs) the expected error rate of every item of the KC is
                             below 20 %
+kc_mixed_skills             (Fine KCs) the true ease of the KC's single-KC items, the
+                            negative of their difficulty at their mean opportunity, falls
+                            with the opportunity (least-squares slope below 0)
 dif_class_c, dif_class_b    the item is the planted DIF item and the attribute is right
 dropout_hotspot             the page is the planted drop-out page
 slow_page                   the page is the planted slow page
@@ -107,6 +110,12 @@ def judge_findings(recs: pd.DataFrame, truth, config: RecommendConfig | dict | N
     # expected first-attempt error of the single-KC items of each Fine KC, in course order
     single = truth.items[~truth.items["kc_fine"].astype(str).str.contains("~~")].sort_values("position")
     kc_error = {str(k): 1 - g["expected_facility"].to_numpy(dtype=float) for k, g in single.groupby("kc_fine")}
+    kc_trend = {}
+    for k, g in single.groupby("kc_fine"):
+        x = g["mean_opportunity"].to_numpy(dtype=float)
+        ease = -g["difficulty"].to_numpy(dtype=float)
+        if len(g) >= 2 and np.ptp(x) > 0:
+            kc_trend[str(k)] = float(np.polyfit(x, ease, 1)[0])
     detail = out["detail"].astype("object").where(out["detail"].notna(), "").astype(str).to_numpy()
     for i, r in enumerate(rule):
         t = target[i]
@@ -131,6 +140,10 @@ def judge_findings(recs: pd.DataFrame, truth, config: RecommendConfig | dict | N
             ok = share < config.rule("unused_distractor")["share_max"]
         elif r == "kc_no_learning":
             ok = t in planted["no_learning_kc"]
+        elif r == "kc_mixed_skills":
+            if t not in kc_trend:
+                continue
+            ok = kc_trend[t] < 0
         elif r in ("kc_still_high", "kc_low_and_flat"):
             if t not in kc_error:
                 continue

@@ -346,6 +346,23 @@ def _kc_rule(category: str):
     return rule
 
 
+def _kc_mixed_skills(df, cfg, ctx):
+    """A clearly negative free AFM slope: the KC's later items are harder than practice makes up for."""
+    slope = _num(df, "slope_free")
+    se_total, se_order = _num(df, "slope_free_se"), _num(df, "slope_order_se")
+    # the claim is about the observed trend over the KC's items, so its evidence is the
+    # sampling error alone (the item-order error is what the claim is about)
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.clip(se_total**2 - np.nan_to_num(se_order) ** 2, 0, None))
+    conf, method = _confidence_normal(slope, cfg["slope_max"], se)
+    mask = (slope < cfg["slope_max"]) & (conf >= cfg["confidence_min"])
+    return _frame(
+        df, mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
+        metric="slope", estimate=slope, se=se, ci_low=slope - Z95 * se, ci_high=slope + Z95 * se, n=_num(df, "n_obs"),
+        threshold_op="<", threshold=cfg["slope_max"], confidence=conf, n_affected=_num(df, "n_learners"), method=method,
+    )
+
+
 # ---------------------------------------------------------------- dif
 
 
@@ -573,6 +590,16 @@ RULES: dict[str, Rule] = {
             N_("There are too few practice opportunities on this knowledge component to judge its learning curve."),
             N_("Add items for this knowledge component or merge it with a related one."),
             inputs=_KC_INPUTS
+        ),
+        Rule(
+            "kc_mixed_skills", "kcs", "kc", ("kc", "slope_free", "slope_free_se"), _kc_mixed_skills,
+            N_("Later items are harder"),
+            N_("The error rate on this knowledge component rises with practice: its later items are harder than "
+               "its earlier ones by more than learners gain (free learning rate below %(slope_max)s). The "
+               "component probably mixes skills of different difficulty."),
+            N_("Split the knowledge component into the skills its items really need, and check the order of its items."),
+            inputs=_inputs({"kc_model": "string", "kc": "string", "slope_free": "number", "slope_free_se": "number",
+                            "slope_order_se": "number", "n_obs": "integer", "n_learners": "integer"}),
         ),
         Rule(
             "dif_class_c", "dif", "item", ("item_id", "ets_class", "mh_delta"), _dif_rule("C"),
