@@ -388,3 +388,19 @@ def test_random_item_order_adds_no_item_order_error():
     model = AFM().fit(sim.steps)
     k = model.summary()
     assert (k["slope_order_se"] < 0.5 * k["slope_free_se"]).all(), k[["slope_order_se", "slope_free_se"]]
+
+
+@pytest.mark.realdata
+def test_free_slopes_on_real_data_equal_the_unbounded_fit(real_data):
+    """ds96, KC model Default: the bounded AFM holds most slopes at 0; its free slopes are
+    those of the unbounded fit, and some are clearly negative even with the item-order error."""
+    steps = read_datashop_student_step(real_data.joinpath(*DS96), kc_models=["Default"])
+    bounded = AFM().fit(steps).summary().set_index("kc")
+    free = AFM(slope_lower_bound=None).fit(steps).summary().set_index("kc").loc[bounded.index]
+    assert np.abs(bounded["slope_free"] - free["slope"]).max() < 1e-4
+    at_bound = bounded["slope_at_bound"]
+    assert at_bound.sum() >= len(bounded) // 2  # 14 of 20 on this file
+    # (a KC at the bound may still get a positive free slope here: in this model KCs always
+    # co-occur, and freeing one slope moves the others)
+    assert (bounded.loc[at_bound, "slope_free"] < 0).sum() >= len(bounded) // 4
+    assert (bounded["slope_free_ci_high"] < 0).sum() >= 1  # 2 of 20: "later items are harder"
