@@ -319,7 +319,8 @@ def _strong_distractor(df, cfg, ctx):
         metric="ability_gap", estimate=gap, se=se_gap, ci_low=gap - Z95 * se_gap, ci_high=gap + Z95 * se_gap, n=n_opt,
         threshold_op=">", threshold=cfg["ability_margin"],
         metric_2="share", estimate_2=share, se_2=se_s, n_2=n_item, threshold_op_2=">=", threshold_2=cfg["share_min"],
-        confidence=c_gap * c_share, n_affected=n_opt, method=np.where(m_gap == "normal", "mean_diff*normal", "no_interval"),
+        confidence=c_gap * c_share, n_affected=n_opt,
+        method=np.where(m_gap == "normal", "mean_diff*normal", "no_interval"),
     )
 
 
@@ -505,14 +506,16 @@ RULES: dict[str, Rule] = {
                "separates learners who know the topic from those who do not (item-rest correlation below "
                "%(discrimination_max)s)."),
             N_("Make the item more demanding (for example with better distractors), or drop it if it teaches nothing."),
-            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "facility": "number", "facility_ci_low": "number", "facility_ci_high": "number", "discrimination": "number"})
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "facility": "number", "facility_ci_low": "number",
+                                       "facility_ci_high": "number", "discrimination": "number"})
         ),
         Rule(
             "too_hard", "items", "item", ("item_id", "facility", "n_learners"), _too_hard,
             N_("Too hard"),
             N_("Fewer than %(facility_max)s of learners answer correctly at the first attempt."),
             N_("Check that the page before the item teaches what it asks; simplify the wording or add an example."),
-            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "facility": "number", "facility_ci_low": "number", "facility_ci_high": "number"})
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "facility": "number", "facility_ci_low": "number",
+                                       "facility_ci_high": "number"})
         ),
         Rule(
             "negative_discrimination", "items", "item", ("item_id", "discrimination", "n_learners"),
@@ -544,14 +547,16 @@ RULES: dict[str, Rule] = {
             N_("Answers to this item follow the overall ability of learners less than expected (Rasch fit "
                "mean square above %(mnsq_max)s, z above %(z_min)s): guessing, careless errors or an unclear item."),
             N_("Read the item with a colleague: is it unclear, tricky, or about something outside the course?"),
-            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "outfit_mnsq": "number", "outfit_z": "number", "infit_mnsq": "number", "infit_z": "number"})
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "outfit_mnsq": "number", "outfit_z": "number",
+                                       "infit_mnsq": "number", "infit_z": "number"})
         ),
         Rule(
             "unused_distractor", "distractors", "item", ("item_id", "option", "is_key", "n"), _unused_distractor,
             N_("Unused answer option"),
             N_("An answer option is chosen by fewer than %(share_max)s of learners, so it does no work."),
             N_("Replace the option with a plausible mistake that learners really make."),
-            inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer", "share": "number", "suppressed": "string"})
+            inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer",
+                            "share": "number", "suppressed": "string"})
         ),
         Rule(
             "strong_distractor", "distractors", "item", ("item_id", "option", "is_key", "n", "mean_ability"),
@@ -560,7 +565,9 @@ RULES: dict[str, Rule] = {
             N_("A wrong answer option is chosen by at least %(share_min)s of learners, and those who choose it "
                "do better on the rest of the course than those who choose the key."),
             N_("Check the answer key and whether this option can also be defended as correct."),
-            inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer", "share": "number", "mean_ability": "number", "sd_ability": "number", "suppressed": "string"})
+            inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer",
+                            "share": "number", "mean_ability": "number", "sd_ability": "number",
+                            "suppressed": "string"})
         ),
         Rule(
             "kc_no_learning", "kcs", "kc", ("kc", "category"), _kc_rule("no_learning"),
@@ -599,7 +606,7 @@ RULES: dict[str, Rule] = {
                "component probably mixes skills of different difficulty."),
             N_("Split the knowledge component into the skills its items really need, and check the order of its items."),
             inputs=_inputs({"kc_model": "string", "kc": "string", "slope_free": "number", "slope_free_se": "number",
-                            "slope_order_se": "number", "n_obs": "integer", "n_learners": "integer"}),
+                            "slope_order_se": "number", "n_obs": "integer", "n_learners": "integer"})
         ),
         Rule(
             "dif_class_c", "dif", "item", ("item_id", "ets_class", "mh_delta"), _dif_rule("C"),
@@ -622,14 +629,19 @@ RULES: dict[str, Rule] = {
             N_("More than %(hazard_min)s of the learners who reach this point stop here, at least "
                "%(hazard_ratio_min)s times as many as at a typical point, and at least %(min_drop)s learners in all."),
             N_("Look at the page where learners stop: is it too long, too hard, or does something not work?"),
-            inputs=_inputs({"level": "string", "module": "string", "page": "string", "item_id": "string", "hazard": "number", "reached": "integer", "drop": "integer", "next_module": "string", "next_page": "string", "next_item_id": "string"})
+            inputs=_inputs({"level": "string", "module": "string", "page": "string", "item_id": "string",
+                            "hazard": "number", "reached": "integer", "drop": "integer", "next_module": "string",
+                            "next_page": "string", "next_item_id": "string"})
         ),
         Rule(
             "slow_page", "time_on_task", "page", ("median_s", "planned_duration_s"), _slow_page,
             N_("Takes far longer than planned"),
             N_("Learners spend more than %(ratio_min)s times the planned time here (median time)."),
             N_("Shorten the page or split it, or revise the planned time in the course description."),
-            inputs=_inputs({"level": "string", "module": "string", "page": "string", "item_id": "string", "n": "integer", "median_s": "number", "ci_low": "number", "ci_high": "number", "planned_duration_s": "number", "ratio_to_planned": "number", "suppressed_reason": "string"})
+            inputs=_inputs({"level": "string", "module": "string", "page": "string", "item_id": "string",
+                            "n": "integer", "median_s": "number", "ci_low": "number", "ci_high": "number",
+                            "planned_duration_s": "number", "ratio_to_planned": "number",
+                            "suppressed_reason": "string"})
         ),
     ]
 }
