@@ -325,3 +325,82 @@ def test_output_tables_match_their_schemas(sim2000):
         assert set(schema.field_names) == set(frame.columns), name
         checked = validate(frame[schema.field_names], schema)
         assert checked.rejects.empty, (name, checked.rejects.head())
+
+
+# ---------------------------------------------------------------- slope bound and free slopes
+
+
+@pytest.fixture(scope="module")
+def fixed_order_fits():
+    """AFM on simulated cohorts whose items come in a fixed order (as in every OLI course)."""
+    from research.estimate import opportunities
+    from research.simulate import simulate_cohort
+
+    out = []
+    for seed in (0, 1):
+        sim = simulate_cohort(n_learners=600, seed=seed, planted=False)
+        steps = opportunities.student_steps(sim.attempts, sim.attempt_kcs)
+        fine = steps[steps["kc_model"] == "Fine"]
+        out.append((sim, fine, AFM().fit(fine)))
+    return out
+
+
+def test_free_slope_interval_covers_the_true_rate_despite_fixed_item_order(fixed_order_fits):
+    parts = []
+    for sim, _, model in fixed_order_fits:
+        parts.append(model.summary().merge(sim.truth.kcs[["kc", "gamma"]], on="kc"))
+    k = pd.concat(parts, ignore_index=True)
+    covered = (k["slope_free_ci_low"] <= k["gamma"]) & (k["gamma"] <= k["slope_free_ci_high"])
+    sampling_se = np.sqrt(k["slope_free_se"] ** 2 - k["slope_order_se"] ** 2)
+    naive = ((k["slope_free"] - 1.96 * sampling_se) <= k["gamma"]) & (k["gamma"] <= (k["slope_free"] + 1.96 * sampling_se))
+    # item difficulties that go with the opportunity number are not sampling error: without
+    # the item-order part the intervals miss the true learning rate most of the time
+    assert covered.mean() >= 0.75, covered.mean()
+    assert covered.mean() >= naive.mean() + 0.25, (covered.mean(), naive.mean())
+    assert (k["slope_order_se"] > 0).all()
+    # where the bound is not active the free slope is the bounded one
+    free = ~k["slope_at_bound"]
+    np.testing.assert_allclose(k.loc[free, "slope_free"], k.loc[free, "slope"], atol=0.03)
+
+
+def test_slope_bound_is_a_parameter(fixed_order_fits):
+    _, fine, bounded = fixed_order_fits[0]
+    free = AFM(slope_lower_bound=None).fit(fine).summary()
+    legacy = AFM(nonnegative_slopes=False).fit(fine).summary()
+    np.testing.assert_allclose(free["slope"], legacy["slope"], atol=1e-6)
+    assert not free["slope_at_bound"].any()
+    # unbounded: the free slope columns repeat the fit (no refit needed)
+    np.testing.assert_allclose(free["slope_free"], free["slope"])
+    low = AFM(slope_lower_bound=-0.05).fit(fine).summary()
+    assert (low["slope"] >= -0.05 - 1e-9).all()
+    assert (low["slope_ci_low"] >= -0.05 - 1e-9).all()
+    b = bounded.summary()
+    # the bounded fit's free columns agree with the unbounded fit
+    np.testing.assert_allclose(b["slope_free"], free["slope"], atol=1e-4)
+    with pytest.raises(ConfigError, match="slope_lower_bound"):
+        AFM(slope_lower_bound=float("inf"))
+
+
+def test_random_item_order_adds_no_item_order_error():
+    from research.simulate.afm import simulate_afm
+
+    sim = simulate_afm(n_learners=300, seed=3)
+    model = AFM().fit(sim.steps)
+    k = model.summary()
+    assert (k["slope_order_se"] < 0.5 * k["slope_free_se"]).all(), k[["slope_order_se", "slope_free_se"]]
+
+
+@pytest.mark.realdata
+def test_free_slopes_on_real_data_equal_the_unbounded_fit(real_data):
+    """ds96, KC model Default: the bounded AFM holds most slopes at 0; its free slopes are
+    those of the unbounded fit, and some are clearly negative even with the item-order error."""
+    steps = read_datashop_student_step(real_data.joinpath(*DS96), kc_models=["Default"])
+    bounded = AFM().fit(steps).summary().set_index("kc")
+    free = AFM(slope_lower_bound=None).fit(steps).summary().set_index("kc").loc[bounded.index]
+    assert np.abs(bounded["slope_free"] - free["slope"]).max() < 1e-4
+    at_bound = bounded["slope_at_bound"]
+    assert at_bound.sum() >= len(bounded) // 2  # 14 of 20 on this file
+    # (a KC at the bound may still get a positive free slope here: in this model KCs always
+    # co-occur, and freeing one slope moves the others)
+    assert (bounded.loc[at_bound, "slope_free"] < 0).sum() >= len(bounded) // 4
+    assert (bounded["slope_free_ci_high"] < 0).sum() >= 1  # 2 of 20: "later items are harder"

@@ -199,8 +199,14 @@ def test_distractor_table_on_simulated_attempts():
     sim = simulate_rasch(300, 6, missing=0.1, seed=8)
     attempts, items = simulate_attempts(sim, seed=3)
     d = distractor_table(attempts, items)
-    assert list(d.columns) == ["item_id", "option", "is_key", "n", "share", "mean_ability", "method"]
+    assert list(d.columns) == ["item_id", "option", "is_key", "n", "share", "mean_ability", "sd_ability", "method"]
     assert np.allclose(d.groupby("item_id")["share"].sum(), 1.0)
+    # the SD of the choosers' ability, for the uncertainty of the mean (strong-distractor rule)
+    fa_all = first_attempt_responses(attempts)
+    ability = fa_all.groupby("learner_id")["correct"].mean()
+    one = d.iloc[0]
+    chosen = fa_all[(fa_all["item_id"] == one["item_id"]) & (fa_all["response"].astype(str) == one["option"])]
+    assert one["sd_ability"] == pytest.approx(ability.reindex(chosen["learner_id"]).std())
     keys = d[d["is_key"]]
     assert set(keys["option"]) == {"A"} and len(keys) == 6
     # the key's share among learners with a response equals facility among them
@@ -296,3 +302,20 @@ def test_assessment_errors():
     assert prop["correct"].tolist() == [1.0, 1.0, 0.0]
     with pytest.raises(DataError, match="only 1 learner"):
         cronbach_alpha(pd.DataFrame({"learner_id": ["a", "a"], "item_id": ["x", "y"], "correct": [1, 0]}))
+
+
+def test_item_rest_correlation_is_clipped_to_one():
+    # two items answered identically: each item's rest score is the other item, so r = 1;
+    # the moment formula rounds above 1 for some samples (1.0000000000000002 here; a real
+    # item gave 1.0000000000000013), which broke the items schema
+    worst = 0.0
+    for n in range(3, 120):
+        y = np.random.default_rng(n).integers(0, 2, n)
+        if y.min() == y.max():
+            continue
+        df = pd.DataFrame({"learner_id": np.repeat([f"L{i}" for i in range(n)], 2),
+                           "item_id": np.tile(["a", "b"], n), "correct": np.repeat(y, 2)})
+        r = discrimination_statistics(df)["discrimination"]
+        assert ((r >= -1) & (r <= 1)).all()
+        worst = max(worst, float(r.max()))
+    assert worst == 1.0

@@ -292,3 +292,26 @@ def test_zero_slope_kcs_are_found_as_no_learning_at_2000_learners():
     assert flat == 9
     assert found >= 8
     assert false_alarms == 0
+
+
+def test_a_learning_kc_is_never_confidently_no_learning():
+    """Fixed item order can hold a learning KC's slope at the zero bound; that is not evidence of no learning."""
+    from research.estimate import afm, opportunities
+    from research.estimate.curves import kc_table
+    from research.simulate import simulate_cohort
+
+    rows = []
+    for seed in (0, 1):
+        sim = simulate_cohort(n_learners=400, seed=seed)
+        steps = opportunities.student_steps(sim.attempts, sim.attempt_kcs)
+        models = afm.fit_kc_models(steps, kc_models=["Fine"], cv=False)
+        k = kc_table(models, steps, n_boot=200).merge(sim.truth.kcs[["kc", "gamma"]], on="kc")
+        rows.append(k)
+    k = pd.concat(rows, ignore_index=True)
+    learning = k["gamma"] >= 0.1
+    nl = k["category"] == "no_learning"
+    # some learning KCs do come out "no learning" (their slope sits at the bound) ...
+    assert (learning & nl & k["slope_at_bound"]).any()
+    # ... but never with confidence
+    assert not (learning & nl & (k["category_confidence"] == "confident")).any()
+    assert (k.loc[learning & nl, "category_probability"] < 0.8).all()

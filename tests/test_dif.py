@@ -409,3 +409,36 @@ def test_cohort_without_learner_attributes_gives_an_empty_table(small):
     assert out.empty and list(out.columns) == ["item_id", *DIF_COLUMNS]
     with pytest.raises(ConfigError, match="unknown learner attribute"):
         mantel_haenszel_dif(responses, learners[["learner_id"]], attributes=["gender"])
+
+
+@pytest.mark.parametrize("classes", [("C",), ("B", "C")])
+def test_two_stage_purification_drops_the_stage_one_classes_from_the_matching_score(classes):
+    sim = simulate_dif(1200, 15, dif_items=(0, 1, 2), dif_size=[1.5, 1.0, 0.6], seed=77)
+    stage1 = mantel_haenszel_dif(sim.responses, sim.learners, logistic=False)
+    dropped = set(stage1.loc[stage1["ets_class"].isin(classes), "item_id"])
+    assert dropped and len(dropped) < 13
+    out = mantel_haenszel_dif(sim.responses, sim.learners, purify=True, purify_classes=classes, logistic=False)
+    assert out["purified"].all() and out.attrs["purify_classes"] == list(classes)
+    # stage 2 of a kept item is MH on the total score of the kept items only (complete data)
+    kept = sim.responses[~sim.responses["item_id"].isin(dropped)]
+    plain = mantel_haenszel_dif(kept, sim.learners, logistic=False).set_index("item_id")
+    got = out.set_index("item_id").loc[plain.index]
+    np.testing.assert_allclose(got["mh_delta"].astype(float), plain["mh_delta"].astype(float), rtol=1e-10)
+    np.testing.assert_allclose(got["p_value"].astype(float), plain["p_value"].astype(float), rtol=1e-10)
+    # a dropped item is matched on the kept items plus itself
+    for item in dropped:
+        own = sim.responses[~sim.responses["item_id"].isin(dropped - {item})]
+        one = mantel_haenszel_dif(own, sim.learners, logistic=False).set_index("item_id").loc[item]
+        assert float(out.set_index("item_id").loc[item, "mh_delta"]) == pytest.approx(float(one["mh_delta"]), rel=1e-10)
+    with pytest.raises(ConfigError, match="purify_classes"):
+        mantel_haenszel_dif(sim.responses, sim.learners, purify=True, purify_classes=("A",))
+
+
+def test_reference_group_is_configurable():
+    sim = simulate_dif(600, 10, dif_items=(0,), dif_size=1.2, seed=8)
+    default = mantel_haenszel_dif(sim.responses, sim.learners, logistic=False)
+    swapped = mantel_haenszel_dif(sim.responses, sim.learners, reference={"gender": "woman"}, logistic=False)
+    assert set(default["reference_group"]) == {"man"} and set(swapped["reference_group"]) == {"woman"}
+    d = default.set_index("item_id")["mh_delta"].astype(float)
+    s = swapped.set_index("item_id")["mh_delta"].astype(float)
+    np.testing.assert_allclose(d, -s, rtol=1e-8)

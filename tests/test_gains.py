@@ -383,3 +383,39 @@ def test_bayesian_model_validates():
         G.BayesianGainModel().summary()
     with pytest.raises(SchemaError, match="group='team'"):
         G.BayesianGainModel().fit(pd.DataFrame({"module": ["a"], "gain": [0.1]}), group="team")
+
+
+def test_ancova_table_recovers_group_effects_and_matches_its_schema(sim):
+    from research.schema import output_schema, validate
+
+    table = G.gains_with_groups(G.learner_scores(sim.assessments), sim.learners, "role")
+    out = G.ancova_table(table, group=["role"], min_cell_size=10)
+    checked = validate(out, output_schema("ancova"), source_file="ancova.csv")
+    assert len(checked.rejects) == 0
+    assert set(out["group_variable"]) == {"all", "role"}
+    # the simulator's true group effects on the gain are 0, -0.04 and +0.03 (A is the reference)
+    truth = {"role[T.B]": -0.04, "role[T.C]": 0.03}
+    terms = out[out["term"].isin(list(truth))]
+    assert len(terms) == 3 * 2
+    covered = (terms["ci_low"] <= terms["term"].map(truth)) & (terms["term"].map(truth) <= terms["ci_high"])
+    assert covered.sum() >= 5
+    pre = out[(out["term"] == "pre") & (out["group_variable"] == "all")]
+    assert (pre["estimate"] > 0).all() and (pre["n"] > 300).all()
+    # agrees with the single-model ANCOVA it is built from
+    one = G.ancova(table[table["module"] == table["module"].iloc[0]], group="role")
+    first = out[(out["module"] == table["module"].iloc[0]) & (out["group_variable"] == "role")]
+    np.testing.assert_allclose(first["estimate"].to_numpy(), one["estimate"].to_numpy())
+
+
+def test_ancova_table_leaves_small_groups_out_and_says_why():
+    sim = simulate_prepost(60, n_modules=1, group_levels=("big", "tiny"), item_level=False, dropout=0.0, seed=3)
+    learners = sim.learners.copy()
+    learners.loc[learners.index[:6], "role"] = "tiny"
+    learners.loc[learners.index[6:], "role"] = "big"
+    table = G.gains_with_groups(G.learner_scores(sim.assessments), learners, "role")
+    out = G.ancova_table(table, group=["role"], min_cell_size=10)
+    role = out[out["group_variable"] == "role"]
+    assert len(role) == 1 and role["term"].iloc[0] == "(not fitted)"
+    assert role["estimate"].isna().all() and role["n"].isna().all()
+    assert "minimum cell size" in role["suppressed_reason"].iloc[0]
+    assert not out["term"].str.contains("tiny").any()

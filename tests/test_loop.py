@@ -425,7 +425,12 @@ def test_recommendation_status_on_the_simulated_pair(sims, fitted):
     neg = st[(st["rule"] == "negative_discrimination") & (st["target_id"] == miskeyed)]
     assert len(neg) == 1 and neg["status"].item() == "resolved" and neg["addressed_by"].item() == "C2"
     kc = st[(st["rule"] == "kc_no_learning") & (st["target_id"] == "M2-K3")]
-    assert kc["status"].item() == "resolved"
+    # a flat curve over items in a fixed order is weak evidence of no learning (the item
+    # order error of the free AFM slope does not shrink with more learners), so the KC may
+    # not be a finding at all; when it is, the fix resolves it
+    assert len(kc) <= 1
+    if len(kc):
+        assert kc["status"].item() == "resolved"
     dif_item = before.truth.items.loc[before.truth.items["planted"] == "dif", "item_id"].item()
     dif = st[(st["rule"] == "dif_class_c") & (st["target_id"] == dif_item)]
     if len(dif):  # the DIF finding persists: the rewording did not work

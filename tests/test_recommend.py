@@ -59,6 +59,7 @@ def distractors_table() -> pd.DataFrame:
             "n": [120, 1, 60, 19, 130, 25, 25, 20],
             "share": [0.6, 0.005, 0.3, 0.095, 0.65, 0.125, 0.125, 0.1],
             "mean_ability": [0.1, -1.0, 0.6, -0.8, 0.5, -0.3, -0.4, -0.6],
+            "sd_ability": [0.9, None, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9],
         }
     )
 
@@ -76,7 +77,9 @@ def kcs_table() -> pd.DataFrame:
             "n_obs": [2000, 2000, 2000, 30, 2000, 5000, 5000],
             "n_learners": [300, 300, 300, 15, 300, 300, 300],
             "category": ["no_learning", "still_high", "low_and_flat", "too_little_data", "good", "good", "no_learning"],
-            "category_confidence": [0.9, 0.8, 0.7, 1.0, 0.95, 0.9, 0.9],
+            "category_probability": [0.9, 0.8, 0.7, 1.0, 0.95, 0.9, 0.9],
+            "category_confidence": ["confident", "confident", "uncertain", "confident", "confident", "confident",
+                                    "confident"],
         }
     )
 
@@ -110,6 +113,7 @@ def funnel_table() -> pd.DataFrame:
             "position": np.arange(1, 9),
             "module": "m1",
             "page": [f"page{i}" for i in range(1, 9)],
+            "next_page": [f"page{i}" for i in range(2, 9)] + [None],
             "reached": reached,
             "share": reached / 400,
             "drop": drop,
@@ -121,11 +125,14 @@ def funnel_table() -> pd.DataFrame:
 def time_table() -> pd.DataFrame:
     return pd.DataFrame(
         {
+            "level": "page",
             "page": ["page1", "page2", "page3"],
+            "n": [300, 300, 300],
             "median_s": [60.0, 700.0, 100.0],
-            "planned_s": [60.0, 120.0, 90.0],
-            "ratio": [1.0, 700 / 120, 100 / 90],
-            "n_learners": [300, 300, 300],
+            "ci_low": [55.0, 650.0, 90.0],
+            "ci_high": [66.0, 760.0, 111.0],
+            "planned_duration_s": [60.0, 120.0, 90.0],
+            "ratio_to_planned": [1.0, 700 / 120, 100 / 90],
         }
     )
 
@@ -178,7 +185,13 @@ def test_distractor_rules(recs):
     }
     strong = d[d["rule"] == "strong_distractor"].iloc[0]
     assert strong["estimate"] == pytest.approx(0.5)  # 0.6 - 0.1 ability gap to the key
-    assert strong["n_affected"] == 200
+    # learners affected: those who chose the option
+    assert strong["n_affected"] == 60
+    # confidence: the gap of two means (se from their SDs) times the share's
+    se_gap = np.sqrt(0.8**2 / 60 + 0.9**2 / 120)
+    assert strong["se"] == pytest.approx(se_gap)
+    c_share = stats.norm.cdf((0.3 - 0.1) / np.sqrt(0.3 * 0.7 / 200))
+    assert strong["confidence"] == pytest.approx(stats.norm.cdf(0.5 / se_gap) * c_share)
 
 
 def test_kc_categories_map_to_rules_for_the_chosen_model(recs):
@@ -222,12 +235,16 @@ def test_dif_class_c_fires_and_suppressed_rows_never_do(recs):
 def test_dropout_hotspot_and_slow_page(recs):
     f = recs[recs["family"].isin(["funnel", "time_on_task"])]
     assert set(zip(f["rule"], f["target_type"], f["target_id"])) == {
-        ("dropout_hotspot", "page", "page4"),
+        ("dropout_hotspot", "page", "page5"),
         ("slow_page", "page", "page2"),
     }
     hot = f[f["rule"] == "dropout_hotspot"].iloc[0]
+    # 77 learners answered page4 and nothing after it: they left at the start of page5,
+    # which the finding names
+    assert hot["page"] == "page5" and pd.isna(hot["detail"])
     assert hot["estimate"] == pytest.approx(77 / 377)
     assert hot["estimate_2"] == 77
+    assert hot["n_affected"] == 77  # the learners who left, not all who got there
     # the threshold that fired is max(hazard_min, ratio * median hazard)
     h = funnel_table()["hazard"]
     assert hot["threshold"] == pytest.approx(max(0.08, 2.0 * h.median()))
@@ -424,8 +441,21 @@ def test_demo_planted_problems_are_found_and_ranked_above_clean_items(demo_estim
     # every planted problem ranks above every finding about a clean item
     clean = (recs["target_type"] == "item") & ~recs["target_id"].isin(planted_items["item_id"])
     first_clean = int(recs.loc[clean, "rank"].min())
-    five = {k: ranks[k] for k in ("too_easy", "miskeyed", "no_learning_kc", "dif", "dropout_page")}
-    assert max(five.values()) < first_clean, (five, first_clean)
+    four = {k: ranks[k] for k in ("too_easy", "miskeyed", "dif", "dropout_page")}
+    assert max(four.values()) < first_clean, (four, first_clean)
+    # the no-learning KC is listed, but a flat curve over items in a fixed order cannot show
+    # that there is no learning: it is never High, and no learning KC is called "no learning"
+    # with conclusive evidence
+    nl = recs[recs["rule"] == "kc_no_learning"]
+    assert not nl["conclusive"].any() and not (nl["severity"] == "high").any()
+    # every finding to fix first is conclusive and true by the simulator's truth (a planted
+    # problem, or a KC whose later items truly are harder: research.recommend.accuracy)
+    from research.recommend.accuracy import judge_findings
+
+    first = judge_findings(recs, truth)
+    first = first[first["fix_first"]]
+    assert len(first) >= 3 and first["conclusive"].all()
+    assert (first["verdict"] == "true").all(), first[["rule", "target_id", "verdict"]]
     # the mis-keyed item is the first thing to fix, with the DIF item's focal group named
     assert ranks["miskeyed"] == 1
     dif_rec = recs[(recs["rule"] == "dif_class_c") & recs["target_id"].isin(by["dif"])].iloc[0]
@@ -463,3 +493,108 @@ def test_notebook_06_follows_the_notebook_contract():
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     assert not any(re.search(r"^\s*(def|class) ", c.source, re.M) for c in code)
     assert any("write_report" in c.source for c in code)
+
+
+# ---------------------------------------------------------------- column contract and evidence
+
+
+def test_every_rule_declares_its_columns_and_they_match_the_output_schemas():
+    from research.paths import schema_dir
+
+    for rule in RULES.values():
+        raw = json.loads((schema_dir() / "outputs" / f"{rule.table}.schema.json").read_text(encoding="utf-8"))
+        types = {f["name"]: f["type"] for f in raw["fields"]}
+        assert rule.inputs, f"rule {rule.name} declares no input columns"
+        for col, kind in rule.columns.items():
+            assert col in types, f"rule {rule.name} reads {col!r}, which {rule.table}.schema.json does not have"
+            assert types[col] == kind, f"rule {rule.name} reads {col!r} as {kind}; the schema says {types[col]}"
+        for req in rule.requires:
+            assert any(alt in rule.columns for alt in req.split("|")), (rule.name, req)
+
+
+def test_a_label_in_a_numeric_column_is_refused_not_read_as_a_number():
+    kcs = kcs_table()
+    kcs["category_probability"] = kcs["category_confidence"]  # the old bug: the label read as a number
+    with pytest.raises(DataError, match=r"column 'category_probability', row 0: rule 'kc_no_learning' reads a number"):
+        recommend({"kcs": kcs})
+
+
+def test_rules_see_only_their_declared_columns():
+    seen = {}
+    from research.recommend import rules as R
+
+    original = R.RULES["too_hard"].func
+
+    def spy(df, cfg, ctx):
+        seen["columns"] = set(df.columns)
+        return original(df, cfg, ctx)
+
+    import dataclasses
+
+    R.RULES["too_hard"] = dataclasses.replace(R.RULES["too_hard"], func=spy)
+    try:
+        recommend({"items": items_table(extra=1.0)})
+    finally:
+        R.RULES["too_hard"] = dataclasses.replace(R.RULES["too_hard"], func=original)
+    assert seen["columns"] <= set(R.RULES["too_hard"].columns)
+    assert "extra" not in seen["columns"] and "hint_rate" not in seen["columns"]
+
+
+def test_confidence_is_never_a_count_of_learners():
+    # a slow page whose table gives no interval of the median: listed, but with no
+    # confidence, never conclusive, never high and never to fix first, however many learners
+    t = time_table().drop(columns=["ci_low", "ci_high"])
+    r = recommend({"time_on_task": t}, {"rules": {"slow_page": {"severity": "high"}}})
+    assert list(r["target_id"]) == ["page2"]
+    row = r.iloc[0]
+    assert pd.isna(row["confidence"]) and row["method"] == "no_interval"
+    assert not row["conclusive"] and not row["fix_first"] and row["severity"] == "medium"
+    assert row["priority"] == 0
+    from research.recommend import rules as R
+
+    assert not hasattr(R, "n_only_confidence")
+
+
+def test_an_interval_that_spans_the_threshold_is_not_high_and_not_fixed_first():
+    # 25 learners, item-rest r = -0.12: the 95 % interval (about -0.49 to 0.29) spans 0,
+    # so "check the answer key" is listed but not High and not among the first to fix
+    items = items_table(n_learners=[25] * 8, discrimination=[0.4, 0.4, -0.12, 0.4, 0.4, 0.4, 0.4, 0.4],
+                        facility=[0.6] * 8, hint_rate=[0.05] * 8, outfit_z=[0.0] * 8, infit_z=[0.0] * 8)
+    r = recommend({"items": items})
+    neg = r[r["rule"] == "negative_discrimination"].iloc[0]
+    assert neg["ci_low"] < 0 < neg["ci_high"]
+    assert neg["severity"] == "medium" and not neg["conclusive"] and not neg["fix_first"]
+    # at 300 learners the same r is conclusive: High and first to fix
+    r = recommend({"items": items.assign(n_learners=300)})
+    neg = r[r["rule"] == "negative_discrimination"].iloc[0]
+    assert neg["ci_high"] < 0 and neg["severity"] == "high" and neg["conclusive"] and neg["fix_first"]
+
+
+def test_fix_first_is_the_best_ranked_conclusive_findings(recs):
+    cfg = load_config()
+    first = recs[recs["fix_first"]]
+    assert first["conclusive"].all()
+    assert len(first) == min(int(cfg.priority["top_n"]), int(recs["conclusive"].sum()))
+    conclusive_ranks = recs.loc[recs["conclusive"], "rank"].sort_values()
+    assert list(first["rank"].sort_values()) == list(conclusive_ranks[: len(first)])
+    assert not (~recs["conclusive"] & (recs["severity"] == "high")).any()
+
+
+def test_a_clearly_negative_free_slope_is_a_finding_of_its_own():
+    kcs = pd.DataFrame({
+        "kc_model": "Fine", "kc": ["k_mixed", "k_flat", "k_learns"],
+        "category": ["no_learning", "no_learning", "good"], "category_probability": [0.4, 0.4, 1.0],
+        "slope": [0.0, 0.0, 0.3], "slope_se": [0.02, 0.02, 0.02],
+        "slope_free": [-0.25, -0.02, 0.3], "slope_free_se": [0.13, 0.13, 0.13], "slope_order_se": [0.12, 0.12, 0.12],
+        "n_obs": [2000, 2000, 2000], "n_learners": [400, 400, 400],
+    })
+    r = recommend({"kcs": kcs})
+    mixed = r[r["rule"] == "kc_mixed_skills"]
+    assert list(mixed["target_id"]) == ["k_mixed"]
+    row = mixed.iloc[0]
+    # the claim is the observed trend, so its evidence is the sampling error alone
+    se = np.sqrt(0.13**2 - 0.12**2)
+    assert row["se"] == pytest.approx(se) and row["confidence"] == pytest.approx(stats.norm.cdf(0.25 / se))
+    assert row["metric"] == "slope" and row["estimate"] == pytest.approx(-0.25) and row["ci_high"] < 0
+    # without free slopes in the table the rule does not run
+    assert "kc_mixed_skills" not in set(recommend({"kcs": kcs_table()})["rule"])

@@ -45,6 +45,9 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.optimize import minimize
 from scipy.special import expit
+from scipy.stats import norm as _norm
+
+_norm_sf = _norm.sf
 
 from research.errors import ConfigError, DataError, SchemaError
 
@@ -296,7 +299,21 @@ class AFM:
         likelihood (then one learner intercept is not identified apart from the KC
         intercepts; a tiny ridge keeps the solve stable).
     nonnegative_slopes : bool
-        Constrain every slope gamma >= 0, as DataShop and pyAFM do.
+        Constrain every slope gamma >= ``slope_lower_bound`` (0 by default), as DataShop
+        and pyAFM do. False leaves the slopes free.
+    slope_lower_bound : float or None
+        The bound of the constrained slopes (default 0.0); None leaves them free, like
+        ``nonnegative_slopes=False``.
+    free_slopes : bool
+        Also report the free (unbounded) slope of every KC beside the bounded one (a refit
+        without the bound, started at the bounded optimum): ``slope_free`` with its
+        standard error, interval and the two-sided test of zero. Its standard error adds
+        to the sampling error the part of the items' own difficulties that opportunity
+        cannot be told apart from (``slope_order_se``): when every learner meets a KC's
+        items in the same fixed order, an easier item late in the sequence looks like
+        learning and a harder one like forgetting, however many learners there are. A
+        clearly negative free slope (interval below 0) is itself a finding: the KC label
+        probably mixes skills of different difficulty.
     kc_penalty : float
         Optional L2 penalty on KC intercepts and slopes (0 = none, as in DataShop).
     optimizer : {"newton", "lbfgs"}
@@ -319,7 +336,7 @@ class AFM:
 
     def __init__(self, *, learner_penalty: float = 1.0, nonnegative_slopes: bool = True, kc_penalty: float = 0.0,
                  optimizer: str = "newton", tol: float = 1e-10, max_iter: int = 100, cv_folds: int = 3,
-                 seed: int = 0):
+                 seed: int = 0, slope_lower_bound: float | None = 0.0, free_slopes: bool = True):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer={optimizer!r} is not known; valid optimizers are {list(OPTIMIZERS)}.")
         if not np.isfinite(learner_penalty) or learner_penalty < 0:
@@ -330,8 +347,12 @@ class AFM:
             raise ConfigError(f"cv_folds must be at least 2, got {cv_folds!r}.")
         if int(max_iter) < 1:
             raise ConfigError(f"max_iter must be at least 1, got {max_iter!r}.")
+        if slope_lower_bound is not None and not np.isfinite(slope_lower_bound):
+            raise ConfigError(f"slope_lower_bound must be a finite number or None (free slopes), got {slope_lower_bound!r}.")
         self.learner_penalty = float(learner_penalty)
-        self.nonnegative_slopes = bool(nonnegative_slopes)
+        self.nonnegative_slopes = bool(nonnegative_slopes) and slope_lower_bound is not None
+        self.slope_lower_bound = float(slope_lower_bound) if self.nonnegative_slopes else None
+        self.free_slopes = bool(free_slopes)
         self.kc_penalty = float(kc_penalty)
         self.optimizer = optimizer
         self.tol = float(tol)
@@ -340,11 +361,11 @@ class AFM:
         self.seed = int(seed)
 
     # ------------------------------------------------------------------ fitting
-    def _problem(self, y, lid, X, nL):
+    def _problem(self, y, lid, X, nL, *, bounded: bool = True):
         K2 = X.shape[1]
         lower = np.full(K2, -np.inf)
-        if self.nonnegative_slopes:
-            lower[K2 // 2:] = 0.0
+        if self.nonnegative_slopes and bounded:
+            lower[K2 // 2:] = self.slope_lower_bound
         lam = self.learner_penalty if self.learner_penalty > 0 else 1e-8
         return _Problem(y, lid, X, nL, lam, self.kc_penalty, lower)
 
@@ -390,6 +411,7 @@ class AFM:
         self.theta_, self.kc_params_ = theta, kcp
         self.converged_, self.n_iter_ = converged, n_iter
         self._finish_fit(prob, d, long)
+        self._add_free_slopes(prob, d)
         self.fit_seconds_ = _time.perf_counter() - t0
         self.cv_ = None
         if cv:
@@ -399,6 +421,7 @@ class AFM:
         self.provenance_ = {
             "package": "course-research", "version": __version__, "model": "AFM",
             "settings": {"learner_penalty": self.learner_penalty, "nonnegative_slopes": self.nonnegative_slopes,
+                         "slope_lower_bound": self.slope_lower_bound, "free_slopes": self.free_slopes,
                          "kc_penalty": self.kc_penalty, "optimizer": self.optimizer, "tol": self.tol,
                          "max_iter": self.max_iter, "cv_folds": self.cv_folds},
             "seed": self.seed, "kc_model": self.kc_model_, "n_iter": n_iter, "converged": converged,
@@ -463,7 +486,7 @@ class AFM:
         n_items = np.bincount(pairs_i // n_item_codes, minlength=K)
         slope_lo = gamma - z * se_g
         if self.nonnegative_slopes:
-            slope_lo = np.maximum(slope_lo, 0.0)
+            slope_lo = np.maximum(slope_lo, self.slope_lower_bound)
         self.kcs_ = pd.DataFrame({
             "kc_model": pd.array([self.kc_model_] * K, dtype="string"),
             "kc": pd.array(d.kcs.astype(str), dtype="string"),
@@ -476,7 +499,7 @@ class AFM:
             "slope_se": se_g,
             "slope_ci_low": slope_lo,
             "slope_ci_high": gamma + z * se_g,
-            "slope_at_bound": (gamma <= 0) & self.nonnegative_slopes,
+            "slope_at_bound": (gamma <= (self.slope_lower_bound or 0.0) + 1e-9) & self.nonnegative_slopes,
             "n_obs": n_obs.astype("int64"),
             "n_learners": n_learners.astype("int64"),
             "n_steps": n_items.astype("int64"),
@@ -503,6 +526,83 @@ class AFM:
             "converged": bool(self.converged_),
             "n_iter": int(self.n_iter_),
         }
+
+    def _add_free_slopes(self, prob, d):
+        """Refit without the slope bound and add the free slope, its test and its item-order error."""
+        K = len(d.kcs)
+        gamma, se_g = self.kc_params_[K:], self.kcs_["slope_se"].to_numpy(dtype=float)
+        if self.free_slopes and self.nonnegative_slopes and K:
+            free = self._problem(d.y, d.lid, d.X, len(d.learners), bounded=False)
+            theta_f, kcp_f, _, _ = self._optimise(free, self.theta_, self.kc_params_)
+            eta = free.eta(theta_f, kcp_f)
+            D, B, C = free.hessian_blocks(eta)
+            S, _ = free.schur(D, B, C)
+            try:
+                cov = np.linalg.inv(S)
+                if not np.all(np.isfinite(cov)) or np.any(np.diag(cov) < 0):
+                    raise np.linalg.LinAlgError
+            except np.linalg.LinAlgError:
+                cov = np.linalg.pinv(S)
+            g_free = kcp_f[K:]
+            se_free = np.sqrt(np.clip(np.diag(cov)[K:], 0, None))
+        else:
+            g_free, se_free = gamma.copy(), se_g.copy()
+            eta = prob.eta(self.theta_, self.kc_params_)
+        order_se = self._item_order_se(d, eta)
+        total = np.sqrt(se_free**2 + order_se**2)
+        z = 1.959963984540054
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = 2 * _norm_sf(np.abs(g_free) / total)
+        k = self.kcs_
+        at = list(k.columns).index("slope_at_bound") + 1
+        for offset, (name, values) in enumerate((
+            ("slope_free", g_free), ("slope_free_se", total), ("slope_free_ci_low", g_free - z * total),
+            ("slope_free_ci_high", g_free + z * total), ("slope_free_p", np.where(total > 0, p, np.nan)),
+            ("slope_order_se", order_se),
+        )):
+            k.insert(at + offset, name, values)
+
+    def _item_order_se(self, d, eta) -> np.ndarray:
+        """Standard error a KC's slope gets from the difficulties of its items.
+
+        The AFM slope of a KC is the trend of success over opportunities; items differ in
+        difficulty beyond their KC (a spread ``sigma`` in logits, estimated from the items'
+        residual log-odds), and when the items of a KC come at different mean opportunities
+        (a fixed order) that spread moves the trend: with ``n_j`` observations of item j at
+        mean opportunity ``T_j``, the item part of the slope's variance is
+        ``sigma^2 sum_j n_j^2 (T_j - T)^2 / S^2`` (``S`` = sum of squared deviations of the
+        opportunities), ``sigma^2 / sum_j (T_j - T)^2`` for a fixed order and about 0 when
+        the order is random. 0 without an item column.
+        """
+        K = len(d.kcs)
+        if K == 0 or self.columns_.get("item") is None or len(np.unique(d.item_codes)) == len(d.item_codes):
+            return np.zeros(K)
+        p = expit(eta)
+        w = p * (1 - p)
+        items = d.item_codes
+        n_items = int(items.max()) + 1
+        W = np.bincount(items, weights=w, minlength=n_items)
+        R = np.bincount(items, weights=d.y - p, minlength=n_items)
+        ok = W > 1e-9
+        dev = R[ok] / W[ok]
+        sigma2 = max(0.0, float(np.mean(dev**2 - 1.0 / W[ok]))) if ok.any() else 0.0
+        if sigma2 == 0.0:
+            return np.zeros(K)
+        X = d.X.tocsr()
+        T = np.asarray(X[d.long_obs, K + d.long_kc]).ravel()
+        kc = d.long_kc.astype(np.int64)
+        it = items[d.long_obs].astype(np.int64)
+        n_k = np.bincount(kc, minlength=K).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t_bar = np.bincount(kc, weights=T, minlength=K) / n_k
+            S = np.bincount(kc, weights=(T - t_bar[kc]) ** 2, minlength=K)
+            codes, first = np.unique(kc * n_items + it, return_inverse=True)
+            n_kj = np.bincount(first).astype(float)
+            t_kj = np.bincount(first, weights=T) / n_kj
+            kc_of = codes // n_items
+            num = np.bincount(kc_of, weights=n_kj**2 * (t_kj - t_bar[kc_of]) ** 2, minlength=K)
+            var = sigma2 * num / S**2
+        return np.sqrt(np.where(np.isfinite(var), var, 0.0))
 
     # --------------------------------------------------------------- prediction
     def _check_fitted(self):
@@ -595,7 +695,15 @@ class AFM:
             gamma, the log-odds gain per opportunity; the interval is cut at 0 when slopes
             are constrained non-negative.
         slope_at_bound : bool
-            The constraint gamma >= 0 is active (the data would prefer a negative slope).
+            The constraint gamma >= slope_lower_bound is active (the data would prefer a
+            lower slope).
+        slope_free, slope_free_se, slope_free_ci_low, slope_free_ci_high, slope_free_p : float
+            The free (unbounded) slope with its standard error (sampling plus item order),
+            95% interval and the two-sided p value of the test that it is 0; equal to
+            slope when the slopes are not bounded (see ``free_slopes``).
+        slope_order_se : float
+            The part of the free slope's standard error due to item difficulties that go
+            with the opportunity number (fixed item order).
         n_obs : int
             Student steps with the KC. n_learners : int. n_steps : int (distinct steps).
         method : "afm_pmle".

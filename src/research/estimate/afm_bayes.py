@@ -146,6 +146,11 @@ class BayesianAFM:
             "intercept_prob": expit(b).mean(axis=0),
             "slope": sg["estimate"], "slope_se": sg["se"], "slope_ci_low": sg["ci_low"], "slope_ci_high": sg["ci_high"],
             "slope_at_bound": False,
+            # the free slope of the PMLE fit has no Bayesian counterpart unless the slopes are free
+            **{c: (sg[k] if self.slopes == "free" else np.full(K, np.nan)) for c, k in (
+                ("slope_free", "estimate"), ("slope_free_se", "se"), ("slope_free_ci_low", "ci_low"),
+                ("slope_free_ci_high", "ci_high"))},
+            "slope_free_p": np.full(K, np.nan), "slope_order_se": np.full(K, np.nan),
             "n_obs": n_obs.astype("int64"), "n_learners": n_learners.astype("int64"), "n_steps": n_steps.astype("int64"),
             "method": f"afm_bayes_{self.slopes}",
         })

@@ -309,6 +309,9 @@ def discrimination_statistics(
     with np.errstate(invalid="ignore", divide="ignore"):
         rcorr = cov / np.sqrt(vy * vr)
     rcorr = rcorr.where((vy > 1e-12) & (vr > 1e-12))
+    # rounding in the moment formula can leave |r| a few ulps above 1 (1.0000000000000013 on a
+    # real item): a correlation lies in [-1, 1]
+    rcorr = rcorr.clip(-1.0, 1.0)
     # upper / lower groups by rest score within each item (ties broken by learner id)
     df = df.sort_values(["i", "rest", "l"], kind="stable")
     pos = df.groupby("i").cumcount().to_numpy()
@@ -499,10 +502,11 @@ def distractor_table(
     -------
     DataFrame, one row per item x option: item_id, option, is_key, n (learners choosing it),
     share (of the item's learners with a response), mean_ability (mean ability of those
-    learners), method ("first_attempt").
+    learners), sd_ability (their standard deviation, for the uncertainty of the mean),
+    method ("first_attempt").
     """
     _require(attempts, [learner, item], "attempts")
-    cols = ["item_id", "option", "is_key", "n", "share", "mean_ability", "method"]
+    cols = ["item_id", "option", "is_key", "n", "share", "mean_ability", "sd_ability", "method"]
     if response not in attempts.columns:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
     fa = first_attempt_responses(attempts, learner=learner, item=item, response=response, **first_attempt_columns)
@@ -527,7 +531,7 @@ def distractor_table(
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
     fa = fa.assign(ability=ab.reindex(fa["learner_id"]).to_numpy(float))
     g = fa.groupby(["item_id", "option"], sort=True)
-    out = g.agg(n=("learner_id", "size"), mean_ability=("ability", "mean")).reset_index()
+    out = g.agg(n=("learner_id", "size"), mean_ability=("ability", "mean"), sd_ability=("ability", "std")).reset_index()
     out["share"] = out["n"] / out.groupby("item_id")["n"].transform("sum")
     out["is_key"] = out["option"].to_numpy() == key.reindex(out["item_id"]).astype("string").fillna("").to_numpy()
     out["n"] = out["n"].astype(np.int64)
@@ -718,6 +722,8 @@ def suppress_small_cells(distractors: pd.DataFrame, min_cell_size: int) -> pd.Da
     out["n"] = pd.array(np.where(small, np.nan, out["n"].to_numpy(float)), dtype="Float64").astype("Int64")
     out["share"] = np.where(small, np.nan, out["share"].to_numpy(float))
     out["mean_ability"] = np.where(small, np.nan, out["mean_ability"].to_numpy(float))
+    if "sd_ability" in out.columns:
+        out["sd_ability"] = np.where(small, np.nan, out["sd_ability"].to_numpy(float))
     out["suppressed"] = np.where(small, f"fewer than {int(min_cell_size)} learners", "")
     return out
 

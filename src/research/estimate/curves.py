@@ -39,6 +39,14 @@ is not reliably above the threshold: the lower end of its one-sided 95% interval
 (``slope - 1.645 se``) is at or below 0.001. ``slope_rule="datashop"`` restores the
 point rule.
 
+**No learning is not shown by a flat estimate alone.** "No learning" means learning
+was not shown; its probability is capped by the probability that the free slope lies
+within ``+- no_learning_slope_max`` (default 0.1 logits per opportunity), with the
+standard error that includes the item order (see :class:`research.estimate.afm.AFM`,
+``free_slopes``). So a learning KC whose slope sits at the zero bound because its later
+items are harder (a clearly negative free slope) is never called "no learning" with
+confidence.
+
 **Confidence** (our addition). Each category gets the probability that it comes out the
 same on replicate data: learners are resampled (Poisson bootstrap weights, the same
 weights for all KCs), the curve points recomputed, the AFM slope redrawn from its
@@ -54,6 +62,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy import stats
 
 from research.errors import ConfigError, SchemaError
 
@@ -239,6 +248,7 @@ def categorize_curves(
     nonnegative_slopes: bool = True,
     n_boot: int = 400,
     confident_at: float = 0.8,
+    no_learning_slope_max: float = 0.1,
     seed: int = 0,
     learner: str = "learner_id",
     kc: str = "kc",
@@ -264,6 +274,14 @@ def categorize_curves(
         Bootstrap replicates for the confidence (0 skips it).
     confident_at
         Probability at which a category counts as "confident".
+    no_learning_slope_max
+        A learning rate (logits per opportunity) too small to matter. "No learning" only
+        says that learning was not shown; it counts as confident only when the slope is
+        shown to be small both ways: its probability is at most the probability that the
+        free slope lies within +- this value (``slope_free`` and ``slope_free_se`` of
+        ``kcs`` when given, which include the error that a fixed item order adds; else
+        ``slope`` and ``slope_se``). A learning KC whose later items are harder has a
+        clearly negative free slope and so never a confident "no learning".
 
     Returns
     -------
@@ -396,6 +414,18 @@ def categorize_curves(
         alt = np.where(alt_p > 0, np.array(CATEGORIES, dtype=object)[j], "")
         alt_p = np.where(alt_p > 0, alt_p, 0.0)
     prob = np.where(too_little, 1.0, prob)
+    if "slope_free" in kcs.columns and "slope_free_se" in kcs.columns:
+        kf = kcs[["kc_model", "kc", "slope_free", "slope_free_se"]].astype({"kc_model": str, "kc": str})
+        kf = curves[["kc_model", "kc"]].merge(kf, on=["kc_model", "kc"], how="left")
+        g_free, se_free = kf["slope_free"].to_numpy(dtype=float), kf["slope_free_se"].to_numpy(dtype=float)
+    else:
+        g_free, se_free = slope, curves["slope_se"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = (stats.norm.cdf((no_learning_slope_max - g_free) / se_free)
+                 - stats.norm.cdf((-no_learning_slope_max - g_free) / se_free))
+    small = np.where(np.isfinite(small), small, np.where(np.abs(g_free) <= no_learning_slope_max, 1.0, 0.0))
+    is_nl = cat == CATEGORIES.index("no_learning")
+    prob = np.where(is_nl & has_slope, np.fmin(np.nan_to_num(prob, nan=1.0), small), prob)
     label = np.where(np.isnan(prob), "unknown", np.where(prob >= confident_at, "confident", "uncertain"))
     kr = kept["estimate"].to_numpy(dtype=float)
     kn = kept["n"].to_numpy()

@@ -432,29 +432,33 @@ def _lr_kernel(ij: np.ndarray, score: np.ndarray, is_focal: np.ndarray, y: np.nd
 # --------------------------------------------------------------------------- public API
 
 
-def _analyse_comparison(prep, group_codes, purify, alpha, max_iter_purify, logistic):
-    """MH (and LR) for one reference/focal comparison; group_codes per learner: 0 ref, 1 focal, -1 other."""
+def _analyse_comparison(prep, group_codes, purify, alpha, logistic, *, purify_classes=("B", "C"),
+                        classify_on="p_adjusted"):
+    """MH (and LR) for one reference/focal comparison; group_codes per learner: 0 ref, 1 focal, -1 other.
+
+    With ``purify`` the standard two-stage procedure (Holland & Thayer 1988; Zwick 2012,
+    sec. 4): stage 1 classifies every item (ETS A/B/C) on the total score; stage 2 drops
+    the items of ``purify_classes`` from the matching score (each studied item stays in
+    its own score) and runs MH again: that is the result.
+    """
     n_items = len(prep.items)
     rows_g = group_codes[prep.li]
     keep = rows_g >= 0
     ij, y, is_focal = prep.ij[keep], prep.y[keep], rows_g[keep] == 1
     anchor = np.ones(n_items, dtype=bool)
     purified = False
-    for _ in range(max_iter_purify if purify else 1):
-        score = _matching_scores(prep, anchor)[keep]
-        mh = _mh_kernel(ij, score, is_focal, y, n_items)
-        if not purify:
-            break
+    score = _matching_scores(prep, anchor)[keep]
+    mh = _mh_kernel(ij, score, is_focal, y, n_items)
+    if purify:
         with np.errstate(divide="ignore", invalid="ignore"):
             delta = -DELTA_SCALE * np.log(mh["odds"])
-        cls = ets_classify(delta, DELTA_SCALE * mh["se_log"], mh["p"], alpha=alpha)
-        new_anchor = ~np.isin(cls, ["B", "C"])
-        if new_anchor.sum() < 2:
-            break
-        purified = True
-        if np.array_equal(new_anchor, anchor):
-            break
-        anchor = new_anchor
+        p = benjamini_hochberg(mh["p"]) if classify_on == "p_adjusted" else mh["p"]
+        cls = ets_classify(delta, DELTA_SCALE * mh["se_log"], p, alpha=alpha)
+        stage2 = ~np.isin(cls, list(purify_classes))
+        if stage2.sum() >= 2 and not stage2.all():
+            score = _matching_scores(prep, stage2)[keep]
+            mh = _mh_kernel(ij, score, is_focal, y, n_items)
+            purified = True
     lr = _lr_kernel(ij, score, is_focal, y, n_items) if logistic else None
     return mh, lr, purified
 
@@ -474,6 +478,7 @@ def mantel_haenszel_dif(
     classify_on: str = "p_adjusted",
     purify: bool = False,
     logistic: bool = True,
+    purify_classes: tuple[str, ...] | list[str] | str = ("B", "C"),
 ) -> pd.DataFrame:
     """DIF of every item for every group attribute: Mantel-Haenszel, ETS class, and
     logistic-regression DIF; Benjamini-Hochberg across all rows.
@@ -500,9 +505,15 @@ def mantel_haenszel_dif(
     classify_on : {"p_adjusted", "p_value"}
         Which MH p-value the ETS A rule uses: Benjamini-Hochberg adjusted (default) or raw.
     purify : bool
-        Iterative purification of the matching score (Holland & Thayer 1988; Zwick 2012):
-        items classed B or C are dropped from the matching score (except as the studied
-        item) and the analysis re-run until the set is stable.
+        Purify the matching score by the standard two-stage Mantel-Haenszel procedure
+        (Holland & Thayer 1988; Zwick 2012, sec. 4): stage 1 classifies every item on the
+        total score (ETS classes, with the significance of ``classify_on``, Benjamini-
+        Hochberg adjusted within the comparison by default); stage 2 drops the items of
+        ``purify_classes`` from the matching score (each studied item stays in its own
+        score) and runs MH again, once. Fewer than two items left: no purification.
+    purify_classes : sequence of {"B", "C"} or "C" or "BC"
+        The stage-1 classes dropped from the matching score: ``("B", "C")`` (default) or
+        ``("C",)``.
     logistic : bool
         Also run logistic-regression DIF (default True).
 
@@ -540,6 +551,12 @@ def mantel_haenszel_dif(
         raise ConfigError(f"alpha={alpha!r} must lie strictly between 0 and 1")
     if int(min_cell_size) < 1:
         raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
+    if isinstance(purify_classes, str):
+        purify_classes = tuple(purify_classes)
+    purify_classes = tuple(purify_classes)
+    if not purify_classes or not set(purify_classes) <= {"B", "C"}:
+        raise ConfigError(f"purify_classes={purify_classes!r}: give the ETS classes to drop from the matching "
+                          "score, ('C',) or ('B', 'C')")
     prep = _prepare(responses, learner, item, correct)
     comparisons = _group_comparisons(learners, learner, attributes, reference, focal)
     n_items = len(prep.items)
@@ -559,7 +576,8 @@ def mantel_haenszel_dif(
             )
             frames.append(base)
             continue
-        mh, lr, purified = _analyse_comparison(prep, codes, purify, alpha, 10, logistic)
+        mh, lr, purified = _analyse_comparison(prep, codes, purify, alpha, logistic, purify_classes=purify_classes,
+                                               classify_on=classify_on)
         z = stats.norm.ppf(0.975)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_or = np.log(mh["odds"])
@@ -624,7 +642,7 @@ def mantel_haenszel_dif(
         method="Mantel-Haenszel DIF (Holland & Thayer 1988), ETS classes (Zwick 2012), logistic-regression DIF "
         "(Swaminathan & Rogers 1990), Benjamini-Hochberg",
         min_cell_size=int(min_cell_size), alpha=alpha, classify_on=classify_on, purify=purify,
-        version=__version__,
+        purify_classes=list(purify_classes), version=__version__,
     )
     return out
 

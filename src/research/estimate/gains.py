@@ -841,6 +841,90 @@ def ancova(
     return out
 
 
+ANCOVA_COLUMNS = ["instrument", "module", "group_variable", "term", "estimate", "se", "ci_low", "ci_high", "t", "p",
+                  "n", "r_squared", "method", "suppressed_reason"]
+
+
+def ancova_table(
+    learner_table: pd.DataFrame,
+    *,
+    group: str | Sequence[str] | None = None,
+    min_cell_size: int = 10,
+    level: float = 0.95,
+    pre: str = "pre_pct",
+    post: str = "post_pct",
+) -> pd.DataFrame:
+    """The ANCOVA of every test and group attribute as one tidy table (``ancova.csv``).
+
+    For each instrument (module) of ``learner_table`` (:func:`gains_with_groups` output)
+    and each attribute of ``group``, :func:`ancova` fits ``post ~ pre + attribute``, so
+    each group's term is its difference in post-test score from the reference (first)
+    level at equal pre-test score; ``group_variable = "all"`` is the model with the
+    pre-test only. Learners whose level is ``missing`` are left out of that attribute's
+    model, and so are levels with fewer than ``min_cell_size`` learners (never shown, not
+    even their count); a model that is left with fewer than ``min_cell_size`` learners or
+    one level gets one row with every number empty and ``suppressed_reason`` saying why.
+
+    Returns
+    -------
+    DataFrame with the columns of ``data_schema/outputs/ancova.schema.json``: instrument,
+    module, group_variable, term (``Intercept``, ``pre``, ``ATTRIBUTE[T.level]``),
+    estimate, se, ci_low, ci_high, t, p, n (learners in the model), r_squared, method
+    ("ancova_ols"), suppressed_reason.
+    """
+    _check_level(level)
+    _check_min_cell(min_cell_size)
+    group = _as_list(group)
+    _require_columns(learner_table, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}},
+                     "ANCOVA learner table")
+    keys = [c for c in ("instrument", "module") if c in learner_table.columns]
+    parts = []
+    blocks = learner_table.groupby(keys, sort=True, dropna=False) if keys else [((), learner_table)]
+    for key, block in blocks:
+        key = key if isinstance(key, tuple) else (key,)
+        ids = dict(zip(keys, key))
+        instrument = str(ids.get("instrument", ids.get("module", "")))
+        module = str(ids.get("module", instrument))
+        for variable in ["all", *group]:
+            frame = block
+            reason = None
+            if variable != "all":
+                levels = frame[variable].astype("string")
+                counts = levels[levels.ne("missing") & levels.notna()].value_counts()
+                keep = counts.index[counts >= min_cell_size]
+                frame = frame[levels.isin(keep).to_numpy()]
+                if len(keep) < 2:
+                    reason = (f"fewer than two groups of {variable!r} with at least the minimum cell size "
+                              f"{min_cell_size}")
+            both = pd.to_numeric(frame[pre], errors="coerce").notna() & pd.to_numeric(frame[post], errors="coerce").notna()
+            if reason is None and int(both.sum()) < max(min_cell_size, 4):
+                reason = f"fewer learners with both tests than the minimum cell size {min_cell_size}"
+            if reason is None:
+                try:
+                    fit = ancova(frame, pre=pre, post=post, group=None if variable == "all" else variable, level=level)
+                except DataError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                row = {c: np.nan for c in ANCOVA_COLUMNS}
+                row.update(term="(not fitted)", method="ancova_ols", suppressed_reason=reason, n=pd.NA)
+                fit = pd.DataFrame([row])
+            else:
+                fit["r_squared"] = fit.attrs["r_squared"]
+                fit["suppressed_reason"] = None
+            fit["instrument"], fit["module"], fit["group_variable"] = instrument, module, variable
+            parts.append(fit[ANCOVA_COLUMNS])
+    if not parts:
+        out = pd.DataFrame({c: pd.Series(dtype="float64") for c in ANCOVA_COLUMNS})
+    else:
+        out = pd.concat(parts, ignore_index=True)
+    for c in ("instrument", "module", "group_variable", "term", "method", "suppressed_reason"):
+        out[c] = out[c].astype("object").where(out[c].notna(), None).astype("string")
+    out["n"] = pd.to_numeric(out["n"], errors="coerce").astype("Int64")
+    for c in ("estimate", "se", "ci_low", "ci_high", "t", "p", "r_squared"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    return out.reset_index(drop=True)
+
+
 def gain_mixed_model(
     data: pd.DataFrame,
     *,

@@ -21,7 +21,7 @@ from research.errors import ConfigError
 
 SEVERITIES = ("high", "medium", "low")
 DEFAULTS_RESOURCE = "recommend_defaults.yaml"
-PROPORTION_KEYS = ("facility_", "share_", "hint_rate_", "hazard_min", "confidence_", "alpha", "reach_floor")
+PROPORTION_KEYS = ("facility_", "share_", "hint_rate_", "hazard_min", "confidence_", "alpha", "reach_floor", "conclusive_")
 COUNT_KEYS = {"min_n", "min_drop", "n_half", "top_n"}
 
 

@@ -20,6 +20,8 @@ from research.recommend.config import RecommendConfig
 from research.recommend.rules import FAMILIES, RULES
 
 ID_VERSION = "v1"
+#: columns added to the record schema after its first version (read as empty from older files)
+ADDED_COLUMNS = ("conclusive", "fix_first")
 #: other names of estimate tables (the notebooks' output names)
 ALIASES = {"item_distractors": "distractors", "time": "time_on_task"}
 
@@ -95,6 +97,40 @@ def _has_columns(df: pd.DataFrame, requires: tuple[str, ...]) -> bool:
     return all(any(alt in df.columns for alt in req.split("|")) for req in requires)
 
 
+def _contract_view(df: pd.DataFrame, rule, table: str) -> pd.DataFrame:
+    """Only the columns the rule declares; a declared numeric column that holds text is refused."""
+    declared = rule.columns
+    view = df[[c for c in declared if c in df.columns]]
+    for col, kind in declared.items():
+        if kind not in ("number", "integer") or col not in view.columns:
+            continue
+        s = view[col]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        bad = s.notna() & pd.to_numeric(s, errors="coerce").isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"estimate table {table!r}, column {col!r}, row {row}: rule {rule.name!r} reads a {kind} here "
+                f"but the value is {s[bad].iloc[0]!r} (see data_schema/outputs/{rule.table}.schema.json)"
+            )
+    return view
+
+
+def _conclusive_and_fix_first(result: pd.DataFrame, config: RecommendConfig) -> pd.DataFrame:
+    """A finding is conclusive when its evidence clears the threshold (confidence >= conclusive_min).
+
+    An inconclusive finding is never High (its severity drops to medium) and never among
+    the ``top_n`` findings to fix first, which are the best-ranked conclusive ones.
+    """
+    floor = float(config.priority["conclusive_min"])
+    conf = result["confidence"].to_numpy(dtype=float, na_value=np.nan)
+    conclusive = np.nan_to_num(conf, nan=0.0) >= floor
+    result["conclusive"] = conclusive
+    result.loc[~conclusive & (result["severity"] == "high"), "severity"] = "medium"
+    return result
+
+
 def recommend(
     estimates: Mapping[str, pd.DataFrame | None],
     config: RecommendConfig | Mapping[str, Any] | str | Path | None = None,
@@ -154,13 +190,13 @@ def recommend(
     if "kcs" in tables:
         tables["kcs"] = _pick_kc_models(tables["kcs"], tables.get("kc_models"), config.kc_model).reset_index(drop=True)
 
-    ctx = {"n_half": float(config.priority["n_half"]), "rules": config.rules}
+    ctx = {"rules": config.rules}
     found = []
     for rule in RULES.values():
         df = tables.get(rule.family)
         if df is None or not config.enabled(rule.name) or not _has_columns(df, rule.requires) or df.empty:
             continue
-        out = rule.func(df, config.rule(rule.name), ctx)
+        out = rule.func(_contract_view(df, rule, rule.family), config.rule(rule.name), ctx)
         if out.empty:
             continue
         out["rule"] = rule.name
@@ -197,7 +233,8 @@ def recommend(
         denom = float(n_learners) if n_learners else np.nanmax(result["n_affected"].to_numpy(dtype=float, na_value=np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
             result["reach"] = np.clip(result["n_affected"].to_numpy(dtype=float, na_value=np.nan) / denom, 0, 1)
-        result["confidence"] = np.clip(np.nan_to_num(result["confidence"].to_numpy(dtype=float), nan=0.0), 0, 1)
+        result["confidence"] = np.clip(result["confidence"].to_numpy(dtype=float, na_value=np.nan), 0, 1)
+        result = _conclusive_and_fix_first(result, config)
         result["priority"] = priority_score(result["severity"], result["confidence"], result["reach"], config)
         sev_order = result["severity"].map({"high": 0, "medium": 1, "low": 2})
         result = (
@@ -207,6 +244,10 @@ def recommend(
             .reset_index(drop=True)
         )
         result["rank"] = np.arange(1, len(result) + 1)
+        top_n = int(config.priority["top_n"])
+        first = np.flatnonzero(result["conclusive"].to_numpy(dtype=bool))[:top_n]
+        result["fix_first"] = False
+        result.loc[first, "fix_first"] = True
         result = result[columns]
     result = _coerce(result)
     result.attrs["provenance"] = {
@@ -220,7 +261,7 @@ def recommend(
 
 def _dtype(col: str) -> str:
     types = {f["name"]: f["type"] for f in record_schema()["fields"]}
-    return {"number": "float64", "integer": "Int64"}.get(types.get(col, "string"), "string")
+    return {"number": "float64", "integer": "Int64", "boolean": "boolean"}.get(types.get(col, "string"), "string")
 
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
@@ -230,6 +271,10 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
         if dtype == "string":
             s = df[c].astype("object")
             out[c] = s.where(s.notna(), None).astype("string")
+        elif dtype == "boolean":
+            s = df[c].astype("object")
+            s = s.where(s.notna(), None).map(lambda v: v if v is None or isinstance(v, (bool, np.bool_)) else str(v).strip().lower() in ("true", "1"))
+            out[c] = s.astype("boolean")
         else:
             out[c] = pd.to_numeric(df[c], errors="coerce").astype(dtype)
     return pd.DataFrame(out, index=df.index)
@@ -318,6 +363,9 @@ def read_recommendations(path: str | Path) -> pd.DataFrame:
         df = pd.DataFrame.from_records(payload["records"], columns=record_columns())
     else:
         df = restore_csv(pd.read_csv(path, dtype={c: "string" for c in record_columns() if _dtype(c) == "string"}, keep_default_na=False, na_values=[""]))
+    for col in ADDED_COLUMNS:  # files written before these columns existed
+        if col not in df.columns and set(record_columns()) - set(df.columns) <= set(ADDED_COLUMNS):
+            df[col] = pd.NA
     return validate_recommendations(_coerce(df[record_columns()] if set(record_columns()) <= set(df.columns) else df))
 
 

@@ -63,7 +63,8 @@ def _computers(data) -> dict[str, Callable[[dict], pd.DataFrame]]:
         "distractors": lambda _: classical.distractor_table(data.attempts, data.items),
         "kcs": lambda _: curves.kc_table(models(), steps()),
         "kc_models": lambda _: afm.compare_kc_models(models()),
-        "dif": lambda _: dif.mantel_haenszel_dif(dif.first_attempt_responses(data.attempts), data.learners),
+        # purified as notebook 05 does by default (two-stage Mantel-Haenszel)
+        "dif": lambda _: dif.mantel_haenszel_dif(dif.first_attempt_responses(data.attempts), data.learners, purify=True),
         "funnel": lambda _: engagement.funnel(data.attempts, data.items, level="page", learners=data.learners),
         "time_on_task": lambda _: engagement.time_on_task(data.attempts, data.items, level="page"),
     }

@@ -7,8 +7,15 @@ adds ids, severity, priority and rank to what the rules return.
 
 Every rule returns one row per finding with the target, up to two pieces of evidence
 (metric, estimate, se, ci_low, ci_high, n, the threshold and its comparison), a
-``confidence`` in [0, 1] and ``n_affected`` (learners the finding touches). How the
-confidence is computed is named in ``method``:
+``confidence`` in [0, 1] and ``n_affected`` (learners of the group the finding concerns:
+those who met the item, KC or page; for DIF the group the item is harder for; for a
+wrong option the learners who chose it; for a drop-out point the learners who left).
+
+**A finding's confidence is its evidence**: the probability, from the estimate's own
+standard error or interval, that the true value lies beyond the rule's threshold; never a
+count of learners. A finding whose table gives no uncertainty has no confidence (empty,
+``method`` ``no_interval``): it is listed, never rated High and never among the findings
+to fix first. How the confidence is computed is named in ``method``:
 
 ``normal``
     Phi(|x - t| / se): the normal probability that the true value lies beyond the
@@ -19,10 +26,18 @@ confidence is computed is named in ``method``:
 ``fit_z``
     Phi(z - z_min) for a standardised fit statistic z.
 ``category``
-    the learning-curve classifier's own ``category_confidence``.
-``n_only``
-    n / (n + n_half) when the table gives no uncertainty at all.
+    the learning-curve classifier's ``category_probability`` (bootstrap replicates that
+    give the same category; for "no learning" capped by the probability that the free
+    AFM slope is near zero, see :mod:`research.estimate.curves`).
+``mean_diff``
+    Phi(|d - t| / se) for a difference of two means d with se from their SDs and ns.
 The confidence of a rule with two conditions is the product of the two.
+
+**Column contract.** Each rule declares in ``inputs`` every column it reads with its
+Table Schema type (``number``, ``integer``, ``string``, ``boolean``) and in ``table`` the
+output table (``data_schema/outputs/TABLE.schema.json``) those columns come from; a test
+checks every declaration against the schemas, and :func:`research.recommend.recommend`
+hands a rule only its declared columns and refuses a numeric column that holds text.
 """
 
 from __future__ import annotations
@@ -44,6 +59,19 @@ def N_(message: str) -> str:
 Z95 = stats.norm.ppf(0.975)
 
 
+#: the output table (data_schema/outputs/NAME.schema.json) each rule family reads
+FAMILY_TABLES = {
+    "items": "items",
+    "distractors": "item_distractors",
+    "kcs": "kcs",
+    "dif": "dif",
+    "funnel": "funnel",
+    "time_on_task": "time_on_task",
+}
+
+_ITEM_IDS = {"item_id": "string", "module": "string", "page": "string"}
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -54,6 +82,24 @@ class Rule:
     title: str
     explanation: str
     action: str
+    #: every column the rule reads -> its Table Schema type (the column contract)
+    inputs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def table(self) -> str:
+        """The output table whose schema declares the rule's input columns."""
+        return FAMILY_TABLES[self.family]
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return dict(self.inputs)
+
+
+def _inputs(*parts: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for p in parts:
+        out.update(p)
+    return tuple(out.items())
 
 
 # ---------------------------------------------------------------- numeric helpers
@@ -77,11 +123,6 @@ def _phi_beyond(x: np.ndarray, t: np.ndarray | float, se: np.ndarray) -> np.ndar
         return stats.norm.cdf(np.abs(x - t) / se)
 
 
-def n_only_confidence(n: np.ndarray, n_half: float) -> np.ndarray:
-    n = np.nan_to_num(np.asarray(n, dtype=float), nan=0.0)
-    return n / (n + n_half) if n_half > 0 else np.ones_like(n)
-
-
 def _se_from(df: pd.DataFrame, est: np.ndarray, n: np.ndarray, prefix: str, *, proportion: bool) -> np.ndarray:
     """se of an estimate: the table's ``<prefix>_se``, else from its 95 % interval, else binomial."""
     se = _num(df, f"{prefix}_se")
@@ -95,10 +136,12 @@ def _se_from(df: pd.DataFrame, est: np.ndarray, n: np.ndarray, prefix: str, *, p
     return se
 
 
-def _confidence_normal(x, t, se, n, n_half) -> tuple[np.ndarray, np.ndarray]:
-    conf = _phi_beyond(x, t, se)
-    ok = np.isfinite(conf) & (se > 0)
-    return np.where(ok, conf, n_only_confidence(n, n_half)), np.where(ok, "normal", "n_only")
+def _confidence_normal(x, t, se) -> tuple[np.ndarray, np.ndarray]:
+    """Phi(|x - t| / se), or empty (method ``no_interval``) where there is no standard error."""
+    with np.errstate(invalid="ignore"):
+        conf = _phi_beyond(x, t, se)
+        ok = np.isfinite(conf) & (se > 0)
+    return np.where(ok, conf, np.nan), np.where(ok, "normal", "no_interval")
 
 
 def _frame(df: pd.DataFrame, mask: np.ndarray, **cols) -> pd.DataFrame:
@@ -125,7 +168,7 @@ def _too_easy(df, cfg, ctx):
     fac, disc = _num(df, "facility"), _num(df, "discrimination")
     mask = (fac > cfg["facility_min"]) & (disc < cfg["discrimination_max"]) & (n >= cfg["min_n"])
     se_f = _se_from(df, fac, n, "facility", proportion=True)
-    c1, m1 = _confidence_normal(fac, cfg["facility_min"], se_f, n, ctx["n_half"])
+    c1, m1 = _confidence_normal(fac, cfg["facility_min"], se_f)
     c2 = _fisher_confidence(disc, cfg["discrimination_max"], n)
     return _frame(
         df, mask, **_item_context(df),
@@ -133,7 +176,7 @@ def _too_easy(df, cfg, ctx):
         ci_high=_num(df, "facility_ci_high"), n=n, threshold_op=">", threshold=cfg["facility_min"],
         metric_2="discrimination", estimate_2=disc, se_2=_fisher_se(disc, n), n_2=n,
         threshold_op_2="<", threshold_2=cfg["discrimination_max"],
-        confidence=c1 * c2, n_affected=n, method=np.where(m1 == "normal", "normal*fisher_z", "n_only*fisher_z"),
+        confidence=c1 * c2, n_affected=n, method=np.where(m1 == "normal", "normal*fisher_z", "no_interval"),
     )
 
 
@@ -142,7 +185,7 @@ def _too_hard(df, cfg, ctx):
     fac = _num(df, "facility")
     mask = (fac < cfg["facility_max"]) & (n >= cfg["min_n"])
     se_f = _se_from(df, fac, n, "facility", proportion=True)
-    conf, method = _confidence_normal(fac, cfg["facility_max"], se_f, n, ctx["n_half"])
+    conf, method = _confidence_normal(fac, cfg["facility_max"], se_f)
     return _frame(
         df, mask, **_item_context(df),
         metric="facility", estimate=fac, se=se_f, ci_low=_num(df, "facility_ci_low"),
@@ -162,7 +205,7 @@ def _fisher_confidence(r: np.ndarray, t: float, n: np.ndarray) -> np.ndarray:
         z = np.arctanh(np.clip(r, -0.999, 0.999))
         zt = np.arctanh(np.clip(t, -0.999, 0.999))
         conf = stats.norm.cdf(np.abs(z - zt) * np.sqrt(np.maximum(n - 3, 1)))
-    return np.nan_to_num(conf, nan=0.0)
+    return np.where(n > 3, conf, np.nan)
 
 
 def _discrimination_frame(df, mask, cfg, n, disc, threshold):
@@ -197,7 +240,7 @@ def _heavy_hint_use(df, cfg, ctx):
     n, rate = _num(df, "n_learners"), _num(df, "hint_rate")
     mask = (rate > cfg["hint_rate_min"]) & (n >= cfg["min_n"])
     se = _se_from(df, rate, n, "hint_rate", proportion=True)
-    conf, method = _confidence_normal(rate, cfg["hint_rate_min"], se, n, ctx["n_half"])
+    conf, method = _confidence_normal(rate, cfg["hint_rate_min"], se)
     return _frame(
         df, mask, **_item_context(df),
         metric="hint_rate", estimate=rate, se=se, ci_low=rate - Z95 * se, ci_high=rate + Z95 * se, n=n,
@@ -247,7 +290,7 @@ def _unused_distractor(df, cfg, ctx):
     is_key, n_opt, n_item, _, _, share = _distractor_base(df)
     mask = ~is_key & (share < cfg["share_max"]) & (n_item >= cfg["min_n"]) & not_suppressed(df)
     se = _se_from(df, share, n_item, "share", proportion=True)
-    conf, method = _confidence_normal(share, cfg["share_max"], se, n_item, ctx["n_half"])
+    conf, method = _confidence_normal(share, cfg["share_max"], se)
     return _frame(
         df, mask, target_id=_str(df, "item_id"), detail=_str(df, "option"),
         metric="share", estimate=share, se=se, n=n_item, threshold_op="<", threshold=cfg["share_max"],
@@ -263,13 +306,21 @@ def _strong_distractor(df, cfg, ctx):
         & not_suppressed(df)
     )
     se_s = _se_from(df, share, n_item, "share", proportion=True)
-    c_share, _ = _confidence_normal(share, cfg["share_min"], se_s, n_item, ctx["n_half"])
-    c_gap = n_only_confidence(n_opt, ctx["n_half"])
+    c_share, _ = _confidence_normal(share, cfg["share_min"], se_s)
+    # the gap of two group means: se from the options' ability SDs and counts
+    sd = _num(df, "sd_ability")
+    item = df["item_id"].astype("object").to_numpy()
+    key_var = pd.Series(np.where(is_key, sd**2 / n_opt, np.nan)).groupby(item).transform("max").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se_gap = np.sqrt(sd**2 / n_opt + key_var)
+    c_gap, m_gap = _confidence_normal(gap, cfg["ability_margin"], se_gap)
     return _frame(
         df, mask, target_id=_str(df, "item_id"), detail=_str(df, "option"),
-        metric="ability_gap", estimate=gap, n=n_opt, threshold_op=">", threshold=cfg["ability_margin"],
+        metric="ability_gap", estimate=gap, se=se_gap, ci_low=gap - Z95 * se_gap, ci_high=gap + Z95 * se_gap, n=n_opt,
+        threshold_op=">", threshold=cfg["ability_margin"],
         metric_2="share", estimate_2=share, se_2=se_s, n_2=n_item, threshold_op_2=">=", threshold_2=cfg["share_min"],
-        confidence=c_gap * c_share, n_affected=n_item, method="n_only*normal",
+        confidence=c_gap * c_share, n_affected=n_opt,
+        method=np.where(m_gap == "normal", "mean_diff*normal", "no_interval"),
     )
 
 
@@ -280,20 +331,37 @@ def _kc_rule(category: str):
     def rule(df, cfg, ctx):
         cat = df["category"].astype("object").to_numpy()
         n_learners = _num(df, "n_learners")
-        conf = _num(df, "category_confidence")
-        method = np.where(np.isnan(conf), "n_only", "category")
-        conf = np.where(np.isnan(conf), n_only_confidence(n_learners, ctx["n_half"]), conf)
-        mask = (cat == category) & (conf >= cfg["confidence_min"])
+        # the classifier's probability of its category (a number; category_confidence is its label)
+        conf = _num(df, "category_probability")
+        method = np.where(np.isnan(conf), "no_interval", "category")
+        mask = (cat == category) & ~(conf < cfg["confidence_min"])
         slope = _num(df, "slope")
         return _frame(
             df, mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
             metric="slope", estimate=slope, se=_num(df, "slope_se"), ci_low=_num(df, "slope_ci_low"),
             ci_high=_num(df, "slope_ci_high"), n=_num(df, "n_obs"), threshold_op="category", threshold=np.nan,
-            metric_2="category_confidence", estimate_2=conf, n_2=n_learners, threshold_op_2=">=",
+            metric_2="category_probability", estimate_2=conf, n_2=n_learners, threshold_op_2=">=",
             threshold_2=cfg["confidence_min"], confidence=conf, n_affected=n_learners, method=method,
         )
 
     return rule
+
+
+def _kc_mixed_skills(df, cfg, ctx):
+    """A clearly negative free AFM slope: the KC's later items are harder than practice makes up for."""
+    slope = _num(df, "slope_free")
+    se_total, se_order = _num(df, "slope_free_se"), _num(df, "slope_order_se")
+    # the claim is about the observed trend over the KC's items, so its evidence is the
+    # sampling error alone (the item-order error is what the claim is about)
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.clip(se_total**2 - np.nan_to_num(se_order) ** 2, 0, None))
+    conf, method = _confidence_normal(slope, cfg["slope_max"], se)
+    mask = (slope < cfg["slope_max"]) & (conf >= cfg["confidence_min"])
+    return _frame(
+        df, mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
+        metric="slope", estimate=slope, se=se, ci_low=slope - Z95 * se, ci_high=slope + Z95 * se, n=_num(df, "n_obs"),
+        threshold_op="<", threshold=cfg["slope_max"], confidence=conf, n_affected=_num(df, "n_learners"), method=method,
+    )
 
 
 # ---------------------------------------------------------------- dif
@@ -309,7 +377,7 @@ def _dif_rule(ets_class: str):
         mask = (cls == ets_class) & ~suppressed & ~(p >= cfg["alpha"])
         bound = 1.5 if ets_class == "C" else 1.0
         n_focal, n_ref = _num(df, "n_focal"), _num(df, "n_reference")
-        conf, method = _confidence_normal(np.abs(delta), bound, se, n_focal, ctx["n_half"])
+        conf, method = _confidence_normal(np.abs(delta), bound, se)
         # name the group the item is harder for: the focal group when delta < 0 (the item
         # favours the reference group), else the reference group
         attr = _str(df, "attribute")
@@ -325,7 +393,8 @@ def _dif_rule(ets_class: str):
             metric="mh_delta", estimate=delta, se=se, ci_low=delta - Z95 * se, ci_high=delta + Z95 * se,
             n=n_focal + n_ref, threshold_op="|x|>=", threshold=bound,
             metric_2="p_adjusted", estimate_2=p, n_2=n_focal, threshold_op_2="<", threshold_2=cfg["alpha"],
-            confidence=conf, n_affected=n_focal, method=method,
+            # learners affected: the group the item is harder for
+            confidence=conf, n_affected=np.where(focal_harder, n_focal, n_ref), method=method,
         )
 
     return rule
@@ -360,18 +429,31 @@ def _dropout_hotspot(df, cfg, ctx):
     threshold = max(cfg["hazard_min"], cfg["hazard_ratio_min"] * median) if np.isfinite(median) else cfg["hazard_min"]
     mask = (hazard > threshold) & (drop >= cfg["min_drop"])
     target_type, target = _page_target(df)
-    # attempts only show the last thing a learner answered: a learner who gave up on the
-    # next unit before answering anything there counts here, so the finding names both
+    # attempts only show the last thing a learner answered: learners counted as leaving at
+    # unit U answered U and nothing after it, so they left at the start of the next unit
+    # (where a course, and the simulator, place the cause). The finding names that unit;
+    # without a next unit, U itself. (The evidence, hazard and n, is that of U's row.)
     next_col = {"page": "next_page", "module": "next_module", "item": "next_item_id"}[target_type]
-    target["detail"] = _str(df, next_col)
+    nxt = _str(df, next_col)
+    has_next = np.array([v is not None and v == v and v != "" for v in nxt], dtype=bool)
+    here = target["target_id"]
+    target["target_id"] = np.where(has_next, nxt, here)
+    next_module = _str(df, "next_module")
+    if "module" in target and "next_module" in df.columns:
+        target["module"] = np.where(has_next, next_module, target["module"])
+    if target_type == "page":
+        target["page"] = target["target_id"]
+    elif target_type == "item":
+        target["page"] = np.where(has_next, None, target["page"])
     se = _se_from(df, hazard, reached, "hazard", proportion=True)
-    conf, method = _confidence_normal(hazard, threshold, se, reached, ctx["n_half"])
+    conf, method = _confidence_normal(hazard, threshold, se)
     out = _frame(
         df, mask, **target,
         metric="hazard", estimate=hazard, se=se, ci_low=np.clip(hazard - Z95 * se, 0, 1),
         ci_high=np.clip(hazard + Z95 * se, 0, 1), n=reached, threshold_op=">", threshold=threshold,
         metric_2="drop", estimate_2=drop, n_2=reached, threshold_op_2=">=", threshold_2=cfg["min_drop"],
-        confidence=conf, n_affected=reached, method=method,
+        # learners affected: those who left here
+        confidence=conf, n_affected=drop, method=method,
     )
     out["target_type"] = target_type
     return out
@@ -379,27 +461,19 @@ def _dropout_hotspot(df, cfg, ctx):
 
 def _slow_page(df, cfg, ctx):
     planned = _num(df, "planned_duration_s")
-    if np.isnan(planned).all():
-        planned = _num(df, "planned_s")
     ratio = _num(df, "ratio_to_planned")
-    if np.isnan(ratio).all():
-        ratio = _num(df, "ratio")
     if np.isnan(ratio).all():
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = _num(df, "median_s") / planned
-    n = _num(df, "n_learners")
-    if np.isnan(n).all():
-        n = _num(df, "n")
-    min_n_ok = (n >= cfg["min_n"]) | np.isnan(n)
-    mask = (ratio > cfg["ratio_min"]) & min_n_ok & not_suppressed(df)
+    n = _num(df, "n")
+    mask = (ratio > cfg["ratio_min"]) & (n >= cfg["min_n"]) & not_suppressed(df)
     target_type, target = _page_target(df)
     # the table's interval of the median time, divided by the planned time, gives the ratio's
     med_lo, med_hi = _num(df, "ci_low"), _num(df, "ci_high")
     with np.errstate(divide="ignore", invalid="ignore"):
         r_lo, r_hi = med_lo / planned, med_hi / planned
     se = (r_hi - r_lo) / (2 * Z95)
-    conf, method = _confidence_normal(ratio, cfg["ratio_min"], se, n, ctx["n_half"])
-    conf = np.where(np.isnan(n) & (method == "n_only"), 0.5, conf)
+    conf, method = _confidence_normal(ratio, cfg["ratio_min"], se)
     out = _frame(
         df, mask, **target,
         metric="time_ratio", estimate=ratio, se=se, ci_low=r_lo, ci_high=r_hi, n=n, threshold_op=">",
@@ -414,6 +488,14 @@ def _slow_page(df, cfg, ctx):
 
 # ---------------------------------------------------------------- the registry
 
+_KC_INPUTS = _inputs({"kc_model": "string", "kc": "string", "category": "string", "category_probability": "number",
+                      "n_learners": "integer", "n_obs": "integer", "slope": "number", "slope_se": "number",
+                      "slope_ci_low": "number", "slope_ci_high": "number"})
+_DIF_INPUTS = _inputs({"item_id": "string", "attribute": "string", "reference_group": "string", "focal_group": "string",
+                       "ets_class": "string", "mh_delta": "number", "mh_delta_se": "number", "p_value": "number",
+                       "p_adjusted": "number", "n_focal": "integer", "n_reference": "integer",
+                       "suppressed_reason": "string"})
+
 RULES: dict[str, Rule] = {
     r.name: r
     for r in [
@@ -424,12 +506,16 @@ RULES: dict[str, Rule] = {
                "separates learners who know the topic from those who do not (item-rest correlation below "
                "%(discrimination_max)s)."),
             N_("Make the item more demanding (for example with better distractors), or drop it if it teaches nothing."),
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "facility": "number", "facility_ci_low": "number",
+                                       "facility_ci_high": "number", "discrimination": "number"})
         ),
         Rule(
             "too_hard", "items", "item", ("item_id", "facility", "n_learners"), _too_hard,
             N_("Too hard"),
             N_("Fewer than %(facility_max)s of learners answer correctly at the first attempt."),
             N_("Check that the page before the item teaches what it asks; simplify the wording or add an example."),
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "facility": "number", "facility_ci_low": "number",
+                                       "facility_ci_high": "number"})
         ),
         Rule(
             "negative_discrimination", "items", "item", ("item_id", "discrimination", "n_learners"),
@@ -438,6 +524,7 @@ RULES: dict[str, Rule] = {
             N_("Learners who do well on the rest of the course do worse on this item than weaker learners "
                "(item-rest correlation below %(discrimination_max)s). This is the typical sign of a wrong answer key."),
             N_("Check the answer key first, then the wording: is more than one option defensible?"),
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "discrimination": "number"})
         ),
         Rule(
             "low_discrimination", "items", "item", ("item_id", "discrimination", "n_learners"), _low_discrimination,
@@ -445,12 +532,14 @@ RULES: dict[str, Rule] = {
             N_("The item hardly separates learners who know the topic from those who do not (item-rest "
                "correlation below %(discrimination_max)s)."),
             N_("Check the wording and the answer options: is the item ambiguous, or does it test something else?"),
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "discrimination": "number", "facility": "number"})
         ),
         Rule(
             "heavy_hint_use", "items", "item", ("item_id", "hint_rate", "n_learners"), _heavy_hint_use,
             N_("Heavy hint use"),
             N_("Learners ask for a hint on more than %(hint_rate_min)s of their attempts."),
             N_("Explain the topic better on the page before the item, or make the question clearer."),
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "hint_rate": "number"})
         ),
         Rule(
             "poor_fit", "items", "item", ("item_id", "outfit_mnsq", "outfit_z", "n_learners"), _poor_fit,
@@ -458,12 +547,16 @@ RULES: dict[str, Rule] = {
             N_("Answers to this item follow the overall ability of learners less than expected (Rasch fit "
                "mean square above %(mnsq_max)s, z above %(z_min)s): guessing, careless errors or an unclear item."),
             N_("Read the item with a colleague: is it unclear, tricky, or about something outside the course?"),
+            inputs=_inputs(_ITEM_IDS, {"n_learners": "integer", "outfit_mnsq": "number", "outfit_z": "number",
+                                       "infit_mnsq": "number", "infit_z": "number"})
         ),
         Rule(
             "unused_distractor", "distractors", "item", ("item_id", "option", "is_key", "n"), _unused_distractor,
             N_("Unused answer option"),
             N_("An answer option is chosen by fewer than %(share_max)s of learners, so it does no work."),
             N_("Replace the option with a plausible mistake that learners really make."),
+            inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer",
+                            "share": "number", "suppressed": "string"})
         ),
         Rule(
             "strong_distractor", "distractors", "item", ("item_id", "option", "is_key", "n", "mean_ability"),
@@ -472,6 +565,9 @@ RULES: dict[str, Rule] = {
             N_("A wrong answer option is chosen by at least %(share_min)s of learners, and those who choose it "
                "do better on the rest of the course than those who choose the key."),
             N_("Check the answer key and whether this option can also be defended as correct."),
+            inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer",
+                            "share": "number", "mean_ability": "number", "sd_ability": "number",
+                            "suppressed": "string"})
         ),
         Rule(
             "kc_no_learning", "kcs", "kc", ("kc", "category"), _kc_rule("no_learning"),
@@ -479,24 +575,38 @@ RULES: dict[str, Rule] = {
             N_("The error rate on this knowledge component does not fall with practice. The component may "
                "hide several different skills, or the instruction does not help."),
             N_("Split the knowledge component into the skills the items really need, or revise the instruction."),
+            inputs=_KC_INPUTS
         ),
         Rule(
             "kc_still_high", "kcs", "kc", ("kc", "category"), _kc_rule("still_high"),
             N_("Still hard after practice"),
             N_("Learners improve with practice on this knowledge component, but are still often wrong at the end."),
             N_("Add practice opportunities or instruction for this knowledge component."),
+            inputs=_KC_INPUTS
         ),
         Rule(
             "kc_low_and_flat", "kcs", "kc", ("kc", "category"), _kc_rule("low_and_flat"),
             N_("Already mastered"),
             N_("Learners make few errors from the first opportunity on, and the error rate stays low."),
             N_("Cut some of the practice for this knowledge component; learners already master it."),
+            inputs=_KC_INPUTS
         ),
         Rule(
             "kc_too_little_data", "kcs", "kc", ("kc", "category"), _kc_rule("too_little_data"),
             N_("Too little data"),
             N_("There are too few practice opportunities on this knowledge component to judge its learning curve."),
             N_("Add items for this knowledge component or merge it with a related one."),
+            inputs=_KC_INPUTS
+        ),
+        Rule(
+            "kc_mixed_skills", "kcs", "kc", ("kc", "slope_free", "slope_free_se"), _kc_mixed_skills,
+            N_("Later items are harder"),
+            N_("The error rate on this knowledge component rises with practice: its later items are harder than "
+               "its earlier ones by more than learners gain (free learning rate below %(slope_max)s). The "
+               "component probably mixes skills of different difficulty."),
+            N_("Split the knowledge component into the skills its items really need, and check the order of its items."),
+            inputs=_inputs({"kc_model": "string", "kc": "string", "slope_free": "number", "slope_free_se": "number",
+                            "slope_order_se": "number", "n_obs": "integer", "n_learners": "integer"})
         ),
         Rule(
             "dif_class_c", "dif", "item", ("item_id", "ets_class", "mh_delta"), _dif_rule("C"),
@@ -504,12 +614,14 @@ RULES: dict[str, Rule] = {
             N_("Learners of one group with the same overall ability as others answer this item differently "
                "(large differential item functioning, ETS class C, adjusted p below %(alpha)s)."),
             N_("Review the wording and the examples for the group named: do they assume knowledge the group may not share?"),
+            inputs=_DIF_INPUTS
         ),
         Rule(
             "dif_class_b", "dif", "item", ("item_id", "ets_class", "mh_delta"), _dif_rule("B"),
             N_("Works somewhat differently for a group"),
             N_("Moderate differential item functioning (ETS class B, adjusted p below %(alpha)s)."),
             N_("Keep an eye on this item in the next cohort."),
+            inputs=_DIF_INPUTS
         ),
         Rule(
             "dropout_hotspot", "funnel", "page", ("hazard|drop", "reached"), _dropout_hotspot,
@@ -517,12 +629,19 @@ RULES: dict[str, Rule] = {
             N_("More than %(hazard_min)s of the learners who reach this point stop here, at least "
                "%(hazard_ratio_min)s times as many as at a typical point, and at least %(min_drop)s learners in all."),
             N_("Look at the page where learners stop: is it too long, too hard, or does something not work?"),
+            inputs=_inputs({"level": "string", "module": "string", "page": "string", "item_id": "string",
+                            "hazard": "number", "reached": "integer", "drop": "integer", "next_module": "string",
+                            "next_page": "string", "next_item_id": "string"})
         ),
         Rule(
-            "slow_page", "time_on_task", "page", ("ratio_to_planned|ratio|median_s",), _slow_page,
+            "slow_page", "time_on_task", "page", ("median_s", "planned_duration_s"), _slow_page,
             N_("Takes far longer than planned"),
             N_("Learners spend more than %(ratio_min)s times the planned time here (median time)."),
             N_("Shorten the page or split it, or revise the planned time in the course description."),
+            inputs=_inputs({"level": "string", "module": "string", "page": "string", "item_id": "string",
+                            "n": "integer", "median_s": "number", "ci_low": "number", "ci_high": "number",
+                            "planned_duration_s": "number", "ratio_to_planned": "number",
+                            "suppressed_reason": "string"})
         ),
     ]
 }

@@ -67,6 +67,7 @@ METRIC_LABELS = {
     "ability_gap": N_("Ability gap to the key"),
     "slope": N_("Learning rate per opportunity"),
     "category_confidence": N_("Confidence in the category"),
+    "category_probability": N_("Confidence in the category"),
     "mh_delta": N_("Mantel-Haenszel delta"),
     "p_adjusted": N_("Adjusted p value"),
     "hazard": N_("Share who stop here"),
@@ -94,7 +95,7 @@ ATTRIBUTE_LABELS = {
     "region": N_("region"),
     "digital_maturity": N_("digital maturity"),
 }
-PERCENT_METRICS = {"facility", "hint_rate", "share", "hazard", "category_confidence"}
+PERCENT_METRICS = {"facility", "hint_rate", "share", "hazard", "category_confidence", "category_probability"}
 # thresholds in the YAML that are shares, shown as percentages in the explanations
 PERCENT_SETTINGS = {"facility_min", "facility_max", "hint_rate_min", "share_max", "share_min", "hazard_min"}
 
@@ -391,7 +392,8 @@ def render_report(
         rec["severity_order"] = {"high": 3, "medium": 2, "low": 1}[rec["severity"]]
 
     top_n = int(config.priority["top_n"])
-    top = recs[:top_n]
+    # only findings whose evidence clears their threshold are to be fixed first (research.recommend)
+    top = [r for r in recs if r.get("fix_first")][:top_n]
 
     # one section per target, grouped by target type, in order of each target's best rank
     ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
