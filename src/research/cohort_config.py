@@ -17,6 +17,10 @@ are and how to analyse them::
     notebook_timeout_s: 1800       # a notebook running longer is stopped
     thresholds: {}                 # recommendation thresholds overriding the defaults
     parameters: {}                 # further notebook parameters (for example bayesian: true)
+    labels:                        # optional: how the report shows data values
+      gender: {female: kvinna, male: man}     # group values of a learner attribute
+      attributes: {role: yrkesroll}           # attribute names
+      kc_model: {Fine: Detaljerad modell}     # also kc, item, page, module
 
 Relative paths resolve against the folder of the cohort file. Unknown keys are an
 error that names them and lists the valid ones.
@@ -46,6 +50,7 @@ KEYS = {
     "thresholds": "recommendation threshold overrides",
     "parameters": "further notebook parameters",
     "warehouse": "DuckDB file (default data/warehouse.duckdb)",
+    "labels": "report labels for data values: kind (gender, role, attributes, kc_model, ...) -> {value: label}",
 }
 SOURCE_KEYS = ("path", "format", "mapping", "options")
 DEFAULT_CONFIG_DIR = "cohorts"
@@ -73,6 +78,7 @@ class CohortConfig:
     parameters: dict = field(default_factory=dict)
     warehouse: Path | None = None
     path: Path | None = None
+    labels: dict = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -128,6 +134,10 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     for key in ("thresholds", "parameters"):
         if not isinstance(doc.get(key) or {}, dict):
             raise _fail(where, f"{key} must be a mapping")
+    labels = doc.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
+        raise _fail(where, "labels must map a kind (gender, role, attributes, kc_model, kc, item, page, module) "
+                           "to a mapping of value: label, for example labels: {gender: {female: kvinna}}")
     return CohortConfig(
         cohort=cohort,
         sources=sources,
@@ -141,6 +151,7 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
         parameters=dict(doc.get("parameters") or {}),
         warehouse=resolve(doc["warehouse"]) if doc.get("warehouse") else None,
         path=path,
+        labels={str(k): {str(a): str(b) for a, b in v.items()} for k, v in labels.items()},
     )
 
 

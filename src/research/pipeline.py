@@ -408,12 +408,24 @@ def run_cohort(
             return RunResult(cohort, "failed", 3, kept, manifest, message)
         from research.report_index import write_cohort_index, write_reports_index
 
+        _refresh_report(run_dir, cohort, wh_path, config, manifest)
         write_cohort_index(run_dir, manifest)
         final = _swap_in(run_dir, reports_dir, cohort)
         write_reports_index(reports_dir)
         return RunResult(cohort, "ok", exit_code, final, manifest, f"cohort {cohort!r}: report written to {final}")
     finally:
         lock.__exit__(None, None, None)
+
+
+def _refresh_report(run_dir: Path, cohort: str, warehouse: Path, config: CohortConfig | None, manifest: dict) -> None:
+    """Render the report again now that every notebook (the comparison of 07 too) has written its tables."""
+    from research.errors import ResearchError
+    from research.report import refresh_report
+
+    try:
+        refresh_report(run_dir, cohort=cohort, warehouse=warehouse, config=config)
+    except ResearchError as exc:  # notebook 06's report stays as it was
+        manifest["report_refresh"] = f"the report was not rendered again: {exc}"
 
 
 def ingest_sources(config: CohortConfig, warehouse: Path):
