@@ -194,8 +194,8 @@ def test_report_opens_with_what_became_of_last_times_findings(pair):
     since = html.split('id="since"')[1].split('id="fix-first"')[0]
     n = outcomes.value_counts()
     earlier = int(n.get("fixed", 0) + n.get("still_there", 0) + n.get("gone_not_shown", 0) + n.get("gone_unchanged", 0))
-    assert (f"Of the {earlier} findings of cohort autumn, {n.get('fixed', 0)} are fixed, "
-            f"{n.get('still_there', 0)} are still there") in Page(since).visible
+    assert (f"Findings of cohort autumn: {earlier}. Fixed: {n.get('fixed', 0)}. "
+            f"Still there: {n.get('still_there', 0)}.") in Page(since).visible
     assert n.get("fixed", 0) > 0 and n.get("still_there", 0) > 0
     # "fixed" exactly for the findings gone after a change that improved
     truly_fixed = (status["status"] == "resolved") & status["addressed_by"].notna() & (status["change_verdict"] == "improved")
