@@ -294,3 +294,14 @@ def test_cohort_configuration_takes_labels():
     assert parse({"cohort": "c"}).labels == {}
     with pytest.raises(ConfigError, match="labels must map a kind"):
         parse({"cohort": "c", "labels": {"gender": ["kvinna"]}})
+
+
+def test_a_failed_refresh_keeps_notebook_06s_report_and_says_why(tmp_path):
+    from research.pipeline import _refresh_report
+
+    (tmp_path / "recommendations.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "report.en.html").write_text("notebook 06's report", encoding="utf-8")
+    manifest: dict = {}
+    _refresh_report(tmp_path, "c1", tmp_path / "missing.duckdb", None, manifest)
+    assert manifest["report_refresh"].startswith("the report was not rendered again: JSONDecodeError")
+    assert (tmp_path / "report.en.html").read_text(encoding="utf-8") == "notebook 06's report"

@@ -419,13 +419,12 @@ def run_cohort(
 
 def _refresh_report(run_dir: Path, cohort: str, warehouse: Path, config: CohortConfig | None, manifest: dict) -> None:
     """Render the report again now that every notebook (the comparison of 07 too) has written its tables."""
-    from research.errors import ResearchError
     from research.report import refresh_report
 
     try:
         refresh_report(run_dir, cohort=cohort, warehouse=warehouse, config=config)
-    except ResearchError as exc:  # notebook 06's report stays as it was
-        manifest["report_refresh"] = f"the report was not rendered again: {exc}"
+    except Exception as exc:  # noqa: BLE001 - every notebook succeeded; notebook 06's report stays as it was
+        manifest["report_refresh"] = f"the report was not rendered again: {type(exc).__name__}: {exc}"
 
 
 def ingest_sources(config: CohortConfig, warehouse: Path):
