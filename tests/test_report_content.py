@@ -84,9 +84,9 @@ def estimates() -> dict[str, pd.DataFrame]:
 
 
 def _items() -> pd.DataFrame:
-    return pd.DataFrame({"cohort": "c1", "item_id": ["d1", "i_easy"],
-                         "title": ["Which form do you send <b>first</b>?", "Hur många dagar?"],
-                         "url": ["https://course.example.org/items/d1", "javascript:alert(1)"]})
+    return pd.DataFrame({"cohort": "c1", "item_id": ["d1", "i_easy", "i_neg"],
+                         "title": ["Which form do you send <b>first</b>?", "Hur många dagar?", "Lång text " * 30],
+                         "url": ["https://course.example.org/items/d1", "javascript:alert(1)", None]})
 
 
 # --------------------------------------------------------------------------- cards, options, curves
@@ -150,6 +150,9 @@ def test_items_show_their_title_and_a_safe_link(recs):
     assert "https://course.example.org/items/d1" in page.links
     assert "Item i_easy – Hur många dagar?" in page.visible
     assert not [u for u in page.urls if u.startswith("javascript")]
+    # a long item text is cut to 100 characters
+    long = next(t for t in page.text if t.startswith("Item i_neg – "))
+    assert long.endswith("…") and len(long) == len("Item i_neg – ") + 100
 
 
 # --------------------------------------------------------------------------- the predecessor

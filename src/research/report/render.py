@@ -277,6 +277,7 @@ class _View:
 
 
 LABEL_KINDS = ("attributes", "kc_model", "kc", "item", "page", "module")
+TITLE_MAX = 100  # characters of an item's title shown beside its id
 
 
 def check_labels(labels: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
@@ -310,7 +311,8 @@ def _item_info(items: pd.DataFrame | None) -> dict[str, dict[str, str]]:
         entry = {}
         title = rec.get("title")
         if not _is_missing(title) and str(title).strip():
-            entry["title"] = " ".join(str(title).split())
+            text = " ".join(str(title).split())
+            entry["title"] = text if len(text) <= TITLE_MAX else text[: TITLE_MAX - 1].rstrip() + "…"
         url = rec.get("url")
         if not _is_missing(url) and re.match(r"https?://[^\s<>\"']+\Z", str(url).strip()):
             entry["url"] = str(url).strip()
