@@ -202,7 +202,7 @@ class _View:
                 "group": self.label(attribute, harder), "other": self.label(attribute, easier),
                 "attribute": self.attribute(attribute)}
         if rec["family"] == "funnel":
-            return self._("or at the start of the next one, %(next)s") % {"next": d}
+            return self._("or at the start of the next one, %(next)s") % {"next": self.label(rec.get("target_type") or "page", d)}
         return str(d)
 
     def attribute(self, name: str) -> str:
