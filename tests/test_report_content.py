@@ -44,8 +44,8 @@ def english_words(html: str, data_values: set[str]) -> list[str]:
     page = Page(html)
     text = " ".join(page.text + [img.get("alt", "") for img in page.imgs])
     for value in sorted(data_values | {"course-research"}, key=len, reverse=True):
-        if value:
-            text = text.replace(value, " ")
+        if value:  # whole values only: "man" (a group) must not hide "many"
+            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", " ", text)
     words = re.findall(r"[A-Za-zÅÄÖÆØåäöæø]+", text)
     return sorted({w for w in words if w.lower() in ENGLISH})
 
@@ -286,6 +286,7 @@ def test_swedish_and_danish_reports_have_no_english(recs, estimates, pair):
 def test_scan_catches_an_untranslated_sentence():
     html = "<html><body><p>Antal deltagare: 12. Learners who stop here are hidden.</p></body></html>"
     assert english_words(html, set()) == ["Learners", "are", "here", "hidden", "who"]
+    assert english_words(html, {"Learners", "hid"}) == ["are", "here", "hidden", "who"]
 
 
 # --------------------------------------------------------------------------- cohort configuration
