@@ -20,6 +20,10 @@ are and how to analyse them::
     keep_failed: 3                 # failed run folders kept for debugging (older ones are removed)
     thresholds: {}                 # recommendation thresholds overriding the defaults
     parameters: {}                 # further notebook parameters (for example bayesian: true)
+    labels:                        # optional: how the report shows data values
+      gender: {female: kvinna, male: man}     # group values of a learner attribute
+      attributes: {role: yrkesroll}           # attribute names
+      kc_model: {Fine: Detaljerad modell}     # also kc, item, page, module
 
 Relative paths resolve against the folder of the cohort file. Unknown keys are an
 error that names them and lists the valid ones. Cohort names (``cohort``, the file
@@ -53,6 +57,7 @@ KEYS = {
     "parameters": "further notebook parameters",
     "warehouse": "DuckDB file (default data/warehouse.duckdb)",
     "keep_failed": "failed run folders kept per cohort (default 3)",
+    "labels": "report labels for data values: kind (gender, role, attributes, kc_model, ...) -> {value: label}",
 }
 SOURCE_KEYS = ("path", "format", "mapping", "options", "lrs")
 DEFAULT_CONFIG_DIR = "cohorts"
@@ -82,6 +87,7 @@ class CohortConfig:
     warehouse: Path | None = None
     path: Path | None = None
     keep_failed: int | None = None
+    labels: dict = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -151,6 +157,10 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     for key in ("thresholds", "parameters"):
         if not isinstance(doc.get(key) or {}, dict):
             raise _fail(where, f"{key} must be a mapping")
+    labels = doc.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
+        raise _fail(where, "labels must map a kind (gender, role, attributes, kc_model, kc, item, page, module) "
+                           "to a mapping of value: label, for example labels: {gender: {female: kvinna}}")
     return CohortConfig(
         cohort=cohort,
         sources=sources,
@@ -165,6 +175,7 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
         warehouse=resolve(doc["warehouse"]) if doc.get("warehouse") else None,
         path=path,
         keep_failed=keep_failed,
+        labels={str(k): {str(a): str(b) for a, b in v.items()} for k, v in labels.items()},
     )
 
 

@@ -636,6 +636,7 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     from research.privacy import require_safe_publication
     from research.report_index import write_cohort_index, write_reports_index
 
+    _refresh_report(run_dir, cohort, wh_path, config, manifest)
     # nothing below the minimum cell size derivable in the folder; a PrivacyError goes down the failed-run path
     require_safe_publication(run_dir, min_cell_size=base["min_cell_size"])
     write_cohort_index(run_dir, manifest)
@@ -644,6 +645,16 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     write_reports_index(reports_dir)
     _prune_quietly(reports_dir, cohort, state["keep"])
     return RunResult(cohort, "ok", exit_code, final, manifest, f"cohort {cohort!r}: report written to {final}")
+
+
+def _refresh_report(run_dir: Path, cohort: str, warehouse: Path, config: CohortConfig | None, manifest: dict) -> None:
+    """Render the report again now that every notebook (the comparison of 07 too) has written its tables."""
+    from research.report import refresh_report
+
+    try:
+        refresh_report(run_dir, cohort=cohort, warehouse=warehouse, config=config)
+    except Exception as exc:  # noqa: BLE001 - every notebook succeeded; notebook 06's report stays as it was
+        manifest["report_refresh"] = f"the report was not rendered again: {type(exc).__name__}: {exc}"
 
 
 def ingest_sources(config: CohortConfig, warehouse: Path):

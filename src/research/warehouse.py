@@ -201,7 +201,11 @@ class Warehouse:
 
     def _create_tables(self) -> None:
         for name in canonical_tables():
-            self.con.execute(load_schema(name).create_sql()).fetchall()
+            schema = load_schema(name)
+            self.con.execute(schema.create_sql()).fetchall()
+            # a warehouse made by an earlier version gains the optional columns added since
+            for f in schema.fields:
+                self.con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{f.name}" {f.sql_type}').fetchall()
         self.con.execute(LOADS_SQL).fetchall()
         self.con.execute("ALTER TABLE loads ADD COLUMN IF NOT EXISTS source_path VARCHAR").fetchall()
         self.con.execute(QUARANTINE_SQL).fetchall()

@@ -58,7 +58,8 @@ def browser_reports(tmp_path_factory):
     import sys
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_recommend import all_estimates
+    from test_recommend import all_estimates, distractors_table, kcs_table
+    from test_report_content import curves_table
 
     from research.report import write_report
 
@@ -71,9 +72,30 @@ def browser_reports(tmp_path_factory):
             "region": ["north"] * 200 + ["south"] * 190 + ["islands"] * 7 + ["mountains"] * 3,
         }
     )
+    # what a report with a predecessor shows at its top (notebook 07's tables), item titles and links,
+    # hidden answer options and learning curves with n
+    ids = list(recs["recommendation_id"])
+    status = pd.DataFrame({
+        "recommendation_id": ids[:3] + ["rec_0000000000000001"],
+        "rule": list(recs["rule"][:3]) + ["too_easy"], "family": list(recs["family"][:3]) + ["items"],
+        "target_type": list(recs["target_type"][:3]) + ["item"], "target_id": list(recs["target_id"][:3]) + ["i_old"],
+        "kc_model": list(recs["kc_model"][:3]) + [None], "status": ["persisting", "new", "new", "resolved"],
+        "addressed_by": [None, None, None, "C1"], "change_verdict": [None, None, None, "improved"],
+        "title": list(recs["title"][:3]) + ["Too easy"]})
+    comparison = pd.DataFrame({
+        "target_type": ["item", "item"], "target_id": ["i_old", "i_old"], "kc_model": [None, None],
+        "change_id": ["C1", "C1"], "change_type": ["item_revised"] * 2, "metric": ["error_rate", "difficulty"],
+        "direction": ["toward_band", "toward_band"], "before": [0.03, -2.9], "after": [0.2, -1.2],
+        "difference": [0.17, 1.7], "ci_low": [0.1, 1.1], "ci_high": [0.24, 2.3], "p_improved": [0.999, 0.999],
+        "n_before": [300, 300], "n_after": [280, 280], "verdict": ["improved", "improved"],
+        "target_verdict": ["improved", "improved"], "too_few_anchors": [False, False]})
+    dis = distractors_table().assign(suppressed=[None, "fewer than 10 learners"] + [None] * 6)
+    items = pd.DataFrame({"item_id": ["d1"], "title": ["Which form comes first?"], "url": ["https://course.example.org/d1"]})
     out = tmp_path_factory.mktemp("browser_reports")
     return {
-        lang: write_report(recs, out, language=lang, learners=learners, generated=dt.date(2025, 3, 5))["html"]
+        lang: write_report(recs, out, language=lang, learners=learners, generated=dt.date(2025, 3, 5),
+                           predecessor="earlier", status=status, comparison=comparison, items=items,
+                           estimates={"kcs": kcs_table(), "item_distractors": dis, "learning_curves": curves_table()})["html"]
         for lang in LANGS
     }
 
@@ -91,6 +113,8 @@ def _check(node: str, chromium: str, html: Path, shot: Path) -> dict:
 def test_report_passes_axe_keyboard_offline_and_renders(browser_reports, lang, tmp_path):
     node, chromium = _require_browser()
     shot = tmp_path / f"report.{lang}.png"
+    html = browser_reports[lang].read_text(encoding="utf-8")
+    assert 'id="since"' in html and "https://course.example.org/d1" in html  # the new parts are checked too
     result = _check(node, chromium, browser_reports[lang], shot)
 
     assert result["lang"] == lang

@@ -9,6 +9,7 @@ suppressed by :mod:`research.privacy`.
 
 from research.report.figures import EmbeddedFigure, embed
 from research.report.i18n import LANGUAGES, Formatter, make_catalogues, translations
+from research.report.refresh import refresh_report
 from research.report.render import render_report, write_report
 from research.privacy import group_sizes, suppress_records, suppression_mask
 
@@ -19,6 +20,7 @@ __all__ = [
     "embed",
     "group_sizes",
     "make_catalogues",
+    "refresh_report",
     "render_report",
     "suppress_records",
     "suppression_mask",

@@ -219,3 +219,59 @@ def options_figure(rows: pd.DataFrame, *, fmt: Formatter, gettext, title: str) -
 
 def _is_nan(x) -> bool:
     return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+def kc_points_figure(points: pd.DataFrame, *, fmt: Formatter, gettext, title: str) -> tuple[Figure, str] | None:
+    """The observed learning curve of one KC at every opportunity, as in notebook 03.
+
+    ``points`` are the KC's ``error_rate`` rows of ``learning_curves.csv`` (opportunity,
+    estimate, ci_low, ci_high, n, optionally predicted). The observed error rate with its
+    95 % band, the AFM prediction (dashed) and, as grey bars on a second axis, the
+    learners at each opportunity, printed as numbers too; the alt text names every
+    opportunity with its error rate and n.
+    """
+    pts = points.sort_values("opportunity")
+    pts = pts[pd.to_numeric(pts["estimate"], errors="coerce").notna()]
+    if pts.empty:
+        return None
+    x = pts["opportunity"].astype(float).to_numpy()
+    est = pts["estimate"].astype(float).to_numpy()
+    n = pd.to_numeric(pts["n"], errors="coerce").fillna(0).to_numpy(dtype=float)
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.subplots()
+    ax2 = ax.twinx()
+    ax2.bar(x, n, color="#d0d0d0", width=0.7, zorder=0, label=gettext("Learners"))
+    ax2.set_ylim(0, max(float(n.max()) * 3, 1))
+    ax2.set_ylabel(gettext("Learners"), color="#595959")
+    ax2.tick_params(axis="y", labelsize=8, colors="#595959")
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt.integer(v)))
+    for xi, ni in zip(x, n):
+        ax2.text(xi, ni, fmt.integer(ni), ha="center", va="bottom", fontsize=7, color="#404040")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    if {"ci_low", "ci_high"} <= set(pts.columns):
+        lo = pd.to_numeric(pts["ci_low"], errors="coerce").to_numpy(dtype=float)
+        hi = pd.to_numeric(pts["ci_high"], errors="coerce").to_numpy(dtype=float)
+        ax.fill_between(x, lo, hi, color=ACCENT, alpha=0.18, linewidth=0)
+    ax.plot(x, est, "o-", color=ACCENT, markersize=4, linewidth=2, label=gettext("Observed"))
+    if "predicted" in pts.columns and pd.to_numeric(pts["predicted"], errors="coerce").notna().any():
+        ax.plot(x, pd.to_numeric(pts["predicted"], errors="coerce"), "--", color=WARN, linewidth=1.5,
+                label=gettext("Fitted curve"))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(gettext("Opportunity"), color=INK)
+    ax.set_ylabel(gettext("Error rate"), color=INK)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt.percent_whole(v)))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt.integer(v)))
+    ax.set_title(title, fontsize=11, loc="left", color=INK)
+    ax.legend(frameon=False, fontsize=9, loc="upper right")
+    for a in (ax, ax2):
+        a.spines["top"].set_visible(False)
+    fig.tight_layout()
+    points_t = "; ".join(
+        gettext("opportunity %(opportunity)s: %(value)s (n = %(n)s)")
+        % {"opportunity": fmt.integer(o), "value": fmt.percent(e), "n": fmt.integer(k)}
+        for o, e, k in zip(x, est, n)
+    )
+    alt = title + ". " + gettext("Observed error rate and learners at each opportunity: %(points)s.") % {"points": points_t}
+    return fig, alt

@@ -34,10 +34,12 @@ from research.report.figures import (
     evidence_figure,
     group_sizes_figure,
     kc_curve_figure,
+    kc_points_figure,
     options_figure,
 )
 from research.report.i18n import Formatter, check_language, translations
 from research.report.not_analysed import not_analysed_items
+from research.report.since import since_section
 from research.privacy import check_min_cell_size, not_suppressed, group_sizes, suppress_records
 
 LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
@@ -95,6 +97,19 @@ ATTRIBUTE_LABELS = {
     "region": N_("region"),
     "digital_maturity": N_("digital maturity"),
 }
+#: data values translated when the cohort configuration gives no label for them
+VALUE_LABELS = {
+    "female": N_("female"),
+    "male": N_("male"),
+    "other": N_("other"),
+    "unknown": N_("unknown"),
+    "non-binary": N_("non-binary"),
+    "high": N_("high"),
+    "medium": N_("medium"),
+    "low": N_("low"),
+    "yes": N_("yes"),
+    "no": N_("no"),
+}
 PERCENT_METRICS = {"facility", "hint_rate", "share", "hazard", "category_confidence", "category_probability"}
 # thresholds in the YAML that are shares, shown as percentages in the explanations
 PERCENT_SETTINGS = {"facility_min", "facility_max", "hint_rate_min", "share_max", "share_min", "hazard_min"}
@@ -107,11 +122,26 @@ def _is_missing(x: Any) -> bool:
 class _View:
     """Formats records for one language: labels, values, sentences."""
 
-    def __init__(self, language: str, min_cell_size: int):
+    def __init__(self, language: str, min_cell_size: int, labels: Mapping[str, Mapping[str, str]] | None = None,
+                 items: pd.DataFrame | None = None):
         self.language = language
         self.fmt = Formatter(language)
         self.tr = translations(language)
         self.k = min_cell_size
+        self.labels = check_labels(labels)
+        self.item_info = _item_info(items)
+
+    def label(self, kind: str, value: Any) -> str:
+        """A data value as the reader should see it: the cohort's label, else a translation, else the value."""
+        if _is_missing(value):
+            return ""
+        text = str(value)
+        given = self.labels.get(kind, {})
+        if text in given:
+            return given[text]
+        if text.lower() in VALUE_LABELS:
+            return self._(VALUE_LABELS[text.lower()])
+        return text
 
     def _(self, message: str) -> str:
         return self.tr.gettext(message)
@@ -151,9 +181,14 @@ class _View:
         return self.fmt.number(float(x), 2 if key.startswith("discrimination") else 1 if key.endswith("ratio_min") or key.startswith("z_") else 2)
 
     def target(self, rec: Mapping[str, Any]) -> str:
-        label = self._(TARGET_LABELS.get(rec["target_type"], "%(id)s")) % {"id": rec["target_id"]}
+        kind = {"item": "item", "kc": "kc", "page": "page", "module": "module"}.get(rec["target_type"], "")
+        label = self._(TARGET_LABELS.get(rec["target_type"], "%(id)s")) % {"id": self.label(kind, rec["target_id"])}
         if rec["target_type"] == "kc" and not _is_missing(rec.get("kc_model")):
-            label += " " + self._("(KC model %(model)s)") % {"model": rec["kc_model"]}
+            label += " " + self._("(KC model %(model)s)") % {"model": self.label("kc_model", rec["kc_model"])}
+        if rec["target_type"] == "item":
+            title = self.item_info.get(str(rec["target_id"]), {}).get("title")
+            if title and title != str(rec["target_id"]) and title != label:
+                label += " – " + title
         return label
 
     def detail(self, rec: Mapping[str, Any]) -> str:
@@ -166,12 +201,16 @@ class _View:
             attribute, _sep, groups = str(d).partition("=")
             harder, _sep, easier = groups.partition("/")
             return self._("harder for the group %(group)s than for %(other)s (%(attribute)s)") % {
-                "group": harder, "other": easier, "attribute": self.attribute(attribute)}
+                "group": self.label(attribute, harder), "other": self.label(attribute, easier),
+                "attribute": self.attribute(attribute)}
         if rec["family"] == "funnel":
-            return self._("or at the start of the next one, %(next)s") % {"next": d}
+            return self._("or at the start of the next one, %(next)s") % {"next": self.label(rec.get("target_type") or "page", d)}
         return str(d)
 
     def attribute(self, name: str) -> str:
+        given = self.labels.get("attributes", {})
+        if name in given:
+            return given[name]
         return self._(ATTRIBUTE_LABELS[name]) if name in ATTRIBUTE_LABELS else name
 
     def threshold(self, op: str, metric: str, threshold: Any, rule: str) -> str:
@@ -239,6 +278,51 @@ class _View:
         return self._("%(metric)s: %(value)s (n = %(n)s); the limit is %(threshold)s.") % values
 
 
+LABEL_KINDS = ("attributes", "kc_model", "kc", "item", "page", "module")
+TITLE_MAX = 100  # characters of an item's title shown beside its id
+
+
+def check_labels(labels: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """Validate a ``labels:`` mapping (from the cohort configuration): kind -> {value: label}.
+
+    Kinds are learner attributes (``gender``, ``role``, ...: their group values),
+    ``attributes`` (the attribute names themselves), ``kc_model``, ``kc``, ``item``,
+    ``page`` and ``module``. Labels are plain text (escaped on the page).
+    """
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise ConfigError(f"labels must be a mapping of kind to {{value: label}}, got {type(labels).__name__}")
+    out: dict[str, dict[str, str]] = {}
+    for kind, mapping in labels.items():
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(
+                f"labels[{kind!r}] must be a mapping of value to label, got {type(mapping).__name__}; "
+                f"for example labels: {{gender: {{female: kvinna}}}}. Kinds: learner attributes or {', '.join(LABEL_KINDS)}"
+            )
+        out[str(kind)] = {str(k): str(v) for k, v in mapping.items()}
+    return out
+
+
+def _item_info(items: pd.DataFrame | None) -> dict[str, dict[str, str]]:
+    """item_id -> {"title", "url"} from the canonical items table (only http(s) links are kept)."""
+    if items is None or "item_id" not in items.columns or not ({"title", "url"} & set(items.columns)):
+        return {}
+    info: dict[str, dict[str, str]] = {}
+    for rec in items.astype(object).to_dict("records"):
+        entry = {}
+        title = rec.get("title")
+        if not _is_missing(title) and str(title).strip():
+            text = " ".join(str(title).split())
+            entry["title"] = text if len(text) <= TITLE_MAX else text[: TITLE_MAX - 1].rstrip() + "…"
+        url = rec.get("url")
+        if not _is_missing(url) and re.match(r"https?://[^\s<>\"']+\Z", str(url).strip()):
+            entry["url"] = str(url).strip()
+        if entry:
+            info[str(rec["item_id"])] = entry
+    return info
+
+
 def _anchor(target_type: str, target_id: str, kc_model: Any = None) -> str:
     raw = f"{target_type}-{'' if _is_missing(kc_model) else str(kc_model) + '-'}{target_id}"
     return "t-" + re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-")
@@ -266,7 +350,20 @@ def _estimate_figures(ttype: str, target: Mapping[str, Any], estimates: Mapping[
         if "kc_model" in kcs.columns and first.get("kc_model") is not None:
             match &= kcs["kc_model"].astype(str) == str(first["kc_model"])
         rows = kcs[match.to_numpy(dtype=bool)]
-        if len(rows) == 1 and float(rows["n_learners"].iloc[0] if "n_learners" in rows else view.k) >= view.k:
+        curves = estimates.get("learning_curves")
+        points = None
+        if curves is not None and {"kc", "measure", "opportunity", "estimate", "n"} <= set(curves.columns):
+            pm = (curves["kc"].astype(str) == str(first["target_id"])) & (curves["measure"].astype(str) == "error_rate")
+            if "kc_model" in curves.columns and first.get("kc_model") is not None:
+                pm &= curves["kc_model"].astype(str) == str(first["kc_model"])
+            points = curves[pm.to_numpy(dtype=bool)]
+            points = points[pd.to_numeric(points["n"], errors="coerce") >= view.k]
+        if points is not None and len(points):
+            made = kc_points_figure(points, fmt=view.fmt, gettext=view.tr.gettext,
+                                    title=_("Learning curve of %(target)s") % {"target": target["label"]})
+            if made:
+                out.append(embed(*made, _("Dots joined by a line are the observed error rates at each opportunity, the band their %(level)s interval, the dashed line the fitted curve; grey bars and the numbers above them are the learners at each opportunity.") % {"level": view.fmt.percent_whole(0.95)}))
+        elif len(rows) == 1 and float(rows["n_learners"].iloc[0] if "n_learners" in rows else view.k) >= view.k:
             made = kc_curve_figure(rows.iloc[0].to_dict(), fmt=view.fmt, gettext=view.tr.gettext,
                                    title=_("Learning curve of %(target)s") % {"target": target["label"]})
             if made:
@@ -282,6 +379,19 @@ def _estimate_figures(ttype: str, target: Mapping[str, Any], estimates: Mapping[
             if made:
                 out.append(embed(*made))
     return out
+
+
+def _hidden_options_note(item_id: str, estimates: Mapping[str, pd.DataFrame], view: "_View") -> str:
+    """Say how many answer options of an item are not shown because few learners chose them."""
+    dis = estimates.get("distractors", estimates.get("item_distractors"))
+    if dis is None or "item_id" not in dis.columns:
+        return ""
+    of_item = dis[dis["item_id"].astype(str) == str(item_id)]
+    hidden = len(of_item) - int(not_suppressed(of_item).sum()) if len(of_item) else 0
+    if not hidden:
+        return ""
+    return view._("Answer options chosen by fewer than %(k)s learners are not shown: %(count)s.") % {
+        "k": view.fmt.integer(view.k), "count": view.fmt.integer(hidden)}
 
 
 def _environment() -> Environment:
@@ -317,6 +427,11 @@ def render_report(
     max_figure_targets: int | None = 60,
     predecessor: str | None = None,
     analyses: pd.DataFrame | None = None,
+    out_dir: str | Path | None = None,
+    labels: Mapping[str, Mapping[str, str]] | None = None,
+    items: pd.DataFrame | None = None,
+    status: pd.DataFrame | None = None,
+    comparison: pd.DataFrame | None = None,
 ) -> str:
     """Render the report of one cohort in one language; returns the HTML text.
 
@@ -356,6 +471,27 @@ def render_report(
         Draw figures for at most this many targets (those with the best-ranked findings;
         None: all). Every target keeps its section and evidence table; this keeps the
         page small and fast for big courses. Extra ``figures`` are always shown.
+    predecessor
+        The cohort before a redesign: the report links to the comparison with it.
+    labels
+        Labels for data values, kind -> {value: label} (the cohort configuration's
+        ``labels:``; see :func:`check_labels`): group values per learner attribute,
+        ``attributes`` (attribute names), ``kc_model``, ``kc``, ``item``, ``page``, ``module``.
+        Values without a label are translated when common (female, high, ...), else shown as they are.
+    items
+        The canonical ``items`` table: an item's ``title`` is shown beside its id and its
+        ``url`` (http or https only) is linked from its section.
+    status, comparison
+        With a predecessor, the ``recommendation_status`` and ``comparison`` tables of
+        notebook 07 (:mod:`research.loop`): the report opens with what became of each
+        finding of last time (fixed, still there, new) and whether each change worked
+        (:mod:`research.report.since`).
+    analyses
+        The ``analyses`` table (what ran and what was skipped, and why): the report's section
+        "What was not analysed, and why".
+    out_dir
+        The report folder: the group sizes are then protected against the tables already
+        published there and written as ``group_sizes.csv`` (:func:`research.privacy.group_sizes`).
     """
     language = check_language(language)
     k = check_min_cell_size(min_cell_size)
@@ -370,7 +506,7 @@ def render_report(
     if cohort is None:
         cohorts = recommendations["cohort"].dropna().unique()
         cohort = str(cohorts[0]) if len(cohorts) else ""
-    view = _View(language, k)
+    view = _View(language, k, labels=labels, items=items)
     _ = view._
     tr = view.tr
     dyn = tr.gettext  # for messages looked up by key (marked with N_ where they are defined)
@@ -391,9 +527,19 @@ def render_report(
         rec["confidence_t"] = "" if rec.get("confidence") is None else view.fmt.percent(rec["confidence"])
         rec["severity_order"] = {"high": 3, "medium": 2, "low": 1}[rec["severity"]]
 
+    # "Fix these first": one card per target; further findings on the same target join its card
     top_n = int(config.priority["top_n"])
-    # only findings whose evidence clears their threshold are to be fixed first (research.recommend)
-    top = [r for r in recs if r.get("fix_first")][:top_n]
+    # only findings whose evidence clears their threshold are to be fixed first (research.recommend);
+    # one card per target, and every further finding on a card's target joins that card
+    cards: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        if r.get("fix_first") and r["anchor"] not in cards and len(cards) < top_n:
+            cards[r["anchor"]] = {**r, "also": [], "first": id(r)}
+    for r in recs:
+        card = cards.get(r["anchor"])
+        if card is not None and id(r) != card["first"]:
+            card["also"].append(r)
+    top = list(cards.values())
 
     # one section per target, grouped by target type, in order of each target's best rank
     ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
@@ -410,7 +556,8 @@ def render_report(
             t = targets.setdefault(
                 r["anchor"],
                 {"anchor": r["anchor"], "label": r["target_t"], "findings": [], "module": r.get("module"),
-                 "page": r.get("page"), "key": (ttype, r["target_id"])},
+                 "page": r.get("page"), "key": (ttype, r["target_id"]), "notes": [],
+                 "url": view.item_info.get(str(r["target_id"]), {}).get("url") if ttype == "item" else None},
             )
             t["findings"].append(r)
         for t in targets.values():
@@ -431,10 +578,14 @@ def render_report(
                 figs.extend(_estimate_figures(ttype, t, estimates or {}, view))
             t["figures"] = figs
             where = []
+            if ttype == "item":
+                note = _hidden_options_note(t["key"][1], estimates or {}, view)
+                if note:
+                    t["notes"].append(note)
             if ttype != "page" and t["page"]:
-                where.append(_("page %(page)s") % {"page": t["page"]})
+                where.append(_("page %(page)s") % {"page": view.label("page", t["page"])})
             if ttype != "module" and t["module"]:
-                where.append(_("module %(module)s") % {"module": t["module"]})
+                where.append(_("module %(module)s") % {"module": view.label("module", t["module"])})
             t["where"] = ", ".join(where)
         sections.append({"type": ttype, "title": dyn(SECTION_TITLES[ttype]), "targets": list(targets.values())})
 
@@ -456,19 +607,20 @@ def render_report(
 
     participants = []
     if learners is not None and len(learners):
-        sizes = group_sizes(learners, attributes, min_cell_size=k)
+        sizes = group_sizes(learners, attributes, min_cell_size=k, out_dir=out_dir)  # protected against the folder's tables
         for attribute, part in sizes.groupby("attribute", sort=False):
             label = view.attribute(str(attribute))
             rows = [
                 {
-                    "group": g,
+                    "group": view.label(str(attribute), g),
                     "n": _("hidden") if pd.isna(n) else view.fmt.integer(n),
                     "share": _("hidden") if pd.isna(s) else view.fmt.percent(float(s)),
                     "hidden": bool(pd.isna(n)),
                 }
                 for g, n, s in zip(part["group"], part["n"], part["share"])
             ]
-            made = group_sizes_figure(part, attribute_label=label, fmt=view.fmt, gettext=tr.gettext)
+            made = group_sizes_figure(part.assign(group=[view.label(str(attribute), g) for g in part["group"]]),
+                                      attribute_label=label, fmt=view.fmt, gettext=tr.gettext)
             participants.append(
                 {"attribute": label, "rows": rows, "figure": embed(*made) if made else None,
                  "anchor": _anchor("attr", str(attribute))}
@@ -487,6 +639,12 @@ def render_report(
     if n_learners is not None:
         n_learners_t = view.fmt.integer(n_learners) if n_learners >= k else None
 
+    since = None
+    if predecessor is not None and status is not None:
+        by_id = {r["recommendation_id"]: r["anchor"] for r in recs}
+        since = since_section(status, comparison, view=view, anchors=by_id,
+                              target_label=lambda rec: view.target({k: rec.get(k) for k in ("target_type", "target_id", "kc_model")}))
+
     env = _environment()
     env.install_gettext_translations(tr, newstyle=True)
     template = env.get_template("report.html.j2")
@@ -497,6 +655,7 @@ def render_report(
         version=research.__version__,
         predecessor=predecessor,
         not_analysed=not_analysed_items(analyses, tr.gettext, view.fmt.integer),
+        since=since,
         top=top,
         recs=recs,
         sections=sections,
@@ -525,6 +684,31 @@ def render_report(
     return html
 
 
+def _read_table(path: Path) -> pd.DataFrame:
+    from research.recommend.inputs import _read
+
+    return _read(path)
+
+
+def _tables_beside(out: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Add the tables an earlier notebook left in the report folder that the caller did not pass:
+    ``learning_curves.csv`` (curves with n at every opportunity), ``analyses.csv`` (what was not
+    analysed, and why) and, with a predecessor,
+    ``recommendation_status.csv`` and ``comparison.csv`` of notebook 07."""
+    kwargs = dict(kwargs)
+    estimates = dict(kwargs.get("estimates") or {})
+    if "learning_curves" not in estimates and (out / "learning_curves.csv").is_file():
+        estimates["learning_curves"] = _read_table(out / "learning_curves.csv")
+        kwargs["estimates"] = estimates
+    if kwargs.get("analyses") is None and (out / "analyses.csv").is_file():
+        kwargs["analyses"] = _read_table(out / "analyses.csv")
+    if kwargs.get("predecessor") is not None:
+        for name, filename in (("status", "recommendation_status.csv"), ("comparison", "comparison.csv")):
+            if kwargs.get(name) is None and (out / filename).is_file():
+                kwargs[name] = _read_table(out / filename)
+    return kwargs
+
+
 def write_report(
     recommendations: pd.DataFrame,
     out_dir: str | Path,
@@ -538,11 +722,14 @@ def write_report(
 
     The CSV and JSON carry the same suppression as the HTML: evidence about fewer than
     ``min_cell_size`` learners is empty with its ``suppressed_reason``. Keyword arguments
-    go to :func:`render_report`. Returns the paths by kind (``html``, ``csv``, ``json``).
+    go to :func:`render_report`; tables the caller does not pass are read from ``out_dir``
+    when an earlier notebook wrote them there (``learning_curves.csv``, and with a
+    ``predecessor`` ``recommendation_status.csv`` and ``comparison.csv``). Returns the paths by kind (``html``, ``csv``, ``json``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    html = render_report(recommendations, language=language, min_cell_size=min_cell_size, **kwargs)
+    kwargs = _tables_beside(out, kwargs)
+    html = render_report(recommendations, language=language, min_cell_size=min_cell_size, out_dir=out, **kwargs)
     path = out / (filename or f"report.{language}.html")
     path.write_text(html, encoding="utf-8")
     safe = suppress_records(recommendations, min_cell_size=min_cell_size)
