@@ -589,7 +589,8 @@ class BKT:
                     f.append("guess+slip>=1")
             flags.append(";".join(f) if f else None)
         table["flags"] = pd.array(flags, dtype="string")
-        table["degenerate"] = table["flags"].notna() & (table["status"] == "fit")
+        table["degenerate"] = pd.array(np.where(table["status"] == "fit", table["flags"].notna(), None),
+                                       dtype="boolean")
         table.insert(0, "kc_model", self.kc_model_)
         table["method"] = "bkt_em" + ("+forget" if self.forgetting else "") + ("+idem" if self.item_guess_slip else "")
         self.params_ = table

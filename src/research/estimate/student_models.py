@@ -45,6 +45,9 @@ from threadpoolctl import threadpool_limits
 from research.errors import ConfigError, DataError, SchemaError
 
 MODELS = ("rasch", "afm", "pfa", "best_lr", "bkt")
+#: columns of the ``student_models`` table (data_schema/outputs/student_models.schema.json)
+TABLE_COLUMNS = ["kc_model", "model", "auc", "auc_sd", "rmse", "rmse_sd", "log_loss", "log_loss_sd", "n",
+                 "n_learners", "n_folds", "method"]
 
 
 # ---------------------------------------------------------------------- metrics
