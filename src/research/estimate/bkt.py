@@ -690,7 +690,8 @@ def simulate_bkt(n_learners: int, n_opportunities: int | np.ndarray, params: dic
     """Simulate first attempts from known BKT parameters (``{kc: {prior, learn, forget, guess, slip}}``).
 
     ``n_opportunities`` is one length for every sequence or an array of lengths to draw
-    from. Returns a student-step KC frame (``learner_id``, ``kc``, ``opportunity``,
+    from. Opportunity t uses item ``{kc}-i{t mod m}``; an optional ``item_guess`` list (length
+    m, default 4 items with the KC's guess) gives each item its own guess (KT-IDEM truth). Returns a student-step KC frame (``learner_id``, ``kc``, ``opportunity``,
     ``success``, ``item_id``, ``step_time``, ``duration_s``) in time order.
     """
     rng = np.random.default_rng(seed)
@@ -702,8 +703,9 @@ def simulate_bkt(n_learners: int, n_opportunities: int | np.ndarray, params: dic
         T = int(lens.max())
         known = rng.random(n_learners) < par["prior"]
         ys = np.zeros((n_learners, T), dtype=np.int64)
+        item_guess = np.asarray(par.get("item_guess", [par["guess"]] * 4), dtype=float)
         for t in range(T):
-            g, s = par["guess"], par["slip"]
+            g, s = item_guess[t % len(item_guess)], par["slip"]
             ys[:, t] = np.where(known, rng.random(n_learners) > s, rng.random(n_learners) < g)
             forget = par.get("forget", 0.0)
             u = rng.random(n_learners)
@@ -713,7 +715,7 @@ def simulate_bkt(n_learners: int, n_opportunities: int | np.ndarray, params: dic
         parts.append(pd.DataFrame({
             "learner_id": pd.array([f"s{i:06d}" for i in li], dtype="string"),
             "kc": kc, "opportunity": ti + 1, "success": ys[li, ti],
-            "item_id": pd.array([f"{kc}-i{t % 4}" for t in ti], dtype="string"),
+            "item_id": pd.array([f"{kc}-i{t % len(item_guess)}" for t in ti], dtype="string"),
             "step_time": base + pd.to_timedelta(ti * 60 + kc_i, unit="m"),
             "duration_s": rng.gamma(2.0, 15.0, size=len(li)),
         }))
