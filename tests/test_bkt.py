@@ -243,3 +243,15 @@ def test_clear_errors_for_wrong_input(simulated):
     with pytest.raises(ConfigError, match="n_starts"):
         BKT(n_starts=0)
     assert len(fit_bkt(two, kc_model="A")) >= 1
+
+
+@pytest.mark.parametrize("forgetting", [False, True])
+def test_compiled_and_numpy_kernels_agree(forgetting):
+    pytest.importorskip("numba")
+    truth = {k: {**v, "forget": 0.03} for k, v in TRUTH.items()}
+    data = simulate_bkt(200, np.arange(1, 12), truth, seed=9)
+    a = BKT(engine="numpy", forgetting=forgetting, n_boot=3).fit(data).params_
+    b = BKT(engine="numba", forgetting=forgetting, n_boot=3).fit(data).params_
+    cols = ["prior", "learn", "forget", "guess", "slip", "loglik", "learn_se"]
+    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=1e-9)
+    assert a["iterations"].tolist() == b["iterations"].tolist()

@@ -84,6 +84,8 @@ class _Layout:
     perm: np.ndarray         # (N,) time-major position of each input row
     n_groups: int
     n_gs: int
+    code: np.ndarray | None = None   # (N,) 2 * gs + obs: row of the emission tables
+    seq_rows: tuple | None = None    # rows in sequence order for the compiled kernel
 
     @property
     def T(self) -> int:
@@ -114,7 +116,13 @@ def _layout(seq: np.ndarray, pos: np.ndarray, obs: np.ndarray, seq_group: np.nda
     has_next = np.zeros(N, dtype=bool)
     for t in range(T - 1):
         has_next[offsets[t]:offsets[t] + n_active[t + 1]] = True
-    return _Layout(o, g, s, seq_group[order], offsets, n_active, has_next, perm, n_groups, n_gs)
+    # the same rows in sequence order (sequence by sequence) for the compiled kernel
+    by_seq = np.lexsort((pos, seq))
+    seq_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    seq_rows = (obs[by_seq].astype(np.int8), seq_group[seq][by_seq].astype(np.int64), gs[by_seq].astype(np.int64),
+                seq_starts, lengths.astype(np.int64))
+    return _Layout(o, g, s, seq_group[order], offsets, n_active, has_next, perm, n_groups, n_gs,
+                   code=2 * s + (o > 0.5), seq_rows=seq_rows)
 
 
 @dataclass
@@ -142,12 +150,13 @@ class _Params:
 
 
 def _emissions(lay: _Layout, p: _Params) -> tuple[np.ndarray, np.ndarray]:
-    """P(obs | known) and P(obs | unknown) per row, shape (N, S)."""
-    g, s = p.guess.T[lay.gs], p.slip.T[lay.gs]
-    o = lay.obs[:, None]
-    e1 = s + o * (1 - 2 * s)
-    e0 = (1 - g) + o * (2 * g - 1)
-    return e1, e0
+    """P(obs | known) and P(obs | unknown) per row, shape (N, S): one gather from a small table."""
+    S, G = p.guess.shape
+    known = np.empty((2 * G, S))
+    unknown = np.empty((2 * G, S))
+    known[0::2], known[1::2] = p.slip.T, 1 - p.slip.T          # wrong, right | known
+    unknown[0::2], unknown[1::2] = 1 - p.guess.T, p.guess.T    # wrong, right | unknown
+    return known[lay.code], unknown[lay.code]
 
 
 def _forward(lay: _Layout, p: _Params):
@@ -155,8 +164,8 @@ def _forward(lay: _Layout, p: _Params):
     S, N = p.prior.shape[0], len(lay.obs)
     e1, e0 = _emissions(lay, p)
     learn_r = p.learn.T[lay.group]
-    stay_r = 1 - p.forget.T[lay.group]
-    gain_r = stay_r - learn_r      # p(next known) = learn + f * gain
+    stay_r = 1 - p.forget.T[lay.group] if p.forget.any() else None
+    gain_r = (stay_r if stay_r is not None else 1.0) - learn_r      # p(next known) = learn + f * gain
     P = np.empty((N, S))
     F = np.empty((N, S))
     C = np.empty((N, S))
@@ -245,6 +254,111 @@ def _e_step(lay: _Layout, p: _Params, forgetting: bool = True):
     return ll, stats
 
 
+# ---------------------------------------------------------------------- compiled kernel (optional)
+#
+# numba comes with PyMC (through pytensor), so it is there wherever this package is; it
+# compiles at run time, no compiler is needed at install. When it cannot be imported the
+# numpy kernel above does the same work (tests check that both give the same numbers).
+
+try:  # pragma: no cover - exercised when numba is importable
+    import numba as _numba
+except Exception:  # noqa: BLE001 - any import problem means: use numpy
+    _numba = None
+
+
+def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, slip,
+                   ll, init, x01, x10, known_hn, known, known_wrong, P, F):
+    """Forward-backward one sequence at a time (rows sorted by sequence), adding expected counts."""
+    for q in range(len(starts)):
+        a = starts[q]
+        T = lengths[q]
+        k = grp[a]
+        le = learn[k]
+        fo = forget[k]
+        cur = prior[k]
+        for t in range(T):
+            i = a + t
+            g = guess[gs[i]]
+            sl = slip[gs[i]]
+            if obs[i] > 0:
+                e1 = 1.0 - sl
+                e0 = g
+            else:
+                e1 = sl
+                e0 = 1.0 - g
+            num = cur * e1
+            c = num + (1.0 - cur) * e0
+            f = num / c
+            P[i] = cur
+            F[i] = f
+            ll[k] += np.log(c)
+            cur = f * (1.0 - fo) + (1.0 - f) * le
+        i = a + T - 1
+        sm = F[i]
+        known[gs[i]] += sm
+        if obs[i] == 0:
+            known_wrong[gs[i]] += sm
+        for t in range(T - 2, -1, -1):
+            i = a + t
+            p1 = P[i + 1]
+            ff = F[i]
+            r1 = sm / max(p1, 1e-300)
+            r0 = (1.0 - sm) / max(1.0 - p1, 1e-300)
+            x01[k] += (1.0 - ff) * le * r1
+            b10 = ff * fo * r0
+            x10[k] += b10
+            sm = ff * (1.0 - fo) * r1 + b10
+            known_hn[k] += sm
+            known[gs[i]] += sm
+            if obs[i] == 0:
+                known_wrong[gs[i]] += sm
+        init[k] += sm
+
+
+_e_step_seq = _numba.njit(cache=True, nogil=True)(_e_step_seq_py) if _numba is not None else None
+
+
+def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True):
+    """The E-step of :func:`_e_step` by the compiled kernel, one start at a time."""
+    seq_rows = lay.seq_rows
+    S, K = p.prior.shape
+    Gn = lay.n_gs
+    out = {n: np.zeros((S, K)) for n in ("ll", "init", "x01", "x10", "known_hn")}
+    out.update({n: np.zeros((S, Gn)) for n in ("known", "known_wrong")})
+    P = np.empty(len(lay.obs))
+    F = np.empty(len(lay.obs))
+    obs, grp, gs, starts, lengths = seq_rows
+    for j in range(S):
+        _e_step_seq(obs, grp, gs, starts, lengths, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
+                    out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
+                    out["known"][j], out["known_wrong"][j], P, F)
+    c = _indicators_counts(lay)
+    known, known_wrong, known_hn = out["known"], out["known_wrong"], out["known_hn"]
+    stats = {
+        "init": out["init"], "n_seq": c["n_seq"], "x01": out["x01"], "x10": out["x10"],
+        "known_hn": known_hn, "unknown_hn": c["n_hn"][None] - known_hn,
+        "known": known, "known_wrong": known_wrong, "unknown": c["n_gs"][None] - known,
+        "unknown_right": c["n_right_gs"][None] - (known - known_wrong),
+    }
+    return out["ll"], stats
+
+
+def _indicators_counts(lay: _Layout) -> dict:
+    cached = getattr(lay, "_counts", None)
+    if cached is None:
+        K, Gn = lay.n_groups, lay.n_gs
+        first = np.zeros(len(lay.obs), dtype=bool)
+        first[: lay.n_active[0] if lay.T else 0] = True
+        cached = {
+            "n_seq": np.bincount(lay.group[first], minlength=K).astype(float),
+            "n_hn": np.bincount(lay.group[lay.has_next], minlength=K).astype(float),
+            "n_gs": np.bincount(lay.gs, minlength=Gn).astype(float),
+            "n_right_gs": np.bincount(lay.gs, weights=lay.obs, minlength=Gn),
+        }
+        lay._counts = cached
+    return cached
+
+
 def _m_step(st: dict, forgetting: bool) -> _Params:
     with np.errstate(divide="ignore", invalid="ignore"):
         prior = st["init"] / st["n_seq"][None, :]
@@ -255,10 +369,12 @@ def _m_step(st: dict, forgetting: bool) -> _Params:
     return _Params(prior, learn, forget, guess, slip)
 
 
-def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float):
+def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float, compiled: bool | None = None):
     """EM until every (start, group) has converged. Returns params, log-lik, iterations, converged."""
     p = p.clip(forgetting)
     S, K = p.prior.shape
+    use = (_e_step_seq is not None) if compiled is None else (compiled and _e_step_seq is not None)
+    e_step = _e_step_compiled if use else _e_step
     done = np.zeros((S, K), dtype=bool)
     iters = np.zeros((S, K), dtype=np.int64)
     prev = np.full((S, K), -np.inf)
@@ -266,7 +382,7 @@ def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float
     gs_group = np.zeros(lay.n_gs, dtype=np.int64)
     gs_group[lay.gs] = lay.group
     for _ in range(max_iter):
-        ll, st = _e_step(lay, p, forgetting)
+        ll, st = e_step(lay, p, forgetting)
         done |= np.abs(ll - prev) < tol
         prev = ll
         if done.all():
@@ -282,7 +398,7 @@ def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float
         ).clip(forgetting)
         iters += ~done
     else:
-        ll, _ = _e_step(lay, p, forgetting)
+        ll, _ = e_step(lay, p, forgetting)
     return p, ll, iters, done
 
 
@@ -329,8 +445,8 @@ def _prepare(frame: pd.DataFrame, *, learner: str, kc: str, opportunity: str, su
     if df.empty:
         raise DataError("there are no student steps to fit BKT on.")
     out = pd.DataFrame({
-        "learner": df[learner].astype("string").to_numpy(),
-        "kc": df[kc].astype("string").to_numpy(),
+        "learner": _as_category(df[learner]),
+        "kc": _as_category(df[kc]),
         "opportunity": pd.to_numeric(df[opportunity], errors="coerce").to_numpy(dtype=float),
         "success": pd.to_numeric(df[success], errors="coerce").to_numpy(dtype=float),
         "row": np.arange(len(df)),
@@ -343,6 +459,14 @@ def _prepare(frame: pd.DataFrame, *, learner: str, kc: str, opportunity: str, su
     out["time"] = pd.to_datetime(df[time]).to_numpy() if time and time in df.columns else pd.NaT
     out = out[out["kc"].notna() & out["learner"].notna()]
     return out, df.index
+
+
+def _as_category(values: pd.Series) -> pd.Categorical:
+    """Ids as a categorical of strings; only the distinct values are converted (fast on big frames)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    names = pd.Index(uniques).astype(str)
+    return pd.Categorical.from_codes(codes, categories=names) if names.is_unique else \
+        pd.Categorical(pd.Series(values).astype("string"))
 
 
 def check_kcs(prepared: pd.DataFrame) -> pd.DataFrame:
@@ -376,6 +500,27 @@ def check_kcs(prepared: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _sort(d: pd.DataFrame) -> pd.DataFrame:
+    """Rows ordered by KC, learner, opportunity (then input order), on integer codes."""
+    kc = pd.factorize(d["kc"], sort=True)[0]
+    learner = pd.factorize(d["learner"], sort=True)[0]
+    order = np.lexsort((d["row"].to_numpy(), d["opportunity"].to_numpy(), learner, kc))
+    return d.iloc[order]
+
+
+def _sequences(d: pd.DataFrame, kc_idx: pd.Index):
+    """For rows sorted by :func:`_sort`: KC index per row, sequence per row, sequence starts, position."""
+    kcode, kuniq = pd.factorize(d["kc"])
+    k = kc_idx.get_indexer(pd.Index(kuniq).astype(str))[kcode]
+    lcode = pd.factorize(d["learner"])[0]
+    n = len(d)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (lcode[1:] != lcode[:-1])
+    seq = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    return k, seq, starts, np.arange(n) - starts[seq]
+
+
 # ---------------------------------------------------------------------- the model
 
 
@@ -398,6 +543,9 @@ class BKT:
         only (the usual short-runs-then-long strategy; ``starts_at_best`` in the output
         counts the starts within 1 log-likelihood unit of the best at that point).
         0 runs every start to convergence.
+    engine
+        ``"auto"`` (the compiled kernel when numba imports, else numpy), ``"numpy"`` or
+        ``"numba"``. Both give the same numbers.
     n_boot
         Bootstrap replicates (learners resampled within KC) for standard errors and
         intervals; 0 for none.
@@ -413,6 +561,7 @@ class BKT:
     n_boot: int = 0
     seed: int = 0
     screen_iter: int = 10
+    engine: str = "auto"
     columns: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -422,6 +571,14 @@ class BKT:
             raise ConfigError(f"max_iter must be at least 1, got {self.max_iter}")
         if self.n_boot < 0:
             raise ConfigError(f"n_boot must be 0 or more, got {self.n_boot}")
+        if self.engine not in ("auto", "numpy", "numba"):
+            raise ConfigError(f"engine={self.engine!r} is not valid; valid: 'auto', 'numpy', 'numba'")
+        if self.engine == "numba" and _e_step_seq is None:
+            raise ConfigError("engine='numba' needs numba, which cannot be imported here; use engine='numpy'")
+
+    @property
+    def _compiled(self) -> bool | None:
+        return {"auto": None, "numpy": False, "numba": True}[self.engine]
 
     # -- fitting
     def fit(self, steps: pd.DataFrame, *, kc_model: str | None = None, learner: str = "learner_id",
@@ -436,7 +593,7 @@ class BKT:
         self.checks_ = check_kcs(d)
         fit_kcs = self.checks_.loc[self.checks_["status"] == "fit", "kc"].astype(str).tolist()
         self.kcs_ = fit_kcs
-        d = d[d["kc"].isin(fit_kcs)].sort_values(["kc", "learner", "opportunity", "row"], kind="stable")
+        d = _sort(d[d["kc"].isin(fit_kcs)])
         self.data_ = d.reset_index(drop=True)
         rng = np.random.default_rng(self.seed)
         if not fit_kcs:
@@ -450,12 +607,12 @@ class BKT:
         gs_group[lay.gs] = lay.group
         screen = self.screen_iter if (self.screen_iter and S > 1) else self.max_iter
         p, ll, iters, conv = _em(lay, start, forgetting=self.forgetting, max_iter=min(screen, self.max_iter),
-                                 tol=self.tol)
+                                 tol=self.tol, compiled=self._compiled)
         if screen < self.max_iter and not conv.all():
             # go on from the best start of each KC only (all starts agree on most KCs by now)
             best = np.argmax(np.where(np.isfinite(ll), ll, -np.inf), axis=0)
             p1, ll1, it1, conv1 = _em(lay, _pick(p, best, gs_group), forgetting=self.forgetting,
-                                      max_iter=self.max_iter - screen, tol=self.tol)
+                                      max_iter=self.max_iter - screen, tol=self.tol, compiled=self._compiled)
             self.starts_at_best_ = (np.abs(ll - ll[best, np.arange(K)][None]) < 1.0).sum(axis=0)
             p, ll, iters, conv = p1, ll1, it1 + iters[best, np.arange(K)], conv1
         else:
@@ -477,12 +634,8 @@ class BKT:
     def _build(self, d: pd.DataFrame, kcs: list[str] | None = None, gs_names: list | None = None):
         kcs = self.kcs_ if kcs is None else kcs
         kc_idx = pd.Index(kcs)
-        k = kc_idx.get_indexer(d["kc"].astype(str))
-        seq_key = d["kc"].astype(str) + "\x1f" + d["learner"].astype(str)
-        seq, seq_uniques = pd.factorize(seq_key, sort=False)
-        pos = d.groupby(seq, sort=False).cumcount().to_numpy()
-        seq_group = np.zeros(len(seq_uniques), dtype=np.int64)
-        seq_group[seq] = k
+        k, seq, starts, pos = _sequences(d, kc_idx)
+        seq_group = k[starts]
         if self.item_guess_slip:
             key = d["kc"].astype(str) + "\x1f" + d["item"].astype(str)
             if gs_names is None:
@@ -504,11 +657,9 @@ class BKT:
     def _bootstrap(self, rng: np.random.Generator) -> dict:
         """Refit on ``n_boot`` resamples of learners within KC, all at once (warm start)."""
         d = self.data_
-        seq_key = d["kc"].astype(str) + "\x1f" + d["learner"].astype(str)
-        seq, _ = pd.factorize(seq_key, sort=False)
-        starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+        k, seq, starts, _ = _sequences(d, pd.Index(self.kcs_))
         lengths = np.diff(np.r_[starts, len(d)])
-        kc_of_seq = pd.Index(self.kcs_).get_indexer(d["kc"].astype(str).to_numpy()[starts])
+        kc_of_seq = k[starts]
         K, B = len(self.kcs_), self.n_boot
         picks = []
         for b in range(B):
@@ -535,7 +686,8 @@ class BKT:
         p0 = self.params_arr_
         warm = _Params(np.tile(p0.prior, B), np.tile(p0.learn, B), np.tile(p0.forget, B),
                        np.tile(p0.guess, B), np.tile(p0.slip, B))
-        p, _, _, _ = _em(lay, warm, forgetting=self.forgetting, max_iter=self.max_iter, tol=self.tol)
+        p, _, _, _ = _em(lay, warm, forgetting=self.forgetting, max_iter=self.max_iter, tol=self.tol,
+                         compiled=self._compiled)
         out = {n: getattr(p, n).reshape(B, -1) for n in PARAMETERS}
         return out
 
@@ -654,7 +806,7 @@ class BKT:
         else:
             cols = {k: v for k, v in self.columns.items()}
             d, _ = _prepare(steps, kc_model=self.kc_model_, **cols)
-            d = d[d["kc"].isin(self.kcs_)].sort_values(["kc", "learner", "opportunity", "row"], kind="stable")
+            d = _sort(d[d["kc"].isin(self.kcs_)])
             d = d.reset_index(drop=True)
         if d.empty:
             return d.assign(p_correct=np.nan, p_known_before=np.nan, p_known_after=np.nan)
@@ -663,7 +815,7 @@ class BKT:
         P, F, C, learn_r, stay_r = _forward(lay, p)
         g, s = p.guess.T[lay.gs], p.slip.T[lay.gs]
         pc = (P * (1 - s) + (1 - P) * g)[:, 0]
-        after = (F * stay_r + (1 - F) * learn_r)[:, 0]
+        after = ((F * stay_r if stay_r is not None else F) + (1 - F) * learn_r)[:, 0]
         out = d[["learner", "kc", "opportunity", "success", "row"]].copy()
         if "time" in d.columns:
             out["time"] = d["time"].to_numpy()
