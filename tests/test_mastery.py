@@ -133,3 +133,21 @@ def test_cohort_mastery_from_the_warehouse(tmp_path):
     assert len(validate(models, output_schema("student_models"), source_file="student_models.csv").rejects) == 0
     with pytest.raises(ConfigError, match="not in the cohort"):
         cohort_mastery(data, kc_model="nope")
+
+
+def test_tables_round_trip_through_csv_into_the_rules_and_plots(table, tmp_path):
+    """What the cohort run writes (mastery.csv) is what notebook 06 reads back (load_estimates)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from research.plots import mastery as plots
+    from research.recommend import load_estimates
+
+    table.to_csv(tmp_path / "mastery.csv", index=False)
+    tables, status = load_estimates(tmp_path)
+    assert status.set_index("table").loc["mastery", "source"] == "file"
+    recs = recommend(tables)
+    assert {"mastery_cut_practice", "mastery_add_practice"} <= set(recs["rule"])
+    fig = plots.plot_practice(table)
+    assert "quick" in plots.practice_alt(table)
+    matplotlib.pyplot.close(fig)

@@ -107,3 +107,20 @@ def test_multi_kc_steps_are_one_prediction(bkt_steps):
     multi = pd.concat([bkt_steps, extra], ignore_index=True)
     folds, preds = cross_validate(multi, models=("afm", "bkt"), n_folds=3)
     assert len(preds) == bkt_steps["step_row"].nunique()
+
+
+def test_plot_of_the_comparison(table):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.plots import mastery as plots
+
+    fig = plots.plot_student_models(table)
+    assert len(fig.axes) == 2
+    assert plots.student_models_alt(table).startswith("Student models ranked by AUC on held-out learners: BKT")
+    plt.close(fig)
+    empty = plots.plot_student_models(table.iloc[0:0])
+    assert "too few learners" in plots.student_models_alt(table.iloc[0:0])
+    plt.close(empty)
