@@ -35,6 +35,8 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
     for dep in env["dependencies"]:
         if isinstance(dep, str) and _name(dep) not in {"python", "pip"}:
             conda[CONDA_TO_PYPI.get(_name(dep), _name(dep))] = _bound(dep)
+        elif isinstance(dep, dict):  # packages only on PyPI, installed by pip
+            conda.update({_name(p): _bound(p) for p in dep.get("pip", []) if not p.startswith("-")})
     assert set(conda) == set(pyproject), (
         f"only in pyproject.toml: {sorted(set(pyproject) - set(conda))}; only in environment.yml: {sorted(set(conda) - set(pyproject))}"
     )
