@@ -267,12 +267,17 @@ except Exception:  # noqa: BLE001 - any import problem means: use numpy
 
 
 def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, slip,
-                   ll, init, x01, x10, known_hn, known, known_wrong, P, F):
-    """Forward-backward one sequence at a time (rows sorted by sequence), adding expected counts."""
+                   ll, init, x01, x10, known_hn, known, known_wrong, P, F, skip):
+    """Forward-backward one sequence at a time (rows sorted by sequence), adding expected counts.
+
+    Sequences of groups with ``skip[k]`` (converged) are left out.
+    """
     for q in range(len(starts)):
         a = starts[q]
         T = lengths[q]
         k = grp[a]
+        if skip[k]:
+            continue
         le = learn[k]
         fo = forget[k]
         cur = prior[k]
@@ -318,7 +323,7 @@ def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, s
 _e_step_seq = _numba.njit(cache=True, nogil=True)(_e_step_seq_py) if _numba is not None else None
 
 
-def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True):
+def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np.ndarray | None = None):
     """The E-step of :func:`_e_step` by the compiled kernel, one start at a time."""
     seq_rows = lay.seq_rows
     S, K = p.prior.shape
@@ -328,10 +333,11 @@ def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True):
     P = np.empty(len(lay.obs))
     F = np.empty(len(lay.obs))
     obs, grp, gs, starts, lengths = seq_rows
+    skip = np.zeros((S, K), dtype=np.bool_) if skip is None else np.ascontiguousarray(skip, dtype=np.bool_)
     for j in range(S):
         _e_step_seq(obs, grp, gs, starts, lengths, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
                     out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
-                    out["known"][j], out["known_wrong"][j], P, F)
+                    out["known"][j], out["known_wrong"][j], P, F, skip[j])
     c = _indicators_counts(lay)
     known, known_wrong, known_hn = out["known"], out["known_wrong"], out["known_hn"]
     stats = {
@@ -382,7 +388,9 @@ def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float
     gs_group = np.zeros(lay.n_gs, dtype=np.int64)
     gs_group[lay.gs] = lay.group
     for _ in range(max_iter):
-        ll, st = e_step(lay, p, forgetting)
+        # the compiled kernel skips the sequences of converged groups; they keep their log-likelihood
+        ll, st = e_step(lay, p, forgetting, skip=done) if use else e_step(lay, p, forgetting)
+        ll = np.where(done, prev, ll)
         done |= np.abs(ll - prev) < tol
         prev = ll
         if done.all():
