@@ -151,3 +151,17 @@ def test_tables_round_trip_through_csv_into_the_rules_and_plots(table, tmp_path)
     fig = plots.plot_practice(table)
     assert "quick" in plots.practice_alt(table)
     matplotlib.pyplot.close(fig)
+
+
+def test_a_cohort_where_no_kc_can_be_traced_gives_a_table_not_a_traceback():
+    steps = simulate_bkt(30, 1, {"once": TRUTH["quick"]}, seed=3)   # one opportunity each
+    steps = pd.concat([steps, simulate_bkt(1, 5, {"solo": TRUTH["slow"]}, seed=4)], ignore_index=True)
+    steps["kc_model"] = "sim"
+    steps["step_row"] = np.arange(len(steps))
+    mastery, models = cohort_mastery(None, steps=steps, n_boot=3, n_folds=3, models=("pfa", "bkt"))
+    assert (mastery["status"] == "skipped").all()
+    assert set(mastery["reason"]) == {"no learner had more than one opportunity on this KC",
+                                      "only one learner practised this KC"}
+    assert len(validate(mastery, output_schema("mastery"), source_file="mastery.csv").rejects) == 0
+    assert recommend({"mastery": mastery}).empty
+    assert set(models["model"]) == {"pfa", "bkt"}
