@@ -124,6 +124,20 @@ def test_cohort_mastery_from_the_warehouse(tmp_path):
         wh.ingest([files["datashop"]], cohort="m")
     data = load("m", tmp_path / "w.duckdb")
     mastery, models = cohort_mastery(data, n_boot=5, n_folds=3, models=("pfa", "bkt"))
+    # what notebook 03 does with them (the cell given to the notebooks' owner)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from research.notebook import Context
+    from research.plots import mastery as mastery_plots
+
+    ctx = Context(cohort="m", warehouse=tmp_path / "w.duckdb", out_dir=tmp_path / "out", min_cell_size=10)
+    ctx.write_table(mastery, "mastery")
+    ctx.write_table(models, "student_models")
+    ctx.save_figure(mastery_plots.plot_student_models(models), "student_models",
+                    alt=mastery_plots.student_models_alt(models))
+    ctx.save_figure(mastery_plots.plot_practice(mastery), "mastery", alt=mastery_plots.practice_alt(mastery))
+    assert (tmp_path / "out" / "mastery.csv").is_file() and (tmp_path / "out" / "student_models.csv").is_file()
     assert mastery["kc_model"].nunique() == 1 and mastery["kc_model"].iloc[0] in data.kc_models()
     assert (mastery["status"] == "fit").sum() >= 3
     fitted = mastery[mastery["status"] == "fit"]
