@@ -179,3 +179,18 @@ def test_a_cohort_where_no_kc_can_be_traced_gives_a_table_not_a_traceback():
     assert len(validate(mastery, output_schema("mastery"), source_file="mastery.csv").rejects) == 0
     assert recommend({"mastery": mastery}).empty
     assert set(models["model"]) == {"pfa", "bkt"}
+
+
+def test_report_shows_the_mastery_findings_in_swedish_and_danish(table, tmp_path):
+    import re
+
+    from research.report.render import write_report
+
+    recs = recommend({"mastery": table}, cohort="sim")
+    for lang, words in (("sv", ["Minska övningen", "Andel övning efter behärskning", "Timmar efter behärskning"]),
+                        ("da", ["Skær ned på øvelsen", "Andel øvelse efter beherskelse", "Timer efter beherskelse"])):
+        html = write_report(recs, tmp_path / lang, language=lang)["html"].read_text(encoding="utf-8")
+        text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S))
+        for w in words:
+            assert w in text, (lang, w)
+        assert "over_practice_share" not in text and "hours_after_mastery" not in text
