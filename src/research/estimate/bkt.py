@@ -260,10 +260,19 @@ def _e_step(lay: _Layout, p: _Params, forgetting: bool = True):
 # compiles at run time, no compiler is needed at install. When it cannot be imported the
 # numpy kernel above does the same work (tests check that both give the same numbers).
 
-try:  # pragma: no cover - exercised when numba is importable
-    import numba as _numba
-except Exception:  # noqa: BLE001 - any import problem means: use numpy
-    _numba = None
+_KERNEL: list = []
+
+
+def _compiled_kernel():
+    """The numba-compiled :func:`_e_step_seq_py`, or None without numba (imported on first use)."""
+    if not _KERNEL:
+        try:
+            import numba
+        except Exception:  # noqa: BLE001 - any import problem means: use numpy
+            _KERNEL.append(None)
+        else:
+            _KERNEL.append(numba.njit(cache=True, nogil=True)(_e_step_seq_py))
+    return _KERNEL[0]
 
 
 def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, slip,
@@ -320,7 +329,6 @@ def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, s
         init[k] += sm
 
 
-_e_step_seq = _numba.njit(cache=True, nogil=True)(_e_step_seq_py) if _numba is not None else None
 
 
 def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np.ndarray | None = None):
@@ -333,9 +341,10 @@ def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np
     P = np.empty(len(lay.obs))
     F = np.empty(len(lay.obs))
     obs, grp, gs, starts, lengths = seq_rows
+    kernel = _compiled_kernel()
     skip = np.zeros((S, K), dtype=np.bool_) if skip is None else np.ascontiguousarray(skip, dtype=np.bool_)
     for j in range(S):
-        _e_step_seq(obs, grp, gs, starts, lengths, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
+        kernel(obs, grp, gs, starts, lengths, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
                     out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
                     out["known"][j], out["known_wrong"][j], P, F, skip[j])
     c = _indicators_counts(lay)
@@ -379,7 +388,7 @@ def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float
     """EM until every (start, group) has converged. Returns params, log-lik, iterations, converged."""
     p = p.clip(forgetting)
     S, K = p.prior.shape
-    use = (_e_step_seq is not None) if compiled is None else (compiled and _e_step_seq is not None)
+    use = compiled is not False and _compiled_kernel() is not None
     e_step = _e_step_compiled if use else _e_step
     done = np.zeros((S, K), dtype=bool)
     iters = np.zeros((S, K), dtype=np.int64)
@@ -581,7 +590,7 @@ class BKT:
             raise ConfigError(f"n_boot must be 0 or more, got {self.n_boot}")
         if self.engine not in ("auto", "numpy", "numba"):
             raise ConfigError(f"engine={self.engine!r} is not valid; valid: 'auto', 'numpy', 'numba'")
-        if self.engine == "numba" and _e_step_seq is None:
+        if self.engine == "numba" and _compiled_kernel() is None:
             raise ConfigError("engine='numba' needs numba, which cannot be imported here; use engine='numpy'")
 
     @property
