@@ -27,6 +27,7 @@ ESTIMATE_FILES = {
     "dif": "dif.csv",
     "funnel": "funnel.csv",
     "time_on_task": "time_on_task.csv",
+    "mastery": "mastery.csv",
 }
 _ID_COLUMNS = ("item_id", "module", "page", "kc", "kc_model", "option", "attribute", "reference_group",
                "focal_group", "next_module", "next_page", "next_item_id", "level")

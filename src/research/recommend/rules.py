@@ -646,4 +646,6 @@ RULES: dict[str, Rule] = {
     ]
 }
 
+from research.recommend.mastery_rules import MASTERY_RULES  # noqa: E402  (issue 17: mastery table)
+RULES.update(MASTERY_RULES)
 FAMILIES = tuple(dict.fromkeys(r.family for r in RULES.values()))

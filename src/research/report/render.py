@@ -113,6 +113,15 @@ VALUE_LABELS = {
 PERCENT_METRICS = {"facility", "hint_rate", "share", "hazard", "category_confidence", "category_probability"}
 # thresholds in the YAML that are shares, shown as percentages in the explanations
 PERCENT_SETTINGS = {"facility_min", "facility_max", "hint_rate_min", "share_max", "share_min", "hazard_min"}
+# evidence of the mastery rules (research.recommend.mastery_rules)
+METRIC_LABELS.update({
+    "over_practice_share": N_("Share of practice after mastery"),
+    "under_practice_share": N_("Share of learners who leave below mastery"),
+    "hours_after_mastery": N_("Hours spent after mastery"),
+    "opportunities_median": N_("Opportunities to mastery (median)"),
+})
+PERCENT_METRICS |= {"over_practice_share", "under_practice_share"}
+PERCENT_SETTINGS |= {"over_practice_min", "under_practice_min"}
 
 
 def _is_missing(x: Any) -> bool:

@@ -1,0 +1,287 @@
+"""Which student model predicts best? One learner-grouped cross-validation for all of them.
+
+Models (any subset, by name):
+
+``rasch``
+    Learner ability + item easiness (logistic, one-hot).
+``afm``
+    Additive Factors Model (Cen, Koedinger & Junker 2006): learner intercept + KC
+    intercept + KC slope x prior opportunities.
+``pfa``
+    Performance Factors Analysis (Pavlik, Cen & Koedinger 2009): KC intercept + KC x
+    prior successes + KC x prior failures.
+``best_lr``
+    The strong logistic baseline of Gervet et al. (2020) "Best-LR": item and KC one-hots,
+    log(1 + count) of the learner's prior successes and prior attempts on each KC and
+    overall.
+``bkt``
+    Bayesian Knowledge Tracing (:class:`research.estimate.bkt.BKT`), one-step-ahead
+    prediction.
+
+All logistic models are fitted by L2-penalised maximum likelihood (penalty ``l2 / 2 *
+||w||^2`` on every weight but the global intercept) on sparse designs with SciPy's
+L-BFGS; no row loop. A step with several KCs gets the features of each of its KCs
+(summed, as AFM and PFA define them); BKT predicts such a step by the mean of its KCs'
+predictions.
+
+**Evaluation.** Learners are split into ``n_folds`` groups (the same split for every
+model); each model is fitted on the other folds and predicts the held-out learners'
+first attempts. Learners in the test fold are new to the model: their learner
+parameters (Rasch, AFM) are the population mean 0, as for any new cohort; the history
+features of PFA, Best-LR and BKT use the learner's own earlier answers, which is what a
+tutor would know at that point. Per fold: AUC, RMSE and log-loss; the table gives their
+mean and standard deviation over folds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.optimize import minimize
+from scipy.stats import rankdata
+from threadpoolctl import threadpool_limits
+
+from research.errors import ConfigError, DataError, SchemaError
+
+MODELS = ("rasch", "afm", "pfa", "best_lr", "bkt")
+#: columns of the ``student_models`` table (data_schema/outputs/student_models.schema.json)
+TABLE_COLUMNS = ["kc_model", "model", "auc", "auc_sd", "rmse", "rmse_sd", "log_loss", "log_loss_sd", "n",
+                 "n_learners", "n_folds", "method"]
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties count half); NaN with one class only."""
+    y = np.asarray(y, dtype=float)
+    n1 = y.sum()
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return np.nan
+    r = rankdata(p)
+    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def rmse(y, p) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y, float) - np.asarray(p, float)) ** 2)))
+
+
+def log_loss(y, p) -> float:
+    p = np.clip(np.asarray(p, float), 1e-15, 1 - 1e-15)
+    y = np.asarray(y, float)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+# ---------------------------------------------------------------------- logistic regression
+
+
+def fit_logistic(X: sp.spmatrix, y: np.ndarray, *, l2: float = 1.0, max_iter: int = 500) -> np.ndarray:
+    """L2-penalised logistic regression on a sparse design; returns ``[intercept, w...]``.
+
+    Minimises ``sum(log(1 + exp(-s * (b + X w)))) + l2 / 2 * ||w||^2`` (s = 2y - 1), the
+    objective of scikit-learn's ``LogisticRegression(C=1/l2)``.
+    """
+    X = sp.csr_matrix(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    Xt = X.T.tocsr()
+    n, k = X.shape
+
+    def fun(theta):
+        b, w = theta[0], theta[1:]
+        eta = b + X @ w
+        # log(1 + exp(eta)) - y * eta, stably
+        nll = np.sum(np.logaddexp(0, eta) - y * eta) + 0.5 * l2 * (w @ w)
+        r = 1 / (1 + np.exp(-eta)) - y
+        grad = np.concatenate([[r.sum()], Xt @ r + l2 * w])
+        return nll, grad
+
+    p0 = np.clip(y.mean(), 1e-3, 1 - 1e-3)
+    theta0 = np.concatenate([[np.log(p0 / (1 - p0))], np.zeros(k)])
+    # one BLAS thread: L-BFGS-B's small dense steps only lose time to thread start-up
+    with threadpool_limits(1):
+        res = minimize(fun, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-6})
+    return res.x
+
+
+def predict_logistic(theta: np.ndarray, X: sp.spmatrix) -> np.ndarray:
+    return 1 / (1 + np.exp(-(theta[0] + sp.csr_matrix(X) @ theta[1:])))
+
+
+# ---------------------------------------------------------------------- designs
+
+
+def _history(kcf: pd.DataFrame) -> pd.DataFrame:
+    """Prior successes and failures per learner x KC and per learner overall (opportunity order)."""
+    k = kcf.sort_values(["learner_id", "kc", "opportunity", "step_row"], kind="stable")
+    g = k.groupby(["learner_id", "kc"], sort=False, observed=True)["success"]
+    k["kc_succ"] = g.cumsum() - k["success"]
+    k["kc_att"] = g.cumcount()
+    k["kc_fail"] = k["kc_att"] - k["kc_succ"]
+    return k
+
+
+def _step_frame(steps: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per student step (the outcome), and the KC rows with their history."""
+    need = ["step_row", "learner_id", "item_id", "kc", "opportunity", "success"]
+    missing = [c for c in need if c not in steps.columns]
+    if missing:
+        raise SchemaError(f"the student-step frame lacks column(s) {missing}; build it with "
+                          "research.estimate.opportunities.student_steps.")
+    kcf = steps[need + (["step_time"] if "step_time" in steps.columns else [])].copy()
+    kcf["success"] = pd.to_numeric(kcf["success"]).astype(int)
+    kcf["learner_id"] = kcf["learner_id"].astype(str)
+    kcf["kc"] = kcf["kc"].astype(str)
+    kcf["item_id"] = kcf["item_id"].astype(str)
+    kcf = _history(kcf)
+    st = kcf.drop_duplicates("step_row").sort_values("step_row")[["step_row", "learner_id", "item_id", "success"]]
+    st = st.reset_index(drop=True)
+    # overall history of the learner: earlier steps in time order (step_row is time order within learner)
+    gl = st.groupby("learner_id", sort=False)["success"]
+    st["all_succ"] = gl.cumsum() - st["success"]
+    st["all_att"] = gl.cumcount()
+    st["row"] = np.arange(len(st))
+    kcf = kcf.merge(st[["step_row", "row"]], on="step_row", how="left")
+    return st, kcf
+
+
+def _onehot(rows: np.ndarray, codes: np.ndarray, n: int, values=None, n_rows: int | None = None) -> sp.csr_matrix:
+    v = np.ones(len(rows)) if values is None else np.asarray(values, dtype=float)
+    return sp.csr_matrix((v, (rows, codes)), shape=(n_rows, n))
+
+
+def designs(st: pd.DataFrame, kcf: pd.DataFrame, models) -> dict[str, sp.csr_matrix]:
+    """Sparse design matrices (rows = student steps) of the logistic models."""
+    N = len(st)
+    learner, n_l = pd.factorize(st["learner_id"])[0], st["learner_id"].nunique()
+    item, n_i = pd.factorize(st["item_id"])[0], st["item_id"].nunique()
+    kcode, kuniq = pd.factorize(kcf["kc"])
+    n_k = len(kuniq)
+    r = kcf["row"].to_numpy()
+    L = _onehot(np.arange(N), learner, n_l, n_rows=N)
+    Iw = _onehot(np.arange(N), item, n_i, n_rows=N)
+    K = _onehot(r, kcode, n_k, n_rows=N)
+
+    def per_kc(values):
+        return _onehot(r, kcode, n_k, values=values, n_rows=N)
+
+    out = {}
+    if "rasch" in models:
+        out["rasch"] = sp.hstack([L, Iw]).tocsr()
+    if "afm" in models:
+        out["afm"] = sp.hstack([L, K, per_kc(kcf["opportunity"].to_numpy(float) - 1)]).tocsr()
+    if "pfa" in models:
+        out["pfa"] = sp.hstack([K, per_kc(kcf["kc_succ"]), per_kc(kcf["kc_fail"])]).tocsr()
+    if "best_lr" in models:
+        tot = sp.csr_matrix(np.column_stack([np.log1p(st["all_succ"]), np.log1p(st["all_att"])]))
+        out["best_lr"] = sp.hstack([Iw, K, per_kc(np.log1p(kcf["kc_succ"])), per_kc(np.log1p(kcf["kc_att"])),
+                                    tot]).tocsr()
+    return out
+
+
+def learner_folds(learners: pd.Series, n_folds: int, seed: int = 0) -> np.ndarray:
+    """Fold (0..n_folds-1) of each row: learners shuffled and dealt round-robin, the same for every model."""
+    uniq = np.array(sorted(pd.unique(learners.astype(str))))
+    if len(uniq) < n_folds:
+        raise DataError(f"{len(uniq)} learner(s) cannot be split into {n_folds} folds; use n_folds <= {len(uniq)}.")
+    rng = np.random.default_rng(seed)
+    fold_of = pd.Series(np.arange(len(uniq)) % n_folds, index=uniq[rng.permutation(len(uniq))])
+    return fold_of.reindex(learners.astype(str).to_numpy()).to_numpy()
+
+
+# ---------------------------------------------------------------------- the comparison
+
+
+def cross_validate(steps: pd.DataFrame, *, models=MODELS, n_folds: int = 5, seed: int = 0, l2: float = 1.0,
+                   bkt_settings: dict | None = None, kc_model: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Learner-grouped K-fold predictions of every model; returns (per-fold metrics, predictions).
+
+    ``steps`` is the student-step KC frame of one KC model (pick it with ``kc_model`` when
+    the frame holds several).
+    """
+    models = tuple(models)
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or not models:
+        raise ConfigError(f"unknown student model(s) {unknown or '(none given)'}; valid: {list(MODELS)}")
+    if n_folds < 2:
+        raise ConfigError(f"n_folds must be at least 2, got {n_folds}")
+    if "kc_model" in steps.columns:
+        present = sorted(steps["kc_model"].dropna().astype(str).unique())
+        if kc_model is None and len(present) > 1:
+            raise ConfigError(f"the frame holds several KC models {present}; choose one with kc_model=...")
+        if kc_model is not None:
+            if kc_model not in present:
+                raise ConfigError(f"kc_model={kc_model!r} is not in the frame; valid: {present}")
+            steps = steps[steps["kc_model"].astype(str) == kc_model]
+    if steps.empty:
+        raise DataError("there are no student steps to compare student models on.")
+    st, kcf = _step_frame(steps)
+    y = st["success"].to_numpy(float)
+    fold = learner_folds(st["learner_id"], n_folds, seed)
+    X = designs(st, kcf, models)
+    preds = pd.DataFrame({"row": st["row"], "learner_id": st["learner_id"], "fold": fold, "success": y})
+    for name in models:
+        p = np.full(len(st), np.nan)
+        for f in range(n_folds):
+            train, test = fold != f, fold == f
+            if name == "bkt":
+                p[test] = _bkt_predict(steps, kcf, st, train, test, bkt_settings or {})
+            else:
+                theta = fit_logistic(X[name][train], y[train], l2=l2)
+                p[test] = predict_logistic(theta, X[name][test])
+        preds[name] = p
+    rows = []
+    for f in range(n_folds):
+        t = fold == f
+        for name in models:
+            rows.append({"model": name, "fold": f, "n": int(t.sum()), "auc": auc(y[t], preds.loc[t, name]),
+                         "rmse": rmse(y[t], preds.loc[t, name]), "log_loss": log_loss(y[t], preds.loc[t, name])})
+    return pd.DataFrame(rows), preds
+
+
+def _bkt_predict(steps, kcf, st, train, test, settings) -> np.ndarray:
+    from research.estimate.bkt import BKT
+
+    learners_train = set(st.loc[train, "learner_id"])
+    k = kcf.assign(_train=kcf["learner_id"].isin(learners_train))
+    frame = k[["learner_id", "kc", "opportunity", "success", "item_id", "row"]]
+    base = float(st.loc[train, "success"].mean())
+    model = BKT(**{"n_starts": 3, **settings}).fit(frame[k["_train"].to_numpy()], time=None)
+    test_rows = frame[~k["_train"].to_numpy()].reset_index(drop=True)
+    tr = model.trace(test_rows)
+    p_kc = pd.Series(np.nan, index=test_rows.index)
+    if len(tr):
+        p_kc.iloc[tr["row"].to_numpy()] = tr["p_correct"].to_numpy()
+    per_step = p_kc.groupby(test_rows["row"].to_numpy()).mean()
+    out = per_step.reindex(st.loc[test, "row"].to_numpy()).to_numpy()
+    return np.where(np.isnan(out), base, out)
+
+
+def compare_student_models(steps: pd.DataFrame, *, models=MODELS, n_folds: int = 5, seed: int = 0,
+                           l2: float = 1.0, bkt_settings: dict | None = None,
+                           kc_model: str | None = None) -> pd.DataFrame:
+    """The ``student_models`` table: one row per model, mean and fold spread of AUC, RMSE, log-loss.
+
+    Returns
+    -------
+    DataFrame with ``kc_model``, ``model``, ``auc``, ``auc_sd``, ``rmse``, ``rmse_sd``,
+    ``log_loss``, ``log_loss_sd`` (means and standard deviations over folds), ``n``
+    (predicted first attempts), ``n_learners``, ``n_folds``, ``method``; ordered by AUC,
+    best first.
+    """
+    folds, preds = cross_validate(steps, models=models, n_folds=n_folds, seed=seed, l2=l2,
+                                  bkt_settings=bkt_settings, kc_model=kc_model)
+    g = folds.groupby("model", sort=False)
+    out = g.agg(auc=("auc", "mean"), auc_sd=("auc", "std"), rmse=("rmse", "mean"), rmse_sd=("rmse", "std"),
+                log_loss=("log_loss", "mean"), log_loss_sd=("log_loss", "std"), n=("n", "sum")).reset_index()
+    out.insert(0, "kc_model", kc_model if kc_model is not None else (
+        str(steps["kc_model"].dropna().iloc[0]) if "kc_model" in steps.columns and steps["kc_model"].notna().any() else None))
+    out["n_learners"] = preds["learner_id"].nunique()
+    out["n_folds"] = n_folds
+    out["method"] = f"learner-grouped {n_folds}-fold cross-validation; logistic models L2={l2:g}"
+    out = out.sort_values("auc", ascending=False, kind="stable").reset_index(drop=True)
+    out["n"] = out["n"].astype("Int64")
+    out["n_learners"] = out["n_learners"].astype("Int64")
+    out["n_folds"] = out["n_folds"].astype("Int64")
+    return out

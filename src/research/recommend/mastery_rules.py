@@ -1,0 +1,122 @@
+"""Recommendation rules on the ``mastery`` table (knowledge tracing per KC, issue 17).
+
+``mastery_cut_practice``
+    Many practice opportunities come after learners have mastered the KC (share above
+    ``over_practice_min``): cut practice. The second piece of evidence is the hours the
+    cohort spent after mastery, the time cutting would have saved.
+``mastery_add_practice``
+    Many learners leave the KC below mastery (share above ``under_practice_min``): add
+    practice.
+
+Both need ``min_n`` learners and skip KCs whose BKT fit is degenerate or was skipped.
+Confidence is the normal probability that the true share lies beyond the threshold
+(binomial standard error; opportunities for over-practice, learners for under-practice).
+Registered in :data:`research.recommend.rules.RULES` by one line at the end of that module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from research.recommend.rules import N_, Rule
+
+Z95 = stats.norm.ppf(0.975)
+
+
+def _num(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _str(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.full(len(df), None, dtype=object)
+    s = df[col].astype("object")
+    return s.where(s.notna(), None).to_numpy(dtype=object)
+
+
+def _usable(df: pd.DataFrame, cfg: dict) -> np.ndarray:
+    status = _str(df, "status")
+    degenerate = df["degenerate"].astype("boolean").fillna(False).to_numpy(dtype=bool) if "degenerate" in df.columns \
+        else np.zeros(len(df), dtype=bool)
+    fitted = np.array([s in (None, "fit") for s in status], dtype=bool)
+    return fitted & ~degenerate & (_num(df, "n_learners") >= cfg["min_n"])
+
+
+def _share_evidence(share: np.ndarray, n: np.ndarray, threshold: float):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.clip(share, 0.5 / np.maximum(n, 1), 1 - 0.5 / np.maximum(n, 1))
+        se = np.sqrt(p * (1 - p) / n)
+        conf = stats.norm.cdf(np.abs(share - threshold) / se)
+    conf = np.where(np.isfinite(conf), conf, 0.0)
+    return se, np.clip(share - Z95 * se, 0, 1), np.clip(share + Z95 * se, 0, 1), conf
+
+
+def _frame(mask: np.ndarray, **cols) -> pd.DataFrame:
+    out = {}
+    for key, value in cols.items():
+        if isinstance(value, np.ndarray) and value.shape[:1] == mask.shape:
+            out[key] = value[mask]
+        else:
+            out[key] = [value] * int(mask.sum())
+    return pd.DataFrame(out)
+
+
+def _cut_practice(df, cfg, ctx):
+    share, n_obs = _num(df, "over_practice_share"), _num(df, "n_obs")
+    t = cfg["over_practice_min"]
+    mask = _usable(df, cfg) & (share > t)
+    se, lo, hi, conf = _share_evidence(share, n_obs, t)
+    return _frame(
+        mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
+        metric="over_practice_share", estimate=share, se=se, ci_low=lo, ci_high=hi, n=n_obs,
+        threshold_op=">", threshold=t,
+        metric_2="hours_after_mastery", estimate_2=_num(df, "hours_after_mastery"), n_2=_num(df, "n_after_mastery"),
+        threshold_2=np.nan,
+        confidence=conf, n_affected=_num(df, "n_learners"), method="normal",
+    )
+
+
+def _add_practice(df, cfg, ctx):
+    share, n = _num(df, "under_practice_share"), _num(df, "n_learners")
+    t = cfg["under_practice_min"]
+    mask = _usable(df, cfg) & (share > t)
+    se, lo, hi, conf = _share_evidence(share, n, t)
+    return _frame(
+        mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
+        metric="under_practice_share", estimate=share, se=se, ci_low=lo, ci_high=hi, n=n,
+        threshold_op=">", threshold=t,
+        metric_2="opportunities_median", estimate_2=_num(df, "opportunities_median"),
+        ci_low_2=_num(df, "opportunities_low"), ci_high_2=_num(df, "opportunities_high"), n_2=_num(df, "n_mastered"),
+        threshold_2=np.nan,
+        confidence=conf, n_affected=_num(df, "n_under"), method="normal",
+    )
+
+
+MASTERY_RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        Rule(
+            "mastery_cut_practice", "mastery", "kc",
+            ("kc", "over_practice_share", "n_learners"), _cut_practice,
+            N_("Cut practice for this knowledge component"),
+            N_("More than %(over_practice_min)s of the practice on this knowledge component comes after learners "
+               "have already mastered it (knowledge tracing: p(known) at least 0.95). The hours shown are the "
+               "time the cohort spent after mastery."),
+            N_("Cut the practice for this knowledge component to about the number of opportunities most learners "
+               "need, or let learners move on once they have mastered it."),
+        ),
+        Rule(
+            "mastery_add_practice", "mastery", "kc",
+            ("kc", "under_practice_share", "n_learners"), _add_practice,
+            N_("Add practice for this knowledge component"),
+            N_("More than %(under_practice_min)s of the learners leave this knowledge component before they have "
+               "mastered it (knowledge tracing: p(known) below 0.95 after their last opportunity)."),
+            N_("Add practice opportunities for this knowledge component, or keep learners on it until they "
+               "have mastered it."),
+        ),
+    ]
+}
