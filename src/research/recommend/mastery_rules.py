@@ -1,4 +1,4 @@
-"""Recommendation rules on the ``mastery`` table (knowledge tracing per KC, issue 17).
+"""Recommendation rules on the ``mastery`` table (knowledge tracing per KC).
 
 ``mastery_cut_practice``
     Many practice opportunities come after learners have mastered the KC (share above
@@ -65,6 +65,9 @@ def _frame(mask: np.ndarray, **cols) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+_USABLE = {"kc_model": "string", "kc": "string", "status": "string", "degenerate": "boolean", "n_learners": "integer"}
+
+
 def _cut_practice(df, cfg, ctx):
     share, n_obs = _num(df, "over_practice_share"), _num(df, "n_obs")
     t = cfg["over_practice_min"]
@@ -108,6 +111,8 @@ MASTERY_RULES: dict[str, Rule] = {
                "time the cohort spent after mastery."),
             N_("Cut the practice for this knowledge component to about the number of opportunities most learners "
                "need, or let learners move on once they have mastered it."),
+            inputs=tuple({**_USABLE, "over_practice_share": "number", "n_obs": "integer", "hours_after_mastery": "number",
+                          "n_after_mastery": "integer"}.items()),
         ),
         Rule(
             "mastery_add_practice", "mastery", "kc",
@@ -117,6 +122,8 @@ MASTERY_RULES: dict[str, Rule] = {
                "mastered it (knowledge tracing: p(known) below 0.95 after their last opportunity)."),
             N_("Add practice opportunities for this knowledge component, or keep learners on it until they "
                "have mastered it."),
+            inputs=tuple({**_USABLE, "under_practice_share": "number", "n_under": "integer", "opportunities_median": "number",
+                          "opportunities_low": "number", "opportunities_high": "number", "n_mastered": "integer"}.items()),
         ),
     ]
 }

@@ -67,6 +67,7 @@ FAMILY_TABLES = {
     "dif": "dif",
     "funnel": "funnel",
     "time_on_task": "time_on_task",
+    "mastery": "mastery",
 }
 
 _ITEM_IDS = {"item_id": "string", "module": "string", "page": "string"}
@@ -646,6 +647,6 @@ RULES: dict[str, Rule] = {
     ]
 }
 
-from research.recommend.mastery_rules import MASTERY_RULES  # noqa: E402  (issue 17: mastery table)
+from research.recommend.mastery_rules import MASTERY_RULES  # noqa: E402  (rules on the mastery table)
 RULES.update(MASTERY_RULES)
 FAMILIES = tuple(dict.fromkeys(r.family for r in RULES.values()))
