@@ -38,6 +38,8 @@ ANALYSES: dict[str, str] = {
     "reliability": N_("test reliability"),
     "kc_models": N_("KC model comparison"),
     "learning_curves": N_("learning curves"),
+    "mastery": N_("knowledge tracing and mastery"),
+    "student_models": N_("comparison of student models"),
     "attrition": N_("attrition"),
     "gains": N_("learning gains"),
     "bayes_gains": N_("Bayesian gain model"),
@@ -51,6 +53,7 @@ ANALYSES: dict[str, str] = {
     "findings_kcs": N_("findings about learning curves"),
     "findings_dif": N_("findings about groups of learners"),
     "findings_pages": N_("findings about pages"),
+    "findings_mastery": N_("findings about practice and mastery"),
 }
 
 #: Reason code -> (English sentence with {numbers}, gettext message id; the same text).

@@ -205,8 +205,11 @@ def step_summary(steps):
                                          learners=("learner_id", "nunique"), max_opportunity=("opportunity", "max"))
 
 
-def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5):
+def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound: float | None = 0.0):
     """Fit the AFM per KC model and compare the models (``kc_models.csv``): ``(models, comparison)``.
+
+    ``slope_lower_bound`` bounds every learning rate from below (0: DataShop's AFM; None: free
+    slopes); the free slope and its test are in ``kcs.csv`` either way.
 
     Every KC model is fitted; the ``cv_top`` best by BIC are also cross-validated (a DataShop
     export can carry dozens of KC models, and cross-validating each takes minutes). The others'
@@ -223,11 +226,11 @@ def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5):
         return ctx.skip("learning_curves", reason)
     n = n_learners(steps)
     try:
-        models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False)
+        models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False, slope_lower_bound=slope_lower_bound)
         if n >= 3 and cv_top > 0:
             for m in afm.compare_kc_models(models)["kc_model"].head(int(cv_top)):
                 try:
-                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True)[m]
+                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True, slope_lower_bound=slope_lower_bound)[m]
                 except DATA_ERRORS:
                     pass  # too little data to hold learners or items out: the model keeps its fit without CV
         comparison = afm.compare_kc_models(models)
@@ -275,7 +278,8 @@ def kc_table_view(result):
     if is_skipped(result):
         return result
     cols = ["kc", "category", "category_confidence", "category_probability", "category_alternative", "intercept",
-            "intercept_prob", "slope", "slope_ci_low", "slope_ci_high", "first_error_rate", "last_error_rate",
+            "intercept_prob", "slope", "slope_ci_low", "slope_ci_high", "slope_free", "slope_free_ci_low",
+            "slope_free_ci_high", "slope_order_se", "first_error_rate", "last_error_rate",
             "n_learners_first", "n_learners_last", "n_obs"]
     t = result.kc_table
     return t[t["kc_model"] == result.best][[c for c in cols if c in t.columns]].sort_values(["category", "slope"])
@@ -289,6 +293,55 @@ def overall_curve(result):
     lc = result.curves
     return lc[(lc["kc_model"] == result.best) & (lc["kc"] == curves.OVERALL)][
         ["measure", "opportunity", "estimate", "ci_low", "ci_high", "n", "share_of_start", "predicted"]]
+
+
+def mastery(ctx, steps, fitted, *, threshold: float = 0.95, forgetting: bool = False, n_folds: int = 5, seed: int = 0):
+    """Knowledge tracing per KC (``mastery.csv``) and the comparison of student models (``student_models.csv``).
+
+    Traces the KC model the AFM ranked best. Returns ``(mastery, student_models)``, or the
+    sentence of why not. With fewer learners than ``n_folds`` the student models are not compared.
+    """
+    if is_skipped(steps):
+        ctx.skipped("student_models", steps)
+        return ctx.skipped("mastery", steps)
+    if is_skipped(fitted):
+        ctx.skipped("student_models", fitted)
+        return ctx.skipped("mastery", fitted)
+    from research.estimate import mastery as mastery_mod
+
+    n = n_learners(steps)
+    models = ("rasch", "afm", "pfa", "best_lr", "bkt") if n >= n_folds else ()
+    try:
+        table, compared = _quiet(mastery_mod.cohort_mastery, None, steps=steps, kc_model=fitted.best, threshold=threshold,
+                                 forgetting=forgetting, models=models, n_folds=n_folds, seed=seed)
+    except DATA_ERRORS as exc:
+        _fail(ctx, "student_models", exc)
+        return _fail(ctx, "mastery", exc)
+    ctx.write_table(table, "mastery")
+    if steps.attrs.get("one_kc_per_item"):
+        ctx.ran("mastery", "one_kc_per_item")
+    else:
+        ctx.ran("mastery")
+    if models:
+        ctx.write_table(compared, "student_models")
+        ctx.ran("student_models")
+    else:
+        ctx.skip("student_models", "too_few_learners_total", n_learners=n, needed=n_folds)
+    return SimpleNamespace(mastery=table, student_models=compared)
+
+
+def mastery_figures(ctx, result):
+    if is_skipped(result):
+        return result
+    from research.plots import mastery as plots
+
+    if len(result.student_models):
+        ctx.save_figure(plots.plot_student_models(result.student_models), "student_models",
+                        alt=plots.student_models_alt(result.student_models))
+    ctx.save_figure(plots.plot_practice(result.mastery), "mastery", alt=plots.practice_alt(result.mastery))
+    cols = ["kc", "status", "reason", "n_learners", "learn", "guess", "slip", "opportunities_median", "over_practice_share",
+            "under_practice_share", "hours_after_mastery"]
+    return result.mastery[[c for c in cols if c in result.mastery.columns]]
 
 
 # ------------------------------------------------------------------ 04 learning gains
@@ -368,8 +421,10 @@ def gain_regression(ctx, scores, groups, bayes_group):
     try:
         learner_table = gains.gains_with_groups(scores, ctx.data.learners, groups)
         out = _quiet(gains.gain_mixed_model, learner_table, group=[g for g in groups if g == bayes_group] or None)
+        ancova = _quiet(gains.ancova_table, learner_table, group=list(groups) or None, min_cell_size=ctx.min_cell_size)
     except DATA_ERRORS as exc:
         return _fail(ctx, "gain_regression", exc)
+    ctx.write_table(ancova, "ancova")  # post ~ pre + group per test and attribute
     ctx.ran("gain_regression")
     return out
 
@@ -416,7 +471,7 @@ def _group_reason(ctx, attributes):
     return None, {}
 
 
-def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True):
+def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, purify_classes=("B", "C")):
     if is_skipped(responses):
         return ctx.skipped("dif", responses)
     reason, numbers = _group_reason(ctx, attributes)
@@ -426,7 +481,8 @@ def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True):
 
     try:
         table = _quiet(dif.mantel_haenszel_dif, responses, ctx.data.learners, attributes=attributes,
-                       reference=reference or {}, min_cell_size=ctx.min_cell_size, purify=purify)
+                       reference=reference or {}, min_cell_size=ctx.min_cell_size, purify=purify,
+                       purify_classes=purify_classes)
     except DATA_ERRORS as exc:
         return _fail(ctx, "dif", exc)
     ctx.write_table(table, "dif")
@@ -528,6 +584,7 @@ FAMILIES = {
     "findings_kcs": ("kcs", "kc_models"),
     "findings_dif": ("dif",),
     "findings_pages": ("funnel", "time_on_task"),
+    "findings_mastery": ("mastery",),
 }
 
 
@@ -563,6 +620,7 @@ _UPSTREAM = {
     "findings_kcs": ("learning_curves", "kc_models"),
     "findings_dif": ("dif",),
     "findings_pages": ("funnel", "time_on_task"),
+    "findings_mastery": ("mastery", "kc_models"),
 }
 
 
