@@ -184,3 +184,26 @@ def test_names_in_figure_labels_are_drawn_as_text_not_parsed_as_tex(tmp_path, mo
         fig.savefig(_io.BytesIO())  # raised ValueError (mathtext) before
         assert ax.get_title() == name
         plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["../escape", "=HYPERLINK(\"http://x\")", "a\u202eb", "<script>x</script>/", " spaced", "two  spaces"])
+def test_ingest_and_pull_refuse_a_name_that_is_not_canonical_before_touching_the_warehouse(tmp_path, name):
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from research.cli import main
+
+    data = tmp_path / "a.csv"
+    data.write_text("learner_id,instrument,phase,item_id,score,max_score\nL1,T,pre,1,1,1\n", encoding="utf-8")
+    mapping = tmp_path / "a.mapping.yaml"
+    mapping.write_text("table: assessments\ncolumns: {learner_id: learner_id, instrument: instrument, phase: phase, "
+                       "item_id: item_id, score: score, max_score: max_score}\n", encoding="utf-8")
+    wh = tmp_path / "w.duckdb"
+    for argv in (["ingest", str(data), "--cohort", name, "--warehouse", str(wh)],
+                 ["pull", "--lrs", "http://127.0.0.1:9/xAPI", "--cohort", name, "--warehouse", str(wh)]):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            rc = main(argv)
+        assert rc == 1 and err.getvalue().startswith("error: --cohort "), (argv[0], err.getvalue())
+        assert "Traceback" not in err.getvalue()
+    assert not wh.exists()  # refused before the warehouse was opened
+    assert not (tmp_path.parent / "escape").exists()

@@ -116,6 +116,9 @@ def _input_guard(what: str, warehouse=None):
 def cmd_ingest(args) -> int:
     from research.warehouse import LoadSummary, Warehouse
 
+    from research.names import cohort_name
+
+    cohort_name(args.cohort, what="--cohort")  # before the warehouse is opened: nothing is created for a bad name
     options = _ingest_options(args)
     summary = LoadSummary()
     with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):

@@ -169,6 +169,9 @@ def pull(url: str, *, cohort: str, warehouse=None, profile: str | None = None, v
         raise ConfigError(f"xAPI version {version!r} is not supported; use one of {', '.join(VERSIONS)}")
     if not cohort or not str(cohort).strip():
         raise ConfigError("a cohort name is required (for example --cohort 2026-spring)")
+    from research.names import cohort_name
+
+    cohort = cohort_name(cohort, what="--cohort")
     endpoint = endpoint_of(url)
     client = _Client(version=version, timeout=timeout, retries=retries, backoff=backoff, auth=credentials())
     pseudonymiser = pseudonymiser or Pseudonymiser()

@@ -46,6 +46,7 @@ import pandas as pd
 import pyarrow as pa
 
 from research.errors import DataError, ResearchError
+from research.names import cohort_name
 from research.faults import WarehouseDamaged, WarehouseLocked, check_complete, check_file, warehouse_open_error  # noqa: F401 - re-exported
 from research.ingest.base import IngestResult
 from research.paths import default_warehouse, resolve
@@ -243,6 +244,7 @@ class Warehouse:
 
         if not cohort or not str(cohort).strip():
             raise ResearchError("a cohort name is required (for example --cohort 2026-spring)")
+        cohort = cohort_name(cohort, what="--cohort")  # names are data: never a path, markup or a formula
         pseudonymiser = pseudonymiser or Pseudonymiser()
         self.check_key(cohort, pseudonymiser)
         summary = LoadSummary()
