@@ -8,6 +8,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 TEST_KEY = "test-key-not-secret"
+STALE_AFTER_S = 24 * 3600
 
 
 def _code_digest() -> str:
@@ -33,9 +34,12 @@ def pytest_configure(config):
         os.environ["RESEARCH_HOME"] = str(home)
         if not hasattr(config, "workerinput"):  # the controller, not an xdist worker
             import shutil
+            import time
 
-            for stale in home.parent.iterdir():  # homes of code that has changed since
-                if stale != home and stale.is_dir():
+            # homes of code that has changed since, unused for a day (another test run in this
+            # checkout, started before an edit, may still be using its home)
+            for stale in home.parent.iterdir():
+                if stale != home and stale.is_dir() and time.time() - stale.stat().st_mtime > STALE_AFTER_S:
                     shutil.rmtree(stale, ignore_errors=True)
     os.environ.setdefault("RESEARCH_PSEUDONYM_KEY", TEST_KEY)
     os.environ.setdefault("MPLBACKEND", "Agg")
