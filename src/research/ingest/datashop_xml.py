@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import io
 import re
+from itertools import chain
 import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -67,6 +68,7 @@ NAME = "datashop-xml"
 OPTIONS = {"user_id", "time", "default_time_zone", "course_version", "encoding"}
 MESSAGES = {"context_message", "tool_message", "tutor_message"}
 CHUNK = 1 << 20
+BULK = 4 << 20  # most bytes read in one pass (a run of complete messages)
 _TOKEN = re.compile(rb"<(log_action|context_message|tool_message|tutor_message)\b[^>]*>?|</log_action\s*>")
 
 
@@ -97,6 +99,39 @@ _R_CTXMSG = re.compile(
     r"(?:<meta>\s*(?:<user_id>(?P<user>[^<]*)</user_id>\s*)?(?:<session_id>(?P<sess>[^<]*)</session_id>\s*)?"
     r"(?:<time>(?P<time>[^<]*)</time>\s*)?(?:<time_zone>(?P<zone>[^<]*)</time_zone>\s*)?</meta>\s*)?"
     r"(?P<dataset><dataset>(?:(?!</dataset>).)*</dataset>)?\s*</context_message>", re.S)
+
+
+# A run of plain messages, read in one pass: one match per message, groups in _B_* order. Text
+# may not hold markup or entities, attributes no entities or single quotes (attribute strings are
+# captured whole and searched afterwards, so their order does not matter; the context message id
+# and transaction id are also captured with their quotes where they come first, the usual case). Anything else (CDATA,
+# comments, entities, several semantic events, ...) makes the run's match count differ from its
+# message count, and the run is read message by message instead.
+_R_BULK = re.compile(
+    r"<(tool_message|tutor_message|context_message)(?=\s+context_message_id=(\"[^\"]*\"))?((?:\s[^>'&]*)?)(?<!/)>\s*"
+    r"(?:<meta>\s*(?:<user_id>([^<&]*)</user_id>\s*)?(?:<session_id>([^<&]*)</session_id>\s*)?"
+    r"(?:<time>([^<&]*)</time>\s*)?(?:<time_zone>([^<&]*)</time_zone>\s*)?</meta>\s*)?"
+    r"(?:<problem_name>([^<&]*)</problem_name>\s*)?"
+    r"(?:<semantic_event(?=\s+transaction_id=(\"[^\"]*\"))?((?:\s[^>'&]*)?)(?:(?<=/)>|(?<!/)>\s*</semantic_event>)\s*)?"
+    r"(?:<event_descriptor>\s*(?:<selection>([^<&]*)</selection>\s*)?(?:<action>[^<&]*</action>\s*)?"
+    r"(?:<input>([^<&]*)</input>\s*)?</event_descriptor>\s*)?"
+    r"(?:<action_evaluation((?:\s[^>'&/]*)?)>([^<&]*)</action_evaluation>\s*)?"
+    r"(?:<tutor_advice>[^<&]*</tutor_advice>\s*)?"
+    r"((?:<skill(?:\s[^>'&/]*)?>\s*(?:<(\w+)>[^<&]*</\16>\s*)*</skill>\s*)*)"
+    r"((?:<custom_field>\s*<name>[^<&]*</name>\s*<value>[^<&]*</value>\s*</custom_field>\s*)*)"
+    r"(?:(<dataset>[^<]*(?:<(?!/dataset>)[^<]*)*</dataset>)\s*)?"
+    r"</\1>")
+(_B_TAG, _B_CTX, _B_ATTRS, _B_USER, _B_SESS, _B_TIME, _B_ZONE, _B_PROBLEM, _B_TX, _B_SEM, _B_SEL, _B_INPUT, _B_EVATTRS, _B_EVAL,
+ _B_SKILLS, _B_SKCHILD, _B_CUSTOM, _B_DATASET) = range(18)
+# text that may start or end with white space (then every value is stripped); each starts with a literal, for speed
+_R_LEAD, _R_TRAIL = re.compile(r">\s+[^<\s]"), re.compile(r"</(?<=\s</)")
+_R_CUSTOM = re.compile(r"<custom_field>\s*<name>([^<]*)</name>\s*<value>([^<]*)</value>\s*</custom_field>")
+_CLOSES = (b"</tutor_message>", b"</tool_message>", b"</context_message>")
+_STARTS = (b"<tutor_message", b"<tool_message", b"<context_message")
+
+
+class _NotBulk(Exception):
+    """A run of messages the one-pass reader leaves to the message-by-message reader."""
 
 
 def _hierarchy(dataset) -> tuple:
@@ -150,19 +185,43 @@ def _text(el, path: str):
     return t or None
 
 
+def _objects(values) -> np.ndarray:
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
+
+
+def _skill_list(raw: str) -> tuple:
+    """((model, name), ...) of a run of <skill> elements (no markup inside their fields)."""
+    out = []
+    for sk in _R_SKILL.findall(raw):
+        n = _field("name", sk)
+        if n:
+            out.append((_field("model_name", sk) or "Default", n))
+    return tuple(out)
+
+
+def _custom_list(raw: str) -> list:
+    """[(name, value), ...] of a run of <custom_field> elements, as the element reader gives them."""
+    return [(k.strip(), v.strip()) for k, v in _R_CUSTOM.findall(raw) if k.strip()]
+
+
 class _Reader:
     def __init__(self, options: dict):
         self.options = options
-        self.contexts: dict[str, int] = {}
-        self.context_info: list[tuple] = []  # (levels tuple, problem, meta tuple), deduplicated
-        self._info_index: dict[tuple, int] = {}
+        # one entry per context message, in file order: its id, its hierarchy (index into
+        # self.hierarchies) and its meta; the last context message of an id is the one used
+        self.ctx: dict[str, list] = {k: [] for k in ("id", "h", "user", "session", "time", "zone")}
+        self.hierarchies: list[tuple] = []  # (levels tuple, problem), deduplicated
+        self._hier_index: dict[tuple, int] = {}
         self.pending: dict[str, dict] = {}   # tool messages waiting for their tutor message
         self.rows: dict[str, list] = {k: [] for k in ("n", "tx", "user", "session", "time", "zone", "problem", "step", "input",
                                                      "outcome", "hint_number", "ctx", "skills", "custom", "kind", "reason", "lp", "ls")}
         self.envelope: list[tuple] = []  # (external_object_id, session_id) of the enclosing log_action
         self.n_messages = 0
         self.n_context = 0
-        self._datasets: dict[str, tuple] = {}
+        self._datasets: dict[str, int] = {}  # <dataset> text -> hierarchy index
+        self._skills: dict[str, list] = {}   # <skill> run text -> [(model, name), ...]
 
     # -- one message --------------------------------------------------------------
     def message(self, el) -> None:
@@ -221,16 +280,28 @@ class _Reader:
                      tx.group(1) if tx else None, name.group(1) if name else None, strip(g["sel"]), strip(g["inp"]), strip(g["problem"]),
                      strip(g["eval"]), hint.group(1) if hint else None, skills, [])
 
-    def _context(self, ctx_id, meta_t, hierarchy) -> None:
+    def _hier(self, hierarchy: tuple) -> int:
+        idx = self._hier_index.get(hierarchy)
+        if idx is None:
+            idx = self._hier_index[hierarchy] = len(self.hierarchies)
+            self.hierarchies.append(hierarchy)
+        return idx
+
+    def _dataset(self, ds: str) -> int:
+        """The hierarchy index of a <dataset> element's text ('' for none), parsed once per distinct text."""
+        idx = self._datasets.get(ds)
+        if idx is None:
+            idx = self._datasets[ds] = self._hier(_hierarchy(ET.fromstring(ds)) if ds else ((), None))
+        return idx
+
+    def _context(self, ctx_id, meta_t, hierarchy, h: int | None = None) -> None:
         self.n_messages += 1
         self.n_context += 1
-        key = (hierarchy[0], hierarchy[1], meta_t)
-        idx = self._info_index.get(key)
-        if idx is None:
-            idx = self._info_index[key] = len(self.context_info)
-            self.context_info.append(key)
-        if ctx_id is not None:
-            self.contexts[ctx_id] = idx
+        c = self.ctx
+        c["id"].append(ctx_id)
+        c["h"].append(self._hier(hierarchy) if h is None else h)
+        for k, v in zip(("user", "session", "time", "zone"), meta_t):
+            c[k].append(v)
 
     def _context_bytes(self, text: str) -> bool:
         """A plain context message: meta by regular expression, the dataset parsed once per distinct text."""
@@ -238,12 +309,9 @@ class _Reader:
         if m is None:
             return False
         g = m.groupdict()
-        ds = g["dataset"] or ""
-        hierarchy = self._datasets.get(ds)
-        if hierarchy is None:
-            hierarchy = self._datasets[ds] = _hierarchy(ET.fromstring(ds)) if ds else ((), None)
+        h = self._dataset(g["dataset"] or "")
         ctx = _R_CTX.search(g["attrs"])
-        self._context(ctx.group(1) if ctx else None, (_strip(g["user"]), _strip(g["sess"]), _strip(g["time"]), _strip(g["zone"])), hierarchy)
+        self._context(ctx.group(1) if ctx else None, (_strip(g["user"]), _strip(g["sess"]), _strip(g["time"]), _strip(g["zone"])), None, h)
         return True
 
     def _record(self, is_tool, ctx_id, meta_t, tx, sem_name, selection, value, problem, outcome, hint_no, skills, custom) -> None:
@@ -296,6 +364,148 @@ class _Reader:
             self._skip(rec, f"not an attempt: tool message {rec['name'] or ''} {tx!r} has no tutor evaluation (tutor_message)".replace("  ", " "))
         self.pending.clear()
 
+    # -- a run of plain messages in one pass -----------------------------------------
+    def bulk(self, buf: bytes, pos: int, limit: int) -> int:
+        """Read the complete messages in ``buf[pos:pos + limit]`` with one ``findall`` and build
+        their columns at once; return the position after the last one (``pos`` when there is
+        none). Raises :class:`_NotBulk` (with the run's end) when the run needs the message-by-
+        message reader: a ``log_action``, a message the pattern does not take whole, a pairing of
+        tool and tutor messages other than "tool message first, one per transaction". Nothing is
+        recorded before the run is known to be plain."""
+        end = min(len(buf), pos + limit)
+        cut = pos
+        for close in _CLOSES:
+            k = buf.rfind(close, pos, end)
+            if k >= 0:
+                cut = max(cut, k + len(close))
+        if cut == pos:
+            return pos
+        region = buf[pos:cut]
+        if b"log_action" in region:
+            raise _NotBulk(cut)
+        n_start = region.count(_STARTS[0]) + region.count(_STARTS[1]) + region.count(_STARTS[2])
+        if n_start == 0:
+            return cut
+        try:
+            text = region.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _NotBulk(cut) from None
+        found = _R_BULK.findall(text)
+        if len(found) != n_start:  # some message is not plain (or not whole): the message-by-message reader says which
+            raise _NotBulk(cut)
+        cols = list(zip(*found))
+        del found
+        strip = _R_LEAD.search(text) is not None or _R_TRAIL.search(text) is not None
+        del text, region
+
+        def texts(k: int) -> np.ndarray:
+            """Stripped text, None for empty or absent."""
+            if strip:
+                return _objects([v.strip() or None for v in cols[k]])
+            a = _objects(cols[k])
+            a[a == ""] = None
+            return a
+
+        def attr(k: int, rx: re.Pattern, first: int | None = None) -> np.ndarray:
+            """An attribute's value, None when absent: captured with its quotes where it comes first
+            (group ``first``), else found by ``rx`` in the captured attributes (group ``k``)."""
+            if first is None:
+                return _objects([(m.group(1) if (m := rx.search(v)) else None) if v else None for v in cols[k]])
+            return _objects([q[1:-1] if q else (m.group(1) if v and (m := rx.search(v)) else None) for q, v in zip(cols[first], cols[k])])
+
+        tag = _objects(cols[_B_TAG])
+        i_tutor = np.flatnonzero(tag == "tutor_message")
+        i_tool = np.flatnonzero(tag == "tool_message")
+        i_ctx = np.flatnonzero(tag == "context_message")
+        tx = attr(_B_SEM, _R_TX, _B_TX)
+        tool_tx, tutor_tx = tx[i_tool].tolist(), tx[i_tutor].tolist()
+        if None in tool_tx or None in tutor_tx:
+            raise _NotBulk(cut)
+        tool_at = dict(zip(tool_tx, i_tool.tolist()))
+        if len(tool_at) != len(tool_tx) or len(set(tutor_tx)) != len(tutor_tx):
+            raise _NotBulk(cut)
+        if self.pending and not self.pending.keys().isdisjoint(tool_at):
+            raise _NotBulk(cut)
+        j = np.fromiter((tool_at.get(t, -1) for t in tutor_tx), dtype=np.int64, count=len(tutor_tx))
+        if (j > i_tutor).any():  # evaluated before the tool message came
+            raise _NotBulk(cut)
+        datasets = _objects(cols[_B_DATASET])[i_ctx]
+        try:
+            for ds in set(datasets.tolist()) - self._datasets.keys():
+                self._dataset(ds)
+        except ET.ParseError:
+            raise _NotBulk(cut) from None
+
+        # the run is plain: record it
+        base = self.n_messages
+        user, session, time, zone = texts(_B_USER), texts(_B_SESS), texts(_B_TIME), texts(_B_ZONE)
+        problem, selection, value = texts(_B_PROBLEM), texts(_B_SEL), texts(_B_INPUT)
+        ctx = attr(_B_ATTRS, _R_CTX, _B_CTX)
+        c = self.ctx
+        c["id"].extend(ctx[i_ctx].tolist())
+        c["h"].extend([self._datasets[ds] for ds in datasets.tolist()])
+        for k, a in (("user", user), ("session", session), ("time", time), ("zone", zone)):
+            c[k].extend(a[i_ctx].tolist())
+        self.n_context += len(i_ctx)
+
+        has = j >= 0
+        jj = np.where(has, j, 0)
+
+        def tool(a: np.ndarray) -> np.ndarray:
+            v = a[jj]
+            v[~has] = None
+            return v
+        t_cols = {k: tool(a) for k, a in (("user", user), ("session", session), ("time", time), ("zone", zone), ("problem", problem),
+                                            ("selection", selection), ("input", value), ("ctx", ctx))}
+        if self.pending:  # tool messages of the run before
+            for k in np.flatnonzero(~has).tolist():
+                rec = self.pending.pop(tutor_tx[k], None)
+                if rec is not None:
+                    for name, v in zip(("user", "session", "time", "zone"), rec["meta"]):
+                        t_cols[name][k] = v
+                    for name in ("problem", "selection", "input", "ctx"):
+                        t_cols[name][k] = rec[name]
+        used = np.zeros(len(tag), dtype=bool)
+        used[j[has]] = True
+        if not used[i_tool].all():  # tool messages not (yet) evaluated: wait for their tutor message
+            for i in i_tool[~used[i_tool]].tolist():
+                name = _R_NAME.search(cols[_B_SEM][i])
+                self.pending[tx[i]] = {"n": base + i + 1, "meta": (user[i], session[i], time[i], zone[i]), "selection": selection[i],
+                                       "input": value[i], "problem": problem[i], "ctx": ctx[i], "name": name.group(1) if name else None}
+
+        meta = [a[i_tutor] for a in (user, session, time, zone)]
+        nometa = pd.isna(meta[0]) & pd.isna(meta[1]) & pd.isna(meta[2]) & pd.isna(meta[3])
+        own_ctx = ctx[i_tutor]
+        own_ctx_set = ~pd.isna(own_ctx) & (own_ctx != "")
+        skills = _objects(cols[_B_SKILLS])[i_tutor].tolist()
+        for raw in set(skills) - self._skills.keys():
+            self._skills[raw] = _skill_list(raw)
+        custom = _objects(cols[_B_CUSTOM])[i_tutor].tolist()
+        n_t = len(i_tutor)
+        env = self.envelope[-1] if self.envelope else (None, None)
+        r = self.rows
+        r["n"].extend((base + 1 + i_tutor).tolist())
+        r["tx"].extend(tutor_tx)
+        for k, a in zip(("user", "session", "time", "zone"), meta):
+            r[k].extend(np.where(nometa, t_cols[k], a).tolist())
+        own = problem[i_tutor]
+        r["problem"].extend(np.where(pd.isna(own), t_cols["problem"], own).tolist())
+        own = selection[i_tutor]
+        r["step"].extend(np.where(pd.isna(own), t_cols["selection"], own).tolist())
+        r["input"].extend(np.where(pd.isna(t_cols["input"]), value[i_tutor], t_cols["input"]).tolist())
+        r["outcome"].extend(texts(_B_EVAL)[i_tutor].tolist())
+        r["hint_number"].extend(attr(_B_EVATTRS, _R_HINTNO)[i_tutor].tolist())
+        r["ctx"].extend(np.where(own_ctx_set, own_ctx, t_cols["ctx"]).tolist())
+        r["skills"].extend([self._skills[raw] for raw in skills])
+        r["custom"].extend([_custom_list(raw) if raw else () for raw in custom])
+        none = [None] * n_t
+        r["kind"].extend(none)
+        r["reason"].extend(none)
+        r["lp"].extend([env[0]] * n_t)
+        r["ls"].extend([env[1]] * n_t)
+        self.n_messages = base + len(tag)
+        return cut
+
     # -- streaming ------------------------------------------------------------------
     def feed(self, fh, name: str) -> None:
         """Read messages from a binary file object, one at a time.
@@ -324,10 +534,20 @@ class _Reader:
         more()
         if buf.startswith(b"\xef\xbb\xbf"):
             buf = buf[3:]
+        slow_until, limit = 0, BULK  # runs of plain messages are read in one pass; after one that is not, smaller runs
         while True:
             if pos > CHUNK:  # drop what was read (positions below are only used within one turn)
                 line0 += buf.count(b"\n", 0, pos)
-                buf, pos = buf[pos:], 0
+                buf, pos, slow_until = buf[pos:], 0, max(0, slow_until - pos)
+            if pos >= slow_until:
+                try:
+                    done = self.bulk(buf, pos, limit)
+                except _NotBulk as exc:
+                    slow_until, limit = exc.args[0], max(limit // 16, 1 << 16)
+                else:
+                    if done > pos:
+                        pos, limit = done, min(2 * limit, BULK)
+                        continue
             m = _TOKEN.search(buf, pos)
             if m is None or (m.group(1) is not None and not m.group(0).endswith(b">")):
                 if not more():
@@ -403,17 +623,24 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     cols = ("tx", "user", "session", "time", "zone", "problem", "step", "input", "outcome", "ctx", "kind", "reason", "lp", "ls")
     f = pd.DataFrame({k: r[k] for k in ("n", *cols)})
     f = f.astype({k: "string" for k in cols})
-    # context defaults: problem, levels, meta
-    contexts = reader.contexts
-    ctx_idx = np.fromiter((contexts.get(c, -1) for c in r["ctx"]), dtype="int64", count=n)  # -1: no context message
-    info = reader.context_info + [((), None, (None,) * 4)]  # index -1 -> the empty context
+    # context defaults: problem, levels, meta (the last context message of an id counts)
+    c = reader.ctx
+    ids = pd.Series(np.arange(len(c["id"])), index=pd.Index(c["id"], dtype=object))
+    ids = ids[ids.index.notna() & ~ids.index.duplicated(keep="last")]
+    at = ids.index.get_indexer(pd.Index(r["ctx"], dtype=object))
+    ctx_idx = np.where(at >= 0, np.append(ids.to_numpy(), -1)[at], -1)  # -1: no context message
+    hier = np.asarray(c["h"], dtype="int64")
 
-    def table(values: list) -> pd.Series:
-        return pd.Series(np.asarray(values, dtype=object)[ctx_idx], index=f.index, dtype="string")
+    def table(values) -> pd.Series:
+        """A context message's value per row (index -1: no context message -> NA)."""
+        return pd.Series(_objects(list(values) + [None])[ctx_idx], index=f.index, dtype="string")
+
+    def by_hierarchy(values: list) -> pd.Series:
+        return table(_objects(values)[hier] if len(hier) else [])
 
     def from_ctx(j: int, k: int):
-        return table([x[2][j] for x in info])
-    ctx_problem = table([x[1] for x in info])
+        return table(c[("user", "session", "time", "zone")[j]])
+    ctx_problem = by_hierarchy([x[1] for x in reader.hierarchies])
     user = f["user"].fillna(from_ctx(0, 1))
     if options.get("user_id") is not None:
         user = user.fillna(str(options["user_id"]))
@@ -465,8 +692,8 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     if rejected.any():
         rejects.add(raw[rejected], line=f["n"][rejected], column=rcol[rejected], reason=rreason[rejected])
 
-    page = table([x[0][-1][1] if len(x[0]) >= 1 else None for x in info])
-    module = table([x[0][-2][1] if len(x[0]) >= 2 else None for x in info])
+    page = by_hierarchy([x[0][-1][1] if len(x[0]) >= 1 else None for x in reader.hierarchies])
+    module = by_hierarchy([x[0][-2][1] if len(x[0]) >= 2 else None for x in reader.hierarchies])
     att = pd.DataFrame({
         "cohort": cohort, "attempt_id": attempt_id, "learner_id": learner, "course_version": options.get("course_version"),
         "session_id": session, "module": C.blank_to_na(module), "page": C.blank_to_na(page), "item_id": item, "step_id": step,
@@ -479,16 +706,12 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
         counted = order.groupby([order["learner_id"], order["item_id"], order["step_id"]], sort=False, dropna=False).cumcount() + 1
         att["attempt"] = counted.reindex(att.index).astype("Int64")
     okn = np.flatnonzero(ok.to_numpy())
-    kc_ids, kc_models, kc_names = [], [], []
-    cf_rows = []
-    ids = attempt_id.astype(object).tolist()
-    for j in okn:
-        for model, kc in r["skills"][j]:
-            kc_ids.append(ids[j])
-            kc_models.append(model)
-            kc_names.append(kc)
-        for k, v in r["custom"][j]:
-            cf_rows.append((ids[j], k, v))
+    ids = attempt_id.to_numpy(dtype=object, na_value=None)[okn]
+    per_row = [r["skills"][j] for j in okn.tolist()]
+    pairs = list(chain.from_iterable(per_row))
+    kc_ids = np.repeat(ids, np.fromiter(map(len, per_row), dtype="int64", count=len(per_row))).tolist()
+    kc_models, kc_names = (list(x) for x in zip(*pairs)) if pairs else ([], [])
+    cf_rows = [(ids[k], name, v) for k, j in enumerate(okn.tolist()) if r["custom"][j] for name, v in r["custom"][j]]
     kcs = pd.DataFrame({"cohort": cohort, "attempt_id": pd.array(kc_ids, dtype="string"), "kc_model": pd.array(kc_models, dtype="string"),
                         "kc": pd.array(kc_names, dtype="string")}).drop_duplicates()
     res = IngestResult(source_file=source, format=NAME, n_read=n,
