@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from research.errors import DataError
 from research.ingest import _common as C
@@ -189,6 +190,11 @@ def _objects(values) -> np.ndarray:
     a = np.empty(len(values), dtype=object)
     a[:] = values
     return a
+
+
+def _strings(values) -> pd.arrays.ArrowStringArray:
+    """A ``string`` column (Arrow) from a list or object array of str and None, built by Arrow."""
+    return pd.arrays.ArrowStringArray(pa.array(values, type=pa.string(), from_pandas=True))
 
 
 def _skill_list(raw: str) -> tuple:
@@ -621,8 +627,7 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     r = reader.rows
     n = len(r["n"])
     cols = ("tx", "user", "session", "time", "zone", "problem", "step", "input", "outcome", "ctx", "kind", "reason", "lp", "ls")
-    f = pd.DataFrame({k: r[k] for k in ("n", *cols)})
-    f = f.astype({k: "string" for k in cols})
+    f = pd.DataFrame({"n": r["n"], **{k: _strings(r[k]) for k in cols}})
     # context defaults: problem, levels, meta (the last context message of an id counts)
     c = reader.ctx
     ids = pd.Series(np.arange(len(c["id"])), index=pd.Index(c["id"], dtype=object))
@@ -633,7 +638,7 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
 
     def table(values) -> pd.Series:
         """A context message's value per row (index -1: no context message -> NA)."""
-        return pd.Series(_objects(list(values) + [None])[ctx_idx], index=f.index, dtype="string")
+        return pd.Series(_strings(_objects(list(values) + [None])[ctx_idx]), index=f.index)
 
     def by_hierarchy(values: list) -> pd.Series:
         return table(_objects(values)[hier] if len(hier) else [])
