@@ -108,7 +108,7 @@ _R_CTXMSG = re.compile(
 # and transaction id are also captured with their quotes where they come first, the usual case). Anything else (CDATA,
 # comments, entities, several semantic events, ...) makes the run's match count differ from its
 # message count, and the run is read message by message instead.
-_R_BULK = re.compile(
+_BULK = (
     r"<(tool_message|tutor_message|context_message)(?=\s+context_message_id=(\"[^\"]*\"))?((?:\s[^>'&]*)?)(?<!/)>\s*"
     r"(?:<meta>\s*(?:<user_id>([^<&]*)</user_id>\s*)?(?:<session_id>([^<&]*)</session_id>\s*)?"
     r"(?:<time>([^<&]*)</time>\s*)?(?:<time_zone>([^<&]*)</time_zone>\s*)?</meta>\s*)?"
@@ -122,6 +122,10 @@ _R_BULK = re.compile(
     r"((?:<custom_field>\s*<name>[^<&]*</name>\s*<value>[^<&]*</value>\s*</custom_field>\s*)*)"
     r"(?:(<dataset>[^<]*(?:<(?!/dataset>)[^<]*)*</dataset>)\s*)?"
     r"</\1>")
+_R_BULK = re.compile(_BULK)
+# the same without the character classes (about a quarter faster), for runs without '&'; single
+# quotes in the attributes it captures are checked afterwards
+_R_BULK_FAST = re.compile(_BULK.replace("[^<&]", "[^<]").replace("[^>'&/]", "[^>/]").replace("[^>'&]", "[^>]"))
 (_B_TAG, _B_CTX, _B_ATTRS, _B_USER, _B_SESS, _B_TIME, _B_ZONE, _B_PROBLEM, _B_TX, _B_SEM, _B_SEL, _B_INPUT, _B_EVATTRS, _B_EVAL,
  _B_SKILLS, _B_SKCHILD, _B_CUSTOM, _B_DATASET) = range(18)
 # text that may start or end with white space (then every value is stripped); each starts with a literal, for speed
@@ -396,11 +400,14 @@ class _Reader:
             text = region.decode("utf-8")
         except UnicodeDecodeError:
             raise _NotBulk(cut) from None
-        found = _R_BULK.findall(text)
+        amp = b"&" in region
+        found = (_R_BULK if amp else _R_BULK_FAST).findall(text)
         if len(found) != n_start:  # some message is not plain (or not whole): the message-by-message reader says which
             raise _NotBulk(cut)
         cols = list(zip(*found))
         del found
+        if not amp and b"'" in region and any("'" in "".join(cols[k]) for k in (_B_ATTRS, _B_SEM, _B_EVATTRS)):
+            raise _NotBulk(cut)  # an attribute in single quotes: the element reader reads it
         strip = _R_LEAD.search(text) is not None or _R_TRAIL.search(text) is not None
         del text, region
 
