@@ -105,15 +105,16 @@ _R_CTXMSG = re.compile(
 # A run of plain messages, read in one pass: one match per message, groups in _B_* order. Text
 # may not hold markup or entities, attributes no entities or single quotes (attribute strings are
 # captured whole and searched afterwards, so their order does not matter; the context message id
-# and transaction id are also captured with their quotes where they come first, the usual case). Anything else (CDATA,
-# comments, entities, several semantic events, ...) makes the run's match count differ from its
-# message count, and the run is read message by message instead.
+# and transaction id are also captured on their own where they come first, the usual case).
+# Any other markup between or in messages (CDATA, comments, entities, several semantic events, a
+# message the pattern does not take whole) matches the last branch, and the run is then read
+# message by message instead.
 _BULK = (
-    r"<(tool_message|tutor_message|context_message)(?=\s+context_message_id=(\"[^\"]*\"))?((?:\s[^>'&]*)?)(?<!/)>\s*"
+    r"<(tool_message|tutor_message|context_message)(?=\s+context_message_id=\"([^\"]*)\")?((?:\s[^>'&]*)?)(?<!/)>\s*"
     r"(?:<meta>\s*(?:<user_id>([^<&]*)</user_id>\s*)?(?:<session_id>([^<&]*)</session_id>\s*)?"
     r"(?:<time>([^<&]*)</time>\s*)?(?:<time_zone>([^<&]*)</time_zone>\s*)?</meta>\s*)?"
     r"(?:<problem_name>([^<&]*)</problem_name>\s*)?"
-    r"(?:<semantic_event(?=\s+transaction_id=(\"[^\"]*\"))?((?:\s[^>'&]*)?)(?:(?<=/)>|(?<!/)>\s*</semantic_event>)\s*)?"
+    r"(?:<semantic_event(?=\s+transaction_id=\"([^\"]*)\")?((?:\s[^>'&]*)?)(?:(?<=/)>|(?<!/)>\s*</semantic_event>)\s*)?"
     r"(?:<event_descriptor>\s*(?:<selection>([^<&]*)</selection>\s*)?(?:<action>[^<&]*</action>\s*)?"
     r"(?:<input>([^<&]*)</input>\s*)?</event_descriptor>\s*)?"
     r"(?:<action_evaluation((?:\s[^>'&/]*)?)>([^<&]*)</action_evaluation>\s*)?"
@@ -121,18 +122,19 @@ _BULK = (
     r"((?:<skill(?:\s[^>'&/]*)?>\s*(?:<(\w+)>[^<&]*</\16>\s*)*</skill>\s*)*)"
     r"((?:<custom_field>\s*<name>[^<&]*</name>\s*<value>[^<&]*</value>\s*</custom_field>\s*)*)"
     r"(?:(<dataset>[^<]*(?:<(?!/dataset>)[^<]*)*</dataset>)\s*)?"
-    r"</\1>")
+    r"</\1>"
+    r"|(<)")  # any other markup: the run is not plain
 _R_BULK = re.compile(_BULK)
 # the same without the character classes (about a quarter faster), for runs without '&'; single
 # quotes in the attributes it captures are checked afterwards
 _R_BULK_FAST = re.compile(_BULK.replace("[^<&]", "[^<]").replace("[^>'&/]", "[^>/]").replace("[^>'&]", "[^>]"))
 (_B_TAG, _B_CTX, _B_ATTRS, _B_USER, _B_SESS, _B_TIME, _B_ZONE, _B_PROBLEM, _B_TX, _B_SEM, _B_SEL, _B_INPUT, _B_EVATTRS, _B_EVAL,
- _B_SKILLS, _B_SKCHILD, _B_CUSTOM, _B_DATASET) = range(18)
+ _B_SKILLS, _B_SKCHILD, _B_CUSTOM, _B_DATASET, _B_OTHER) = range(19)
 # text that may start or end with white space (then every value is stripped); each starts with a literal, for speed
 _R_LEAD, _R_TRAIL = re.compile(r">\s+[^<\s]"), re.compile(r"</(?<=\s</)")
 _R_CUSTOM = re.compile(r"<custom_field>\s*<name>([^<]*)</name>\s*<value>([^<]*)</value>\s*</custom_field>")
 _CLOSES = (b"</tutor_message>", b"</tool_message>", b"</context_message>")
-_STARTS = (b"<tutor_message", b"<tool_message", b"<context_message")
+_R_FIRST = re.compile(rb"<(tool_message|tutor_message|context_message|log_action|/log_action)\b")
 
 
 class _NotBulk(Exception):
@@ -388,24 +390,22 @@ class _Reader:
             k = buf.rfind(close, pos, end)
             if k >= 0:
                 cut = max(cut, k + len(close))
-        if cut == pos:
+        first = _R_FIRST.search(buf, pos, cut)
+        if first is None or b"log_action" in first.group(1):
             return pos
-        region = buf[pos:cut]
+        region = buf[first.start():cut]  # text before the first message is skipped, as between messages
         if b"log_action" in region:
             raise _NotBulk(cut)
-        n_start = region.count(_STARTS[0]) + region.count(_STARTS[1]) + region.count(_STARTS[2])
-        if n_start == 0:
-            return cut
         try:
             text = region.decode("utf-8")
         except UnicodeDecodeError:
             raise _NotBulk(cut) from None
         amp = b"&" in region
         found = (_R_BULK if amp else _R_BULK_FAST).findall(text)
-        if len(found) != n_start:  # some message is not plain (or not whole): the message-by-message reader says which
-            raise _NotBulk(cut)
         cols = list(zip(*found))
         del found
+        if "<" in cols[_B_OTHER]:  # markup that is not a plain message: the message-by-message reader says what
+            raise _NotBulk(cut)
         if not amp and b"'" in region and any("'" in "".join(cols[k]) for k in (_B_ATTRS, _B_SEM, _B_EVATTRS)):
             raise _NotBulk(cut)  # an attribute in single quotes: the element reader reads it
         strip = _R_LEAD.search(text) is not None or _R_TRAIL.search(text) is not None
@@ -420,11 +420,16 @@ class _Reader:
             return a
 
         def attr(k: int, rx: re.Pattern, first: int | None = None) -> np.ndarray:
-            """An attribute's value, None when absent: captured with its quotes where it comes first
+            """An attribute's value, None when absent: captured on its own where it comes first
             (group ``first``), else found by ``rx`` in the captured attributes (group ``k``)."""
             if first is None:
                 return _objects([(m.group(1) if (m := rx.search(v)) else None) if v else None for v in cols[k]])
-            return _objects([q[1:-1] if q else (m.group(1) if v and (m := rx.search(v)) else None) for q, v in zip(cols[first], cols[k])])
+            a = _objects(cols[first])
+            raw = cols[k]
+            for i in np.flatnonzero(a == "").tolist():
+                m = rx.search(raw[i]) if raw[i] else None
+                a[i] = m.group(1) if m else None
+            return a
 
         tag = _objects(cols[_B_TAG])
         i_tutor = np.flatnonzero(tag == "tutor_message")
