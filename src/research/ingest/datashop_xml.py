@@ -130,8 +130,9 @@ _R_BULK = re.compile(_BULK)
 _R_BULK_FAST = re.compile(_BULK.replace("[^<&]", "[^<]").replace("[^>'&/]", "[^>/]").replace("[^>'&]", "[^>]"))
 (_B_TAG, _B_CTX, _B_ATTRS, _B_USER, _B_SESS, _B_TIME, _B_ZONE, _B_PROBLEM, _B_TX, _B_SEM, _B_SEL, _B_INPUT, _B_EVATTRS, _B_EVAL,
  _B_SKILLS, _B_SKCHILD, _B_CUSTOM, _B_DATASET, _B_OTHER) = range(19)
-# text that may start or end with white space (then every value is stripped); each starts with a literal, for speed
-_R_LEAD, _R_TRAIL = re.compile(r">\s+[^<\s]"), re.compile(r"</(?<=\s</)")
+_B_TEXTS = (_B_USER, _B_SESS, _B_TIME, _B_ZONE, _B_PROBLEM, _B_SEL, _B_INPUT, _B_EVAL)
+# a value (joined with NULs) that starts or ends with white space: then every value is stripped
+_R_EDGE = re.compile(r"\x00(?:\s|(?<=\s\x00))")
 _R_CUSTOM = re.compile(r"<custom_field>\s*<name>([^<]*)</name>\s*<value>([^<]*)</value>\s*</custom_field>")
 _CLOSES = (b"</tutor_message>", b"</tool_message>", b"</context_message>")
 _R_FIRST = re.compile(rb"<(tool_message|tutor_message|context_message|log_action|/log_action)\b")
@@ -408,7 +409,9 @@ class _Reader:
             raise _NotBulk(cut)
         if not amp and b"'" in region and any("'" in "".join(cols[k]) for k in (_B_ATTRS, _B_SEM, _B_EVATTRS)):
             raise _NotBulk(cut)  # an attribute in single quotes: the element reader reads it
-        strip = _R_LEAD.search(text) is not None or _R_TRAIL.search(text) is not None
+        edges = "\x00" + "\x00".join(chain.from_iterable(cols[k] for k in _B_TEXTS)) + "\x00"
+        strip = _R_EDGE.search(edges) is not None
+        del edges
         del text, region
 
         def texts(k: int) -> np.ndarray:
@@ -655,22 +658,25 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     def by_hierarchy(values: list) -> pd.Series:
         return table(_objects(values)[hier] if len(hier) else [])
 
+    def fill(own: pd.Series, default) -> pd.Series:
+        """``own``, its gaps filled from the context message (``default()``; built only when there are gaps)."""
+        return own.fillna(default()) if own.isna().any() else own
+
     def from_ctx(j: int, k: int):
-        return table(c[("user", "session", "time", "zone")[j]])
-    ctx_problem = by_hierarchy([x[1] for x in reader.hierarchies])
-    user = f["user"].fillna(from_ctx(0, 1))
+        return lambda: table(c[("user", "session", "time", "zone")[j]])
+    user = fill(f["user"], from_ctx(0, 1))
     if options.get("user_id") is not None:
         user = user.fillna(str(options["user_id"]))
     learner = pseudonymiser.series(user)
     f = f.drop(columns="user")
-    session = pseudonymiser.sessions(C.blank_to_na(f["session"].fillna(from_ctx(1, 1)).fillna(f["ls"])))
-    time_text = f["time"].fillna(from_ctx(2, 1))
+    session = pseudonymiser.sessions(C.blank_to_na(fill(f["session"], from_ctx(1, 1)).fillna(f["ls"])))
+    time_text = fill(f["time"], from_ctx(2, 1))
     if options.get("time") is not None:
         time_text = time_text.fillna(str(options["time"]))
-    zones = f["zone"].fillna(from_ctx(3, 1))
+    zones = fill(f["zone"], from_ctx(3, 1))
     local = C.parse_timestamps(time_text)
     ts, bad_zone = C.localize_to_utc(local, zones, options.get("default_time_zone", "UTC"))
-    item = f["problem"].fillna(ctx_problem).fillna(f["lp"])
+    item = fill(f["problem"], lambda: by_hierarchy([x[1] for x in reader.hierarchies])).fillna(f["lp"])
     step = f["step"].fillna(item)
     outcome_key = f["outcome"].str.upper()
     outcome = outcome_key.map(OUTCOMES).astype("string")
