@@ -2,12 +2,17 @@
 -> attempts + attempt_kcs (+ custom fields), the same canonical tables as the tab-delimited
 transaction export (:mod:`research.ingest.datashop_tx`).
 
-The file is streamed: it is read in 1 MiB chunks and each message (start tag to end tag) is
-parsed on its own with ``xml.etree.ElementTree.fromstring`` and dropped, so no tree of the
-file is ever built. (``iterparse`` with element clearing was 14x slower than the
-tab-delimited ingest: one Python event per element.) What is kept is the columns of the
-transactions read so far and one small record per context message. Markup is checked per
-message; text between messages (declaration, root tags, whitespace) is skipped.
+The file is streamed: it is read in 1 MiB chunks, so no tree of the file is ever built.
+(``iterparse`` with element clearing was 14x slower than the tab-delimited ingest: one Python
+event per element.) A run of complete plain messages (up to 4 MiB: no CDATA, comments or
+single-quoted attributes, entities only where the strict pattern allows them, tool message
+before its tutor message) is read with one ``findall`` of one pattern over the decoded run, and
+its columns are built at once (pairing by transaction id with a dict, strings per column), with
+no Python object per message. Anything else in a run sends that run to the message-by-message
+reader: each message (start tag to end tag) is matched on its own, or parsed with
+``xml.etree.ElementTree.fromstring``, and dropped; both readers give the same rows. What is
+kept is the columns of the transactions read so far and of the context messages. Markup is
+checked per message; text between messages (declaration, root tags, whitespace) is skipped.
 A file may be a whole document (``tutor_related_message_sequence`` root, or OLI's
 ``log_action`` envelope, whose text may be a URL-encoded sequence) or, as Torus's dataset
 job writes its parts, a bare run of messages without a root element.
