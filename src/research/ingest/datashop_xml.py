@@ -4,9 +4,9 @@ transaction export (:mod:`research.ingest.datashop_tx`).
 
 The file is streamed: it is read in 1 MiB chunks, so no tree of the file is ever built.
 (``iterparse`` with element clearing was 14x slower than the tab-delimited ingest: one Python
-event per element.) A run of complete plain messages (up to 4 MiB: no CDATA, comments or
-single-quoted attributes, entities only where the strict pattern allows them, tool message
-before its tutor message) is read with one ``findall`` of one pattern over the decoded run, and
+event per element.) A run of complete plain messages (up to 4 MiB: no CDATA, comments,
+entities or single-quoted attributes, DataShop's element order, each tool message before its
+tutor message) is read with one ``findall`` of one pattern over the decoded run, and
 its columns are built at once (pairing by transaction id with a dict, strings per column), with
 no Python object per message. Anything else in a run sends that run to the message-by-message
 reader: each message (start tag to end tag) is matched on its own, or parsed with
