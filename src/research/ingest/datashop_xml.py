@@ -54,8 +54,10 @@ unevaluated tool messages) equals ``len(attempts) + len(rejects)``.
 
 from __future__ import annotations
 
+import gc
 import io
 import re
+from contextlib import contextmanager
 from itertools import chain
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -636,10 +638,24 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     reader = _Reader(options)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with open(path, "rb") as fh:
+    with _gc_paused(), open(path, "rb") as fh:
         reader.feed(fh, path.name)
-    reader.finish()
-    return frame_result(reader, source=str(path), cohort=cohort, pseudonymiser=pseudonymiser, options=options)
+        reader.finish()
+        return frame_result(reader, source=str(path), cohort=cohort, pseudonymiser=pseudonymiser, options=options)
+
+
+@contextmanager
+def _gc_paused():
+    """The cyclic garbage collector off while a file is read: runs make many short-lived tuples
+    (no cycles), and every collection would walk the growing columns (at 1M transactions the
+    collections took about a third of the read)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, options: dict) -> IngestResult:
