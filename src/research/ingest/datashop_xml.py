@@ -703,14 +703,16 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     outcome = outcome_key.map(OUTCOMES).astype("string")
     skipped = f["kind"].eq("skipped").fillna(False) | (f["kind"].isna() & (outcome_key.isna() | outcome_key.eq("UNGRADED")).fillna(False))
     known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
-    loc = "message " + f["n"].astype("string")
+    def loc(m: pd.Series) -> pd.Series:
+        """'message N' for the rows of ``m`` (built only for rows that need a reason)."""
+        return "message " + f["n"][m].astype("string")
     conditions = [
-        (learner.isna(), "meta/user_id", lambda m: loc[m] + ": no meta/user_id on the message or its context message; give the learner with option user_id"),
-        (outcome.isna(), "action_evaluation", lambda m: loc[m] + ": unknown action_evaluation " + C.quoted(f["outcome"][m]) + "; known values: " + known),
-        (item.isna(), "problem_name", lambda m: loc[m] + ": no problem_name and no problem in its context message"),
-        (time_text.isna(), "meta/time", lambda m: loc[m] + ": no meta/time on the message or its context message; give it with option time"),
-        (local.isna(), "meta/time", lambda m: loc[m] + ": cannot parse time " + C.quoted(time_text[m]) + "; expected e.g. 2024-07-10 07:42:34"),
-        (bad_zone, "meta/time_zone", lambda m: loc[m] + ": unknown time zone " + C.quoted(zones[m]) + "; use an IANA name such as US/Eastern, or UTC"),
+        (learner.isna(), "meta/user_id", lambda m: loc(m) + ": no meta/user_id on the message or its context message; give the learner with option user_id"),
+        (outcome.isna(), "action_evaluation", lambda m: loc(m) + ": unknown action_evaluation " + C.quoted(f["outcome"][m]) + "; known values: " + known),
+        (item.isna(), "problem_name", lambda m: loc(m) + ": no problem_name and no problem in its context message"),
+        (time_text.isna(), "meta/time", lambda m: loc(m) + ": no meta/time on the message or its context message; give it with option time"),
+        (local.isna(), "meta/time", lambda m: loc(m) + ": cannot parse time " + C.quoted(time_text[m]) + "; expected e.g. 2024-07-10 07:42:34"),
+        (bad_zone, "meta/time_zone", lambda m: loc(m) + ": unknown time zone " + C.quoted(zones[m]) + "; use an IANA name such as US/Eastern, or UTC"),
     ]
     rejected, rcol, rreason = C.first_reason([(~skipped & c, col, why) for c, col, why in conditions], f.index)
     attempt_id = f["tx"].copy()
@@ -732,7 +734,7 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
                         "time": time_text})
     if skipped.any():
         why = f["reason"].fillna("not an attempt: action_evaluation is " + f["outcome"].fillna("blank"))
-        rejects.add(raw[skipped], line=f["n"][skipped], column="action_evaluation", reason=(loc + ": " + why)[skipped], kind="skipped")
+        rejects.add(raw[skipped], line=f["n"][skipped], column="action_evaluation", reason=loc(skipped) + ": " + why[skipped], kind="skipped")
     if rejected.any():
         rejects.add(raw[rejected], line=f["n"][rejected], column=rcol[rejected], reason=rreason[rejected])
 
@@ -756,8 +758,8 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     kc_ids = np.repeat(ids, np.fromiter(map(len, per_row), dtype="int64", count=len(per_row))).tolist()
     kc_models, kc_names = (list(x) for x in zip(*pairs)) if pairs else ([], [])
     cf_rows = [(ids[k], name, v) for k, j in enumerate(okn.tolist()) if r["custom"][j] for name, v in r["custom"][j]]
-    kcs = pd.DataFrame({"cohort": cohort, "attempt_id": pd.array(kc_ids, dtype="string"), "kc_model": pd.array(kc_models, dtype="string"),
-                        "kc": pd.array(kc_names, dtype="string")}).drop_duplicates()
+    kcs = pd.DataFrame({"cohort": cohort, "attempt_id": _strings(kc_ids), "kc_model": _strings(kc_models),
+                        "kc": _strings(kc_names)}).drop_duplicates()
     res = IngestResult(source_file=source, format=NAME, n_read=n,
                        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
                        rejects=rejects.frame())
