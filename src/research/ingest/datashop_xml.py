@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from research.errors import DataError
 from research.ingest import _common as C
@@ -241,7 +242,7 @@ class _Reader:
         self.n_messages = 0
         self.n_context = 0
         self._datasets: dict[str, int] = {}  # <dataset> text -> hierarchy index
-        self._skills: dict[str, list] = {}   # <skill> run text -> [(model, name), ...]
+        self._skills: dict[str, tuple] = {}  # <skill> run text -> ((model, name), ...)
 
     # -- one message --------------------------------------------------------------
     def message(self, el) -> None:
@@ -410,6 +411,8 @@ class _Reader:
             raise _NotBulk(cut) from None
         amp = b"&" in region
         found = (_R_BULK if amp else _R_BULK_FAST).findall(text)
+        if not found:
+            raise _NotBulk(cut)
         cols = list(zip(*found))
         del found
         if "<" in cols[_B_OTHER]:  # markup that is not a plain message: the message-by-message reader says what
@@ -666,10 +669,11 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     f = pd.DataFrame({"n": r["n"], **{k: _strings(r[k]) for k in cols}})
     # context defaults: problem, levels, meta (the last context message of an id counts)
     c = reader.ctx
-    ids = pd.Series(np.arange(len(c["id"])), index=pd.Index(c["id"], dtype=object))
-    ids = ids[ids.index.notna() & ~ids.index.duplicated(keep="last")]
-    at = ids.index.get_indexer(pd.Index(r["ctx"], dtype=object))
-    ctx_idx = np.where(at >= 0, np.append(ids.to_numpy(), -1)[at], -1)  # -1: no context message
+    ids = pa.array(c["id"], type=pa.string())[::-1]  # newest first: the first occurrence of an id is its last context message
+    known = pc.unique(ids)
+    last = len(ids) - 1 - pc.index_in(known, value_set=ids).to_numpy(zero_copy_only=False)
+    at = pc.index_in(pa.array(f["ctx"].array), value_set=known, skip_nulls=True).fill_null(-1).to_numpy(zero_copy_only=False)
+    ctx_idx = np.where(at >= 0, np.append(last, -1)[at], -1).astype("int64")  # -1: no context message
     hier = np.asarray(c["h"], dtype="int64")
 
     def table(values) -> pd.Series:
