@@ -4,10 +4,17 @@ as DataShop tutor-message XML (streamed) and as the tab-delimited DataShop expor
 Figures: seconds and peak resident memory of each ingest into a fresh warehouse, each in its
 own child process. Target: XML within 3x of the tab-delimited ingest, memory bounded.
 
-Measured 2026-12-04 at 1M on the shared 2-core machine: tab-delimited 13.4 s (1.7 GB peak),
-XML 74.2 s = 5.5x (2.8 GB), Torus xAPI 76.4 s (3.1 GB). The XML target (3x) is missed: the
-remaining cost is per-message Python work (a regular expression per message, the pairing of
-tool and tutor messages); a C streaming parser with tag filtering (lxml) would be the next step.
+Measured 2026-12-04 on the shared 2-core machine (another test suite running; timings vary
+by about 10%):
+- before the one-pass XML reader, 1M: tab-delimited 13.4 s (1.7 GB peak), XML 74.2 s = 5.5x
+  (2.8 GB), Torus xAPI 76.4 s (3.1 GB).
+- after, 200k: tab-delimited 2.2 s (600 MB), XML 5.8 s = 2.6x (694 MB), xAPI 11.7 s = 5.3x.
+- after, 1M: tab-delimited 10.3 s (1.65 GB), XML 33.5 s = 3.26x (2.28 GB), xAPI 63.6 s = 6.2x;
+  three more back-to-back pairs of the tab and XML ingests alone at 1M: 2.73x, 2.98x, 3.15x.
+So the XML target (3x) is met at 200k and borderline at 1M. What remains is the regular
+expression pass itself (about 7 ns per byte, and the XML file is 9x the tab-delimited one) and
+one Python string per value before the columns go to Arrow; a C streaming parser with tag
+filtering (lxml) would be the next step.
 
 Usage: python benchmarks/bench_platforms.py [N]   (default 1,000,000; on a busy 2-core
 machine 200,000 and a linear extrapolation is honest enough: say so when you do).

@@ -170,3 +170,111 @@ def test_xml_xapi_and_tab_delimited_give_the_same_attempts(tmp_path, ps):
     kx = got["xml"].tables["attempt_kcs"].sort_values("attempt_id").reset_index(drop=True)
     kt = got["tab"].tables["attempt_kcs"].sort_values("attempt_id").reset_index(drop=True)
     assert kx[["attempt_id", "kc_model", "kc"]].equals(kt[["attempt_id", "kc_model", "kc"]])
+
+
+# -- the one-pass reader (runs of plain messages) against the message-by-message reader ---------------
+
+def _read_xml(path, ps, *, one_pass: bool, monkeypatch, chunk: int | None = None, **options):
+    """Read ``path``; ``one_pass=False`` turns the one-pass reader off. Returns (result, messages it read)."""
+    from research.ingest import datashop_xml as X
+
+    seen = {"n": 0}
+    bulk = X._Reader.bulk
+
+    def counted(self, buf, pos, limit):
+        if not one_pass:
+            return pos
+        before = self.n_messages
+        out = bulk(self, buf, pos, limit)
+        seen["n"] += self.n_messages - before
+        return out
+    with monkeypatch.context() as m:
+        m.setattr(X._Reader, "bulk", counted)
+        if chunk:
+            m.setattr(X, "CHUNK", chunk)
+            m.setattr(X, "BULK", 4 * chunk)
+        res = read_file(path, cohort="x", pseudonymiser=ps, format="datashop-xml", options=options or None)
+    return res, seen["n"]
+
+
+def _same_result(a, b):
+    for t in ("attempts", "attempt_kcs"):
+        pd.testing.assert_frame_equal(a.tables[t].reset_index(drop=True), b.tables[t].reset_index(drop=True))
+    pd.testing.assert_frame_equal(a.rejects.reset_index(drop=True), b.rejects.reset_index(drop=True))
+    pd.testing.assert_frame_equal(a.custom_fields.reset_index(drop=True), b.custom_fields.reset_index(drop=True))
+    assert (a.counts, a.n_read, a.notes) == (b.counts, b.n_read, b.notes)
+
+
+def _pair(i, *, ctx="c1", tool_first=True, tutor_meta=True, order="tx-first", user="u1", value="x", evaluation="CORRECT", extra=""):
+    sem = {"tx-first": f'<semantic_event transaction_id="t{i}" name="{{n}}"/>',
+           "name-first": f'<semantic_event name="{{n}}" transaction_id="t{i}" />',
+           "open-close": f'<semantic_event foo="1" transaction_id="t{i}" name="{{n}}"></semantic_event>'}[order]
+    meta = f"<meta><user_id>{user}</user_id><session_id>s1</session_id><time>2024-01-02 10:{i % 60:02d}:00</time><time_zone>UTC</time_zone></meta>"
+    tool = (f'<tool_message context_message_id="{ctx}">{meta}<problem_name>P</problem_name>{sem.format(n="ATTEMPT")}'
+            f"<event_descriptor><selection>s{i % 3}</selection><action>a</action><input>{value}</input></event_descriptor></tool_message>\n")
+    lead = "" if order == "tx-first" else 'kind="r" '  # context_message_id not the first attribute
+    tutor = (f'<tutor_message {lead}context_message_id="{ctx}">{meta if tutor_meta else ""}'
+             f"{sem.format(n='RESULT')}<event_descriptor><selection>s{i % 3}</selection><input>tutor says {value}</input></event_descriptor>"
+             f'<action_evaluation current_hint_number="{i % 2}">{evaluation}</action_evaluation>'
+             f"<skill><name>k{i % 4}</name><model_name>M</model_name></skill><skill><name>j</name></skill>{extra}</tutor_message>\n")
+    return tool + tutor if tool_first else tutor + tool
+
+
+_CONTEXT = ('<context_message context_message_id="c1" name="START_PROBLEM"><meta><user_id>u1</user_id><time>2024-01-02 09:00:00</time></meta>'
+            '<dataset><name>d</name><level type="Unit"><name>Unit 1</name><level type="Page"><name>Page 1</name>'
+            '<problem><name>P</name></problem></level></level></dataset></context_message>\n')
+
+
+def _document(path, body: str):
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<tutor_related_message_sequence version_number="4">\n' + _CONTEXT + body
+                    + "</tutor_related_message_sequence>\n", encoding="utf-8")
+    return path
+
+
+def test_one_pass_reader_gives_what_the_element_reader_gives(tmp_path, ps, monkeypatch):
+    """Attributes in any order, tutor messages without meta (the tool message's count), the tool
+    message's input before the tutor's, hint numbers, KC models, custom fields, apostrophes and
+    padded values: read in one pass, and the same as message by message."""
+    body = "".join(_pair(i, order=("tx-first", "name-first", "open-close")[i % 3], tutor_meta=i % 4 != 0,
+                         user=" u1 " if i == 7 else f"u{i % 5}", value="it's" if i % 5 == 0 else f"v{i}",
+                         extra="<custom_field><name>cf</name><value> w </value></custom_field>" if i % 6 == 0 else "") for i in range(300))
+    p = _document(tmp_path / "plain.xml", body + '<tool_message context_message_id="c1"><semantic_event transaction_id="lonely" name="ATTEMPT"/></tool_message>\n')
+    fast, n_fast = _read_xml(p, ps, one_pass=True, monkeypatch=monkeypatch)
+    slow, n_slow = _read_xml(p, ps, one_pass=False, monkeypatch=monkeypatch)
+    assert n_fast == 602 and n_slow == 0  # every message in one pass (the run ends at the last complete message)
+    _same_result(fast, slow)
+    att = fast.tables["attempts"].set_index("attempt_id")
+    assert len(att) == 300 and att.loc["t0", "response"] == "it's" and att.loc["t1", "response"] == "v1"  # the tool message's input
+    assert att.loc["t4", "learner_id"] == ps.one("u4") and att.loc["t7", "learner_id"] == ps.one("u1")  # meta from the tool message; stripped
+    assert (att.loc["t0", "page"], att.loc["t0", "module"]) == ("Page 1", "Unit 1")
+    assert fast.custom_fields.iloc[0].tolist() == ["t0", "cf", "w"] and len(fast.custom_fields) == 50
+    kcs = fast.tables["attempt_kcs"]
+    assert sorted(kcs.loc[kcs["attempt_id"] == "t5", "kc"]) == ["j", "k1"] and set(kcs["kc_model"]) == {"M", "Default"}
+    assert "lonely" in fast.rejects["reason"].str.cat()
+
+
+def test_messages_split_across_chunks_and_runs(tmp_path, ps, monkeypatch):
+    """Small chunks: messages, and tool/tutor pairs, straddle chunk and run boundaries; odd
+    messages (CDATA, entities, single-quoted attributes, tutor before tool) in between send
+    their runs to the message-by-message reader. Same result as reading all at once."""
+    odd = ['<tutor_message context_message_id="c1"><meta><user_id>u9</user_id><time>2024-01-02 11:00:00</time></meta><semantic_event transaction_id="cd" name="RESULT"/>'
+           "<event_descriptor><selection>s</selection><input><![CDATA[a < b]]></input></event_descriptor><action_evaluation>CORRECT</action_evaluation></tutor_message>\n",
+           '<tutor_message context_message_id="c1"><meta><user_id>u9</user_id><time>2024-01-02 11:00:01</time></meta><semantic_event transaction_id="en" name="RESULT"/>'
+           "<event_descriptor><selection>s</selection><input>a &amp; b</input></event_descriptor><action_evaluation>INCORRECT</action_evaluation></tutor_message>\n",
+           "<tutor_message context_message_id='c1'><meta><user_id>u9</user_id><time>2024-01-02 11:00:02</time></meta><semantic_event transaction_id='sq' name='RESULT'/>"
+           "<event_descriptor><selection>s</selection><input>q</input></event_descriptor><action_evaluation>CORRECT</action_evaluation></tutor_message>\n"]
+    parts = []
+    for i in range(400):
+        parts.append(_pair(i, tool_first=i % 97 != 5, tutor_meta=i % 3 != 0))
+        if i % 50 == 25:
+            parts.append(odd[(i // 50) % 3])
+    p = _document(tmp_path / "split.xml", "".join(parts))
+    whole, _ = _read_xml(p, ps, one_pass=True, monkeypatch=monkeypatch)
+    slow, _ = _read_xml(p, ps, one_pass=False, monkeypatch=monkeypatch, chunk=1024)
+    small, n_small = _read_xml(p, ps, one_pass=True, monkeypatch=monkeypatch, chunk=1024)
+    assert 0 < n_small < 800  # partly in one pass, partly message by message
+    _same_result(small, slow)
+    _same_result(whole, slow)
+    att = small.tables["attempts"].set_index("attempt_id")
+    assert att.loc["cd", "response"] == "a < b" and att.loc["en", "response"] == "a & b" and att.loc["sq", "page"] == "Page 1"
+    assert small.rejects["reason"].str.contains("has no tutor evaluation").sum() == 5  # tool messages after their tutor message

@@ -2,12 +2,17 @@
 -> attempts + attempt_kcs (+ custom fields), the same canonical tables as the tab-delimited
 transaction export (:mod:`research.ingest.datashop_tx`).
 
-The file is streamed: it is read in 1 MiB chunks and each message (start tag to end tag) is
-parsed on its own with ``xml.etree.ElementTree.fromstring`` and dropped, so no tree of the
-file is ever built. (``iterparse`` with element clearing was 14x slower than the
-tab-delimited ingest: one Python event per element.) What is kept is the columns of the
-transactions read so far and one small record per context message. Markup is checked per
-message; text between messages (declaration, root tags, whitespace) is skipped.
+The file is streamed: it is read in 1 MiB chunks, so no tree of the file is ever built.
+(``iterparse`` with element clearing was 14x slower than the tab-delimited ingest: one Python
+event per element.) A run of complete plain messages (up to 4 MiB: no CDATA, comments,
+entities or single-quoted attributes, DataShop's element order, each tool message before its
+tutor message) is read with one ``findall`` of one pattern over the decoded run, and
+its columns are built at once (pairing by transaction id with a dict, strings per column), with
+no Python object per message. Anything else in a run sends that run to the message-by-message
+reader: each message (start tag to end tag) is matched on its own, or parsed with
+``xml.etree.ElementTree.fromstring``, and dropped; both readers give the same rows. What is
+kept is the columns of the transactions read so far and of the context messages. Markup is
+checked per message; text between messages (declaration, root tags, whitespace) is skipped.
 A file may be a whole document (``tutor_related_message_sequence`` root, or OLI's
 ``log_action`` envelope, whose text may be a URL-encoded sequence) or, as Torus's dataset
 job writes its parts, a bare run of messages without a root element.
@@ -49,14 +54,19 @@ unevaluated tool messages) equals ``len(attempts) + len(rejects)``.
 
 from __future__ import annotations
 
+import gc
 import io
 import re
+from contextlib import contextmanager
+from itertools import chain
 import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from research.errors import DataError
 from research.ingest import _common as C
@@ -67,6 +77,7 @@ NAME = "datashop-xml"
 OPTIONS = {"user_id", "time", "default_time_zone", "course_version", "encoding"}
 MESSAGES = {"context_message", "tool_message", "tutor_message"}
 CHUNK = 1 << 20
+BULK = 4 << 20  # most bytes read in one pass (a run of complete messages)
 _TOKEN = re.compile(rb"<(log_action|context_message|tool_message|tutor_message)\b[^>]*>?|</log_action\s*>")
 
 
@@ -97,6 +108,46 @@ _R_CTXMSG = re.compile(
     r"(?:<meta>\s*(?:<user_id>(?P<user>[^<]*)</user_id>\s*)?(?:<session_id>(?P<sess>[^<]*)</session_id>\s*)?"
     r"(?:<time>(?P<time>[^<]*)</time>\s*)?(?:<time_zone>(?P<zone>[^<]*)</time_zone>\s*)?</meta>\s*)?"
     r"(?P<dataset><dataset>(?:(?!</dataset>).)*</dataset>)?\s*</context_message>", re.S)
+
+
+# A run of plain messages, read in one pass: one match per message, groups in _B_* order. Text
+# may not hold markup or entities, attributes no entities or single quotes (attribute strings are
+# captured whole and searched afterwards, so their order does not matter; the context message id
+# and transaction id are also captured on their own where they come first, the usual case).
+# Any other markup between or in messages (CDATA, comments, entities, several semantic events, a
+# message the pattern does not take whole) matches the last branch, and the run is then read
+# message by message instead.
+_BULK = (
+    r"<(tool_message|tutor_message|context_message)(?=\s+context_message_id=\"([^\"]*)\")?((?:\s[^>'&]*)?)(?<!/)>\s*"
+    r"(?:<meta>\s*(?:<user_id>([^<&]*)</user_id>\s*)?(?:<session_id>([^<&]*)</session_id>\s*)?"
+    r"(?:<time>([^<&]*)</time>\s*)?(?:<time_zone>([^<&]*)</time_zone>\s*)?</meta>\s*)?"
+    r"(?:<problem_name>([^<&]*)</problem_name>\s*)?"
+    r"(?:<semantic_event(?=\s+transaction_id=\"([^\"]*)\")?((?:\s[^>'&]*)?)(?:(?<=/)>|(?<!/)>\s*</semantic_event>)\s*)?"
+    r"(?:<event_descriptor>\s*(?:<selection>([^<&]*)</selection>\s*)?(?:<action>[^<&]*</action>\s*)?"
+    r"(?:<input>([^<&]*)</input>\s*)?</event_descriptor>\s*)?"
+    r"(?:<action_evaluation((?:\s[^>'&/]*)?)>([^<&]*)</action_evaluation>\s*)?"
+    r"(?:<tutor_advice>[^<&]*</tutor_advice>\s*)?"
+    r"((?:<skill(?:\s[^>'&/]*)?>\s*(?:<(\w+)>[^<&]*</\16>\s*)*</skill>\s*)*)"
+    r"((?:<custom_field>\s*<name>[^<&]*</name>\s*<value>[^<&]*</value>\s*</custom_field>\s*)*)"
+    r"(?:(<dataset>[^<]*(?:<(?!/dataset>)[^<]*)*</dataset>)\s*)?"
+    r"</\1>"
+    r"|(<)")  # any other markup: the run is not plain
+_R_BULK = re.compile(_BULK)
+# the same without the character classes (about a quarter faster), for runs without '&'; single
+# quotes in the attributes it captures are checked afterwards
+_R_BULK_FAST = re.compile(_BULK.replace("[^<&]", "[^<]").replace("[^>'&/]", "[^>/]").replace("[^>'&]", "[^>]"))
+(_B_TAG, _B_CTX, _B_ATTRS, _B_USER, _B_SESS, _B_TIME, _B_ZONE, _B_PROBLEM, _B_TX, _B_SEM, _B_SEL, _B_INPUT, _B_EVATTRS, _B_EVAL,
+ _B_SKILLS, _B_SKCHILD, _B_CUSTOM, _B_DATASET, _B_OTHER) = range(19)
+_B_TEXTS = (_B_USER, _B_SESS, _B_TIME, _B_ZONE, _B_PROBLEM, _B_SEL, _B_INPUT, _B_EVAL)
+# a value (joined with NULs) that starts or ends with white space: then every value is stripped
+_R_EDGE = re.compile(r"\x00(?:\s|(?<=\s\x00))")
+_R_CUSTOM = re.compile(r"<custom_field>\s*<name>([^<]*)</name>\s*<value>([^<]*)</value>\s*</custom_field>")
+_CLOSES = (b"</tutor_message>", b"</tool_message>", b"</context_message>")
+_R_FIRST = re.compile(rb"<(tool_message|tutor_message|context_message|log_action|/log_action)\b")
+
+
+class _NotBulk(Exception):
+    """A run of messages the one-pass reader leaves to the message-by-message reader."""
 
 
 def _hierarchy(dataset) -> tuple:
@@ -150,19 +201,48 @@ def _text(el, path: str):
     return t or None
 
 
+def _objects(values) -> np.ndarray:
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
+
+
+def _strings(values) -> pd.arrays.ArrowStringArray:
+    """A ``string`` column (Arrow) from a list or object array of str and None, built by Arrow."""
+    return pd.arrays.ArrowStringArray(pa.array(values, type=pa.string(), from_pandas=True))
+
+
+def _skill_list(raw: str) -> tuple:
+    """((model, name), ...) of a run of <skill> elements (no markup inside their fields)."""
+    out = []
+    for sk in _R_SKILL.findall(raw):
+        n = _field("name", sk)
+        if n:
+            out.append((_field("model_name", sk) or "Default", n))
+    return tuple(out)
+
+
+def _custom_list(raw: str) -> list:
+    """[(name, value), ...] of a run of <custom_field> elements, as the element reader gives them."""
+    return [(k.strip(), v.strip()) for k, v in _R_CUSTOM.findall(raw) if k.strip()]
+
+
 class _Reader:
     def __init__(self, options: dict):
         self.options = options
-        self.contexts: dict[str, int] = {}
-        self.context_info: list[tuple] = []  # (levels tuple, problem, meta tuple), deduplicated
-        self._info_index: dict[tuple, int] = {}
+        # one entry per context message, in file order: its id, its hierarchy (index into
+        # self.hierarchies) and its meta; the last context message of an id is the one used
+        self.ctx: dict[str, list] = {k: [] for k in ("id", "h", "user", "session", "time", "zone")}
+        self.hierarchies: list[tuple] = []  # (levels tuple, problem), deduplicated
+        self._hier_index: dict[tuple, int] = {}
         self.pending: dict[str, dict] = {}   # tool messages waiting for their tutor message
         self.rows: dict[str, list] = {k: [] for k in ("n", "tx", "user", "session", "time", "zone", "problem", "step", "input",
                                                      "outcome", "hint_number", "ctx", "skills", "custom", "kind", "reason", "lp", "ls")}
         self.envelope: list[tuple] = []  # (external_object_id, session_id) of the enclosing log_action
         self.n_messages = 0
         self.n_context = 0
-        self._datasets: dict[str, tuple] = {}
+        self._datasets: dict[str, int] = {}  # <dataset> text -> hierarchy index
+        self._skills: dict[str, tuple] = {}  # <skill> run text -> ((model, name), ...)
 
     # -- one message --------------------------------------------------------------
     def message(self, el) -> None:
@@ -221,16 +301,28 @@ class _Reader:
                      tx.group(1) if tx else None, name.group(1) if name else None, strip(g["sel"]), strip(g["inp"]), strip(g["problem"]),
                      strip(g["eval"]), hint.group(1) if hint else None, skills, [])
 
-    def _context(self, ctx_id, meta_t, hierarchy) -> None:
+    def _hier(self, hierarchy: tuple) -> int:
+        idx = self._hier_index.get(hierarchy)
+        if idx is None:
+            idx = self._hier_index[hierarchy] = len(self.hierarchies)
+            self.hierarchies.append(hierarchy)
+        return idx
+
+    def _dataset(self, ds: str) -> int:
+        """The hierarchy index of a <dataset> element's text ('' for none), parsed once per distinct text."""
+        idx = self._datasets.get(ds)
+        if idx is None:
+            idx = self._datasets[ds] = self._hier(_hierarchy(ET.fromstring(ds)) if ds else ((), None))
+        return idx
+
+    def _context(self, ctx_id, meta_t, hierarchy, h: int | None = None) -> None:
         self.n_messages += 1
         self.n_context += 1
-        key = (hierarchy[0], hierarchy[1], meta_t)
-        idx = self._info_index.get(key)
-        if idx is None:
-            idx = self._info_index[key] = len(self.context_info)
-            self.context_info.append(key)
-        if ctx_id is not None:
-            self.contexts[ctx_id] = idx
+        c = self.ctx
+        c["id"].append(ctx_id)
+        c["h"].append(self._hier(hierarchy) if h is None else h)
+        for k, v in zip(("user", "session", "time", "zone"), meta_t):
+            c[k].append(v)
 
     def _context_bytes(self, text: str) -> bool:
         """A plain context message: meta by regular expression, the dataset parsed once per distinct text."""
@@ -238,12 +330,9 @@ class _Reader:
         if m is None:
             return False
         g = m.groupdict()
-        ds = g["dataset"] or ""
-        hierarchy = self._datasets.get(ds)
-        if hierarchy is None:
-            hierarchy = self._datasets[ds] = _hierarchy(ET.fromstring(ds)) if ds else ((), None)
+        h = self._dataset(g["dataset"] or "")
         ctx = _R_CTX.search(g["attrs"])
-        self._context(ctx.group(1) if ctx else None, (_strip(g["user"]), _strip(g["sess"]), _strip(g["time"]), _strip(g["zone"])), hierarchy)
+        self._context(ctx.group(1) if ctx else None, (_strip(g["user"]), _strip(g["sess"]), _strip(g["time"]), _strip(g["zone"])), None, h)
         return True
 
     def _record(self, is_tool, ctx_id, meta_t, tx, sem_name, selection, value, problem, outcome, hint_no, skills, custom) -> None:
@@ -296,6 +385,158 @@ class _Reader:
             self._skip(rec, f"not an attempt: tool message {rec['name'] or ''} {tx!r} has no tutor evaluation (tutor_message)".replace("  ", " "))
         self.pending.clear()
 
+    # -- a run of plain messages in one pass -----------------------------------------
+    def bulk(self, buf: bytes, pos: int, limit: int) -> int:
+        """Read the complete messages in ``buf[pos:pos + limit]`` with one ``findall`` and build
+        their columns at once; return the position after the last one (``pos`` when there is
+        none). Raises :class:`_NotBulk` (with the run's end) when the run needs the message-by-
+        message reader: a ``log_action``, a message the pattern does not take whole, a pairing of
+        tool and tutor messages other than "tool message first, one per transaction". Nothing is
+        recorded before the run is known to be plain."""
+        end = min(len(buf), pos + limit)
+        cut = pos
+        for close in _CLOSES:
+            k = buf.rfind(close, pos, end)
+            if k >= 0:
+                cut = max(cut, k + len(close))
+        first = _R_FIRST.search(buf, pos, cut)
+        if first is None or b"log_action" in first.group(1):
+            return pos
+        region = buf[first.start():cut]  # text before the first message is skipped, as between messages
+        if b"log_action" in region:
+            raise _NotBulk(cut)
+        try:
+            text = region.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _NotBulk(cut) from None
+        amp = b"&" in region
+        found = (_R_BULK if amp else _R_BULK_FAST).findall(text)
+        if not found:
+            raise _NotBulk(cut)
+        cols = list(zip(*found))
+        del found
+        if "<" in cols[_B_OTHER]:  # markup that is not a plain message: the message-by-message reader says what
+            raise _NotBulk(cut)
+        if not amp and b"'" in region and any("'" in "".join(cols[k]) for k in (_B_ATTRS, _B_SEM, _B_EVATTRS)):
+            raise _NotBulk(cut)  # an attribute in single quotes: the element reader reads it
+        edges = "\x00" + "\x00".join(chain.from_iterable(cols[k] for k in _B_TEXTS)) + "\x00"
+        strip = _R_EDGE.search(edges) is not None
+        del edges
+        del text, region
+
+        def texts(k: int) -> np.ndarray:
+            """Stripped text, None for empty or absent."""
+            if strip:
+                return _objects([v.strip() or None for v in cols[k]])
+            a = _objects(cols[k])
+            a[a == ""] = None
+            return a
+
+        def attr(k: int, rx: re.Pattern, first: int | None = None) -> np.ndarray:
+            """An attribute's value, None when absent: captured on its own where it comes first
+            (group ``first``), else found by ``rx`` in the captured attributes (group ``k``)."""
+            if first is None:
+                return _objects([(m.group(1) if (m := rx.search(v)) else None) if v else None for v in cols[k]])
+            a = _objects(cols[first])
+            raw = cols[k]
+            for i in np.flatnonzero(a == "").tolist():
+                m = rx.search(raw[i]) if raw[i] else None
+                a[i] = m.group(1) if m else None
+            return a
+
+        tag = _objects(cols[_B_TAG])
+        i_tutor = np.flatnonzero(tag == "tutor_message")
+        i_tool = np.flatnonzero(tag == "tool_message")
+        i_ctx = np.flatnonzero(tag == "context_message")
+        tx = attr(_B_SEM, _R_TX, _B_TX)
+        tool_tx, tutor_tx = tx[i_tool].tolist(), tx[i_tutor].tolist()
+        if None in tool_tx or None in tutor_tx:
+            raise _NotBulk(cut)
+        tool_at = dict(zip(tool_tx, i_tool.tolist()))
+        if len(tool_at) != len(tool_tx) or len(set(tutor_tx)) != len(tutor_tx):
+            raise _NotBulk(cut)
+        if self.pending and not self.pending.keys().isdisjoint(tool_at):
+            raise _NotBulk(cut)
+        j = np.fromiter((tool_at.get(t, -1) for t in tutor_tx), dtype=np.int64, count=len(tutor_tx))
+        if (j > i_tutor).any():  # evaluated before the tool message came
+            raise _NotBulk(cut)
+        datasets = _objects(cols[_B_DATASET])[i_ctx]
+        try:
+            for ds in set(datasets.tolist()) - self._datasets.keys():
+                self._dataset(ds)
+        except ET.ParseError:
+            raise _NotBulk(cut) from None
+
+        # the run is plain: record it
+        base = self.n_messages
+        user, session, time, zone = texts(_B_USER), texts(_B_SESS), texts(_B_TIME), texts(_B_ZONE)
+        problem, selection, value = texts(_B_PROBLEM), texts(_B_SEL), texts(_B_INPUT)
+        ctx = attr(_B_ATTRS, _R_CTX, _B_CTX)
+        c = self.ctx
+        c["id"].extend(ctx[i_ctx].tolist())
+        c["h"].extend([self._datasets[ds] for ds in datasets.tolist()])
+        for k, a in (("user", user), ("session", session), ("time", time), ("zone", zone)):
+            c[k].extend(a[i_ctx].tolist())
+        self.n_context += len(i_ctx)
+
+        has = j >= 0
+        jj = np.where(has, j, 0)
+
+        def tool(a: np.ndarray) -> np.ndarray:
+            v = a[jj]
+            v[~has] = None
+            return v
+        t_cols = {k: tool(a) for k, a in (("user", user), ("session", session), ("time", time), ("zone", zone), ("problem", problem),
+                                            ("selection", selection), ("input", value), ("ctx", ctx))}
+        if self.pending:  # tool messages of the run before
+            for k in np.flatnonzero(~has).tolist():
+                rec = self.pending.pop(tutor_tx[k], None)
+                if rec is not None:
+                    for name, v in zip(("user", "session", "time", "zone"), rec["meta"]):
+                        t_cols[name][k] = v
+                    for name in ("problem", "selection", "input", "ctx"):
+                        t_cols[name][k] = rec[name]
+        used = np.zeros(len(tag), dtype=bool)
+        used[j[has]] = True
+        if not used[i_tool].all():  # tool messages not (yet) evaluated: wait for their tutor message
+            for i in i_tool[~used[i_tool]].tolist():
+                name = _R_NAME.search(cols[_B_SEM][i])
+                self.pending[tx[i]] = {"n": base + i + 1, "meta": (user[i], session[i], time[i], zone[i]), "selection": selection[i],
+                                       "input": value[i], "problem": problem[i], "ctx": ctx[i], "name": name.group(1) if name else None}
+
+        meta = [a[i_tutor] for a in (user, session, time, zone)]
+        nometa = pd.isna(meta[0]) & pd.isna(meta[1]) & pd.isna(meta[2]) & pd.isna(meta[3])
+        own_ctx = ctx[i_tutor]
+        own_ctx_set = ~pd.isna(own_ctx) & (own_ctx != "")
+        skills = _objects(cols[_B_SKILLS])[i_tutor].tolist()
+        for raw in set(skills) - self._skills.keys():
+            self._skills[raw] = _skill_list(raw)
+        custom = _objects(cols[_B_CUSTOM])[i_tutor].tolist()
+        n_t = len(i_tutor)
+        env = self.envelope[-1] if self.envelope else (None, None)
+        r = self.rows
+        r["n"].extend((base + 1 + i_tutor).tolist())
+        r["tx"].extend(tutor_tx)
+        for k, a in zip(("user", "session", "time", "zone"), meta):
+            r[k].extend(np.where(nometa, t_cols[k], a).tolist())
+        own = problem[i_tutor]
+        r["problem"].extend(np.where(pd.isna(own), t_cols["problem"], own).tolist())
+        own = selection[i_tutor]
+        r["step"].extend(np.where(pd.isna(own), t_cols["selection"], own).tolist())
+        r["input"].extend(np.where(pd.isna(t_cols["input"]), value[i_tutor], t_cols["input"]).tolist())
+        r["outcome"].extend(texts(_B_EVAL)[i_tutor].tolist())
+        r["hint_number"].extend(attr(_B_EVATTRS, _R_HINTNO)[i_tutor].tolist())
+        r["ctx"].extend(np.where(own_ctx_set, own_ctx, t_cols["ctx"]).tolist())
+        r["skills"].extend([self._skills[raw] for raw in skills])
+        r["custom"].extend([_custom_list(raw) if raw else () for raw in custom])
+        none = [None] * n_t
+        r["kind"].extend(none)
+        r["reason"].extend(none)
+        r["lp"].extend([env[0]] * n_t)
+        r["ls"].extend([env[1]] * n_t)
+        self.n_messages = base + len(tag)
+        return cut
+
     # -- streaming ------------------------------------------------------------------
     def feed(self, fh, name: str) -> None:
         """Read messages from a binary file object, one at a time.
@@ -324,10 +565,20 @@ class _Reader:
         more()
         if buf.startswith(b"\xef\xbb\xbf"):
             buf = buf[3:]
+        slow_until, limit = 0, BULK  # runs of plain messages are read in one pass; after one that is not, smaller runs
         while True:
             if pos > CHUNK:  # drop what was read (positions below are only used within one turn)
                 line0 += buf.count(b"\n", 0, pos)
-                buf, pos = buf[pos:], 0
+                buf, pos, slow_until = buf[pos:], 0, max(0, slow_until - pos)
+            if pos >= slow_until:
+                try:
+                    done = self.bulk(buf, pos, limit)
+                except _NotBulk as exc:
+                    slow_until, limit = exc.args[0], max(limit // 16, 1 << 16)
+                else:
+                    if done > pos:
+                        pos, limit = done, min(2 * limit, BULK)
+                        continue
             m = _TOKEN.search(buf, pos)
             if m is None or (m.group(1) is not None and not m.group(0).endswith(b">")):
                 if not more():
@@ -390,10 +641,24 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     reader = _Reader(options)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with open(path, "rb") as fh:
+    with _gc_paused(), open(path, "rb") as fh:
         reader.feed(fh, path.name)
-    reader.finish()
-    return frame_result(reader, source=str(path), cohort=cohort, pseudonymiser=pseudonymiser, options=options)
+        reader.finish()
+        return frame_result(reader, source=str(path), cohort=cohort, pseudonymiser=pseudonymiser, options=options)
+
+
+@contextmanager
+def _gc_paused():
+    """The cyclic garbage collector off while a file is read: runs make many short-lived tuples
+    (no cycles), and every collection would walk the growing columns (at 1M transactions the
+    collections took about a third of the read)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, options: dict) -> IngestResult:
@@ -401,45 +666,57 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
     r = reader.rows
     n = len(r["n"])
     cols = ("tx", "user", "session", "time", "zone", "problem", "step", "input", "outcome", "ctx", "kind", "reason", "lp", "ls")
-    f = pd.DataFrame({k: r[k] for k in ("n", *cols)})
-    f = f.astype({k: "string" for k in cols})
-    # context defaults: problem, levels, meta
-    contexts = reader.contexts
-    ctx_idx = np.fromiter((contexts.get(c, -1) for c in r["ctx"]), dtype="int64", count=n)  # -1: no context message
-    info = reader.context_info + [((), None, (None,) * 4)]  # index -1 -> the empty context
+    f = pd.DataFrame({"n": r["n"], **{k: _strings(r[k]) for k in cols}})
+    # context defaults: problem, levels, meta (the last context message of an id counts)
+    c = reader.ctx
+    ids = pa.array(c["id"], type=pa.string())[::-1]  # newest first: the first occurrence of an id is its last context message
+    known = pc.unique(ids)
+    last = len(ids) - 1 - pc.index_in(known, value_set=ids).to_numpy(zero_copy_only=False)
+    at = pc.index_in(pa.array(f["ctx"].array), value_set=known, skip_nulls=True).fill_null(-1).to_numpy(zero_copy_only=False)
+    ctx_idx = np.where(at >= 0, np.append(last, -1)[at], -1).astype("int64")  # -1: no context message
+    hier = np.asarray(c["h"], dtype="int64")
 
-    def table(values: list) -> pd.Series:
-        return pd.Series(np.asarray(values, dtype=object)[ctx_idx], index=f.index, dtype="string")
+    def table(values) -> pd.Series:
+        """A context message's value per row (index -1: no context message -> NA)."""
+        return pd.Series(_strings(_objects(list(values) + [None])[ctx_idx]), index=f.index)
+
+    def by_hierarchy(values: list) -> pd.Series:
+        return table(_objects(values)[hier] if len(hier) else [])
+
+    def fill(own: pd.Series, default) -> pd.Series:
+        """``own``, its gaps filled from the context message (``default()``; built only when there are gaps)."""
+        return own.fillna(default()) if own.isna().any() else own
 
     def from_ctx(j: int, k: int):
-        return table([x[2][j] for x in info])
-    ctx_problem = table([x[1] for x in info])
-    user = f["user"].fillna(from_ctx(0, 1))
+        return lambda: table(c[("user", "session", "time", "zone")[j]])
+    user = fill(f["user"], from_ctx(0, 1))
     if options.get("user_id") is not None:
         user = user.fillna(str(options["user_id"]))
     learner = pseudonymiser.series(user)
     f = f.drop(columns="user")
-    session = pseudonymiser.sessions(C.blank_to_na(f["session"].fillna(from_ctx(1, 1)).fillna(f["ls"])))
-    time_text = f["time"].fillna(from_ctx(2, 1))
+    session = pseudonymiser.sessions(C.blank_to_na(fill(f["session"], from_ctx(1, 1)).fillna(f["ls"])))
+    time_text = fill(f["time"], from_ctx(2, 1))
     if options.get("time") is not None:
         time_text = time_text.fillna(str(options["time"]))
-    zones = f["zone"].fillna(from_ctx(3, 1))
+    zones = fill(f["zone"], from_ctx(3, 1))
     local = C.parse_timestamps(time_text)
     ts, bad_zone = C.localize_to_utc(local, zones, options.get("default_time_zone", "UTC"))
-    item = f["problem"].fillna(ctx_problem).fillna(f["lp"])
+    item = fill(f["problem"], lambda: by_hierarchy([x[1] for x in reader.hierarchies])).fillna(f["lp"])
     step = f["step"].fillna(item)
     outcome_key = f["outcome"].str.upper()
     outcome = outcome_key.map(OUTCOMES).astype("string")
     skipped = f["kind"].eq("skipped").fillna(False) | (f["kind"].isna() & (outcome_key.isna() | outcome_key.eq("UNGRADED")).fillna(False))
     known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
-    loc = "message " + f["n"].astype("string")
+    def loc(m: pd.Series) -> pd.Series:
+        """'message N' for the rows of ``m`` (built only for rows that need a reason)."""
+        return "message " + f["n"][m].astype("string")
     conditions = [
-        (learner.isna(), "meta/user_id", lambda m: loc[m] + ": no meta/user_id on the message or its context message; give the learner with option user_id"),
-        (outcome.isna(), "action_evaluation", lambda m: loc[m] + ": unknown action_evaluation " + C.quoted(f["outcome"][m]) + "; known values: " + known),
-        (item.isna(), "problem_name", lambda m: loc[m] + ": no problem_name and no problem in its context message"),
-        (time_text.isna(), "meta/time", lambda m: loc[m] + ": no meta/time on the message or its context message; give it with option time"),
-        (local.isna(), "meta/time", lambda m: loc[m] + ": cannot parse time " + C.quoted(time_text[m]) + "; expected e.g. 2024-07-10 07:42:34"),
-        (bad_zone, "meta/time_zone", lambda m: loc[m] + ": unknown time zone " + C.quoted(zones[m]) + "; use an IANA name such as US/Eastern, or UTC"),
+        (learner.isna(), "meta/user_id", lambda m: loc(m) + ": no meta/user_id on the message or its context message; give the learner with option user_id"),
+        (outcome.isna(), "action_evaluation", lambda m: loc(m) + ": unknown action_evaluation " + C.quoted(f["outcome"][m]) + "; known values: " + known),
+        (item.isna(), "problem_name", lambda m: loc(m) + ": no problem_name and no problem in its context message"),
+        (time_text.isna(), "meta/time", lambda m: loc(m) + ": no meta/time on the message or its context message; give it with option time"),
+        (local.isna(), "meta/time", lambda m: loc(m) + ": cannot parse time " + C.quoted(time_text[m]) + "; expected e.g. 2024-07-10 07:42:34"),
+        (bad_zone, "meta/time_zone", lambda m: loc(m) + ": unknown time zone " + C.quoted(zones[m]) + "; use an IANA name such as US/Eastern, or UTC"),
     ]
     rejected, rcol, rreason = C.first_reason([(~skipped & c, col, why) for c, col, why in conditions], f.index)
     attempt_id = f["tx"].copy()
@@ -461,12 +738,12 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
                         "time": time_text})
     if skipped.any():
         why = f["reason"].fillna("not an attempt: action_evaluation is " + f["outcome"].fillna("blank"))
-        rejects.add(raw[skipped], line=f["n"][skipped], column="action_evaluation", reason=(loc + ": " + why)[skipped], kind="skipped")
+        rejects.add(raw[skipped], line=f["n"][skipped], column="action_evaluation", reason=loc(skipped) + ": " + why[skipped], kind="skipped")
     if rejected.any():
         rejects.add(raw[rejected], line=f["n"][rejected], column=rcol[rejected], reason=rreason[rejected])
 
-    page = table([x[0][-1][1] if len(x[0]) >= 1 else None for x in info])
-    module = table([x[0][-2][1] if len(x[0]) >= 2 else None for x in info])
+    page = by_hierarchy([x[0][-1][1] if len(x[0]) >= 1 else None for x in reader.hierarchies])
+    module = by_hierarchy([x[0][-2][1] if len(x[0]) >= 2 else None for x in reader.hierarchies])
     att = pd.DataFrame({
         "cohort": cohort, "attempt_id": attempt_id, "learner_id": learner, "course_version": options.get("course_version"),
         "session_id": session, "module": C.blank_to_na(module), "page": C.blank_to_na(page), "item_id": item, "step_id": step,
@@ -479,18 +756,14 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
         counted = order.groupby([order["learner_id"], order["item_id"], order["step_id"]], sort=False, dropna=False).cumcount() + 1
         att["attempt"] = counted.reindex(att.index).astype("Int64")
     okn = np.flatnonzero(ok.to_numpy())
-    kc_ids, kc_models, kc_names = [], [], []
-    cf_rows = []
-    ids = attempt_id.astype(object).tolist()
-    for j in okn:
-        for model, kc in r["skills"][j]:
-            kc_ids.append(ids[j])
-            kc_models.append(model)
-            kc_names.append(kc)
-        for k, v in r["custom"][j]:
-            cf_rows.append((ids[j], k, v))
-    kcs = pd.DataFrame({"cohort": cohort, "attempt_id": pd.array(kc_ids, dtype="string"), "kc_model": pd.array(kc_models, dtype="string"),
-                        "kc": pd.array(kc_names, dtype="string")}).drop_duplicates()
+    ids = attempt_id.to_numpy(dtype=object, na_value=None)[okn]
+    per_row = [r["skills"][j] for j in okn.tolist()]
+    pairs = list(chain.from_iterable(per_row))
+    kc_ids = np.repeat(ids, np.fromiter(map(len, per_row), dtype="int64", count=len(per_row))).tolist()
+    kc_models, kc_names = (list(x) for x in zip(*pairs)) if pairs else ([], [])
+    cf_rows = [(ids[k], name, v) for k, j in enumerate(okn.tolist()) if r["custom"][j] for name, v in r["custom"][j]]
+    kcs = pd.DataFrame({"cohort": cohort, "attempt_id": _strings(kc_ids), "kc_model": _strings(kc_models),
+                        "kc": _strings(kc_names)}).drop_duplicates()
     res = IngestResult(source_file=source, format=NAME, n_read=n,
                        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
                        rejects=rejects.frame())
