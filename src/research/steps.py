@@ -301,12 +301,11 @@ def mastery(ctx, steps, fitted, *, threshold: float = 0.95, forgetting: bool = F
     Traces the KC model the AFM ranked best. Returns ``(mastery, student_models)``, or the
     sentence of why not. With fewer learners than ``n_folds`` the student models are not compared.
     """
-    if is_skipped(steps):
-        ctx.skipped("student_models", steps)
-        return ctx.skipped("mastery", steps)
-    if is_skipped(fitted):
-        ctx.skipped("student_models", fitted)
-        return ctx.skipped("mastery", fitted)
+    for upstream in (steps, fitted):
+        if is_skipped(upstream):  # recorded with the reason the models were not fitted
+            why = upstream.record
+            ctx.skip("student_models", why.reason, detail=why.detail, **why.numbers)
+            return ctx.skip("mastery", why.reason, detail=why.detail, **why.numbers)
     from research.estimate import mastery as mastery_mod
 
     n = n_learners(steps)
