@@ -240,3 +240,20 @@ def test_the_report_lists_what_was_not_analysed_in_its_language(tmp_path, sim_ta
     assert "Hvad der ikke blev analyseret, og hvorfor" in da
     assert "Rasch- og 2PL-modeller: 25 deltagere; det kræver 30 pr. opgave: sænk min_n for at gå lavere." in da
     assert "What was not analysed" not in render_report(recs, language="en", cohort="c", analyses=None)
+
+
+def test_reach_never_gives_back_a_cohort_size_the_report_hides(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from research import steps
+
+    monkeypatch.setattr(steps, "cohort_learners", lambda data: 40)
+    ctx = SimpleNamespace(data=None, out_dir=tmp_path, min_cell_size=10)
+    assert steps.n_learners_in_cohort(ctx) == 40  # no funnel yet: the size is published with the findings
+    pd.DataFrame({"position": [1, 2], "n_cohort": [40, 40], "reached": [35, 30]}).to_csv(tmp_path / "funnel.csv", index=False)
+    assert steps.n_learners_in_cohort(ctx) == 40
+    pd.DataFrame({"position": [1, 2], "n_cohort": [None, None], "reached": [35, 30]}).to_csv(tmp_path / "funnel.csv", index=False)
+    assert steps.n_learners_in_cohort(ctx) is None  # hidden by the privacy check: reach must not reveal it
+    monkeypatch.setattr(steps, "cohort_learners", lambda data: 7)
+    (tmp_path / "funnel.csv").unlink()
+    assert steps.n_learners_in_cohort(ctx) is None  # a cohort below the minimum cell size

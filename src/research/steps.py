@@ -13,6 +13,7 @@ Heavy libraries (PyMC, ArviZ) are imported only by the steps that sample.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -629,8 +630,23 @@ def _numbers(text: str) -> dict:
     return json.loads(text) if text else {}
 
 
-def n_learners_in_cohort(ctx) -> int:
-    return cohort_learners(ctx.data)
+def n_learners_in_cohort(ctx) -> int | None:
+    """The cohort's size as the denominator of a finding's reach, or None where the report may not publish it.
+
+    ``reach`` (n_affected / cohort size) is published beside ``n_affected``, so it gives the
+    cohort size back: below the minimum cell size, or when the privacy check hid the cohort
+    size in ``funnel.csv`` (so that learners who never started cannot be worked out), reach is
+    taken relative to the largest ``n_affected`` instead.
+    """
+    n = cohort_learners(ctx.data)
+    if n < ctx.min_cell_size:
+        return None
+    funnel = Path(ctx.out_dir) / "funnel.csv"
+    if funnel.is_file():
+        published = pd.read_csv(funnel)
+        if "n_cohort" in published.columns and len(published) and published["n_cohort"].isna().all():
+            return None
+    return n
 
 
 # ------------------------------------------------------------------ what the notebook cells show

@@ -230,6 +230,7 @@ def recommend(
             )
         if not n_learners and "funnel" in tables and "n_cohort" in tables["funnel"].columns:
             n_learners = pd.to_numeric(tables["funnel"]["n_cohort"], errors="coerce").max()
+            n_learners = None if pd.isna(n_learners) else n_learners  # hidden: reach relative to the largest n_affected
         denom = float(n_learners) if n_learners else np.nanmax(result["n_affected"].to_numpy(dtype=float, na_value=np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
             result["reach"] = np.clip(result["n_affected"].to_numpy(dtype=float, na_value=np.nan) / denom, 0, 1)
