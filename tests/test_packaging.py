@@ -101,3 +101,57 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in ci and "RESEARCH_REQUIRE_REAL_DATA=1" in ci
     assert "make test" in readme and "make demo" in readme
+
+
+# ------------------------------------------------------------------ declared = imported
+# Distributions the project needs at run time without importing them from src/research.
+RUNTIME_ONLY = {"ipykernel": "the Jupyter kernel papermill starts for the notebooks"}
+
+
+def _imported_distributions() -> dict[str, set[str]]:
+    """Third-party distributions imported anywhere under src/research (also lazily), with the importing files."""
+    import ast
+    import importlib.metadata as md
+    import sys
+
+    top = md.packages_distributions()
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "src" / "research").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                first = name.split(".")[0]
+                if first in sys.stdlib_module_names or first == "research":
+                    continue
+                for dist in top.get(first, [first]):
+                    found.setdefault(_name(dist), set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_declared_dependencies_are_the_imported_ones():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(r) for r in project["dependencies"]}
+    extras = {_name(r) for e in ("fast", "lab") for r in project["optional-dependencies"][e]}
+    imported = _imported_distributions()
+    undeclared = {d: sorted(files) for d, files in imported.items() if d not in core | extras}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    unused = core - set(imported) - set(RUNTIME_ONLY)
+    assert not unused, f"declared in pyproject.toml but never imported under src/research: {sorted(unused)}"
+
+
+def test_major_versions_that_would_break_us_are_capped():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = {_name(r): r for r in project["dependencies"]}
+    for name in ("pymc", "arviz", "pytensor"):
+        assert "<" in reqs[name], f"{name} needs an upper bound: {reqs[name]}"
+
+
+def test_package_ships_py_typed():
+    assert (ROOT / "src" / "research" / "py.typed").is_file()
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert "src/research" in wheel["packages"]  # hatch ships every file of the package folder, py.typed included

@@ -37,12 +37,6 @@ EXAMPLES = """bring your own data (the format is sniffed; --format forces it; --
 """
 
 
-def _formats() -> list[str]:
-    from research.ingest import FORMATS
-
-    return sorted(FORMATS)
-
-
 def _say(quiet: bool):
     return (lambda message: None) if quiet else (lambda message: print(message, flush=True))
 

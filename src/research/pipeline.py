@@ -85,10 +85,6 @@ class LockedError(ResearchError):
     """Another process is running the same cohort."""
 
 
-class NotebookFailed(ResearchError):
-    """A notebook raised an error or ran past its time limit."""
-
-
 @dataclass
 class NotebookRun:
     notebook: str

@@ -45,7 +45,6 @@ from research.errors import ConfigError, DataError, SchemaError
 from research.privacy import protect_group_table
 
 PHASES = ("pre", "mid", "post")
-HAKE_BANDS = (("low", -np.inf, 0.3), ("medium", 0.3, 0.7), ("high", 0.7, np.inf))
 ALL = "all"
 
 
