@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from research.errors import ConfigError, DataError
+from research.errors import ConfigError, DataError, MissingColumnError
 from research.estimate.classical import (
     ItemThresholds,
     alpha_if_deleted,
@@ -271,7 +271,7 @@ def test_flags_and_low_n_guard():
 def test_errors_name_the_bad_value(hand):
     with pytest.raises(DataError, match=r"holds 'skipped' in 1 row\(s\); valid outcomes are \['correct', 'incorrect', 'hint'\]"):
         item_statistics(hand.assign(outcome=["skipped"] + hand["outcome"].tolist()[1:]))
-    with pytest.raises(DataError, match=r"attempts lacks column\(s\) \['outcome'\]"):
+    with pytest.raises(MissingColumnError, match=r"attempts lacks column\(s\) 'outcome'"):
         item_statistics(hand.drop(columns="outcome"))
     with pytest.raises(ConfigError, match="min_n must be at least 1"):
         item_statistics(hand, min_n=0)

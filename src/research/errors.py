@@ -7,6 +7,8 @@ exits with status 1; it never shows a traceback for a ResearchError.
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "DataError", "MissingColumnError", "ResearchError", "SchemaError", "location"]
+
 
 class ResearchError(Exception):
     """Root of every error the package raises on purpose."""
@@ -14,6 +16,12 @@ class ResearchError(Exception):
 
 class SchemaError(ResearchError):
     """A table or file does not have the shape its Table Schema requires."""
+
+
+class MissingColumnError(SchemaError):
+    """A table lacks a column the caller named: the one error every missing column raises
+    (:func:`research.stats.require_columns`). It is a SchemaError because the table's shape is wrong,
+    not its values."""
 
 
 class DataError(ResearchError):

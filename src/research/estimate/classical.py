@@ -33,9 +33,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from research.errors import ConfigError, DataError
+from research.stats import cronbach_alpha_feldt, wilson_interval
+from research.stats import require_columns as _require
 
 OUTCOMES = ("correct", "incorrect", "hint")
 
@@ -77,35 +78,6 @@ class ItemThresholds:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _require(df: pd.DataFrame, columns: list[str], table: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"{table} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{table} lacks column(s) {missing}; its columns are {list(df.columns)}. "
-            "Pass the column-name keyword arguments to name yours."
-        )
-
-
-def wilson_interval(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of the proportion ``k / n`` (vectorised; n = 0 gives NaN).
-
-    The limits are exactly 0 at k = 0 and 1 at k = n, and clipped to [0, 1] otherwise.
-    """
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + level / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    lo = np.where(k == 0, 0.0, np.clip(centre - half, 0, 1))
-    hi = np.where(k == n, 1.0, np.clip(centre + half, 0, 1))
-    bad = ~(n > 0)
-    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
 # --------------------------------------------------------------------------- responses
@@ -581,14 +553,9 @@ def cronbach_alpha(
         raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level}")
     X = _wide(responses, learner, item, score).to_numpy()
     n, k = X.shape
-    total_var = X.sum(axis=1).var(ddof=1)
-    if total_var <= 0:
+    if X.sum(axis=1).var(ddof=1) <= 0:
         raise DataError("total scores do not vary: alpha is undefined")
-    alpha = k / (k - 1) * (1 - X.var(axis=0, ddof=1).sum() / total_var)
-    df1, df2 = n - 1, (n - 1) * (k - 1)
-    p = (1 - ci_level) / 2
-    ci_low = 1 - (1 - alpha) * stats.f.ppf(1 - p, df1, df2)
-    ci_high = 1 - (1 - alpha) * stats.f.ppf(p, df1, df2)
+    alpha, ci_low, ci_high = cronbach_alpha_feldt(X, ci_level)
     return pd.DataFrame(
         {"estimate": [alpha], "ci_low": [ci_low], "ci_high": [ci_high], "n": [n], "n_items": [k], "method": ["cronbach_feldt"]}
     )

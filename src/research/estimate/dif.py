@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from research.errors import ConfigError, DataError, SchemaError
+from research.errors import ConfigError, DataError
+from research.stats import benjamini_hochberg, require_columns, wilson_interval
 
 DELTA_SCALE = 2.35
 LEARNER_ATTRIBUTES = ("gender", "age_band", "role", "region", "digital_maturity")
@@ -87,39 +88,6 @@ DIF_COLUMNS = [
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _require_columns(df: pd.DataFrame, columns: dict[str, str], table: str) -> None:
-    """Raise SchemaError naming each argument whose column is missing from ``df``."""
-    if not isinstance(df, pd.DataFrame):
-        raise SchemaError(f"{table} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [f"{arg}={col!r}" for arg, col in columns.items() if col not in df.columns]
-    if missing:
-        raise SchemaError(
-            f"{table} has no column for {', '.join(missing)}; its columns are {list(map(str, df.columns))}. "
-            "Pass the right column name with the keyword argument."
-        )
-
-
-def benjamini_hochberg(p: np.ndarray | pd.Series) -> np.ndarray:
-    """Benjamini-Hochberg (1995) adjusted p-values; missing p-values stay missing.
-
-    Equal to R's ``p.adjust(p, "BH")`` on the non-missing values.
-    """
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    pv = p[ok]
-    order = np.argsort(pv)[::-1]
-    ranks = np.arange(m, 0, -1)
-    adj = np.minimum.accumulate(pv[order] * m / ranks)
-    res = np.empty(m)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out
 
 
 def ets_classify(delta, se, p, *, alpha: float = 0.05) -> np.ndarray:
@@ -188,7 +156,7 @@ class _Prepared:
 
 
 def _prepare(responses: pd.DataFrame, learner: str, item: str, correct: str) -> _Prepared:
-    _require_columns(responses, {"learner": learner, "item": item, "correct": correct}, "responses")
+    require_columns(responses, {"learner": learner, "item": item, "correct": correct}, "responses")
     if len(responses) == 0:
         raise DataError("responses is empty: there are no item responses to analyse for DIF")
     y_raw = responses[correct]
@@ -242,7 +210,7 @@ def _group_comparisons(
     focal: dict | None,
 ) -> list[tuple[str, str, str, pd.Series]]:
     """(attribute, reference group, focal group, learner -> group Series) per comparison."""
-    _require_columns(learners, {"learner": learner}, "learners")
+    require_columns(learners, {"learner": learner}, "learners")
     if attributes is None:
         # default: every standard attribute with values; none at all means nothing to compare
         attributes = [a for a in LEARNER_ATTRIBUTES if a in learners.columns and learners[a].notna().any()]
@@ -676,7 +644,6 @@ def dif_success_curves(
         ``score_high`` (total-score range of the band), ``n``, ``estimate`` (share
         correct), ``ci_low``, ``ci_high`` (95% Wilson), ``method``, ``suppressed_reason``.
     """
-    from research.estimate.gaps import wilson_interval
 
     if int(n_bands) < 1:
         raise ConfigError(f"n_bands={n_bands!r} must be at least 1")

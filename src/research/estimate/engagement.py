@@ -29,7 +29,8 @@ import pandas as pd
 from scipy import stats
 
 from research.errors import ConfigError, DataError
-from research.estimate.gaps import group_gaps, wilson_interval
+from research.estimate.gaps import group_gaps
+from research.stats import require_columns, wilson_interval
 
 LEVELS = ("item", "page", "module")
 
@@ -68,10 +69,9 @@ def course_sequence(
         the frame also has ``item_position`` equal to ``position``; at page and module
         level a map of item to position is in ``attrs["item_to_position"]``.
     """
-    from research.estimate.dif import _require_columns
 
     _check_level(level)
-    _require_columns(attempts, {"learner": learner, "item": item, "timestamp": timestamp}, "attempts")
+    require_columns(attempts, {"learner": learner, "item": item, "timestamp": timestamp}, "attempts")
     if len(attempts) == 0:
         raise DataError("attempts is empty: there is no course sequence to build")
     icode, ilabels = pd.factorize(attempts[item], sort=False)
@@ -87,7 +87,7 @@ def course_sequence(
     key = pd.Series(np.nan, index=meta["item_id"])
     source = "appearance"
     if items is not None and len(items):
-        _require_columns(items, {"item": item}, "items")
+        require_columns(items, {"item": item}, "items")
         it = items.drop_duplicates(subset=[item])
         it = it.set_index(it[item].astype(str))
         known = set(meta["item_id"])
@@ -315,11 +315,10 @@ def event_durations(
         ``attempts`` in the original order with ``seconds`` (capped; NaN when unknown) and
         ``capped`` (bool) added.
     """
-    from research.estimate.dif import _require_columns
 
     if not cap_s > 0 or not session_gap_s > 0:
         raise ConfigError(f"cap_s={cap_s!r} and session_gap_s={session_gap_s!r} must be positive numbers of seconds")
-    _require_columns(attempts, {"learner": learner, "timestamp": timestamp}, "attempts")
+    require_columns(attempts, {"learner": learner, "timestamp": timestamp}, "attempts")
     t = pd.to_datetime(attempts[timestamp]).to_numpy().astype("datetime64[ns]").astype(np.int64)
     lcode, _ = pd.factorize(attempts[learner], sort=False)
     scode = pd.factorize(attempts[session], sort=False)[0] if session in attempts else np.full(len(attempts), -1)

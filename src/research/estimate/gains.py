@@ -41,23 +41,15 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from research.errors import ConfigError, DataError, SchemaError
+from research.errors import ConfigError, DataError
 from research.privacy import protect_group_table
+from research.stats import require_columns
 
 PHASES = ("pre", "mid", "post")
 ALL = "all"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _require_columns(df: pd.DataFrame, columns: dict[str, str], table: str) -> None:
-    missing = [f"{role}={name!r}" for role, name in columns.items() if name not in df.columns]
-    if missing:
-        raise SchemaError(
-            f"the {table} table lacks column(s) {', '.join(missing)}; its columns are "
-            f"{sorted(map(str, df.columns))}. Pass the right column names as keyword arguments."
-        )
 
 
 def _show(value) -> str:
@@ -192,7 +184,7 @@ def learner_scores(
     """
     cols = {"learner": learner, "instrument": instrument, "phase": phase, "item": item,
             "score": score, "max_score": max_score}
-    _require_columns(assessments, cols, "assessments")
+    require_columns(assessments, cols, "assessments")
     if len(assessments) == 0:
         raise DataError("the assessments table is empty: there are no test scores to compute gains from")
     df = assessments
@@ -362,7 +354,7 @@ def paired_statistics(
     """
     _check_level(level)
     by = list(by)
-    _require_columns(data, {"pre": pre, "post": post, **{f"by[{i}]": b for i, b in enumerate(by)}}, "gains")
+    require_columns(data, {"pre": pre, "post": post, **{f"by[{i}]": b for i, b in enumerate(by)}}, "gains")
     zq = stats.norm.ppf(1 - (1 - level) / 2)
     d = pd.DataFrame({b: data[b].to_numpy() for b in by}, index=pd.RangeIndex(len(data)))
     x = data[pre].to_numpy(dtype=float)
@@ -515,7 +507,7 @@ def _with_groups(
         return base
     if learners is None:
         raise ConfigError(f"group={group!r} needs the learners table (with those columns); pass learners=...")
-    _require_columns(learners, {f"group[{i}]": g for i, g in enumerate(group)} | {"learner": learner}, "learners")
+    require_columns(learners, {f"group[{i}]": g for i, g in enumerate(group)} | {"learner": learner}, "learners")
     lk = ["cohort", learner] if ("cohort" in learners.columns and "cohort" in gains.columns) else [learner]
     attrs = learners[lk + group].drop_duplicates(subset=lk)
     attrs = attrs.rename(columns={learner: "learner_id"})
@@ -810,7 +802,7 @@ def ancova(
 
     _check_level(level)
     group = _as_list(group)
-    _require_columns(data, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}}, "ancova data")
+    require_columns(data, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}}, "ancova data")
     frame = pd.DataFrame({"post": pd.to_numeric(data[post], errors="coerce").astype(float),
                           "pre": pd.to_numeric(data[pre], errors="coerce").astype(float)})
     for i, g in enumerate(group):
@@ -874,7 +866,7 @@ def ancova_table(
     _check_level(level)
     _check_min_cell(min_cell_size)
     group = _as_list(group)
-    _require_columns(learner_table, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}},
+    require_columns(learner_table, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}},
                      "ANCOVA learner table")
     keys = [c for c in ("instrument", "module") if c in learner_table.columns]
     parts = []
@@ -956,7 +948,7 @@ def gain_mixed_model(
 
     _check_level(level)
     group = _as_list(group)
-    _require_columns(data, {"pre": pre, "post": post, "module": module, **{f"group[{i}]": g for i, g in enumerate(group)}},
+    require_columns(data, {"pre": pre, "post": post, "module": module, **{f"group[{i}]": g for i, g in enumerate(group)}},
                      "mixed-model data")
     frame = pd.DataFrame({"post": pd.to_numeric(data[post], errors="coerce").astype(float),
                           "pre": pd.to_numeric(data[pre], errors="coerce").astype(float),
@@ -1061,7 +1053,7 @@ class BayesianGainModel:
         from research.bayes import diagnostics, sample
 
         cols = {"module": module, "gain": gain} | ({"group": group} if group else {})
-        _require_columns(gains, cols, "gains")
+        require_columns(gains, cols, "gains")
         y = pd.to_numeric(gains[gain], errors="coerce").astype(float)
         frame = pd.DataFrame({"module": gains[module].astype("string"),
                               "group": gains[group].astype("string").fillna("missing") if group else ALL,
@@ -1208,7 +1200,7 @@ def gains_with_groups(scores: pd.DataFrame, learners: pd.DataFrame | None,
         return gains
     if learners is None:
         raise ConfigError(f"group={group!r} needs the learners table (with those columns); pass learners=...")
-    _require_columns(learners, {f"group[{i}]": g for i, g in enumerate(group)} | {"learner": learner}, "learners")
+    require_columns(learners, {f"group[{i}]": g for i, g in enumerate(group)} | {"learner": learner}, "learners")
     keys = ["cohort", learner] if ("cohort" in learners.columns and "cohort" in gains.columns) else [learner]
     attrs = learners[keys + group].drop_duplicates(subset=keys).rename(columns={learner: "learner_id"})
     keys = ["learner_id" if k == learner else k for k in keys]

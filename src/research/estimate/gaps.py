@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from research.errors import ConfigError, DataError
-from research.estimate.classical import wilson_interval
+from research.stats import benjamini_hochberg, require_columns, wilson_interval
 from research.privacy import protect_group_table
 
 GAP_COLUMNS = [
@@ -121,7 +121,7 @@ def group_gaps(
         (estimate >= target), ``target_p`` (one-sided exact binomial p of rate < target),
         ``method``, ``suppressed_reason``.
     """
-    from research.estimate.dif import _group_comparisons, _require_columns, benjamini_hochberg
+    from research.estimate.dif import _group_comparisons
 
     if kind not in _KINDS:
         raise ConfigError(f"kind={kind!r} is not known; use one of {list(_KINDS)}")
@@ -129,7 +129,7 @@ def group_gaps(
         raise ConfigError(f"target={target!r} needs kind='proportion' and a rate strictly between 0 and 1")
     if int(min_cell_size) < 1:
         raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
-    _require_columns(values, {"learner": learner, "value": value}, "values")
+    require_columns(values, {"learner": learner, "value": value}, "values")
     v = pd.DataFrame({"learner": values[learner].astype(str).to_numpy(),
                       "value": pd.to_numeric(values[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan)})
     v = v.dropna(subset=["value"])
@@ -234,9 +234,8 @@ def learner_facility(responses: pd.DataFrame, *, learner: str = "learner_id", co
     DataFrame
         ``learner``, ``value`` (share correct), ``n_items``.
     """
-    from research.estimate.dif import _require_columns
 
-    _require_columns(responses, {"learner": learner, "correct": correct}, "responses")
+    require_columns(responses, {"learner": learner, "correct": correct}, "responses")
     y = pd.to_numeric(responses[correct], errors="coerce").astype(float)
     g = y.groupby(responses[learner].astype(str).to_numpy())
     out = pd.DataFrame({"value": g.mean(), "n_items": g.count()}).rename_axis(learner).reset_index()
@@ -265,9 +264,8 @@ def learner_gain(
     DataFrame
         ``learner``, ``value`` (gain in share of the maximum, -1..1), ``pre``, ``post``.
     """
-    from research.estimate.dif import _require_columns
 
-    _require_columns(assessments, {"learner": learner, "phase": phase, "score": score, "max_score": max_score,
+    require_columns(assessments, {"learner": learner, "phase": phase, "score": score, "max_score": max_score,
                                    "instrument_col": instrument_col}, "assessments")
     a = assessments
     if instrument is not None:
@@ -330,7 +328,6 @@ def equity_gaps(
         The columns of :func:`group_gaps`, rows for each measure; ``difference_p_adjusted``
         is Benjamini-Hochberg over all measures together.
     """
-    from research.estimate.dif import benjamini_hochberg
 
     common = dict(attributes=attributes, reference=reference, learner=learner, min_cell_size=min_cell_size, level=level)
     frames = []

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from research.errors import DataError, SchemaError
+from research.stats import require_columns as _require
 
 #: Columns of the student-step KC frame, in order (``source_opportunity`` only when known).
 STEP_COLUMNS = [
@@ -51,15 +52,6 @@ STEP_COLUMNS = [
 ]
 
 _OUTCOMES = ("correct", "incorrect", "hint")
-
-
-def _require(df: pd.DataFrame, columns: dict[str, str], table: str) -> None:
-    missing = [f"{role}={col!r}" for role, col in columns.items() if col not in df.columns]
-    if missing:
-        raise SchemaError(
-            f"{table} lacks the column(s) {', '.join(missing)}; its columns are {list(df.columns)}. "
-            "Pass the right column names as keyword arguments."
-        )
 
 
 def _check_outcomes(values: pd.Series, column: str, table: str) -> None:

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from research.errors import ConfigError, DataError, SchemaError
-from research.estimate.gains import _nct_ci, _require_columns, _show, _suppress
+from research.errors import ConfigError, DataError
+from research.estimate.gains import _nct_ci, _show, _suppress
+from research.stats import cronbach_alpha_feldt, require_columns
 
 PHASES = ("pre", "mid", "post")
 
@@ -56,7 +57,7 @@ def scored_responses(
     """
     cols = _columns(learner=learner, phase=phase, construct=construct, item=item, response=response,
                     scale_min=scale_min, scale_max=scale_max)
-    _require_columns(surveys, cols, "surveys")
+    require_columns(surveys, cols, "surveys")
     if len(surveys) == 0:
         raise DataError("the surveys table is empty: there are no responses to score")
     ph = surveys[phase].astype("string")
@@ -121,14 +122,8 @@ def cronbach_alpha(items: pd.DataFrame | np.ndarray, *, level: float = 0.95) -> 
     if x.ndim != 2 or x.shape[1] < 2 or x.shape[0] < 3:
         raise DataError(f"alpha needs at least 3 learners and 2 items with complete answers; got shape {x.shape}")
     n, k = x.shape
-    iv = x.var(axis=0, ddof=1).sum()
-    tv = x.sum(axis=1).var(ddof=1)
-    alpha = k / (k - 1) * (1 - iv / tv) if tv > 0 else np.nan
-    a = 1 - level
-    df1, df2 = n - 1, (n - 1) * (k - 1)
-    lo = 1 - (1 - alpha) * stats.f.ppf(1 - a / 2, df1, df2)
-    hi = 1 - (1 - alpha) * stats.f.ppf(a / 2, df1, df2)
-    return {"estimate": float(alpha), "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_items": k}
+    alpha, lo, hi = cronbach_alpha_feldt(x, level)
+    return {"estimate": alpha, "ci_low": lo, "ci_high": hi, "n": n, "n_items": k}
 
 
 def _corr_batch(x: np.ndarray) -> np.ndarray:
