@@ -354,3 +354,14 @@ def test_report_group_sizes_are_checked_against_the_other_tables(tmp_path):
     assert sizes.set_index("group").loc["man", "n"] == 170
     assert (tmp_path / "group_sizes.csv").is_file()
     assert audit_publication(tmp_path, min_cell_size=K).empty and derivable_small_counts(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cohort", ["demo", "tiny3"])
+def test_the_published_report_is_a_valid_frictionless_data_package(published_runs, cohort):
+    frictionless = pytest.importorskip("frictionless")
+    folder = published_runs[cohort]
+    package = json.loads((folder / "datapackage.json").read_text())
+    assert {r["path"] for r in package["resources"]} == {p.name for p in folder.glob("*.csv")}
+    report = frictionless.validate(str(folder / "datapackage.json"))
+    assert report.valid, [f"{t.name}: {e.message}" for t in report.tasks for e in t.errors][:20]

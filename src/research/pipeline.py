@@ -630,11 +630,13 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
         _prune_quietly(reports_dir, cohort, state.get("keep", KEEP_FAILED))
         return RunResult(cohort, "failed", 3, kept, manifest, message)
     from research.privacy import require_safe_publication
+    from research.report.datapackage import write_datapackage
     from research.report_index import write_cohort_index, write_reports_index
 
     _refresh_report(run_dir, cohort, wh_path, config, manifest)
     # nothing below the minimum cell size derivable in the folder; a PrivacyError goes down the failed-run path
     require_safe_publication(run_dir, min_cell_size=base["min_cell_size"])
+    write_datapackage(run_dir)  # the folder's tables, each with its Table Schema
     write_cohort_index(run_dir, manifest)
     final = _swap_in(run_dir, reports_dir, cohort)
     state["run_dir"] = None

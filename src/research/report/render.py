@@ -26,6 +26,7 @@ from markupsafe import Markup
 
 import research
 from research.errors import ConfigError, DataError
+from research.report.datapackage import write_datapackage
 from research.recommend import RULES, RecommendConfig, load_config, validate_recommendations, write_recommendations
 from research.recommend.rules import N_
 from research.report.figures import (
@@ -733,7 +734,8 @@ def write_report(
     ``min_cell_size`` learners is empty with its ``suppressed_reason``. Keyword arguments
     go to :func:`render_report`; tables the caller does not pass are read from ``out_dir``
     when an earlier notebook wrote them there (``learning_curves.csv``, and with a
-    ``predecessor`` ``recommendation_status.csv`` and ``comparison.csv``). Returns the paths by kind (``html``, ``csv``, ``json``).
+    ``predecessor`` ``recommendation_status.csv`` and ``comparison.csv``). Also writes the folder's
+    ``datapackage.json`` (:mod:`research.report.datapackage`). Returns the paths by kind (``html``, ``csv``, ``json``, ``datapackage``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -744,4 +746,5 @@ def write_report(
     safe = suppress_records(recommendations, min_cell_size=min_cell_size)
     safe.attrs = dict(recommendations.attrs)
     csv_path, json_path = write_recommendations(safe, out)
-    return {"html": path, "csv": csv_path, "json": json_path}
+    package = write_datapackage(out)
+    return {"html": path, "csv": csv_path, "json": json_path, "datapackage": package}
