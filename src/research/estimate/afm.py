@@ -76,7 +76,7 @@ def _logistic_nll(eta: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(np.logaddexp(0.0, eta) - y * eta))
 
 
-def _build_design(long: pd.DataFrame, *, learner: str, kc: str, opportunity: str, success: str,
+def build_design(long: pd.DataFrame, *, learner: str, kc: str, opportunity: str, success: str,
                   step_row: str, item: str | None) -> _Design:
     obs_codes, obs_uniques = pd.factorize(long[step_row], sort=False)
     n = len(obs_uniques)
@@ -399,7 +399,7 @@ class AFM:
                             model_column=model_column)
         self.columns_ = dict(learner=learner, kc=kc, opportunity=opportunity, success=success, step_row=step_row,
                              item=item)
-        d = _build_design(long, learner=learner, kc=kc, opportunity=opportunity, success=success,
+        d = build_design(long, learner=learner, kc=kc, opportunity=opportunity, success=success,
                           step_row=step_row, item=item)
         self.design_ = d
         prob = self._problem(d.y, d.lid, d.X, len(d.learners))

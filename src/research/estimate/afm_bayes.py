@@ -27,7 +27,7 @@ from scipy.special import expit
 
 from research.bayes import SamplerSettings, diagnostics, sample, stacked, summarise_draws
 from research.errors import ConfigError
-from research.estimate.afm import AFM, _build_design
+from research.estimate.afm import AFM, build_design
 
 SLOPES = ("nonnegative", "free")
 
@@ -109,7 +109,7 @@ class BayesianAFM:
                                                                         success=success, step_row=step_row),
                               model_column=model_column)
         self.kc_model_ = helper.kc_model_
-        d = _build_design(long, learner=learner, kc=kc, opportunity=opportunity, success=success,
+        d = build_design(long, learner=learner, kc=kc, opportunity=opportunity, success=success,
                           step_row=step_row, item=item)
         self._T = pd.to_numeric(long[opportunity]).to_numpy(dtype=float) - 1.0
         self.design_ = d
