@@ -229,7 +229,7 @@ def test_examples_load_and_attributes_compare_like_gender(tmp_path):
     import yaml
 
     from research.cohort_config import load_config
-    from research.estimate.dif import _group_comparisons
+    from research.estimate.dif import group_comparisons
 
     wh = tmp_path / "w.duckdb"
     cfg = load_config(EXAMPLES / "cohorts" / "example.yaml")
@@ -247,7 +247,7 @@ def test_examples_load_and_attributes_compare_like_gender(tmp_path):
     assert (data.assessments["timestamp"] == pd.Timestamp("2026-02-01 07:00:00")).all()
     assert data.assessments["score"].sum() == pytest.approx(8.0)  # decimal commas
     assert sorted(data.learners["study_programme"]) == ["Engineering", "Engineering", "Nursing"]
-    comps = _group_comparisons(data.learners, "learner_id", None, None, None)
+    comps = group_comparisons(data.learners, "learner_id", None, None, None)
     assert "study_programme" in {c[0] for c in comps}  # compared like gender by default
     assert_no_raw_ids(["s-001", "s-002", "s-003"], warehouse=wh)
 

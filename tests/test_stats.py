@@ -143,7 +143,6 @@ KNOWN_PRIVATE_IMPORTS = {
     ("research.estimate.surveys", "research.estimate.gains", "_nct_ci"),
     ("research.estimate.surveys", "research.estimate.gains", "_show"),
     ("research.estimate.surveys", "research.estimate.gains", "_suppress"),
-    ("research.estimate.gaps", "research.estimate.dif", "_group_comparisons"),
     ("research.report.render", "research.recommend.inputs", "_read"),
     ("research.loop.compare", "research.simulate.cohort", "_ALIASES"),
 }

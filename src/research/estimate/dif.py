@@ -202,7 +202,7 @@ def _matching_scores(prep: _Prepared, anchor: np.ndarray) -> np.ndarray:
     return np.where(m == k, s, prorated).astype(np.int64)
 
 
-def _group_comparisons(
+def group_comparisons(
     learners: pd.DataFrame,
     learner: str,
     attributes: list[str] | None,
@@ -526,7 +526,7 @@ def mantel_haenszel_dif(
         raise ConfigError(f"purify_classes={purify_classes!r}: give the ETS classes to drop from the matching "
                           "score, ('C',) or ('B', 'C')")
     prep = _prepare(responses, learner, item, correct)
-    comparisons = _group_comparisons(learners, learner, attributes, reference, focal)
+    comparisons = group_comparisons(learners, learner, attributes, reference, focal)
     n_items = len(prep.items)
     frames = []
     for attr, ref, foc, group in comparisons:
@@ -648,7 +648,7 @@ def dif_success_curves(
     if int(n_bands) < 1:
         raise ConfigError(f"n_bands={n_bands!r} must be at least 1")
     prep = _prepare(responses, learner, item, correct)
-    comparisons = _group_comparisons(learners, learner, [attribute], None, None)
+    comparisons = group_comparisons(learners, learner, [attribute], None, None)
     if not comparisons:
         raise DataError(f"attribute {attribute!r} has no values in learners")
     group = comparisons[0][3]

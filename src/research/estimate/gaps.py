@@ -121,7 +121,7 @@ def group_gaps(
         (estimate >= target), ``target_p`` (one-sided exact binomial p of rate < target),
         ``method``, ``suppressed_reason``.
     """
-    from research.estimate.dif import _group_comparisons
+    from research.estimate.dif import group_comparisons
 
     if kind not in _KINDS:
         raise ConfigError(f"kind={kind!r} is not known; use one of {list(_KINDS)}")
@@ -143,7 +143,7 @@ def group_gaps(
     # one long frame of (key, value): the whole cohort plus each attribute's groups
     parts = [v.assign(key=f"{ALL}\x1f{ALL}")[["key", "value"]]]
     refs: dict[str, str] = {}
-    comps = _group_comparisons(learners, learner, attributes, reference, None) if len(learners) else []
+    comps = group_comparisons(learners, learner, attributes, reference, None) if len(learners) else []
     seen = set()
     for attr, ref, _foc, group in comps:
         refs[attr] = ref
