@@ -98,7 +98,8 @@ def test_tiny_groups_are_hidden_in_html_csv_and_json(tiny_cohort, tmp_path):
             recs, tmp_path, language=lang, learners=learners, min_cell_size=K, generated=dt.date(2025, 1, 1)
         )
     texts = {p.name: p.read_text(encoding="utf-8") for paths in out.values() for p in paths.values()}
-    assert set(texts) == {"report.sv.html", "report.da.html", "report.en.html", "recommendations.csv", "recommendations.json"}
+    assert set(texts) == {"report.sv.html", "report.da.html", "report.en.html", "recommendations.csv", "recommendations.json",
+                          "datapackage.json"}
     for name, text in texts.items():
         assert not PSEUDONYM.search(text), f"{name} shows a learner id"
         assert not any(r in text for r in raw_ids[:50] + raw_ids[-10:]), f"{name} shows a raw learner id"
