@@ -161,7 +161,7 @@ def test_items_show_their_title_and_a_safe_link(recs):
 
 @pytest.fixture(scope="module")
 def pair():
-    from research.loop.compare import CohortComparison, changelog_for_followup, profile_cohort
+    from research.loop import CohortComparison, changelog_for_followup, profile_cohort
     from research.simulate import simulate_cohort, simulate_followup
 
     before = simulate_cohort(n_learners=300, seed=11, cohort="autumn")
