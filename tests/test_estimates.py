@@ -194,3 +194,41 @@ def test_build_estimates_refuses_unknown_tables_and_says_why_a_table_is_missing(
     assert dif["status"] == "skipped" and dif["message"]
     assert set(ESTIMATE_TABLES) >= set(est.tables)
     assert os.path.isdir(est.out_dir)
+
+
+def test_one_suppression_column_in_every_output_schema():
+    """Every output table says why its figures are empty in ``suppressed_reason``; no other spelling."""
+    from research.paths import schema_dir
+    from research.privacy import SUPPRESSION_COLUMN, not_suppressed
+
+    for path in sorted((schema_dir() / "outputs").glob("*.schema.json")):
+        names = [f["name"] for f in json.loads(path.read_text(encoding="utf-8"))["fields"]]
+        spelled = [n for n in names if n.startswith("suppress") or n in ("hidden", "masked", "is_suppressed")]
+        assert spelled in ([], [SUPPRESSION_COLUMN]), f"{path.name}: {spelled}"
+    frame = pd.DataFrame({SUPPRESSION_COLUMN: ["", None, "fewer than 10 learners"], "suppressed": [True, True, True]})
+    assert not_suppressed(frame).tolist() == [True, True, False]  # the old flag column is not read
+
+
+def test_every_estimator_records_one_set_of_provenance_keys_and_takes_ci_level():
+    """AFM and Rasch fits (and, by their code, the Bayesian models) use research.provenance."""
+    import inspect
+
+    from research.estimate import afm, afm_bayes, dif, gains, irt, surveys
+    from research.provenance import PROVENANCE_KEYS
+    from research.simulate.afm import simulate_afm
+    from research.simulate.irt import simulate_rasch
+
+    sim = simulate_afm(30, 3, 4, seed=1)
+    model = afm.AFM(ci_level=0.9).fit(sim.steps)
+    assert set(PROVENANCE_KEYS) <= set(model.provenance_) and model.provenance_["settings"]["ci_level"] == 0.9
+    wide = afm.AFM(ci_level=0.99).fit(sim.steps)
+    assert ((wide.kcs_["slope_ci_high"] - wide.kcs_["slope_ci_low"]) >= (model.kcs_["slope_ci_high"] - model.kcs_["slope_ci_low"]) - 1e-12).all()
+    rasch = irt.Rasch().fit(simulate_rasch(40, 5, seed=2).responses)
+    assert set(PROVENANCE_KEYS) <= set(rasch.provenance_)
+    for cls in (afm_bayes.BayesianAFM, gains.BayesianGainModel, surveys.BayesianOrdinalChange):
+        source = inspect.getsource(cls)
+        assert "provenance(" in source and "package_version" not in source, cls.__name__
+        assert "sampler" in inspect.signature(cls).parameters, cls.__name__
+    for fn in (dif.mantel_haenszel_dif, gains.gain_summary, surveys.cronbach_alpha, afm_bayes.BayesianAFM):
+        params = inspect.signature(fn).parameters
+        assert "ci_level" in params and not {"level", "hdi_prob"} & set(params), fn.__name__

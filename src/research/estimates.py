@@ -191,7 +191,7 @@ def build_estimates(data, settings: EstimateSettings | None = None, *, cohort: s
     if wanted & {"kc_models", "kcs", "learning_curves"}:
         student_steps = steps.student_steps(ctx)
         fitted = steps.kc_models(ctx, student_steps, kc_models=list(settings.kc_models), cv_top=settings.cv_top,
-                                 slope_lower_bound=settings.slope_lower_bound)
+                                 slope_lower_bound=settings.slope_lower_bound, ci_level=settings.ci_level)
         if wanted & {"kcs", "learning_curves"}:
             steps.learning_curves(ctx, student_steps, fitted, student_threshold=settings.student_threshold,
                                   n_boot=settings.n_boot)
@@ -204,7 +204,8 @@ def build_estimates(data, settings: EstimateSettings | None = None, *, cohort: s
         responses = steps.first_attempts(ctx)
         if "dif" in wanted:
             steps.dif_table(ctx, responses, attributes=attributes, reference=dict(settings.reference_groups),
-                            purify=settings.purify, purify_classes=settings.purify_classes)
+                            purify=settings.purify, purify_classes=settings.purify_classes,
+                            ci_level=settings.ci_level)
         if "funnel" in wanted:
             steps.funnel(ctx, responses, level=settings.funnel_level)
         if "time_on_task" in wanted:

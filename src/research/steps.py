@@ -206,7 +206,8 @@ def step_summary(steps):
                                          learners=("learner_id", "nunique"), max_opportunity=("opportunity", "max"))
 
 
-def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound: float | None = 0.0):
+def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound: float | None = 0.0,
+              ci_level: float = 0.95):
     """Fit the AFM per KC model and compare the models (``kc_models.csv``): ``(models, comparison)``.
 
     ``slope_lower_bound`` bounds every learning rate from below (0: DataShop's AFM; None: free
@@ -227,11 +228,13 @@ def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound:
         return ctx.skip("learning_curves", reason)
     n = n_learners(steps)
     try:
-        models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False, slope_lower_bound=slope_lower_bound)
+        models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False, slope_lower_bound=slope_lower_bound,
+                        ci_level=ci_level)
         if n >= 3 and cv_top > 0:
             for m in afm.compare_kc_models(models)["kc_model"].head(int(cv_top)):
                 try:
-                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True, slope_lower_bound=slope_lower_bound)[m]
+                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True, slope_lower_bound=slope_lower_bound,
+                                       ci_level=ci_level)[m]
                 except DATA_ERRORS:
                     pass  # too little data to hold learners or items out: the model keeps its fit without CV
         comparison = afm.compare_kc_models(models)
@@ -479,7 +482,8 @@ def _group_reason(ctx, attributes):
     return None, {}
 
 
-def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, purify_classes=("B", "C")):
+def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, purify_classes=("B", "C"),
+              ci_level: float = 0.95):
     if is_skipped(responses):
         return ctx.skipped("dif", responses)
     reason, numbers = _group_reason(ctx, attributes)
@@ -490,7 +494,7 @@ def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, p
     try:
         table = _quiet(dif.mantel_haenszel_dif, responses, ctx.data.learners, attributes=attributes,
                        reference=reference or {}, min_cell_size=ctx.min_cell_size, purify=purify,
-                       purify_classes=purify_classes)
+                       purify_classes=purify_classes, ci_level=ci_level)
     except DATA_ERRORS as exc:
         return _fail(ctx, "dif", exc)
     ctx.write_table(table, "dif")
