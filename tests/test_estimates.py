@@ -194,6 +194,11 @@ def test_build_estimates_refuses_unknown_tables_and_says_why_a_table_is_missing(
     assert dif["status"] == "skipped" and dif["message"]
     assert set(ESTIMATE_TABLES) >= set(est.tables)
     assert os.path.isdir(est.out_dir)
+    from research.loop import profile_cohort
+
+    profile = profile_cohort(sim, recommend=False)  # too few learners for DIF: said, never skipped in silence
+    missing = profile.not_analysed()
+    assert "dif" in set(missing["analysis"]) and missing["message"].str.len().gt(0).all()
 
 
 def test_one_suppression_column_in_every_output_schema():

@@ -685,6 +685,14 @@ class CohortComparison:
             return pd.DataFrame(columns=ANCHOR_COLUMNS)
         return self.linking_.anchors.copy()
 
+    def not_analysed(self) -> pd.DataFrame:
+        """What could not be estimated for either cohort (``cohort``, ``analysis``, ``status``,
+        ``message``): the comparison of those measures is missing, and this says why."""
+        self._check_fitted()
+        frames = [p.not_analysed().assign(cohort=p.cohort) for p in (self.before_, self.after_)]
+        out = pd.concat(frames, ignore_index=True)
+        return out[["cohort", "analysis", "status", "message"]]
+
 
 def compare_cohorts(before, after, changelog=None, **settings) -> CohortComparison:
     """Shortcut: ``CohortComparison(**settings).fit(before, after, changelog)``."""
