@@ -79,7 +79,7 @@ def recs() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def estimates() -> dict[str, pd.DataFrame]:
     # option B of d1 (chosen by one learner) is suppressed by the estimate module
-    dis = distractors_table().assign(suppressed=[None, "fewer than 10 learners", None, None] + [None] * 4)
+    dis = distractors_table().assign(suppressed_reason=[None, "fewer than 10 learners", None, None] + [None] * 4)
     return {"kcs": kcs_table(), "item_distractors": dis, "learning_curves": curves_table()}
 
 
