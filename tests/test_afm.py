@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from research.bayes import SamplerSettings
 from research.errors import ConfigError, DataError, SchemaError
 from research.estimate.afm import AFM, compare_kc_models, fit_kc_models, predict_afm
 from research.estimate.opportunities import count_opportunities, read_datashop_student_step
@@ -277,7 +278,7 @@ def bayes_fit():
     sim = simulate_afm(120, 5, 8, no_learning_share=0.4, seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # few draws on purpose: a plumbing-sized real run
-        model = BayesianAFM(draws=200, tune=300, chains=2, seed=1).fit(sim.steps)
+        model = BayesianAFM(sampler=SamplerSettings(draws=200, tune=300, chains=2, seed=1)).fit(sim.steps)
     return sim, model
 
 

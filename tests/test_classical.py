@@ -229,7 +229,7 @@ def test_suppress_small_cells():
     )
     out = suppress_small_cells(d, 10)
     assert out.loc[0, "n"] == 40 and pd.isna(out.loc[1, "n"]) and np.isnan(out.loc[1, "mean_ability"])
-    assert out.loc[1, "suppressed"] == "fewer than 10 learners" and out.loc[0, "suppressed"] == ""
+    assert out.loc[1, "suppressed_reason"] == "fewer than 10 learners" and out.loc[0, "suppressed_reason"] == ""
     with pytest.raises(ConfigError, match="min_cell_size must be at least 1, got 0"):
         suppress_small_cells(d, 0)
 

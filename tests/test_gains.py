@@ -147,7 +147,7 @@ def test_errors_name_the_bad_value():
     with pytest.raises(ConfigError, match="min_cell_size must be"):
         G.gain_summary(a, min_cell_size=0, cohort=None)
     with pytest.raises(ConfigError, match="between 0 and 1"):
-        G.gain_summary(a, level=95, cohort=None)
+        G.gain_summary(a, ci_level=95, cohort=None)
     with pytest.raises(ConfigError, match="needs the learners table"):
         G.gain_summary(a, group="role", cohort=None)
 
@@ -378,7 +378,7 @@ def test_bayesian_posterior_joins_the_summary(bayes_fit):
 
 def test_bayesian_model_validates():
     with pytest.raises(ConfigError, match="SamplerSettings"):
-        G.BayesianGainModel(settings={"draws": 10})
+        G.BayesianGainModel(sampler={"draws": 10})
     with pytest.raises(ConfigError, match="call fit"):
         G.BayesianGainModel().summary()
     with pytest.raises(SchemaError, match="group='team'"):

@@ -230,7 +230,7 @@ def test_item_and_kc_sections_get_their_curve_and_options_figures(recs):
     kc_alt = next(a for a in alts if "k_none" in a)
     assert "50,0\u00a0%" in kc_alt
     # suppressed rows are not drawn
-    hidden = distractors_table().assign(suppressed=[True] * 4 + [False] * 4)
+    hidden = distractors_table().assign(suppressed_reason=["fewer than 10 learners"] * 4 + [""] * 4)
     html2 = render_report(recs, language="en", estimates={"item_distractors": hidden}, evidence_figures=False)
     assert not any(a.startswith("Answer options of Item d1") for a in (img["alt"] for img in Page(html2).imgs))
 

@@ -79,7 +79,7 @@ def recs() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def estimates() -> dict[str, pd.DataFrame]:
     # option B of d1 (chosen by one learner) is suppressed by the estimate module
-    dis = distractors_table().assign(suppressed=[None, "fewer than 10 learners", None, None] + [None] * 4)
+    dis = distractors_table().assign(suppressed_reason=[None, "fewer than 10 learners", None, None] + [None] * 4)
     return {"kcs": kcs_table(), "item_distractors": dis, "learning_curves": curves_table()}
 
 
@@ -161,7 +161,7 @@ def test_items_show_their_title_and_a_safe_link(recs):
 
 @pytest.fixture(scope="module")
 def pair():
-    from research.loop.compare import CohortComparison, changelog_for_followup, profile_cohort
+    from research.loop import CohortComparison, changelog_for_followup, profile_cohort
     from research.simulate import simulate_cohort, simulate_followup
 
     before = simulate_cohort(n_learners=300, seed=11, cohort="autumn")

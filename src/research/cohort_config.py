@@ -12,14 +12,17 @@ are and how to analyse them::
       - lrs: https://lrs.example.org/xAPI     # an LRS: pulled (research pull) before each run
         options: {profile: torus}
     language: sv                   # report language: sv, da or en
-    kc_model: Fine                 # KC model for curves and recommendations (default: best by BIC)
+    kc_model: Fine                 # KC model for curves and recommendations (default: best by BIC);
+                                   # notebooks 03 and 06 get it as their kc_model parameter
     min_cell_size: 10              # groups smaller than this are suppressed
     predecessor: 2025-autumn       # the cohort before a redesign, for the comparison notebook
     changelog: course/changelog.yaml   # the course change log, for the comparison notebook
     notebook_timeout_s: 1800       # a notebook running longer is stopped
     keep_failed: 3                 # failed run folders kept for debugging (older ones are removed)
     thresholds: {}                 # recommendation thresholds overriding the defaults
-    parameters: {}                 # further notebook parameters (for example bayesian: true)
+    parameters: {}                 # further notebook parameters (for example bayesian: true), each
+                                   # declared by some notebook and of its default's type (checked
+                                   # before a run starts)
     labels:                        # optional: how the report shows data values
       gender: {female: kvinna, male: man}     # group values of a learner attribute
       attributes: {role: yrkesroll}           # attribute names
@@ -157,6 +160,9 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     for key in ("thresholds", "parameters"):
         if not isinstance(doc.get(key) or {}, dict):
             raise _fail(where, f"{key} must be a mapping")
+    kc_model = doc.get("kc_model")
+    if kc_model is not None and (not isinstance(kc_model, str) or not kc_model.strip()):
+        raise _fail(where, f"kc_model must be the name of a KC model (text), got {kc_model!r}")
     labels = doc.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
         raise _fail(where, "labels must map a kind (gender, role, attributes, kc_model, kc, item, page, module) "
@@ -165,7 +171,7 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
         cohort=cohort,
         sources=sources,
         language=language,
-        kc_model=doc.get("kc_model"),
+        kc_model=kc_model,
         min_cell_size=min_cell,
         predecessor=predecessor,
         changelog=rel(doc["changelog"]) if doc.get("changelog") else None,

@@ -73,6 +73,7 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
     """
     from research.cohort_config import CohortConfig
     from research.errors import ConfigError
+    from research.loop.demo import DEMO_PAIRS
     from research.paths import default_warehouse
     from research.simulate import simulate_cohort, simulate_followup
     from research.warehouse import Warehouse
@@ -85,7 +86,7 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
     out = []
     with file_lock(path.with_name(path.name + ".lock")):
         sim = simulate_cohort(cohort="demo", **DEMO_SETTINGS)
-        fixes = [(), ("too_easy", "miskeyed"), ("no_learning",)]
+        fixes = [()] + [fixed for _, fixed, _ in DEMO_PAIRS.values()]  # the demo's redesigns, kept once
         for i, name in enumerate(names):
             if i:
                 sim = simulate_followup(sim, fixed=fixes[i], seed=DEMO_SETTINGS["seed"] + i, cohort=name)

@@ -131,6 +131,85 @@ def notebook_parameters(path: Path) -> dict:
     return papermill.inspect_notebook(str(path))
 
 
+#: Python types a notebook parameter's default stands for -> (types accepted, the name in messages)
+_PARAM_TYPES = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "a whole number"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a text"),
+    list: ((list, tuple), "a list"),
+    dict: ((dict,), "a mapping"),
+}
+
+
+def _declared_type(spec: dict):
+    """The type a notebook parameter takes, read off its default (None: any, for a default of None)."""
+    import ast
+
+    try:
+        default = ast.literal_eval(spec.get("default", "None"))
+    except (ValueError, SyntaxError):
+        return None
+    return type(default) if type(default) in _PARAM_TYPES else None
+
+
+def check_parameter(name: str, value, spec: dict, *, notebook: str, cohort: str) -> None:
+    """Raise a :class:`ConfigError` when ``value`` is not of the type notebook parameter ``name`` takes.
+
+    papermill injects any value; a wrong type would fail deep inside a notebook, or not at all.
+    """
+    kind = _declared_type(spec)
+    if kind is None or value is None:
+        return
+    accepted, words = _PARAM_TYPES[kind]
+    if isinstance(value, accepted) and (kind is bool or not isinstance(value, bool)):
+        return
+    raise ConfigError(
+        f"parameter {name!r} of cohort {cohort!r} must be {words} ({kind.__name__}, as notebook {notebook} declares it "
+        f"with default {spec.get('default')}), got {value!r} ({type(value).__name__}); fix it in the cohort file"
+    )
+
+
+def config_parameters(config: CohortConfig | None, language: str) -> dict:
+    """The notebook parameters a cohort file sets: its fields, then its ``parameters``."""
+    return {
+        "min_cell_size": config.min_cell_size if config else 10,
+        "language": language,
+        "kc_model": config.kc_model if config else None,
+        "predecessor": config.predecessor if config else None,
+        "changelog": str(config.changelog) if config and config.changelog else None,
+        "recommend_config": config.thresholds if config and config.thresholds else None,
+        **(config.parameters if config else {}),
+    }
+
+
+def notebook_plan(nbs: list[Path], base: dict, *, cohort: str, given: set[str] = frozenset()) -> list[tuple[Path, dict]]:
+    """The parameters each notebook gets, checked before any notebook runs.
+
+    ``base`` holds every setting of the run (the cohort file's fields and its
+    ``parameters``); a notebook gets those its ``parameters`` cell declares. ``given`` (the
+    cohort file's ``parameters``) must each be declared by some notebook, and every value
+    must have the type the notebook's default has; otherwise a :class:`ConfigError` names
+    the key, the type expected and the valid names.
+    """
+    declared_any: set[str] = set()
+    plan = []
+    for nb in nbs:
+        declared = notebook_parameters(nb)
+        declared_any |= set(declared)
+        params = {k: v for k, v in base.items() if k in declared and v is not None}
+        for name, value in params.items():
+            check_parameter(name, value, declared[name], notebook=Path(nb).stem, cohort=cohort)
+        plan.append((nb, params))
+    unknown = sorted(set(given) - declared_any)
+    if unknown:
+        raise ConfigError(
+            f"parameter(s) {', '.join(unknown)} in the configuration of cohort {cohort!r} are not declared by any "
+            f"notebook; declared parameters: {', '.join(sorted(declared_any))}"
+        )
+    return plan
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -457,6 +536,9 @@ def run_cohort(
         raise ConfigError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
     config = config if config is not None else find_config(cohort)
     language = language or (config.language if config else "en")
+    if config is not None:  # the parameters are checked before anything is ingested, locked or run
+        nbs = notebooks if notebooks is not None else scheduled_notebooks(with_compare=bool(config.predecessor))
+        notebook_plan(nbs, config_parameters(config, language), cohort=cohort, given=set(config.parameters))
     keep = keep_failed if keep_failed is not None else (getattr(config, "keep_failed", None) if config else None)
     keep = KEEP_FAILED if keep is None else int(keep)
     wh_path = resolve(warehouse) if warehouse else (config.warehouse if config and config.warehouse else default_warehouse())
@@ -573,30 +655,8 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
         "environment": environment(),
         "notebooks": [],
     }
-    base = {
-        "cohort": cohort,
-        "warehouse": str(wh_path),
-        "out_dir": str(run_dir),
-        "min_cell_size": config.min_cell_size if config else 10,
-        "language": language,
-        "kc_model": config.kc_model if config else None,
-        "predecessor": predecessor,
-        "changelog": str(config.changelog) if config and config.changelog else None,
-        "recommend_config": config.thresholds if config and config.thresholds else None,
-        **(config.parameters if config else {}),
-    }
-    declared_any: set[str] = set()
-    plan = []
-    for nb in nbs:
-        declared = notebook_parameters(nb)
-        declared_any |= set(declared)
-        plan.append((nb, {k: v for k, v in base.items() if k in declared and v is not None}))
-    unknown = sorted(set(config.parameters if config else {}) - declared_any)
-    if unknown:
-        raise ConfigError(
-            f"parameter(s) {', '.join(unknown)} in the configuration of cohort {cohort!r} are not declared by any "
-            f"notebook; declared parameters: {', '.join(sorted(declared_any))}"
-        )
+    base = {"cohort": cohort, "warehouse": str(wh_path), "out_dir": str(run_dir), **config_parameters(config, language)}
+    plan = notebook_plan(nbs, base, cohort=cohort, given=set(config.parameters if config else {}))
     limit = timeout_s or (config.notebook_timeout_s if config else 1800)
     log = run_dir / "run.log"
     failed = None

@@ -236,22 +236,16 @@ def protect_group_table(
     return out
 
 
+#: The one suppression column of every output table: why a row's figures are empty, "" (or empty) where shown.
+SUPPRESSION_COLUMN = "suppressed_reason"
+
+
 def not_suppressed(df: pd.DataFrame) -> np.ndarray:
-    """Rows the estimate module did not suppress (``suppressed`` flag or ``suppressed_reason``)."""
-    keep = np.ones(len(df), dtype=bool)
-    if "suppressed" in df.columns:
-        # a boolean flag in some tables, the reason for suppression in others (item_distractors)
-        col = df["suppressed"]
-        if pd.api.types.is_bool_dtype(col):
-            flag = col.astype("boolean").fillna(False).to_numpy(dtype=bool)
-        else:
-            text = col.astype("object").where(col.notna(), "").astype(str).str.strip().str.lower()
-            flag = ~text.isin(["", "false", "0", "nan", "none", "<na>"]).to_numpy(dtype=bool)
-        keep &= ~flag
-    if "suppressed_reason" in df.columns:
-        reason = df["suppressed_reason"].astype("object")
-        keep &= ~(reason.notna() & (reason.astype(str).str.len() > 0)).to_numpy(dtype=bool)
-    return keep
+    """Rows an estimate module did not suppress: :data:`SUPPRESSION_COLUMN` empty (or no such column)."""
+    if SUPPRESSION_COLUMN not in df.columns:
+        return np.ones(len(df), dtype=bool)
+    reason = df[SUPPRESSION_COLUMN].astype("object")
+    return ~(reason.notna() & (reason.astype(str).str.len() > 0)).to_numpy(dtype=bool)
 
 
 # ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from research.analyses import (
     n_learners,
     one_kc_per_item,
 )
-from research.errors import DataError, ResearchError
+from research.errors import ConfigError, DataError, ResearchError
 
 #: Errors an estimator raises when the data cannot support it; anything else is a bug and propagates.
 DATA_ERRORS = (DataError, ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError)
@@ -206,7 +206,8 @@ def step_summary(steps):
                                          learners=("learner_id", "nunique"), max_opportunity=("opportunity", "max"))
 
 
-def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound: float | None = 0.0):
+def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound: float | None = 0.0,
+              ci_level: float = 0.95):
     """Fit the AFM per KC model and compare the models (``kc_models.csv``): ``(models, comparison)``.
 
     ``slope_lower_bound`` bounds every learning rate from below (0: DataShop's AFM; None: free
@@ -227,11 +228,13 @@ def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound:
         return ctx.skip("learning_curves", reason)
     n = n_learners(steps)
     try:
-        models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False, slope_lower_bound=slope_lower_bound)
+        models = _quiet(afm.fit_kc_models, steps, kc_models=wanted, cv=False, slope_lower_bound=slope_lower_bound,
+                        ci_level=ci_level)
         if n >= 3 and cv_top > 0:
             for m in afm.compare_kc_models(models)["kc_model"].head(int(cv_top)):
                 try:
-                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True, slope_lower_bound=slope_lower_bound)[m]
+                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True, slope_lower_bound=slope_lower_bound,
+                                       ci_level=ci_level)[m]
                 except DATA_ERRORS:
                     pass  # too little data to hold learners or items out: the model keeps its fit without CV
         comparison = afm.compare_kc_models(models)
@@ -246,8 +249,11 @@ def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound:
     return SimpleNamespace(models=models, comparison=comparison, best=comparison["kc_model"].iloc[0])
 
 
-def learning_curves(ctx, steps, fitted, *, student_threshold: int = 10, n_boot: int = 400):
-    """KC categories (``kcs.csv``) and learning curves (``learning_curves.csv``): ``(kc_table, curves)``."""
+def learning_curves(ctx, steps, fitted, *, student_threshold: int = 10, n_boot: int = 400, kc_model: str | None = None):
+    """KC categories (``kcs.csv``) and learning curves (``learning_curves.csv``): ``(kc_table, curves)``.
+
+    ``kc_model`` (a cohort file's ``kc_model``) is the KC model shown; by default the best by BIC.
+    """
     if is_skipped(steps):
         return ctx.skipped("learning_curves", steps)
     if is_skipped(fitted):
@@ -271,6 +277,11 @@ def learning_curves(ctx, steps, fitted, *, student_threshold: int = 10, n_boot: 
     else:
         ctx.ran("learning_curves")
     shown = [m for m in fitted.comparison["kc_model"] if m in set(lc["kc_model"])]
+    if kc_model is not None:
+        if kc_model not in set(fitted.comparison["kc_model"]):
+            raise ConfigError(f"kc_model={kc_model!r} is not a KC model of cohort {ctx.cohort!r}; "
+                              f"valid: {', '.join(map(str, fitted.comparison['kc_model']))}")
+        return SimpleNamespace(kc_table=kc_table, curves=lc, best=kc_model)
     # the best KC model by BIC, or the best of those with a curve point of enough learners to show
     return SimpleNamespace(kc_table=kc_table, curves=lc, best=shown[0] if shown else fitted.best)
 
@@ -471,7 +482,8 @@ def _group_reason(ctx, attributes):
     return None, {}
 
 
-def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, purify_classes=("B", "C")):
+def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, purify_classes=("B", "C"),
+              ci_level: float = 0.95):
     if is_skipped(responses):
         return ctx.skipped("dif", responses)
     reason, numbers = _group_reason(ctx, attributes)
@@ -482,7 +494,7 @@ def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, p
     try:
         table = _quiet(dif.mantel_haenszel_dif, responses, ctx.data.learners, attributes=attributes,
                        reference=reference or {}, min_cell_size=ctx.min_cell_size, purify=purify,
-                       purify_classes=purify_classes)
+                       purify_classes=purify_classes, ci_level=ci_level)
     except DATA_ERRORS as exc:
         return _fail(ctx, "dif", exc)
     ctx.write_table(table, "dif")
@@ -594,13 +606,16 @@ def load_estimates(ctx, *, compute_missing: bool = True):
     When the earlier notebooks ran (their record, ``analyses.csv``, is there) nothing is
     recomputed: a table they did not write is missing because its analysis was skipped, and
     its rule family has no findings (said so). Run on its own, ``compute_missing`` computes
-    the missing tables with the estimate modules' defaults.
+    the missing tables with :func:`research.estimates.build_estimates` (the same steps, with
+    the settings among the notebook's parameters and the notebooks' defaults otherwise).
     """
     import research.recommend as recommend
+    from research.estimates import EstimateSettings
 
     record = ctx.analyses()
     earlier = not record.empty and (record["notebook"] != ctx.notebook).any()
-    estimates, sources = recommend.load_estimates(ctx.out_dir, data=ctx.data,
+    settings = EstimateSettings.from_params(ctx.params, min_cell_size=ctx.min_cell_size)
+    estimates, sources = recommend.load_estimates(ctx.out_dir, data=ctx.data, settings=settings,
                                                   compute_missing=compute_missing and not earlier)
     for family, tables in FAMILIES.items():
         if any(t in estimates and len(estimates[t]) for t in tables):

@@ -89,7 +89,7 @@ def browser_reports(tmp_path_factory):
         "difference": [0.17, 1.7], "ci_low": [0.1, 1.1], "ci_high": [0.24, 2.3], "p_improved": [0.999, 0.999],
         "n_before": [300, 300], "n_after": [280, 280], "verdict": ["improved", "improved"],
         "target_verdict": ["improved", "improved"], "too_few_anchors": [False, False]})
-    dis = distractors_table().assign(suppressed=[None, "fewer than 10 learners"] + [None] * 6)
+    dis = distractors_table().assign(suppressed_reason=[None, "fewer than 10 learners"] + [None] * 6)
     items = pd.DataFrame({"item_id": ["d1"], "title": ["Which form comes first?"], "url": ["https://course.example.org/d1"]})
     out = tmp_path_factory.mktemp("browser_reports")
     return {

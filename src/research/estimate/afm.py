@@ -55,6 +55,13 @@ OPTIMIZERS = ("newton", "lbfgs")
 CV_KINDS = ("learner", "item", "unstratified")
 
 
+
+def _z(ci_level: float) -> float:
+    """The two-sided normal quantile of a ``ci_level`` interval (1.96 for 0.95)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + ci_level / 2))
+
 class AFMConvergenceWarning(UserWarning):
     """The AFM optimiser stopped before it converged."""
 
@@ -324,6 +331,8 @@ class AFM:
         Folds of the cross-validation (DataShop uses 3).
     seed : int
         Seed of the cross-validation fold assignment.
+    ci_level : float
+        Level of the confidence intervals of the KC parameters (default 0.95).
 
     Attributes (after ``fit``)
     --------------------------
@@ -336,7 +345,8 @@ class AFM:
 
     def __init__(self, *, learner_penalty: float = 1.0, nonnegative_slopes: bool = True, kc_penalty: float = 0.0,
                  optimizer: str = "newton", tol: float = 1e-10, max_iter: int = 100, cv_folds: int = 3,
-                 seed: int = 0, slope_lower_bound: float | None = 0.0, free_slopes: bool = True):
+                 seed: int = 0, slope_lower_bound: float | None = 0.0, free_slopes: bool = True,
+                 ci_level: float = 0.95):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer={optimizer!r} is not known; valid optimizers are {list(OPTIMIZERS)}.")
         if not np.isfinite(learner_penalty) or learner_penalty < 0:
@@ -345,6 +355,8 @@ class AFM:
             raise ConfigError(f"kc_penalty must be a finite number >= 0, got {kc_penalty!r}.")
         if int(cv_folds) < 2:
             raise ConfigError(f"cv_folds must be at least 2, got {cv_folds!r}.")
+        if not 0 < float(ci_level) < 1:
+            raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level!r}.")
         if int(max_iter) < 1:
             raise ConfigError(f"max_iter must be at least 1, got {max_iter!r}.")
         if slope_lower_bound is not None and not np.isfinite(slope_lower_bound):
@@ -359,6 +371,7 @@ class AFM:
         self.max_iter = int(max_iter)
         self.cv_folds = int(cv_folds)
         self.seed = int(seed)
+        self.ci_level = float(ci_level)
 
     # ------------------------------------------------------------------ fitting
     def _problem(self, y, lid, X, nL, *, bounded: bool = True):
@@ -416,17 +429,16 @@ class AFM:
         self.cv_ = None
         if cv:
             self.cross_validate()
-        from research import __version__
+        from research.provenance import provenance
 
-        self.provenance_ = {
-            "package": "course-research", "version": __version__, "model": "AFM",
-            "settings": {"learner_penalty": self.learner_penalty, "nonnegative_slopes": self.nonnegative_slopes,
-                         "slope_lower_bound": self.slope_lower_bound, "free_slopes": self.free_slopes,
-                         "kc_penalty": self.kc_penalty, "optimizer": self.optimizer, "tol": self.tol,
-                         "max_iter": self.max_iter, "cv_folds": self.cv_folds},
-            "seed": self.seed, "kc_model": self.kc_model_, "n_iter": n_iter, "converged": converged,
-            "fit_seconds": self.fit_seconds_,
-        }
+        self.provenance_ = provenance(
+            "AFM", seed=self.seed,
+            settings={"learner_penalty": self.learner_penalty, "nonnegative_slopes": self.nonnegative_slopes,
+                      "slope_lower_bound": self.slope_lower_bound, "free_slopes": self.free_slopes,
+                      "kc_penalty": self.kc_penalty, "optimizer": self.optimizer, "tol": self.tol,
+                      "max_iter": self.max_iter, "cv_folds": self.cv_folds, "ci_level": self.ci_level},
+            kc_model=self.kc_model_, n_iter=n_iter, converged=converged, fit_seconds=self.fit_seconds_,
+        )
         return self
 
     def _select(self, steps, *, kc_model, columns, model_column):
@@ -475,7 +487,7 @@ class AFM:
         var_t = 1.0 / D + np.asarray(prod.sum(axis=1)).ravel()
         beta, gamma = self.kc_params_[:K], self.kc_params_[K:]
         se_b, se_g = se_k[:K], se_k[K:]
-        z = 1.959963984540054
+        z = _z(self.ci_level)
         # counts per KC
         n_obs = np.bincount(d.long_kc, minlength=K)
         kc64 = d.long_kc.astype(np.int64)
@@ -550,7 +562,7 @@ class AFM:
             eta = prob.eta(self.theta_, self.kc_params_)
         order_se = self._item_order_se(d, eta)
         total = np.sqrt(se_free**2 + order_se**2)
-        z = 1.959963984540054
+        z = _z(self.ci_level)
         with np.errstate(divide="ignore", invalid="ignore"):
             p = 2 * _norm_sf(np.abs(g_free) / total)
         k = self.kcs_

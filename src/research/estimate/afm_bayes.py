@@ -38,9 +38,10 @@ class BayesianAFM:
     Parameters
     ----------
     slopes : {"nonnegative", "free"}
-    draws, tune, chains, seed, target_accept, backend
-        Sampler settings (see :class:`research.bayes.SamplerSettings`).
-    hdi_prob : float
+    sampler : research.bayes.SamplerSettings
+        The sampler settings (the one way every Bayesian estimator takes them; default
+        ``SamplerSettings()``).
+    ci_level : float
         Mass of the equal-tailed credible intervals (default 0.95).
 
     Attributes (after ``fit``)
@@ -53,16 +54,16 @@ class BayesianAFM:
     provenance_ : dict
     """
 
-    def __init__(self, *, slopes: str = "nonnegative", draws: int = 1000, tune: int = 1000, chains: int = 2,
-                 seed: int = 0, target_accept: float = 0.9, backend: str = "auto", hdi_prob: float = 0.95):
+    def __init__(self, *, slopes: str = "nonnegative", sampler: SamplerSettings | None = None, ci_level: float = 0.95):
         if slopes not in SLOPES:
             raise ConfigError(f"slopes={slopes!r} is not known; valid values are {list(SLOPES)}.")
-        if not 0 < hdi_prob < 1:
-            raise ConfigError(f"hdi_prob must lie strictly between 0 and 1, got {hdi_prob!r}.")
+        if not 0 < ci_level < 1:
+            raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level!r}.")
+        if sampler is not None and not isinstance(sampler, SamplerSettings):
+            raise ConfigError(f"sampler must be a research.bayes.SamplerSettings, got {type(sampler).__name__}")
         self.slopes = slopes
-        self.settings = SamplerSettings(draws=draws, tune=tune, chains=chains, seed=seed,
-                                        target_accept=target_accept, backend=backend)
-        self.hdi_prob = float(hdi_prob)
+        self.sampler = sampler if sampler is not None else SamplerSettings()
+        self.ci_level = float(ci_level)
 
     def build_model(self, d):
         import pymc as pm
@@ -114,15 +115,14 @@ class BayesianAFM:
         self._T = pd.to_numeric(long[opportunity]).to_numpy(dtype=float) - 1.0
         self.design_ = d
         self.model_ = self.build_model(d)
-        self.idata_ = sample(self.model_, self.settings)
+        self.idata_ = sample(self.model_, self.sampler)
         self.diagnostics_ = diagnostics(self.idata_, var_names=["beta", "gamma", "sigma_theta"])
         self._summarise(d)
-        from research import __version__
+        from research.provenance import provenance
 
-        self.provenance_ = {"package": "course-research", "version": __version__, "model": "BayesianAFM",
-                            "slopes": self.slopes, "sampler": dict(self.settings.__dict__),
-                            "backend": self.idata_.attrs.get("sampler_backend"), "kc_model": self.kc_model_,
-                            "converged": bool(self.diagnostics_.attrs["ok"])}
+        self.provenance_ = provenance("BayesianAFM", sampler=self.sampler, idata=self.idata_,
+                                      settings={"slopes": self.slopes, "ci_level": self.ci_level},
+                                      kc_model=self.kc_model_, converged=bool(self.diagnostics_.attrs["ok"]))
         return self
 
     def _summarise(self, d):
@@ -130,9 +130,9 @@ class BayesianAFM:
         b = stacked(self.idata_, "beta")
         g = stacked(self.idata_, "gamma")
         th = stacked(self.idata_, "theta")
-        sb = summarise_draws(b, hdi_prob=self.hdi_prob)
-        sg = summarise_draws(g, hdi_prob=self.hdi_prob)
-        st = summarise_draws(th, hdi_prob=self.hdi_prob)
+        sb = summarise_draws(b, hdi_prob=self.ci_level)
+        sg = summarise_draws(g, hdi_prob=self.ci_level)
+        st = summarise_draws(th, hdi_prob=self.ci_level)
         n_obs = np.bincount(d.long_kc, minlength=K)
         pairs = pd.unique(d.long_kc.astype(np.int64) * (len(d.learners) + 1) + d.lid[d.long_obs])
         n_learners = np.bincount(pairs // (len(d.learners) + 1), minlength=K)
@@ -165,7 +165,7 @@ class BayesianAFM:
                              "mu_gamma", "sigma_gamma") if v in post]
         rows = []
         for v in hyper:
-            s = summarise_draws(stacked(self.idata_, v).reshape(-1, 1), hdi_prob=self.hdi_prob)
+            s = summarise_draws(stacked(self.idata_, v).reshape(-1, 1), hdi_prob=self.ci_level)
             rows.append({"parameter": v, **{k: float(val[0]) for k, val in s.items()}, "method": "afm_bayes"})
         self.hyper_ = pd.DataFrame(rows)
 

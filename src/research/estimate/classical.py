@@ -674,12 +674,12 @@ def suppress_small_cells(distractors: pd.DataFrame, min_cell_size: int) -> pd.Da
     """Blank n, share and mean_ability of options chosen by fewer than ``min_cell_size`` learners.
 
     A mean ability over one or two learners would describe individuals. The reason goes in
-    a ``suppressed`` column ("" where shown).
+    a ``suppressed_reason`` column ("" where shown).
 
     Returns
     -------
     The distractor table with n (nullable Int64), share, mean_ability blanked where small,
-    plus suppressed.
+    plus suppressed_reason.
     """
     if int(min_cell_size) < 1:
         raise ConfigError(f"min_cell_size must be at least 1, got {min_cell_size}")
@@ -691,7 +691,7 @@ def suppress_small_cells(distractors: pd.DataFrame, min_cell_size: int) -> pd.Da
     out["mean_ability"] = np.where(small, np.nan, out["mean_ability"].to_numpy(float))
     if "sd_ability" in out.columns:
         out["sd_ability"] = np.where(small, np.nan, out["sd_ability"].to_numpy(float))
-    out["suppressed"] = np.where(small, f"fewer than {int(min_cell_size)} learners", "")
+    out["suppressed_reason"] = np.where(small, f"fewer than {int(min_cell_size)} learners", "")
     return out
 
 

@@ -447,6 +447,7 @@ def mantel_haenszel_dif(
     purify: bool = False,
     logistic: bool = True,
     purify_classes: tuple[str, ...] | list[str] | str = ("B", "C"),
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """DIF of every item for every group attribute: Mantel-Haenszel, ETS class, and
     logistic-regression DIF; Benjamini-Hochberg across all rows.
@@ -484,6 +485,8 @@ def mantel_haenszel_dif(
         ``("C",)``.
     logistic : bool
         Also run logistic-regression DIF (default True).
+    ci_level : float
+        Level of the odds-ratio interval (default 0.95).
 
     Returns
     -------
@@ -494,7 +497,7 @@ def mantel_haenszel_dif(
           ``focal_group``: what is compared.
         - ``n_reference``, ``n_focal``: learners of each group answering the item.
         - ``mh_odds_ratio``, ``mh_odds_ratio_ci_low``, ``mh_odds_ratio_ci_high``: common odds
-          ratio (reference vs focal odds of a correct answer) with its 95% interval
+          ratio (reference vs focal odds of a correct answer) with its ``ci_level`` interval
           (Robins-Breslow-Greenland variance).
         - ``mh_delta``, ``mh_delta_se``: ETS MH D-DIF = -2.35 ln(odds ratio) and its SE;
           negative = harder for the focal group.
@@ -546,7 +549,7 @@ def mantel_haenszel_dif(
             continue
         mh, lr, purified = _analyse_comparison(prep, codes, purify, alpha, logistic, purify_classes=purify_classes,
                                                classify_on=classify_on)
-        z = stats.norm.ppf(0.975)
+        z = stats.norm.ppf(0.5 + ci_level / 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_or = np.log(mh["odds"])
         base["n_reference"] = mh["n_reference"]

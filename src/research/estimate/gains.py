@@ -326,7 +326,7 @@ def paired_statistics(
     post: str = "post_pct",
     g: str | None = "g",
     c: str | None = "c",
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Paired pre/post statistics per cell of ``by`` (one row per cell; vectorised).
 
@@ -352,10 +352,10 @@ def paired_statistics(
         zeros, else normal approximation with tie and continuity correction, as R's
         wilcox.test).
     """
-    _check_level(level)
+    _check_level(ci_level)
     by = list(by)
     require_columns(data, {"pre": pre, "post": post, **{f"by[{i}]": b for i, b in enumerate(by)}}, "gains")
-    zq = stats.norm.ppf(1 - (1 - level) / 2)
+    zq = stats.norm.ppf(1 - (1 - ci_level) / 2)
     d = pd.DataFrame({b: data[b].to_numpy() for b in by}, index=pd.RangeIndex(len(data)))
     x = data[pre].to_numpy(dtype=float)
     y = data[post].to_numpy(dtype=float)
@@ -391,7 +391,7 @@ def paired_statistics(
         sd_d = np.sqrt(vd)
         r = cxy / np.sqrt(vx * vy)
         df = n - 1
-        tq = stats.t.ppf(1 - (1 - level) / 2, np.where(df >= 1, df, np.nan))
+        tq = stats.t.ppf(1 - (1 - ci_level) / 2, np.where(df >= 1, df, np.nan))
         se_d = sd_d / np.sqrt(n)
 
         out["n"] = n.astype(int)
@@ -405,7 +405,7 @@ def paired_statistics(
             m = s1 / sn
             v = np.maximum((s2 - sn * m**2) / (sn - 1), 0)
             se = np.sqrt(v / sn)
-            q = stats.t.ppf(1 - (1 - level) / 2, np.where(sn >= 2, sn - 1, np.nan))
+            q = stats.t.ppf(1 - (1 - ci_level) / 2, np.where(sn >= 2, sn - 1, np.nan))
             m = np.where(sn >= 1, m, np.nan)
             return m, m - q * se, m + q * se
 
@@ -430,7 +430,7 @@ def paired_statistics(
         dz = md / sd_d
         dz = np.where(np.isfinite(dz), dz, np.nan)
         t = dz * np.sqrt(n)
-        lo, hi = _nct_ci(t, df, level)
+        lo, hi = _nct_ci(t, df, ci_level)
         out["d_z"], out["d_z_ci_low"], out["d_z_ci_high"] = dz, lo / np.sqrt(n), hi / np.sqrt(n)
         s_av = (np.sqrt(vx) + np.sqrt(vy)) / 2
         dav = md / s_av
@@ -543,7 +543,7 @@ def gain_summary(
     *,
     group: str | Sequence[str] | None = None,
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     learner: str = "learner_id",
     posterior: pd.DataFrame | None = None,
     **columns,
@@ -577,11 +577,11 @@ def gain_summary(
         ``g_class`` is the normalized gain of the class averages (Hake's <g>); they
         differ in general.
     """
-    _check_level(level)
+    _check_level(ci_level)
     _check_min_cell(min_cell_size)
     group = _as_list(group)
     scores = learner_scores(assessments, learner=learner, **columns)
-    return summarise_scores(scores, learners, group=group, min_cell_size=min_cell_size, level=level,
+    return summarise_scores(scores, learners, group=group, min_cell_size=min_cell_size, ci_level=ci_level,
                             learner=learner, posterior=posterior)
 
 
@@ -591,18 +591,18 @@ def summarise_scores(
     *,
     group: str | Sequence[str] | None = None,
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     learner: str = "learner_id",
     posterior: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """:func:`gain_summary` from :func:`learner_scores` output (same Returns)."""
-    _check_level(level)
+    _check_level(ci_level)
     _check_min_cell(min_cell_size)
     group = _as_list(group)
     gains = learner_gains(scores)
     ids = ["instrument", "module", "group_variable", "group"]
     long = _with_groups(gains, learners, group, learner)
-    stats_ = paired_statistics(long, by=ids, level=level)
+    stats_ = paired_statistics(long, by=ids, ci_level=ci_level)
     # phase counts (including learners without a pair) per cell
     cols = ["cohort", "learner_id", "instrument", "module"] if "cohort" in scores.columns else ["learner_id", "instrument", "module"]
     sc = scores[[c for c in cols if c in scores.columns]].copy()
@@ -655,7 +655,7 @@ def summarise_scores(
     out = out.sort_values(["instrument", "group_variable", "group"], key=lambda s: s.map(lambda v: (v != ALL, v)) if s.name == "group_variable" else s).reset_index(drop=True)
     for col in ids + ["method"]:
         out[col] = out[col].astype("string")
-    out.attrs.update(level=level, min_cell_size=int(min_cell_size), n_learners=int(scores["learner_id"].nunique()))
+    out.attrs.update(ci_level=ci_level, min_cell_size=int(min_cell_size), n_learners=int(scores["learner_id"].nunique()))
     return out
 
 
@@ -668,7 +668,7 @@ def attrition(
     *,
     group: str | Sequence[str] | None = None,
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     learner: str = "learner_id",
 ) -> pd.DataFrame:
     """Who took the pre-test but not the post-test, and do they differ from completers?
@@ -690,7 +690,7 @@ def attrition(
         with a pre-test are suppressed; the score comparison is left empty (with a note in
         ``suppressed_reason``) when fewer than ``min_cell_size`` dropped or completed.
     """
-    _check_level(level)
+    _check_level(ci_level)
     _check_min_cell(min_cell_size)
     group = _as_list(group)
     if "pre_pct" not in scores.columns:
@@ -724,7 +724,7 @@ def attrition(
         se = np.sqrt(vc / nc + vd / nd)
         dfw = (vc / nc + vd / nd) ** 2 / ((vc / nc) ** 2 / (nc - 1) + (vd / nd) ** 2 / (nd - 1))
         diff = md - mc
-        q = stats.t.ppf(1 - (1 - level) / 2, dfw)
+        q = stats.t.ppf(1 - (1 - ci_level) / 2, dfw)
         tw = diff / se
         pw = 2 * stats.t.sf(np.abs(tw), dfw)
     out["pre_mean_completed"] = np.where(nc > 0, mc, np.nan)
@@ -773,7 +773,7 @@ def attrition(
                               min_cell_size=int(min_cell_size), subcounts=["n_completed", "n_dropped"])
     for col in ids:
         out[col] = out[col].astype("string")
-    out.attrs.update(level=level, min_cell_size=int(min_cell_size))
+    out.attrs.update(ci_level=ci_level, min_cell_size=int(min_cell_size))
     return out.reset_index(drop=True)
 
 
@@ -786,7 +786,7 @@ def ancova(
     pre: str = "pre_pct",
     post: str = "post_pct",
     group: str | Sequence[str] | None = None,
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """ANCOVA: ordinary least squares of post on pre plus group (statsmodels).
 
@@ -800,7 +800,7 @@ def ancova(
     """
     import statsmodels.formula.api as smf
 
-    _check_level(level)
+    _check_level(ci_level)
     group = _as_list(group)
     require_columns(data, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}}, "ancova data")
     frame = pd.DataFrame({"post": pd.to_numeric(data[post], errors="coerce").astype(float),
@@ -816,7 +816,7 @@ def ancova(
         if frame[f"g{i}"].nunique() < 2:
             raise DataError(f"group column {g!r} has only one level {frame[f'g{i}'].unique().tolist()}; ANCOVA needs two or more")
     res = smf.ols("post ~ " + " + ".join(terms), data=frame).fit()
-    ci = res.conf_int(alpha=1 - level)
+    ci = res.conf_int(alpha=1 - ci_level)
     names = list(res.params.index)
     for i, g in enumerate(group):
         names = [nm.replace(f"C(g{i})[T.", f"{g}[T.") for nm in names]
@@ -841,7 +841,7 @@ def ancova_table(
     *,
     group: str | Sequence[str] | None = None,
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     pre: str = "pre_pct",
     post: str = "post_pct",
 ) -> pd.DataFrame:
@@ -863,7 +863,7 @@ def ancova_table(
     estimate, se, ci_low, ci_high, t, p, n (learners in the model), r_squared, method
     ("ancova_ols"), suppressed_reason.
     """
-    _check_level(level)
+    _check_level(ci_level)
     _check_min_cell(min_cell_size)
     group = _as_list(group)
     require_columns(learner_table, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}},
@@ -892,7 +892,7 @@ def ancova_table(
                 reason = f"fewer learners with both tests than the minimum cell size {min_cell_size}"
             if reason is None:
                 try:
-                    fit = ancova(frame, pre=pre, post=post, group=None if variable == "all" else variable, level=level)
+                    fit = ancova(frame, pre=pre, post=post, group=None if variable == "all" else variable, ci_level=ci_level)
                 except DataError as exc:
                     reason = str(exc)
             if reason is not None:
@@ -924,7 +924,7 @@ def gain_mixed_model(
     group: str | Sequence[str] | None = None,
     module: str = "module",
     cohort: str = "cohort",
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Post on pre plus group with random module (and cohort) effects (statsmodels MixedLM).
 
@@ -946,7 +946,7 @@ def gain_mixed_model(
     """
     import statsmodels.formula.api as smf
 
-    _check_level(level)
+    _check_level(ci_level)
     group = _as_list(group)
     require_columns(data, {"pre": pre, "post": post, "module": module, **{f"group[{i}]": g for i, g in enumerate(group)}},
                      "mixed-model data")
@@ -960,7 +960,7 @@ def gain_mixed_model(
     frame = frame.dropna().reset_index(drop=True)
     n_mod, n_coh = frame["module"].nunique(), frame["cohort"].nunique()
     if n_mod <= 1 and n_coh <= 1:
-        out = ancova(frame, pre="pre", post="post", group=[f"g{i}" for i in range(len(group))], level=level)
+        out = ancova(frame, pre="pre", post="post", group=[f"g{i}" for i in range(len(group))], ci_level=ci_level)
         out["term"] = out["term"].str.replace(r"^g(\d+)\[", lambda m: f"{group[int(m.group(1))]}[", regex=True)
         out = out.drop(columns=["t"])
         out["method"] = "ancova_ols (one module, one cohort)"
@@ -982,7 +982,7 @@ def gain_mixed_model(
         res = model.fit(reml=True)
     fe = res.fe_params
     bse = res.bse_fe
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = stats.norm.ppf(1 - (1 - ci_level) / 2)
     names = list(fe.index)
     for i, g in enumerate(group):
         names = [nm.replace(f"C(g{i})[T.", f"{g}[T.") for nm in names]
@@ -1027,19 +1027,19 @@ class BayesianGainModel:
     divergent transitions.
     """
 
-    settings: object = None  # research.bayes.SamplerSettings
+    sampler: object = None  # research.bayes.SamplerSettings: the one way sampler settings are passed
     prior_scale: float = 0.5
-    level: float = 0.95
+    ci_level: float = 0.95
     fitted_: bool = field(default=False, init=False)
 
     def __post_init__(self):
         from research.bayes import SamplerSettings
 
-        if self.settings is None:
-            self.settings = SamplerSettings(target_accept=0.95)
-        if not isinstance(self.settings, SamplerSettings):
-            raise ConfigError(f"settings must be a research.bayes.SamplerSettings, got {type(self.settings).__name__}")
-        _check_level(self.level)
+        if self.sampler is None:
+            self.sampler = SamplerSettings(target_accept=0.95)
+        if not isinstance(self.sampler, SamplerSettings):
+            raise ConfigError(f"sampler must be a research.bayes.SamplerSettings, got {type(self.sampler).__name__}")
+        _check_level(self.ci_level)
         if not self.prior_scale > 0:
             raise ConfigError(f"prior_scale must be positive, got {self.prior_scale!r}")
 
@@ -1049,7 +1049,6 @@ class BayesianGainModel:
         import pymc as pm
         import pytensor.tensor as pt
 
-        from research import __version__
         from research.bayes import diagnostics, sample
 
         cols = {"module": module, "gain": gain} | ({"group": group} if group else {})
@@ -1090,7 +1089,7 @@ class BayesianGainModel:
             # are multivariate normal. Only scales are sampled: no funnels.
             pm.Potential("within", pt.sum(-(n - 1) * pt.log(s_c) - ss / (2 * s_c**2)))
             pm.MvNormal("cell_mean", mu=np.zeros(C), cov=K + pt.diag(s_c**2 / n), observed=ybar)
-        idata = sample(model, self.settings)
+        idata = sample(model, self.sampler)
         var_names = ["sigma"] + (["tau_module"] if has_module else []) + (["tau_group", "tau_cell"] if has_group else [])
         self.diagnostics_ = diagnostics(idata, var_names=var_names)
         from research.bayes import stacked
@@ -1111,15 +1110,17 @@ class BayesianGainModel:
         cov = Kd - KA @ Kd
         cov = (cov + cov.transpose(0, 2, 1)) / 2 + 1e-12 * np.eye(C)
         L = np.linalg.cholesky(cov)
-        rng = np.random.default_rng(self.settings.seed)
+        rng = np.random.default_rng(self.sampler.seed)
         th = mean + (L @ rng.standard_normal((S, C, 1)))[:, :, 0]
         self.idata_ = idata
         self.cells_ = cells.rename(columns={"size": "n", "mean": "gain_mean", "var": "gain_var"})
         self.theta_draws_ = th
         self.module_col_, self.group_col_ = module, group
-        self.provenance_ = {"package_version": __version__, "seed": self.settings.seed,
-                            "settings": dict(self.settings.__dict__), "prior_scale": self.prior_scale,
-                            "sampler_backend": idata.attrs.get("sampler_backend"), "n_learner_gains": int(len(frame))}
+        from research.provenance import provenance
+
+        self.provenance_ = provenance("GainModel", sampler=self.sampler, idata=idata,
+                                      settings={"prior_scale": self.prior_scale, "ci_level": self.ci_level},
+                                      n_learner_gains=int(len(frame)))
         self.fitted_ = True
         return self
 
@@ -1161,7 +1162,7 @@ class BayesianGainModel:
                        (th @ tot)[:, None], np.array([n.sum()])))
         parts = []
         for ids, draws, nn in blocks:
-            s = summarise_draws(draws, hdi_prob=self.level)
+            s = summarise_draws(draws, hdi_prob=self.ci_level)
             part = ids.copy()
             for k in ("estimate", "se", "ci_low", "ci_high"):
                 part[k] = s[k]

@@ -60,8 +60,8 @@ import scipy.sparse as sp
 from scipy import stats
 from scipy.special import expit, log_expit, logsumexp
 
-import research
 from research.errors import ConfigError, DataError
+from research.provenance import provenance
 
 #: Item fit mean-square thresholds (Wright & Linacre 1994, "run of the mill" MCQ range).
 FIT_LOW = 0.7
@@ -605,23 +605,12 @@ class _IRTModel:
                 "n_items": np.bincount(design.rows, minlength=design.n_learners).astype(np.int64),
             }
         )
-        self.provenance_ = {
-            "package": "course-research",
-            "version": research.__version__,
-            "model": self.model_name,
-            "method": self.method,
-            "n_quadrature": self.n_quadrature,
-            "max_iter": self.max_iter,
-            "tol": self.tol,
-            "se": self.se,
-            "blas_threads": self.blas_threads,
-            "seed": None if self.sampler is None else self.sampler.seed,
-            "sampler": None if self.sampler is None else dict(self.sampler.__dict__),
-            "backend": None if self.idata_ is None else self.idata_.attrs.get("sampler_backend"),
-            "n_learners": design.n_learners,
-            "n_items": design.n_items,
-            "n_responses": len(design.y),
-        }
+        self.provenance_ = provenance(
+            self.model_name, sampler=self.sampler, idata=self.idata_,
+            settings={"method": self.method, "n_quadrature": self.n_quadrature, "max_iter": self.max_iter,
+                      "tol": self.tol, "se": self.se, "blas_threads": self.blas_threads},
+            method=self.method, n_learners=design.n_learners, n_items=design.n_items, n_responses=len(design.y),
+        )
         return self
 
     def _fit_ml(self, design):

@@ -113,7 +113,7 @@ def construct_scores(surveys: pd.DataFrame, **columns) -> pd.DataFrame:
 # --------------------------------------------------------------------------- reliability
 
 
-def cronbach_alpha(items: pd.DataFrame | np.ndarray, *, level: float = 0.95) -> dict[str, float]:
+def cronbach_alpha(items: pd.DataFrame | np.ndarray, *, ci_level: float = 0.95) -> dict[str, float]:
     """Cronbach's alpha of a complete learners x items matrix with Feldt's F interval.
 
     Returns a dict with estimate, ci_low, ci_high, n, n_items.
@@ -122,7 +122,7 @@ def cronbach_alpha(items: pd.DataFrame | np.ndarray, *, level: float = 0.95) -> 
     if x.ndim != 2 or x.shape[1] < 2 or x.shape[0] < 3:
         raise DataError(f"alpha needs at least 3 learners and 2 items with complete answers; got shape {x.shape}")
     n, k = x.shape
-    alpha, lo, hi = cronbach_alpha_feldt(x, level)
+    alpha, lo, hi = cronbach_alpha_feldt(x, ci_level)
     return {"estimate": alpha, "ci_low": lo, "ci_high": hi, "n": n, "n_items": k}
 
 
@@ -160,7 +160,7 @@ def _omega_from_R(R: np.ndarray) -> np.ndarray:
     return 1 - (1 - lam**2).sum(axis=1) / R.sum(axis=(1, 2))
 
 
-def mcdonald_omega(items: pd.DataFrame | np.ndarray, *, level: float = 0.95, n_boot: int = 1000,
+def mcdonald_omega(items: pd.DataFrame | np.ndarray, *, ci_level: float = 0.95, n_boot: int = 1000,
                    seed: int | None = 0) -> dict[str, float]:
     """McDonald's omega total from a one-factor minres fit, with a bootstrap interval.
 
@@ -192,7 +192,7 @@ def mcdonald_omega(items: pd.DataFrame | np.ndarray, *, level: float = 0.95, n_b
             ok = np.isfinite(Rb).all(axis=(1, 2))
             vals.append(_omega_from_R(Rb[ok]))
         vals = np.concatenate(vals)
-        a = 1 - level
+        a = 1 - ci_level
         lo, hi = np.quantile(vals, [a / 2, 1 - a / 2])
     return {"estimate": est, "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_items": k, "loadings": lam}
 
@@ -206,7 +206,7 @@ def reliability(
     surveys: pd.DataFrame,
     *,
     phase: str | Sequence[str] | None = None,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     n_boot: int = 1000,
     seed: int | None = 0,
     **columns,
@@ -235,9 +235,9 @@ def reliability(
             row = {"construct": c, "phase": p, "n": len(complete), "n_incomplete": len(w) - len(complete),
                    "n_items": w.shape[1]}
             if len(complete) >= 3 and w.shape[1] >= 2:
-                al = cronbach_alpha(complete, level=level)
+                al = cronbach_alpha(complete, ci_level=ci_level)
                 try:
-                    om = mcdonald_omega(complete, level=level, n_boot=n_boot, seed=seed)
+                    om = mcdonald_omega(complete, ci_level=ci_level, n_boot=n_boot, seed=seed)
                 except DataError:
                     om = {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan}
                 row.update(alpha=al["estimate"], alpha_ci_low=al["ci_low"], alpha_ci_high=al["ci_high"],
@@ -268,7 +268,7 @@ def ordinal_change(
     construct: str,
     pre: str = "pre",
     post: str = "post",
-    level: float = 0.95,
+    ci_level: float = 0.95,
     **columns,
 ) -> pd.DataFrame:
     """Cumulative-logit (proportional odds) change of item responses from pre to post.
@@ -301,7 +301,7 @@ def ordinal_change(
         res = OrderedModel(y, X, distr="logit").fit(method="bfgs", disp=False, maxiter=2000)
     b = float(res.params["post"])
     se = float(res.bse["post"])
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = stats.norm.ppf(1 - (1 - ci_level) / 2)
     out = pd.DataFrame({"construct": [construct], "estimate": [b], "se": [se], "ci_low": [b - z * se],
                         "ci_high": [b + z * se], "odds_ratio": [np.exp(b)],
                         "p": [2 * stats.norm.sf(abs(b / se))], "n": [s["learner_id"].nunique()],
@@ -320,23 +320,22 @@ class BayesianOrdinalChange:
     odds of a higher answer after than before for the same learner.
     """
 
-    settings: object = None
-    level: float = 0.95
+    sampler: object = None  # research.bayes.SamplerSettings: the one way sampler settings are passed
+    ci_level: float = 0.95
     fitted_: bool = field(default=False, init=False)
 
     def __post_init__(self):
         from research.bayes import SamplerSettings
 
-        if self.settings is None:
-            self.settings = SamplerSettings()
-        if not isinstance(self.settings, SamplerSettings):
-            raise ConfigError(f"settings must be a research.bayes.SamplerSettings, got {type(self.settings).__name__}")
+        if self.sampler is None:
+            self.sampler = SamplerSettings()
+        if not isinstance(self.sampler, SamplerSettings):
+            raise ConfigError(f"sampler must be a research.bayes.SamplerSettings, got {type(self.sampler).__name__}")
 
     def fit(self, surveys: pd.DataFrame, *, construct: str, pre: str = "pre", post: str = "post",
             **columns) -> "BayesianOrdinalChange":
         import pymc as pm
 
-        from research import __version__
         from research.bayes import diagnostics, sample, stacked
 
         s = _change_frame(scored_responses(surveys, **columns), construct, pre, post)
@@ -358,16 +357,16 @@ class BayesianOrdinalChange:
                             initval=np.linspace(-2, 2, K - 1))
             eta = beta * x + u[li] + (d[ii] if len(items) > 1 else 0.0)
             pm.OrderedLogistic("y", eta=eta, cutpoints=cut, observed=y)
-        idata = sample(model, self.settings)
+        idata = sample(model, self.sampler)
         self.diagnostics_ = diagnostics(idata, var_names=["beta", "sigma_u", "cutpoints"])
         self.idata_ = idata
         self.beta_draws_ = stacked(idata, "beta")
         self.construct_ = construct
         self.n_ = len(learners)
         self.n_responses_ = len(s)
-        self.provenance_ = {"package_version": __version__, "seed": self.settings.seed,
-                            "settings": dict(self.settings.__dict__),
-                            "sampler_backend": idata.attrs.get("sampler_backend")}
+        from research.provenance import provenance
+
+        self.provenance_ = provenance("BayesianOrdinalChange", sampler=self.sampler, idata=idata)
         self.fitted_ = True
         return self
 
@@ -377,7 +376,7 @@ class BayesianOrdinalChange:
         if not self.fitted_:
             raise ConfigError("call fit() before summary()")
         b = self.beta_draws_
-        a = 1 - self.level
+        a = 1 - self.ci_level
         out = pd.DataFrame({"construct": [self.construct_], "estimate": [b.mean()], "se": [b.std(ddof=1)],
                             "ci_low": [np.quantile(b, a / 2)], "ci_high": [np.quantile(b, 1 - a / 2)],
                             "prob_positive": [(b > 0).mean()], "n": [self.n_], "n_responses": [self.n_responses_],
@@ -394,7 +393,7 @@ def survey_summary(
     pre: str = "pre",
     post: str = "post",
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     n_boot: int = 1000,
     seed: int | None = 0,
     bayes: dict[str, pd.DataFrame] | pd.DataFrame | None = None,
@@ -421,7 +420,7 @@ def survey_summary(
         raise ConfigError(f"min_cell_size must be a whole number of at least 1, got {min_cell_size!r}")
     scores = construct_scores(surveys, **columns)
     rel_phase = pre if pre in set(scores["phase"]) else sorted(set(scores["phase"]))[0]
-    rel = reliability(surveys, phase=rel_phase, level=level, n_boot=n_boot, seed=seed, **columns)
+    rel = reliability(surveys, phase=rel_phase, ci_level=ci_level, n_boot=n_boot, seed=seed, **columns)
     wide = scores.pivot_table(index=["construct", "learner_id"], columns="phase", values="score",
                               aggfunc="first").reset_index()
     for p in (pre, post):
@@ -436,12 +435,12 @@ def survey_summary(
     n = agg["n"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         se = agg["sd"].to_numpy() / np.sqrt(n)
-        q = stats.t.ppf(1 - (1 - level) / 2, np.where(n > 1, n - 1, np.nan))
+        q = stats.t.ppf(1 - (1 - ci_level) / 2, np.where(n > 1, n - 1, np.nan))
         agg["change_ci_low"] = agg["change"] - q * se
         agg["change_ci_high"] = agg["change"] + q * se
         dz = agg["change"].to_numpy() / agg["sd"].to_numpy()
         dz = np.where(np.isfinite(dz), dz, np.nan)
-    lo, hi = _nct_ci(dz * np.sqrt(n), n - 1, level)
+    lo, hi = _nct_ci(dz * np.sqrt(n), n - 1, ci_level)
     agg["d_z"], agg["d_z_ci_low"], agg["d_z_ci_high"] = dz, lo / np.sqrt(n), hi / np.sqrt(n)
     agg = agg.drop(columns=["sd"])
     out = counts.merge(agg, on="construct", how="left")
@@ -454,7 +453,7 @@ def survey_summary(
     for c in out["construct"]:  # loop over constructs (few)
         if out.loc[out["construct"] == c, "n"].iloc[0] >= 2:
             try:
-                o = ordinal_change(surveys, construct=c, pre=pre, post=post, level=level, **columns)
+                o = ordinal_change(surveys, construct=c, pre=pre, post=post, ci_level=ci_level, **columns)
                 ords.append({"construct": c, "ordinal_log_odds": o["estimate"].iloc[0],
                              "ordinal_ci_low": o["ci_low"].iloc[0], "ordinal_ci_high": o["ci_high"].iloc[0],
                              "ordinal_p": o["p"].iloc[0]})

@@ -6,6 +6,10 @@
 * :mod:`research.loop.linking` — both cohorts on one scale: separate Rasch calibrations
   linked (mean/mean) through the anchor items the change log leaves untouched, with drift
   screening and a :class:`LinkingWarning` when there are too few anchors.
+* :mod:`research.loop.profile` — one cohort's estimates as a comparison needs them
+  (:func:`research.estimates.build_estimates`, the notebooks' steps).
+* :mod:`research.loop.demo` — the demo's redesigns (:data:`DEMO_PAIRS`) and their change
+  logs; loading the two cohorts for notebook 07.
 * :mod:`research.loop.compare` — per changed item, KC and page: the change in difficulty,
   error rate, discrimination, learning rate (AFM slope) and drop-out with Bayesian
   intervals and a verdict (improved, no_detectable_change, worse); the status of every
@@ -25,25 +29,19 @@ from research.loop.changelog import (
 )
 from research.loop.compare import (
     COMPARISON_COLUMNS,
-    DEMO_PAIRS,
     RULE_METRICS,
     STATUS_COLUMNS,
     TARGET_VERDICTS,
     VERDICTS,
     CohortComparison,
-    CohortProfile,
-    changelog_for_followup,
     changelog_from_versions,
     compare_cohorts,
     compare_metrics,
-    demo_changelog,
-    ensure_demo_pair,
-    load_pair,
-    profile_cohort,
     recommendation_status,
-    resolve_changelog,
     target_verdicts,
 )
+from research.loop.demo import DEMO_PAIRS, changelog_for_followup, demo_changelog, ensure_demo_pair, load_pair, resolve_changelog
+from research.loop.profile import CohortProfile, comparison_settings, profile_cohort
 from research.loop.linking import ANCHOR_COLUMNS, Linking, LinkingWarning, item_covariance, link_difficulties
 
 __all__ = [
@@ -65,6 +63,7 @@ __all__ = [
     "changelog_from_versions",
     "compare_cohorts",
     "compare_metrics",
+    "comparison_settings",
     "demo_changelog",
     "ensure_demo_pair",
     "item_covariance",

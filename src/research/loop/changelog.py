@@ -324,11 +324,6 @@ def read_changelog(
     )
 
 
-def empty_changelog() -> ChangeLog:
-    """A change log without changes (every common item is an anchor, nothing is compared)."""
-    return read_changelog({"changes": []})
-
-
 def changelog_dict(changes: list[dict[str, Any]], **top) -> dict:
     """A change-log mapping from change entries (for writing with :func:`write_changelog`)."""
     return {**{k: v for k, v in top.items() if v is not None}, "changes": changes}

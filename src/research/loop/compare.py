@@ -1,9 +1,10 @@
 """Did the redesign work? Compare the changed items, KCs and pages of two cohorts.
 
-:func:`profile_cohort` computes, once per cohort, everything a comparison needs: first
-attempts, classical item statistics and a Rasch calibration, AFM learning rates per KC
-model, the completion funnel by item and by page, and (optionally) the cohort's
-recommendations. :class:`CohortComparison` links the two Rasch calibrations through the
+:func:`research.loop.profile.profile_cohort` computes, once per cohort, everything a
+comparison needs, with :func:`research.estimates.build_estimates` (the notebooks' steps):
+the item table and its Rasch calibration, the KC table per KC model, the completion funnel
+by item and by page, DIF, and (optionally) the cohort's recommendations. The demo's
+redesigns and change logs are in :mod:`research.loop.demo`. :class:`CohortComparison` links the two Rasch calibrations through the
 anchor items (:mod:`research.loop.linking`) and, for every change in the change log,
 compares the before and after value of each metric:
 
@@ -50,8 +51,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,10 +60,10 @@ import research
 from research.errors import ConfigError, DataError
 from research.loop.changelog import ChangeLog, read_changelog
 from research.loop.linking import DRIFT_Z, MIN_ANCHORS, Linking, LinkingWarning, item_covariance, link_difficulties
+from research.loop.profile import CohortProfile, cohort_table, comparison_settings, profile_cohort
 
 VERDICTS = ("improved", "no_detectable_change", "worse", "changed", "not_comparable")
 TARGET_VERDICTS = ("improved", "no_detectable_change", "worse", "mixed", "not_comparable")
-STATUSES = ("new", "persisting", "resolved")
 
 #: Metrics that show whether the finding of a rule was fixed (others: every metric of the target).
 RULE_METRICS = {
@@ -92,169 +91,6 @@ STATUS_COLUMNS = [
     "recommendation_id", "rule", "family", "target_type", "target_id", "kc_model", "status",
     "rank_before", "rank_after", "priority_before", "priority_after", "addressed_by", "change_verdict", "title",
 ]
-
-
-# --------------------------------------------------------------------------- cohort profile
-
-
-@dataclass
-class CohortProfile:
-    """Per-cohort estimates a comparison needs (see :func:`profile_cohort`).
-
-    Attributes
-    ----------
-    cohort : str
-    responses : first attempts (learner_id, item_id, correct, ...).
-    items : one row per item: the item table of :func:`research.estimate.irt.item_table`
-        plus ``k_correct``.
-    rasch : the fitted :class:`research.estimate.irt.Rasch` (None when it could not be fitted).
-    item_kcs : item_id, kc_model, kc (which KCs each item practises).
-    kcs : one row per KC model x KC: AFM summary, curve category, ``n_steps_obs`` and
-        ``n_errors`` (first-attempt errors over all its student steps).
-    kc_models : fit of every KC model (BIC, AIC, ...).
-    item_funnel, page_funnel : :func:`research.estimate.engagement.funnel` by item and page.
-    recommendations : the cohort's findings (or None).
-    dif : Mantel-Haenszel DIF of every item by learner attribute (or None without attributes).
-    """
-
-    cohort: str
-    responses: pd.DataFrame
-    items: pd.DataFrame
-    rasch: object
-    item_kcs: pd.DataFrame
-    kcs: pd.DataFrame
-    kc_models: pd.DataFrame
-    item_funnel: pd.DataFrame
-    page_funnel: pd.DataFrame
-    recommendations: pd.DataFrame | None = None
-    dif: pd.DataFrame | None = None
-    seconds: float = 0.0
-
-    @property
-    def item_ids(self) -> set[str]:
-        return set(self.items["item_id"].astype(str))
-
-    @property
-    def page_ids(self) -> set[str]:
-        return set(self.page_funnel["page"].dropna().astype(str))
-
-
-def _table(data, name):
-    frame = getattr(data, name, None)
-    if frame is None and isinstance(data, dict):
-        frame = data.get(name)
-    return frame
-
-
-def profile_cohort(
-    data,
-    *,
-    cohort: str | None = None,
-    recommend: bool = True,
-    recommend_config=None,
-    min_cell_size: int = 10,
-    dif: bool = True,
-) -> CohortProfile:
-    """Estimate what a comparison needs for one cohort.
-
-    Parameters
-    ----------
-    data
-        The cohort's canonical tables: a :class:`research.cohort.CohortData`, a
-        :class:`research.simulate.SimulatedCohort` or a dict with ``attempts``,
-        ``attempt_kcs``, ``items`` and optionally ``learners``.
-    recommend
-        Also compute the cohort's recommendations (rule families items, distractors, kcs,
-        dif, funnel and time_on_task) for the recommendation status.
-    """
-    from research.estimate import afm, classical, curves, engagement, irt, opportunities
-
-    started = time.perf_counter()
-    attempts, attempt_kcs = _table(data, "attempts"), _table(data, "attempt_kcs")
-    items_meta, learners = _table(data, "items"), _table(data, "learners")
-    if attempts is None or attempt_kcs is None:
-        raise DataError("profile_cohort needs the cohort's attempts and attempt_kcs tables")
-    if attempts.empty:
-        raise DataError(f"cohort {cohort or getattr(data, 'cohort', '?')!r} has no attempts: nothing to compare")
-    cohort = cohort or getattr(data, "cohort", None) or str(attempts["cohort"].iloc[0])
-    if items_meta is not None and items_meta.empty:
-        items_meta = None
-    fa = classical.first_attempt_responses(attempts)
-    stats_ = classical.item_statistics(attempts, items_meta)
-    counts = fa.groupby("item_id")["correct"].sum().rename("k_correct")
-    fit_data = irt.drop_unestimable(fa)
-    rasch = None
-    if fit_data["item_id"].nunique() >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            rasch = irt.Rasch().fit(fit_data)
-    table = irt.item_table(stats_, rasch=rasch)
-    table = table.merge(counts, left_on="item_id", right_index=True, how="left")
-
-    steps = opportunities.student_steps(attempts, attempt_kcs)
-    models = afm.fit_kc_models(steps, cv=False)
-    kcs = curves.kc_table(models, steps)
-    err = steps.assign(_e=1 - steps["success"]).groupby(["kc_model", "kc"], as_index=False).agg(
-        n_steps_obs=("_e", "size"), n_errors=("_e", "sum"))
-    kcs = kcs.merge(err, on=["kc_model", "kc"], how="left")
-    kc_models = afm.compare_kc_models(models)
-    item_kcs = steps[["item_id", "kc_model", "kc"]].drop_duplicates().astype("string").reset_index(drop=True)
-
-    item_funnel = engagement.funnel(attempts, items_meta, level="item", learners=learners)
-    page_funnel = engagement.funnel(attempts, items_meta, level="page", learners=learners)
-    dif_table = _dif_table(fa, learners, min_cell_size) if dif else None
-    recs = None
-    if recommend:
-        recs = cohort_recommendations(
-            attempts, items_meta, learners, table, kcs, kc_models, page_funnel, fa,
-            cohort=cohort, config=recommend_config, min_cell_size=min_cell_size, dif=dif_table,
-        )
-    return CohortProfile(
-        cohort=str(cohort), responses=fa, items=table, rasch=rasch, item_kcs=item_kcs, kcs=kcs,
-        kc_models=kc_models, item_funnel=item_funnel, page_funnel=page_funnel, recommendations=recs,
-        dif=dif_table, seconds=time.perf_counter() - started,
-    )
-
-
-def _dif_table(responses, learners, min_cell_size) -> pd.DataFrame | None:
-    """Mantel-Haenszel DIF by every learner attribute present, or None."""
-    if learners is None or not len(learners):
-        return None
-    from research.estimate.dif import mantel_haenszel_dif
-
-    attrs = [c for c in ("gender", "age_band", "role", "region", "digital_maturity")
-             if c in learners.columns and learners[c].notna().any()]
-    if not attrs:
-        return None
-    try:
-        return mantel_haenszel_dif(responses, learners, attributes=attrs, min_cell_size=min_cell_size)
-    except Exception:  # noqa: BLE001 - too few learners per group: no DIF to compare
-        return None
-
-
-def cohort_recommendations(attempts, items_meta, learners, item_table, kcs, kc_models, page_funnel, responses, *,
-                           cohort, config=None, min_cell_size=10, dif=True) -> pd.DataFrame:
-    """The cohort's findings from :func:`research.recommend.recommend` on the estimates of a profile."""
-    from research.estimate import classical, engagement
-    from research.recommend import recommend
-
-    tables = {"items": item_table, "kcs": kcs, "kc_models": kc_models, "funnel": page_funnel}
-    try:
-        tables["distractors"] = classical.distractor_table(attempts, items_meta)
-    except Exception:  # noqa: BLE001 - no responses or no options: the rule family is skipped
-        pass
-    try:
-        tables["time_on_task"] = engagement.time_on_task(attempts, items_meta, level="page", min_cell_size=min_cell_size)
-    except Exception:  # noqa: BLE001
-        pass
-    if isinstance(dif, pd.DataFrame):
-        tables["dif"] = dif
-    elif dif is True:
-        d = _dif_table(responses, learners, min_cell_size)
-        if d is not None:
-            tables["dif"] = d
-    n = int(attempts["learner_id"].nunique())
-    return recommend(tables, config, cohort=cohort, n_learners=n)
 
 
 # --------------------------------------------------------------------------- the comparison kernel
@@ -677,6 +513,8 @@ class CohortComparison:
     min_n : least observations on each side for a verdict.
     min_cell_size : rows with fewer learners on either side are suppressed.
     recommend_config : overrides of the recommendation rules (bands and the cohorts' findings).
+    settings : the :class:`~research.estimates.EstimateSettings` both cohorts are profiled
+        with (default :func:`~research.loop.profile.comparison_settings` at ``min_cell_size``).
 
     Fitted attributes: ``before_``, ``after_`` (:class:`CohortProfile`), ``changelog_``,
     ``linking_`` (:class:`~research.loop.linking.Linking`), ``comparison_``,
@@ -685,7 +523,7 @@ class CohortComparison:
 
     def __init__(self, *, min_anchors: int = MIN_ANCHORS, drift_z: float | None = DRIFT_Z,
                  exclude_kc_items: bool = True, ci_level: float = 0.95, n_draws: int = 4000, seed: int = 0,
-                 min_n: int = 20, min_cell_size: int = 10, recommend_config=None):
+                 min_n: int = 20, min_cell_size: int = 10, recommend_config=None, settings=None):
         if int(min_anchors) < 1:
             raise ConfigError(f"min_anchors must be at least 1, got {min_anchors!r}")
         if not 0 < ci_level < 1:
@@ -701,11 +539,13 @@ class CohortComparison:
         self.min_n = int(min_n)
         self.min_cell_size = int(min_cell_size)
         self.recommend_config = recommend_config
+        self.settings = settings if settings is not None else comparison_settings(self.min_cell_size)
 
     def _profile(self, data) -> CohortProfile:
         if isinstance(data, CohortProfile):
             return data
-        return profile_cohort(data, recommend_config=self.recommend_config, min_cell_size=self.min_cell_size)
+        return profile_cohort(data, recommend_config=self.recommend_config, min_cell_size=self.min_cell_size,
+                              settings=self.settings)
 
     def fit(self, before, after, changelog=None, *, anchors=None) -> "CohortComparison":
         """Profile both cohorts (unless profiles are given), validate the change log against
@@ -719,8 +559,8 @@ class CohortComparison:
         b, a = self._profile(before), self._profile(after)
         self.before_, self.after_ = b, a
         if changelog is None:
-            changelog = changelog_from_versions(_table(before, "items") if not isinstance(before, CohortProfile) else None,
-                                                _table(after, "items") if not isinstance(after, CohortProfile) else None)
+            changelog = changelog_from_versions(cohort_table(before, "items") if not isinstance(before, CohortProfile) else None,
+                                                cohort_table(after, "items") if not isinstance(after, CohortProfile) else None)
         if not isinstance(changelog, ChangeLog):
             changelog = read_changelog(
                 changelog, items_before=b.item_ids, items_after=a.item_ids,
@@ -845,6 +685,14 @@ class CohortComparison:
             return pd.DataFrame(columns=ANCHOR_COLUMNS)
         return self.linking_.anchors.copy()
 
+    def not_analysed(self) -> pd.DataFrame:
+        """What could not be estimated for either cohort (``cohort``, ``analysis``, ``status``,
+        ``message``): the comparison of those measures is missing, and this says why."""
+        self._check_fitted()
+        frames = [p.not_analysed().assign(cohort=p.cohort) for p in (self.before_, self.after_)]
+        out = pd.concat(frames, ignore_index=True)
+        return out[["cohort", "analysis", "status", "message"]]
+
 
 def compare_cohorts(before, after, changelog=None, **settings) -> CohortComparison:
     """Shortcut: ``CohortComparison(**settings).fit(before, after, changelog)``."""
@@ -873,166 +721,3 @@ def changelog_from_versions(items_before: pd.DataFrame | None, items_after: pd.D
     changes += [{"date": today, "type": "item_added", "item": i} for i in sorted(set(va.index) - set(vb.index))]
     changes += [{"date": today, "type": "item_removed", "item": i} for i in sorted(set(vb.index) - set(va.index))]
     return read_changelog({"changes": changes})
-
-
-_DESCRIPTIONS = {
-    "too_easy": "Rewrote the item with plausible distractors so that it separates learners who know the topic",
-    "miskeyed": "Corrected the answer key",
-    "dif": "Reworded the item and its example so that it assumes no background knowledge",
-    "no_learning_kc": "Revised the instruction and worked examples of the KC and added feedback to its practice items",
-    "dropout_page": "Shortened the page and split its long video into three parts",
-    "slow_page": "Cut the reading load of the page",
-}
-
-
-def changelog_for_followup(previous, followup, *, claimed=(), recommendations: pd.DataFrame | None = None,
-                           date: str | None = None) -> dict:
-    """The change log of a simulated follow-up (:func:`research.simulate.simulate_followup`).
-
-    Every planted problem the follow-up truly fixed gets a change entry, and so does every
-    label in ``claimed`` (a revision that was made but did not work: the problem persists
-    in the follow-up). Items become ``item_revised``, the no-learning KC ``kc_revised``
-    (KC model "Fine"), drop-out and slow pages ``page_revised``. With ``recommendations``
-    (the previous cohort's findings) each change names the ids of the findings on its target.
-
-    Returns the change-log mapping (write it with :func:`research.loop.changelog.write_changelog`).
-    """
-    from research.simulate.cohort import _ALIASES, PLANTED
-
-    fixed = list(followup.settings.get("fixed", []))
-    claimed = [_ALIASES.get(c, c) for c in ((claimed,) if isinstance(claimed, str) else claimed)]
-    unknown = [c for c in claimed if c not in PLANTED]
-    if unknown:
-        raise ConfigError(f"unknown planted problem(s) {unknown} in claimed; valid: {list(PLANTED)}")
-    labels = list(dict.fromkeys(fixed + claimed))
-    t = previous.truth
-    when = date or str(pd.Timestamp(followup.settings.get("start", "2027-01-01")).date() - pd.Timedelta(days=14))
-    recs = recommendations if recommendations is not None else pd.DataFrame(columns=["recommendation_id", "target_id", "kc_model"])
-    changes = []
-    for label in labels:
-        note = _DESCRIPTIONS[label]
-        if label in ("too_easy", "miskeyed", "dif"):
-            for item in t.items.loc[t.items["planted"] == label, "item_id"].astype(str):
-                ids = sorted(recs.loc[recs["target_id"].astype(str) == item, "recommendation_id"].astype(str))
-                changes.append({"date": when, "type": "item_revised", "item": item, "recommendations": ids,
-                                "description": note})
-        elif label == "no_learning_kc":
-            for kc in t.kcs.loc[t.kcs["planted"] == label, "kc"].astype(str):
-                sel = (recs["target_id"].astype(str) == kc) & (recs["kc_model"].astype(str) == "Fine")
-                changes.append({"date": when, "type": "kc_revised", "kc_model": "Fine", "kc": kc,
-                                "recommendations": sorted(recs.loc[sel, "recommendation_id"].astype(str)),
-                                "description": note})
-        else:
-            for page in t.pages.loc[t.pages["planted"] == label, "page"].astype(str):
-                ids = sorted(recs.loc[recs["target_id"].astype(str) == page, "recommendation_id"].astype(str))
-                changes.append({"date": when, "type": "page_revised", "page": page, "recommendations": ids,
-                                "description": note})
-    for i, ch in enumerate(changes):
-        ch["id"] = f"C{i + 1}"
-        if not ch.get("recommendations"):
-            ch.pop("recommendations", None)
-    changes = [{"id": c.pop("id"), **c} for c in changes]
-    return {
-        "course": "simulated course",
-        "from_version": previous.settings.get("course_version"),
-        "to_version": followup.settings.get("course_version"),
-        "changes": changes,
-    }
-
-
-# --------------------------------------------------------------------------- demo
-
-
-#: Demo pairs: cohort -> (predecessor, what its redesign fixed, what was revised without effect).
-DEMO_PAIRS = {
-    "demo-2": ("demo", ("too_easy", "miskeyed"), ("dif", "no_learning_kc")),
-    "demo-3": ("demo-2", ("no_learning_kc",), ()),
-}
-
-
-def example_changelog_path() -> Path:
-    from research.paths import project_root
-
-    return project_root() / "examples" / "changelog.yaml"
-
-
-def demo_changelog(cohort: str) -> dict:
-    """The change log of a demo cohort's redesign, built from the simulation's truth.
-
-    ``examples/changelog.yaml`` is this log for ``demo-2`` (a test keeps them equal).
-    """
-    from research.demo import DEMO_SETTINGS
-    from research.simulate import simulate_cohort, simulate_followup
-
-    if cohort not in DEMO_PAIRS:
-        raise ConfigError(f"{cohort!r} is not a demo follow-up cohort; valid: {sorted(DEMO_PAIRS)}")
-    sims = {"demo": simulate_cohort(cohort="demo", **DEMO_SETTINGS)}
-    fixes = {"demo-2": ("too_easy", "miskeyed"), "demo-3": ("no_learning",)}
-    for i, name in enumerate(("demo-2", "demo-3"), start=1):
-        prev = "demo" if name == "demo-2" else "demo-2"
-        sims[name] = simulate_followup(sims[prev], fixed=fixes[name], seed=DEMO_SETTINGS["seed"] + i, cohort=name)
-        if name == cohort:
-            break
-    predecessor, _, claimed = DEMO_PAIRS[cohort]
-    prof = profile_cohort(sims[predecessor], dif=True)
-    doc = changelog_for_followup(sims[predecessor], sims[cohort], claimed=claimed,
-                                 recommendations=prof.recommendations)
-    doc["course"] = "Demo course (simulated)"
-    return doc
-
-
-def resolve_changelog(changelog, *, cohort: str, predecessor: str):
-    """The change log a comparison notebook should use.
-
-    A path or dict is returned as it is. ``None`` means: for the demo follow-up cohorts
-    the demo's log (``examples/changelog.yaml`` for demo-2, built from the simulation for
-    demo-3); for any other cohort ``None`` (the comparison then reads revised items off
-    the items tables' ``version`` column).
-    """
-    if changelog not in (None, ""):
-        return changelog
-    if cohort in DEMO_PAIRS and DEMO_PAIRS[cohort][0] == predecessor:
-        if cohort == "demo-2" and example_changelog_path().exists():
-            return str(example_changelog_path())
-        return demo_changelog(cohort)
-    return None
-
-
-def ensure_demo_pair(warehouse=None, *, cohort: str = "demo-2") -> bool:
-    """Make sure the demo cohorts up to ``cohort`` are in the warehouse; True when any was built."""
-    from research.demo import build_demo_cohorts
-    from research.paths import default_warehouse, resolve
-    from research.warehouse import Warehouse
-
-    order = ["demo", "demo-2", "demo-3"]
-    if cohort not in order:
-        return False
-    path = resolve(warehouse) if warehouse else default_warehouse()
-    needed = order[: order.index(cohort) + 1]
-    if path.exists():
-        with Warehouse(path, read_only=True) as wh:
-            if all(wh.has_cohort(c) for c in needed):
-                return False
-    build_demo_cohorts(path, n_cohorts=len(needed))
-    return True
-
-
-@dataclass
-class Pair:
-    """The two cohorts' data as loaded for a comparison notebook."""
-
-    before: object
-    after: object
-    changelog: object = None
-    extra: dict = field(default_factory=dict)
-
-
-def load_pair(ctx, predecessor: str, changelog=None) -> Pair:
-    """For a notebook: load the predecessor beside ``ctx``'s cohort (building the demo pair
-    when needed) and resolve the change log."""
-    from research.cohort import load
-
-    ensure_demo_pair(ctx.warehouse, cohort=ctx.cohort)
-    before = load(predecessor, ctx.warehouse)
-    after = ctx.data
-    return Pair(before=before, after=after, changelog=resolve_changelog(changelog, cohort=ctx.cohort, predecessor=predecessor))

@@ -115,13 +115,18 @@ class RecommendConfig:
     settings: dict[str, Any] = field(default_factory=_read_defaults)
 
     @classmethod
-    def load(cls, overrides: Mapping[str, Any] | str | Path | None = None) -> "RecommendConfig":
+    def load(cls, overrides: Mapping[str, Any] | str | Path | None = None, *,
+             kc_model: str | None = None) -> "RecommendConfig":
         """Defaults from ``recommend_defaults.yaml`` merged with ``overrides`` (a dict or a YAML file).
 
         A YAML file may be a whole cohort config: its ``recommend:`` section is used.
+        ``kc_model`` (a cohort file's ``kc_model``) sets the KC model judged, over the overrides.
         """
         defaults = _read_defaults()
-        merged = _merge(defaults, _read_overrides(overrides), "")
+        over = dict(_read_overrides(overrides))
+        if kc_model is not None:
+            over["kc_model"] = kc_model
+        merged = _merge(defaults, over, "")
         _validate(merged, defaults)
         return cls(settings=copy.deepcopy(merged))
 
@@ -147,6 +152,7 @@ class RecommendConfig:
         return bool(self.rule(name)["enabled"])
 
 
-def load_config(overrides: Mapping[str, Any] | str | Path | None = None) -> RecommendConfig:
+def load_config(overrides: Mapping[str, Any] | str | Path | None = None, *,
+                kc_model: str | None = None) -> RecommendConfig:
     """Shorthand for :meth:`RecommendConfig.load`."""
-    return RecommendConfig.load(overrides)
+    return RecommendConfig.load(overrides, kc_model=kc_model)

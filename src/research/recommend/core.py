@@ -94,7 +94,7 @@ def _pick_kc_models(kcs: pd.DataFrame, kc_models: pd.DataFrame | None, choice: s
 
 
 def _has_columns(df: pd.DataFrame, requires: tuple[str, ...]) -> bool:
-    return all(any(alt in df.columns for alt in req.split("|")) for req in requires)
+    return all(col in df.columns for col in requires)
 
 
 def _contract_view(df: pd.DataFrame, rule, table: str) -> pd.DataFrame:

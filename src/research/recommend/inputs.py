@@ -3,19 +3,19 @@
 The earlier notebooks write their tables into the cohort's report folder
 (``items.csv``, ``item_distractors.csv``, ``kcs.csv``, ``kc_models.csv``, ``dif.csv``,
 ``funnel.csv``, ``time_on_task.csv``). :func:`load_estimates` reads those that exist and,
-when asked, computes the missing ones from the cohort's canonical tables with the
-estimate modules' defaults, so the recommendation notebook also runs on its own.
+when asked, computes the missing ones from the cohort's canonical tables with
+:func:`research.estimates.build_estimates` (the steps the notebooks run, with the same
+settings), so the recommendation notebook also runs on its own and rests on the same numbers.
 """
 
 from __future__ import annotations
 
+import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from research.errors import ResearchError
 from research.names import restore_csv
 
 #: estimate table -> the CSV an earlier notebook writes for it
@@ -33,42 +33,16 @@ _ID_COLUMNS = ("item_id", "module", "page", "kc", "kc_model", "option", "attribu
                "focal_group", "next_module", "next_page", "next_item_id", "level")
 
 
-def _read(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
+    """An estimate table as a notebook wrote it (id columns as text, formula neutralisation undone)."""
     head = pd.read_csv(path, nrows=0)
     dtypes = {c: "string" for c in head.columns if c in _ID_COLUMNS}
     return restore_csv(pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""]))
 
 
-def _computers(data) -> dict[str, Callable[[dict], pd.DataFrame]]:
-    """How to compute each table from canonical tables (the estimate modules' defaults)."""
-    from research.estimate import afm, classical, curves, dif, engagement, irt, opportunities
-
-    cache: dict = {}
-
-    def steps():
-        if "steps" not in cache:
-            cache["steps"] = opportunities.student_steps(data.attempts, data.attempt_kcs)
-        return cache["steps"]
-
-    def models():
-        if "models" not in cache:
-            cache["models"] = afm.fit_kc_models(steps(), cv=False)
-        return cache["models"]
-
-    def items(_):
-        rasch = irt.fit_rasch(classical.first_attempt_responses(data.attempts))
-        return irt.item_table(classical.item_statistics(data.attempts, data.items), rasch=rasch)
-
-    return {
-        "items": items,
-        "distractors": lambda _: classical.distractor_table(data.attempts, data.items),
-        "kcs": lambda _: curves.kc_table(models(), steps()),
-        "kc_models": lambda _: afm.compare_kc_models(models()),
-        # purified as notebook 05 does by default (two-stage Mantel-Haenszel)
-        "dif": lambda _: dif.mantel_haenszel_dif(dif.first_attempt_responses(data.attempts), data.learners, purify=True),
-        "funnel": lambda _: engagement.funnel(data.attempts, data.items, level="page", learners=data.learners),
-        "time_on_task": lambda _: engagement.time_on_task(data.attempts, data.items, level="page"),
-    }
+#: estimate table -> the output table :func:`research.estimates.build_estimates` builds for it
+_BUILT = {"items": "items", "distractors": "item_distractors", "kcs": "kcs", "kc_models": "kc_models", "dif": "dif",
+          "funnel": "funnel", "time_on_task": "time_on_task"}
 
 
 def load_estimates(
@@ -76,6 +50,7 @@ def load_estimates(
     *,
     data=None,
     compute_missing: bool = False,
+    settings=None,
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """The estimate tables of a cohort: read from ``out_dir``, else computed from ``data``.
 
@@ -86,7 +61,10 @@ def load_estimates(
     data
         The cohort's canonical tables (``ctx.data`` in a notebook); needed to compute.
     compute_missing
-        Compute the tables that are not in ``out_dir`` (needs ``data``).
+        Compute the tables that are not in ``out_dir`` (needs ``data``) with
+        :func:`research.estimates.build_estimates`, the steps the notebooks run.
+    settings
+        The :class:`research.estimates.EstimateSettings` to compute with (the notebooks' defaults when None).
 
     Returns
     -------
@@ -98,22 +76,38 @@ def load_estimates(
     folder = Path(out_dir)
     tables: dict[str, pd.DataFrame] = {}
     rows = []
-    computers = _computers(data) if (compute_missing and data is not None) else {}
+    missing = [name for name, filename in ESTIMATE_FILES.items() if not (folder / filename).is_file()]
+    built = None
+    if compute_missing and data is not None and any(name in _BUILT for name in missing):
+        from research.estimates import build_estimates
+
+        with tempfile.TemporaryDirectory(prefix="research-estimates-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            built = build_estimates(data, settings, out_dir=tmp, tables=[_BUILT[n] for n in missing if n in _BUILT])
     for name, filename in ESTIMATE_FILES.items():
         path = folder / filename
         if path.is_file():
-            tables[name] = _read(path)
+            tables[name] = read_table(path)
             rows.append((name, "file", len(tables[name]), str(path)))
-            continue
-        if name in computers:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    tables[name] = computers[name](tables)
-                rows.append((name, "computed", len(tables[name]), "computed with the estimate module's defaults"))
-                continue
-            except (ResearchError, ValueError, KeyError) as exc:
-                rows.append((name, "missing", 0, f"could not compute: {exc}"))
-                continue
-        rows.append((name, "missing", 0, f"{filename} not in {folder}"))
+        elif built is not None and _BUILT.get(name) in built.tables:
+            tables[name] = built.tables[_BUILT[name]]
+            rows.append((name, "computed", len(tables[name]), "computed by the notebooks' steps (research.estimates)"))
+        elif built is not None and name in _BUILT:
+            why = _why_missing(built.analyses, name)
+            rows.append((name, "missing", 0, f"could not compute: {why}"))
+        else:
+            rows.append((name, "missing", 0, f"{filename} not in {folder}"))
     return tables, pd.DataFrame(rows, columns=["table", "source", "rows", "note"])
+
+
+#: estimate table -> the analyses (``analyses.csv``) whose record says why it is missing
+_ANALYSES = {"items": ("item_statistics", "irt"), "distractors": ("distractors",), "kcs": ("learning_curves",),
+             "kc_models": ("kc_models",), "dif": ("dif",), "funnel": ("funnel",), "time_on_task": ("time_on_task",)}
+
+
+def _why_missing(record: pd.DataFrame, name: str) -> str:
+    rows = record[record["analysis"].isin(_ANALYSES[name]) & (record["status"] == "skipped")]
+    if not len(rows):
+        return "its analysis wrote no table"
+    row = rows.iloc[0]
+    return row["message"] or row["reason"]

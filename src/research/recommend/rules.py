@@ -424,8 +424,6 @@ def _dropout_hotspot(df, cfg, ctx):
     if np.isnan(hazard).all() and not np.isnan(drop).all():
         with np.errstate(divide="ignore", invalid="ignore"):
             hazard = drop / reached
-    if "drop" not in df.columns:
-        drop = hazard * reached
     median = np.nanmedian(hazard) if np.isfinite(hazard).any() else np.nan
     threshold = max(cfg["hazard_min"], cfg["hazard_ratio_min"] * median) if np.isfinite(median) else cfg["hazard_min"]
     mask = (hazard > threshold) & (drop >= cfg["min_drop"])
@@ -557,7 +555,7 @@ RULES: dict[str, Rule] = {
             N_("An answer option is chosen by fewer than %(share_max)s of learners, so it does no work."),
             N_("Replace the option with a plausible mistake that learners really make."),
             inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer",
-                            "share": "number", "suppressed": "string"})
+                            "share": "number", "suppressed_reason": "string"})
         ),
         Rule(
             "strong_distractor", "distractors", "item", ("item_id", "option", "is_key", "n", "mean_ability"),
@@ -568,7 +566,7 @@ RULES: dict[str, Rule] = {
             N_("Check the answer key and whether this option can also be defended as correct."),
             inputs=_inputs({"item_id": "string", "option": "string", "is_key": "boolean", "n": "integer",
                             "share": "number", "mean_ability": "number", "sd_ability": "number",
-                            "suppressed": "string"})
+                            "suppressed_reason": "string"})
         ),
         Rule(
             "kc_no_learning", "kcs", "kc", ("kc", "category"), _kc_rule("no_learning"),
@@ -625,7 +623,7 @@ RULES: dict[str, Rule] = {
             inputs=_DIF_INPUTS
         ),
         Rule(
-            "dropout_hotspot", "funnel", "page", ("hazard|drop", "reached"), _dropout_hotspot,
+            "dropout_hotspot", "funnel", "page", ("hazard", "drop", "reached"), _dropout_hotspot,
             N_("Learners leave here"),
             N_("More than %(hazard_min)s of the learners who reach this point stop here, at least "
                "%(hazard_ratio_min)s times as many as at a typical point, and at least %(min_drop)s learners in all."),

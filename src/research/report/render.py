@@ -695,9 +695,9 @@ def render_report(
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    from research.recommend.inputs import _read
+    from research.recommend.inputs import read_table
 
-    return _read(path)
+    return read_table(path)
 
 
 def _tables_beside(out: Path, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,216 @@
+"""One function builds a cohort's estimate tables: :func:`build_estimates`.
+
+The item table, answer options, KC models and KC table, DIF, funnel and time on task
+are built by the guarded steps of :mod:`research.steps` (the same calls notebooks 02, 03
+and 05 make) with one :class:`EstimateSettings`. The recommendations (notebook 06, when
+the earlier notebooks did not write a table) and the cohort comparison
+(:func:`research.loop.profile_cohort`) call :func:`build_estimates`; the report reads the
+tables the notebooks wrote. So every output rests on the same numbers for the same
+settings.
+
+Settings carry the notebooks' parameter names (``min_n``, ``kc_models``, ``draws``, ...),
+and their defaults are the notebooks' defaults (a test checks).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+
+from research.errors import ConfigError
+
+__all__ = ["ESTIMATE_TABLES", "EstimateSettings", "Estimates", "build_estimates"]
+
+#: the estimate tables :func:`build_estimates` builds (output schema names)
+ESTIMATE_TABLES = ("items", "item_distractors", "kc_models", "kcs", "learning_curves", "dif", "funnel", "time_on_task")
+
+
+@dataclass(frozen=True)
+class EstimateSettings:
+    """The settings behind a cohort's estimates; names and defaults are the notebooks' parameters."""
+
+    min_cell_size: int = 10
+    ci_level: float = 0.95
+    # items (notebook 02)
+    min_n: int = 30
+    fit_2pl: bool = True
+    bayesian: bool = False
+    draws: int = 1000
+    tune: int = 1000
+    seed: int = 0
+    # KC models and learning curves (notebook 03)
+    kc_model: str | None = None
+    kc_models: tuple = ()
+    cv_top: int = 5
+    student_threshold: int = 10
+    n_boot: int = 400
+    slope_lower_bound: float | None = 0.0
+    # equity and engagement (notebook 05)
+    attributes: tuple | None = None
+    reference_groups: dict = field(default_factory=dict)
+    purify: bool = True
+    purify_classes: tuple = ("B", "C")
+    funnel_level: str = "page"
+    time_cap_s: float = 600
+    over_factor: float = 2.0
+
+    def __post_init__(self):
+        if not 0 < float(self.ci_level) < 1:
+            raise ConfigError(f"ci_level must be between 0 and 1 (for example 0.95), got {self.ci_level!r}")
+        if self.funnel_level not in ("item", "page", "module"):
+            raise ConfigError(f"funnel_level must be 'item', 'page' or 'module', got {self.funnel_level!r}")
+        for name in ("kc_models", "purify_classes", "attributes"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    @classmethod
+    def from_params(cls, params: dict | None = None, **overrides) -> "EstimateSettings":
+        """Settings from notebook parameters (a notebook's ``ctx.params``); other keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        given = {k: v for k, v in {**(params or {}), **overrides}.items() if k in names and v is not None}
+        return cls(**given)
+
+    def with_(self, **changes) -> "EstimateSettings":
+        return replace(self, **changes)
+
+    @property
+    def thresholds(self):
+        """The item flag thresholds (``min_n`` never below the minimum cell size)."""
+        from research.estimate.classical import ItemThresholds
+
+        return ItemThresholds(min_n=max(int(self.min_n), int(self.min_cell_size)))
+
+    @property
+    def sampler(self):
+        """The sampler settings of the Bayesian fits."""
+        from research.bayes import SamplerSettings
+
+        return SamplerSettings(draws=int(self.draws), tune=int(self.tune), chains=2, seed=self.seed)
+
+
+@dataclass
+class Estimates:
+    """What :func:`build_estimates` returns.
+
+    Attributes
+    ----------
+    tables : dict of output table name -> DataFrame, as written to (and read back from)
+        ``out_dir`` (only the tables the data allowed).
+    analyses : the record of analyses that ran or were skipped, with the sentence why.
+    results : the fitted objects behind the tables (``items`` with ``responses`` and
+        ``rasch``; ``steps`` and ``models`` of the KC models), for figures and comparisons.
+    out_dir : the folder the tables were written to.
+    settings : the :class:`EstimateSettings` used.
+    """
+
+    tables: dict
+    analyses: pd.DataFrame
+    results: SimpleNamespace
+    out_dir: Path
+    settings: EstimateSettings
+
+
+def _cohort_data(data, cohort: str | None):
+    """The canonical tables of ``data`` (CohortData, SimulatedCohort or dict), missing ones empty."""
+    from research.cohort import CohortData
+    from research.schema import canonical_tables, load_schema
+
+    if isinstance(data, CohortData):
+        return data
+    tables = {}
+    for name in canonical_tables():
+        frame = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
+        tables[name] = frame if frame is not None else load_schema(name).empty_frame()
+    attempts = tables["attempts"]
+    name = cohort or getattr(data, "cohort", None) or (str(attempts["cohort"].iloc[0]) if len(attempts) else "cohort")
+    return CohortData(cohort=str(name), **tables)
+
+
+def build_estimates(data, settings: EstimateSettings | None = None, *, cohort: str | None = None,
+                    out_dir: str | Path | None = None, tables=ESTIMATE_TABLES, publish: bool = True) -> Estimates:
+    """Build a cohort's estimate tables from its canonical tables and settings.
+
+    Parameters
+    ----------
+    data
+        The cohort's canonical tables (:class:`research.cohort.CohortData`, a simulated
+        cohort or a dict of DataFrames; tables left out count as empty).
+    settings
+        :class:`EstimateSettings` (the notebooks' defaults when None).
+    out_dir
+        Where to write the tables (a temporary folder when None); the tables pass the
+        same schema and privacy checks as a notebook's.
+    tables
+        The tables wanted (names of :data:`ESTIMATE_TABLES`); the steps they rest on run.
+    publish
+        Check every table against the others for small groups given back by subtraction
+        (:func:`research.privacy.protect_table`), as a notebook does. False for estimates
+        that are inputs to another table (the cohort comparison protects its own output);
+        the suppression inside each table stays.
+
+    Returns
+    -------
+    Estimates
+        The tables as written (suppressed cells empty), the record of what ran or was
+        skipped and why, and the fitted objects.
+    """
+    from research import steps
+    from research.notebook import Context
+    from research.recommend.inputs import read_table
+
+    settings = settings or EstimateSettings()
+    unknown = sorted(set(tables) - set(ESTIMATE_TABLES))
+    if unknown:
+        raise ConfigError(f"unknown estimate table(s) {', '.join(unknown)}; valid: {', '.join(ESTIMATE_TABLES)}")
+    cdata = _cohort_data(data, cohort)
+    folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="research-estimates-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx = Context(cohort=cdata.cohort, warehouse=Path(), out_dir=folder, min_cell_size=int(settings.min_cell_size),
+                  params={}, notebook="estimates", protect=publish)
+    ctx.__dict__["data"] = cdata  # the cached property: no warehouse read
+    results = SimpleNamespace(responses=None, rasch=None, twopl=None, steps=None, models=None)
+    wanted = set(tables)
+
+    if wanted & {"items", "item_distractors"}:
+        th = settings.thresholds
+        stats = steps.item_statistics(ctx, th)
+        irt = steps.fit_irt(ctx, stats, th, fit_2pl=settings.fit_2pl, bayesian=settings.bayesian,
+                            sampler=settings.sampler)
+        steps.item_table(ctx, stats, irt, th)
+        if "item_distractors" in wanted:
+            steps.distractors(ctx, stats, irt)
+        if not steps.is_skipped(stats):
+            results.responses = stats.responses
+        if not steps.is_skipped(irt):
+            results.rasch, results.twopl = irt.rasch, irt.twopl
+    if wanted & {"kc_models", "kcs", "learning_curves"}:
+        student_steps = steps.student_steps(ctx)
+        fitted = steps.kc_models(ctx, student_steps, kc_models=list(settings.kc_models), cv_top=settings.cv_top,
+                                 slope_lower_bound=settings.slope_lower_bound, ci_level=settings.ci_level)
+        if wanted & {"kcs", "learning_curves"}:
+            steps.learning_curves(ctx, student_steps, fitted, student_threshold=settings.student_threshold,
+                                  n_boot=settings.n_boot)
+        if not steps.is_skipped(student_steps):
+            results.steps = student_steps
+        if not steps.is_skipped(fitted):
+            results.models = fitted.models
+    if wanted & {"dif", "funnel", "time_on_task"}:
+        attributes = list(settings.attributes) if settings.attributes else None
+        responses = steps.first_attempts(ctx)
+        if "dif" in wanted:
+            steps.dif_table(ctx, responses, attributes=attributes, reference=dict(settings.reference_groups),
+                            purify=settings.purify, purify_classes=settings.purify_classes,
+                            ci_level=settings.ci_level)
+        if "funnel" in wanted:
+            steps.funnel(ctx, responses, level=settings.funnel_level)
+        if "time_on_task" in wanted:
+            steps.time_on_task(ctx, responses, cap_s=settings.time_cap_s, over_factor=settings.over_factor)
+
+    written = {name: read_table(folder / f"{name}.csv") for name in ESTIMATE_TABLES
+               if name in wanted and (folder / f"{name}.csv").is_file()}
+    return Estimates(tables=written, analyses=ctx.analyses(), results=results, out_dir=folder, settings=settings)
