@@ -3,7 +3,7 @@
 Simulates cohorts with planted problems (research.simulate.simulate_cohort: a too-easy
 item, a mis-keyed item, a no-learning KC, a DIF item, a drop-out page and a slow page) at
 25, 60, 200, 400, 2,000 and 8,000 learners, a few seeds each; computes every estimate
-table through the library path a cohort run uses (research.recommend.load_estimates, no
+table through the library path a cohort run uses (research.estimates.load_estimates, no
 papermill) and the recommendations from them; and judges each finding against the
 simulator's truth (research.recommend.accuracy: true, false, or unjudged where the
 simulator plants no such problem).

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from research.errors import ConfigError
+import research.estimates
 from research.estimates import ESTIMATE_TABLES, EstimateSettings, build_estimates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +96,8 @@ def test_recommendation_inputs_and_findings_equal_the_notebooks_tables(cohort, t
 
     data, out = cohort
     from_notebooks, sources_nb = recommend.load_estimates(out)
-    computed, sources = recommend.load_estimates(tmp_path, data=data, compute_missing=True,
-                                                 settings=EstimateSettings(**CHEAP))
+    computed, sources = research.estimates.load_estimates(tmp_path, data=data, compute_missing=True,
+                                                         settings=EstimateSettings(**CHEAP))
     built = [t for t in ("items", "distractors", "kcs", "kc_models", "dif", "funnel", "time_on_task")]
     assert set(sources.loc[sources["source"] == "computed", "table"]) == set(built)
     for name in built:

@@ -143,8 +143,6 @@ KNOWN_PRIVATE_IMPORTS = {
     ("research.estimate.surveys", "research.estimate.gains", "_nct_ci"),
     ("research.estimate.surveys", "research.estimate.gains", "_show"),
     ("research.estimate.surveys", "research.estimate.gains", "_suppress"),
-    ("research.report.render", "research.recommend.inputs", "_read"),
-    ("research.loop.compare", "research.simulate.cohort", "_ALIASES"),
 }
 
 

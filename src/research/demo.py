@@ -14,6 +14,13 @@ from pathlib import Path
 
 from research.paths import resolve
 
+#: Demo pairs in the order they are simulated: cohort -> (predecessor, the planted problems its
+#: redesign truly fixed, those revised without effect).
+DEMO_PAIRS = {
+    "demo-2": ("demo", ("too_easy", "miskeyed"), ("dif", "no_learning_kc")),
+    "demo-3": ("demo-2", ("no_learning_kc",), ()),
+}
+
 #: Settings of the demo cohort: big enough that planted problems show, small enough to run in seconds.
 DEMO_SETTINGS = {"n_learners": 400, "seed": 2026}
 
@@ -73,7 +80,6 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
     """
     from research.cohort_config import CohortConfig
     from research.errors import ConfigError
-    from research.loop.demo import DEMO_PAIRS
     from research.paths import default_warehouse
     from research.simulate import simulate_cohort, simulate_followup
     from research.warehouse import Warehouse

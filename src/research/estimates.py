@@ -15,6 +15,7 @@ and their defaults are the notebooks' defaults (a test checks).
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ import pandas as pd
 
 from research.errors import ConfigError
 
-__all__ = ["ESTIMATE_TABLES", "EstimateSettings", "Estimates", "build_estimates"]
+__all__ = ["ESTIMATE_TABLES", "EstimateSettings", "Estimates", "build_estimates", "for_rules", "load_estimates"]
 
 #: the estimate tables :func:`build_estimates` builds (output schema names)
 ESTIMATE_TABLES = ("items", "item_distractors", "kc_models", "kcs", "learning_curves", "dif", "funnel", "time_on_task")
@@ -214,3 +215,45 @@ def build_estimates(data, settings: EstimateSettings | None = None, *, cohort: s
     written = {name: read_table(folder / f"{name}.csv") for name in ESTIMATE_TABLES
                if name in wanted and (folder / f"{name}.csv").is_file()}
     return Estimates(tables=written, analyses=ctx.analyses(), results=results, out_dir=folder, settings=settings)
+
+
+def load_estimates(out_dir: str | Path, *, data=None, compute_missing: bool = False,
+                   settings: EstimateSettings | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The estimate tables of a cohort: read from ``out_dir``, the missing ones computed when asked.
+
+    ``compute_missing`` builds the tables that are not in ``out_dir`` from ``data`` (the
+    cohort's canonical tables) with :func:`build_estimates` and ``settings`` (the notebooks'
+    defaults when None). Returns what :func:`research.recommend.load_estimates` returns: the
+    tables by name and one row per table saying where it came from or why it is missing.
+    """
+    from research.recommend.inputs import BUILT_TABLES, ESTIMATE_FILES, load_estimates as read_estimates
+
+    folder = Path(out_dir)
+    missing = [name for name, filename in ESTIMATE_FILES.items() if not (folder / filename).is_file()]
+    built = None
+    if compute_missing and data is not None and any(name in BUILT_TABLES for name in missing):
+        with tempfile.TemporaryDirectory(prefix="research-estimates-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            built = build_estimates(data, settings, out_dir=tmp,
+                                    tables=[BUILT_TABLES[n] for n in missing if n in BUILT_TABLES])
+    return read_estimates(folder, built=built)
+
+
+def for_rules(ctx, *, compute_missing: bool = True):
+    """The estimate tables for the rules in a notebook: those the earlier notebooks wrote.
+
+    When the earlier notebooks ran (their record, ``analyses.csv``, is there) nothing is
+    recomputed: a table they did not write is missing because its analysis was skipped, and
+    its rule family has no findings (said so). Run on its own, ``compute_missing`` computes
+    the missing tables with :func:`build_estimates` (the same steps, with the settings among
+    the notebook's parameters and the notebooks' defaults otherwise).
+    """
+    from research import steps
+
+    record = ctx.analyses()
+    earlier = not record.empty and (record["notebook"] != ctx.notebook).any()
+    settings = EstimateSettings.from_params(ctx.params, min_cell_size=ctx.min_cell_size)
+    estimates, sources = load_estimates(ctx.out_dir, data=ctx.data, settings=settings,
+                                        compute_missing=compute_missing and not earlier)
+    steps.record_families(ctx, estimates, record)
+    return estimates, sources

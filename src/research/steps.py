@@ -600,23 +600,8 @@ FAMILIES = {
 }
 
 
-def load_estimates(ctx, *, compute_missing: bool = True):
-    """The estimate tables for the rules: those the earlier notebooks wrote.
-
-    When the earlier notebooks ran (their record, ``analyses.csv``, is there) nothing is
-    recomputed: a table they did not write is missing because its analysis was skipped, and
-    its rule family has no findings (said so). Run on its own, ``compute_missing`` computes
-    the missing tables with :func:`research.estimates.build_estimates` (the same steps, with
-    the settings among the notebook's parameters and the notebooks' defaults otherwise).
-    """
-    import research.recommend as recommend
-    from research.estimates import EstimateSettings
-
-    record = ctx.analyses()
-    earlier = not record.empty and (record["notebook"] != ctx.notebook).any()
-    settings = EstimateSettings.from_params(ctx.params, min_cell_size=ctx.min_cell_size)
-    estimates, sources = recommend.load_estimates(ctx.out_dir, data=ctx.data, settings=settings,
-                                                  compute_missing=compute_missing and not earlier)
+def record_families(ctx, estimates, record) -> None:
+    """Record each rule family as run (its tables are there) or skipped, with the reason upstream."""
     for family, tables in FAMILIES.items():
         if any(t in estimates and len(estimates[t]) for t in tables):
             ctx.ran(family)
@@ -627,7 +612,6 @@ def load_estimates(ctx, *, compute_missing: bool = True):
             ctx.skip(family, row["reason"], **_numbers(row["numbers"]))
         else:
             ctx.skip(family, "not_written")
-    return estimates, sources
 
 
 _UPSTREAM = {

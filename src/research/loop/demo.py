@@ -12,18 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from research.demo import DEMO_PAIRS
 from research.errors import ConfigError
 from research.loop.profile import profile_cohort
 
 __all__ = ["DEMO_PAIRS", "Pair", "changelog_for_followup", "demo_changelog", "ensure_demo_pair", "example_changelog_path",
            "load_pair", "resolve_changelog"]
-
-#: Demo pairs in the order they are simulated: cohort -> (predecessor, the planted problems its
-#: redesign truly fixed, those revised without effect).
-DEMO_PAIRS = {
-    "demo-2": ("demo", ("too_easy", "miskeyed"), ("dif", "no_learning_kc")),
-    "demo-3": ("demo-2", ("no_learning_kc",), ()),
-}
 
 _DESCRIPTIONS = {
     "too_easy": "Rewrote the item with plausible distractors so that it separates learners who know the topic",
@@ -47,10 +41,10 @@ def changelog_for_followup(previous, followup, *, claimed=(), recommendations: p
 
     Returns the change-log mapping (write it with :func:`research.loop.changelog.write_changelog`).
     """
-    from research.simulate.cohort import _ALIASES, PLANTED
+    from research.simulate.cohort import PLANTED_ALIASES, PLANTED
 
     fixed = list(followup.settings.get("fixed", []))
-    claimed = [_ALIASES.get(c, c) for c in ((claimed,) if isinstance(claimed, str) else claimed)]
+    claimed = [PLANTED_ALIASES.get(c, c) for c in ((claimed,) if isinstance(claimed, str) else claimed)]
     unknown = [c for c in claimed if c not in PLANTED]
     if unknown:
         raise ConfigError(f"unknown planted problem(s) {unknown} in claimed; valid: {list(PLANTED)}")

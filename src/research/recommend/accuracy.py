@@ -1,7 +1,7 @@
 """How often are the findings true? Judge recommendations against a simulated cohort's truth.
 
 :func:`cohort_findings` runs a :class:`research.simulate.SimulatedCohort` through the same
-library path a cohort run uses (:func:`research.recommend.load_estimates` computing every
+library path a cohort run uses (:func:`research.estimates.load_estimates` computing every
 estimate table from the canonical tables, then :func:`research.recommend.recommend`),
 without papermill. :func:`judge_findings` marks each finding true, false or unjudged
 against the simulator's truth, and :func:`accuracy_table` sums precision and recall per
@@ -50,7 +50,6 @@ import pandas as pd
 
 from research.recommend.config import RecommendConfig
 from research.recommend.core import recommend
-from research.recommend.inputs import load_estimates
 
 #: planted problem -> the rules whose finding on its target finds it
 PLANTED_RULES = {
@@ -70,6 +69,8 @@ def cohort_findings(sim, config: RecommendConfig | dict | None = None) -> tuple[
     """
     with TemporaryDirectory() as empty, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        from research.estimates import load_estimates
+
         estimates, _ = load_estimates(Path(empty), data=sim, compute_missing=True)
     recs = recommend(estimates, config, cohort=sim.cohort, n_learners=len(sim.learners))
     return recs, estimates

@@ -3,15 +3,13 @@
 The earlier notebooks write their tables into the cohort's report folder
 (``items.csv``, ``item_distractors.csv``, ``kcs.csv``, ``kc_models.csv``, ``dif.csv``,
 ``funnel.csv``, ``time_on_task.csv``). :func:`load_estimates` reads those that exist and,
-when asked, computes the missing ones from the cohort's canonical tables with
-:func:`research.estimates.build_estimates` (the steps the notebooks run, with the same
-settings), so the recommendation notebook also runs on its own and rests on the same numbers.
+takes the missing ones from what :func:`research.estimates.build_estimates` built (the
+steps the notebooks run, with the same settings; :func:`research.estimates.load_estimates`
+does both), so the recommendation notebook also runs on its own and rests on the same numbers.
 """
 
 from __future__ import annotations
 
-import tempfile
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -41,30 +39,20 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 #: estimate table -> the output table :func:`research.estimates.build_estimates` builds for it
-_BUILT = {"items": "items", "distractors": "item_distractors", "kcs": "kcs", "kc_models": "kc_models", "dif": "dif",
+BUILT_TABLES = {"items": "items", "distractors": "item_distractors", "kcs": "kcs", "kc_models": "kc_models", "dif": "dif",
           "funnel": "funnel", "time_on_task": "time_on_task"}
 
 
-def load_estimates(
-    out_dir: str | Path,
-    *,
-    data=None,
-    compute_missing: bool = False,
-    settings=None,
-) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """The estimate tables of a cohort: read from ``out_dir``, else computed from ``data``.
+def load_estimates(out_dir: str | Path, *, built=None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The estimate tables of a cohort: read from ``out_dir``, else taken from ``built``.
 
     Parameters
     ----------
     out_dir
         The cohort's report folder, where the earlier notebooks wrote their CSV tables.
-    data
-        The cohort's canonical tables (``ctx.data`` in a notebook); needed to compute.
-    compute_missing
-        Compute the tables that are not in ``out_dir`` (needs ``data``) with
-        :func:`research.estimates.build_estimates`, the steps the notebooks run.
-    settings
-        The :class:`research.estimates.EstimateSettings` to compute with (the notebooks' defaults when None).
+    built
+        What :func:`research.estimates.build_estimates` built for the tables missing from
+        ``out_dir`` (:func:`research.estimates.load_estimates` computes it when asked), or None.
 
     Returns
     -------
@@ -76,23 +64,15 @@ def load_estimates(
     folder = Path(out_dir)
     tables: dict[str, pd.DataFrame] = {}
     rows = []
-    missing = [name for name, filename in ESTIMATE_FILES.items() if not (folder / filename).is_file()]
-    built = None
-    if compute_missing and data is not None and any(name in _BUILT for name in missing):
-        from research.estimates import build_estimates
-
-        with tempfile.TemporaryDirectory(prefix="research-estimates-") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            built = build_estimates(data, settings, out_dir=tmp, tables=[_BUILT[n] for n in missing if n in _BUILT])
     for name, filename in ESTIMATE_FILES.items():
         path = folder / filename
         if path.is_file():
             tables[name] = read_table(path)
             rows.append((name, "file", len(tables[name]), str(path)))
-        elif built is not None and _BUILT.get(name) in built.tables:
-            tables[name] = built.tables[_BUILT[name]]
+        elif built is not None and BUILT_TABLES.get(name) in built.tables:
+            tables[name] = built.tables[BUILT_TABLES[name]]
             rows.append((name, "computed", len(tables[name]), "computed by the notebooks' steps (research.estimates)"))
-        elif built is not None and name in _BUILT:
+        elif built is not None and name in BUILT_TABLES:
             why = _why_missing(built.analyses, name)
             rows.append((name, "missing", 0, f"could not compute: {why}"))
         else:

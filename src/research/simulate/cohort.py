@@ -42,7 +42,7 @@ OPTIONS = ("A", "B", "C", "D")
 #: Labels of the planted problems (``truth.items.planted``, ``truth.kcs.planted``, ``truth.pages.planted``).
 PLANTED = ("too_easy", "miskeyed", "no_learning_kc", "dif", "dropout_page", "slow_page")
 #: Short names accepted in ``simulate_followup(fixed=...)``.
-_ALIASES = {"no_learning": "no_learning_kc", "dropout": "dropout_page", "slow": "slow_page", "mis_keyed": "miskeyed"}
+PLANTED_ALIASES = {"no_learning": "no_learning_kc", "dropout": "dropout_page", "slow": "slow_page", "mis_keyed": "miskeyed"}
 #: Canonical tables a :class:`SimulatedCohort` holds.
 TABLES = ("attempts", "attempt_kcs", "assessments", "surveys", "learners", "items")
 
@@ -940,7 +940,7 @@ def simulate_followup(
     """
     if isinstance(fixed, str):
         fixed = (fixed,)
-    fixed = tuple(dict.fromkeys(_ALIASES.get(f, f) for f in fixed))
+    fixed = tuple(dict.fromkeys(PLANTED_ALIASES.get(f, f) for f in fixed))
     unknown = [f for f in fixed if f not in PLANTED]
     if unknown:
         raise ConfigError(f"unknown planted problem(s) {', '.join(map(repr, unknown))} in fixed; valid: {', '.join(PLANTED)}")
