@@ -485,7 +485,7 @@ class Warehouse:
             if quarantined:
                 q = pd.concat(quarantined, ignore_index=True).assign(load_id=load_id)
                 q = q[["load_id", "cohort", "table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]]
-                con.register("__quarantine", q)
+                con.register("__quarantine", pa.Table.from_pandas(q, preserve_index=False))  # Arrow: no per-value copy
                 con.execute("INSERT INTO quarantine SELECT * FROM __quarantine").fetchall()
                 con.unregister("__quarantine")
                 summary.reasons = (
