@@ -377,18 +377,23 @@ def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: s
         grad, info = _cross_info(design, [g_b], [g_s])
         return ll, grad, info
 
+    return _solve_rasch(design, x, start, loglik, parts, lambda p_: _posterior(design, eta_of(p_), log_w)[0],
+                        max_iter=max_iter, tol=tol, se=se)
+
+
+def _solve_rasch(design: _Design, x, start, loglik, parts, weights, *, max_iter: int, tol: float, se: str):
+    """Newton to the Rasch ML estimates, their standard errors, and the learners' posterior
+    weights over the nodes (``weights(params)``) for the EAP abilities."""
+    J = design.n_items
     params, ll, grad, info, n_iter, converged = _newton(loglik, parts, start, max_iter=max_iter, tol=tol)
     if _use_oakes(se, design, len(params)):
         info = _numeric_info(lambda p_: parts(p_, False)[1], params)
     cov = _safe_inverse(info)
-    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    se_ = np.sqrt(np.clip(np.diag(cov), 0, None))
     sigma = float(np.exp(params[J]))
-    eta = eta_of(params)
-    W, _ = _posterior(design, eta, log_w)
-    nodes = sigma * x
     return dict(
-        b=params[:J], b_se=se[:J], sigma=sigma, sigma_se=sigma * se[J], a=np.ones(J), a_se=np.zeros(J),
-        cov=cov, loglik=ll, n_iter=n_iter, converged=converged, W=W, nodes=nodes,
+        b=params[:J], b_se=se_[:J], sigma=sigma, sigma_se=sigma * se_[J], a=np.ones(J), a_se=np.zeros(J),
+        cov=cov, loglik=ll, n_iter=n_iter, converged=converged, W=weights(params), nodes=sigma * x,
     )
 
 
@@ -408,17 +413,8 @@ def _fit_rasch_sum_scores(design: _Design, x, log_w, start, eta_of, max_iter: in
         grad, info = sums.parts(W, expit(eta_of(params)), float(np.exp(params[J])), x, with_info)
         return ll, grad, info
 
-    params, ll, grad, info, n_iter, converged = _newton(loglik, parts, start, max_iter=max_iter, tol=tol)
-    if _use_oakes(se, design, len(params)):
-        info = _numeric_info(lambda p_: parts(p_, False)[1], params)
-    cov = _safe_inverse(info)
-    se_ = np.sqrt(np.clip(np.diag(cov), 0, None))
-    sigma = float(np.exp(params[J]))
-    W_s, _ = posterior(params)
-    return dict(
-        b=params[:J], b_se=se_[:J], sigma=sigma, sigma_se=sigma * se_[J], a=np.ones(J), a_se=np.zeros(J),
-        cov=cov, loglik=ll, n_iter=n_iter, converged=converged, W=W_s[sums.r], nodes=sigma * x,
-    )
+    return _solve_rasch(design, x, start, loglik, parts, lambda p_: posterior(p_)[0][sums.r],
+                        max_iter=max_iter, tol=tol, se=se)
 
 
 def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str = "auto"):
