@@ -224,17 +224,17 @@ def student_steps(
 
     a = pd.DataFrame(
         {
-            "attempt_id": attempts[attempt_id].astype("string").to_numpy(),
-            "learner_id": attempts[learner].astype("string").to_numpy(),
-            "item_id": attempts[item].astype("string").to_numpy(),
-            "step_id": attempts[step].astype("string").to_numpy(),
+            "attempt_id": attempts[attempt_id].astype("string").array,
+            "learner_id": attempts[learner].astype("string").array,
+            "item_id": attempts[item].astype("string").array,
+            "step_id": attempts[step].astype("string").array,
             "problem_view": (
                 pd.to_numeric(attempts[problem_view], errors="coerce").fillna(1).astype("int64").to_numpy()
                 if problem_view in attempts.columns
                 else np.ones(len(attempts), dtype="int64")
             ),
             "attempt": pd.to_numeric(attempts[attempt], errors="coerce").to_numpy(dtype=float),
-            "outcome": attempts[outcome].astype("string").to_numpy(),
+            "outcome": attempts[outcome].astype("string").array,
             "timestamp": pd.to_datetime(attempts[timestamp]).to_numpy(),
             "duration_s": (
                 pd.to_numeric(attempts[duration], errors="coerce").to_numpy(dtype=float)
@@ -263,16 +263,18 @@ def student_steps(
     starts = np.flatnonzero(new_step)
     step_of = np.cumsum(new_step) - 1
     a["_order"] = pos - starts[step_of]
-    outcome_s = a["outcome"].to_numpy(dtype=object)
-    is_cor = outcome_s == "correct"
+    # outcomes take three values (checked above): compare their codes, not the strings
+    codes, uniques = pd.factorize(a["outcome"])
+    position = {str(u): i for i, u in enumerate(uniques)}
+    is_cor, is_inc, is_hint = (codes == position.get(o, -2) for o in ("correct", "incorrect", "hint"))
     ts = a["timestamp"].to_numpy()
     steps = a.iloc[starts][["learner_id", "item_id", "step_id", "problem_view"]].reset_index(drop=True)
     steps["_first_time"] = _segment_time(ts, starts, np.minimum)
     steps["_last_time"] = _segment_time(ts, starts, np.maximum)
     steps["_correct_time"] = _segment_time(np.where(is_cor, ts, np.datetime64("NaT")), starts, np.minimum)
-    steps["first_attempt"] = a["outcome"].iloc[starts].to_numpy()
-    steps["incorrects"] = np.add.reduceat((outcome_s == "incorrect").astype("int64"), starts)
-    steps["hints"] = np.add.reduceat((outcome_s == "hint").astype("int64"), starts)
+    steps["first_attempt"] = a["outcome"].iloc[starts].to_numpy(dtype=object)
+    steps["incorrects"] = np.add.reduceat(is_inc.astype("int64"), starts)
+    steps["hints"] = np.add.reduceat(is_hint.astype("int64"), starts)
     steps["corrects"] = np.add.reduceat(is_cor.astype("int64"), starts)
     steps["duration_s"] = segment_sum(a["duration_s"].to_numpy(), starts)
     steps["_pos"] = np.minimum.reduceat(order, starts)
@@ -291,9 +293,9 @@ def student_steps(
 
     k = pd.DataFrame(
         {
-            "attempt_id": attempt_kcs[attempt_id].astype("string").to_numpy(),
-            "kc_model": attempt_kcs[kc_model].astype("string").to_numpy(),
-            "kc": attempt_kcs[kc].astype("string").to_numpy(),
+            "attempt_id": attempt_kcs[attempt_id].astype("string").array,
+            "kc_model": attempt_kcs[kc_model].astype("string").array,
+            "kc": attempt_kcs[kc].astype("string").array,
         }
     )
     if source_opportunity in attempt_kcs.columns:
@@ -303,10 +305,9 @@ def student_steps(
     k = k[row >= 0].reset_index(drop=True)
     row = row[row >= 0]
     k["step_row"] = a["step_row"].to_numpy()[row]
-    k["outcome"] = outcome_s[row]
     k["_order"] = a["_order"].to_numpy()[row]
     # DataShop's rule: KCs of the first correct transaction, else the union of error transactions' KCs.
-    correct = k["outcome"] == "correct"
+    correct = pd.Series(is_cor[row], index=k.index)
     k["_first_correct"] = k["_order"].where(correct).groupby([k["step_row"], k["kc_model"]], sort=False).transform("min")
     keep = (correct & (k["_order"] == k["_first_correct"])) | (k["_first_correct"].isna() & ~correct)
     k = k[keep].sort_values(["step_row", "kc_model", "kc", "_order"], kind="stable")
