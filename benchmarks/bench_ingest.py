@@ -1,14 +1,15 @@
 """Ingest of a 1,000,000-row DataShop transaction export into the warehouse.
 
-Targets: under 10 s on 2 cores, peak memory under 2 GB. The export is simulated
-(research.simulate, written as a real DataShop file); the ingest runs in a fresh child
-process so its peak resident memory is measured alone.
+Targets: under 10 s on 2 cores, peak memory under 2 GB (issue 2); issue 15 tightens them to
+5 s and 1.5 GB. The export is simulated (research.simulate, written as a real DataShop file);
+each ingest runs in a fresh child process so its peak resident memory is measured alone.
+The same file is ingested a second time with every fourth row turned into an event that
+is not an attempt (blank Outcome): those 250,000 rows go to quarantine as ``skipped``.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 TARGET_S, TARGET_MB = 10.0, 2048
+TARGET15_S, TARGET15_MB = 5.0, 1536
 CHILD = """
 import sys, time, resource
 from research.warehouse import Warehouse
@@ -24,7 +26,7 @@ with Warehouse(sys.argv[2]) as wh:
     s = wh.ingest([sys.argv[1]], cohort="bench")
 dt = time.perf_counter() - t0
 t = s.files[0].tables["attempts"]
-print(f"{dt:.3f} {t.n_read} {t.n_loaded} {s.files[0].tables['attempt_kcs'].n_loaded}")
+print(f"{dt:.3f} {t.n_read} {t.n_loaded} {s.files[0].tables['attempt_kcs'].n_loaded} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
 """
 
 
@@ -42,23 +44,34 @@ def main() -> int:
         files = sim.write(Path(tmp) / "raw", formats=("datashop",))
         size_mb = Path(files["datashop"]).stat().st_size / 2**20
         print(f"simulated and wrote {take:,} transactions ({size_mb:.0f} MB) in {time.perf_counter() - t0:.0f} s")
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, str(files["datashop"]), str(Path(tmp) / "w.duckdb")],
-            capture_output=True, text=True,
-        )
-        if proc.returncode:
-            print(proc.stderr)
-            return 1
-        seconds, n_read, n_loaded, n_kcs = proc.stdout.strip().splitlines()[-1].split()
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    rows = [
-        ("ingest 1M DataShop tx rows (s)", float(seconds), TARGET_S),
-        ("peak memory of the ingest (MB)", peak_mb, TARGET_MB),
-    ]
-    print(f"rows read {int(n_read):,}, attempts loaded {int(n_loaded):,}, KC rows loaded {int(n_kcs):,}")
-    print(f"{'figure':<34} | {'measured':>10} | {'target':>8} | ok")
-    for name, value, target in rows:
-        print(f"{name:<34} | {value:>10.2f} | {target:>8.0f} | {'yes' if value < target else 'NO'}")
+        skips = Path(tmp) / "raw" / "datashop_tx_with_skips.txt"
+        with open(files["datashop"], encoding="utf-8") as src, open(skips, "w", encoding="utf-8") as dst:
+            header = src.readline()
+            dst.write(header)
+            cols = header.rstrip("\n").split("\t")
+            at = cols.index("Outcome")
+            for i, text in enumerate(src, start=1):
+                if i % 4 == 0:
+                    fields = text.rstrip("\n").split("\t")
+                    fields[at] = ""
+                    text = "\t".join(fields) + "\n"
+                dst.write(text)
+        results = []
+        for label, path in (("", files["datashop"]), (", 1/4 skipped", skips)):
+            proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(Path(tmp) / f"w{len(results)}.duckdb")],
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                print(proc.stderr)
+                return 1
+            seconds, n_read, n_loaded, n_kcs, peak_mb = proc.stdout.strip().splitlines()[-1].split()
+            print(f"{path.name}: rows read {int(n_read):,}, attempts loaded {int(n_loaded):,}, KC rows loaded {int(n_kcs):,}")
+            results += [(f"ingest 1M DataShop tx rows{label} (s)", float(seconds)),
+                         (f"peak memory of the ingest{label} (MB)", float(peak_mb))]
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings are pessimistic when it is high)")
+    print(f"{'figure':<46} | {'measured':>9} | {'target':>6} | ok | {'issue 15':>8} | ok")
+    for name, value in results:
+        t, t15 = (TARGET_S, TARGET15_S) if name.endswith("(s)") else (TARGET_MB, TARGET15_MB)
+        print(f"{name:<46} | {value:>9.2f} | {t:>6.0f} | {'yes' if value < t else 'NO':<2} | {t15:>8.0f} | {'yes' if value < t15 else 'NO'}")
     return 0
 
 

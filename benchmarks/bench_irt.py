@@ -5,6 +5,9 @@ Run: .venv/bin/python benchmarks/bench_irt.py [--with-r] [--skip-bayes]
 - Rasch by marginal ML on 8,000 learners x 100 items, 30 % missing: target < 1 s of fitting.
 - 2PL by marginal ML on the same data: target < 5 s.
 - Bayesian Rasch (PyMC; nutpie when installed) on 2,000 x 40: target < 120 s.
+- Rasch on complete data (8,000 x 100, no cell missing; the sum-score path) within 3x of girth's
+  ``rasch_mml`` (issue 15: girth took 0.07 s on the issue's machine), both timed here, best of 3.
+  girth is not a dependency: ``pip install girth`` to get the comparison, else it is skipped.
 - With --with-r, the same 8,000 x 100 data fitted by R's eRm::RM (CML) for comparison.
 
 Timings are wall-clock (time.perf_counter) of ``fit`` only (data built beforehand), after
@@ -32,6 +35,12 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--with-r", action="store_true", help="also time eRm::RM on the same data (needs Rscript)")
@@ -53,6 +62,22 @@ def main() -> int:
         dt = time.perf_counter() - t
         r = np.corrcoef(m.item_params_["difficulty"], big.items["difficulty"])[0, 1]
         rows.append((f"Rasch MML 8000x100 30% missing, se={se} (s)", dt, 1.0, dt < 1.0, f"{m.n_iter_} iter, r={r:.4f}"))
+
+    full = simulate_rasch(8000, 100, missing=0.0, seed=4)
+    ours = min(_timed(lambda: Rasch().fit(full.responses)) for _ in range(3))
+    m = Rasch().fit(full.responses)
+    try:
+        import girth
+    except ImportError:
+        rows.append(("Rasch MML 8000x100 complete data (s)", ours, float("nan"), True, "girth not installed: no comparison"))
+    else:
+        wide = full.responses.pivot(index="item_id", columns="learner_id", values="correct").to_numpy(int)  # items x learners
+        theirs = min(_timed(lambda: girth.rasch_mml(wide)) for _ in range(3))
+        g = girth.rasch_mml(wide)["Difficulty"]
+        r_g = np.corrcoef(m.item_params_.sort_values("item_id")["difficulty"], g)[0, 1]
+        rows.append(("girth rasch_mml 8000x100 complete data (s)", theirs, float("nan"), True, "reference (best of 3)"))
+        rows.append(("Rasch MML 8000x100 complete data, whole fit (s)", ours, 3 * theirs, ours < 3 * theirs,
+                     f"{ours / theirs:.1f}x girth; r(difficulty, girth)={r_g:.5f}; ML part {m.fit_seconds_:.3f} s"))
 
     big2 = simulate_2pl(8000, 100, missing=0.3, seed=1)
     t = time.perf_counter()

@@ -17,6 +17,7 @@ from research.estimate.curves import CATEGORIES, OVERALL, categorize_curves, kc_
 from research.estimate.opportunities import (
     count_opportunities,
     read_datashop_student_step,
+    segment_sum,
     student_steps,
     student_steps_from_frame,
 )
@@ -63,6 +64,50 @@ def test_datashop_step_kc_rule_by_hand():
         ("s3", "A"): (3, 1, "correct", 0),
     }
     assert s.loc[s["step_id"] == "s1", "duration_s"].iloc[0] == 20.0
+
+
+def test_segment_sum_is_bit_for_bit_series_sum():
+    """The vectorised roll-up sums durations exactly as ``Series.sum(min_count=1)`` per group."""
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 40, 400)
+    values = rng.random(lengths.sum()) * 1e3
+    values[rng.random(len(values)) < 0.1] *= 1e-9
+    values[rng.random(len(values)) < 0.2] = np.nan
+    values[: lengths[0]] = np.nan  # a segment with no known value
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    expected = [pd.Series(values[a:a + n]).sum(min_count=1) for a, n in zip(starts, lengths)]
+    np.testing.assert_array_equal(segment_sum(values, starts), expected)
+
+
+def test_student_steps_durations_ties_and_long_steps():
+    """Steps of many attempts, unknown durations and tied times roll up like a pandas groupby."""
+    rng = np.random.default_rng(8)
+    n = 600
+    att = pd.DataFrame({
+        "attempt_id": [f"a{i}" for i in range(n)],
+        "learner_id": rng.choice(["u1", "u2", "u3"], n),
+        "item_id": rng.choice(["i1", "i2"], n),
+        "step_id": rng.choice(["s1", "s2", "s3"], n),
+        "attempt": rng.integers(1, 5, n),
+        "outcome": rng.choice(["correct", "incorrect", "hint"], n),
+        "timestamp": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 50, n), unit="min"),
+        "duration_s": np.where(rng.random(n) < 0.3, np.nan, rng.random(n) * 100),
+    })
+    att.loc[att["learner_id"] == "u3", "duration_s"] = np.nan
+    kcs = pd.DataFrame({"attempt_id": att["attempt_id"], "kc_model": "M", "kc": "K"})
+    s = student_steps(att, kcs)
+    keys = ["learner_id", "item_id", "step_id"]
+    # summed in the step's transaction order (attempt number, then time, then input order)
+    ref = att.sort_values([*keys, "attempt", "timestamp"], kind="stable").groupby(keys).agg(
+        duration_s=("duration_s", lambda d: d.sum(min_count=1)), corrects=("outcome", lambda o: (o == "correct").sum()),
+        n=("outcome", "size"),
+    )
+    got = s.set_index(keys)[["duration_s", "corrects", "incorrects", "hints"]].loc[ref.index]
+    np.testing.assert_array_equal(got["duration_s"].to_numpy(), ref["duration_s"].to_numpy())
+    assert (got["corrects"] == ref["corrects"]).all()
+    assert ((got["corrects"] + got["incorrects"] + got["hints"]) == ref["n"]).all()
+    assert got.loc["u3", "duration_s"].isna().all()
+    assert s.groupby("learner_id")["opportunity"].apply(lambda o: sorted(o) == list(range(1, len(o) + 1))).all()
 
 
 def test_simulated_attempts_roll_up_to_the_true_steps_and_opportunities():

@@ -113,6 +113,27 @@ def test_crossprod_and_hessian_se_agree_in_large_samples(rasch_big):
     assert 0.85 < ratio.median() < 1.15
 
 
+@pytest.mark.parametrize("se", ["hessian", "crossprod"])
+def test_rasch_on_complete_data_takes_the_sum_score_path_with_the_same_numbers(monkeypatch, se):
+    """Complete data go through the raw-score sufficient statistics; the general path agrees."""
+    import research.estimate.irt as irt
+
+    sim = simulate_rasch(400, 12, missing=0.0, seed=21)
+    used = []
+    monkeypatch.setattr(irt, "_SumScores", lambda design, cls=irt._SumScores: used.append(1) or cls(design))
+    fast = Rasch(se=se).fit(sim.responses)
+    assert used, "complete data should take the sum-score path"
+    monkeypatch.setattr(irt, "_complete", lambda design: False)
+    slow = Rasch(se=se).fit(sim.responses)
+    cols = ["difficulty", "difficulty_se", "difficulty_ci_low", "difficulty_ci_high"]
+    assert np.allclose(fast.item_params_[cols], slow.item_params_[cols], rtol=0, atol=1e-8)
+    assert np.allclose(fast.abilities_[["theta", "theta_se", "theta_wle", "theta_wle_se"]],
+                       slow.abilities_[["theta", "theta_se", "theta_wle", "theta_wle_se"]], rtol=0, atol=1e-8)
+    assert abs(fast.sigma_ - slow.sigma_) < 1e-10 and abs(fast.sigma_se_ - slow.sigma_se_) < 1e-8
+    assert abs(fast.loglik_ - slow.loglik_) < 1e-8
+    assert fast.n_iter_ == slow.n_iter_
+
+
 # --------------------------------------------------------------------------- agreement with R
 
 

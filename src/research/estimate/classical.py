@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from research.errors import ConfigError, DataError
+from research.estimate.opportunities import segment_sum
 from research.stats import cronbach_alpha_feldt, wilson_interval
 from research.stats import require_columns as _require
 
@@ -384,9 +385,14 @@ def item_statistics(
     a["att_c"] = np.where(a["is_c"], a["att"], np.nan)
     per_step = a.groupby(["i", "l", "s"], sort=False).agg(any_c=("is_c", "any"), first_c=("att_c", "min"))
     per_li = per_step.groupby(level=["i", "l"]).agg(all_c=("any_c", "all"), att_to_c=("first_c", "mean"))
-    li = a.groupby(["i", "l"], sort=False).agg(
-        hint=("is_h", "any"), answered=("is_ans", "any"), dur=("d", lambda x: x.sum(min_count=1))
-    ).join(per_li)
+    by_li = a.groupby(["i", "l"], sort=False)
+    li = by_li.agg(hint=("is_h", "any"), answered=("is_ans", "any"))
+    # each learner's seconds on the item (sum, NaN when none is known), without a Python call per group
+    gid = by_li.ngroup().to_numpy()
+    order = np.argsort(gid, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(gid[order]) != 0])
+    li["dur"] = segment_sum(a["d"].to_numpy(float)[order], starts)
+    li = li.join(per_li)
     per_item = li.groupby(level="i").agg(
         n_any=("hint", "size"),
         eventually_correct=("all_c", "mean"),

@@ -291,6 +291,58 @@ def _safe_inverse(info: np.ndarray) -> np.ndarray:
         return np.linalg.pinv(info)
 
 
+def _complete(design: _Design) -> bool:
+    """True when every learner answered every item (no cell missing)."""
+    return len(design.y) == design.n_learners * design.n_items
+
+
+class _SumScores:
+    """Rasch on complete data through the raw score, its sufficient statistic.
+
+    With every cell observed, a learner's log-likelihood at node q is
+    ``sum_j log Q_jq + r * sigma * x_q - sum_j y_j b_j``: the posterior over the nodes
+    depends on the raw score ``r`` alone. The E-step runs once per score (at most J + 1)
+    instead of once per learner, and the cross-product information of the learners' scores
+    is assembled from per-score totals: sum_p (E_r - y_p)(E_r - y_p)' =
+    sum_r [n_r E_r E_r' - E_r T_r' - T_r E_r'] + Y'Y, with T_r the item totals of the
+    learners with score r. The same likelihood, gradient and information as the general
+    path, in O(J^2 * nodes) per iteration whatever the number of learners.
+    """
+
+    def __init__(self, design: _Design):
+        J = design.n_items
+        self.r = np.bincount(design.rows, design.y, minlength=design.n_learners).round().astype(np.int64)
+        self.n_s = np.bincount(self.r, minlength=J + 1).astype(float)  # learners per score 0..J
+        self.T = np.zeros((J + 1, J))  # item totals per score group
+        np.add.at(self.T, (self.r[design.rows], design.cols), design.y)
+        dense = design.Y.toarray()
+        self.YtY = dense.T @ dense
+        self.c = dense.sum(axis=0)  # correct answers per item
+        self.s = np.arange(J + 1, dtype=float)
+
+    def posterior(self, eta: np.ndarray, sigma: float, x: np.ndarray, b: np.ndarray, log_w: np.ndarray):
+        """Per-score posterior weights (scores x nodes) and the marginal log-likelihood."""
+        ll = log_expit(-eta).sum(axis=0)[None, :] + self.s[:, None] * (sigma * x)[None, :] + log_w[None, :]
+        lmarg = logsumexp(ll, axis=1)
+        W = np.exp(ll - lmarg[:, None])
+        return W, float(self.n_s @ lmarg - self.c @ b)
+
+    def parts(self, W: np.ndarray, Pm: np.ndarray, sigma: float, x: np.ndarray, with_info: bool):
+        E = W @ Pm.T  # scores x items: posterior mean of P(correct)
+        S = Pm.sum(axis=0)  # expected raw score at each node
+        g_s = sigma * ((W * x[None, :]) * (self.s[:, None] - S[None, :])).sum(axis=1)  # per score
+        grad = np.concatenate([self.n_s @ E - self.c, [self.n_s @ g_s]])
+        if not with_info:
+            return grad, None
+        J = E.shape[1]
+        info = np.empty((J + 1, J + 1))
+        cross = E.T @ self.T
+        info[:J, :J] = (E.T * self.n_s) @ E - cross - cross.T + self.YtY
+        info[:J, J] = info[J, :J] = (self.n_s * g_s) @ E - g_s @ self.T
+        info[J, J] = self.n_s @ g_s**2
+        return grad, info
+
+
 def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str = "auto"):
     x, w = _quadrature(n_quad)
     log_w = np.log(w)
@@ -302,6 +354,9 @@ def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: s
     def eta_of(params):
         b, sigma = params[:J], np.exp(params[J])
         return sigma * x[None, :] - b[:, None]
+
+    if _complete(design):
+        return _fit_rasch_sum_scores(design, x, log_w, start, eta_of, max_iter, tol, se)
 
     def loglik(params):
         return _loglik(design, eta_of(params), log_w)
@@ -322,19 +377,44 @@ def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: s
         grad, info = _cross_info(design, [g_b], [g_s])
         return ll, grad, info
 
+    return _solve_rasch(design, x, start, loglik, parts, lambda p_: _posterior(design, eta_of(p_), log_w)[0],
+                        max_iter=max_iter, tol=tol, se=se)
+
+
+def _solve_rasch(design: _Design, x, start, loglik, parts, weights, *, max_iter: int, tol: float, se: str):
+    """Newton to the Rasch ML estimates, their standard errors, and the learners' posterior
+    weights over the nodes (``weights(params)``) for the EAP abilities."""
+    J = design.n_items
     params, ll, grad, info, n_iter, converged = _newton(loglik, parts, start, max_iter=max_iter, tol=tol)
     if _use_oakes(se, design, len(params)):
         info = _numeric_info(lambda p_: parts(p_, False)[1], params)
     cov = _safe_inverse(info)
-    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    se_ = np.sqrt(np.clip(np.diag(cov), 0, None))
     sigma = float(np.exp(params[J]))
-    eta = eta_of(params)
-    W, _ = _posterior(design, eta, log_w)
-    nodes = sigma * x
     return dict(
-        b=params[:J], b_se=se[:J], sigma=sigma, sigma_se=sigma * se[J], a=np.ones(J), a_se=np.zeros(J),
-        cov=cov, loglik=ll, n_iter=n_iter, converged=converged, W=W, nodes=nodes,
+        b=params[:J], b_se=se_[:J], sigma=sigma, sigma_se=sigma * se_[J], a=np.ones(J), a_se=np.zeros(J),
+        cov=cov, loglik=ll, n_iter=n_iter, converged=converged, W=weights(params), nodes=sigma * x,
     )
+
+
+def _fit_rasch_sum_scores(design: _Design, x, log_w, start, eta_of, max_iter: int, tol: float, se: str):
+    """:func:`_fit_rasch_ml` on complete data, through :class:`_SumScores` (same estimates)."""
+    J = design.n_items
+    sums = _SumScores(design)
+
+    def posterior(params):
+        return sums.posterior(eta_of(params), float(np.exp(params[J])), x, params[:J], log_w)
+
+    def loglik(params):
+        return posterior(params)[1]
+
+    def parts(params, with_info=True):
+        W, ll = posterior(params)
+        grad, info = sums.parts(W, expit(eta_of(params)), float(np.exp(params[J])), x, with_info)
+        return ll, grad, info
+
+    return _solve_rasch(design, x, start, loglik, parts, lambda p_: posterior(p_)[0][sums.r],
+                        max_iter=max_iter, tol=tol, se=se)
 
 
 def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str = "auto"):
@@ -393,6 +473,8 @@ def _wle(design: _Design, b: np.ndarray, a: np.ndarray, max_iter: int = 50) -> t
     by Fisher scoring, all learners at once. Returns theta and its SE 1 / sqrt(I).
     """
     P_ = design.n_learners
+    if _complete(design) and np.all(a == 1.0):
+        return _wle_sum_scores(design, b, max_iter)
     theta = np.zeros(P_)
     ac, bc, r = a[design.cols], b[design.cols], design.rows
     for _ in range(max_iter):
@@ -408,6 +490,26 @@ def _wle(design: _Design, b: np.ndarray, a: np.ndarray, max_iter: int = 50) -> t
     p = expit(ac * (theta[r] - bc))
     info = np.bincount(r, ac**2 * p * (1 - p), minlength=P_)
     return theta, 1 / np.sqrt(info)
+
+
+def _wle_sum_scores(design: _Design, b: np.ndarray, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_wle` for Rasch on complete data: the estimate depends on the raw score alone,
+    so it is solved once per score (the same Fisher scoring, the same stopping rule)."""
+    r = np.bincount(design.rows, design.y, minlength=design.n_learners)
+    scores, of_learner = np.unique(r, return_inverse=True)
+    theta = np.zeros(len(scores))
+    for _ in range(max_iter):
+        p = expit(theta[:, None] - b[None, :])
+        pq = p * (1 - p)
+        info = pq.sum(axis=1)
+        score = scores - p.sum(axis=1) + (pq * (1 - 2 * p)).sum(axis=1) / (2 * info)
+        step = np.clip(score / info, -1.0, 1.0)
+        theta = np.clip(theta + step, -10, 10)
+        if np.max(np.abs(step)) < 1e-6:
+            break
+    p = expit(theta[:, None] - b[None, :])
+    info = (p * (1 - p)).sum(axis=1)
+    return theta[of_learner], (1 / np.sqrt(info))[of_learner]
 
 
 def item_fit_statistics(

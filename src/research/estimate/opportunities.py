@@ -64,6 +64,41 @@ def _check_outcomes(values: pd.Series, column: str, table: str) -> None:
         )
 
 
+def _sort_codes(values: pd.Series) -> np.ndarray:
+    """Integer codes that sort like ``values`` (strings in sorted order, missing last)."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return np.where(codes < 0, len(uniques), codes)
+
+
+def _segment_time(ts: np.ndarray, starts: np.ndarray, ufunc) -> np.ndarray:
+    """Per-segment min or max of datetimes, skipping NaT (NaT when a segment has none)."""
+    ints = ts.view("int64")
+    nat = np.isnat(ts)
+    fill = np.iinfo("int64").max if ufunc is np.minimum else np.iinfo("int64").min + 1
+    out = ufunc.reduceat(np.where(nat, fill, ints), starts)
+    out[np.add.reduceat((~nat).astype("int64"), starts) == 0] = np.iinfo("int64").min
+    return out.view(ts.dtype)
+
+
+def segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per-segment ``Series.sum(min_count=1)``: NaN skipped, NaN when a segment has no value.
+
+    ``starts`` are the first positions of contiguous segments of ``values`` (ascending, 0 first).
+
+    Segments of one length are summed as rows of a 2-D array, which runs numpy's own
+    summation loop per row, so the sums are bit for bit those of ``Series.sum``.
+    """
+    missing = np.isnan(values)
+    filled = np.where(missing, 0.0, values)
+    lengths = np.diff(np.append(starts, len(values)))
+    out = np.empty(len(starts))
+    for length in np.unique(lengths):
+        which = np.flatnonzero(lengths == length)
+        out[which] = filled[starts[which, None] + np.arange(length)].sum(axis=1)
+    out[np.add.reduceat((~missing).astype("int64"), starts) == 0] = np.nan
+    return out
+
+
 def count_opportunities(frame: pd.DataFrame) -> pd.Series:
     """DataShop opportunity numbers for a student-step KC frame.
 
@@ -72,14 +107,33 @@ def count_opportunities(frame: pd.DataFrame) -> pd.Series:
     Int64 Series aligned to ``frame``: 1 for a learner's first step with the KC, 2 for the
     second, and so on.
     """
-    order = frame.sort_values(["learner_id", "kc_model", "kc", "step_time", "step_row"], kind="stable").index
-    counts = frame.loc[order].groupby(["learner_id", "kc_model", "kc"], sort=False, observed=True).cumcount() + 1
-    return counts.reindex(frame.index).astype("Int64")
+    names = ("learner_id", "kc_model", "kc")
+    keys = [_sort_codes(frame[c]) for c in names]
+    order = np.lexsort((frame["step_row"].to_numpy(), frame["step_time"].to_numpy(), *keys[::-1]))
+    n = len(order)
+    new_run = np.ones(n, dtype=bool)
+    same = np.ones(max(n - 1, 0), dtype=bool)
+    for key in keys:
+        sorted_key = key[order]
+        same &= sorted_key[1:] == sorted_key[:-1]
+    new_run[1:] = ~same
+    starts = np.flatnonzero(new_run)
+    counts = np.empty(n, dtype="int64")
+    counts[order] = np.arange(n) - starts[np.cumsum(new_run) - 1] + 1
+    out = pd.array(counts, dtype="Int64")
+    # rows with a missing key belong to no (learner, KC) pair, as in a groupby
+    out[np.logical_or.reduce([frame[c].isna().to_numpy() for c in names])] = pd.NA
+    return pd.Series(out, index=frame.index)
 
 
 def _finish(steps: pd.DataFrame, kcs: pd.DataFrame) -> pd.DataFrame:
     """Join step rows to their KC rows, count opportunities, order columns."""
-    out = kcs.merge(steps, on="step_row", how="inner", validate="many_to_one")
+    # steps.step_row is 0, 1, ... in row order, so the join is a take.
+    if not np.array_equal(steps["step_row"].to_numpy(), np.arange(len(steps))):
+        raise AssertionError("steps must be numbered 0, 1, ... in row order")
+    kcs = kcs[kcs["step_row"].isin(steps["step_row"])].reset_index(drop=True)
+    joined = steps.drop(columns="step_row").iloc[kcs["step_row"].to_numpy()].reset_index(drop=True)
+    out = pd.concat([kcs, joined], axis=1)
     out["opportunity"] = count_opportunities(out)
     cols = STEP_COLUMNS + [c for c in ("source_opportunity", "source_row") if c in out.columns]
     out = out[cols].sort_values(["kc_model", "learner_id", "step_time", "step_row", "kc"], kind="stable")
@@ -162,17 +216,17 @@ def student_steps(
 
     a = pd.DataFrame(
         {
-            "attempt_id": attempts[attempt_id].astype("string").to_numpy(),
-            "learner_id": attempts[learner].astype("string").to_numpy(),
-            "item_id": attempts[item].astype("string").to_numpy(),
-            "step_id": attempts[step].astype("string").to_numpy(),
+            "attempt_id": attempts[attempt_id].astype("string").array,
+            "learner_id": attempts[learner].astype("string").array,
+            "item_id": attempts[item].astype("string").array,
+            "step_id": attempts[step].astype("string").array,
             "problem_view": (
                 pd.to_numeric(attempts[problem_view], errors="coerce").fillna(1).astype("int64").to_numpy()
                 if problem_view in attempts.columns
                 else np.ones(len(attempts), dtype="int64")
             ),
             "attempt": pd.to_numeric(attempts[attempt], errors="coerce").to_numpy(dtype=float),
-            "outcome": attempts[outcome].astype("string").to_numpy(),
+            "outcome": attempts[outcome].astype("string").array,
             "timestamp": pd.to_datetime(attempts[timestamp]).to_numpy(),
             "duration_s": (
                 pd.to_numeric(attempts[duration], errors="coerce").to_numpy(dtype=float)
@@ -184,61 +238,69 @@ def student_steps(
     if np.isnan(a["attempt"]).any():
         raise DataError(f"attempts column {attempt!r} has missing or non-numeric values; it must be 1, 2, ... per step.")
     # Order of transactions within a step: attempt number, then time, then input order.
-    a["_pos"] = np.arange(len(a))
-    a = a.sort_values(["learner_id", "item_id", "step_id", "problem_view", "attempt", "timestamp", "_pos"], kind="stable")
-    keys = ["learner_id", "item_id", "step_id", "problem_view"]
-    grouped = a.groupby(keys, sort=False, observed=True)
-    a["_step"] = grouped.ngroup()
-    a["_order"] = grouped.cumcount()
-    is_inc = (a["outcome"] == "incorrect").astype("int64")
-    is_hint = (a["outcome"] == "hint").astype("int64")
-    is_cor = (a["outcome"] == "correct").astype("int64")
-    a["_correct_time"] = a["timestamp"].where(is_cor.to_numpy() == 1)
-    steps = (
-        a.assign(_inc=is_inc, _hint=is_hint, _cor=is_cor)
-        .groupby("_step", sort=True)
-        .agg(
-            learner_id=("learner_id", "first"),
-            item_id=("item_id", "first"),
-            step_id=("step_id", "first"),
-            problem_view=("problem_view", "first"),
-            _first_time=("timestamp", "min"),
-            _last_time=("timestamp", "max"),
-            _correct_time=("_correct_time", "min"),
-            first_attempt=("outcome", "first"),
-            incorrects=("_inc", "sum"),
-            hints=("_hint", "sum"),
-            corrects=("_cor", "sum"),
-            duration_s=("duration_s", lambda s: s.sum(min_count=1)),
-            _pos=("_pos", "min"),
-        )
-    )
+    # Vectorised: sort on factorised keys (codes follow the strings' sorted order, missing
+    # last, as sort_values puts them), then aggregate each step's contiguous run of rows.
+    n = len(a)
+    pos = np.arange(n, dtype="int64")
+    codes = [_sort_codes(a[c]) for c in ("learner_id", "item_id", "step_id")]
+    pv = a["problem_view"].to_numpy()
+    order = np.lexsort((pos, a["timestamp"].to_numpy(), a["attempt"].to_numpy(), pv, codes[2], codes[1], codes[0]))
+    a = a.iloc[order].reset_index(drop=True)
+    a["_pos"] = order
+    keys = [c[order] for c in codes] + [pv[order]]
+    new_step = np.zeros(n, dtype=bool)
+    new_step[0] = True
+    for key in keys:
+        new_step[1:] |= key[1:] != key[:-1]
+    starts = np.flatnonzero(new_step)
+    step_of = np.cumsum(new_step) - 1
+    a["_order"] = pos - starts[step_of]
+    # outcomes take three values (checked above): compare their codes, not the strings
+    codes, uniques = pd.factorize(a["outcome"])
+    position = {str(u): i for i, u in enumerate(uniques)}
+    is_cor, is_inc, is_hint = (codes == position.get(o, -2) for o in ("correct", "incorrect", "hint"))
+    ts = a["timestamp"].to_numpy()
+    steps = a.iloc[starts][["learner_id", "item_id", "step_id", "problem_view"]].reset_index(drop=True)
+    steps["_first_time"] = _segment_time(ts, starts, np.minimum)
+    steps["_last_time"] = _segment_time(ts, starts, np.maximum)
+    steps["_correct_time"] = _segment_time(np.where(is_cor, ts, np.datetime64("NaT")), starts, np.minimum)
+    steps["first_attempt"] = a["outcome"].iloc[starts].to_numpy(dtype=object)
+    steps["incorrects"] = np.add.reduceat(is_inc.astype("int64"), starts)
+    steps["hints"] = np.add.reduceat(is_hint.astype("int64"), starts)
+    steps["corrects"] = np.add.reduceat(is_cor.astype("int64"), starts)
+    steps["duration_s"] = segment_sum(a["duration_s"].to_numpy(), starts)
+    steps["_pos"] = np.minimum.reduceat(order, starts)
     steps["step_time"] = steps["_correct_time"].fillna(steps["_last_time"])
     # step_row: time order within learner, ties broken by first-attempt time and input order.
-    steps = steps.sort_values(["learner_id", "step_time", "_first_time", "_pos"], kind="stable")
+    by_time = np.lexsort((steps["_pos"].to_numpy(), steps["_first_time"].to_numpy(), steps["step_time"].to_numpy(),
+                          keys[0][starts]))
+    step_row = np.empty(len(steps), dtype="int64")
+    step_row[by_time] = np.arange(len(steps), dtype="int64")
+    a["step_row"] = step_row[step_of]
+    steps = steps.iloc[by_time].reset_index(drop=True)
     steps["step_row"] = np.arange(len(steps), dtype="int64")
-    step_of_group = pd.Series(steps["step_row"].to_numpy(), index=steps.index)
-    a["step_row"] = step_of_group.reindex(a["_step"].to_numpy()).to_numpy()
-    steps = steps.reset_index(drop=True)
     steps["success"] = (steps["first_attempt"] == "correct").astype("int64")
     steps["assistance"] = steps["incorrects"] + steps["hints"]
     steps = steps.drop(columns=["_pos", "_first_time", "_last_time", "_correct_time"])
 
     k = pd.DataFrame(
         {
-            "attempt_id": attempt_kcs[attempt_id].astype("string").to_numpy(),
-            "kc_model": attempt_kcs[kc_model].astype("string").to_numpy(),
-            "kc": attempt_kcs[kc].astype("string").to_numpy(),
+            "attempt_id": attempt_kcs[attempt_id].astype("string").array,
+            "kc_model": attempt_kcs[kc_model].astype("string").array,
+            "kc": attempt_kcs[kc].astype("string").array,
         }
     )
     if source_opportunity in attempt_kcs.columns:
         k["source_opportunity"] = pd.to_numeric(attempt_kcs[source_opportunity], errors="coerce").astype("Float64").to_numpy()
     k = k[k["kc"].notna() & (k["kc"].str.strip() != "")]
-    k = k.merge(a[["attempt_id", "step_row", "outcome", "_order"]], on="attempt_id", how="inner")
+    row = pd.Index(a["attempt_id"]).get_indexer(k["attempt_id"])
+    k = k[row >= 0].reset_index(drop=True)
+    row = row[row >= 0]
+    k["step_row"] = a["step_row"].to_numpy()[row]
+    k["_order"] = a["_order"].to_numpy()[row]
     # DataShop's rule: KCs of the first correct transaction, else the union of error transactions' KCs.
-    correct = k["outcome"] == "correct"
-    first_correct = k[correct].groupby(["step_row", "kc_model"], sort=False)["_order"].min().rename("_first_correct")
-    k = k.merge(first_correct, left_on=["step_row", "kc_model"], right_index=True, how="left")
+    correct = pd.Series(is_cor[row], index=k.index)
+    k["_first_correct"] = k["_order"].where(correct).groupby([k["step_row"], k["kc_model"]], sort=False).transform("min")
     keep = (correct & (k["_order"] == k["_first_correct"])) | (k["_first_correct"].isna() & ~correct)
     k = k[keep].sort_values(["step_row", "kc_model", "kc", "_order"], kind="stable")
     agg = {"source_opportunity": ("source_opportunity", "min")} if "source_opportunity" in k.columns else {}

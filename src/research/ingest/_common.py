@@ -756,9 +756,17 @@ def offending_values(rows: pd.DataFrame, column, identifiers=IDENTIFIER_COLUMNS)
             continue
         mask = (cols == c).to_numpy()
         vals = rows.loc[mask, c]
-        out[mask] = [json.dumps({str(c): v}, ensure_ascii=False) if isinstance(v, str) and v != "" else None
-                     for v in vals.astype(object).where(vals.notna(), None)]
+        out[mask] = _per_distinct(vals.astype(object).where(vals.notna(), None),
+                                  lambda v: json.dumps({str(c): v}, ensure_ascii=False) if isinstance(v, str) and v != "" else None)
     return out.tolist()
+
+
+def _per_distinct(values: pd.Series, fn) -> list:
+    """``[fn(v) for v in values]``, calling ``fn`` once per distinct value (rejects of a kind
+    repeat a handful of values: a skipped event's blank outcome, one reason text)."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    done = np.array([fn(v) for v in uniques] + [fn(None)], dtype=object)
+    return done[codes].tolist()  # code -1 (missing) takes the last entry, fn(None)
 
 
 class RejectCollector:
@@ -786,9 +794,8 @@ class RejectCollector:
         raw = offending_values(rows, column, self.identifiers)
         if isinstance(line, str):
             line = rows[line]
-        out = make_rejects(pd.DataFrame({"_": 0}, index=rows.index), table_name=table_name or self.table_name, source_file=self.source_file,
-                           line=line, column=column, reason=reason, kind=kind)
-        out["raw"] = pd.array(raw, dtype="string")
+        out = make_rejects(pd.DataFrame(index=rows.index), table_name=table_name or self.table_name, source_file=self.source_file,
+                           line=line, column=column, reason=reason, kind=kind, raw=raw)
         self.parts.append(out)
 
     def frame(self) -> pd.DataFrame:
@@ -797,9 +804,10 @@ class RejectCollector:
             return empty_rejects()
         out = pd.concat(parts, ignore_index=True)
         if self.secrets:
-            out["reason"] = out["reason"].map(self._scrub).astype("string")
-            raw_bad = out["raw"].map(lambda t: isinstance(t, str) and any(str(v).strip() in self.secrets for v in json.loads(t).values()))
-            out.loc[raw_bad.fillna(False).astype(bool), "raw"] = pd.NA
+            out["reason"] = pd.array(_per_distinct(out["reason"], self._scrub), dtype="string")
+            raw_bad = np.array(_per_distinct(out["raw"], lambda t: isinstance(t, str) and any(
+                str(v).strip() in self.secrets for v in json.loads(t).values())), dtype=bool)
+            out.loc[raw_bad, "raw"] = pd.NA
         return out.sort_values("source_line", kind="stable").reset_index(drop=True)
 
     def _scrub(self, text):

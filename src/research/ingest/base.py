@@ -52,17 +52,20 @@ def make_rejects(
     column: str | pd.Series | None,
     reason: str | pd.Series,
     kind: str = "rejected",
+    raw: list | None = None,
 ) -> pd.DataFrame:
     """Build reject records for ``rows`` (vectorised).
 
     ``rows`` are the offending source rows (learner ids already pseudonymised); they are
-    kept whole, as JSON, in the ``raw`` column. ``line`` is the name of the column of
-    ``rows`` that holds the source line number, or a Series of line numbers.
+    kept whole, as JSON, in the ``raw`` column, unless ``raw`` gives that column's text
+    (one entry per row). ``line`` is the name of the column of ``rows`` that holds the
+    source line number, or a Series of line numbers.
     """
-    if rows.empty:
+    if len(rows) == 0:
         return empty_rejects()
     lines = rows[line] if isinstance(line, str) else line
-    raw = [json.dumps(r, ensure_ascii=False, default=str) for r in rows.astype(object).where(rows.notna(), None).to_dict("records")]
+    if raw is None:
+        raw = [json.dumps(r, ensure_ascii=False, default=str) for r in rows.astype(object).where(rows.notna(), None).to_dict("records")]
     out = pd.DataFrame(
         {
             "table_name": table_name,

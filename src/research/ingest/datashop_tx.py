@@ -204,7 +204,8 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
         srt = col("Student Response Type")[skipped].fillna("not given")
         ro = raw_outcome[skipped]
         why = "not an attempt: Outcome is " + ro.isna().map({True: "blank", False: ""}).astype("string").where(ro.isna(), quoted(ro))
-        rejects.add(f[skipped], line=line[skipped], column="Outcome", reason=why + " (Student Response Type " + srt + ")", kind="skipped")
+        # the quarantine keeps the offending value only: take that column, not the whole rows
+        rejects.add(f.loc[skipped, ["Outcome"]], line=line[skipped], column="Outcome", reason=why + " (Student Response Type " + srt + ")", kind="skipped")
 
     # ---- ids and duplicates among the rows that are otherwise fine
     ok = ~skipped & ~rejected

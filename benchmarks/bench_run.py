@@ -1,0 +1,61 @@
+"""A whole cohort run (`research run`) for 8,000 learners: total and per-notebook seconds.
+
+Target (issue 15, item 9): under 60 s. The cohort is simulated (research.simulate), written
+as a DataShop transaction export plus the CSV tables with their mappings, and ingested into
+a new warehouse; then ``research.pipeline.run_cohort`` runs every scheduled notebook (PyMC
+off, the default) and each notebook's seconds are printed as the pipeline reports them.
+The table read that every notebook does (``cohort.load``) is timed on its own as well.
+
+This machine is shared (2 cores, several people); one run, so the figure is pessimistic.
+Usage: python benchmarks/bench_run.py [--learners N]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = 60.0
+
+
+def main(argv: list[str]) -> int:
+    from research import cohort as cohort_mod
+    from research.pipeline import run_cohort
+    from research.simulate import simulate_cohort
+    from research.warehouse import Warehouse
+
+    n = int(argv[argv.index("--learners") + 1]) if "--learners" in argv else 8_000
+    os.environ.setdefault("RESEARCH_PSEUDONYM_KEY", "benchmark")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        sim = simulate_cohort(n_learners=n, seed=1, cohort="bench")
+        files = sim.write(tmp / "raw", formats=("datashop",))
+        n_attempts = len(sim.attempts)
+        del sim
+        with Warehouse(tmp / "w.duckdb") as wh:
+            wh.ingest([p for k, p in files.items() if not k.endswith("_mapping")], cohort="bench")
+        print(f"simulated, wrote and ingested {n:,} learners ({n_attempts:,} attempts) in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        cohort_mod.load("bench", tmp / "w.duckdb")
+        load_s = time.perf_counter() - t0
+        lines = []
+        t0 = time.perf_counter()
+        result = run_cohort("bench", warehouse=tmp / "w.duckdb", reports=tmp / "reports", progress=lines.append)
+        run_s = time.perf_counter() - t0
+    for line in lines:
+        print(" ", line)
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings are pessimistic when it is high); "
+          f"outcome: {getattr(result, 'status', result.__class__.__name__)}")
+    print(f"{'figure':<44} | {'measured':>9} | {'target':>7} | ok")
+    print(f"{'cohort.load, all six tables (s)':<44} | {load_s:>9.2f} | {'-':>7} | -")
+    print(f"{'research run, ' + format(n, ',') + ' learners (s)':<44} | {run_s:>9.2f} | {'< ' + format(TARGET_S, 'g'):>7} | "
+          f"{'yes' if run_s < TARGET_S else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
