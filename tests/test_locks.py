@@ -1,0 +1,59 @@
+"""The one advisory-lock implementation (research.locks) and its users."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from research.locks import LockedError, file_lock
+from research.pipeline import CohortLock
+from research.report_index import reports_lock
+
+HOLD = "import sys,time; from research.locks import file_lock\nwith file_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))\n"
+
+
+def _holder(path, seconds):
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_timeout_gives_up_and_names_the_holder(tmp_path):
+    path = tmp_path / ".c1.lock"  # the run lock of cohort C1 (and c1: names folded)
+    p = _holder(path, 3)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(LockedError, match=r"the thing is in use by another process \(pid \d+ since .*\) after waiting 0.3 s"):
+            with file_lock(path, timeout=0.3, what="the thing"):
+                pass
+        assert 0.25 <= time.monotonic() - t0 < 2
+        with pytest.raises(LockedError, match="cohort 'C1'.*skipped"):
+            with CohortLock(tmp_path, "C1"):
+                pass
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_waiting_lock_gets_its_turn(tmp_path):
+    p = _holder(tmp_path / ".index.lock", 0.5)
+    try:
+        t0 = time.monotonic()
+        with reports_lock(tmp_path):
+            waited = time.monotonic() - t0
+        with reports_lock(tmp_path, timeout=0):  # free again at once
+            pass
+    finally:
+        p.wait()
+    assert waited >= 0.2
+
+
+def test_lock_is_released_after_an_error_and_reentered(tmp_path):
+    with pytest.raises(RuntimeError):
+        with file_lock(tmp_path / "y.lock", timeout=0):
+            raise RuntimeError("boom")
+    with CohortLock(tmp_path, "c2"), file_lock(tmp_path / "y.lock", timeout=0):
+        pass
