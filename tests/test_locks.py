@@ -57,3 +57,23 @@ def test_lock_is_released_after_an_error_and_reentered(tmp_path):
             raise RuntimeError("boom")
     with CohortLock(tmp_path, "c2"), file_lock(tmp_path / "y.lock", timeout=0):
         pass
+
+
+def test_ingest_waits_for_the_warehouse_writer_and_says_locked_past_the_time_out(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from research.cohort_config import load_config
+    from research.pipeline import ingest_sources
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "cohorts" / "example.yaml")
+    wh = tmp_path / "w.duckdb"
+    monkeypatch.setenv("RESEARCH_WAREHOUSE_WAIT", "0.2")
+    p = _holder(tmp_path / ".w.duckdb.write.lock", 3)
+    try:
+        with pytest.raises(LockedError, match=r"the warehouse .*w\.duckdb is in use by another process"):
+            ingest_sources(cfg, wh)
+        assert not wh.exists()  # nothing was opened while another process wrote
+    finally:
+        p.kill()
+        p.wait()
+    assert len(ingest_sources(cfg, wh).files) == len(cfg.sources)

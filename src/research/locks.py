@@ -74,3 +74,21 @@ def file_lock(path: str | os.PathLike[str], *, timeout: float | None = None, wha
             fcntl.flock(fh, fcntl.LOCK_UN)
     finally:
         fh.close()
+
+
+#: Seconds an ingest waits for another process's ingest into the same warehouse file
+#: (``RESEARCH_WAREHOUSE_WAIT`` overrides); past it the run is reported "locked" (exit 4).
+WAREHOUSE_WAIT_S = 300.0
+
+
+def warehouse_write_lock(warehouse: str | os.PathLike[str], timeout: float | None = None):
+    """The lock an ingest holds while it has the warehouse open for writing.
+
+    DuckDB lets one process at a time write to a file and refuses a second at once;
+    this lock makes concurrent runs of different cohorts queue for the write instead,
+    each waiting at most ``timeout`` seconds.
+    """
+    warehouse = Path(warehouse)
+    if timeout is None:
+        timeout = float(os.environ.get("RESEARCH_WAREHOUSE_WAIT", WAREHOUSE_WAIT_S))
+    return file_lock(warehouse.with_name(f".{warehouse.name}.write.lock"), timeout=timeout, what=f"the warehouse {warehouse}")

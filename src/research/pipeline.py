@@ -59,7 +59,7 @@ import research
 from research.cohort_config import LANGUAGES, CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
 from research.faults import DiskFull, RunCrashed, WarehouseCorrupt, disk_full, is_disk_full, write_traceback
-from research.locks import LockedError, file_lock
+from research.locks import LockedError, file_lock, warehouse_write_lock
 from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
@@ -653,7 +653,7 @@ def ingest_sources(config: CohortConfig, warehouse: Path):
     from research.warehouse import LoadSummary, Warehouse
 
     summary = LoadSummary()
-    with Warehouse(warehouse) as wh:
+    with warehouse_write_lock(warehouse), Warehouse(warehouse) as wh:
         for src in config.sources:
             if getattr(src, "lrs", None):
                 from research.lrs import pull
@@ -681,6 +681,8 @@ def run_one(cohort: str, **kwargs) -> RunResult:
         return run_cohort(cohort, **kwargs)
     except RunCrashed as exc:
         return RunResult(cohort, "failed", 3, message=str(exc))
+    except LockedError as exc:
+        return RunResult(cohort, "locked", 4, message=f"cohort {cohort!r}: {exc}")
     except ResearchError as exc:
         text = str(exc)
         return RunResult(cohort, "failed", 1, message=text if text.startswith(f"cohort {cohort!r}") else f"cohort {cohort!r}: {text}")
