@@ -77,3 +77,23 @@ def test_ingest_waits_for_the_warehouse_writer_and_says_locked_past_the_time_out
         p.kill()
         p.wait()
     assert len(ingest_sources(cfg, wh).files) == len(cfg.sources)
+
+
+def test_three_cohorts_ingest_into_one_warehouse_at_the_same_time(tmp_path):
+    """Real `research ingest` processes of three cohorts started together: all queue for the write and all land."""
+    import os
+    from pathlib import Path
+
+    import duckdb
+
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    wh = tmp_path / "w.duckdb"
+    procs = [subprocess.Popen([sys.executable, "-m", "research.cli", "ingest", str(ex / "data" / "attempts.csv"),
+                               "--mapping", str(ex / "attempts.mapping.yaml"), "--cohort", f"c{i}", "--warehouse", str(wh)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | {"RESEARCH_WAREHOUSE_WAIT": "60"})
+             for i in range(3)]
+    outs = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in outs), outs
+    with duckdb.connect(str(wh), read_only=True) as con:
+        counts = dict(con.execute("SELECT cohort, count(*) FROM attempts GROUP BY cohort").fetchall())
+    assert counts == {"c0": 10, "c1": 10, "c2": 10}
