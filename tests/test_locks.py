@@ -30,7 +30,7 @@ def test_timeout_gives_up_and_names_the_holder(tmp_path):
             with file_lock(path, timeout=0.3, what="the thing"):
                 pass
         assert 0.25 <= time.monotonic() - t0 < 2
-        with pytest.raises(LockedError, match="cohort 'C1'.*skipped"):
+        with pytest.raises(LockedError, match=r"cohort 'C1' is being run by another process \(pid \d+ since .*\); skipped"):
             with CohortLock(tmp_path, "C1"):
                 pass
     finally:

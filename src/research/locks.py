@@ -26,6 +26,8 @@ POLL_S = 0.05
 class LockedError(ResearchError):
     """Another process holds the lock (for a run: the same cohort is being run)."""
 
+    holder: str = "unknown"
+
 
 def _holder(fh) -> str:
     try:
@@ -59,7 +61,9 @@ def file_lock(path: str | os.PathLike[str], *, timeout: float | None = None, wha
                     if time.monotonic() >= deadline:
                         label = what or str(path)
                         waited = f" after waiting {timeout:g} s" if timeout else ""
-                        raise LockedError(f"{label} is in use by another process ({_holder(fh)}){waited}") from None
+                        err = LockedError(f"{label} is in use by another process ({_holder(fh)}){waited}")
+                        err.holder = _holder(fh)
+                        raise err from None
                     time.sleep(POLL_S)
         try:
             fh.seek(0)

@@ -206,7 +206,7 @@ class CohortLock:
         try:
             cm.__enter__()
         except LockedError as exc:
-            raise LockedError(f"{exc}; skipped") from None
+            raise LockedError(f"cohort {self.cohort!r} is being run by another process ({exc.holder}); skipped") from None
         self._cm = cm
         return self
 
