@@ -115,12 +115,17 @@ def cmd_ingest(args) -> int:
     cohort_name(args.cohort, what="--cohort")  # before the warehouse is opened: nothing is created for a bad name
     options = _ingest_options(args)
     summary = LoadSummary()
-    with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-        wh = Warehouse(args.warehouse)
-    with wh:
-        for path in args.paths:
-            with _input_guard(str(path), warehouse=wh.path):
-                summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
+    from research.locks import warehouse_write_lock
+    from research.paths import default_warehouse, resolve
+
+    # concurrent ingests (of different cohorts) into one file queue for the write instead of failing
+    with warehouse_write_lock(resolve(args.warehouse) if args.warehouse else default_warehouse()):
+        with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
+            wh = Warehouse(args.warehouse)
+        with wh:
+            for path in args.paths:
+                with _input_guard(str(path), warehouse=wh.path):
+                    summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
     print(summary)
     print(f"warehouse: {wh.path}")
     return 2 if summary.n_rejected else 0

@@ -7,11 +7,10 @@ under ``data/demo/COHORT/`` so the ingest can be read and repeated like any othe
 
 from __future__ import annotations
 
-import fcntl
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
+from research.locks import file_lock
 from research.paths import resolve
 
 #: Demo pairs in the order they are simulated: cohort -> (predecessor, the planted problems its
@@ -23,18 +22,6 @@ DEMO_PAIRS = {
 
 #: Settings of the demo cohort: big enough that planted problems show, small enough to run in seconds.
 DEMO_SETTINGS = {"n_learners": 400, "seed": 2026}
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive advisory lock on ``path`` (created when missing), held for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def raw_dir(cohort: str = "demo") -> Path:

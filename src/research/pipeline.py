@@ -35,7 +35,6 @@ by another run and skipped.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import json
 import os
@@ -60,6 +59,7 @@ import research
 from research.cohort_config import LANGUAGES, CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
 from research.faults import DiskFull, RunCrashed, WarehouseCorrupt, disk_full, is_disk_full, write_traceback
+from research.locks import LockedError, file_lock, warehouse_write_lock
 from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
@@ -79,10 +79,6 @@ NEEDS_PREDECESSOR = ("07_compare_cohorts",)
 KEEP_FAILED = 3
 _RUN_ID = r"\d{8}T\d{6}Z-[0-9a-f]{6}"
 KEY_LIBRARIES = ("numpy", "pandas", "scipy", "statsmodels", "pymc", "pytensor", "arviz", "duckdb", "papermill", "nutpie")
-
-
-class LockedError(ResearchError):
-    """Another process is running the same cohort."""
 
 
 @dataclass
@@ -271,33 +267,28 @@ def fingerprint(cohort: str, files: list[dict], config: CohortConfig | None, not
 
 
 class CohortLock:
-    """An exclusive, non-blocking lock on one cohort's report folder."""
+    """An exclusive, non-blocking lock on one cohort's report folder (see :mod:`research.locks`)."""
 
-    def __init__(self, reports: Path, cohort: str):
+    def __init__(self, reports: Path, cohort: str, timeout: float = 0):
         # names that differ only by case share a lock: they share a folder on a case-insensitive file system
         self.cohort = cohort
         self.path = reports / f".{fold(cohort)}.lock"
-        self._fh = None
+        self.timeout = timeout
+        self._cm = None
 
     def __enter__(self) -> CohortLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
+        cm = file_lock(self.path, timeout=self.timeout, what=f"cohort {self.cohort!r}")
         try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "unknown"
-            self._fh.close()
-            raise LockedError(f"cohort {self.cohort!r} is being run by another process ({holder}); skipped") from None
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(f"pid {os.getpid()} since {_now()}")
-        self._fh.flush()
+            cm.__enter__()
+        except LockedError as exc:
+            raise LockedError(f"cohort {self.cohort!r} is being run by another process ({exc.holder}); skipped") from None
+        self._cm = cm
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
 
 
 def _first_error(nb_path: Path) -> tuple[int | None, str | None]:
@@ -720,7 +711,7 @@ def ingest_sources(config: CohortConfig, warehouse: Path):
     from research.warehouse import LoadSummary, Warehouse
 
     summary = LoadSummary()
-    with Warehouse(warehouse) as wh:
+    with warehouse_write_lock(warehouse), Warehouse(warehouse) as wh:
         for src in config.sources:
             if getattr(src, "lrs", None):
                 from research.lrs import pull
@@ -748,6 +739,8 @@ def run_one(cohort: str, **kwargs) -> RunResult:
         return run_cohort(cohort, **kwargs)
     except RunCrashed as exc:
         return RunResult(cohort, "failed", 3, message=str(exc))
+    except LockedError as exc:
+        return RunResult(cohort, "locked", 4, message=f"cohort {cohort!r}: {exc}")
     except ResearchError as exc:
         text = str(exc)
         return RunResult(cohort, "failed", 1, message=text if text.startswith(f"cohort {cohort!r}") else f"cohort {cohort!r}: {text}")

@@ -20,7 +20,6 @@ percent-encoded relative path (:func:`research.names.url_path`).
 from __future__ import annotations
 
 import base64
-import fcntl
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, select_autoescape
 
+from research.locks import file_lock
 from research.names import url_path
 
 HISTORY = "runs.jsonl"
@@ -179,15 +179,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 @contextmanager
-def reports_lock(reports: Path):
+def reports_lock(reports: Path, timeout: float | None = None):
     """An exclusive lock on the reports folder's shared files (history and index); waits for its turn."""
-    reports.mkdir(parents=True, exist_ok=True)
-    with open(reports / LOCK, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(reports / LOCK, timeout=timeout, what=f"the reports folder {reports}"):
+        yield
 
 
 def read_history(reports: Path) -> tuple[list[dict], int]:
