@@ -45,6 +45,7 @@ ANALYSES: dict[str, str] = {
     "bayes_gains": N_("Bayesian gain model"),
     "gain_regression": N_("regression of post-test on pre-test"),
     "surveys": N_("survey change"),
+    "survey_items": N_("survey questions and waves"),
     "dif": N_("differential item functioning"),
     "gaps": N_("gaps between groups"),
     "funnel": N_("completion funnel"),
@@ -54,6 +55,7 @@ ANALYSES: dict[str, str] = {
     "findings_dif": N_("findings about groups of learners"),
     "findings_pages": N_("findings about pages"),
     "findings_mastery": N_("findings about practice and mastery"),
+    "findings_surveys": N_("findings about survey questions"),
 }
 
 #: Reason code -> (English sentence with {numbers}, gettext message id; the same text).

@@ -448,6 +448,36 @@ def survey_table(ctx, *, seed: int = 0, bayes: bool = False, settings=None):
     return table
 
 
+def survey_items(ctx, *, bayes: bool = False, settings=None):
+    """Ordinal item models, waves on one scale, invariance: ``survey_items`` and ``survey_waves``.
+
+    What was left out (answers off the scale, one-question constructs, small waves) is shown
+    as plain sentences; returns ``(items, waves)`` or a ``Skipped``.
+    """
+    surveys_df = ctx.data.surveys
+    if surveys_df.empty:
+        return ctx.skip("survey_items", "no_surveys")
+    from research.estimate import survey_models
+
+    try:
+        items = _quiet(survey_models.survey_items, surveys_df, ctx.data.learners, min_cell_size=ctx.min_cell_size)
+        bayes_tables = None
+        if bayes:
+            bayes_tables = {c: survey_models.BayesianWaves(settings).fit(surveys_df, construct=c,
+                                                                          min_cell_size=ctx.min_cell_size).summary()
+                            for c in sorted(items["construct"].unique())}
+        waves = _quiet(survey_models.survey_waves, surveys_df, min_cell_size=ctx.min_cell_size, items=items,
+                       bayes=bayes_tables)
+    except DATA_ERRORS as exc:
+        return _fail(ctx, "survey_items", exc)
+    ctx.write_table(items, "survey_items")
+    ctx.write_table(waves, "survey_waves")
+    ctx.ran("survey_items")
+    for note in dict.fromkeys(items.attrs.get("notes", []) + waves.attrs.get("notes", [])):
+        print(note)
+    return items, waves
+
+
 # ------------------------------------------------------------------ 05 equity and engagement
 
 
@@ -585,6 +615,7 @@ FAMILIES = {
     "findings_dif": ("dif",),
     "findings_pages": ("funnel", "time_on_task"),
     "findings_mastery": ("mastery",),
+    "findings_surveys": ("survey_items",),
 }
 
 
@@ -621,6 +652,7 @@ _UPSTREAM = {
     "findings_dif": ("dif",),
     "findings_pages": ("funnel", "time_on_task"),
     "findings_mastery": ("mastery", "kc_models"),
+    "findings_surveys": ("survey_items",),
 }
 
 
