@@ -22,6 +22,11 @@ def items(sim):
     return sm.survey_items(sim.surveys, sim.learners)
 
 
+@pytest.fixture(scope="module")
+def invariance(sim, items):
+    return sm.survey_invariance(sim.surveys, sim.learners, items=items)
+
+
 def test_planted_questions_are_found_and_only_they(sim, items):
     recs = recommend({"survey_items": items}, load_config())
     found = dict(zip(recs["rule"], recs["target_id"]))
@@ -32,8 +37,8 @@ def test_planted_questions_are_found_and_only_they(sim, items):
     assert row["dif_group_attribute"] == "gender" and row["dif_group_class"] == "C"
 
 
-def test_three_waves_recover_known_change_and_keep_partial_responders(sim, items):
-    waves = sm.survey_waves(sim.surveys, items=items)
+def test_three_waves_recover_known_change_and_keep_partial_responders(sim, items, invariance):
+    waves = sm.survey_waves(sim.surveys, items=items, invariance=invariance)
     w = waves.set_index(["construct", "phase"]).loc["self_efficacy"]
     truth = sim.truth["wave_means"]
     for ph in ("mid", "post"):  # the planted items bias nothing: they behave the same in every wave
@@ -48,8 +53,19 @@ def test_three_waves_recover_known_change_and_keep_partial_responders(sim, items
         assert not len(validate(table[schema.field_names], schema, source_file=f"{name}.csv").rejects)
 
 
+def test_group_invariance_says_when_comparing_groups_is_not_safe(sim, invariance):
+    inv = invariance.set_index(["construct", "comparison"])
+    g = inv.loc[("self_efficacy", "gender")]
+    assert g["level"] in ("configural", "metric") and not g["comparable"]
+    assert g["dif_items"] == sim.truth["planted"]["dif"] and "not safe" in g["note"]
+    assert bool(inv.loc[("belonging", "gender"), "comparable"])
+    schema = output_schema("survey_invariance")
+    assert not len(validate(inv.reset_index()[schema.field_names], schema, source_file="x.csv").rejects)
+
+
 def test_a_question_that_changes_meaning_makes_waves_unsafe():
-    s = simulate_survey_waves(300, seed=5, planted=False).surveys.copy()
+    s = simulate_survey_waves(250, seed=5, planted=False).surveys
+    s = s[s["construct"] == "self_efficacy"].copy()
     late = (s["phase"] == "post") & (s["item_id"] == "se_1")
     s.loc[late, "response"] = np.maximum(1, s.loc[late, "response"] - 2)  # same learners, harder to agree at the end
     it = sm.survey_items(s)
@@ -71,14 +87,14 @@ def test_bad_input_is_named_and_skipped_never_shown():
     fuller = s[(s["construct"] == "belonging") & (s["phase"] == "pre")].copy()
     fuller["construct"] = "tiny"
     s = pd.concat([s, one, few, fuller], ignore_index=True)
-    it = sm.survey_items(s, sim.learners, min_cell_size=10)
-    notes = " | ".join(it.attrs["notes"])
+    scored, notes = sm.clean_surveys(s, min_cell_size=10)
+    notes = " | ".join(notes)
     assert "outside the item's scale" in notes and "row 5" in notes
     assert "'lonely' has one question only" in notes
     assert "wave 'mid' of construct 'tiny'" in notes
     assert "s0" not in notes  # never a learner id
-    assert "lonely" not in set(it["construct"])
-    w = sm.survey_waves(s, min_cell_size=10)
+    assert "lonely" not in set(scored["construct"]) and 9 not in set(scored["score"])
+    w = sm.survey_waves(s[s["construct"] == "tiny"], min_cell_size=10)
     assert set(w.loc[w["construct"] == "tiny", "phase"]) == {"pre"}
 
 

@@ -451,8 +451,9 @@ def survey_table(ctx, *, seed: int = 0, bayes: bool = False, settings=None):
 def survey_items(ctx, *, bayes: bool = False, settings=None):
     """Ordinal item models, waves on one scale, invariance: ``survey_items`` and ``survey_waves``.
 
-    What was left out (answers off the scale, one-question constructs, small waves) is shown
-    as plain sentences; returns ``(items, waves)`` or a ``Skipped``.
+    Also ``survey_invariance`` (waves and learner groups). What was left out (answers off the
+    scale, one-question constructs, small waves) and comparisons that are not safe are shown as
+    plain sentences; returns ``(items, waves, invariance)`` or a ``Skipped``.
     """
     surveys_df = ctx.data.surveys
     if surveys_df.empty:
@@ -466,16 +467,22 @@ def survey_items(ctx, *, bayes: bool = False, settings=None):
             bayes_tables = {c: survey_models.BayesianWaves(settings).fit(surveys_df, construct=c,
                                                                           min_cell_size=ctx.min_cell_size).summary()
                             for c in sorted(items["construct"].unique())}
+        invariance = _quiet(survey_models.survey_invariance, surveys_df, ctx.data.learners,
+                            min_cell_size=ctx.min_cell_size, items=items)
         waves = _quiet(survey_models.survey_waves, surveys_df, min_cell_size=ctx.min_cell_size, items=items,
-                       bayes=bayes_tables)
+                       invariance=invariance, bayes=bayes_tables)
     except DATA_ERRORS as exc:
         return _fail(ctx, "survey_items", exc)
     ctx.write_table(items, "survey_items")
     ctx.write_table(waves, "survey_waves")
+    ctx.write_table(invariance, "survey_invariance")
     ctx.ran("survey_items")
     for note in dict.fromkeys(items.attrs.get("notes", []) + waves.attrs.get("notes", [])):
         print(note)
-    return items, waves
+    for note in invariance["note"].dropna():
+        if "not safe" in note:
+            print(note)
+    return items, waves, invariance
 
 
 # ------------------------------------------------------------------ 05 equity and engagement

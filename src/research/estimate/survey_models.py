@@ -221,12 +221,6 @@ WAVE_COLUMNS = ["construct", "phase", "n", "n_attrition", "mean_score", "score_c
                 "comparable", "note", "method", "suppressed_reason"]
 
 
-def _not_safe_sentence(c: str, level: str, items: list[str]) -> str:
-    which = f" (question(s) {', '.join(items)} changed meaning)" if items else ""
-    return (f"Comparing the waves of {c!r} is not safe: the questions do not work the same way in every wave{which}; "
-            f"the invariance test stops at the {level} level.")
-
-
 def survey_waves(
     surveys: pd.DataFrame,
     *,
@@ -236,6 +230,7 @@ def survey_waves(
     min_invariance_n: int = MIN_INVARIANCE_N,
     bayes: dict[str, pd.DataFrame] | None = None,
     items: pd.DataFrame | None = None,
+    invariance: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per construct x wave: the construct on one linked scale, with attrition.
 
@@ -247,7 +242,8 @@ def survey_waves(
     the highest level (configural, metric, scalar) the likelihood-ratio tests across waves
     keep, tested when every wave has ``min_invariance_n`` answers; ``comparable`` is false when
     scalar invariance is rejected or a question shows large (class C) DIF across waves
-    (``items``: the ``survey_items`` table), and ``note`` says so in plain words.
+    (``items``: the ``survey_items`` table), and ``note`` says so in plain words. Give the
+    :func:`survey_invariance` table as ``invariance`` to reuse its wave comparisons.
 
     Returns
     -------
@@ -273,30 +269,14 @@ def survey_waves(
             gm = None
         level, safe, note = "not tested", True, ""
         if len(phases) > 1:
-            counts = sub.groupby("phase", observed=True)["learner_id"].nunique()
-            if (counts >= min_invariance_n).all():
-                try:
-                    inv = ordinal.invariance(sub, group="phase", alpha=alpha, group_order=list(PHASES))
-                    held = inv[inv["holds"]]["level"].tolist()
-                    level = "configural"
-                    for lv in inv["level"]:
-                        if lv in held:
-                            level = lv
-                        else:
-                            break
-                    safe = level == "scalar"
-                except ResearchError as exc:
-                    notes.append(f"construct {c!r}: no invariance test across waves ({exc})")
+            if invariance is not None and len(invariance):
+                inv_row = invariance[(invariance["construct"].astype(str) == c) & (invariance["comparison"] == "wave")]
             else:
-                note = (f"Invariance across waves was not tested: a wave has fewer than {min_invariance_n} answers.")
-            bad_items: list[str] = []
-            if items is not None and len(items) and "dif_wave_class" in items.columns:
-                it = items[(items["construct"].astype(str) == c) & (items["dif_wave_class"].astype(str) == "C")]
-                bad_items = sorted(it["item_id"].astype(str))
-            if bad_items:
-                safe = False
-            if not safe:
-                note = _not_safe_sentence(c, level, bad_items)
+                inv_row = survey_invariance(sub_surveys(surveys, c), groups=(), min_cell_size=min_cell_size,
+                                            min_invariance_n=min_invariance_n, alpha=alpha, items=items)
+            if len(inv_row):
+                level, safe, note = (str(inv_row["level"].iloc[0]), bool(inv_row["comparable"].iloc[0]),
+                                     str(inv_row["note"].iloc[0]) if pd.notna(inv_row["note"].iloc[0]) else "")
         for p in phases:
             sc = score.loc[p]
             n = len(sc)
@@ -333,6 +313,108 @@ def survey_waves(
                                     "method": "string", "suppressed_reason": "string"})
     out.attrs["notes"] = notes
     return out.reset_index(drop=True)
+
+
+def sub_surveys(surveys: pd.DataFrame, construct: str) -> pd.DataFrame:
+    return surveys[surveys["construct"].astype(str) == construct]
+
+
+INVARIANCE_COLUMNS = ["construct", "comparison", "groups", "n_groups", "level", "p_metric", "p_scalar", "comparable",
+                      "dif_items", "note", "method"]
+
+
+def _unsafe(c: str, what: str, level: str, bad: list[str]) -> str:
+    which = f" (question(s) {', '.join(bad)} changed meaning)" if bad else ""
+    return (f"Comparing {what} on {c!r} is not safe: the questions do not work the same way for each{which}; "
+            f"the invariance test stops at the {level} level.")
+
+
+def survey_invariance(
+    surveys: pd.DataFrame,
+    learners: pd.DataFrame | None = None,
+    *,
+    groups: tuple[str, ...] = ("gender", "role"),
+    min_cell_size: int = 10,
+    min_invariance_n: int = MIN_INVARIANCE_N,
+    alpha: float = 0.05,
+    items: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Measurement invariance of each construct across waves and across learner groups.
+
+    For waves (all answers) and for each attribute in ``groups`` (answers of the first
+    wave), the configural, metric and scalar multi-group GRMs are compared
+    (:func:`research.estimate.ordinal.invariance`) over the waves or groups that have
+    ``min_invariance_n`` or more answers, each test at ``alpha`` divided by the number of
+    comparisons in the table (Bonferroni). ``comparable`` is false when scalar invariance is
+    rejected or a question shows large (class C) DIF for that comparison (``items``: the
+    ``survey_items`` table); ``note`` then says in plain words that the comparison is not safe.
+
+    Returns
+    -------
+    DataFrame with construct, comparison ('wave' or the attribute), groups (the compared
+        waves or groups, ' | '-separated), n_groups, level (configural, metric, scalar, or
+        'not tested'), p_metric, p_scalar (likelihood-ratio tests), comparable, dif_items
+        (questions with class C DIF), note, method.
+    """
+    scored, _ = clean_surveys(surveys, min_cell_size=min_cell_size)
+    rows = []
+    for c in sorted(scored["construct"].unique()):  # constructs (few)
+        sub = scored[scored["construct"] == c]
+        cases = [("wave", sub.assign(_grp=sub["phase"]), "the waves")]
+        if learners is not None and len(learners):
+            base = sub[sub["phase"] == _phases(sub)[0]]
+            for attr in groups:
+                if attr in learners.columns:
+                    lk = learners[["learner_id", attr]].dropna().astype({"learner_id": "string"})
+                    j = base.merge(lk, on="learner_id", how="inner")
+                    cases.append((attr, j.assign(_grp=j[attr].astype(str)), f"{attr} groups"))
+        for comp, data, what in cases:
+            counts = data.groupby("_grp", observed=True)["learner_id"].nunique()
+            big = sorted(counts.index[counts >= min_invariance_n], key=lambda g: (PHASES.index(g) if g in PHASES else 9, g))
+            if len(counts) < 2:
+                continue
+            row = {"construct": c, "comparison": comp, "groups": " | ".join(map(str, big)), "n_groups": len(big),
+                   "level": "not tested", "p_metric": np.nan, "p_scalar": np.nan, "comparable": True, "dif_items": "",
+                   "note": "", "method": "grm_mml_lr"}
+            bad: list[str] = []
+            if items is not None and len(items):
+                col = "dif_wave_class" if comp == "wave" else "dif_group_class"
+                sel = (items["construct"].astype(str) == c) & (items[col].astype(str) == "C")
+                if comp != "wave":
+                    sel &= items["dif_group_attribute"].astype(str) == comp
+                bad = sorted(items.loc[sel, "item_id"].astype(str))
+            row["dif_items"] = " | ".join(bad)
+            if len(big) >= 2:
+                try:
+                    inv = ordinal.invariance(data[data["_grp"].isin(big)], group="_grp", alpha=alpha, group_order=big)
+                    iv = inv.set_index("level")
+                    row.update(level="tested", p_metric=float(iv["p"].get("metric", np.nan)),
+                               p_scalar=float(iv.loc["scalar", "p"]))
+                except ResearchError as exc:
+                    row["note"] = f"no invariance test ({exc})"
+            else:
+                row["note"] = f"not tested: fewer than two {what.replace('the ', '')} have {min_invariance_n} answers"
+            row["_what"], row["_bad"] = what, bad
+            rows.append(row)
+    # one decision per comparison, Bonferroni over the comparisons of the table (many are tested at once)
+    n_tests = max(sum(r["level"] == "tested" for r in rows), 1)
+    cut = alpha / n_tests
+    for row in rows:
+        if row["level"] == "tested":
+            level = "configural"
+            if not (row["p_metric"] < cut):  # NaN (PCM: no metric step) counts as kept
+                level = "metric"
+                if not (row["p_scalar"] < cut):
+                    level = "scalar"
+            row["level"] = level
+        safe = (row["level"] in ("scalar", "not tested")) and not row["_bad"]
+        row["comparable"] = bool(safe)
+        if not safe:
+            row["note"] = _unsafe(row["construct"], row.pop("_what"), row["level"], row["_bad"])
+    out = pd.DataFrame(rows, columns=INVARIANCE_COLUMNS)
+    return out.astype({"construct": "string", "comparison": "string", "groups": "string", "n_groups": "Int64",
+                       "level": "string", "comparable": "boolean", "dif_items": "string", "note": "string",
+                       "method": "string"}).reset_index(drop=True)
 
 
 @dataclass
