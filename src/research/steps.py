@@ -482,6 +482,16 @@ def survey_items(ctx, *, bayes: bool = False, settings=None):
     for note in invariance["note"].dropna():
         if "not safe" in note:
             print(note)
+    # unsafe comparisons go to the record, so the report says them in its language
+    for analysis, is_wave in (("survey_wave_comparison", True), ("survey_group_comparison", False)):
+        rows = invariance[(invariance["comparison"] == "wave") == is_wave]
+        unsafe = rows[~rows["comparable"].astype("boolean").fillna(True)]
+        if len(unsafe):
+            which = sorted(set(unsafe["construct"].astype(str) + ("" if is_wave else " (" + unsafe["comparison"].astype(str) + ")")))
+            bad = sorted({i for v in unsafe["dif_items"].fillna("") for i in str(v).split(" | ") if i})
+            ctx.ran(analysis, "comparison_not_safe", constructs=", ".join(which), items=", ".join(bad) or "-")
+        elif len(rows):
+            ctx.ran(analysis)
     return items, waves, invariance
 
 
