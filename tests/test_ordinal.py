@@ -127,3 +127,21 @@ def test_bad_input_is_named():
     one = pd.DataFrame({"learner_id": ["a", "b", "a", "b"], "item_id": ["q", "q", "r", "r"], "category": [1, 1, 0, 1]})
     with pytest.raises(DataError, match="item 'q'"):
         ordinal.OrdinalIRT().fit(one)
+
+
+def test_proportional_odds_fit_agrees_with_statsmodels():
+    import warnings
+
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    rng = np.random.default_rng(7)
+    X = np.column_stack([rng.normal(size=300), rng.integers(0, 2, 300)]).astype(float)
+    cdf = expit(np.array([-1.0, 0.0, 1.2])[None, :] - (X @ np.array([0.8, -0.5]))[:, None])  # P(Y <= k)
+    y = (rng.random(300)[:, None] > cdf).sum(axis=1)
+    ll, beta, se = ordinal._polr(y, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = OrderedModel(y, X, distr="logit").fit(method="bfgs", disp=False, maxiter=2000)
+    assert abs(ll - ref.llf) < 1e-4
+    assert np.allclose(beta, np.asarray(ref.params)[:2], atol=1e-3)
+    assert np.allclose(se, np.asarray(ref.bse)[:2], rtol=1e-2)

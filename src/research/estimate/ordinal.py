@@ -36,7 +36,6 @@ renumbered 0, 1, ...), and said so in ``note``.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -314,8 +313,17 @@ class _Fit:
     log_w: np.ndarray
 
 
-def _fit(d: _OrdData, model: str, *, share_a=True, share_c=True, free_mu=True, free_sd=True, n_quad=41,
-         max_iter=2000, se=True) -> _Fit:
+def _fit(d: _OrdData, model: str, **kw) -> _Fit:
+    """Fit with one BLAS thread: the products are thin (cases x item-categories x nodes), and many
+    threads on a shared, loaded machine were five times slower (as in the Rasch code)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _fit_one_thread(d, model, **kw)
+
+
+def _fit_one_thread(d: _OrdData, model: str, *, share_a=True, share_c=True, free_mu=True, free_sd=True, n_quad=41,
+                    max_iter=2000, se=True) -> _Fit:
     spec = _Spec(model, d, share_a, share_c, free_mu, free_sd)
     x, w = _quadrature(n_quad)
     log_w = np.log(w)
@@ -456,7 +464,7 @@ class OrdinalIRT:
 
     def summary(self) -> pd.DataFrame:
         """One row per item: item_id, model, n (cases who answered), n_categories,
-        discrimination, discrimination_se, loading (probit factor loading), location (mean
+        discrimination, discrimination_se, loading (probit factor loading; GRM only), location (mean
         threshold), threshold_low, threshold_high (first and last), infit, outfit, misfit
         (mean square outside 0.7-1.3), note."""
         self._check()
@@ -473,7 +481,7 @@ class OrdinalIRT:
             "n_categories": d.n_cat,
             "discrimination": a if self.model == "grm" else np.ones(d.J),
             "discrimination_se": a_se,
-            "loading": ap / np.sqrt(1 + ap**2),
+            "loading": ap / np.sqrt(1 + ap**2) if self.model == "grm" else np.full(d.J, np.nan),
             "location": loc.loc[d.items, "mean"].to_numpy(),
             "threshold_low": loc.loc[d.items, "first"].to_numpy(),
             "threshold_high": loc.loc[d.items, "last"].to_numpy(),
@@ -640,6 +648,53 @@ DIF_R2_B = 0.035
 DIF_R2_C = 0.070
 
 
+def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Proportional-odds logistic regression ``logit P(Y <= k) = tau_k - X beta`` by L-BFGS with the
+    exact gradient (the same model as statsmodels' ``OrderedModel`` / R's ``MASS::polr``).
+
+    ``y`` holds category codes 0..K-1 (every one observed). Returns (log-likelihood, beta, se of beta)
+    with standard errors from the observed information (central differences of the gradient).
+    """
+    K = int(y.max()) + 1
+    n, p = X.shape
+    cum = np.cumsum(np.bincount(y, minlength=K))[:-1] / n
+    tau0 = np.log(cum / (1 - cum))
+
+    def nat(v):
+        tau = v[p] + np.r_[0.0, np.cumsum(np.exp(v[p + 1:]))]
+        return v[:p], tau
+
+    def ll_grad(beta, tau):
+        eta = X @ beta
+        t = np.r_[-np.inf, tau, np.inf]
+        u, low = t[y + 1] - eta, t[y] - eta
+        Fu, Fl = expit(u), expit(low)
+        P = np.clip(Fu - Fl, 1e-300, None)
+        fu, fl = Fu * (1 - Fu), Fl * (1 - Fl)
+        g_eta = -(fu - fl) / P
+        g_tau = np.bincount(y, fu / P, minlength=K)[:K - 1] - np.bincount(y, fl / P, minlength=K)[1:]
+        return float(np.log(P).sum()), X.T @ g_eta, g_tau
+
+    def f(v):
+        beta, tau = nat(v)
+        ll, gb, gt = ll_grad(beta, tau)
+        # chain rule to (tau_0, log increments): d tau_k / d tau_0 = 1, d tau_k / d w_m = exp(w_m) for k >= m
+        tail = np.cumsum(gt[::-1])[::-1]
+        gw = np.exp(v[p + 1:]) * tail[1:]
+        return -ll / n, -np.r_[gb, tail[0], gw] / n
+
+    v0 = np.r_[np.zeros(p) if start_beta is None else start_beta, tau0[0], np.log(np.clip(np.diff(tau0), 1e-6, None))]
+    res = optimize.minimize(f, v0, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14})
+    beta, tau = nat(res.x)
+
+    def g_nat(w):
+        _, gb, gt = ll_grad(w[:p], w[p:])
+        return np.r_[gb, gt]
+
+    cov = _safe_inverse(_numeric_info(g_nat, np.r_[beta, tau], h=1e-5))
+    return -res.fun * n, beta, np.sqrt(np.clip(np.diag(cov)[:p], 0, None))
+
+
 def _nagelkerke(ll: float, ll0: float, n: int) -> float:
     r2 = 1 - np.exp(2 * (ll0 - ll) / n)
     return float(r2 / (1 - np.exp(2 * ll0 / n)))
@@ -649,7 +704,8 @@ def ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str = "learner_
                 category: str = "category", alpha: float = 0.05, min_cell_size: int = 10) -> pd.DataFrame:
     """Ordinal logistic-regression DIF per item (Zumbo 1999), with the rest score as the matching.
 
-    For each item, three proportional-odds models (statsmodels ``OrderedModel``):
+    For each item, three proportional-odds models (:func:`_polr`, the model of statsmodels'
+    ``OrderedModel``, fitted with its exact gradient):
     M1 ``rest``, M2 ``rest + group``, M3 ``rest + group + rest x group``, where ``rest`` is the
     case's sum of the construct's other items (cases who answered every item). Uniform DIF is
     M2 vs M1, non-uniform M3 vs M2, both M3 vs M1 (the 2-df test that classifies). Effect size:
@@ -666,8 +722,15 @@ def ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str = "learner_
         log_odds_se, lr_uniform, p_uniform, lr_nonuniform, p_nonuniform, lr, df, p, p_adjusted,
         delta_r2, dif_class (A/B/C), method. Groups smaller than ``min_cell_size`` are dropped first.
     """
-    from statsmodels.miscmodels.ordinal_model import OrderedModel
+    from threadpoolctl import threadpool_limits
 
+    with threadpool_limits(1):
+        return _ordinal_dif(responses, group=group, learner=learner, item=item, category=category, alpha=alpha,
+                            min_cell_size=min_cell_size)
+
+
+def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str, category: str, alpha: float,
+                 min_cell_size: int) -> pd.DataFrame:
     need = [learner, item, category, group]
     miss = [c for c in need if c not in responses.columns]
     if miss:
@@ -694,28 +757,18 @@ def ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str = "learner_
         cats = np.unique(y)
         if len(cats) < 2:
             continue
-        yc = pd.Categorical(y, categories=cats, ordered=True)
         X1 = rest[:, None]
         X2 = np.column_stack([rest, G])
         X3 = np.column_stack([rest, G, G * rest[:, None]])
-        fits = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            start = None
-            for X in (X1, X2, X3):
-                om = OrderedModel(yc, X, distr="logit")
-                if start is not None:  # the smaller model's estimates, zeros for the added terms
-                    k_new = X.shape[1] - (len(start) - (len(cats) - 1))
-                    start = np.r_[start[: X.shape[1] - k_new], np.zeros(k_new), start[X.shape[1] - k_new:]]
-                fits.append(om.fit(method="bfgs", disp=False, maxiter=500, start_params=start))
-                start = np.asarray(fits[-1].params)
+        yk = np.searchsorted(cats, y)
+        ll1, _, _ = _polr(yk, X1)
+        ll2, b2, se2 = _polr(yk, X2)
+        ll3, _, _ = _polr(yk, X3, start_beta=np.r_[b2, np.zeros(X3.shape[1] - X2.shape[1])])
         # null model: thresholds only (the marginal distribution)
         counts = np.bincount(np.searchsorted(cats, y), minlength=len(cats))
         ll0 = float((counts * np.log(np.clip(counts / counts.sum(), 1e-300, None))).sum())
-        ll1, ll2, ll3 = (float(f.llf) for f in fits)
         q = G.shape[1]
-        b = np.asarray(fits[1].params)[1: 1 + q]
-        bse = np.asarray(fits[1].bse)[1: 1 + q]
+        b, bse = b2[1: 1 + q], se2[1: 1 + q]
         far = int(np.argmax(np.abs(b)))
         lr_u, lr_n = max(2 * (ll2 - ll1), 0), max(2 * (ll3 - ll2), 0)
         lr = lr_u + lr_n
