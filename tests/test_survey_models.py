@@ -108,3 +108,20 @@ def test_bayesian_waves_sample_few_draws():
     out = b.summary()
     assert list(out["phase"]) == ["pre", "mid", "post"]
     assert out["estimate"].iloc[0] == 0 and (out["ci_high"] >= out["ci_low"]).all()
+
+
+def test_simulated_cohort_with_three_waves_keeps_everything_else():
+    from research.simulate import simulate_cohort
+
+    plain = simulate_cohort(n_learners=300, seed=4)
+    waves = simulate_cohort(n_learners=300, seed=4, survey_waves=True)
+    for name in ("attempts", "attempt_kcs", "assessments", "learners", "items"):
+        pd.testing.assert_frame_equal(getattr(plain, name), getattr(waves, name))
+    s = waves.surveys
+    assert list(s.columns) == list(plain.surveys.columns)
+    assert set(s["phase"]) == {"pre", "mid", "post"} and set(s["learner_id"]) <= set(waves.learners["learner_id"])
+    t = waves.truth.surveys
+    assert list(t["true_mean"]) == [0.0, 0.4, 0.8] and t["planted_reversed"].iloc[0] == "se_5"
+    assert (s.dtypes == plain.surveys.dtypes).all()  # canonical dtypes, raw ids (pseudonymised at ingest)
+    found = recommend({"survey_items": sm.survey_items(s, waves.learners)}, load_config())
+    assert set(found["target_id"]) == {"se_5", "se_6", "se_7", "se_8"}

@@ -46,6 +46,7 @@ def simulate_survey_waves(
     planted: bool = True,
     cohort: str = "sim",
     seed: int | None = 0,
+    learners: pd.DataFrame | None = None,
 ) -> SimulatedSurveyWaves:
     """Three waves of a Likert survey from a GRM, with attrition and planted item problems.
 
@@ -59,6 +60,9 @@ def simulate_survey_waves(
     planted
         Plant the reversed, ceiling, misfit and DIF items (the last four items of the main
         construct ``self_efficacy``); without, all items behave.
+    learners
+        Survey these learners (``learner_id``, ``gender``, ``role``) instead of drawing them;
+        ``n_learners`` is then their number.
     """
     if n_items < 6 and planted:
         raise ConfigError(f"n_items must be at least 6 to plant four problem items, got {n_items}")
@@ -68,6 +72,11 @@ def simulate_survey_waves(
     ids = np.array([f"s{i:05d}" for i in range(n_learners)], dtype=object)
     gender = rng.choice(["female", "male"], size=n_learners, p=[0.5, 0.5])
     role = rng.choice(["caseworker", "team lead"], size=n_learners, p=[0.7, 0.3])
+    if learners is not None:
+        n_learners = len(learners)
+        ids = learners["learner_id"].astype(str).to_numpy(dtype=object)
+        gender = learners["gender"].astype(str).to_numpy(dtype=object)
+        role = learners["role"].astype(str).to_numpy(dtype=object)
     learners = pd.DataFrame({"cohort": cohort, "learner_id": ids, "gender": gender, "role": role})
 
     a = rng.uniform(1.2, 2.2, n_items)
@@ -125,3 +134,29 @@ def simulate_survey_waves(
     return SimulatedSurveyWaves(surveys=s, learners=learners.astype({"cohort": "string", "learner_id": "string",
                                                                      "gender": "string", "role": "string"}),
                                 truth=truth)
+
+
+def with_survey_waves(sim, *, seed: int = 0, planted: bool = True):
+    """A simulated cohort whose survey is the three-wave one (its own learners, genders and roles).
+
+    Called by :func:`research.simulate.simulate_cohort` with ``survey_waves=True``; everything
+    else of the cohort stays as it was drawn. Answers are dated 15 minutes before the learner's
+    first survey answer of the cohort (baseline), 30 and 60 days later. ``truth.surveys`` holds
+    one row per construct and wave (``true_mean``, baseline 0) and the planted problem items.
+    """
+    import dataclasses
+
+    waves = simulate_survey_waves(len(sim.learners), planted=planted, cohort=sim.cohort,
+                                  seed=int(np.random.SeedSequence([seed, 18]).generate_state(1)[0]),
+                                  learners=sim.learners)
+    s = waves.surveys
+    first = sim.surveys.groupby("learner_id", observed=True)["timestamp"].min() if "timestamp" in sim.surveys.columns \
+        else pd.Series(dtype="datetime64[us]")
+    base = s["learner_id"].map(first).fillna(pd.Timestamp("2026-09-01")).astype("datetime64[us]")
+    offset = s["phase"].map({"pre": 0, "mid": 30, "post": 60}).astype(int)
+    s["timestamp"] = (base - pd.Timedelta(minutes=15) + pd.to_timedelta(offset, unit="D")).astype("datetime64[us]")
+    truth = pd.DataFrame([{"construct": "self_efficacy", "phase": p, "true_mean": m} for p, m in waves.truth["wave_means"].items()])
+    for problem, item in waves.truth["planted"].items():
+        truth[f"planted_{problem}"] = item
+    return dataclasses.replace(sim, surveys=s[[c for c in sim.surveys.columns if c in s.columns]],
+                               truth=dataclasses.replace(sim.truth, surveys=truth))
