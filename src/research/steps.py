@@ -495,6 +495,17 @@ def survey_items(ctx, *, bayes: bool = False, settings=None):
     return items, waves, invariance
 
 
+def survey_figures(ctx, result):
+    """The question map and the wave means of :func:`survey_items`' tables (or its ``Skipped``)."""
+    from research.plots import surveys as survey_plots
+
+    if isinstance(result, Skipped):
+        return result
+    items, waves, _ = result
+    return (figure(ctx, "survey_items", survey_plots.item_map, items),
+            figure(ctx, "survey_waves", survey_plots.wave_means, waves))
+
+
 # ------------------------------------------------------------------ 05 equity and engagement
 
 
