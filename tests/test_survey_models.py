@@ -125,3 +125,16 @@ def test_simulated_cohort_with_three_waves_keeps_everything_else():
     assert (s.dtypes == plain.surveys.dtypes).all()  # canonical dtypes, raw ids (pseudonymised at ingest)
     found = recommend({"survey_items": sm.survey_items(s, waves.learners)}, load_config())
     assert set(found["target_id"]) == {"se_5", "se_6", "se_7", "se_8"}
+
+
+def test_a_question_everyone_agrees_with_is_kept_as_a_ceiling_and_left_out_of_the_model():
+    s = simulate_survey_waves(120, n_items=4, planted=False, seed=8).surveys
+    s = s[s["construct"] == "belonging"].copy()
+    s.loc[s["item_id"] == "be_3", "response"] = 5
+    it = sm.survey_items(s, min_cell_size=10).set_index("item_id")
+    assert it.loc["be_3", "share_top"] == 1.0 and np.isnan(it.loc["be_3", "loading"])
+    assert any("'be_3' the same answer" in n for n in it.attrs["notes"])
+    recs = recommend({"survey_items": it.reset_index()}, load_config())
+    assert list(recs["rule"]) == ["survey_ceiling"] and list(recs["target_id"]) == ["be_3"]
+    w = sm.survey_waves(s, min_cell_size=10)
+    assert w["estimate"].notna().all()

@@ -85,7 +85,14 @@ def _phases(scored: pd.DataFrame) -> list[str]:
     return [p for p in PHASES if p in present]
 
 
+def _constant_items(sub: pd.DataFrame) -> list[str]:
+    """Questions everyone answered the same way: no item model can place them."""
+    k = sub.groupby("item_id", observed=True)["category"].nunique()
+    return sorted(k.index[k < 2].astype(str))
+
+
 def _fit_construct(sub: pd.DataFrame, model: str, ci_level: float) -> ordinal.OrdinalIRT:
+    sub = sub[~sub["item_id"].isin(_constant_items(sub))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ordinal.OrdinalIRT(model, ci_level=ci_level).fit(
@@ -134,7 +141,15 @@ def survey_items(
         except ResearchError as exc:
             notes.append(f"construct {c!r}: the item model could not be fitted ({exc})")
             continue
+        const = _constant_items(sub)
+        for it in const:
+            notes.append(f"construct {c!r}: everyone gave question {it!r} the same answer; it was left out of the item model")
         summ = m.summary().set_index("item_id")
+        if const:  # kept in the table (its ceiling share is evidence) without model columns
+            summ = pd.concat([summ, pd.DataFrame(index=pd.Index(const, name="item_id"))]).astype({"model": "string"})
+            summ.loc[const, "model"] = model
+            summ.loc[const, "n_categories"] = 1
+            summ.loc[const, "note"] = "everyone gave the same answer: left out of the item model"
         a = summ["discrimination"].to_numpy()
         a_se = summ["discrimination_se"].to_numpy()
         ap = a / ordinal.D_PROBIT
