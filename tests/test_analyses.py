@@ -120,6 +120,7 @@ def test_a_surveys_only_cohort_runs_the_survey_table_and_skips_the_rest(tmp_path
     assert isinstance(scores, Skipped) and "no test results were loaded" in repr(scores)
     assert isinstance(steps.gain_table(ctx, scores, []), Skipped)
     assert not isinstance(steps.survey_table(ctx), Skipped)
+    assert not isinstance(steps.survey_items(ctx), Skipped)
     ctx5 = _ctx(tmp_path, tables, notebook="05_equity_and_engagement")
     responses = steps.first_attempts(ctx5)
     assert isinstance(steps.dif_table(ctx5, responses), Skipped)
@@ -174,6 +175,7 @@ def test_one_learner_runs_every_step_without_an_error(tmp_path, sim_tables):
     steps.gain_table(ctx4, scores, groups, post)
     steps.gain_regression(ctx4, scores, groups, "role")
     steps.survey_table(ctx4)
+    steps.survey_items(ctx4)
     ctx5 = _ctx(tmp_path, tables, notebook="05_equity_and_engagement")
     r = steps.first_attempts(ctx5)
     steps.dif_table(ctx5, r)
@@ -213,7 +215,7 @@ def test_the_record_keeps_one_row_per_notebook_and_analysis_and_validates(tmp_pa
 def test_every_reason_formats_with_its_numbers_in_every_language():
     from research.report.i18n import translations
 
-    numbers = {"n_learners": 25, "needed": 30, "min_cell_size": 10, "attribute": "role"}
+    numbers = {"n_learners": 25, "needed": 30, "min_cell_size": 10, "attribute": "role", "constructs": "c", "items": "q"}
     for lang in ("en", "sv", "da"):
         gettext = translations(lang).gettext
         for reason in REASONS:

@@ -45,6 +45,9 @@ ANALYSES: dict[str, str] = {
     "bayes_gains": N_("Bayesian gain model"),
     "gain_regression": N_("regression of post-test on pre-test"),
     "surveys": N_("survey change"),
+    "survey_items": N_("survey questions and waves"),
+    "survey_wave_comparison": N_("comparison of survey waves"),
+    "survey_group_comparison": N_("comparison of learner groups on survey constructs"),
     "dif": N_("differential item functioning"),
     "gaps": N_("gaps between groups"),
     "funnel": N_("completion funnel"),
@@ -54,6 +57,7 @@ ANALYSES: dict[str, str] = {
     "findings_dif": N_("findings about groups of learners"),
     "findings_pages": N_("findings about pages"),
     "findings_mastery": N_("findings about practice and mastery"),
+    "findings_surveys": N_("findings about survey questions"),
 }
 
 #: Reason code -> (English sentence with {numbers}, gettext message id; the same text).
@@ -63,6 +67,7 @@ REASONS: dict[str, str] = {
     "no_item_scores": N_("the tests have only total scores, no item scores"),
     "no_prepost": N_("no learner has both a pre-test and a post-test"),
     "no_surveys": N_("no survey answers were loaded"),
+    "comparison_not_safe": N_("not safe for {constructs}: the questions do not work the same way in each (changed meaning: {items})"),
     "no_prepost_surveys": N_("no survey was answered both before and after"),
     "no_groups": N_("no learner attributes (such as gender or role) were loaded"),
     "groups_too_small": N_("no two groups of learners reach the minimum cell size of {min_cell_size}"),

@@ -459,6 +459,64 @@ def survey_table(ctx, *, seed: int = 0, bayes: bool = False, settings=None):
     return table
 
 
+def survey_items(ctx, *, bayes: bool = False, settings=None):
+    """Ordinal item models, waves on one scale, invariance: ``survey_items`` and ``survey_waves``.
+
+    Also ``survey_invariance`` (waves and learner groups). What was left out (answers off the
+    scale, one-question constructs, small waves) and comparisons that are not safe are shown as
+    plain sentences; returns ``(items, waves, invariance)`` or a ``Skipped``.
+    """
+    surveys_df = ctx.data.surveys
+    if surveys_df.empty:
+        return ctx.skip("survey_items", "no_surveys")
+    from research.estimate import survey_models
+
+    try:
+        items = _quiet(survey_models.survey_items, surveys_df, ctx.data.learners, min_cell_size=ctx.min_cell_size)
+        bayes_tables = None
+        if bayes:
+            bayes_tables = {c: survey_models.BayesianWaves(settings).fit(surveys_df, construct=c,
+                                                                          min_cell_size=ctx.min_cell_size).summary()
+                            for c in sorted(items["construct"].unique())}
+        invariance = _quiet(survey_models.survey_invariance, surveys_df, ctx.data.learners,
+                            min_cell_size=ctx.min_cell_size, items=items)
+        waves = _quiet(survey_models.survey_waves, surveys_df, min_cell_size=ctx.min_cell_size, items=items,
+                       invariance=invariance, bayes=bayes_tables)
+    except DATA_ERRORS as exc:
+        return _fail(ctx, "survey_items", exc)
+    ctx.write_table(items, "survey_items")
+    ctx.write_table(waves, "survey_waves")
+    ctx.write_table(invariance, "survey_invariance")
+    ctx.ran("survey_items")
+    for note in dict.fromkeys(items.attrs.get("notes", []) + waves.attrs.get("notes", [])):
+        print(note)
+    for note in invariance["note"].dropna():
+        if "not safe" in note:
+            print(note)
+    # unsafe comparisons go to the record, so the report says them in its language
+    for analysis, is_wave in (("survey_wave_comparison", True), ("survey_group_comparison", False)):
+        rows = invariance[(invariance["comparison"] == "wave") == is_wave]
+        unsafe = rows[~rows["comparable"].astype("boolean").fillna(True)]
+        if len(unsafe):
+            which = sorted(set(unsafe["construct"].astype(str) + ("" if is_wave else " (" + unsafe["comparison"].astype(str) + ")")))
+            bad = sorted({i for v in unsafe["dif_items"].fillna("") for i in str(v).split(" | ") if i})
+            ctx.ran(analysis, "comparison_not_safe", constructs=", ".join(which), items=", ".join(bad) or "-")
+        elif len(rows):
+            ctx.ran(analysis)
+    return items, waves, invariance
+
+
+def survey_figures(ctx, result):
+    """The question map and the wave means of :func:`survey_items`' tables (or its ``Skipped``)."""
+    from research.plots import surveys as survey_plots
+
+    if isinstance(result, Skipped):
+        return result
+    items, waves, _ = result
+    return (figure(ctx, "survey_items", survey_plots.item_map, items),
+            figure(ctx, "survey_waves", survey_plots.wave_means, waves))
+
+
 # ------------------------------------------------------------------ 05 equity and engagement
 
 
@@ -597,6 +655,7 @@ FAMILIES = {
     "findings_dif": ("dif",),
     "findings_pages": ("funnel", "time_on_task"),
     "findings_mastery": ("mastery",),
+    "findings_surveys": ("survey_items",),
 }
 
 
@@ -620,6 +679,7 @@ _UPSTREAM = {
     "findings_dif": ("dif",),
     "findings_pages": ("funnel", "time_on_task"),
     "findings_mastery": ("mastery", "kc_models"),
+    "findings_surveys": ("survey_items",),
 }
 
 

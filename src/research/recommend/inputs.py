@@ -26,9 +26,11 @@ ESTIMATE_FILES = {
     "funnel": "funnel.csv",
     "time_on_task": "time_on_task.csv",
     "mastery": "mastery.csv",
+    "survey_items": "survey_items.csv",
 }
 _ID_COLUMNS = ("item_id", "module", "page", "kc", "kc_model", "option", "attribute", "reference_group",
-               "focal_group", "next_module", "next_page", "next_item_id", "level")
+               "focal_group", "next_module", "next_page", "next_item_id", "level",
+               "construct", "dif_group_attribute", "dif_group_focal")
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -68,6 +68,7 @@ FAMILY_TABLES = {
     "funnel": "funnel",
     "time_on_task": "time_on_task",
     "mastery": "mastery",
+    "survey_items": "survey_items",
 }
 
 _ITEM_IDS = {"item_id": "string", "module": "string", "page": "string"}
@@ -647,4 +648,6 @@ RULES: dict[str, Rule] = {
 
 from research.recommend.mastery_rules import MASTERY_RULES  # noqa: E402  (rules on the mastery table)
 RULES.update(MASTERY_RULES)
+from research.recommend.survey_rules import SURVEY_RULES  # noqa: E402  (rules on the survey_items table)
+RULES.update(SURVEY_RULES)
 FAMILIES = tuple(dict.fromkeys(r.family for r in RULES.values()))

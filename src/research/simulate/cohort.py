@@ -790,6 +790,7 @@ def simulate_cohort(
     dif_focal: str = "female",
     dif_reference: str = "male",
     dif_size: float = 1.2,
+    survey_waves: bool = False,
 ) -> SimulatedCohort:
     """Simulate one cohort of an online course with known truth.
 
@@ -827,6 +828,9 @@ def simulate_cohort(
     dif_variable, dif_focal, dif_reference, dif_size
         The DIF item is ``dif_size`` logits harder for learners whose ``dif_variable`` is
         ``dif_focal`` than for equally able ones in ``dif_reference``.
+    survey_waves
+        Replace the pre/post survey by a three-wave one with planted problem questions
+        (:func:`research.simulate.surveys.with_survey_waves`).
 
     Returns
     -------
@@ -893,7 +897,7 @@ def simulate_cohort(
         dif_reference=dif_reference,
         dif_size=float(dif_size),
     )
-    return _run(
+    sim = _run(
         items_t,
         kcs_t,
         pages_t,
@@ -907,6 +911,11 @@ def simulate_cohort(
         base_hazard=base_hazard,
         settings=settings,
     )
+    if survey_waves:  # the three-wave survey lives in research.simulate.surveys
+        from research.simulate.surveys import with_survey_waves
+
+        sim = with_survey_waves(sim, seed=seed, planted=bool(planted))
+    return sim
 
 
 def simulate_followup(
