@@ -140,7 +140,7 @@ def _design(responses: pd.DataFrame, learner: str, item: str, correct: str) -> _
     return _Design(np.asarray(learners, dtype=object), np.asarray(items, dtype=object), rows, cols, y, Y, N, M)
 
 
-def _quadrature(n: int) -> tuple[np.ndarray, np.ndarray]:
+def quadrature(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Equally spaced nodes on [-6, 6] (standard-normal units) with normalised normal weights.
 
     A rectangular grid, as in mirt, rather than Gauss-Hermite nodes: with many items per
@@ -273,7 +273,7 @@ def _use_oakes(se: str, design: _Design, n_params: int) -> bool:
     return n_params * len(design.y) <= OAKES_MAX_WORK
 
 
-def _numeric_info(grad_fn, params: np.ndarray, h: float = 1e-4) -> np.ndarray:
+def numeric_info(grad_fn, params: np.ndarray, h: float = 1e-4) -> np.ndarray:
     """Observed information: central differences of the exact (Fisher-identity) gradient."""
     k = len(params)
     H = np.empty((k, k))
@@ -284,7 +284,7 @@ def _numeric_info(grad_fn, params: np.ndarray, h: float = 1e-4) -> np.ndarray:
     return -(H + H.T) / 2
 
 
-def _safe_inverse(info: np.ndarray) -> np.ndarray:
+def safe_inverse(info: np.ndarray) -> np.ndarray:
     try:
         return np.linalg.inv(info)
     except np.linalg.LinAlgError:
@@ -344,7 +344,7 @@ class _SumScores:
 
 
 def _fit_rasch_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str = "auto"):
-    x, w = _quadrature(n_quad)
+    x, w = quadrature(n_quad)
     log_w = np.log(w)
     J = design.n_items
     n_j = np.asarray(design.M.sum(axis=0)).ravel()
@@ -387,8 +387,8 @@ def _solve_rasch(design: _Design, x, start, loglik, parts, weights, *, max_iter:
     J = design.n_items
     params, ll, grad, info, n_iter, converged = _newton(loglik, parts, start, max_iter=max_iter, tol=tol)
     if _use_oakes(se, design, len(params)):
-        info = _numeric_info(lambda p_: parts(p_, False)[1], params)
-    cov = _safe_inverse(info)
+        info = numeric_info(lambda p_: parts(p_, False)[1], params)
+    cov = safe_inverse(info)
     se_ = np.sqrt(np.clip(np.diag(cov), 0, None))
     sigma = float(np.exp(params[J]))
     return dict(
@@ -418,7 +418,7 @@ def _fit_rasch_sum_scores(design: _Design, x, log_w, start, eta_of, max_iter: in
 
 
 def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str = "auto"):
-    x, w = _quadrature(n_quad)
+    x, w = quadrature(n_quad)
     log_w = np.log(w)
     J = design.n_items
     # start at the Rasch solution: sigma * z - b_j  ->  a_j = sigma, d_j = -b_j
@@ -448,8 +448,8 @@ def _fit_2pl_ml(design: _Design, n_quad: int, max_iter: int, tol: float, se: str
 
     params, ll, grad, info, n_iter, converged = _newton(loglik, parts, start, max_iter=max_iter, tol=tol)
     if _use_oakes(se, design, len(params)):
-        info = _numeric_info(lambda p_: parts(p_, False)[1], params)
-    cov = _safe_inverse(info)
+        info = numeric_info(lambda p_: parts(p_, False)[1], params)
+    cov = safe_inverse(info)
     d, a = params[:J], params[J:]
     var_d = np.diag(cov)[:J]
     var_a = np.diag(cov)[J:]

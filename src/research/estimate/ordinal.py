@@ -45,7 +45,7 @@ from scipy import optimize, stats
 from scipy.special import expit, logsumexp
 
 from research.errors import ConfigError, DataError
-from research.estimate.irt import FIT_HIGH, FIT_LOW, _numeric_info, _quadrature, _safe_inverse
+from research.estimate.irt import FIT_HIGH, FIT_LOW, numeric_info, quadrature, safe_inverse
 
 MODELS = ("grm", "pcm")
 D_PROBIT = 1.702
@@ -325,7 +325,7 @@ def _fit(d: _OrdData, model: str, **kw) -> _Fit:
 def _fit_one_thread(d: _OrdData, model: str, *, share_a=True, share_c=True, free_mu=True, free_sd=True, n_quad=41,
                     max_iter=2000, se=True) -> _Fit:
     spec = _Spec(model, d, share_a, share_c, free_mu, free_sd)
-    x, w = _quadrature(n_quad)
+    x, w = quadrature(n_quad)
     log_w = np.log(w)
     base = spec.start()
     n_cases = len(d.case_group)
@@ -352,8 +352,8 @@ def _fit_one_thread(d: _OrdData, model: str, *, share_a=True, share_c=True, free
             with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
                 return spec.pack(_evaluate(spec, spec.unpack(v, p), x, log_w)[1])
 
-        info = _numeric_info(grad_nat, spec.pack(p))
-        cov = _safe_inverse(info)
+        info = numeric_info(grad_nat, spec.pack(p))
+        cov = safe_inverse(info)
     return _Fit(spec, p, ll, k, cov, bool(res.success), int(res.nit), x, log_w)
 
 
@@ -691,7 +691,7 @@ def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) ->
         _, gb, gt = ll_grad(w[:p], w[p:])
         return np.r_[gb, gt]
 
-    cov = _safe_inverse(_numeric_info(g_nat, np.r_[beta, tau], h=1e-5))
+    cov = safe_inverse(numeric_info(g_nat, np.r_[beta, tau], h=1e-5))
     return -res.fun * n, beta, np.sqrt(np.clip(np.diag(cov)[:p], 0, None))
 
 
@@ -862,8 +862,8 @@ def pcm_cml(responses: pd.DataFrame, *, learner: str = "learner_id", item: str =
         except FloatingPointError as exc:
             raise DataError("the conditional PCM overflowed: too many items or categories for exact score sums") from exc
     v = res.x
-    info = _numeric_info(lambda w: -negll(w)[1], v)
-    cov_free = _safe_inverse(info)
+    info = numeric_info(lambda w: -negll(w)[1], v)
+    cov_free = safe_inverse(info)
     c = unpack(v)
     delta = -c[valid]
     m = len(delta)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 
-def _fig(w=7.0, h=4.0):
+def new_figure(w=7.0, h=4.0):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(w, h), layout="constrained")
@@ -25,7 +25,7 @@ def prepost_distributions(scores: pd.DataFrame, *, max_panels: int = 12):
     insts = sorted(scores["instrument"].dropna().unique())[:max_panels]
     ncol = min(3, max(1, len(insts)))
     nrow = int(np.ceil(len(insts) / ncol)) if insts else 1
-    fig = _fig(3.2 * ncol, 2.6 * nrow)
+    fig = new_figure(3.2 * ncol, 2.6 * nrow)
     axes = fig.subplots(nrow, ncol, squeeze=False)
     bins = np.linspace(0, 1, 11)
     for ax, inst in zip(axes.ravel(), insts):
@@ -71,7 +71,7 @@ def gain_forest(summary: pd.DataFrame, *, measure: str = "gain", group_variable:
     s["label"] = np.where(s["group_variable"] == "all", s["module"].astype(str),
                           s["module"].astype(str) + " / " + s["group"].astype(str))
     s = s.iloc[::-1]
-    fig = _fig(7, max(2.5, 0.32 * len(s) + 1.2))
+    fig = new_figure(7, max(2.5, 0.32 * len(s) + 1.2))
     ax = fig.subplots()
     y = np.arange(len(s))
     est = s[measure].astype(float).to_numpy()
@@ -106,7 +106,7 @@ def survey_change(summary: pd.DataFrame):
     """Pre and post construct means with the change interval, from ``survey_summary`` output."""
     n_supp = int(summary["suppressed_reason"].notna().sum())
     s = summary[summary["suppressed_reason"].isna()]
-    fig = _fig(7, max(2.5, 0.5 * len(s) + 1.2))
+    fig = new_figure(7, max(2.5, 0.5 * len(s) + 1.2))
     ax = fig.subplots()
     y = np.arange(len(s))
     ax.scatter(s["pre_mean"].astype(float), y, color="#9ecae1", label="before (pre)", zorder=3)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from research.plots.gains import _fig
+from research.plots.gains import new_figure
 
 
 def wave_means(waves: pd.DataFrame):
     """Construct means per wave on the linked latent scale with their intervals (``survey_waves``)."""
     w = waves[waves["estimate"].notna()]
-    fig = _fig(7, 3.5)
+    fig = new_figure(7, 3.5)
     ax = fig.subplots()
     order = {"pre": 0, "mid": 1, "post": 2}
     parts = []
@@ -39,7 +39,7 @@ def wave_means(waves: pd.DataFrame):
 def item_map(items: pd.DataFrame):
     """Each question's loading against its share of agreeing answers, problem zones shaded (``survey_items``)."""
     s = items[items["loading"].notna()]
-    fig = _fig(7, 4)
+    fig = new_figure(7, 4)
     ax = fig.subplots()
     ax.axvspan(-1, -0.3, color="#fdd0a2", alpha=0.5, label="runs against the construct")
     ax.axvspan(-0.3, 0.3, color="#fee6ce", alpha=0.5, label="does not fit the construct")

@@ -20,22 +20,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from research.recommend.rules import N_, Rule
+from research.recommend.rule_base import N_, Rule
+from research.recommend.rule_base import num as _num
+from research.recommend.rule_base import select as _frame
+from research.recommend.rule_base import text as _str
 
 Z95 = stats.norm.ppf(0.975)
-
-
-def _num(df: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in df.columns:
-        return np.full(len(df), np.nan)
-    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-
-
-def _str(df: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in df.columns:
-        return np.full(len(df), None, dtype=object)
-    s = df[col].astype("object")
-    return s.where(s.notna(), None).to_numpy(dtype=object)
 
 
 def _usable(df: pd.DataFrame, cfg: dict) -> np.ndarray:
@@ -53,16 +43,6 @@ def _share_evidence(share: np.ndarray, n: np.ndarray, threshold: float):
         conf = stats.norm.cdf(np.abs(share - threshold) / se)
     conf = np.where(np.isfinite(conf), conf, 0.0)
     return se, np.clip(share - Z95 * se, 0, 1), np.clip(share + Z95 * se, 0, 1), conf
-
-
-def _frame(mask: np.ndarray, **cols) -> pd.DataFrame:
-    out = {}
-    for key, value in cols.items():
-        if isinstance(value, np.ndarray) and value.shape[:1] == mask.shape:
-            out[key] = value[mask]
-        else:
-            out[key] = [value] * int(mask.sum())
-    return pd.DataFrame(out)
 
 
 _USABLE = {"kc_model": "string", "kc": "string", "status": "string", "degenerate": "boolean", "n_learners": "integer"}

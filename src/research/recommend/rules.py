@@ -42,82 +42,23 @@ hands a rule only its declared columns and refuses a numeric column that holds t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
 from research.privacy import not_suppressed
-
-
-def N_(message: str) -> str:
-    """Mark a string for translation (gettext_noop); the report translates it at render time."""
-    return message
+from research.recommend.rule_base import FAMILY_TABLES, N_, Rule  # noqa: F401  (re-exported)
+from research.recommend.rule_base import inputs_of as _inputs
+from research.recommend.rule_base import num as _num
+from research.recommend.rule_base import text as _str
 
 
 Z95 = stats.norm.ppf(0.975)
 
 
 #: the output table (data_schema/outputs/NAME.schema.json) each rule family reads
-FAMILY_TABLES = {
-    "items": "items",
-    "distractors": "item_distractors",
-    "kcs": "kcs",
-    "dif": "dif",
-    "funnel": "funnel",
-    "time_on_task": "time_on_task",
-    "mastery": "mastery",
-    "survey_items": "survey_items",
-}
-
 _ITEM_IDS = {"item_id": "string", "module": "string", "page": "string"}
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    family: str
-    target_type: str
-    requires: tuple[str, ...]
-    func: Callable[[pd.DataFrame, dict, dict], pd.DataFrame]
-    title: str
-    explanation: str
-    action: str
-    #: every column the rule reads -> its Table Schema type (the column contract)
-    inputs: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def table(self) -> str:
-        """The output table whose schema declares the rule's input columns."""
-        return FAMILY_TABLES[self.family]
-
-    @property
-    def columns(self) -> dict[str, str]:
-        return dict(self.inputs)
-
-
-def _inputs(*parts: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    out: dict[str, str] = {}
-    for p in parts:
-        out.update(p)
-    return tuple(out.items())
-
-
-# ---------------------------------------------------------------- numeric helpers
-
-
-def _num(df: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in df.columns:
-        return np.full(len(df), np.nan)
-    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-
-
-def _str(df: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in df.columns:
-        return np.full(len(df), None, dtype=object)
-    s = df[col].astype("object")
-    return s.where(s.notna(), None).to_numpy(dtype=object)
 
 
 def _phi_beyond(x: np.ndarray, t: np.ndarray | float, se: np.ndarray) -> np.ndarray:

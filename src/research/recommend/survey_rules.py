@@ -23,8 +23,10 @@ import pandas as pd
 from scipy import stats
 
 from research.privacy import not_suppressed
-from research.recommend.mastery_rules import _frame, _num, _str
-from research.recommend.rules import N_, Rule
+from research.recommend.rule_base import N_, Rule
+from research.recommend.rule_base import num as _num
+from research.recommend.rule_base import select as _frame
+from research.recommend.rule_base import text as _str
 
 Z95 = stats.norm.ppf(0.975)
 

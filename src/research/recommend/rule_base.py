@@ -1,0 +1,89 @@
+"""What every recommendation rule is made of: the :class:`Rule` record, the tables rule
+families read, and the column helpers the rule modules share (one copy, no import cycle:
+:mod:`research.recommend.rules`, :mod:`~research.recommend.mastery_rules` and
+:mod:`~research.recommend.survey_rules` all build on this module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["FAMILY_TABLES", "N_", "Rule", "inputs_of", "num", "select", "text"]
+
+
+def N_(message: str) -> str:
+    """Mark a string for translation (gettext_noop); the report translates it at render time."""
+    return message
+
+
+#: the output table (data_schema/outputs/NAME.schema.json) each rule family reads
+FAMILY_TABLES = {
+    "items": "items",
+    "distractors": "item_distractors",
+    "kcs": "kcs",
+    "dif": "dif",
+    "funnel": "funnel",
+    "time_on_task": "time_on_task",
+    "mastery": "mastery",
+    "survey_items": "survey_items",
+}
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    family: str
+    target_type: str
+    requires: tuple[str, ...]
+    func: Callable[[pd.DataFrame, dict, dict], pd.DataFrame]
+    title: str
+    explanation: str
+    action: str
+    #: every column the rule reads -> its Table Schema type (the column contract)
+    inputs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def table(self) -> str:
+        """The output table whose schema declares the rule's input columns."""
+        return FAMILY_TABLES[self.family]
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return dict(self.inputs)
+
+
+def inputs_of(*parts: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The column contract of a rule: the union of column -> type maps, in order."""
+    out: dict[str, str] = {}
+    for p in parts:
+        out.update(p)
+    return tuple(out.items())
+
+
+def num(df: pd.DataFrame, col: str) -> np.ndarray:
+    """A column as floats (NaN where missing or not a number; all NaN when the column is absent)."""
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def text(df: pd.DataFrame, col: str) -> np.ndarray:
+    """A column as Python objects (None where missing; all None when the column is absent)."""
+    if col not in df.columns:
+        return np.full(len(df), None, dtype=object)
+    s = df[col].astype("object")
+    return s.where(s.notna(), None).to_numpy(dtype=object)
+
+
+def select(mask: np.ndarray, **cols) -> pd.DataFrame:
+    """The rows of ``mask`` as a finding frame: arrays are filtered, scalars repeated."""
+    out = {}
+    for key, value in cols.items():
+        if isinstance(value, np.ndarray) and value.shape[:1] == mask.shape:
+            out[key] = value[mask]
+        else:
+            out[key] = [value] * int(mask.sum())
+    return pd.DataFrame(out)
