@@ -422,8 +422,23 @@ def export_kc_model(warehouse, cohort: str, models, path, *, format: str = "data
     for m in models:
         if m not in existing:
             raise ConfigError(f"cohort {cohort!r} has no KC model {m!r}; its KC models are {existing}.")
-    steps = cohort_steps(con, cohort)
-    kcs = step_kcs(con, cohort, models)
+    return write_q_matrix(warehouse, cohort, step_kcs(con, cohort, models), path, format=format, replace=True)
+
+
+def write_q_matrix(warehouse, cohort: str, kcs: pd.DataFrame, path, *, format: str = "datashop",
+                   replace: bool = False) -> Path:
+    """Write a Q-matrix (item_id, step_id, kc_model, kc) of a cohort's steps as a KC-model file.
+
+    Every step of the cohort gets a row (with the cohort's per-step statistics in the
+    DataShop format); a step without a KC in a model has an empty cell.
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"format={format!r} is not known; valid formats are {list(FORMATS)}.")
+    path = Path(path)
+    if path.exists() and not replace:
+        raise ConfigError(f"{path} exists; choose another file or overwrite it with --replace.")
+    models = list(dict.fromkeys(kcs["kc_model"]))
+    steps = cohort_steps(warehouse.con, cohort)
     if format == "qmatrix":
         q = steps[["item_id", "step_id"]].merge(kcs, on=["item_id", "step_id"], how="left")
         out = q[q["kc_model"].notna()][["kc_model", "item_id", "step_id", "kc"]]

@@ -663,6 +663,7 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
     else:
         best_step = int(path["bic"].idxmin())
     path["chosen"] = path["step"] == best_step
+    path["explanation"] = [""] + [_explain(c)[0]["text"] for c in changes[:len(path) - 1]]
     path.insert(1, "kc_model", kc_model)
     best_q = s.q_matrix(models[best_step].kcs, name)
     # explanations: the changes on the way to the chosen model whose KCs it still has
