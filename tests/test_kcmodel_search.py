@@ -83,3 +83,12 @@ def test_explanations_are_translated(from_coarse):
     assert en == list(ex["text"])
     assert sv[0] != en[0] and da[0] != en[0] and sv[0] != da[0]
     assert all(m in EXPLANATIONS.values() for m in ex["message"])
+
+
+def test_search_path_matches_its_table_schema(from_coarse):
+    from research.schema import output_schema, validate
+
+    schema = output_schema("kc_search")
+    assert list(from_coarse.path.columns) == schema.field_names
+    checked = validate(from_coarse.path, schema, source_file="kc_search.csv")
+    assert checked.rejects.empty, checked.rejects.head()

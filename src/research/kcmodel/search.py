@@ -600,7 +600,7 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
 
     def record(step, model, fit_s, cand: Candidate | None, n_step_cands):
         rmse, logloss = s.cross_validate(model) if cv == "path" else (np.nan, np.nan)
-        row = {"step": step, "operator": cand.operator if cand else "start",
+        row = {"step": step, "kc_model": kc_model, "operator": cand.operator if cand else "start",
                "kcs": " ~~ ".join(cand.kcs) if cand else "", "detail": cand.detail if cand else kc_model,
                "new_kcs": " ~~ ".join(cand.new) if cand else "", "n_kcs": len(model.kcs),
                "n_params": model.n_params, "log_likelihood": model.ll, "bic": model.bic, "aic": model.aic,
@@ -664,7 +664,6 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
         best_step = int(path["bic"].idxmin())
     path["chosen"] = path["step"] == best_step
     path["explanation"] = [""] + [_explain(c)[0]["text"] for c in changes[:len(path) - 1]]
-    path.insert(1, "kc_model", kc_model)
     best_q = s.q_matrix(models[best_step].kcs, name)
     # explanations: the changes on the way to the chosen model whose KCs it still has
     final = set(models[best_step].kcs)
