@@ -108,3 +108,21 @@ def test_bad_files_are_named(tmp_path, ds76_wh):
     unknown.write_text("item_id,step_id,kc\nNO_SUCH_PROBLEM,s1,K1\n")
     with pytest.raises(DataError, match=r"line 2: problem 'NO_SUCH_PROBLEM', step 's1'"):
         import_kc_model(ds76_wh, "ds76", unknown)
+
+
+def test_changelog_records_a_kc_model_revision():
+    import json
+    from pathlib import Path
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from research.loop.changelog import read_changelog
+
+    doc = {"changes": [{"date": "2026-12-15", "type": "kc_model_revised", "kc_model": "Coarse",
+                        "into": "Coarse (LFA)", "file": "kc_models/coarse-lfa.txt"}]}
+    schema = json.loads((Path(__file__).parents[1] / "data_schema" / "changelog.schema.json").read_text())
+    jsonschema.validate(doc, schema["jsonSchema"])
+    kcs = pd.DataFrame({"kc_model": ["Coarse", "Coarse (LFA)"], "kc": ["C1", "C1 [a]"]})
+    log = read_changelog(doc, kcs_before=kcs[:1], kcs_after=kcs)
+    assert log.kc_model_revision() == ("Coarse", "Coarse (LFA)")
+    with pytest.raises(ConfigError, match=r"unknown KC model 'Coarse \(LFA\)' in the after cohort.*research kc-model import"):
+        read_changelog(doc, kcs_before=kcs[:1], kcs_after=kcs[:1])
