@@ -18,7 +18,7 @@ from research.errors import DataError
 DATA_ERRORS = (DataError, ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError)
 
 
-def kc_search(ctx, steps, fitted, *, budget_s: float = 5.0, max_steps: int = 10, min_learners: int = 20,
+def kc_search(ctx, steps, fitted, *, budget_s: float = 3.0, max_steps: int = 10, min_learners: int = 50,
               seed: int = 0):
     """Search for a better KC model than the cohort's best (``kc_search.csv``), or skip with the reason."""
     if is_skipped(steps) or is_skipped(fitted):
