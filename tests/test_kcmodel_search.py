@@ -92,3 +92,17 @@ def test_search_path_matches_its_table_schema(from_coarse):
     assert list(from_coarse.path.columns) == schema.field_names
     checked = validate(from_coarse.path, schema, source_file="kc_search.csv")
     assert checked.rejects.empty, checked.rejects.head()
+
+
+def test_kc_recommendations_name_the_change_the_search_supports(from_coarse):
+    from research.kcmodel.advice import supported_changes
+
+    changed = from_coarse.explanations["kc"].iloc[0]
+    recs = pd.DataFrame({"recommendation_id": ["rec_0000000000000001", "rec_0000000000000002"],
+                         "rule": ["kc_no_learning", "kc_still_high"], "kc_model": ["Coarse", "Coarse"],
+                         "target_id": [changed, "unchanged KC"]})
+    en = supported_changes(recs, from_coarse.explanations, kc_model="Coarse")
+    assert list(en["recommendation_id"]) == ["rec_0000000000000001"]
+    assert en["text"].iloc[0].startswith("A search over KC models") and changed in en["text"].iloc[0]
+    da = supported_changes(recs, from_coarse.explanations, kc_model="Coarse", language="da")
+    assert da["text"].iloc[0].startswith("En søgning blandt KC-modeller")
