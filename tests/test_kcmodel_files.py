@@ -126,3 +126,14 @@ def test_changelog_records_a_kc_model_revision():
     assert log.kc_model_revision() == ("Coarse", "Coarse (LFA)")
     with pytest.raises(ConfigError, match=r"unknown KC model 'Coarse \(LFA\)' in the after cohort.*research kc-model import"):
         read_changelog(doc, kcs_before=kcs[:1], kcs_after=kcs[:1])
+
+
+def test_forgetting_a_cohort_removes_its_kc_model_imports(tmp_path):
+    path = require_real_data(DS76, "ds76_student_step_partial_4students_48kcmodels.txt")
+    with Warehouse(tmp_path / "wh.duckdb") as wh:
+        wh.ingest([path], cohort="ds76")
+        import_kc_model(wh, "ds76", require_real_data(DS76, KCM_FILES[0]), as_name="mine", allow_unused_steps=True)
+        assert wh.con.execute("SELECT count(*) FROM kc_model_files").fetchall()[0][0] == 1
+        counts = wh.forget_cohort("ds76")
+        assert counts["kc_model_files"] == 1
+        assert wh.con.execute("SELECT count(*) FROM attempt_kcs").fetchall()[0][0] == 0
