@@ -76,7 +76,9 @@ def split_curves(result, steps, *, min_learners: int = 10) -> pd.DataFrame:
         cb = _curve(before, min_learners).assign(kc_before=k, curve=k, when="before")
         out.append(cb)
         for nk in c.new:
-            mine = best[best["kc"].astype(str).str.startswith(nk)]
+            # the new KC, also after later changes of it (a further split, or a merge with another KC)
+            mine = best[best["kc"].astype(str).map(
+                lambda kc: any(p == nk or p.startswith(nk + " ") for p in kc.split(" + ")))]
             if mine.empty:
                 continue
             keys = set(zip(mine["item_id"].astype(str), mine["step_id"].astype(str)))
