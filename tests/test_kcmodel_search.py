@@ -106,3 +106,15 @@ def test_kc_recommendations_name_the_change_the_search_supports(from_coarse):
     assert en["text"].iloc[0].startswith("A search over KC models") and changed in en["text"].iloc[0]
     da = supported_changes(recs, from_coarse.explanations, kc_model="Coarse", language="da")
     assert da["text"].iloc[0].startswith("En søgning blandt KC-modeller")
+
+
+def test_split_curves_show_each_changed_kc_before_and_after(sim400, from_coarse):
+    from research.kcmodel.notebook import split_curves
+
+    _, steps = sim400
+    c = split_curves(from_coarse, steps, min_learners=10)
+    split = {ch.kcs[0] for ch in from_coarse.changes if ch.operator.startswith("split")}
+    assert set(c["kc_before"]) == split
+    for k, g in c.groupby("kc_before"):
+        assert set(g["when"]) == {"before", "after"} and g.loc[g["when"] == "after", "curve"].nunique() == 2
+        assert (g["n"] >= 10).all() and g["error_rate"].between(0, 1).all()
