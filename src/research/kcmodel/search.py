@@ -31,9 +31,9 @@ stops when no candidate lowers the BIC, at the step budget or the time budget, o
 Ctrl-C (``KeyboardInterrupt``), returning the best path found so far.
 
 Each accepted model is checked by learner-stratified cross-validation (whole learners held
-out, their intercept at the prior mean; seeded folds): the result's best model is the
-lowest-BIC model of the path whose CV log-loss is lower than the start's, or the start
-itself when no step is supported by CV. The student-step design (rows, learners,
+out, their intercept at the prior mean; seeded folds): the result's best model is the last
+one of the path before the first change that does not lower the CV log-loss (the start
+itself when the first change does not), so every change it proposes is supported by CV. The student-step design (rows, learners,
 outcomes, per-KC rows and opportunity counts) is built once; a change recomputes
 opportunities only for the KCs it touches.
 """
@@ -655,11 +655,12 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
     except KeyboardInterrupt:
         stopped = "interrupted"
     path = pd.DataFrame(path_rows)
-    # the best model: the lowest BIC among the path models that CV supports
+    # the best model: the path up to the first change that cross-validation does not support
+    # (held-out log-loss not lower than before the change); every change on it lowered the BIC
     if cv == "path":
-        ok = path["cv_log_loss"] < path.loc[0, "cv_log_loss"]
-        ok.iloc[0] = True
-        best_step = int(path.loc[ok, "bic"].idxmin())
+        cvl = path["cv_log_loss"].to_numpy()
+        bad = np.flatnonzero(~(cvl[1:] < cvl[:-1]))
+        best_step = int(bad[0]) if len(bad) else len(path) - 1
     else:
         best_step = int(path["bic"].idxmin())
     path["chosen"] = path["step"] == best_step
