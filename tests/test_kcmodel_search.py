@@ -117,3 +117,16 @@ def test_split_curves_show_each_changed_kc_before_and_after(sim400, from_coarse)
     for k, g in c.groupby("kc_before"):
         assert set(g["when"]) == {"before", "after"} and g.loc[g["when"] == "after", "curve"].nunique() == 2
         assert (g["n"] >= 10).all() and g["error_rate"].between(0, 1).all()
+
+
+def test_supported_changes_read_back_from_a_report_folder(from_coarse, tmp_path):
+    from research.kcmodel.advice import supported_changes_in
+    from research.names import write_csv
+
+    write_csv(from_coarse.path, tmp_path / "kc_search.csv")
+    changed = from_coarse.explanations["kc"].iloc[0]
+    recs = pd.DataFrame({"recommendation_id": ["rec_0000000000000001"], "rule": ["kc_no_learning"],
+                         "kc_model": ["Coarse"], "target_id": [changed]})
+    sv = supported_changes_in(recs, tmp_path, language="sv")
+    assert len(sv) == 1 and sv["text"].iloc[0].startswith("En sökning bland KC-modeller") and changed in sv["text"].iloc[0]
+    assert supported_changes_in(recs, tmp_path / "nowhere").empty

@@ -7,9 +7,12 @@ gets the change named: which problems or which factor split the KC.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
-from research.kcmodel.search import explain
+from research.kcmodel.search import EXPLANATIONS, explain
 
 RULES = ("kc_no_learning", "kc_still_high", "kc_mixed_skills")
 
@@ -56,3 +59,31 @@ def supported_changes(recommendations: pd.DataFrame, explanations: pd.DataFrame,
                          "kc": r["target_id"], "operator": e["operator"], "message": e["message"],
                          "text": t.gettext(SUPPORTED).format(change=change)})
     return pd.DataFrame(rows, columns=cols)
+
+
+def explanations_from_path(path: pd.DataFrame) -> pd.DataFrame:
+    """The explanations of the chosen model's changes, from a ``kc_search`` table (as written)."""
+    cols = ["kc", "operator", "message", "fields", "text", "new_kcs"]
+    if path is None or path.empty:
+        return pd.DataFrame(columns=cols)
+    chosen = path.loc[path["chosen"].astype(str).str.lower() == "true", "step"]
+    last = int(chosen.iloc[0]) if len(chosen) else 0
+    rows = []
+    for r in path[(path["step"] > 0) & (path["step"] <= last)].itertuples():
+        fields = json.loads(r.explanation_fields) if isinstance(r.explanation_fields, str) and r.explanation_fields else {}
+        rows.append({"kc": str(r.kcs).split(" ~~ ")[0], "operator": r.operator, "message": EXPLANATIONS[r.operator],
+                     "fields": fields, "text": r.explanation, "new_kcs": r.new_kcs})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def supported_changes_in(recommendations: pd.DataFrame, out_dir, *, language: str = "en") -> pd.DataFrame:
+    """:func:`supported_changes` for a report folder: reads ``kc_search.csv`` when notebook 03 wrote it."""
+    from research.names import restore_csv
+
+    table = Path(out_dir) / "kc_search.csv"
+    if not table.is_file():
+        return supported_changes(recommendations, None)
+    path = restore_csv(pd.read_csv(table, dtype={"explanation_fields": "string", "explanation": "string",
+                                                 "kcs": "string", "new_kcs": "string"}, keep_default_na=False))
+    model = str(path["kc_model"].iloc[0]) if len(path) else None
+    return supported_changes(recommendations, explanations_from_path(path), kc_model=model, language=language)

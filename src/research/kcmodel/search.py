@@ -40,6 +40,7 @@ opportunities only for the KCs it touches.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -664,7 +665,9 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
     else:
         best_step = int(path["bic"].idxmin())
     path["chosen"] = path["step"] == best_step
-    path["explanation"] = [""] + [_explain(c)[0]["text"] for c in changes[:len(path) - 1]]
+    ex = [_explain(c)[0] for c in changes[:len(path) - 1]]
+    path["explanation"] = [""] + [e["text"] for e in ex]
+    path["explanation_fields"] = [""] + [json.dumps(e["fields"], ensure_ascii=False, sort_keys=True) for e in ex]
     best_q = s.q_matrix(models[best_step].kcs, name)
     # explanations: the changes on the way to the chosen model whose KCs it still has
     final = set(models[best_step].kcs)
