@@ -55,3 +55,10 @@ def test_cli_export_import_and_their_errors(small_wh, capsys):
     assert main(["kc-model", "export", "--cohort", "small", "--model", "Nope", "--out", str(home / "x.txt"),
                  "--warehouse", str(wh)]) == 1
     assert "has no KC model 'Nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sub", ["export", "import", "search"])
+def test_kc_model_subcommands_have_help(sub, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["kc-model", sub, "--help"])
+    assert exit_.value.code == 0 and f"usage: research kc-model {sub}" in capsys.readouterr().out
