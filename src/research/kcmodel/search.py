@@ -655,6 +655,8 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
             stopped = "max_steps"
     except KeyboardInterrupt:
         stopped = "interrupted"
+    n_done = min(len(path_rows), len(models))  # a step interrupted half-way is dropped whole
+    path_rows, models, changes = path_rows[:n_done], models[:n_done], changes[:n_done - 1]
     path = pd.DataFrame(path_rows)
     # the best model: the path up to the first change that cross-validation does not support
     # (held-out log-loss not lower than before the change); every change on it lowered the BIC
