@@ -62,3 +62,10 @@ def test_kc_model_subcommands_have_help(sub, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["kc-model", sub, "--help"])
     assert exit_.value.code == 0 and f"usage: research kc-model {sub}" in capsys.readouterr().out
+
+
+def test_cli_search_from_an_unknown_model_is_a_user_error(small_wh, capsys):
+    home, wh = small_wh
+    rc = main(["kc-model", "search", "--cohort", "small", "--from", "Nope", "--out", str(home / "n.txt"),
+               "--warehouse", str(wh)])
+    assert rc == 1 and "has no KC model 'Nope'; its KC models are ['Coarse'" in capsys.readouterr().err

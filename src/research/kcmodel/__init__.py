@@ -7,5 +7,7 @@
 
 from research.kcmodel.files import (KCModelFile, export_kc_model, import_kc_model, read_kc_model_file,
                                     write_datashop)
+from research.kcmodel.search import SearchResult, search, search_cohort
 
-__all__ = ["KCModelFile", "export_kc_model", "import_kc_model", "read_kc_model_file", "write_datashop"]
+__all__ = ["KCModelFile", "SearchResult", "export_kc_model", "import_kc_model", "read_kc_model_file", "search",
+           "search_cohort", "write_datashop"]

@@ -35,10 +35,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from research.cohort import load
-    from research.estimate.opportunities import student_steps
     from research.kcmodel.files import import_kc_model, write_q_matrix
-    from research.kcmodel.search import search
+    from research.kcmodel.search import search_cohort
     from research.names import cohort_name, write_csv
 
     cohort = cohort_name(args.cohort)
@@ -47,18 +45,13 @@ def cmd_search(args) -> int:
     for p in (out, table):
         if p.exists() and not args.replace:
             raise ConfigError(f"{p} exists; choose another --out or overwrite with --replace.")
-    data = load(cohort, args.warehouse)
-    if args.from_model not in data.kc_models():
-        raise ConfigError(f"cohort {cohort!r} has no KC model {args.from_model!r}; its KC models are {data.kc_models()}.")
-    kcs = data.attempt_kcs[data.attempt_kcs["kc_model"] == args.from_model]
-    steps = student_steps(data.attempts, kcs)
 
     def progress(row):
         if not args.quiet:
             print(f"step {row['step']:>3} {row['operator']:<11} BIC {row['bic']:.1f}  CV log-loss "
                   f"{row['cv_log_loss']:.4f}  {row['detail'][:80]}", file=sys.stderr)
 
-    result = search(steps, kc_model=args.from_model, items=data.items, factors=args.factor or None,
+    result = search_cohort(cohort, args.from_model, warehouse=args.warehouse, factors=args.factor or None,
                     step_patterns=args.step_pattern or (), budget_s=args.budget_s, max_steps=args.max_steps,
                     seed=args.seed, name=args.as_name or f"{args.from_model} (LFA)", on_step=progress)
     write_csv(result.path, table)

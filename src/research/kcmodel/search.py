@@ -722,3 +722,19 @@ def split_recovery(result: SearchResult, truth_items: pd.DataFrame, *, coarse: s
         out.append({"coarse_kc": ck, "fine_kcs": " ~~ ".join(fines), "split_found": True, "recovered": recovered,
                     "n_misplaced": misplaced})
     return pd.DataFrame(out)
+
+
+def search_cohort(cohort: str, kc_model: str, *, warehouse=None, **kwargs) -> SearchResult:
+    """:func:`search` on a cohort of the warehouse, from its KC model ``kc_model`` (items as factors).
+
+    What ``research kc-model search`` runs; keyword arguments go to :func:`search`.
+    """
+    from research.cohort import load
+    from research.estimate.opportunities import student_steps
+
+    data = load(cohort, warehouse)
+    models = data.kc_models()
+    if kc_model not in models:
+        raise ConfigError(f"cohort {cohort!r} has no KC model {kc_model!r}; its KC models are {models}.")
+    kcs = data.attempt_kcs[data.attempt_kcs["kc_model"] == kc_model]
+    return search(student_steps(data.attempts, kcs), kc_model=kc_model, items=data.items, **kwargs)
