@@ -130,3 +130,12 @@ def test_supported_changes_read_back_from_a_report_folder(from_coarse, tmp_path)
     sv = supported_changes_in(recs, tmp_path, language="sv")
     assert len(sv) == 1 and sv["text"].iloc[0].startswith("En sökning bland KC-modeller") and changed in sv["text"].iloc[0]
     assert supported_changes_in(recs, tmp_path / "nowhere").empty
+
+
+def test_problem_groups_beyond_the_exhaustive_limit_are_found_by_hill_climbing(sim400):
+    sim, steps = sim400
+    res = search(steps, kc_model="Coarse", operators=("split_items",), max_exhaustive_items=3, max_steps=2,
+                 cv="none")
+    assert res.best_step == 2 and (res.path["operator"].iloc[1:] == "split_items").all()
+    assert res.path["bic"].iloc[2] < res.path["bic"].iloc[0] and res.n_candidates > 2
+    assert all(len(g) >= 1 for c in res.changes for g in c.groups.values())

@@ -177,6 +177,7 @@ class Candidate:
     d_ll: float = np.nan
     start: dict[str, tuple[float, float]] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)  # new KC -> its problems
+    n_evaluated: int = 1  # candidate models scored to find this one (all partitions for split_items)
 
     @property
     def d_bic_restricted(self):
@@ -431,6 +432,7 @@ class _Search:
                 cur = (rate < np.median(rate)).astype(np.int8)
                 best_ll = -np.inf
                 B = G = LL = P = None
+                n_scored = 0
                 for _ in range(2 * n_i):
                     moves = np.repeat(cur[None, :], n_i + 1, axis=0)
                     moves[np.arange(1, n_i + 1), np.arange(n_i)] ^= 1
@@ -439,6 +441,7 @@ class _Search:
                     if not ok.any():
                         break
                     b, gm, ll, sc = evaluate(moves[ok])
+                    n_scored += int(ok.sum())
                     j = int(np.argmax(sc))
                     if sc[j] <= best_ll + 1e-9:
                         break
@@ -460,7 +463,7 @@ class _Search:
             start = {names[i]: (float(B[j, i]), float(G[j, i])) for i in range(2)}
             out.append(Candidate("split_items", (k,), "problems: " + " | ".join(", ".join(groups[nm]) for nm in names),
                                  new, (k,), 2, float(LL[j] - ll_old), start, groups))
-            out[-1].n_evaluated = len(LL)
+            out[-1].n_evaluated = int(len(LL)) if n_i <= max_exhaustive else int(n_scored)
         return out
 
     def merge_candidates(self, model: _Model, max_pairs: int) -> list[Candidate]:
@@ -630,7 +633,7 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
                 cands += s.merge_candidates(current, merge_candidates)
             if "add" in operators and s.factor_values:
                 cands += s.add_candidates(current, min_rows)
-            n_step = sum(getattr(c, "n_evaluated", 1) for c in cands)
+            n_step = sum(c.n_evaluated for c in cands)
             n_cand += n_step
             logN = np.log(s.n)
             scored = sorted(cands, key=lambda c: -2 * c.d_ll + c.d_params * logN)
