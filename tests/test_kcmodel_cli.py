@@ -69,3 +69,24 @@ def test_cli_search_from_an_unknown_model_is_a_user_error(small_wh, capsys):
     rc = main(["kc-model", "search", "--cohort", "small", "--from", "Nope", "--out", str(home / "n.txt"),
                "--warehouse", str(wh)])
     assert rc == 1 and "has no KC model 'Nope'; its KC models are ['Coarse'" in capsys.readouterr().err
+
+
+def test_a_cohort_file_adopts_a_kc_model_file(small_wh, tmp_path):
+    from research.cohort_config import parse
+    from research.errors import ConfigError
+    from research.pipeline import ingest_sources
+
+    home, wh = small_wh
+    q = home / "adopted.csv"
+    main(["kc-model", "export", "--cohort", "small", "--model", "Fine", "--format", "qmatrix", "--out", str(q),
+          "--warehouse", str(wh), "--replace"])
+    cfg = parse({"cohort": "small", "kc_model": {"name": "Adopted", "file": str(q)}}, path=tmp_path / "small.yaml")
+    assert cfg.kc_model == "Adopted" and cfg.kc_model_file == q
+    ingest_sources(cfg, wh)
+    ingest_sources(cfg, wh)  # again: the file's model replaces the earlier import
+    with Warehouse(wh, read_only=True) as w:
+        k = step_kcs(w.con, "small")
+    per = lambda m: k[k["kc_model"] == m].groupby(["item_id", "step_id"])["kc"].apply(sorted).to_dict()  # noqa: E731
+    assert per("Adopted") == per("Fine")
+    with pytest.raises(ConfigError, match=r"kc_model must be a KC model name, or a mapping \{name: NAME, file: PATH\}"):
+        parse({"cohort": "small", "kc_model": {"file": str(q), "colour": "red"}}, path=tmp_path / "small.yaml")
