@@ -161,6 +161,7 @@ def _source_messages() -> set[str]:
         ("src/research/recommend/**.py", "python"),
         ("src/research/report/**.py", "python"),
         ("src/research/analyses.py", "python"),
+        ("src/research/kcmodel/**.py", "python"),
         ("src/research/report/templates/**.j2", "jinja2"),
     ]
     options = {"src/research/report/templates/**.j2": {"extensions": "jinja2.ext.i18n"}}

@@ -38,6 +38,7 @@ ANALYSES: dict[str, str] = {
     "reliability": N_("test reliability"),
     "kc_models": N_("KC model comparison"),
     "learning_curves": N_("learning curves"),
+    "kc_search": N_("search for a better KC model"),
     "mastery": N_("knowledge tracing and mastery"),
     "student_models": N_("comparison of student models"),
     "attrition": N_("attrition"),
@@ -81,6 +82,7 @@ REASONS: dict[str, str] = {
     "no_options": N_("the data has no record of the answer options chosen"),
     "no_learning_data": N_("no learner practised any KC more than once"),
     "one_kc_per_item_once": N_("the attempts have no KC tags, so each item was treated as a KC of its own, and no learner met an item more than once"),
+    "no_kc_tags": N_("the attempts have no KC tags, so there is no KC model to improve"),
     "not_written": N_("the notebook that computes it did not write its table"),
     "estimate_failed": N_("the data did not allow the estimate (the notebook says why)"),
 }

@@ -372,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+    from research.kcmodel.cli import add_parser as add_kc_model_parser
+
+    add_kc_model_parser(sub, wh_help)
+
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks with this environment")
     p.add_argument("lab_args", nargs=argparse.REMAINDER, help="further arguments for jupyter lab")
     p.set_defaults(func=cmd_lab)

@@ -51,7 +51,7 @@ KEYS = {
     "cohort": "cohort id (defaults to the file name without .yaml)",
     "sources": "list of raw export files (path, optional format, optional mapping)",
     "language": "report language: " + ", ".join(LANGUAGES),
-    "kc_model": "KC model to report on",
+    "kc_model": "KC model to report on: a name, or {name: NAME, file: KC-model file} to import the file as that model before each run",
     "min_cell_size": "smallest group size that is reported",
     "predecessor": "cohort to compare with (before a redesign)",
     "changelog": "course change log (YAML) for the comparison",
@@ -81,6 +81,7 @@ class CohortConfig:
     sources: list[Source] = field(default_factory=list)
     language: str = "en"
     kc_model: str | None = None
+    kc_model_file: Path | None = None  # a KC-model file imported as ``kc_model`` before each run
     min_cell_size: int = 10
     predecessor: str | None = None
     changelog: Path | None = None
@@ -160,9 +161,15 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     for key in ("thresholds", "parameters"):
         if not isinstance(doc.get(key) or {}, dict):
             raise _fail(where, f"{key} must be a mapping")
-    kc_model = doc.get("kc_model")
-    if kc_model is not None and (not isinstance(kc_model, str) or not kc_model.strip()):
-        raise _fail(where, f"kc_model must be the name of a KC model (text), got {kc_model!r}")
+    kc_model, kc_model_file = doc.get("kc_model"), None
+    if isinstance(kc_model, dict):
+        bad = sorted(set(kc_model) - {"name", "file"})
+        if bad or not kc_model.get("file") or not isinstance(kc_model.get("name"), str) or not kc_model["name"].strip():
+            raise _fail(where, "kc_model must be a KC model name, or a mapping {name: NAME, file: PATH} naming a "
+                               f"KC-model file (DataShop KC-model format or Q-matrix CSV); found {kc_model!r}")
+        kc_model, kc_model_file = kc_model["name"], rel(kc_model["file"])
+    elif kc_model is not None and (not isinstance(kc_model, str) or not kc_model.strip()):
+        raise _fail(where, f"kc_model must be a KC model name or {{name: NAME, file: PATH}}; found {kc_model!r}")
     labels = doc.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
         raise _fail(where, "labels must map a kind (gender, role, attributes, kc_model, kc, item, page, module) "
@@ -172,6 +179,7 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
         sources=sources,
         language=language,
         kc_model=kc_model,
+        kc_model_file=kc_model_file,
         min_cell_size=min_cell,
         predecessor=predecessor,
         changelog=rel(doc["changelog"]) if doc.get("changelog") else None,

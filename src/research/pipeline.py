@@ -726,6 +726,10 @@ def ingest_sources(config: CohortConfig, warehouse: Path):
             if src.mapping:
                 options["mapping"] = str(src.mapping)
             summary.files += wh.ingest([src.path], cohort=config.cohort, format=src.format, options=options or None).files
+        if getattr(config, "kc_model_file", None) is not None:  # the KC model the cohort file adopts
+            from research.kcmodel.files import import_kc_model
+
+            import_kc_model(wh, config.cohort, config.kc_model_file, as_name=config.kc_model, replace=True)
     return summary
 
 

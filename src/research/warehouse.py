@@ -362,7 +362,7 @@ class Warehouse:
         counts: dict[str, int] = {}
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            extra = ["learner_attributes"] if self._has_table("learner_attributes") else []
+            extra = [t for t in ("learner_attributes", "kc_model_files") if self._has_table(t)]
             for name in [*canonical_tables(), *extra, *BOOKKEEPING]:
                 n = con.execute(f'DELETE FROM "{name}" WHERE cohort = ?', [cohort]).fetchall()[0][0]
                 counts[name] = int(n)

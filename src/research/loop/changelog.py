@@ -24,6 +24,9 @@ Change types and their keys (besides id, date, recommendations, description):
 ``kc_split``       ``kc_model``, ``kc`` (before) and ``into`` (list of KCs after)
 ``kc_merged``      ``kc_model``, ``kcs`` (list of KCs before) and ``into`` (one KC after)
 ``page_revised``   ``page``: the page's text, media or layout was revised
+``kc_model_revised``  ``kc_model`` (before) and ``into`` (the KC model the next cohort uses,
+                   e.g. one imported with ``research kc-model import``); optional ``file``
+                   (the KC-model file it came from)
 =================  =====================================================================
 
 :func:`read_changelog` checks the structure (unknown keys, missing keys, bad dates,
@@ -45,7 +48,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
-CHANGE_TYPES = ("item_revised", "item_added", "item_removed", "kc_revised", "kc_split", "kc_merged", "page_revised")
+CHANGE_TYPES = ("item_revised", "item_added", "item_removed", "kc_revised", "kc_split", "kc_merged", "page_revised",
+                "kc_model_revised")
 TOP_KEYS = ("course", "from_version", "to_version", "changes")
 COMMON_KEYS = ("id", "date", "type", "recommendations", "description")
 TYPE_KEYS = {
@@ -56,7 +60,10 @@ TYPE_KEYS = {
     "kc_split": ("kc_model", "kc", "into"),
     "kc_merged": ("kc_model", "kcs", "into"),
     "page_revised": ("page",),
+    "kc_model_revised": ("kc_model", "into"),
 }
+#: keys a change type may have besides its required ones
+OPTIONAL_KEYS = {"kc_model_revised": ("file",)}
 REC_ID = re.compile(r"^rec_[0-9a-f]{16}$")
 #: Columns of :attr:`ChangeLog.changes`.
 CHANGE_COLUMNS = ["change_id", "date", "type", "target_type", "target_id", "kc_model", "before", "after",
@@ -89,6 +96,17 @@ class ChangeLog:
     def pages(self) -> list[str]:
         c = self.changes
         return sorted(set(c.loc[c["type"] == "page_revised", "target_id"]))
+
+    def kc_model_revision(self) -> tuple[str, str] | None:
+        """``(KC model before, KC model after)`` of the last ``kc_model_revised`` change, else None.
+
+        The after cohort's comparison and recommendations use the revised KC model.
+        """
+        c = self.changes[self.changes["type"] == "kc_model_revised"]
+        if c.empty:
+            return None
+        last = c.sort_values("date", kind="stable").iloc[-1]
+        return str(last["kc_model"]), str(last["after"][0])
 
     def kc_changes(self) -> pd.DataFrame:
         c = self.changes
@@ -238,7 +256,7 @@ def read_changelog(
         if ctype not in CHANGE_TYPES:
             problems.append(f"{where}: unknown change type {ctype!r}; valid types: {list(CHANGE_TYPES)}")
             continue
-        allowed = COMMON_KEYS + TYPE_KEYS[ctype]
+        allowed = COMMON_KEYS + TYPE_KEYS[ctype] + OPTIONAL_KEYS.get(ctype, ())
         extra = [k for k in ch if k not in allowed]
         if extra:
             problems.append(f"{where} ({ctype}): unknown key(s) {extra}; valid keys for {ctype}: {list(allowed)}")
@@ -266,6 +284,13 @@ def read_changelog(
             check_in([target], sides, "item(s)", where)
             if ctype == "item_added":
                 check_not_in([target], sets["items_before"], "item(s)", where)
+        elif ctype == "kc_model_revised":
+            target_type, target = "kc_model", str(ch["kc_model"])
+            kc_model, before, after = target, [target], [str(ch["into"])]
+            for kcs, label, name in ((kcb, "before", target), (kca, "after", after[0])):
+                if kcs is not None and name not in kcs:
+                    problems.append(f"{where}: unknown KC model {name!r} in the {label} cohort; valid: {sorted(kcs)}"
+                                    + (" (import it with `research kc-model import`)" if label == "after" else ""))
         elif ctype == "page_revised":
             target_type, target = "page", str(ch["page"])
             check_in([target], [("before", sets["pages_before"]), ("after", sets["pages_after"])], "page(s)", where)
