@@ -79,7 +79,7 @@ class _Design:
     long_kc: np.ndarray  # (m,) KC code of each long row
 
 
-def _logistic_nll(eta: np.ndarray, y: np.ndarray) -> float:
+def logistic_nll(eta: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(np.logaddexp(0.0, eta) - y * eta))
 
 
@@ -164,7 +164,7 @@ class _Problem:
 
     def value(self, theta, kcp, eta=None):
         eta = self.eta(theta, kcp) if eta is None else eta
-        return (_logistic_nll(eta, self.y) + 0.5 * self.lam * float(theta @ theta)
+        return (logistic_nll(eta, self.y) + 0.5 * self.lam * float(theta @ theta)
                 + 0.5 * self.kc_pen * float(kcp @ kcp))
 
     def grad(self, theta, kcp, eta):
@@ -470,7 +470,7 @@ class AFM:
     def _finish_fit(self, prob, d, long):
         K = len(d.kcs)
         eta = prob.eta(self.theta_, self.kc_params_)
-        ll = -_logistic_nll(eta, d.y)
+        ll = -logistic_nll(eta, d.y)
         D, B, C = prob.hessian_blocks(eta)
         S, Bd = prob.schur(D, B, C)
         try:

@@ -51,7 +51,7 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from research.errors import ConfigError, DataError
-from research.estimate.afm import AFM, _logistic_nll
+from research.estimate.afm import AFM, logistic_nll
 
 OPERATORS = ("split", "split_items", "merge", "add")
 DEFAULT_FACTORS = ("page", "module")
@@ -329,7 +329,7 @@ class _Search:
         K = len(names)
         out = {k: _KC(kcs[k].rows, kcs[k].T, float(kcp[i]), float(kcp[K + i]), kcs[k].origin) for i, k in enumerate(names)}
         eta = prob.eta(theta, kcp)
-        ll = -_logistic_nll(eta, y)
+        ll = -logistic_nll(eta, y)
         p = nL + 2 * K
         return _Model(out, theta, ll, p * np.log(len(y)) - 2 * ll, 2 * p - 2 * ll, p, eta)
 
