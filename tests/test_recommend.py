@@ -573,9 +573,11 @@ def test_an_interval_that_spans_the_threshold_is_not_high_and_not_fixed_first():
 def test_fix_first_is_the_best_ranked_conclusive_findings(recs):
     cfg = load_config()
     first = recs[recs["fix_first"]]
-    assert first["conclusive"].all()
-    assert len(first) == min(int(cfg.priority["top_n"]), int(recs["conclusive"].sum()))
-    conclusive_ranks = recs.loc[recs["conclusive"], "rank"].sort_values()
+    assert first["conclusive"].all() and first["severity"].isin(["high", "medium"]).all()
+    eligible = recs["conclusive"] & recs["severity"].isin(cfg.priority["fix_first_severities"])
+    assert (recs["conclusive"] & (recs["severity"] == "low")).any(), "the fixture should have a conclusive low finding"
+    assert len(first) == min(int(cfg.priority["top_n"]), int(eligible.sum()))
+    conclusive_ranks = recs.loc[eligible, "rank"].sort_values()
     assert list(first["rank"].sort_values()) == list(conclusive_ranks[: len(first)])
     assert not (~recs["conclusive"] & (recs["severity"] == "high")).any()
 

@@ -246,7 +246,9 @@ def recommend(
         )
         result["rank"] = np.arange(1, len(result) + 1)
         top_n = int(config.priority["top_n"])
-        first = np.flatnonzero(result["conclusive"].to_numpy(dtype=bool))[:top_n]
+        eligible = result["conclusive"].to_numpy(dtype=bool) & result["severity"].isin(
+            list(config.priority["fix_first_severities"])).to_numpy(dtype=bool)
+        first = np.flatnonzero(eligible)[:top_n]
         result["fix_first"] = False
         result.loc[first, "fix_first"] = True
         result = result[columns]

@@ -366,7 +366,12 @@ def _dropout_hotspot(df, cfg, ctx):
     if np.isnan(hazard).all() and not np.isnan(drop).all():
         with np.errstate(divide="ignore", invalid="ignore"):
             hazard = drop / reached
-    median = np.nanmedian(hazard) if np.isfinite(hazard).any() else np.nan
+    # the typical point: the median hazard over every point, hidden ones included. The funnel
+    # gives a hazard at every point learners reached and hides it where few learners left
+    # (or where that would give such a count back), so a missing hazard counts as 0 here:
+    # the median of the shown hazards alone would be that of the biggest drops only.
+    typical = np.where(np.isnan(hazard), 0.0, hazard)
+    median = np.nanmedian(typical) if np.isfinite(typical).any() else np.nan
     threshold = max(cfg["hazard_min"], cfg["hazard_ratio_min"] * median) if np.isfinite(median) else cfg["hazard_min"]
     mask = (hazard > threshold) & (drop >= cfg["min_drop"])
     target_type, target = _page_target(df)
