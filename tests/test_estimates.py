@@ -165,7 +165,7 @@ def test_a_wrong_parameter_type_or_name_is_refused_before_anything_runs(tmp_path
     with pytest.raises(ConfigError, match=r"bayes_draws .*declared parameters: .*draws.*kc_model.*min_n"):
         run_cohort("est", reports=reports, warehouse=tmp_path / "none.duckdb", config=config, notebooks=nbs)
     assert not reports.exists()  # nothing locked, ingested or run
-    with pytest.raises(ConfigError, match="kc_model must be the name of a KC model"):
+    with pytest.raises(ConfigError, match="kc_model must be a KC model name"):
         parse({"cohort": "est", "kc_model": 3}, path=tmp_path / "est.yaml")
 
 

@@ -600,3 +600,16 @@ def test_a_clearly_negative_free_slope_is_a_finding_of_its_own():
     assert row["metric"] == "slope" and row["estimate"] == pytest.approx(-0.25) and row["ci_high"] < 0
     # without free slopes in the table the rule does not run
     assert "kc_mixed_skills" not in set(recommend({"kcs": kcs_table()})["rule"])
+
+
+def test_the_recommendations_schema_names_every_rule_and_family():
+    """A rule added without its name in recommendations.schema.json fails every cohort run that finds it."""
+    from pathlib import Path
+
+    from research.recommend.rules import RULES
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "data_schema" / "recommendations.schema.json").read_text())
+    enums = {f["name"]: set(f.get("constraints", {}).get("enum", ())) for f in schema["fields"]}
+    assert enums["rule"] == set(RULES)
+    assert {r.family for r in RULES.values()} <= enums["family"]
+    assert {r.target_type for r in RULES.values()} <= enums["target_type"]

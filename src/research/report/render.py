@@ -235,6 +235,8 @@ class _View:
             "<": N_("Fires below %(threshold)s"),
             ">=": N_("Fires at %(threshold)s or more"),
             "|x|>=": N_("Fires at %(threshold)s or more in either direction"),
+            "|x|>": N_("Fires above %(threshold)s in either direction"),
+            "|x|<": N_("Fires while it stays within %(threshold)s of zero"),
         }.get(op, "%(threshold)s")
         return self._(message) % {"threshold": t}
 
