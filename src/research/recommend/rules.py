@@ -51,6 +51,7 @@ from research.privacy import not_suppressed
 from research.recommend.rule_base import FAMILY_TABLES, N_, Rule  # noqa: F401  (re-exported)
 from research.recommend.rule_base import inputs_of as _inputs
 from research.recommend.rule_base import num as _num
+from research.recommend.rule_base import select
 from research.recommend.rule_base import text as _str
 
 
@@ -89,14 +90,7 @@ def _confidence_normal(x, t, se) -> tuple[np.ndarray, np.ndarray]:
 
 def _frame(df: pd.DataFrame, mask: np.ndarray, **cols) -> pd.DataFrame:
     """The findings of ``mask``: scalars are broadcast, arrays are filtered by the mask."""
-    mask = np.asarray(mask, dtype=bool)
-    out = {}
-    for key, value in cols.items():
-        if isinstance(value, np.ndarray) and value.shape[:1] == mask.shape:
-            out[key] = value[mask]
-        else:
-            out[key] = [value] * int(mask.sum())
-    return pd.DataFrame(out)
+    return select(np.asarray(mask, dtype=bool), **cols)
 
 
 def _item_context(df: pd.DataFrame) -> dict:
