@@ -483,7 +483,7 @@ def find_violations(facts: Sequence[Fact], min_cell_size: int) -> list[Violation
     seen = set()
     for b in facts:
         blits = dict(b.lits)
-        names = list(blits)
+        names = sorted(blits)  # never the frozenset's (hash-seeded) order: the same cells are hidden on every run
         for size in range(len(names) + 1):
             for subset in combinations(names, size):
                 sub = [(d, blits[d]) for d in subset]
@@ -518,8 +518,8 @@ def find_violations(facts: Sequence[Fact], min_cell_size: int) -> list[Violation
             dims_of.setdefault(base, set()).add(d)
     for t in facts:
         tlits = dict(t.lits)
-        splits = [(t.lits, d) for d in dims_of.get(t.lits, ()) if d not in tlits]
-        splits += [(t.lits - {(d, c)}, d) for d, c in t.lits if c[0] == "r"]
+        splits = [(t.lits, d) for d in sorted(dims_of.get(t.lits, ())) if d not in tlits]
+        splits += [(t.lits - {(d, c)}, d) for d, c in sorted(t.lits, key=repr) if c[0] == "r"]
         for base, d in splits:
             parts = [p for p in parts_of.get((base, d), ()) if p.lits != t.lits]
             if d in tlits:
@@ -593,7 +593,7 @@ def choose_hidden(
     hideable = {f for f, cells in facts.items() if all(id(c) in new_ids for c in cells)}
     keep = {f: max(count_declarations(c.table).get(c.column, {}).get("keep", 0) for c in cells) for f, cells in facts.items()}
     labels = {f: cells[0].label for f, cells in facts.items()}
-    visible = set(facts)
+    visible = dict.fromkeys(facts)  # ordered as the cells are: ties are broken the same way on every run
     hidden: dict[Fact, str] = {}
     stuck: list[Violation] = []
     for _ in range(10_000):
@@ -614,7 +614,7 @@ def choose_hidden(
                 stuck.append(v)
                 continue
             pick = options[0] if v.kind == "count" else max(options, key=lambda f: (-keep[f], len(f.lits), score[f], -f.value))
-            visible.discard(pick)
+            visible.pop(pick, None)
             done.add(pick)
             shown = [labels[f] for f in v.facts[:4]]
             relation = " - ".join(shown) + (f" - {len(v.facts) - 4} more" if len(v.facts) > 4 else "")
