@@ -21,6 +21,11 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover - ArviZ takes seconds to import: only the functions that sample load it
     import arviz as az
 
+__all__ = [
+    "ConvergenceWarning", "SamplerSettings", "diagnostics", "nutpie_available", "sample", "stacked",
+    "summarise_draws",
+]
+
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
 

@@ -16,6 +16,11 @@ from pathlib import Path
 
 from research.errors import ResearchError
 
+__all__ = [
+    "DiskFull", "RunCrashed", "WarehouseCorrupt", "WarehouseDamaged", "WarehouseLocked", "check_complete",
+    "check_file", "disk_full", "is_disk_full", "warehouse_open_error", "write_traceback",
+]
+
 
 class WarehouseLocked(ResearchError):
     """Another process has the warehouse open for writing."""

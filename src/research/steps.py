@@ -33,6 +33,17 @@ from research.analyses import (
 )
 from research.errors import ConfigError, DataError, ResearchError
 
+__all__ = [
+    "attrition", "bayes_diagnostics", "bayes_gains", "characteristic_curves", "describe_items", "dif_curves",
+    "dif_flagged", "dif_not_analysed", "dif_table", "distractor_view", "distractors", "figure", "first_attempts",
+    "fit_irt", "funnel", "gain_regression", "gain_table", "gain_view", "gaps", "group_attributes", "is_skipped",
+    "item_statistics", "item_table", "item_view", "kc_model_figure", "kc_model_view", "kc_models", "kc_table_view",
+    "learner_scores", "learning_curve_figure", "learning_curves", "mastery", "mastery_figures",
+    "n_learners_in_cohort", "overall_curve", "posterior_view", "record_families", "reliability", "sigma",
+    "significant_gaps", "step_summary", "student_steps", "survey_figures", "survey_items", "survey_table",
+    "time_on_task", "top_drops", "wright_map",
+]
+
 #: Errors an estimator raises when the data cannot support it; anything else is a bug and propagates.
 DATA_ERRORS = (DataError, ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError)
 

@@ -29,6 +29,8 @@ from research.bayes import SamplerSettings, diagnostics, sample, stacked, summar
 from research.errors import ConfigError
 from research.estimate.afm import AFM, build_design
 
+__all__ = ["BayesianAFM"]
+
 SLOPES = ("nonnegative", "free")
 
 

@@ -52,6 +52,11 @@ from scipy import stats
 from research.errors import ConfigError, DataError
 from research.stats import benjamini_hochberg, require_columns, wilson_interval
 
+__all__ = [
+    "DIF_COLUMNS", "dif_success_curves", "ets_classify", "first_attempt_responses", "flagged_success_curves",
+    "group_comparisons", "mantel_haenszel_dif",
+]
+
 DELTA_SCALE = 2.35
 LEARNER_ATTRIBUTES = ("gender", "age_band", "role", "region", "digital_maturity")
 _CLASSIFY_ON = ("p_adjusted", "p_value")

@@ -32,6 +32,11 @@ from research.errors import ConfigError, DataError
 from research.estimate.gaps import group_gaps
 from research.stats import require_columns, wilson_interval
 
+__all__ = [
+    "FUNNEL_COLUMNS", "TIME_COLUMNS", "completion_rate", "course_sequence", "event_durations", "funnel",
+    "learner_completion", "time_on_task",
+]
+
 LEVELS = ("item", "page", "module")
 
 FUNNEL_COLUMNS = [

@@ -26,6 +26,8 @@ from research.errors import ConfigError, DataError
 from research.stats import benjamini_hochberg, require_columns, wilson_interval
 from research.privacy import protect_group_table
 
+__all__ = ["GAP_COLUMNS", "equity_gaps", "group_gaps", "learner_facility", "learner_gain"]
+
 GAP_COLUMNS = [
     "attribute",
     "group",

@@ -33,6 +33,8 @@ import numpy as np
 
 from research import bayes
 
+__all__ = ["fit"]
+
 
 def build_model(design, *, twopl: bool = False, centred_items: bool = True):
     """The PyMC model for the integer-coded responses of a ``_Design``."""

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from research.plots import empty_figure
 
+__all__ = ["dif_deltas", "funnel_chart", "gaps_chart", "success_curves"]
+
 _COLOURS = ["#4a6fa5", "#b5542c", "#5b8c5a", "#8e6c8a", "#c9a227", "#4f4f4f"]
 
 

@@ -19,6 +19,8 @@ import yaml
 
 from research.errors import ConfigError
 
+__all__ = ["RecommendConfig", "load_config"]
+
 SEVERITIES = ("high", "medium", "low")
 DEFAULTS_RESOURCE = "recommend_defaults.yaml"
 PROPORTION_KEYS = ("facility_", "share_", "hint_rate_", "hazard_min", "confidence_", "alpha", "reach_floor", "conclusive_")

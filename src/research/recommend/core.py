@@ -19,6 +19,11 @@ from research.paths import schema_dir
 from research.recommend.config import RecommendConfig
 from research.recommend.rules import FAMILIES, RULES
 
+__all__ = [
+    "priority_score", "read_recommendations", "recommend", "record_columns", "stable_id",
+    "validate_recommendations", "write_recommendations",
+]
+
 ID_VERSION = "v1"
 #: columns added to the record schema after its first version (read as empty from older files)
 ADDED_COLUMNS = ("conclusive", "fix_first")

@@ -25,6 +25,8 @@ from research.recommend.rule_base import num as _num
 from research.recommend.rule_base import select as _frame
 from research.recommend.rule_base import text as _str
 
+__all__ = ["MASTERY_RULES"]
+
 Z95 = stats.norm.ppf(0.975)
 
 

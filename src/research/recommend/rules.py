@@ -48,11 +48,13 @@ import pandas as pd
 from scipy import stats
 
 from research.privacy import not_suppressed
-from research.recommend.rule_base import FAMILY_TABLES, N_, Rule  # noqa: F401  (re-exported)
+from research.recommend.rule_base import N_, Rule
 from research.recommend.rule_base import inputs_of as _inputs
 from research.recommend.rule_base import num as _num
 from research.recommend.rule_base import select
 from research.recommend.rule_base import text as _str
+
+__all__ = ["FAMILIES", "RULES"]
 
 
 Z95 = stats.norm.ppf(0.975)

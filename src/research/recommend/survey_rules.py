@@ -28,6 +28,8 @@ from research.recommend.rule_base import num as _num
 from research.recommend.rule_base import select as _frame
 from research.recommend.rule_base import text as _str
 
+__all__ = ["SURVEY_RULES"]
+
 Z95 = stats.norm.ppf(0.975)
 
 _IDS = {"construct": "string", "item_id": "string", "n_learners": "integer", "suppressed_reason": "string"}
