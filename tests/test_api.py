@@ -114,3 +114,22 @@ def test_notebooks_use_only_declared_names(notebook):
             if node.attr not in (_all(module) or ()) and f"{module}.{node.attr}" not in MODULES:
                 bad.append(f"{notebook} uses {module}.{node.attr}, which is not in its __all__")
     assert not bad, "\n".join(bad)
+
+
+def test_every_interval_level_argument_is_called_ci_level():
+    """``level``, ``alpha``, ``hdi_prob``, ... with a default between 0 and 1 name an interval level: it is ``ci_level``."""
+    other_names = {"level", "hdi_prob", "level_ci", "conf_level", "confidence_level", "interval", "prob", "cred_mass"}
+    bad = []
+    for m, tree in TREES.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+                continue
+            args = node.args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            for arg, default in pairs:
+                value = default.value if isinstance(default, ast.Constant) else None
+                if arg.arg in other_names and isinstance(value, float) and 0.5 <= value < 1:
+                    bad.append(f"{m}.{node.name}({arg.arg}={value})")
+    assert not bad, f"interval levels not called ci_level: {bad}"

@@ -42,14 +42,14 @@ def require_columns(df: pd.DataFrame, columns: Mapping[str, str] | Sequence[str]
         )
 
 
-def wilson_interval(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(k, n, ci_level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of the proportion ``k / n`` (vectorised; n = 0 gives NaN).
 
     The limits are exactly 0 at k = 0 and 1 at k = n, and clipped to [0, 1] otherwise.
     """
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = stats.norm.ppf(0.5 + ci_level / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k / n
         centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
@@ -73,7 +73,7 @@ def benjamini_hochberg(p: np.ndarray | pd.Series) -> np.ndarray:
     return out
 
 
-def cronbach_alpha_feldt(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+def cronbach_alpha_feldt(x: np.ndarray, ci_level: float = 0.95) -> tuple[float, float, float]:
     """Cronbach's alpha of a complete learners x items matrix and Feldt's F interval (estimate, low, high).
 
     Feldt, Woodruff & Salih (1987), the interval ``psych::alpha`` prints as "Feldt". Alpha is NaN when
@@ -84,7 +84,7 @@ def cronbach_alpha_feldt(x: np.ndarray, level: float = 0.95) -> tuple[float, flo
     total_var = x.sum(axis=1).var(ddof=1)
     alpha = k / (k - 1) * (1 - x.var(axis=0, ddof=1).sum() / total_var) if total_var > 0 else np.nan
     df1, df2 = n - 1, (n - 1) * (k - 1)
-    tail = (1 - level) / 2
+    tail = (1 - ci_level) / 2
     lo = 1 - (1 - alpha) * stats.f.ppf(1 - tail, df1, df2)
     hi = 1 - (1 - alpha) * stats.f.ppf(tail, df1, df2)
     return float(alpha), float(lo), float(hi)

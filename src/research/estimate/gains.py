@@ -1123,7 +1123,7 @@ class BayesianGainModel:
                        (th @ tot)[:, None], np.array([n.sum()])))
         parts = []
         for ids, draws, nn in blocks:
-            s = summarise_draws(draws, hdi_prob=self.ci_level)
+            s = summarise_draws(draws, ci_level=self.ci_level)
             part = ids.copy()
             for k in ("estimate", "se", "ci_low", "ci_high"):
                 part[k] = s[k]
