@@ -223,13 +223,14 @@ def _require_sources(path: Path, header: list[str], sources: list[str]) -> None:
 
 
 def _read_parquet(path: Path, mapping: dict):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
         schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for a broken file
+    except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's types for a broken or unreadable file
         raise DataError(f"{path.name}: not a readable Parquet file: {exc}") from None
     header = list(schema.names)
     sources = list(dict.fromkeys([*mapping["columns"].values(), *mapping["kcs"].values(), *mapping["attributes"].values()]))
