@@ -146,12 +146,12 @@ class RecommendConfig:
     @property
     def ci_level(self) -> float:
         """The level of the intervals the findings carry."""
-        return float(self.settings["ci_level"])
+        return float(self.settings.get("ci_level", 0.95))  # older saved configs have none: they were at 95 %
 
     @property
     def estimates_ci_level(self) -> float:
         """The level of the intervals in the estimate tables the rules read."""
-        return float(self.settings["estimates_ci_level"])
+        return float(self.settings.get("estimates_ci_level", 0.95))
 
     @property
     def kc_model(self) -> str:
