@@ -14,6 +14,8 @@ from pathlib import Path
 from research import __version__
 from research.errors import ResearchError
 
+__all__ = ["main"]
+
 EPILOG = """exit codes:
   0  success
   1  user error (bad option, missing file, unknown cohort): message printed, no traceback

@@ -10,6 +10,8 @@ import pandas as pd
 from research.errors import ResearchError
 from research.schema import canonical_tables
 
+__all__ = ["CohortData", "load"]
+
 
 @dataclass
 class CohortData:

@@ -13,6 +13,8 @@ from pathlib import Path
 from research.locks import file_lock
 from research.paths import resolve
 
+__all__ = ["DEMO_PAIRS", "DEMO_SETTINGS", "build_demo_cohorts", "ensure_demo"]
+
 #: Demo pairs in the order they are simulated: cohort -> (predecessor, the planted problems its
 #: redesign truly fixed, those revised without effect).
 DEMO_PAIRS = {

@@ -34,6 +34,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from research.errors import ConfigError, ResearchError
 
+__all__ = ["PullResult", "pull", "state"]
+
 VERSIONS = ("1.0.3", "2.0.0")
 STATE_SQL = """CREATE TABLE IF NOT EXISTS lrs_state (
     cohort VARCHAR, endpoint VARCHAR, since VARCHAR, pulled_at TIMESTAMP, n_statements BIGINT)"""

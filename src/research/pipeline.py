@@ -63,6 +63,11 @@ from research.locks import LockedError, file_lock, warehouse_write_lock
 from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
+__all__ = [
+    "CohortLock", "EXIT_CODES", "NotebookRun", "RunResult", "config_parameters", "ingest_sources", "input_files",
+    "notebook_plan", "remote_references", "run_all", "run_cohort", "run_one", "scheduled_notebooks",
+]
+
 EXIT_CODES = {
     0: "success: every cohort ran, or was unchanged and skipped",
     1: "user error: bad configuration, unknown cohort or missing file (message printed)",

@@ -30,6 +30,13 @@ import pandas as pd
 
 from research.errors import ConfigError, DataError
 
+__all__ = [
+    "Cell", "Fact", "PrivacyError", "SUPPRESSED_CELLS", "SUPPRESSION_COLUMN", "Violation", "audit_publication",
+    "check_min_cell_size", "count_declarations", "find_violations", "group_sizes", "not_suppressed",
+    "protect_group_table", "protect_table", "published_cells", "read_table", "require_safe_publication",
+    "suppress_records", "suppress_small_rows", "suppression_mask",
+]
+
 PRIMARY = "primary"
 COMPLEMENTARY = "complementary"
 NOT_STATED = "(not stated)"
@@ -74,6 +81,27 @@ def suppression_mask(
     reason[hide & primary] = PRIMARY
     reason[hide & ~primary] = COMPLEMENTARY
     return reason.sort_index().reset_index(drop=True)
+
+
+def suppress_small_rows(
+    out: pd.DataFrame, n_col: str, ids: list[str], min_cell_size: int, what: str = "learners"
+) -> pd.DataFrame:
+    """Blank every number of the rows whose ``n_col`` is below min_cell_size and give the reason.
+
+    Columns in ``ids`` stay; numeric columns become nullable so the blanks are ``<NA>``; the reason goes
+    into ``suppressed_reason``.
+    """
+    small = out[n_col].to_numpy(dtype=float) < min_cell_size
+    reason = pd.array([None] * len(out), dtype="string")
+    reason[small] = f"fewer than {min_cell_size} {what}: suppressed to protect privacy"
+    value_cols = [col for col in out.columns if col not in ids and col != "suppressed_reason"]
+    out = out.copy()
+    for col in value_cols:
+        if pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            out[col] = out[col].astype("Float64" if not pd.api.types.is_integer_dtype(out[col]) else "Int64")
+        out.loc[small, col] = pd.NA
+    out["suppressed_reason"] = reason
+    return out
 
 
 def group_sizes(

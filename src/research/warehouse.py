@@ -54,6 +54,8 @@ from research.locks import warehouse_lock
 from research.paths import default_warehouse, resolve
 from research.schema import as_schema_dtypes, canonical_tables, check_relation, load_schema
 
+__all__ = ["FileLoad", "LoadSummary", "TableLoad", "Warehouse", "WarehouseDamaged", "WarehouseLocked", "warehouse_error"]
+
 LOADS_SQL = """CREATE TABLE IF NOT EXISTS loads (
     load_id VARCHAR, cohort VARCHAR, source_file VARCHAR, file_sha256 VARCHAR, format VARCHAR,
     table_name VARCHAR, n_read BIGINT, n_loaded BIGINT, n_rejected BIGINT, n_skipped BIGINT,

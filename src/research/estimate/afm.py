@@ -47,6 +47,11 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from scipy.stats import norm as _norm
 
+__all__ = [
+    "AFM", "AFMConvergenceWarning", "add_predictions", "build_design", "compare_kc_models", "fit_kc_models",
+    "logistic_nll", "predict_afm",
+]
+
 _norm_sf = _norm.sf
 
 from research.errors import ConfigError, DataError, SchemaError

@@ -66,6 +66,8 @@ from scipy import stats
 
 from research.errors import ConfigError, SchemaError
 
+__all__ = ["CATEGORIES", "OVERALL", "all_learning_curves", "categorize_curves", "kc_table", "learning_curves"]
+
 MEASURES = {
     "error_rate": "error rate (first attempt incorrect or a hint)",
     "assistance_score": "assistance score (incorrects + hints)",

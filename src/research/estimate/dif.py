@@ -52,6 +52,11 @@ from scipy import stats
 from research.errors import ConfigError, DataError
 from research.stats import benjamini_hochberg, require_columns, wilson_interval
 
+__all__ = [
+    "DIF_COLUMNS", "dif_success_curves", "ets_classify", "first_attempt_responses", "flagged_success_curves",
+    "group_comparisons", "mantel_haenszel_dif",
+]
+
 DELTA_SCALE = 2.35
 LEARNER_ATTRIBUTES = ("gender", "age_band", "role", "region", "digital_maturity")
 _CLASSIFY_ON = ("p_adjusted", "p_value")
@@ -633,6 +638,7 @@ def dif_success_curves(
     correct: str = "correct",
     n_bands: int = 5,
     min_cell_size: int = 10,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Share correct on each item by group within bands of the matching score.
 
@@ -688,10 +694,10 @@ def dif_success_curves(
     out = out.join(band_range, on="band")
     out.insert(1, "attribute", attribute)
     out["group"] = out["group"].astype(str)
-    lo, hi = wilson_interval(out["k"].to_numpy(), out["n"].to_numpy())
+    lo, hi = wilson_interval(out["k"].to_numpy(), out["n"].to_numpy(), ci_level)
     out["estimate"] = out["k"] / out["n"]
     out["ci_low"], out["ci_high"] = lo, hi
-    out["method"] = "share correct by total-score band (Wilson 95%)"
+    out["method"] = f"share correct by total-score band (Wilson {ci_level:.0%})"
     small = out["n"] < min_cell_size
     out["suppressed_reason"] = np.where(small, f"fewer learners than the minimum cell size {min_cell_size}", "")
     out.loc[small, ["n", "estimate", "ci_low", "ci_high"]] = np.nan
@@ -711,6 +717,7 @@ def flagged_success_curves(
     correct: str = "correct",
     n_bands: int = 5,
     min_cell_size: int = 10,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Success curves (:func:`dif_success_curves`) of the most clearly flagged items.
 
@@ -735,7 +742,7 @@ def flagged_success_curves(
         groups = sorted(set(rows["reference_group"]) | set(rows["focal_group"]))
         frames.append(dif_success_curves(responses, learners, items=rows[item].tolist(), attribute=attr, groups=groups,
                                          learner=learner, item=item, correct=correct, n_bands=n_bands,
-                                         min_cell_size=min_cell_size))
+                                         min_cell_size=min_cell_size, ci_level=ci_level))
     if not frames:
         return pd.DataFrame(columns=[item, "attribute", "group", "band", "score_low", "score_high", "n", "estimate",
                                      "ci_low", "ci_high", "method", "suppressed_reason"])

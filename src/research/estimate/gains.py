@@ -42,21 +42,23 @@ import pandas as pd
 from scipy import special, stats
 
 from research.errors import ConfigError, DataError
+from research.errors import show_value as _show
 from research.privacy import protect_group_table
+from research.privacy import suppress_small_rows as _suppress
+from research.stats import noncentral_t_interval as _nct_ci
 from research.stats import require_columns
+
+__all__ = [
+    "BayesianGainModel", "ancova", "ancova_table", "attrition", "gain_mixed_model", "gain_summary",
+    "gains_with_groups", "group_columns", "hake_band", "learner_gains", "learner_scores", "normalized_change",
+    "normalized_gain", "paired_statistics", "summarise_scores",
+]
 
 PHASES = ("pre", "mid", "post")
 ALL = "all"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _show(value) -> str:
-    """repr of a cell value without numpy's type wrapper (np.float64(1.0) -> 1.0)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return repr(value)
 
 
 def _as_list(group: str | Sequence[str] | None) -> list[str]:
@@ -125,32 +127,6 @@ def hedges_j(df) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         out = np.exp(special.gammaln(df / 2) - 0.5 * np.log(df / 2) - special.gammaln((df - 1) / 2))
     return np.where(df > 1, out, np.nan)
-
-
-def _nct_ci(t_obs: np.ndarray, df: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Interval for the noncentrality parameter given observed t (vectorised bisection).
-
-    Finds ncp with P(T <= t_obs | ncp) = 1 - alpha/2 (lower end) and alpha/2 (upper end).
-    """
-    alpha = 1 - level
-    t_obs = np.asarray(t_obs, dtype=float)
-    df = np.asarray(df, dtype=float)
-    ok = np.isfinite(t_obs) & (df >= 1)
-    t = np.where(ok, t_obs, 0.0)
-    d = np.where(ok, df, 1.0)
-    ends = []
-    for target in (1 - alpha / 2, alpha / 2):
-        lo = t - 10.0 - 2 * np.abs(t)
-        hi = t + 10.0 + 2 * np.abs(t)
-        for _ in range(80):
-            mid = (lo + hi) / 2
-            cdf = stats.nct.cdf(t, d, mid)
-            # cdf decreases in ncp: too high a cdf means ncp must grow
-            grow = cdf > target
-            lo = np.where(grow, mid, lo)
-            hi = np.where(grow, hi, mid)
-        ends.append(np.where(ok, (lo + hi) / 2, np.nan))
-    return ends[0], ends[1]
 
 
 # --------------------------------------------------------------------------- scores
@@ -520,21 +496,6 @@ def _with_groups(
         part["group"] = merged[gv].astype("string").fillna(missing_label)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
-
-
-def _suppress(out: pd.DataFrame, n_col: str, ids: list[str], min_cell_size: int, what: str = "learners") -> pd.DataFrame:
-    """Blank every number of rows whose n is below min_cell_size and give the reason."""
-    small = out[n_col].to_numpy(dtype=float) < min_cell_size
-    reason = pd.array([None] * len(out), dtype="string")
-    reason[small] = f"fewer than {min_cell_size} {what}: suppressed to protect privacy"
-    value_cols = [col for col in out.columns if col not in ids and col != "suppressed_reason"]
-    out = out.copy()
-    for col in value_cols:
-        if pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
-            out[col] = out[col].astype("Float64" if not pd.api.types.is_integer_dtype(out[col]) else "Int64")
-        out.loc[small, col] = pd.NA
-    out["suppressed_reason"] = reason
-    return out
 
 
 def gain_summary(
@@ -1162,7 +1123,7 @@ class BayesianGainModel:
                        (th @ tot)[:, None], np.array([n.sum()])))
         parts = []
         for ids, draws, nn in blocks:
-            s = summarise_draws(draws, hdi_prob=self.ci_level)
+            s = summarise_draws(draws, ci_level=self.ci_level)
             part = ids.copy()
             for k in ("estimate", "se", "ci_low", "ci_high"):
                 part[k] = s[k]

@@ -26,6 +26,8 @@ from research.errors import ConfigError, DataError
 from research.stats import benjamini_hochberg, require_columns, wilson_interval
 from research.privacy import protect_group_table
 
+__all__ = ["GAP_COLUMNS", "equity_gaps", "group_gaps", "learner_facility", "learner_gain"]
+
 GAP_COLUMNS = [
     "attribute",
     "group",
@@ -51,7 +53,7 @@ _KINDS = ("mean", "proportion")
 ALL = "all"
 
 
-def _summaries(values: pd.DataFrame, kind: str, level: float) -> pd.DataFrame:
+def _summaries(values: pd.DataFrame, kind: str, ci_level: float) -> pd.DataFrame:
     """Per ``key``: n, estimate, se, ci_low, ci_high, var (of the values), k (successes)."""
     g = values.groupby("key", sort=False)["value"]
     out = g.agg(n="size", estimate="mean", var=lambda s: s.var(ddof=1)).reset_index()
@@ -61,7 +63,7 @@ def _summaries(values: pd.DataFrame, kind: str, level: float) -> pd.DataFrame:
         var = out["var"].to_numpy(dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):
             se = np.sqrt(var / n)
-            t = stats.t.ppf(0.5 + level / 2, np.where(n > 1, n - 1, np.nan))
+            t = stats.t.ppf(0.5 + ci_level / 2, np.where(n > 1, n - 1, np.nan))
         out["se"] = se
         out["ci_low"], out["ci_high"] = est - t * se, est + t * se
         out["k"] = np.nan
@@ -70,7 +72,7 @@ def _summaries(values: pd.DataFrame, kind: str, level: float) -> pd.DataFrame:
         out["k"] = k
         with np.errstate(invalid="ignore", divide="ignore"):
             out["se"] = np.sqrt(est * (1 - est) / n)
-        out["ci_low"], out["ci_high"] = wilson_interval(k, n, level)
+        out["ci_low"], out["ci_high"] = wilson_interval(k, n, ci_level)
     return out
 
 
@@ -85,7 +87,7 @@ def group_gaps(
     reference: dict[str, str] | None = None,
     learner: str = "learner_id",
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     target: float | None = None,
 ) -> pd.DataFrame:
     """One learner-level measure broken down by every group attribute.
@@ -154,7 +156,7 @@ def group_gaps(
         ok = g.notna().to_numpy()
         parts.append(pd.DataFrame({"key": attr + "\x1f" + g[ok].astype(str).to_numpy(), "value": v["value"].to_numpy()[ok]}))
     long = pd.concat(parts, ignore_index=True)
-    out = _summaries(long, kind, level)
+    out = _summaries(long, kind, ci_level)
     out[["attribute", "group"]] = out["key"].str.split("\x1f", n=1, expand=True)
     out["reference_group"] = out["attribute"].map(pd.Series(refs, dtype="string")).astype("string").fillna("")
     out["measure"] = measure
@@ -177,7 +179,7 @@ def group_gaps(
             v1, v0 = out["var"].to_numpy(float) / n1, r["var"].to_numpy(float) / n0
             se = np.sqrt(v1 + v0)
             df = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
-            t = stats.t.ppf(0.5 + level / 2, df)
+            t = stats.t.ppf(0.5 + ci_level / 2, df)
             lo, hi = diff - t * se, diff + t * se
             p = 2 * stats.t.sf(np.abs(diff / se), df)
         else:
@@ -305,7 +307,7 @@ def equity_gaps(
     reference: dict[str, str] | None = None,
     learner: str = "learner_id",
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Facility, learning gain and completion by group in one tidy table (``gaps.csv``).
 
@@ -329,7 +331,7 @@ def equity_gaps(
         is Benjamini-Hochberg over all measures together.
     """
 
-    common = dict(attributes=attributes, reference=reference, learner=learner, min_cell_size=min_cell_size, level=level)
+    common = dict(attributes=attributes, reference=reference, learner=learner, min_cell_size=min_cell_size, ci_level=ci_level)
     frames = []
     if responses is not None:
         frames.append(group_gaps(learner_facility(responses, learner=learner), learners, measure="facility", **common))

@@ -30,6 +30,8 @@ from research.errors import ConfigError, DataError, ResearchError
 from research.estimate import ordinal
 from research.estimate.surveys import PHASES, scored_responses
 
+__all__ = ["BayesianWaves", "clean_surveys", "survey_invariance", "survey_items", "survey_waves"]
+
 #: default thresholds of the item checks (the recommendation rules have their own in the YAML)
 MIN_INVARIANCE_N = 100  # cases per wave or group before the configural/metric/scalar comparison is run
 CEILING_TOP = 2  # "agree" = the top two categories

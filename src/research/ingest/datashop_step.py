@@ -55,6 +55,8 @@ from research.ingest import _common as C
 from research.ingest.base import IngestResult
 from research.ingest.datashop_tx import MODULE_LEVELS, check_options
 
+__all__ = ["NAME", "OPTIONS", "read", "sniff"]
+
 NAME = "datashop-step"
 WHAT = "DataShop student-step export"
 REQUIRED = ["Anon Student Id", "Problem Name", "Step Name", "First Attempt", "Incorrects", "Hints", "Corrects", "First Transaction Time"]

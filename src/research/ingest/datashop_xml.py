@@ -73,6 +73,8 @@ from research.ingest import _common as C
 from research.ingest.base import IngestResult
 from research.ingest.datashop_tx import OUTCOMES, check_options
 
+__all__ = ["NAME", "OPTIONS", "XMLReader", "frame_result", "read", "sniff", "store_custom_fields"]
+
 NAME = "datashop-xml"
 OPTIONS = {"user_id", "time", "default_time_zone", "course_version", "encoding"}
 MESSAGES = {"context_message", "tool_message", "tutor_message"}
@@ -227,7 +229,7 @@ def _custom_list(raw: str) -> list:
     return [(k.strip(), v.strip()) for k, v in _R_CUSTOM.findall(raw) if k.strip()]
 
 
-class _Reader:
+class XMLReader:
     def __init__(self, options: dict):
         self.options = options
         # one entry per context message, in file order: its id, its hierarchy (index into
@@ -638,7 +640,7 @@ class _Reader:
 def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> IngestResult:
     path = Path(path)
     options = check_options(options, OPTIONS, NAME)
-    reader = _Reader(options)
+    reader = XMLReader(options)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     with _gc_paused(), open(path, "rb") as fh:
@@ -661,7 +663,7 @@ def _gc_paused():
             gc.enable()
 
 
-def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, options: dict) -> IngestResult:
+def frame_result(reader: XMLReader, *, source: str, cohort: str, pseudonymiser, options: dict) -> IngestResult:
     name = Path(source).name
     r = reader.rows
     n = len(r["n"])

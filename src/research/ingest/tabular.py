@@ -55,6 +55,8 @@ from research.ingest import _common as C
 from research.ingest.base import IngestResult
 from research.schema import canonical_tables
 
+__all__ = ["FILE_OPTIONS", "MAPPING_KEYS", "NAME", "OPTIONS", "format_for", "load_mapping", "read", "sniff"]
+
 NAMES = ("csv", "parquet")
 NAME = "csv"
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -221,13 +223,14 @@ def _require_sources(path: Path, header: list[str], sources: list[str]) -> None:
 
 
 def _read_parquet(path: Path, mapping: dict):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
         schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for a broken file
+    except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's types for a broken or unreadable file
         raise DataError(f"{path.name}: not a readable Parquet file: {exc}") from None
     header = list(schema.names)
     sources = list(dict.fromkeys([*mapping["columns"].values(), *mapping["kcs"].values(), *mapping["attributes"].values()]))
@@ -324,10 +327,6 @@ def _to_bool(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, format: str | None = None) -> IngestResult:
     path = Path(path)
     options = dict(options or {})
-    from research.ingest import wide  # a mapping with a `wide:` block: one row per learner, one column per item
-
-    if wide.is_wide(options.get("mapping"), path):
-        return wide.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options, format=format)
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))} for format {format or format_for(path)!r}; valid options: {', '.join(sorted(OPTIONS))}")

@@ -57,6 +57,8 @@ from research.ingest import xapi_profile as XP
 from research.ingest.base import IngestResult
 from research.ingest.datashop_tx import check_options
 
+__all__ = ["NAME", "OPTIONS", "from_statements", "read", "sniff"]
+
 NAME = "xapi"
 KC_PREFIX = "https://w3id.org/xapi/course-research/kc/"
 VOIDED = "http://adlnet.gov/expapi/verbs/voided"

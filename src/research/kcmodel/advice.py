@@ -14,6 +14,8 @@ import pandas as pd
 
 from research.kcmodel.search import EXPLANATIONS, explain
 
+__all__ = ["supported_changes", "supported_changes_in"]
+
 RULES = ("kc_no_learning", "kc_still_high", "kc_mixed_skills")
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from research.errors import ConfigError
 
+__all__ = ["add_parser"]
+
 
 def _open(args, read_only: bool):
     from research.warehouse import Warehouse

@@ -37,6 +37,11 @@ import pandas as pd
 from research.errors import ConfigError, DataError
 from research.names import csv_cell, restore_cell, write_csv
 
+__all__ = [
+    "ImportResult", "KCModelFile", "export_kc_model", "import_kc_model", "read_kc_model_file", "step_kcs",
+    "write_datashop", "write_q_matrix",
+]
+
 FORMATS = ("datashop", "qmatrix")
 STEP_ID_COLUMNS = ["Step ID", "Problem Hierarchy", "Problem Name", "Max Problem View", "Step Name"]
 STAT_COLUMNS = ["Avg Incorrects", "Avg Hints", "Avg Corrects", "% First Attempt Incorrects",

@@ -53,6 +53,8 @@ from scipy.special import expit
 from research.errors import ConfigError, DataError
 from research.estimate.afm import AFM, logistic_nll
 
+__all__ = ["Candidate", "EXPLANATIONS", "SearchResult", "explain", "search", "search_cohort", "split_recovery"]
+
 OPERATORS = ("split", "split_items", "merge", "add")
 DEFAULT_FACTORS = ("page", "module")
 

@@ -48,6 +48,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = ["CHANGE_TYPES", "ChangeLog", "changelog_dict", "read_changelog", "write_changelog"]
+
 CHANGE_TYPES = ("item_revised", "item_added", "item_removed", "kc_revised", "kc_split", "kc_merged", "page_revised",
                 "kc_model_revised")
 TOP_KEYS = ("course", "from_version", "to_version", "changes")

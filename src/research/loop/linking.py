@@ -50,6 +50,10 @@ from scipy import stats
 
 from research.errors import ConfigError, DataError
 
+__all__ = [
+    "ANCHOR_COLUMNS", "DRIFT_Z", "Linking", "LinkingWarning", "MIN_ANCHORS", "item_covariance", "link_difficulties",
+]
+
 #: Default least number of anchor items before a warning.
 MIN_ANCHORS = 10
 #: Default robust-z cut for anchor drift.

@@ -17,7 +17,13 @@ from research.errors import ConfigError, DataError, SchemaError
 from research.names import restore_csv, write_csv
 from research.paths import schema_dir
 from research.recommend.config import RecommendConfig
+from research.recommend.rule_base import rule_context
 from research.recommend.rules import FAMILIES, RULES
+
+__all__ = [
+    "priority_score", "read_recommendations", "recommend", "record_columns", "stable_id",
+    "validate_recommendations", "write_recommendations",
+]
 
 ID_VERSION = "v1"
 #: columns added to the record schema after its first version (read as empty from older files)
@@ -190,7 +196,7 @@ def recommend(
     if "kcs" in tables:
         tables["kcs"] = _pick_kc_models(tables["kcs"], tables.get("kc_models"), config.kc_model).reset_index(drop=True)
 
-    ctx = {"rules": config.rules}
+    ctx = rule_context(config.rules, ci_level=config.ci_level, estimates_ci_level=config.estimates_ci_level)
     found = []
     for rule in RULES.values():
         df = tables.get(rule.family)

@@ -19,6 +19,11 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from research.report.i18n import Formatter
 
+__all__ = [
+    "EmbeddedFigure", "embed", "evidence_figure", "group_sizes_figure", "kc_curve_figure", "kc_points_figure",
+    "options_figure",
+]
+
 # colours with at least 4.5:1 contrast on white (WCAG AA for text, 3:1 for graphics)
 INK = "#1a1a1a"
 ACCENT = "#0b57a4"

@@ -28,7 +28,7 @@ import research
 from research.errors import ConfigError, DataError
 from research.report.datapackage import write_datapackage
 from research.recommend import RULES, RecommendConfig, load_config, validate_recommendations, write_recommendations
-from research.recommend.rules import N_
+from research.recommend.rule_base import N_
 from research.report.figures import (
     EmbeddedFigure,
     embed,
@@ -42,6 +42,8 @@ from research.report.i18n import Formatter, check_language, translations
 from research.report.not_analysed import not_analysed_items
 from research.report.since import since_section
 from research.privacy import check_min_cell_size, not_suppressed, group_sizes, suppress_records
+
+__all__ = ["render_report", "write_report"]
 
 LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
 

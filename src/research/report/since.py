@@ -29,7 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from research.recommend.rules import N_
+from research.recommend.rule_base import N_
+
+__all__ = ["finding_outcome", "finding_outcomes", "since_section"]
 
 OUTCOME_LABELS = {
     "fixed": N_("fixed"),

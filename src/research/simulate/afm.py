@@ -21,6 +21,8 @@ from scipy.special import expit
 
 from research.errors import ConfigError
 
+__all__ = ["SimulatedAFM", "simulate_afm"]
+
 
 @dataclass
 class SimulatedAFM:

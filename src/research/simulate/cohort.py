@@ -37,6 +37,8 @@ from research.schema import PANDAS_TYPES, load_schema
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterable
 
+__all__ = ["PLANTED", "PLANTED_ALIASES", "SimulatedCohort", "Truth", "simulate_cohort", "simulate_followup"]
+
 #: Options of every multiple-choice item.
 OPTIONS = ("A", "B", "C", "D")
 #: Labels of the planted problems (``truth.items.planted``, ``truth.kcs.planted``, ``truth.pages.planted``).
