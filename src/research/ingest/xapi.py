@@ -112,6 +112,27 @@ def _parse(path: Path, encoding: str) -> tuple[list, list[int], list[dict], str]
     return parse_text(text, path.name)
 
 
+_NO_STATEMENT = object()  # a blank or bad JSON line
+
+
+def _line_statement(number: int, line: str, bad: list[dict]):
+    """The statement on one JSON line; a bad line goes to ``bad`` and gives ``_NO_STATEMENT`` (so does a blank one)."""
+    if not line.strip():
+        return _NO_STATEMENT
+    try:
+        st = json.loads(line)
+    except json.JSONDecodeError as exc:
+        bad.append({"line": number, "reason": f"bad JSON: {exc.msg} at column {exc.colno}"})
+        return _NO_STATEMENT
+    except RecursionError:
+        bad.append({"line": number, "reason": "bad JSON: nested too deeply to be an xAPI statement"})
+        return _NO_STATEMENT
+    if "\\u" in line and _SURROGATE.search(line) and _bad_unicode(st):
+        bad.append({"line": number, "reason": SURROGATE_REASON})
+        return _NO_STATEMENT
+    return st
+
+
 def parse_text(text: str, name: str) -> tuple[list, list[int], list[dict], str]:
     text = text.removeprefix("\ufeff")
     if not text.strip():
@@ -151,23 +172,11 @@ def parse_text(text: str, name: str) -> tuple[list, list[int], list[dict], str]:
         return doc, where, bad, "array"
     # JSON lines: parse line by line so one bad line is one reject
     statements, where, bad = [], [], []
-    loads = json.loads
     for number, line in enumerate(text.splitlines(), start=1):  # parsing is per line by nature
-        if not line.strip():
-            continue
-        try:
-            st = loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append({"line": number, "reason": f"bad JSON: {exc.msg} at column {exc.colno}"})
-            continue
-        except RecursionError:
-            bad.append({"line": number, "reason": "bad JSON: nested too deeply to be an xAPI statement"})
-            continue
-        if "\\u" in line and _SURROGATE.search(line) and _bad_unicode(st):
-            bad.append({"line": number, "reason": SURROGATE_REASON})
-            continue
-        statements.append(st)
-        where.append(number)
+        st = _line_statement(number, line, bad)
+        if st is not _NO_STATEMENT:
+            statements.append(st)
+            where.append(number)
     return statements, where, bad, "lines"
 
 
@@ -263,7 +272,6 @@ def _is_json_lines(path: Path) -> bool:
 
 def _stream_lines(path: Path, bad: list):
     """(line number, statement) for each JSON line; bad lines go to ``bad``. Nothing is kept."""
-    loads = json.loads
     offset = 0
     with _open(path) as fh:
         for number, raw in enumerate(fh, start=1):
@@ -274,20 +282,9 @@ def _stream_lines(path: Path, bad: list):
             offset += len(raw)
             if number == 1:
                 line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue
-            try:
-                st = loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append({"line": number, "reason": f"bad JSON: {exc.msg} at column {exc.colno}"})
-                continue
-            except RecursionError:
-                bad.append({"line": number, "reason": "bad JSON: nested too deeply to be an xAPI statement"})
-                continue
-            if "\\u" in line and _SURROGATE.search(line) and _bad_unicode(st):
-                bad.append({"line": number, "reason": SURROGATE_REASON})
-                continue
-            yield number, st
+            st = _line_statement(number, line, bad)
+            if st is not _NO_STATEMENT:
+                yield number, st
 
 
 _CANDIDATE_KEYS = ("i", "sid", "item", "step", "page", "module", "attempt", "outcome", "response", "ts", "dur", "session", "hints", "kcs", "rule")

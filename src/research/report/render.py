@@ -602,14 +602,73 @@ def report_view_model(
     status: pd.DataFrame | None = None,
     comparison: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The report as plain data: what ``report.html.j2`` renders, every value already formatted
-    and translated into ``language`` (the template escapes it and adds only its own fixed texts).
+    """The report of one cohort in one language as plain data: what ``report.html.j2`` renders,
+    every value already formatted and translated (the template escapes it and adds only its own
+    fixed texts). :func:`render_report` renders it.
 
-    Takes the arguments of :func:`render_report`. Keys: ``lang``, ``cohort``, ``generated``,
-    ``version``, ``predecessor``, ``not_analysed``, ``since``, ``top`` (the "fix these first"
-    cards), ``recs`` (every finding in rank order), ``sections`` (per target type, per target:
-    findings, figures, notes), ``rules``, ``rules_present``, ``participants``, ``summary``,
-    ``n_learners``, ``min_cell_size``, ``severity_labels``, ``level``, ``figure_note``.
+    Keys: ``lang``, ``cohort``, ``generated``, ``version``, ``predecessor``, ``not_analysed``,
+    ``since``, ``top`` (the "fix these first" cards), ``recs`` (every finding in rank order),
+    ``sections`` (per target type, per target: findings, figures, notes), ``rules``,
+    ``rules_present``, ``participants``, ``summary``, ``n_learners``, ``min_cell_size``,
+    ``severity_labels``, ``level``, ``figure_note``.
+
+    Parameters
+    ----------
+    recommendations
+        Records from :func:`research.recommend.recommend` (validated against their schema).
+    language
+        ``"sv"``, ``"da"`` or ``"en"``.
+    cohort
+        Cohort id shown in the title (default: the records' ``cohort``).
+    learners
+        Optional canonical ``learners`` table: the report shows group sizes per
+        attribute, with small groups suppressed (primary and complementary).
+    attributes
+        Learner attributes to show (default: every attribute column present).
+    figures
+        Extra figures per target, keyed by ``(target_type, target_id)``, made with
+        :func:`research.report.figures.embed` (each has an alt text).
+    min_cell_size
+        Smallest group whose figures are shown (default 10).
+    config
+        The recommendation config the records were made with (for the explanation of
+        each rule and its thresholds); default: the records' provenance, else defaults.
+    generated
+        Date printed on the report (default: today).
+    n_learners
+        Learners in the cohort, shown when at least ``min_cell_size``.
+    evidence_figures
+        Draw the evidence figure of each target (default True).
+    estimates
+        The estimate tables the records came from (optional): with ``kcs`` each KC
+        section gets its fitted learning curve, with ``distractors`` (or
+        ``item_distractors``) each item section the shares of its answer options.
+        Suppressed rows (``suppressed`` or ``suppressed_reason``) are not drawn.
+    max_figure_targets
+        Draw figures for at most this many targets (those with the best-ranked findings;
+        None: all). Every target keeps its section and evidence table; this keeps the
+        page small and fast for big courses. Extra ``figures`` are always shown.
+    predecessor
+        The cohort before a redesign: the report links to the comparison with it.
+    labels
+        Labels for data values, kind -> {value: label} (the cohort configuration's
+        ``labels:``; see :func:`check_labels`): group values per learner attribute,
+        ``attributes`` (attribute names), ``kc_model``, ``kc``, ``item``, ``page``, ``module``.
+        Values without a label are translated when common (female, high, ...), else shown as they are.
+    items
+        The canonical ``items`` table: an item's ``title`` is shown beside its id and its
+        ``url`` (http or https only) is linked from its section.
+    status, comparison
+        With a predecessor, the ``recommendation_status`` and ``comparison`` tables of
+        notebook 07 (:mod:`research.loop`): the report opens with what became of each
+        finding of last time (fixed, still there, new) and whether each change worked
+        (:mod:`research.report.since`).
+    analyses
+        The ``analyses`` table (what ran and what was skipped, and why): the report's section
+        "What was not analysed, and why".
+    out_dir
+        The report folder: the group sizes are then protected against the tables already
+        published there and written as ``group_sizes.csv`` (:func:`research.privacy.group_sizes`).
     """
     language = check_language(language)
     k = check_min_cell_size(min_cell_size)
@@ -680,99 +739,14 @@ def report_view_model(
     )
 
 
-def render_report(
-    recommendations: pd.DataFrame,
-    *,
-    language: str = "en",
-    cohort: str | None = None,
-    learners: pd.DataFrame | None = None,
-    attributes: Sequence[str] | None = None,
-    figures: Mapping[tuple[str, str], Sequence[EmbeddedFigure]] | None = None,
-    min_cell_size: int = 10,
-    config: RecommendConfig | Mapping[str, Any] | str | Path | None = None,
-    generated: dt.date | None = None,
-    n_learners: int | None = None,
-    evidence_figures: bool = True,
-    estimates: Mapping[str, pd.DataFrame] | None = None,
-    max_figure_targets: int | None = 60,
-    predecessor: str | None = None,
-    analyses: pd.DataFrame | None = None,
-    out_dir: str | Path | None = None,
-    labels: Mapping[str, Mapping[str, str]] | None = None,
-    items: pd.DataFrame | None = None,
-    status: pd.DataFrame | None = None,
-    comparison: pd.DataFrame | None = None,
-) -> str:
+def render_report(recommendations: pd.DataFrame, **options: Any) -> str:
     """Render the report of one cohort in one language; returns the HTML text.
 
-    The page is :func:`report_view_model` (every value formatted and translated) rendered by
-    the template ``report.html.j2``.
-
-    Parameters
-    ----------
-    recommendations
-        Records from :func:`research.recommend.recommend` (validated against their schema).
-    language
-        ``"sv"``, ``"da"`` or ``"en"``.
-    cohort
-        Cohort id shown in the title (default: the records' ``cohort``).
-    learners
-        Optional canonical ``learners`` table: the report shows group sizes per
-        attribute, with small groups suppressed (primary and complementary).
-    attributes
-        Learner attributes to show (default: every attribute column present).
-    figures
-        Extra figures per target, keyed by ``(target_type, target_id)``, made with
-        :func:`research.report.figures.embed` (each has an alt text).
-    min_cell_size
-        Smallest group whose figures are shown (default 10).
-    config
-        The recommendation config the records were made with (for the explanation of
-        each rule and its thresholds); default: the records' provenance, else defaults.
-    generated
-        Date printed on the report (default: today).
-    n_learners
-        Learners in the cohort, shown when at least ``min_cell_size``.
-    evidence_figures
-        Draw the evidence figure of each target (default True).
-    estimates
-        The estimate tables the records came from (optional): with ``kcs`` each KC
-        section gets its fitted learning curve, with ``distractors`` (or
-        ``item_distractors``) each item section the shares of its answer options.
-        Suppressed rows (``suppressed`` or ``suppressed_reason``) are not drawn.
-    max_figure_targets
-        Draw figures for at most this many targets (those with the best-ranked findings;
-        None: all). Every target keeps its section and evidence table; this keeps the
-        page small and fast for big courses. Extra ``figures`` are always shown.
-    predecessor
-        The cohort before a redesign: the report links to the comparison with it.
-    labels
-        Labels for data values, kind -> {value: label} (the cohort configuration's
-        ``labels:``; see :func:`check_labels`): group values per learner attribute,
-        ``attributes`` (attribute names), ``kc_model``, ``kc``, ``item``, ``page``, ``module``.
-        Values without a label are translated when common (female, high, ...), else shown as they are.
-    items
-        The canonical ``items`` table: an item's ``title`` is shown beside its id and its
-        ``url`` (http or https only) is linked from its section.
-    status, comparison
-        With a predecessor, the ``recommendation_status`` and ``comparison`` tables of
-        notebook 07 (:mod:`research.loop`): the report opens with what became of each
-        finding of last time (fixed, still there, new) and whether each change worked
-        (:mod:`research.report.since`).
-    analyses
-        The ``analyses`` table (what ran and what was skipped, and why): the report's section
-        "What was not analysed, and why".
-    out_dir
-        The report folder: the group sizes are then protected against the tables already
-        published there and written as ``group_sizes.csv`` (:func:`research.privacy.group_sizes`).
+    The page is :func:`report_view_model` (every value formatted and translated; it takes the
+    same arguments, ``language``, ``learners``, ``estimates``, ``predecessor`` and the others)
+    rendered by the template ``report.html.j2``. A learner id on the page stops it (``DataError``).
     """
-    model = report_view_model(
-        recommendations, language=language, cohort=cohort, learners=learners, attributes=attributes,
-        figures=figures, min_cell_size=min_cell_size, config=config, generated=generated, n_learners=n_learners,
-        evidence_figures=evidence_figures, estimates=estimates, max_figure_targets=max_figure_targets,
-        predecessor=predecessor, analyses=analyses, out_dir=out_dir, labels=labels, items=items,
-        status=status, comparison=comparison,
-    )
+    model = report_view_model(recommendations, **options)
     env = _environment()
     env.install_gettext_translations(translations(model["lang"]), newstyle=True)
     html = env.get_template("report.html.j2").render(**model, css=_static("report.css"), js=_static("report.js"))
