@@ -321,6 +321,73 @@ def _to_bool(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, bad.fillna(False).astype(bool)
 
 
+def _field_value(f: pd.DataFrame, name: str, kind: str, cons: dict, src: str, mapping: dict, opts: dict,
+                 table: str) -> tuple[pd.Series, list]:
+    """One schema field read from its source column ``src`` (values mapped, parsed by type), and the
+    checks of its rows as ``(mask, column, reason)`` conditions for :func:`C.first_reason`."""
+    conditions = []
+    text = f[src] if name == "learner_id" else C.blank_to_na(f[src])
+    if name in mapping["values"]:
+        vmap = mapping["values"][name]
+        text = text.map(lambda v: vmap.get(v, v) if isinstance(v, str) else v).astype("string")
+        text = text.mask(text == "")
+    quoted = C.quoted
+    if kind == "integer":
+        value, bad = C.parse_integers(text, missing=())
+        conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a whole number"))
+    elif kind == "number":
+        value, bad = C.parse_numbers(text, missing=(), decimal=str(opts.get("decimal", ".")))
+        conditions.append((bad, src, lambda m, t=text, s=src, d=opts.get("decimal", "."): quoted(t[m]) + f" in {s!r} is not a number (decimal mark {d!r})"))
+    elif kind == "datetime":
+        value = C.parse_timestamps(text, opts.get("date_format"))
+        tz = opts.get("time_zone", "UTC")
+        if C._tz_for(tz) is None:
+            raise ConfigError(f"{mapping['name']}: unknown time_zone {tz!r}; use an IANA name such as Europe/Stockholm, or UTC")
+        value, _ = C.localize_to_utc(value, None, tz)
+        bad = text.notna() & value.isna()
+        conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a date-time" + (f" in format {opts['date_format']!r}" if opts.get("date_format") else " (ISO 8601 expected, e.g. 2024-03-01 10:00:00)")))
+    elif kind == "boolean":
+        value, bad = _to_bool(text)
+        conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not true/false"))
+    else:
+        value = text
+    if cons.get("required") and not (table == "attempts" and name in ("attempt_id", "step_id", "attempt")):
+        conditions.append((value.isna() & text.isna(), src, f"missing value in {src!r} (required for {name})"))
+    if "enum" in cons:
+        allowed = cons["enum"]
+        conditions.append((value.notna() & ~value.isin(allowed), src,
+                           lambda m, t=text, s=src, a=allowed: quoted(t[m]) + f" in {s!r} is not one of {', '.join(a)} (a 'values' map in the mapping can translate it)"))
+    if "minimum" in cons and kind in ("integer", "number"):
+        conditions.append(((value < cons["minimum"]).fillna(False), src, lambda m, t=text, s=src, lo=cons["minimum"]: quoted(t[m]) + f" in {s!r} is below the minimum {lo}"))
+    return value, conditions
+
+
+def _reject_duplicate_keys(df: pd.DataFrame, f: pd.DataFrame, line: pd.Series, spec: dict, cols: dict,
+                           rejected: pd.Series, rcol: pd.Series, rreason: pd.Series) -> None:
+    """Reject the rows whose primary key an earlier row of the file has (``rejected``, ``rcol`` and ``rreason`` in place)."""
+    key = [k for k in spec.get("primaryKey", []) if k != "cohort" and k in df.columns]
+    ok = ~rejected
+    if key and ok.any():
+        ids = df.loc[ok, key[0]].astype("string")
+        for k in key[1:]:
+            ids = ids + "\x1f" + df.loc[ok, k].astype("string").fillna("")
+        content_cols = list(f.columns)
+        dup, why = C.duplicate_rejects(ids, f[ok], content_cols, line[ok])
+        dup_idx = dup[dup].index
+        rejected[dup_idx] = True
+        rcol[dup_idx] = ", ".join(cols.get(k, k) for k in key)
+        rreason[dup_idx] = why[dup_idx].str.replace(r"^id '.*' already used", "key already used", regex=True)
+
+
+def _learner_attributes(learner_id: pd.Series, f: pd.DataFrame, attributes: dict[str, str]) -> pd.DataFrame:
+    """Extra learner attributes, long: one row per learner and attribute with a value."""
+    parts = [pd.DataFrame({"learner_id": learner_id, "attribute": name, "value": C.blank_to_na(f[src])})
+             for name, src in attributes.items()]
+    long = pd.concat(parts, ignore_index=True)
+    long = long[long["value"].notna()].reset_index(drop=True)
+    return long.astype({"learner_id": "string", "attribute": "string", "value": "string"})
+
+
 def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, format: str | None = None) -> IngestResult:
     path = Path(path)
     options = dict(options or {})
@@ -365,40 +432,8 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
             continue
         if name not in cols:
             continue
-        src = cols[name]
-        text = f[src] if name == "learner_id" else C.blank_to_na(f[src])
-        if name in mapping["values"]:
-            vmap = mapping["values"][name]
-            text = text.map(lambda v: vmap.get(v, v) if isinstance(v, str) else v).astype("string")
-            text = text.mask(text == "")
-        quoted = C.quoted
-        if kind == "integer":
-            value, bad = C.parse_integers(text, missing=())
-            conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a whole number"))
-        elif kind == "number":
-            value, bad = C.parse_numbers(text, missing=(), decimal=str(opts.get("decimal", ".")))
-            conditions.append((bad, src, lambda m, t=text, s=src, d=opts.get("decimal", "."): quoted(t[m]) + f" in {s!r} is not a number (decimal mark {d!r})"))
-        elif kind == "datetime":
-            value = C.parse_timestamps(text, opts.get("date_format"))
-            tz = opts.get("time_zone", "UTC")
-            if C._tz_for(tz) is None:
-                raise ConfigError(f"{mapping['name']}: unknown time_zone {tz!r}; use an IANA name such as Europe/Stockholm, or UTC")
-            value, _ = C.localize_to_utc(value, None, tz)
-            bad = text.notna() & value.isna()
-            conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a date-time" + (f" in format {opts['date_format']!r}" if opts.get("date_format") else " (ISO 8601 expected, e.g. 2024-03-01 10:00:00)")))
-        elif kind == "boolean":
-            value, bad = _to_bool(text)
-            conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not true/false"))
-        else:
-            value = text
-        if cons.get("required") and not (table == "attempts" and name in ("attempt_id", "step_id", "attempt")):
-            conditions.append((value.isna() & text.isna(), src, f"missing value in {src!r} (required for {name})"))
-        if "enum" in cons:
-            allowed = cons["enum"]
-            conditions.append((value.notna() & ~value.isin(allowed), src,
-                               lambda m, t=text, s=src, a=allowed: quoted(t[m]) + f" in {s!r} is not one of {', '.join(a)} (a 'values' map in the mapping can translate it)"))
-        if "minimum" in cons and kind in ("integer", "number"):
-            conditions.append(((value < cons["minimum"]).fillna(False), src, lambda m, t=text, s=src, lo=cons["minimum"]: quoted(t[m]) + f" in {s!r} is below the minimum {lo}"))
+        value, field_conditions = _field_value(f, name, kind, cons, cols[name], mapping, opts, table)
+        conditions.extend(field_conditions)
         out[name] = value
     rejected, rcol, rreason = C.first_reason(conditions, f.index)
 
@@ -406,19 +441,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
     df.insert(0, "cohort", cohort)
     if table == "attempts":
         df = _attempt_defaults(df, f, line, path, rejected)
-    # duplicates of the primary key within the file
-    key = [k for k in spec.get("primaryKey", []) if k != "cohort" and k in df.columns]
-    ok = ~rejected
-    if key and ok.any():
-        ids = df.loc[ok, key[0]].astype("string")
-        for k in key[1:]:
-            ids = ids + "\x1f" + df.loc[ok, k].astype("string").fillna("")
-        content_cols = list(f.columns)
-        dup, why = C.duplicate_rejects(ids, f[ok], content_cols, line[ok])
-        dup_idx = dup[dup].index
-        rejected[dup_idx] = True
-        rcol[dup_idx] = ", ".join(cols.get(k, k) for k in key)
-        rreason[dup_idx] = why[dup_idx].str.replace(r"^id '.*' already used", "key already used", regex=True)
+    _reject_duplicate_keys(df, f, line, spec, cols, rejected, rcol, rreason)  # of the primary key within the file
     rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
     if not bad_rows.empty:
         rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
@@ -430,11 +453,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
         kcs.insert(0, "cohort", cohort)
         tables["attempt_kcs"] = C.conform(kcs, "attempt_kcs")
     if mapping["attributes"]:  # extra learner attributes, long: one row per learner and attribute with a value
-        parts = [pd.DataFrame({"learner_id": df.loc[ok, "learner_id"], "attribute": name, "value": C.blank_to_na(f.loc[ok, src])})
-                 for name, src in mapping["attributes"].items()]
-        long = pd.concat(parts, ignore_index=True)
-        long = long[long["value"].notna()].reset_index(drop=True)
-        tables["learner_attributes"] = long.astype({"learner_id": "string", "attribute": "string", "value": "string"})
+        tables["learner_attributes"] = _learner_attributes(df.loc[ok, "learner_id"], f.loc[ok], mapping["attributes"])
     return IngestResult(source_file=str(path), format=fmt, n_read=n_read, tables=tables, rejects=rejects.frame())
 
 
