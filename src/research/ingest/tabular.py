@@ -79,8 +79,8 @@ def sniff(path: Path, head: str) -> bool:
     return path.suffix.lower() in SUFFIXES and (default_mapping_path(path).is_file() or path.with_name(f"{path.stem}.mapping.yml").is_file())
 
 
-def load_mapping(spec, data_path: Path | None = None) -> dict:
-    """Read and validate a mapping (a path to YAML, or a dict). ConfigError says what is wrong."""
+def _mapping_document(spec, data_path: Path | None) -> tuple[object, str]:
+    """The mapping as parsed YAML (``spec`` a path, None for the file beside ``data_path``, or a dict), and its name for messages."""
     where = "mapping"
     if spec is None:
         if data_path is None:
@@ -105,6 +105,52 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
             raise ConfigError(f"{where}: not valid YAML: {exc}") from None
         except RecursionError:
             raise ConfigError(f"{where}: nested too deeply to be a column mapping") from None
+    return spec, where
+
+
+def _check_column_blocks(where: str, table: str, valid: list[str], columns: dict, constants: dict, values: dict) -> None:
+    """The ``columns``, ``constants`` and ``values`` blocks name canonical columns of ``table``, each once."""
+    for block_name, block in (("columns", columns), ("constants", constants), ("values", values)):
+        for canon in block:
+            if canon == "cohort":
+                raise ConfigError(f"{where}: {block_name}: 'cohort' comes from the cohort argument; remove it from the mapping")
+            if canon not in valid:
+                raise ConfigError(f"{where}: {block_name}: unknown canonical column {canon!r} for table {table!r}; valid columns: {', '.join(valid)}")
+    for canon, src in columns.items():
+        if not isinstance(src, str) or not src:
+            raise ConfigError(f"{where}: columns: {canon!r} must name a source column (text), got {src!r}")
+    both = sorted(set(columns) & set(constants))
+    if both:
+        raise ConfigError(f"{where}: {', '.join(map(repr, both))} given both as a column and as a constant; keep one")
+    for canon, vmap in values.items():
+        if not isinstance(vmap, dict):
+            raise ConfigError(f"{where}: values: {canon!r} must map source values to canonical values, got {vmap!r}")
+        if canon not in columns:
+            raise ConfigError(f"{where}: values: {canon!r} has a value map but no source column under 'columns'")
+
+
+def _checked_attributes(where: str, table: str, fields: list[str], attributes) -> dict:
+    """Extra learner attributes (name: source column), for table ``learners`` only, with usable names."""
+    if not isinstance(attributes, dict):
+        raise ConfigError(f"{where}: 'attributes' must be a mapping of attribute name: source column, got {type(attributes).__name__}")
+    if attributes and table != "learners":
+        raise ConfigError(f"{where}: 'attributes' is only valid for table 'learners', not {table!r}")
+    import re as _re
+
+    for name, src in attributes.items():
+        if not isinstance(name, str) or not _re.fullmatch(ATTRIBUTE_NAME, name) or name in fields:
+            raise ConfigError(
+                f"{where}: attributes: {name!r} is not a usable attribute name: use lower-case letters, digits and _ "
+                f"(starting with a letter, at most 40), other than the standard columns {', '.join(fields)}"
+            )
+        if not isinstance(src, str) or not src:
+            raise ConfigError(f"{where}: attributes: {name!r} must name a source column (text), got {src!r}")
+    return attributes
+
+
+def load_mapping(spec, data_path: Path | None = None) -> dict:
+    """Read and validate a mapping (a path to YAML, or a dict). ConfigError says what is wrong."""
+    spec, where = _mapping_document(spec, data_path)
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: a mapping must be a YAML mapping with keys {', '.join(MAPPING_KEYS)}")
     bad_text = _invalid_unicode(spec)
@@ -130,38 +176,8 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
     for name, block in (("columns", columns), ("constants", constants), ("values", values), ("kcs", kcs), ("options", opts)):
         if not isinstance(block, dict):
             raise ConfigError(f"{where}: {name!r} must be a mapping, got {type(block).__name__}")
-    for block_name, block in (("columns", columns), ("constants", constants), ("values", values)):
-        for canon in block:
-            if canon == "cohort":
-                raise ConfigError(f"{where}: {block_name}: 'cohort' comes from the cohort argument; remove it from the mapping")
-            if canon not in valid:
-                raise ConfigError(f"{where}: {block_name}: unknown canonical column {canon!r} for table {table!r}; valid columns: {', '.join(valid)}")
-    for canon, src in columns.items():
-        if not isinstance(src, str) or not src:
-            raise ConfigError(f"{where}: columns: {canon!r} must name a source column (text), got {src!r}")
-    both = sorted(set(columns) & set(constants))
-    if both:
-        raise ConfigError(f"{where}: {', '.join(map(repr, both))} given both as a column and as a constant; keep one")
-    for canon, vmap in values.items():
-        if not isinstance(vmap, dict):
-            raise ConfigError(f"{where}: values: {canon!r} must map source values to canonical values, got {vmap!r}")
-        if canon not in columns:
-            raise ConfigError(f"{where}: values: {canon!r} has a value map but no source column under 'columns'")
-    attributes = spec.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise ConfigError(f"{where}: 'attributes' must be a mapping of attribute name: source column, got {type(attributes).__name__}")
-    if attributes and table != "learners":
-        raise ConfigError(f"{where}: 'attributes' is only valid for table 'learners', not {table!r}")
-    import re as _re
-
-    for name, src in attributes.items():
-        if not isinstance(name, str) or not _re.fullmatch(ATTRIBUTE_NAME, name) or name in fields:
-            raise ConfigError(
-                f"{where}: attributes: {name!r} is not a usable attribute name: use lower-case letters, digits and _ "
-                f"(starting with a letter, at most 40), other than the standard columns {', '.join(fields)}"
-            )
-        if not isinstance(src, str) or not src:
-            raise ConfigError(f"{where}: attributes: {name!r} must name a source column (text), got {src!r}")
+    _check_column_blocks(where, table, valid, columns, constants, values)
+    attributes = _checked_attributes(where, table, fields, spec.get("attributes") or {})
     if kcs and table != "attempts":
         raise ConfigError(f"{where}: 'kcs' is only valid for table 'attempts', not {table!r}")
     bad_opts = sorted(set(opts) - set(FILE_OPTIONS))
