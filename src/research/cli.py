@@ -108,21 +108,19 @@ def _input_guard(what: str, warehouse=None):
 
 
 def cmd_ingest(args) -> int:
-    from research.warehouse import LoadSummary, Warehouse
+    from research.warehouse import LoadSummary, open_warehouse, write_lock
 
     from research.names import cohort_name
 
     cohort_name(args.cohort, what="--cohort")  # before the warehouse is opened: nothing is created for a bad name
     options = _ingest_options(args)
     summary = LoadSummary()
-    from research.locks import warehouse_write_lock
-    from research.paths import default_warehouse, resolve
-
-    # concurrent ingests (of different cohorts) into one file queue for the write instead of failing
-    with warehouse_write_lock(resolve(args.warehouse) if args.warehouse else default_warehouse()):
+    # concurrent ingests (of different cohorts) into one file queue for the write instead of failing;
+    # into a store they run in parallel (each locks only its cohort)
+    with write_lock(args.warehouse):
         with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-            wh = Warehouse(args.warehouse)
-        with wh:
+            wh = open_warehouse(args.warehouse)
+        with wh, wh.session(args.cohort, changes=False):  # a store writes the cohort back once, after every file
             for path in args.paths:
                 with _input_guard(str(path), warehouse=wh.path):
                     summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
@@ -167,10 +165,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_cohorts(args) -> int:
-    from research.warehouse import Warehouse
+    from research.warehouse import open_warehouse
 
     with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-        wh = Warehouse(args.warehouse, read_only=True)
+        wh = open_warehouse(args.warehouse, read_only=True)
     with wh:
         table = wh.cohorts()
     if table.empty:
@@ -186,7 +184,7 @@ def cmd_forget(args) -> int:
 
     from research.paths import DEFAULT_REPORTS, resolve
     from research.pseudonym import Pseudonymiser
-    from research.warehouse import Warehouse
+    from research.warehouse import open_warehouse
 
     if args.learner and not Pseudonymiser.looks_pseudonymised(args.learner):
         raise ResearchError(
@@ -195,7 +193,7 @@ def cmd_forget(args) -> int:
             "python -c \"from research.pseudonym import Pseudonymiser; print(Pseudonymiser().one('RAW_ID'))\""
         )
     with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-        wh = Warehouse(args.warehouse)
+        wh = open_warehouse(args.warehouse)
     dry = not args.yes
     with wh:
         if not wh.has_cohort(args.cohort):

@@ -10,9 +10,9 @@ from research.errors import ConfigError
 
 
 def _open(args, read_only: bool):
-    from research.warehouse import Warehouse
+    from research.warehouse import open_warehouse
 
-    return Warehouse(args.warehouse, read_only=read_only)
+    return open_warehouse(args.warehouse, read_only=read_only)
 
 
 def cmd_export(args) -> int:

@@ -1,0 +1,423 @@
+"""An open store: every warehouse table as Parquet, partitioned by cohort (hive style).
+
+The single DuckDB file of :mod:`research.warehouse` takes one writer at a time. A store
+is a folder that other engines (pyarrow, Polars, Spark, Trino, DuckDB itself) read with no
+code of ours, and that ingests of different cohorts write in parallel::
+
+    warehouse.store/
+      store.json                               marker: format and version
+      attempts/cohort=2026-spring/part-0.parquet
+      attempts/cohort=2026%20autumn/part-0.parquet   (names are percent-encoded)
+      loads/cohort=2026-spring/part-0.parquet
+      ...                                      one folder per table, canonical and bookkeeping
+      _current/<cohort>  -> ../_gen/<cohort>/<generation>
+      _gen/<cohort>/<generation>/<table>/part-0.parquet
+      _locks/<cohort>.lock
+
+``<table>/cohort=<name>`` is a link to ``../../_current/<name>/<table>``, made once, and
+``_current/<name>`` a link to the cohort's current *generation*: a folder holding every
+table of that cohort. A change of a cohort writes a whole new generation, then swaps the
+one ``_current`` link with ``os.replace`` (atomic): every table of the cohort changes at
+once, and a process killed before the swap leaves the previous generation in place.
+Folders whose names start with ``_`` or ``.`` are skipped by hive readers.
+
+Writers: a cohort's ingest holds that cohort's lock (``_locks/<cohort>.lock``), reads the
+cohort's current generation into a private in-memory DuckDB, runs the very same
+:meth:`Warehouse.ingest` (validation, quarantine, idempotency, corrections, voiding and
+the pseudonym key check stay one implementation), writes the new generation and swaps it
+in. Ingests of different cohorts share no lock.
+
+Readers pin a snapshot: on opening, a reader resolves each cohort's current generation
+and holds a shared lock on its ``.pin`` file until it closes; its tables are DuckDB views
+over exactly those files. A reader during a concurrent ingest therefore sees the old or
+the new generation of a cohort, never a mix. A writer removes an old generation only when
+no reader holds its pin.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import duckdb
+import pandas as pd
+
+from research.errors import ResearchError
+from research.locks import WAREHOUSE_WAIT_S, file_lock
+from research.names import cohort_name
+from research.warehouse import Warehouse
+
+__all__ = ["FORMAT", "VERSION", "MARKER", "StoreWarehouse", "is_store", "partition_name", "create_store"]
+
+MARKER = "store.json"
+FORMAT = "course-research store"
+VERSION = 1
+PART = "part-0.parquet"
+
+
+def is_store(path: str | os.PathLike[str]) -> bool:
+    """True for a folder holding the store marker, or a path ending in ``.store`` (a new store)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / MARKER).is_file() or path.suffix == ".store"
+    return path.suffix == ".store" and not path.exists()
+
+
+def partition_name(cohort: str) -> str:
+    """The cohort's folder name: its canonical form, percent-encoded (hive readers decode it)."""
+    return quote(cohort_name(cohort), safe="")
+
+
+def _sql_text(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _lazy_tables() -> dict[str, str]:
+    """Tables the warehouse creates when first needed, with their definitions (keys and all)."""
+    from research.ingest.datashop_xml import CUSTOM_SQL
+    from research.ingest.voiding import AUDIT_SQL, VOIDS_SQL
+    from research.kcmodel.files import KC_MODEL_FILES_SQL
+    from research.lrs import STATE_SQL
+
+    return {"custom_fields": CUSTOM_SQL, "xapi_voids": VOIDS_SQL, "voided": AUDIT_SQL,
+            "kc_model_files": KC_MODEL_FILES_SQL, "lrs_state": STATE_SQL}
+
+
+def create_store(root: Path) -> None:
+    """Make ``root`` a store (marker and folders); an existing store is left as it is."""
+    marker = root / MARKER
+    if marker.is_file():
+        return
+    if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise ResearchError(f"{root} is a folder with files in it but no {MARKER}; a store is made in a new or empty folder")
+    for sub in ("_current", "_gen", "_locks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{MARKER}.{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION,
+                               "layout": "<table>/cohort=<percent-encoded cohort>/part-0.parquet"}, indent=1) + "\n")
+    os.replace(tmp, marker)
+
+
+def _check_marker(root: Path) -> None:
+    try:
+        meta = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError) as exc:
+        raise ResearchError(f"store {root}: its marker {MARKER} could not be read ({exc})") from None
+    if meta.get("format") != FORMAT or not isinstance(meta.get("version"), int):
+        raise ResearchError(f"store {root}: {MARKER} does not describe a course-research store")
+    if meta["version"] > VERSION:
+        raise ResearchError(f"store {root} has format version {meta['version']}; this course-research reads up to {VERSION}: upgrade it")
+
+
+class _Pin:
+    """A shared lock on one generation's ``.pin`` file: the writer does not remove it meanwhile."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+        finally:
+            self.fh.close()
+
+
+def _current_generations(root: Path) -> Iterator[tuple[str, Path, _Pin]]:
+    """(cohort, generation folder, pin) of every cohort, each pinned as it is now."""
+    current = root / "_current"
+    if not current.is_dir():
+        return
+    for entry in sorted(os.listdir(current)):
+        if entry.startswith("."):
+            continue
+        for _ in range(50):
+            try:
+                gen = (current / entry).resolve(strict=True)
+                fh = open(gen / ".pin", "rb")
+            except FileNotFoundError:
+                continue  # swapped and removed between the look and the open: look again
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            if os.fstat(fh.fileno()).st_nlink == 0:  # removed before the lock was had
+                fh.close()
+                continue
+            yield unquote(entry), gen, _Pin(fh)
+            break
+        else:
+            raise ResearchError(f"store {root}: cohort {unquote(entry)!r} changed 50 times while being opened; try again")
+
+
+def _tables_in(gen: Path) -> list[str]:
+    return sorted(p.name for p in gen.iterdir() if p.is_dir() and (p / PART).is_file())
+
+
+class StoreWarehouse(Warehouse):
+    """A :class:`Warehouse` kept as a Parquet store partitioned by cohort (see the module doc).
+
+    Read-only: DuckDB views over a pinned snapshot of every cohort. Writable: the methods
+    that change a cohort (ingest, load, forget_cohort, forget_learner) each check that
+    cohort out into a private in-memory DuckDB under its lock and write it back as a new
+    generation; :meth:`session` does the same for code that writes through ``con``.
+    Reads outside a session see a fresh snapshot of the store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        self._pins: list[_Pin] = []
+        self._active: str | None = None
+        self._dirty = False
+        if read_only and not (self.path / MARKER).is_file():
+            if not self.path.exists():
+                raise ResearchError(f"store {self.path} does not exist; create it with `research ingest PATH --cohort NAME --warehouse {self.path}` "
+                                    "or `research migrate`")
+            raise ResearchError(f"{self.path} is not a course-research store (no {MARKER})")
+        if not read_only:
+            create_store(self.path)
+        _check_marker(self.path)
+        self.con = self._empty_con()
+        if read_only:
+            self._open_snapshot()
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _empty_con(self):
+        con = duckdb.connect(":memory:")
+        self.con = con
+        try:
+            con.execute("SET enable_progress_bar = false").fetchall()
+        except duckdb.InvalidInputException:
+            pass
+        self._create_tables()
+        return con
+
+    def _open_snapshot(self) -> None:
+        files: dict[str, list[str]] = {}
+        for _, gen, pin in _current_generations(self.path):
+            self._pins.append(pin)
+            for table in _tables_in(gen):
+                files.setdefault(table, []).append(str(gen / table / PART))
+        for table, paths in files.items():
+            self.con.execute(f'DROP TABLE IF EXISTS "{table}"').fetchall()
+            listed = "[" + ", ".join(_sql_text(p) for p in paths) + "]"
+            self.con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet({listed}, union_by_name = true)').fetchall()
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]).fetchall()[0][0])
+
+    def _tables(self) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name").fetchall()]
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            for pin in self._pins:
+                pin.release()
+            self._pins = []
+
+    def _reader(self) -> StoreWarehouse:
+        return StoreWarehouse(self.path, read_only=True)
+
+    # -- one cohort checked out --------------------------------------------------------
+    @contextmanager
+    def session(self, cohort: str, *, changes: bool = True) -> Iterator[StoreWarehouse]:
+        """Check ``cohort`` out for writing through ``con``; written back as a new generation at the end.
+
+        Holds the cohort's lock meanwhile (other cohorts are free). Nested sessions of the
+        same cohort are one session; an error inside leaves the store as it was.
+        """
+        if self.read_only:
+            raise ResearchError(f"store {self.path} is open read-only; open it without read_only to change a cohort")
+        cohort = cohort_name(cohort, what="cohort")
+        if self._active is not None:
+            if self._active != cohort:
+                raise ResearchError(f"store {self.path}: cohort {self._active!r} is checked out; change one cohort at a time")
+            self._dirty = self._dirty or changes
+            yield self
+            return
+        name = partition_name(cohort)
+        wait = float(os.environ.get("RESEARCH_WAREHOUSE_WAIT", WAREHOUSE_WAIT_S))
+        with file_lock(self.path / "_locks" / f"{name}.lock", timeout=wait, what=f"cohort {cohort!r} of the store {self.path}"):
+            self._checkout(cohort)
+            self._active, self._dirty = cohort, changes
+            try:
+                try:
+                    yield self
+                except Exception:
+                    # as in a file, what finished before the error stays: each load is its own
+                    # transaction, so the private copy holds whole files only (an open one is rolled back)
+                    try:
+                        self.con.execute("ROLLBACK").fetchall()
+                    except duckdb.Error:
+                        pass
+                    if self._dirty:
+                        self._write_generation(cohort)
+                    raise
+                if self._dirty:
+                    self._write_generation(cohort)
+            finally:
+                self._active, self._dirty = None, False
+                self.con.close()
+                self._empty_con()
+
+    def _checkout(self, cohort: str) -> None:
+        self.con.close()
+        con = self._empty_con()
+        collect(self.path, partition_name(cohort))  # what a killed writer of this cohort left
+        link = self.path / "_current" / partition_name(cohort)
+        if not link.exists():
+            return
+        gen = link.resolve(strict=True)
+        lazy = _lazy_tables()
+        for table in _tables_in(gen):
+            part = _sql_text(str(gen / table / PART))
+            if not self._has_table(table):
+                if table in lazy:
+                    con.execute(lazy[table]).fetchall()
+                else:
+                    con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet({part}) LIMIT 0').fetchall()
+            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM read_parquet({part})').fetchall()
+
+    def _write_generation(self, cohort: str) -> None:
+        """Write every table's rows of ``cohort`` as a new generation, then swap it in."""
+        name = partition_name(cohort)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        gen = self.path / "_gen" / name / f"{stamp}-{uuid.uuid4().hex[:8]}"
+        gen.mkdir(parents=True)
+        (gen / ".pin").touch()
+        tables = self._tables()
+        for table in tables:
+            others = self.con.execute(f'SELECT count(*) FROM "{table}" WHERE cohort IS DISTINCT FROM ?', [cohort]).fetchall()[0][0]
+            if others:
+                raise ResearchError(f"store {self.path}: table {table} holds {others} row(s) of other cohorts while {cohort!r} is written; nothing was changed")
+            (gen / table).mkdir()
+            self.con.execute(f'COPY "{table}" TO {_sql_text(str(gen / table / PART))} (FORMAT parquet, COMPRESSION zstd)').fetchall()
+        _publish(self.path, name, gen, tables)
+
+    # -- the changing methods run in a session -------------------------------------------
+    def ingest(self, paths, *, cohort: str, **kwargs):
+        if not cohort or not str(cohort).strip():
+            return super().ingest(paths, cohort=cohort, **kwargs)  # its message
+        with self.session(cohort, changes=False):
+            return super().ingest(paths, cohort=cohort, **kwargs)
+
+    def load(self, result, *, cohort: str, **kwargs):
+        with self.session(cohort):
+            return super().load(result, cohort=cohort, **kwargs)
+
+    def record_key(self, cohort: str, pseudonymiser) -> None:
+        with self.session(cohort, changes=False):
+            before = self.con.execute("SELECT count(*) FROM cohort_keys").fetchall()[0][0]
+            super().record_key(cohort, pseudonymiser)
+            if self.con.execute("SELECT count(*) FROM cohort_keys").fetchall()[0][0] != before:
+                self._dirty = True
+
+    def check_key(self, cohort: str, pseudonymiser) -> None:
+        if self.read_only:
+            return
+        with self.session(cohort, changes=False):
+            super().check_key(cohort, pseudonymiser)
+
+    def forget_cohort(self, cohort: str, *, dry_run: bool = False) -> dict[str, int]:
+        if self.read_only:
+            raise ResearchError(f"warehouse {self.path} is open read-only")
+        with self.session(cohort, changes=not dry_run):
+            return super().forget_cohort(cohort, dry_run=dry_run)
+
+    def forget_learner(self, cohort: str, learner_id: str, *, dry_run: bool = False) -> dict[str, int]:
+        if self.read_only:
+            raise ResearchError(f"warehouse {self.path} is open read-only")
+        with self.session(cohort, changes=not dry_run):
+            return super().forget_learner(cohort, learner_id, dry_run=dry_run)
+
+    # -- reads: the snapshot, or the checked-out cohort ------------------------------------
+    def _read(self, method: str, *args, **kwargs):
+        if self.read_only or self._active is not None:
+            return getattr(super(), method)(*args, **kwargs)
+        with self._reader() as reader:
+            return getattr(reader, method)(*args, **kwargs)
+
+    def table(self, name: str, cohort: str | None = None) -> pd.DataFrame:
+        return self._read("table", name, cohort)
+
+    def cohorts(self) -> pd.DataFrame:
+        return self._read("cohorts")
+
+    def has_cohort(self, cohort: str) -> bool:
+        return self._read("has_cohort", cohort)
+
+    def counts(self, cohort: str) -> dict[str, int]:
+        return self._read("counts", cohort)
+
+    def quarantine_summary(self, cohort: str) -> pd.DataFrame:
+        return self._read("quarantine_summary", cohort)
+
+    def removals(self, cohort: str | None = None) -> pd.DataFrame:
+        return self._read("removals", cohort)
+
+    def learner_attributes(self, cohort: str) -> pd.DataFrame:
+        return self._read("learner_attributes", cohort)
+
+
+def _publish(root: Path, name: str, gen: Path, tables: list[str]) -> None:
+    """Swap ``gen`` in as the cohort's current generation (one atomic rename), link its tables, drop old generations."""
+    current = root / "_current"
+    current.mkdir(exist_ok=True)
+    tmp = current / f".{name}.{uuid.uuid4().hex}"
+    os.symlink(os.path.relpath(gen, current), tmp)
+    os.replace(tmp, current / name)  # the swap: readers see the old generation or this one
+    _fsync_dir(current)
+    for table in tables:
+        link = root / table / f"cohort={name}"
+        if not os.path.lexists(link):
+            link.parent.mkdir(exist_ok=True)
+            os.symlink(os.path.join("..", "_current", name, table), link)
+    collect(root, name)
+
+
+def collect(root: Path, name: str) -> list[Path]:
+    """Remove the generations of one cohort that are not current and that no reader pins; returns them.
+
+    Call with the cohort's lock held (a writer does, after its swap). A generation a
+    killed writer left half written is removed here too.
+    """
+    current = (root / "_current" / name)
+    keep = current.resolve() if os.path.lexists(current) else None
+    removed = []
+    folder = root / "_gen" / name
+    if not folder.is_dir():
+        return removed
+    for gen in folder.iterdir():
+        if keep is not None and gen.resolve() == keep:
+            continue
+        try:
+            fh = open(gen / ".pin", "rb")
+        except FileNotFoundError:
+            shutil.rmtree(gen, ignore_errors=True)
+            removed.append(gen)
+            continue
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a reader still reads it
+            shutil.rmtree(gen, ignore_errors=True)
+            removed.append(gen)
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
