@@ -241,6 +241,16 @@ def _print_results(results, quiet: bool) -> int:
     return code
 
 
+def cmd_migrate(args) -> int:
+    """A warehouse file to a Parquet store or back: every table copied, its rows and checksum compared."""
+    from research.store import migrate
+
+    report = migrate(args.source, args.target, replace=args.replace)
+    print(report.to_string(index=False))
+    print(f"{len(report)} tables, {int(report['rows'].sum()):,} rows: equal in {args.target}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from research.cohort_config import config_dir, find_config, load_all
     from research.names import cohort_name
@@ -300,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"course-research {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wh_help = "DuckDB warehouse file (default $RESEARCH_WAREHOUSE or data/warehouse.duckdb)"
+    wh_help = ("DuckDB warehouse file, or a Parquet store (a folder ending in .store) "
+               "(default $RESEARCH_WAREHOUSE or data/warehouse.duckdb)")
 
     p = sub.add_parser("ingest", help="load raw exports into the warehouse", epilog=EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="export files (DataShop transaction or student-step, xAPI, CSV/Parquet with a mapping)")
@@ -369,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="reports folder (default reports/)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("migrate", help="copy a warehouse file to a Parquet store or back, checking every table",
+                       description="Copy every table of a warehouse to a new one, a DuckDB file to a Parquet store "
+                                   "(a path ending in .store) or back; row counts and checksums are compared per table "
+                                   "and printed, and the target is written only when all agree.")
+    p.add_argument("--from", dest="source", required=True, metavar="A", help="the warehouse to copy (file or store)")
+    p.add_argument("--to", dest="target", required=True, metavar="B", help="the new warehouse: NAME.store for a store, NAME.duckdb for a file")
+    p.add_argument("--replace", action="store_true", help="overwrite B if it exists (only after the copy checks equal)")
+    p.set_defaults(func=cmd_migrate)
 
     from research.kcmodel.cli import add_parser as add_kc_model_parser
 

@@ -421,3 +421,140 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- migrate: a warehouse file to a store and back ------------------------------------------
+def table_digest(con, table: str) -> tuple[int, str]:
+    """(rows, checksum) of a table: the sum of a hash of each row (columns by name, as text), so
+    the order of rows and of columns does not matter; 16 hex digits."""
+    cols = sorted(r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [table]).fetchall())
+    row = "hash(" + ", ".join(f'CAST("{c}" AS VARCHAR)' for c in cols) + ")"
+    n, total = con.execute(
+        f'SELECT count(*), coalesce(sum(CAST({row} AS HUGEINT)), 0) % 18446744073709551616 FROM "{table}"').fetchall()[0]
+    return int(n), f"{int(total):016x}"
+
+
+def _table_names(con) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name").fetchall()]
+
+
+def digests(wh: Warehouse) -> dict[str, tuple[int, str]]:
+    """Rows and checksum of every table of an open warehouse (file or store)."""
+    return {t: table_digest(wh.con, t) for t in _table_names(wh.con)}
+
+
+def _kind(path: Path) -> str:
+    return "store" if is_store(path) else "file"
+
+
+def migrate(source: str | os.PathLike[str], target: str | os.PathLike[str], *, replace: bool = False) -> pd.DataFrame:
+    """Copy the warehouse at ``source`` to ``target`` (a DuckDB file or a store, either way), losing nothing.
+
+    Every table is copied whole; then the target is opened again and each table's row
+    count and checksum (:func:`table_digest`) compared with the source's. The target is
+    built beside its final place and moved there only when every table agrees, so a
+    failed migration leaves no target (or the old one, with ``replace``). An existing
+    target is refused unless ``replace``. Returns one row per table: table, rows,
+    checksum, rows_target, checksum_target, equal.
+    """
+    from research.warehouse import open_warehouse, write_lock
+
+    from research.paths import resolve
+
+    source, target = resolve(source), resolve(target)
+    if not source.exists():
+        raise ResearchError(f"research migrate: --from {source} does not exist")
+    if source == target:
+        raise ResearchError("research migrate: --from and --to are the same warehouse")
+    if (target.exists() or os.path.lexists(target)) and not replace:
+        raise ResearchError(f"research migrate: --to {target} exists; give --replace to overwrite it (it is replaced only "
+                            "when the copy checks equal)")
+    store_target = target.suffix == ".store" or (target.is_dir() and (target / MARKER).is_file())
+    tmp = target.with_name(f".{target.name}.migrate-{uuid.uuid4().hex[:8]}" + ("" if store_target else target.suffix))
+    try:
+        with open_warehouse(source, read_only=True) as src:
+            tables = _table_names(src.con)
+            nulls = [t for t in tables if src.con.execute(f'SELECT count(*) FROM "{t}" WHERE cohort IS NULL').fetchall()[0][0]]
+            if nulls:
+                raise ResearchError(f"research migrate: {source} has rows without a cohort in {', '.join(nulls)}; "
+                                    "a store partitions every table by cohort, so nothing was migrated")
+            before = digests(src)
+            if store_target:
+                _write_store(src.con, tables, tmp)
+            else:
+                _write_file(src.con, tables, tmp)
+        with (StoreWarehouse(tmp, read_only=True) if store_target else Warehouse(tmp, read_only=True)) as dst:
+            after = digests(dst)
+        rows = []
+        for t in sorted(set(before) | set(after)):
+            n, c = before.get(t, (0, f"{0:016x}"))
+            n2, c2 = after.get(t, (0, f"{0:016x}"))
+            rows.append({"table": t, "rows": n, "checksum": c, "rows_target": n2, "checksum_target": c2,
+                         "equal": n == n2 and c == c2})
+        report = pd.DataFrame(rows)
+        if not report["equal"].all():
+            bad = ", ".join(report.loc[~report["equal"], "table"])
+            raise ResearchError(f"research migrate: the copy differs from {source} in {bad}; {target} was not written")
+        with write_lock(target) if not store_target else _nothing():
+            _swap_into_place(tmp, target)
+        return report
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+        wal = tmp.with_name(tmp.name + ".wal")
+        if wal.exists():
+            wal.unlink()
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    if not os.path.lexists(target):
+        os.replace(tmp, target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    wal = target.with_name(target.name + ".wal")
+    if wal.exists() and not target.is_dir():
+        wal.unlink()
+
+
+def _write_store(con, tables: list[str], root: Path) -> None:
+    create_store(root)
+    cohorts = sorted({r[0] for t in tables for r in con.execute(f'SELECT DISTINCT cohort FROM "{t}"').fetchall()})
+    for cohort in cohorts:
+        name = partition_name(cohort)
+        gen = root / "_gen" / name / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        gen.mkdir(parents=True)
+        (gen / ".pin").touch()
+        for t in tables:
+            (gen / t).mkdir()
+            con.execute(f'COPY (SELECT * FROM "{t}" WHERE cohort = {_sql_text(cohort)}) TO {_sql_text(str(gen / t / PART))} '
+                        "(FORMAT parquet, COMPRESSION zstd)").fetchall()
+        _publish(root, name, gen, tables)
+
+
+def _write_file(con, tables: list[str], path: Path) -> None:
+    lazy = _lazy_tables()
+    with Warehouse(path) as dst:
+        for t in tables:
+            reader = con.sql(f'SELECT * FROM "{t}"').fetch_record_batch()
+            dst.con.register("__rows", reader)
+            try:
+                if t in lazy:
+                    dst.con.execute(lazy[t]).fetchall()
+                elif not dst._has_table(t):
+                    dst.con.register("__shape", reader.schema.empty_table())
+                    dst.con.execute(f'CREATE TABLE "{t}" AS SELECT * FROM __shape').fetchall()
+                    dst.con.unregister("__shape")
+                dst.con.execute(f'INSERT INTO "{t}" BY NAME SELECT * FROM __rows').fetchall()
+            finally:
+                dst.con.unregister("__rows")
+        dst.con.execute("CHECKPOINT").fetchall()
