@@ -545,7 +545,7 @@ def _write_file(con, tables: list[str], path: Path) -> None:
     lazy = _lazy_tables()
     with Warehouse(path) as dst:
         for t in tables:
-            reader = con.sql(f'SELECT * FROM "{t}"').fetch_record_batch()
+            reader = con.sql(f'SELECT * FROM "{t}"').to_arrow_reader()
             dst.con.register("__rows", reader)
             try:
                 if t in lazy:
