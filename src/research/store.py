@@ -55,7 +55,8 @@ from research.locks import WAREHOUSE_WAIT_S, file_lock
 from research.names import cohort_name
 from research.warehouse import Warehouse
 
-__all__ = ["FORMAT", "VERSION", "MARKER", "StoreWarehouse", "is_store", "partition_name", "create_store"]
+__all__ = ["FORMAT", "MARKER", "VERSION", "StoreWarehouse", "collect", "create_store", "digests", "is_store", "migrate",
+           "partition_name", "table_digest"]
 
 MARKER = "store.json"
 FORMAT = "course-research store"
