@@ -202,3 +202,29 @@ def test_research_run_on_a_store_gives_the_tables_of_a_run_on_a_file(exports, fi
         theirs = pd.read_csv(next(result.report_dir.rglob(f"{name}.csv")))
         pd.testing.assert_frame_equal(theirs, pd.read_csv(next((tmp_path / "file").rglob(f"{name}.csv"))), obj=name)
     assert len(theirs.columns) and len(pd.read_csv(next(result.report_dir.rglob("ingest_summary.csv"))))
+
+
+def test_an_ingest_of_a_cohort_being_written_waits_for_its_lock_and_other_cohorts_do_not(one_store, exports, tmp_path, monkeypatch):
+    from research.locks import LockedError, file_lock
+
+    path = _copy_store(one_store, tmp_path / "l.store")
+    monkeypatch.setenv("RESEARCH_WAREHOUSE_WAIT", "0")
+    held, free = COHORTS
+    with file_lock(path / "_locks" / f"{partition_name(held)}.lock"), open_warehouse(path) as wh:
+        with pytest.raises(LockedError, match=f"cohort '{held}'"):
+            wh.ingest(exports[held][:1], cohort=held)
+        assert wh.ingest(exports[free][:1], cohort=free).files[0].status == "already loaded"
+
+
+def test_forget_on_a_store_writes_a_generation_only_when_it_removes(one_store, tmp_path):
+    path = _copy_store(one_store, tmp_path / "f.store")
+    cohort = COHORTS[0]
+    gens = path / "_gen" / partition_name(cohort)
+    first = sorted(gens.iterdir())
+    with open_warehouse(path) as wh:
+        counts = wh.forget_cohort(cohort, dry_run=True)
+        assert counts["attempts"] > 0 and sorted(gens.iterdir()) == first  # a dry run changes nothing
+        wh.forget_cohort(cohort)
+        assert not wh.has_cohort(cohort) and wh.has_cohort(COHORTS[1])
+        assert set(wh.removals(cohort)["action"]) == {"forget cohort"}
+    assert sorted(gens.iterdir()) != first

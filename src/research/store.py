@@ -309,7 +309,17 @@ class StoreWarehouse(Warehouse):
         if not cohort or not str(cohort).strip():
             return super().ingest(paths, cohort=cohort, **kwargs)  # its message
         with self.session(cohort, changes=False):
-            return super().ingest(paths, cohort=cohort, **kwargs)
+            before = self._loads_state()
+            try:
+                return super().ingest(paths, cohort=cohort, **kwargs)
+            finally:  # whatever path the loads took inside, a change shows in their records
+                self._dirty = self._dirty or self._loads_state() != before
+
+    def _loads_state(self) -> tuple:
+        """What changes whenever a file is loaded or replaced: the load records' ids, removals, keys."""
+        return tuple(self.con.execute(
+            """SELECT (SELECT count(*) FROM loads), (SELECT coalesce(sum(hash(load_id)), 0) FROM loads),
+                      (SELECT count(*) FROM removals), (SELECT count(*) FROM cohort_keys)""").fetchall()[0])
 
     def load(self, result, *, cohort: str, **kwargs):
         with self.session(cohort):
