@@ -228,3 +228,13 @@ def test_forget_on_a_store_writes_a_generation_only_when_it_removes(one_store, t
         assert not wh.has_cohort(cohort) and wh.has_cohort(COHORTS[1])
         assert set(wh.removals(cohort)["action"]) == {"forget cohort"}
     assert sorted(gens.iterdir()) != first
+
+
+def test_a_damaged_file_in_a_store_is_named(one_store, tmp_path):
+    path = _copy_store(one_store, tmp_path / "d.store")
+    part = path / "attempts" / f"cohort={partition_name(COHORTS[1])}" / "part-0.parquet"
+    real = part.resolve()
+    real.write_bytes(real.read_bytes()[:100])
+    with pytest.raises(ResearchError, match=r"could not be read .*damaged") as err:
+        open_warehouse(path, read_only=True)
+    assert str(real) in str(err.value)

@@ -207,7 +207,25 @@ class StoreWarehouse(Warehouse):
         for table, paths in files.items():
             self.con.execute(f'DROP TABLE IF EXISTS "{table}"').fetchall()
             listed = "[" + ", ".join(_sql_text(p) for p in paths) + "]"
-            self.con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet({listed}, union_by_name = true)').fetchall()
+            try:
+                self.con.execute(f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet({listed}, union_by_name = true)').fetchall()
+                self.con.execute(f'SELECT count(*) FROM "{table}"').fetchall()  # every file's footer read once
+            except duckdb.Error as exc:
+                self.close()
+                raise self._damaged(paths, exc) from None
+
+    def _damaged(self, paths: list[str], exc: Exception) -> ResearchError:
+        """Which file of a view could not be read, as a message that says what to do."""
+        bad = paths[0]
+        for p in paths:
+            try:
+                duckdb.sql(f"SELECT count(*) FROM read_parquet({_sql_text(p)})").fetchall()
+            except duckdb.Error:
+                bad = p
+                break
+        detail = str(exc).splitlines()[0][:200]
+        return ResearchError(f"store {self.path}: the file {bad} could not be read ({detail}); it is damaged. Restore the store "
+                             "from a backup, or remove the cohort's folder under _gen and _current and ingest the cohort again")
 
     def _has_table(self, name: str) -> bool:
         return bool(self.con.execute(
