@@ -38,6 +38,7 @@ import os
 import uuid
 from contextlib import nullcontext
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +51,7 @@ from research.errors import DataError, ResearchError
 from research.names import cohort_name
 from research.faults import WarehouseDamaged, WarehouseLocked, check_complete, check_file, warehouse_open_error  # noqa: F401 - re-exported
 from research.ingest.base import IngestResult
+from research.locks import warehouse_lock
 from research.paths import default_warehouse, resolve
 from research.schema import as_schema_dtypes, canonical_tables, check_relation, load_schema
 
@@ -224,6 +226,18 @@ class Warehouse:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = ExitStack()
+        try:  # readers share the file, a writer has it alone; each waits its turn (research.locks)
+            self._lock.enter_context(warehouse_lock(self.path, shared=read_only))
+        except OSError:
+            pass  # no lock file where the warehouse lies (a read-only folder): DuckDB's own lock still guards it
+        try:
+            self._open(read_only)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, read_only: bool) -> None:
         try:
             check_file(self.path)
             self.con = duckdb.connect(str(self.path), read_only=read_only)
@@ -263,7 +277,10 @@ class Warehouse:
 
     # -- context manager -------------------------------------------------------------
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        finally:
+            self._lock.close()
 
     def __enter__(self) -> Warehouse:
         return self
