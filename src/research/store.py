@@ -532,9 +532,9 @@ def migrate(source: str | os.PathLike[str], target: str | os.PathLike[str], *, r
     finally:
         if os.path.lexists(tmp):
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
-        wal = tmp.with_name(tmp.name + ".wal")
-        if wal.exists():
-            wal.unlink()
+        for extra in (tmp.with_name(tmp.name + ".wal"), tmp.with_name(f".{tmp.name}.write.lock")):  # the copy's DuckDB log and lock
+            if extra.exists():
+                extra.unlink()
 
 
 @contextmanager
