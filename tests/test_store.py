@@ -238,3 +238,17 @@ def test_a_damaged_file_in_a_store_is_named(one_store, tmp_path):
     with pytest.raises(ResearchError, match=r"could not be read .*damaged") as err:
         open_warehouse(path, read_only=True)
     assert str(real) in str(err.value)
+
+
+def test_files_loaded_before_are_skipped_without_reading_the_cohort_in(one_store, exports, tmp_path, monkeypatch):
+    path = _copy_store(one_store, tmp_path / "s.store")
+    cohort = COHORTS[0]
+
+    def no_checkout(self, cohort):
+        raise AssertionError("the cohort was read in")
+
+    monkeypatch.setattr(StoreWarehouse, "_checkout", no_checkout)
+    with open_warehouse(path) as wh, wh.session(cohort, changes=False):  # as `research ingest` and `research run` do
+        summary = wh.ingest(exports[cohort], cohort=cohort)
+    assert [f.status for f in summary.files] == ["already loaded"] * len(exports[cohort])
+    assert len(list((path / "_gen" / partition_name(cohort)).iterdir())) == 1

@@ -53,7 +53,7 @@ import pandas as pd
 from research.errors import ResearchError
 from research.locks import WAREHOUSE_WAIT_S, file_lock
 from research.names import cohort_name
-from research.warehouse import Warehouse
+from research.warehouse import LoadSummary, Warehouse
 
 __all__ = ["FORMAT", "MARKER", "VERSION", "StoreWarehouse", "collect", "create_store", "digests", "is_store", "migrate",
            "partition_name", "table_digest"]
@@ -174,6 +174,7 @@ class StoreWarehouse(Warehouse):
         self.read_only = read_only
         self._pins: list[_Pin] = []
         self._active: str | None = None
+        self._pending: str | None = None  # a cohort whose session began but whose data is not read yet
         self._dirty = False
         if read_only and not (self.path / MARKER).is_file():
             if not self.path.exists():
@@ -188,6 +189,18 @@ class StoreWarehouse(Warehouse):
             self._open_snapshot()
 
     # -- plumbing ----------------------------------------------------------------------
+    @property
+    def con(self):
+        """The DuckDB connection; in a session, the cohort's data is read in on first use."""
+        if self._pending is not None:
+            cohort, self._pending = self._pending, None
+            self._checkout(cohort)
+        return self._con
+
+    @con.setter
+    def con(self, value) -> None:
+        self._con = value
+
     def _empty_con(self):
         con = duckdb.connect(":memory:")
         self.con = con
@@ -237,7 +250,7 @@ class StoreWarehouse(Warehouse):
 
     def close(self) -> None:
         try:
-            self.con.close()
+            self._con.close()
         finally:
             for pin in self._pins:
                 pin.release()
@@ -266,32 +279,34 @@ class StoreWarehouse(Warehouse):
         name = partition_name(cohort)
         wait = float(os.environ.get("RESEARCH_WAREHOUSE_WAIT", WAREHOUSE_WAIT_S))
         with file_lock(self.path / "_locks" / f"{name}.lock", timeout=wait, what=f"cohort {cohort!r} of the store {self.path}"):
-            self._checkout(cohort)
-            self._active, self._dirty = cohort, changes
+            collect(self.path, name)  # what a killed writer of this cohort left
+            self._active, self._dirty, self._pending = cohort, changes, cohort  # read in when ``con`` is first used
             try:
                 try:
                     yield self
                 except Exception:
                     # as in a file, what finished before the error stays: each load is its own
                     # transaction, so the private copy holds whole files only (an open one is rolled back)
-                    try:
-                        self.con.execute("ROLLBACK").fetchall()
-                    except duckdb.Error:
-                        pass
-                    if self._dirty:
-                        self._write_generation(cohort)
+                    if self._pending is None:
+                        try:
+                            self._con.execute("ROLLBACK").fetchall()
+                        except duckdb.Error:
+                            pass
+                        if self._dirty:
+                            self._write_generation(cohort)
                     raise
-                if self._dirty:
+                if self._dirty and self._pending is None:  # never read in: nothing was changed
                     self._write_generation(cohort)
             finally:
-                self._active, self._dirty = None, False
-                self.con.close()
-                self._empty_con()
+                checked_out = self._pending is None
+                self._active, self._dirty, self._pending = None, False, None
+                if checked_out:
+                    self._con.close()
+                    self._empty_con()
 
     def _checkout(self, cohort: str) -> None:
-        self.con.close()
+        self._con.close()
         con = self._empty_con()
-        collect(self.path, partition_name(cohort))  # what a killed writer of this cohort left
         link = self.path / "_current" / partition_name(cohort)
         if not link.exists():
             return
@@ -327,11 +342,41 @@ class StoreWarehouse(Warehouse):
         if not cohort or not str(cohort).strip():
             return super().ingest(paths, cohort=cohort, **kwargs)  # its message
         with self.session(cohort, changes=False):
+            if self._pending is not None:  # not read in yet: files loaded before need not read it at all
+                done = self._already_loaded(paths, cohort, **kwargs)
+                if done is not None:
+                    return done
             before = self._loads_state()
             try:
                 return super().ingest(paths, cohort=cohort, **kwargs)
             finally:  # whatever path the loads took inside, a change shows in their records
                 self._dirty = self._dirty or self._loads_state() != before
+
+    def _already_loaded(self, paths, cohort: str, *, format: str | None = None, pseudonymiser=None, **_) -> LoadSummary | None:
+        """The summary :meth:`Warehouse.ingest` gives when every file is loaded already and the key is the
+        cohort's, read from the current generation's ``loads`` and ``cohort_keys`` alone; None otherwise
+        (the full ingest then decides, and says why)."""
+        from research.pseudonym import Pseudonymiser
+        from research.warehouse import FileLoad, file_sha256, key_fingerprint
+
+        cohort = cohort_name(cohort, what="--cohort")
+        link = self.path / "_current" / partition_name(cohort)
+        paths = [Path(p) for p in paths]
+        if not link.exists() or not paths or not all(p.is_file() for p in paths):
+            return None
+        gen = link.resolve(strict=True)
+        loads, keys = gen / "loads" / PART, gen / "cohort_keys" / PART
+        if not (loads.is_file() and keys.is_file()):
+            return None
+        with duckdb.connect() as con:
+            loaded = {r[0] for r in con.execute(f"SELECT DISTINCT file_sha256 FROM read_parquet({_sql_text(str(loads))}) "
+                                                "WHERE cohort = ?", [cohort]).fetchall()}
+            if not {file_sha256(p) for p in paths} <= loaded:
+                return None
+            key = con.execute(f"SELECT key_fingerprint FROM read_parquet({_sql_text(str(keys))}) WHERE cohort = ?", [cohort]).fetchall()
+        if not key or key[0][0] != key_fingerprint(pseudonymiser or Pseudonymiser()):
+            return None
+        return LoadSummary([FileLoad(p.name, format or "", cohort, "already loaded") for p in paths])
 
     def _loads_state(self) -> tuple:
         """What changes whenever a file is loaded or replaced: the load records' ids, removals, keys."""
