@@ -45,9 +45,9 @@ def load(cohort: str, warehouse: str | os.PathLike[str] | None = None) -> Cohort
 
     Raises :class:`ResearchError` naming the cohorts that exist when ``cohort`` is not there.
     """
-    from research.warehouse import Warehouse
+    from research.warehouse import open_warehouse
 
-    with Warehouse(warehouse, read_only=True) as wh:
+    with open_warehouse(warehouse, read_only=True) as wh:
         if not wh.has_cohort(cohort):
             known = wh.cohorts()["cohort"].tolist()
             raise ResearchError(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from contextlib import nullcontext
 from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -81,6 +82,25 @@ BOOKKEEPING = ("loads", "quarantine", "load_rows", "cohort_keys")
 
 #: One implementation for every command: research.faults tells a locked warehouse from a damaged one.
 warehouse_error = warehouse_open_error
+
+
+def open_warehouse(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Warehouse:
+    """The warehouse at ``path``: a DuckDB file (the default), or a Parquet store (a folder holding
+    ``store.json``, or a new path ending in ``.store``; see :mod:`research.store`)."""
+    from research.store import StoreWarehouse, is_store
+
+    path = resolve(path) if path is not None else default_warehouse()
+    return StoreWarehouse(path, read_only=read_only) if is_store(path) else Warehouse(path, read_only=read_only)
+
+
+def write_lock(path: str | os.PathLike[str] | None = None):
+    """The lock a writer of the warehouse at ``path`` holds: the whole file's, or none for a store
+    (a store's writers lock only the cohort they change)."""
+    from research.locks import warehouse_write_lock
+    from research.store import is_store
+
+    path = resolve(path) if path is not None else default_warehouse()
+    return nullcontext() if is_store(path) else warehouse_write_lock(path)
 
 
 def key_fingerprint(pseudonymiser) -> str:
@@ -269,6 +289,10 @@ class Warehouse:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def session(self, cohort: str, *, changes: bool = True):
+        """A block that writes one cohort through ``con``: nothing to do for a file (a store checks the cohort out)."""
+        return nullcontext(self)
 
     # -- loading ---------------------------------------------------------------------
     def ingest(

@@ -316,6 +316,12 @@ def import_kc_model(warehouse, cohort: str, path, *, model: str | None = None, a
     allow_unused_steps : import although the file names steps the cohort lacks (they are
         listed in the result); by default such a file is refused with the steps named.
     """
+    with warehouse.session(cohort):  # a Parquet store checks the cohort out and writes it back
+        return _import_kc_model(warehouse, cohort, path, model=model, as_name=as_name, replace=replace,
+                                allow_unused_steps=allow_unused_steps)
+
+
+def _import_kc_model(warehouse, cohort: str, path, *, model, as_name, replace, allow_unused_steps) -> ImportResult:
     kf = read_kc_model_file(path, model=model)
     names = kf.model_names()
     if model is None:
