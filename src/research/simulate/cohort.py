@@ -212,6 +212,19 @@ def _check_rate(name: str, value: float, upper: float = 1.0) -> float:
 # the course design (items, KCs, pages with their true parameters)
 
 
+def _widen_pairs(beta: np.ndarray, groups: list[list[int]], gap: float) -> np.ndarray:
+    """Push the easiness of the two KCs of each pair apart, about their mean, until they differ by ``gap``."""
+    beta = beta.copy()
+    for g in groups:
+        if len(g) != 2:
+            continue
+        a, b = g if beta[g[0]] <= beta[g[1]] else g[::-1]
+        if beta[b] - beta[a] < gap:
+            mid = (beta[a] + beta[b]) / 2
+            beta[a], beta[b] = mid - gap / 2, mid + gap / 2
+    return beta
+
+
 def _design_course(
     rng: np.random.Generator,
     *,
@@ -226,6 +239,7 @@ def _design_course(
     dif_focal: str,
     dif_reference: str,
     dif_size: float,
+    fine_pair_gap: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     n_core = pages_per_module * items_per_page
     M, P, K = n_modules, pages_per_module, kcs_per_module
@@ -248,6 +262,9 @@ def _design_course(
 
     beta = rng.normal(0.2, 0.5, size=len(kc_names))
     gamma = rng.uniform(0.1, 0.4, size=len(kc_names))
+    if fine_pair_gap:  # the Fine KCs a Coarse KC merges differ in easiness by at least the gap (no extra draws)
+        beta = _widen_pairs(beta, [[kc_index[k] for k in kc_names if coarse_of[k] == c] for c in dict.fromkeys(coarse_of.values())],
+                            fine_pair_gap)
     kc_planted = np.array([""] * len(kc_names), dtype=object)
     if planted:
         j = kc_index[f"M{planted_module['no_learning_kc'] + 1}-K{no_learning_k + 1}"]
@@ -791,6 +808,7 @@ def simulate_cohort(
     dif_reference: str = "male",
     dif_size: float = 1.2,
     survey_waves: bool = False,
+    fine_pair_gap: float | None = None,
 ) -> SimulatedCohort:
     """Simulate one cohort of an online course with known truth.
 
@@ -831,6 +849,13 @@ def simulate_cohort(
     survey_waves
         Replace the pre/post survey by a three-wave one with planted problem questions
         (:func:`research.simulate.surveys.with_survey_waves`).
+    fine_pair_gap
+        Off by default (the Fine KCs' easiness is drawn freely). A number of logits: the two
+        Fine KCs that each Coarse KC merges then differ in easiness (``beta``) by at least
+        this much (pairs drawn closer are pushed apart about their mean; nothing else
+        changes and no extra random draws are made). The planted effect size for testing
+        whether Learning Factors Analysis recovers the Fine split from Coarse
+        (``tests/test_kcmodel_search.py``).
 
     Returns
     -------
@@ -845,6 +870,13 @@ def simulate_cohort(
     kcs_per_module = _check_int("kcs_per_module", kcs_per_module, 1)
     practice_per_kc = _check_int("practice_per_kc", practice_per_kc, 0)
     skip_rate = _check_rate("skip_rate", skip_rate)
+    if fine_pair_gap is not None:
+        try:
+            fine_pair_gap = float(fine_pair_gap)
+        except (TypeError, ValueError):
+            raise ConfigError(f"fine_pair_gap must be a number of logits >= 0 or None; got {fine_pair_gap!r}") from None
+        if not fine_pair_gap >= 0:
+            raise ConfigError(f"fine_pair_gap must be a number of logits >= 0 or None; got {fine_pair_gap!r}")
     base_hazard = _check_rate("base_hazard", base_hazard, 0.5)
     if kcs_per_module > pages_per_module * items_per_page:
         raise ConfigError(
@@ -882,6 +914,8 @@ def simulate_cohort(
         "dif_reference": dif_reference,
         "dif_size": float(dif_size),
     }
+    if fine_pair_gap:
+        settings["fine_pair_gap"] = fine_pair_gap
     design_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     items_t, kcs_t, pages_t = _design_course(
         design_rng,
@@ -896,6 +930,7 @@ def simulate_cohort(
         dif_focal=dif_focal,
         dif_reference=dif_reference,
         dif_size=float(dif_size),
+        fine_pair_gap=fine_pair_gap,
     )
     sim = _run(
         items_t,
