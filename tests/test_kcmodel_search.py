@@ -139,3 +139,36 @@ def test_problem_groups_beyond_the_exhaustive_limit_are_found_by_hill_climbing(s
     assert res.best_step == 2 and (res.path["operator"].iloc[1:] == "split_items").all()
     assert res.path["bic"].iloc[2] < res.path["bic"].iloc[0] and res.n_candidates > 2
     assert all(len(g) >= 1 for c in res.changes for g in c.groups.values())
+
+
+def test_the_supported_change_reaches_the_report_and_its_csv_and_json(from_coarse, tmp_path):
+    """Point 5: the finding "No learning" for a KC names the split, in the HTML (en/sv/da), CSV and JSON."""
+    import json
+
+    from markupsafe import escape
+    from test_recommend import all_estimates
+
+    from research.kcmodel.advice import supported_changes, with_supported_changes
+    from research.names import write_csv
+    from research.recommend import read_recommendations, recommend
+    from research.report import write_report
+
+    write_csv(from_coarse.path, tmp_path / "kc_search.csv")
+    changed = from_coarse.explanations["kc"].iloc[0]
+    recs = recommend(all_estimates(), cohort="c", n_learners=400)
+    no_learning = recs.index[recs["rule"] == "kc_no_learning"][0]
+    recs.loc[no_learning, ["kc_model", "target_id"]] = ["Coarse", changed]
+    rec_id = recs.loc[no_learning, "recommendation_id"]
+    named = with_supported_changes(recs, tmp_path)
+    assert named["kc_model_change"].notna().sum() == 1
+    english = named.loc[no_learning, "kc_model_change"]
+    assert english.startswith("A search over KC models") and changed in english
+    for lang in ("en", "sv", "da"):
+        paths = write_report(named, tmp_path, language=lang, min_cell_size=10)
+        page = paths["html"].read_text(encoding="utf-8")
+        want = supported_changes(named.loc[[no_learning]], from_coarse.explanations, language=lang)["text"].iloc[0]
+        assert str(escape(want)) in page, lang  # the whole sentence, translated, as the page escapes it
+    csv = read_recommendations(paths["csv"])
+    assert csv.set_index("recommendation_id").loc[rec_id, "kc_model_change"] == english
+    records = json.loads(paths["json"].read_text(encoding="utf-8"))["records"]
+    assert [r["kc_model_change"] for r in records if r["recommendation_id"] == rec_id] == [english]

@@ -538,6 +538,12 @@ def render_report(
         rec["n_affected_t"] = _("hidden") if rec.get("n_affected") is None else view.fmt.integer(rec["n_affected"])
         rec["confidence_t"] = "" if rec.get("confidence") is None else view.fmt.percent(rec["confidence"])
         rec["severity_order"] = {"high": 3, "medium": 2, "low": 1}[rec["severity"]]
+    # the KC-model change a search supports (research.kcmodel.advice), in the report's language
+    from research.kcmodel.advice import report_changes
+
+    changes = report_changes(safe, out_dir, language=language)
+    for rec in recs:
+        rec["kc_model_change_t"] = changes.get(rec["recommendation_id"], "")
 
     # "Fix these first": one card per target; further findings on the same target join its card
     top_n = int(config.priority["top_n"])

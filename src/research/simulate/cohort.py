@@ -212,9 +212,13 @@ def _check_rate(name: str, value: float, upper: float = 1.0) -> float:
 # the course design (items, KCs, pages with their true parameters)
 
 
-def _widen_pairs(beta: np.ndarray, groups: list[list[int]], gap: float) -> np.ndarray:
-    """Push the easiness of the two KCs of each pair apart, about their mean, until they differ by ``gap``."""
-    beta = beta.copy()
+def _widen_pairs(beta: np.ndarray, gamma: np.ndarray, groups: list[list[int]], gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the two KCs of each pair at least ``gap`` logits apart at every opportunity.
+
+    Their easiness is pushed apart about its mean until it differs by ``gap``, and the
+    easier KC takes the larger of the two learning rates (so learning never closes the gap).
+    """
+    beta, gamma = beta.copy(), gamma.copy()
     for g in groups:
         if len(g) != 2:
             continue
@@ -222,7 +226,9 @@ def _widen_pairs(beta: np.ndarray, groups: list[list[int]], gap: float) -> np.nd
         if beta[b] - beta[a] < gap:
             mid = (beta[a] + beta[b]) / 2
             beta[a], beta[b] = mid - gap / 2, mid + gap / 2
-    return beta
+        if gamma[b] < gamma[a]:
+            gamma[a], gamma[b] = gamma[b], gamma[a]
+    return beta, gamma
 
 
 def _design_course(
@@ -263,8 +269,8 @@ def _design_course(
     beta = rng.normal(0.2, 0.5, size=len(kc_names))
     gamma = rng.uniform(0.1, 0.4, size=len(kc_names))
     if fine_pair_gap:  # the Fine KCs a Coarse KC merges differ in easiness by at least the gap (no extra draws)
-        beta = _widen_pairs(beta, [[kc_index[k] for k in kc_names if coarse_of[k] == c] for c in dict.fromkeys(coarse_of.values())],
-                            fine_pair_gap)
+        beta, gamma = _widen_pairs(beta, gamma, [[kc_index[k] for k in kc_names if coarse_of[k] == c]
+                                                 for c in dict.fromkeys(coarse_of.values())], fine_pair_gap)
     kc_planted = np.array([""] * len(kc_names), dtype=object)
     if planted:
         j = kc_index[f"M{planted_module['no_learning_kc'] + 1}-K{no_learning_k + 1}"]
@@ -850,10 +856,12 @@ def simulate_cohort(
         Replace the pre/post survey by a three-wave one with planted problem questions
         (:func:`research.simulate.surveys.with_survey_waves`).
     fine_pair_gap
-        Off by default (the Fine KCs' easiness is drawn freely). A number of logits: the two
-        Fine KCs that each Coarse KC merges then differ in easiness (``beta``) by at least
-        this much (pairs drawn closer are pushed apart about their mean; nothing else
-        changes and no extra random draws are made). The planted effect size for testing
+        Off by default (the Fine KCs' parameters are drawn freely). A number of logits: the
+        two Fine KCs that each Coarse KC merges then differ in easiness (``beta``) by at
+        least this much at every opportunity: pairs drawn closer are pushed apart about
+        their mean, and the easier KC of a pair takes the larger of the pair's two learning
+        rates, so practice never closes the gap. Nothing else changes and no extra random
+        draws are made. The planted effect size for testing
         whether Learning Factors Analysis recovers the Fine split from Coarse
         (``tests/test_kcmodel_search.py``).
 
