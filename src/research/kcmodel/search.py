@@ -31,7 +31,7 @@ stops when no candidate lowers the BIC, at the step budget or the time budget, o
 Ctrl-C (``KeyboardInterrupt``), returning the best path found so far.
 
 Each accepted model is checked by learner-stratified cross-validation (whole learners held
-out, their intercept at the prior mean; seeded folds): the result's best model is the last
+out, their intercept at the training learners' mean; seeded folds): the result's best model is the last
 one of the path before the first change that does not lower the CV log-loss (the start
 itself when the first change does not), so every change it proposes is supported by CV. The student-step design (rows, learners,
 outcomes, per-KC rows and opportunity counts) is built once; a change recomputes
@@ -334,7 +334,13 @@ class _Search:
         return _Model(out, theta, ll, p * np.log(len(y)) - 2 * ll, 2 * p - 2 * ll, p, eta)
 
     def cross_validate(self, model: _Model) -> tuple[float, float]:
-        """Learner-stratified CV: RMSE and log-loss of held-out learners' first attempts."""
+        """Learner-stratified CV: RMSE and log-loss of held-out learners' first attempts.
+
+        A held-out learner's intercept is the mean of the training learners' intercepts: the
+        penalised fit identifies the sum of the learners' mean and a KC's intercept, not
+        each (a change of the KC model moves the learners' mean, and with it every KC's
+        intercept), so the prior mean 0 would shift every prediction by that move.
+        """
         sq, ll, n = 0.0, 0.0, 0
         fold = self.fold_of_learner[self.lid]
         for f in range(self.cv_folds):
@@ -344,7 +350,7 @@ class _Search:
             kcp = np.r_[[m.kcs[k].beta for k in names], [m.kcs[k].gamma for k in names]]
             _, X = self.design(model.kcs)
             test = ~train
-            p = np.clip(expit(X[test] @ kcp), 1e-12, 1 - 1e-12)
+            p = np.clip(expit(float(np.mean(m.theta)) + X[test] @ kcp), 1e-12, 1 - 1e-12)
             yt = self.y[test]
             sq += float(((yt - p) ** 2).sum())
             ll += float(-(yt * np.log(p) + (1 - yt) * np.log(1 - p)).sum())
