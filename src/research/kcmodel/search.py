@@ -701,9 +701,10 @@ def split_recovery(result: SearchResult, truth_items: pd.DataFrame, *, coarse: s
     its problem groups equal the true KCs' problems. Problems that carry two of the merged
     true KCs may sit in either group. A *shared* problem also carries a true KC of another
     coarse KC (the simulator's second multi-KC problem of a module, e.g. ``M1-K4~~M1-K2``):
-    its difficulty beyond the one KC is the other coarse KC's misfit, so a split of one
-    coarse KC can place it either way; ``recovered`` counts it wherever it sits,
-    ``recovered_strict`` does not. One row per coarse KC: coarse_kc, fine_kcs, split_found,
+    its answers show only the sum of its two KCs' easiness, which is the same for both
+    placements when the two coarse KCs' true pairs differ in opposite directions, so the
+    data cannot place it; ``recovered`` counts it wherever it sits, ``recovered_strict``
+    does not. One row per coarse KC: coarse_kc, fine_kcs, split_found,
     recovered, recovered_strict, n_misplaced (problems in the wrong group, shared ones
     excluded), n_shared_misplaced.
     """
