@@ -260,12 +260,16 @@ def fingerprint(cohort: str, files: list[dict], config: CohortConfig | None, not
 
     The configured sources are ingested before this is taken, so a changed source file
     shows up as a new content hash among the cohort's loaded ``files``; it is not hashed again.
+    A KC-model file the cohort file adopts (``kc_model: {name, file}``) is hashed here.
     """
     parts = [f"cohort={cohort}", f"version={research.__version__}"]
     if language is not None:
         parts.append(f"language={language}")
     if config is not None:
         parts.append("config=" + sha256_bytes(config.text.encode("utf-8")))
+        kcm = getattr(config, "kc_model_file", None)
+        if kcm is not None:  # the KC-model file the cohort file adopts: its content, not only its name
+            parts.append("kc_model_file=" + (sha256_bytes(Path(kcm).read_bytes()) if Path(kcm).is_file() else "missing"))
     parts += sorted(f"loaded={f['sha256']}" for f in files)
     parts += [f"notebook={nb.name}:{sha256_bytes(nb.read_bytes())}" for nb in notebooks]
     return sha256_bytes("\n".join(parts).encode("utf-8"))

@@ -563,6 +563,15 @@ class Warehouse:
                     .sort_values("n", ascending=False, ignore_index=True)
                     .head(20)
                 )
+            if summary.replaced and "attempts" in summary.replaced:
+                # KC rows no load recorded (a KC model imported from a KC-model file) of attempts the corrected file lacks
+                n = con.execute(
+                    """DELETE FROM attempt_kcs k WHERE k.cohort = ? AND NOT EXISTS
+                       (SELECT 1 FROM attempts a WHERE a.cohort = k.cohort AND a.attempt_id = k.attempt_id)""", [cohort]
+                ).fetchall()[0][0]
+                if n:
+                    self._record_removal("correction", cohort, result.name, {"attempt_kcs": int(n)},
+                                         "KC rows of an imported KC model whose attempts the corrected file no longer has")
             con.execute("COMMIT").fetchall()
         except BaseException:
             con.execute("ROLLBACK").fetchall()

@@ -27,7 +27,7 @@ __all__ = [
 
 ID_VERSION = "v1"
 #: columns added to the record schema after its first version (read as empty from older files)
-ADDED_COLUMNS = ("conclusive", "fix_first")
+ADDED_COLUMNS = ("conclusive", "fix_first", "kc_model_change")
 #: other names of estimate tables (the notebooks' output names)
 ALIASES = {"item_distractors": "distractors", "time": "time_on_task"}
 

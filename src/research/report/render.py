@@ -687,6 +687,12 @@ def report_view_model(
 
     safe = suppress_records(recommendations, min_cell_size=k)
     recs = [_finding_view(rec, view) for rec in _records(safe.sort_values("rank"))]
+    # the KC-model change a search supports (research.kcmodel.advice), in the report's language
+    from research.kcmodel.advice import report_changes
+
+    changes = report_changes(safe, out_dir, language=language)
+    for rec in recs:
+        rec["kc_model_change_t"] = changes.get(rec["recommendation_id"], "")
     top = _fix_first_cards(recs, int(config.priority["top_n"]))
 
     # figures for the targets with the best-ranked findings only

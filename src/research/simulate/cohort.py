@@ -332,6 +332,25 @@ def _pages_truth(items: pd.DataFrame, planted: bool, planted_module: dict[str, i
     return pages
 
 
+def _widen_pairs(beta: np.ndarray, gamma: np.ndarray, groups: list[list[int]], gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the two KCs of each pair at least ``gap`` logits apart at every opportunity.
+
+    Their easiness is pushed apart about its mean until it differs by ``gap``, and the
+    easier KC takes the larger of the two learning rates (so learning never closes the gap).
+    """
+    beta, gamma = beta.copy(), gamma.copy()
+    for g in groups:
+        if len(g) != 2:
+            continue
+        a, b = g if beta[g[0]] <= beta[g[1]] else g[::-1]
+        if beta[b] - beta[a] < gap:
+            mid = (beta[a] + beta[b]) / 2
+            beta[a], beta[b] = mid - gap / 2, mid + gap / 2
+        if gamma[b] < gamma[a]:
+            gamma[a], gamma[b] = gamma[b], gamma[a]
+    return beta, gamma
+
+
 def _design_course(
     rng: np.random.Generator,
     *,
@@ -346,6 +365,7 @@ def _design_course(
     dif_focal: str,
     dif_reference: str,
     dif_size: float,
+    fine_pair_gap: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The course with its true parameters: items, KCs and pages (see :class:`Truth`)."""
     M, K = n_modules, kcs_per_module
@@ -356,6 +376,9 @@ def _design_course(
 
     beta = rng.normal(0.2, 0.5, size=len(kc_names))
     gamma = rng.uniform(0.1, 0.4, size=len(kc_names))
+    if fine_pair_gap:  # the Fine KCs a Coarse KC merges differ in easiness by at least the gap (no extra draws)
+        beta, gamma = _widen_pairs(beta, gamma, [[kc_index[k] for k in kc_names if coarse_of[k] == c]
+                                                 for c in dict.fromkeys(coarse_of.values())], fine_pair_gap)
     kc_planted = np.array([""] * len(kc_names), dtype=object)
     nl = -1
     if planted:
@@ -869,12 +892,12 @@ def _run(
 
 
 _DESIGN_KEYS = ("n_modules", "pages_per_module", "items_per_page", "kcs_per_module", "practice_per_kc", "planted",
-                "course_version", "dif_variable", "dif_focal", "dif_reference", "dif_size")
+                "course_version", "dif_variable", "dif_focal", "dif_reference", "dif_size", "fine_pair_gap")
 
 
 def _cohort_settings(*, n_learners, seed, cohort, n_modules, pages_per_module, items_per_page, kcs_per_module,
                      practice_per_kc, course_version, start, planted, skip_rate, base_hazard, dif_variable, dif_focal,
-                     dif_reference, dif_size) -> dict:
+                     dif_reference, dif_size, fine_pair_gap=None) -> dict:
     """:func:`simulate_cohort`'s arguments checked, as the settings recorded with the cohort."""
     n_learners = _check_int("n_learners", n_learners, 1)
     seed = _check_int("seed", seed, 0)
@@ -885,6 +908,13 @@ def _cohort_settings(*, n_learners, seed, cohort, n_modules, pages_per_module, i
     practice_per_kc = _check_int("practice_per_kc", practice_per_kc, 0)
     skip_rate = _check_rate("skip_rate", skip_rate)
     base_hazard = _check_rate("base_hazard", base_hazard, 0.5)
+    if fine_pair_gap is not None:
+        try:
+            fine_pair_gap = float(fine_pair_gap)
+        except (TypeError, ValueError):
+            raise ConfigError(f"fine_pair_gap must be a number of logits >= 0 or None; got {fine_pair_gap!r}") from None
+        if not fine_pair_gap >= 0:
+            raise ConfigError(f"fine_pair_gap must be a number of logits >= 0 or None; got {fine_pair_gap!r}")
     if kcs_per_module > pages_per_module * items_per_page:
         raise ConfigError(
             f"kcs_per_module={kcs_per_module} exceeds the core items per module "
@@ -920,6 +950,7 @@ def _cohort_settings(*, n_learners, seed, cohort, n_modules, pages_per_module, i
         "dif_focal": dif_focal,
         "dif_reference": dif_reference,
         "dif_size": float(dif_size),
+        **({"fine_pair_gap": fine_pair_gap} if fine_pair_gap else {}),  # recorded only when set
     }
 
 
@@ -943,6 +974,7 @@ def simulate_cohort(
     dif_reference: str = "male",
     dif_size: float = 1.2,
     survey_waves: bool = False,
+    fine_pair_gap: float | None = None,
 ) -> SimulatedCohort:
     """Simulate one cohort of an online course with known truth.
 
@@ -983,6 +1015,15 @@ def simulate_cohort(
     survey_waves
         Replace the pre/post survey by a three-wave one with planted problem questions
         (:func:`research.simulate.surveys.with_survey_waves`).
+    fine_pair_gap
+        Off by default (the Fine KCs' parameters are drawn freely). A number of logits: the
+        two Fine KCs that each Coarse KC merges then differ in easiness (``beta``) by at
+        least this much at every opportunity: pairs drawn closer are pushed apart about
+        their mean, and the easier KC of a pair takes the larger of the pair's two learning
+        rates, so practice never closes the gap. Nothing else changes and no extra random
+        draws are made. The planted effect size for testing
+        whether Learning Factors Analysis recovers the Fine split from Coarse
+        (``tests/test_kcmodel_search.py``).
 
     Returns
     -------
@@ -994,9 +1035,10 @@ def simulate_cohort(
         items_per_page=items_per_page, kcs_per_module=kcs_per_module, practice_per_kc=practice_per_kc,
         course_version=course_version, start=start, planted=planted, skip_rate=skip_rate, base_hazard=base_hazard,
         dif_variable=dif_variable, dif_focal=dif_focal, dif_reference=dif_reference, dif_size=dif_size,
+        fine_pair_gap=fine_pair_gap,
     )
     design_rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], 7]))
-    items_t, kcs_t, pages_t = _design_course(design_rng, **{k: settings[k] for k in _DESIGN_KEYS})
+    items_t, kcs_t, pages_t = _design_course(design_rng, **{k: settings.get(k) for k in _DESIGN_KEYS})
     sim = _run(
         items_t,
         kcs_t,
