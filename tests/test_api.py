@@ -1,4 +1,5 @@
-"""``__all__`` is each module's contract: declared on every public module, true, and the only way in.
+"""``__all__`` is each module's contract: declared on every public module, true, and the only way in;
+and the import graph stays clean (no cycles, no private names across modules).
 
 Checked statically (no imports), so the test costs well under a second.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,85 @@ def test_every_interval_level_argument_is_called_ci_level():
                 if arg.arg in other_names and isinstance(value, float) and 0.5 <= value < 1:
                     bad.append(f"{m}.{node.name}({arg.arg}={value})")
     assert not bad, f"interval levels not called ci_level: {bad}"
+
+
+# ------------------------------------------------------------------ import graph
+
+def _imports(name: str, path: Path):
+    """(imported module, imported name) pairs of research modules, also from imports inside functions."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # annotations only: no import at run time
+            continue
+        if isinstance(node, ast.Import):
+            yield from ((a.name, None) for a in node.names if a.name.split(".")[0] == "research")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] == "research":
+                yield from ((module, a.name) for a in node.names)
+
+
+# No cycle is tolerated, also none hidden by an import inside a function.
+KNOWN_CYCLES: list[list[str]] = []
+
+
+def test_no_import_cycles_among_research_modules():
+    graph = {m: set() for m in MODULES}
+    for m, path in MODULES.items():
+        for module, name in _imports(m, path):
+            target = f"{module}.{name}" if f"{module}.{name}" in MODULES else module
+            if target in MODULES and target != m and not m.startswith(target + "."):
+                graph[m].add(target)
+    sys.setrecursionlimit(max(10000, sys.getrecursionlimit()))
+    index, low, stack, on, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not KNOWN_CYCLES
+    assert not cycles, f"import cycles (also through imports inside functions): {cycles}"
+
+
+# No private name crosses a module boundary (a package's private helper module serves its own package).
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
+
+
+def test_no_private_names_are_imported_across_modules():
+    found = set()
+    for m, path in MODULES.items():
+        for module, name in _imports(m, path):
+            private = name and name.startswith("_") and not name.startswith("__")
+            # a package's private helper module (research.ingest._common) serves its own package only
+            if private and not (f"{module}.{name}" in MODULES and m.startswith(module + ".")):
+                found.add((m, module, name))
+    assert not KNOWN_PRIVATE_IMPORTS
+    new = found - KNOWN_PRIVATE_IMPORTS
+    assert not new, f"private names imported from another module (make them public or move them): {sorted(new)}"
