@@ -36,7 +36,9 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from contextlib import nullcontext
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,8 +51,11 @@ from research.errors import DataError, ResearchError
 from research.names import cohort_name
 from research.faults import WarehouseDamaged, WarehouseLocked, check_complete, check_file, warehouse_open_error  # noqa: F401 - re-exported
 from research.ingest.base import IngestResult
+from research.locks import warehouse_lock
 from research.paths import default_warehouse, resolve
 from research.schema import as_schema_dtypes, canonical_tables, check_relation, load_schema
+
+__all__ = ["FileLoad", "LoadSummary", "TableLoad", "Warehouse", "WarehouseDamaged", "WarehouseLocked", "warehouse_error"]
 
 LOADS_SQL = """CREATE TABLE IF NOT EXISTS loads (
     load_id VARCHAR, cohort VARCHAR, source_file VARCHAR, file_sha256 VARCHAR, format VARCHAR,
@@ -77,6 +82,25 @@ BOOKKEEPING = ("loads", "quarantine", "load_rows", "cohort_keys")
 
 #: One implementation for every command: research.faults tells a locked warehouse from a damaged one.
 warehouse_error = warehouse_open_error
+
+
+def open_warehouse(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Warehouse:
+    """The warehouse at ``path``: a DuckDB file (the default), or a Parquet store (a folder holding
+    ``store.json``, or a new path ending in ``.store``; see :mod:`research.store`)."""
+    from research.store import StoreWarehouse, is_store
+
+    path = resolve(path) if path is not None else default_warehouse()
+    return StoreWarehouse(path, read_only=read_only) if is_store(path) else Warehouse(path, read_only=read_only)
+
+
+def write_lock(path: str | os.PathLike[str] | None = None):
+    """The lock a writer of the warehouse at ``path`` holds: the whole file's, or none for a store
+    (a store's writers lock only the cohort they change)."""
+    from research.locks import warehouse_write_lock
+    from research.store import is_store
+
+    path = resolve(path) if path is not None else default_warehouse()
+    return nullcontext() if is_store(path) else warehouse_write_lock(path)
 
 
 def key_fingerprint(pseudonymiser) -> str:
@@ -204,6 +228,18 @@ class Warehouse:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = ExitStack()
+        try:  # readers share the file, a writer has it alone; each waits its turn (research.locks)
+            self._lock.enter_context(warehouse_lock(self.path, shared=read_only))
+        except OSError:
+            pass  # no lock file where the warehouse lies (a read-only folder): DuckDB's own lock still guards it
+        try:
+            self._open(read_only)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, read_only: bool) -> None:
         try:
             check_file(self.path)
             self.con = duckdb.connect(str(self.path), read_only=read_only)
@@ -243,13 +279,20 @@ class Warehouse:
 
     # -- context manager -------------------------------------------------------------
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        finally:
+            self._lock.close()
 
     def __enter__(self) -> Warehouse:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def session(self, cohort: str, *, changes: bool = True):
+        """A block that writes one cohort through ``con``: nothing to do for a file (a store checks the cohort out)."""
+        return nullcontext(self)
 
     # -- loading ---------------------------------------------------------------------
     def ingest(
@@ -520,6 +563,15 @@ class Warehouse:
                     .sort_values("n", ascending=False, ignore_index=True)
                     .head(20)
                 )
+            if summary.replaced and "attempts" in summary.replaced:
+                # KC rows no load recorded (a KC model imported from a KC-model file) of attempts the corrected file lacks
+                n = con.execute(
+                    """DELETE FROM attempt_kcs k WHERE k.cohort = ? AND NOT EXISTS
+                       (SELECT 1 FROM attempts a WHERE a.cohort = k.cohort AND a.attempt_id = k.attempt_id)""", [cohort]
+                ).fetchall()[0][0]
+                if n:
+                    self._record_removal("correction", cohort, result.name, {"attempt_kcs": int(n)},
+                                         "KC rows of an imported KC model whose attempts the corrected file no longer has")
             con.execute("COMMIT").fetchall()
         except BaseException:
             con.execute("ROLLBACK").fetchall()

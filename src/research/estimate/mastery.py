@@ -35,6 +35,8 @@ import pandas as pd
 from research.errors import ConfigError, DataError
 from research.estimate.bkt import BKT
 
+__all__ = ["MASTERY_COLUMNS", "MAX_CV_LEARNERS", "cohort_mastery", "mastery_table"]
+
 #: learners the student models are compared on by default: above it, a random sample of this many
 #: (the comparison's AUC is then known to about +-0.005, and 8,000 learners take a quarter of the time)
 MAX_CV_LEARNERS = 2000
