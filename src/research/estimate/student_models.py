@@ -46,7 +46,7 @@ from research.errors import ConfigError, DataError, SchemaError
 
 __all__ = [
     "TABLE_COLUMNS", "auc", "compare_student_models", "cross_validate", "fit_logistic", "learner_folds", "log_loss",
-    "predict_logistic",
+    "predict_logistic", "sample_learners",
 ]
 
 MODELS = ("rasch", "afm", "pfa", "best_lr", "bkt")
