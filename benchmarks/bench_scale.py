@@ -33,7 +33,7 @@ from pathlib import Path
 ATTEMPTS_PER_LEARNER = 85  # of the default simulated course (measured: 9,400 learners -> about 800,000 attempts)
 INGEST = r"""
 import json, sys, time, resource
-from research.warehouse import open_warehouse
+from research.store import open_warehouse
 t0 = time.perf_counter()
 with open_warehouse(sys.argv[2]) as wh:
     wh.ingest([sys.argv[1]], cohort="bench")
@@ -43,7 +43,7 @@ print(json.dumps({"ingest_s": time.perf_counter() - t0, "attempts": n["attempts"
 """
 FIT = r"""
 import json, sys, time, resource
-from research.warehouse import open_warehouse
+from research.store import open_warehouse
 from research.estimate import opportunities
 from research.estimate.afm import AFM
 t0 = time.perf_counter()

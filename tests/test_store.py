@@ -18,7 +18,8 @@ from research.demo import _write_exports
 from research.errors import ResearchError
 from research.simulate import simulate_cohort
 from research.store import StoreWarehouse, digests, migrate, partition_name
-from research.warehouse import Warehouse, open_warehouse
+from research.warehouse import Warehouse
+from research.store import open_warehouse
 
 COHORTS = ("2026 spring", "2026-autumn")  # a space: the partition folder is percent-encoded
 #: the canonical tables: equal row for row whichever warehouse loaded them (bookkeeping has load ids and times)

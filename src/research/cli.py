@@ -110,7 +110,8 @@ def _input_guard(what: str, warehouse=None):
 
 
 def cmd_ingest(args) -> int:
-    from research.warehouse import LoadSummary, open_warehouse, write_lock
+    from research.warehouse import LoadSummary
+    from research.store import open_warehouse, write_lock
 
     from research.names import cohort_name
 
@@ -167,7 +168,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_cohorts(args) -> int:
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
         wh = open_warehouse(args.warehouse, read_only=True)
@@ -186,7 +187,7 @@ def cmd_forget(args) -> int:
 
     from research.paths import DEFAULT_REPORTS, resolve
     from research.pseudonym import Pseudonymiser
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     if args.learner and not Pseudonymiser.looks_pseudonymised(args.learner):
         raise ResearchError(

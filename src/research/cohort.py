@@ -45,7 +45,7 @@ def load(cohort: str, warehouse: str | os.PathLike[str] | None = None) -> Cohort
 
     Raises :class:`ResearchError` naming the cohorts that exist when ``cohort`` is not there.
     """
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     with open_warehouse(warehouse, read_only=True) as wh:
         if not wh.has_cohort(cohort):

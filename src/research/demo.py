@@ -46,7 +46,7 @@ def _write_exports(sim, directory: Path) -> list[Path]:
 
 def ensure_demo(warehouse: str | os.PathLike[str], *, cohort: str = "demo", **settings) -> bool:
     """Build the demo cohort into ``warehouse`` unless it is there; True when it was built."""
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     path = resolve(warehouse)
     with file_lock(path.with_name(path.name + ".lock")):
@@ -71,7 +71,7 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
     from research.errors import ConfigError
     from research.paths import default_warehouse
     from research.simulate import simulate_cohort, simulate_followup
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     if not 1 <= int(n_cohorts) <= 3:
         raise ConfigError(f"--cohorts must be 1, 2 or 3, got {n_cohorts}")

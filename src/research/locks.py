@@ -19,7 +19,7 @@ from pathlib import Path
 
 from research.errors import ResearchError
 
-__all__ = ["LockedError", "file_lock", "warehouse_write_lock"]
+__all__ = ["LockedError", "WAREHOUSE_WAIT_S", "file_lock", "warehouse_lock", "warehouse_write_lock"]
 
 #: Seconds between tries while waiting for a lock with a time-out.
 POLL_S = 0.05

@@ -33,12 +33,11 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from research.errors import ConfigError, ResearchError
+from research.warehouse import LRS_STATE_SQL as STATE_SQL
 
 __all__ = ["PullResult", "pull", "state"]
 
 VERSIONS = ("1.0.3", "2.0.0")
-STATE_SQL = """CREATE TABLE IF NOT EXISTS lrs_state (
-    cohort VARCHAR, endpoint VARCHAR, since VARCHAR, pulled_at TIMESTAMP, n_statements BIGINT)"""
 
 
 def _key_file() -> Path:
@@ -165,7 +164,8 @@ def pull(url: str, *, cohort: str, warehouse=None, profile: str | None = None, v
     """Pull the statements stored since the last pull of ``cohort`` from this LRS and load them."""
     from research.ingest import xapi
     from research.pseudonym import Pseudonymiser
-    from research.warehouse import Warehouse, open_warehouse
+    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
     if version not in VERSIONS:
         raise ConfigError(f"xAPI version {version!r} is not supported; use one of {', '.join(VERSIONS)}")

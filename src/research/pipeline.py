@@ -238,7 +238,7 @@ def environment() -> dict:
 
 def input_files(cohort: str, warehouse: Path) -> tuple[list[dict], dict[str, int]]:
     """The raw files the cohort's warehouse rows came from (with their content hashes), and the row counts."""
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     with open_warehouse(warehouse, read_only=True) as wh:
         loads = wh.con.execute(
@@ -621,7 +621,7 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     state["unknown"] = config is None  # a name with no configuration and no data is no cohort to list as failed
     if not wh_path.exists():
         raise ConfigError(f"warehouse {wh_path} does not exist; ingest the cohort first (research ingest PATH --cohort {cohort})")
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     with open_warehouse(wh_path, read_only=True) as wh:
         if not wh.has_cohort(cohort):
@@ -717,7 +717,8 @@ def _refresh_report(run_dir: Path, cohort: str, warehouse: Path, config: CohortC
 
 def ingest_sources(config: CohortConfig, warehouse: Path):
     """Ingest a cohort's configured sources; files already loaded are skipped."""
-    from research.warehouse import LoadSummary, open_warehouse, write_lock
+    from research.warehouse import LoadSummary
+    from research.store import open_warehouse, write_lock
 
     summary = LoadSummary()
     with write_lock(warehouse), open_warehouse(warehouse) as wh, wh.session(config.cohort, changes=False):

@@ -42,7 +42,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -51,11 +51,12 @@ import duckdb
 import pandas as pd
 
 from research.errors import ResearchError
-from research.locks import WAREHOUSE_WAIT_S, file_lock
+from research.locks import WAREHOUSE_WAIT_S, file_lock, warehouse_write_lock
 from research.names import cohort_name
+from research.paths import default_warehouse, resolve
 from research.warehouse import LoadSummary, Warehouse
 
-__all__ = ["FORMAT", "MARKER", "VERSION", "StoreWarehouse", "collect", "create_store", "digests", "is_store", "migrate",
+__all__ = ["FORMAT", "MARKER", "VERSION", "StoreWarehouse", "collect", "create_store", "digests", "is_store", "migrate", "open_warehouse", "write_lock",
            "partition_name", "table_digest"]
 
 MARKER = "store.json"
@@ -86,7 +87,7 @@ def _lazy_tables() -> dict[str, str]:
     from research.ingest.datashop_xml import CUSTOM_SQL
     from research.ingest.voiding import AUDIT_SQL, VOIDS_SQL
     from research.kcmodel.files import KC_MODEL_FILES_SQL
-    from research.lrs import STATE_SQL
+    from research.warehouse import LRS_STATE_SQL as STATE_SQL
 
     return {"custom_fields": CUSTOM_SQL, "xapi_voids": VOIDS_SQL, "voided": AUDIT_SQL,
             "kc_model_files": KC_MODEL_FILES_SQL, "lrs_state": STATE_SQL}
@@ -523,6 +524,20 @@ def _kind(path: Path) -> str:
     return "store" if is_store(path) else "file"
 
 
+def open_warehouse(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Warehouse:
+    """The warehouse at ``path``: a DuckDB file (the default), or a Parquet store (a folder holding
+    ``store.json``, or a new path ending in ``.store``; this module)."""
+    path = resolve(path) if path is not None else default_warehouse()
+    return StoreWarehouse(path, read_only=read_only) if is_store(path) else Warehouse(path, read_only=read_only)
+
+
+def write_lock(path: str | os.PathLike[str] | None = None):
+    """The lock a writer of the warehouse at ``path`` holds: the whole file's, or none for a store
+    (a store's writers lock only the cohort they change)."""
+    path = resolve(path) if path is not None else default_warehouse()
+    return nullcontext() if is_store(path) else warehouse_write_lock(path)
+
+
 def migrate(source: str | os.PathLike[str], target: str | os.PathLike[str], *, replace: bool = False) -> pd.DataFrame:
     """Copy the warehouse at ``source`` to ``target`` (a DuckDB file or a store, either way), losing nothing.
 
@@ -533,10 +548,6 @@ def migrate(source: str | os.PathLike[str], target: str | os.PathLike[str], *, r
     target is refused unless ``replace``. Returns one row per table: table, rows,
     checksum, rows_target, checksum_target, equal.
     """
-    from research.warehouse import open_warehouse, write_lock
-
-    from research.paths import resolve
-
     source, target = resolve(source), resolve(target)
     if not source.exists():
         raise ResearchError(f"research migrate: --from {source} does not exist")

@@ -55,8 +55,14 @@ from research.locks import warehouse_lock
 from research.paths import default_warehouse, resolve
 from research.schema import as_schema_dtypes, canonical_tables, check_relation, load_schema
 
-__all__ = ["FileLoad", "LoadSummary", "TableLoad", "Warehouse", "WarehouseDamaged", "WarehouseLocked", "warehouse_error"]
+__all__ = [
+    "FileLoad", "LRS_STATE_SQL", "LoadSummary", "TableLoad", "Warehouse", "WarehouseDamaged",
+    "WarehouseLocked", "file_sha256", "key_fingerprint", "warehouse_error"
+]
 
+#: the state of `research pull` per cohort and endpoint (created by research.lrs when first needed)
+LRS_STATE_SQL = """CREATE TABLE IF NOT EXISTS lrs_state (
+    cohort VARCHAR, endpoint VARCHAR, since VARCHAR, pulled_at TIMESTAMP, n_statements BIGINT)"""
 LOADS_SQL = """CREATE TABLE IF NOT EXISTS loads (
     load_id VARCHAR, cohort VARCHAR, source_file VARCHAR, file_sha256 VARCHAR, format VARCHAR,
     table_name VARCHAR, n_read BIGINT, n_loaded BIGINT, n_rejected BIGINT, n_skipped BIGINT,
@@ -82,25 +88,6 @@ BOOKKEEPING = ("loads", "quarantine", "load_rows", "cohort_keys")
 
 #: One implementation for every command: research.faults tells a locked warehouse from a damaged one.
 warehouse_error = warehouse_open_error
-
-
-def open_warehouse(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Warehouse:
-    """The warehouse at ``path``: a DuckDB file (the default), or a Parquet store (a folder holding
-    ``store.json``, or a new path ending in ``.store``; see :mod:`research.store`)."""
-    from research.store import StoreWarehouse, is_store
-
-    path = resolve(path) if path is not None else default_warehouse()
-    return StoreWarehouse(path, read_only=read_only) if is_store(path) else Warehouse(path, read_only=read_only)
-
-
-def write_lock(path: str | os.PathLike[str] | None = None):
-    """The lock a writer of the warehouse at ``path`` holds: the whole file's, or none for a store
-    (a store's writers lock only the cohort they change)."""
-    from research.locks import warehouse_write_lock
-    from research.store import is_store
-
-    path = resolve(path) if path is not None else default_warehouse()
-    return nullcontext() if is_store(path) else warehouse_write_lock(path)
 
 
 def key_fingerprint(pseudonymiser) -> str:

@@ -74,7 +74,10 @@ from research.ingest import _common as C
 from research.ingest.base import IngestResult
 from research.ingest.datashop_tx import OUTCOMES, check_options
 
-__all__ = ["NAME", "OPTIONS", "XMLReader", "frame_result", "read", "sniff", "store_custom_fields"]
+__all__ = [
+    "CUSTOM_SQL", "NAME", "OPTIONS", "XMLReader", "frame_result", "read", "sniff",
+    "store_custom_fields"
+]
 
 NAME = "datashop-xml"
 OPTIONS = {"user_id", "time", "default_time_zone", "course_version", "encoding"}

@@ -14,7 +14,7 @@ import pandas as pd
 
 from research.kcmodel.search import EXPLANATIONS, explain
 
-__all__ = ["supported_changes", "supported_changes_in"]
+__all__ = ["report_changes", "supported_changes", "supported_changes_in", "with_supported_changes"]
 
 RULES = ("kc_no_learning", "kc_still_high", "kc_mixed_skills")
 

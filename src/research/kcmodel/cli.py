@@ -12,7 +12,7 @@ __all__ = ["add_parser"]
 
 
 def _open(args, read_only: bool):
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     return open_warehouse(args.warehouse, read_only=read_only)
 

@@ -38,8 +38,8 @@ from research.errors import ConfigError, DataError
 from research.names import csv_cell, restore_cell, write_csv
 
 __all__ = [
-    "ImportResult", "KCModelFile", "export_kc_model", "import_kc_model", "read_kc_model_file", "step_kcs",
-    "write_datashop", "write_q_matrix",
+    "ImportResult", "KCModelFile", "KC_MODEL_FILES_SQL", "export_kc_model", "import_kc_model",
+    "read_kc_model_file", "step_kcs", "write_datashop", "write_q_matrix"
 ]
 
 FORMATS = ("datashop", "qmatrix")

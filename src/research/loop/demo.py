@@ -137,7 +137,7 @@ def ensure_demo_pair(warehouse=None, *, cohort: str = "demo-2") -> bool:
     """Make sure the demo cohorts up to ``cohort`` are in the warehouse; True when any was built."""
     from research.demo import build_demo_cohorts
     from research.paths import default_warehouse, resolve
-    from research.warehouse import open_warehouse
+    from research.store import open_warehouse
 
     order = ["demo", "demo-2", "demo-3"]
     if cohort not in order:

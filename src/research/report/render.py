@@ -43,7 +43,7 @@ from research.report.not_analysed import not_analysed_items
 from research.report.since import since_section
 from research.privacy import check_min_cell_size, not_suppressed, group_sizes, suppress_records
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "report_view_model", "write_report"]
 
 LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
 
