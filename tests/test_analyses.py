@@ -215,7 +215,8 @@ def test_the_record_keeps_one_row_per_notebook_and_analysis_and_validates(tmp_pa
 def test_every_reason_formats_with_its_numbers_in_every_language():
     from research.report.i18n import translations
 
-    numbers = {"n_learners": 25, "needed": 30, "min_cell_size": 10, "attribute": "role", "constructs": "c", "items": "q"}
+    numbers = {"n_learners": 25, "needed": 30, "min_cell_size": 10, "attribute": "role", "constructs": "c", "items": "q",
+               "n_sampled": 20}
     for lang in ("en", "sv", "da"):
         gettext = translations(lang).gettext
         for reason in REASONS:

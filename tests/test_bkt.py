@@ -255,3 +255,14 @@ def test_compiled_and_numpy_kernels_agree(forgetting):
     cols = ["prior", "learn", "forget", "guess", "slip", "loglik", "learn_se"]
     np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=1e-9)
     assert a["iterations"].tolist() == b["iterations"].tolist()
+
+
+def test_accelerated_em_reaches_plain_em_s_fixed_point_in_fewer_steps():
+    """SQUAREM (the default) and plain EM run to a tight tolerance find the same optimum."""
+    data = simulate_bkt(300, np.arange(3, 14), TRUTH, seed=21)
+    fast = BKT(n_starts=2, seed=4).fit(data).params_.set_index("kc")
+    slow = BKT(n_starts=2, seed=4, accelerate=False, tol=1e-9, max_iter=5000).fit(data).params_.set_index("kc")
+    for name in ("prior", "learn", "guess", "slip"):
+        np.testing.assert_allclose(fast[name], slow[name], atol=5e-3)
+    np.testing.assert_allclose(fast["loglik"], slow["loglik"], atol=1e-2)
+    assert fast["converged"].all() and (fast["iterations"] < slow["iterations"]).all()

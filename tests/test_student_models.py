@@ -124,3 +124,25 @@ def test_plot_of_the_comparison(table):
     empty = plots.plot_student_models(table.iloc[0:0])
     assert "too few learners" in plots.student_models_alt(table.iloc[0:0])
     plt.close(empty)
+
+
+def test_a_warm_start_reaches_the_same_fit(rng):
+    X = sp.random(2000, 30, density=0.1, random_state=4, format="csr")
+    y = (rng.random(2000) < 1 / (1 + np.exp(-(X @ rng.normal(size=30))))).astype(float)
+    cold = fit_logistic(X, y, l2=1.0)
+    warm = fit_logistic(X, y, l2=1.0, theta0=cold + rng.normal(0, 0.3, len(cold)))
+    np.testing.assert_allclose(warm, cold, atol=5e-4)  # both stop at gradient 1e-6, from different sides
+    with pytest.raises(ConfigError, match="theta0 has 3 values"):
+        fit_logistic(X, y, theta0=np.zeros(3))
+
+
+def test_max_learners_compares_a_seeded_sample_and_says_so(bkt_steps):
+    capped = compare_student_models(bkt_steps, models=["pfa"], n_folds=3, max_learners=90)
+    assert (capped["n_learners"] == 90).all()
+    assert capped["method"].iloc[0].endswith("; a random 90 of 240 learners (max_learners)")
+    again = compare_student_models(bkt_steps, models=["pfa"], n_folds=3, max_learners=90)
+    pd.testing.assert_frame_equal(capped, again)
+    whole = compare_student_models(bkt_steps, models=["pfa"], n_folds=3, max_learners=240)
+    assert (whole["n_learners"] == 240).all() and "max_learners" not in whole["method"].iloc[0]
+    with pytest.raises(ConfigError, match="max_learners"):
+        compare_student_models(bkt_steps, models=["pfa"], max_learners=1)

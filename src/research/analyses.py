@@ -88,6 +88,7 @@ REASONS: dict[str, str] = {
     "no_learning_data": N_("no learner practised any KC more than once"),
     "one_kc_per_item_once": N_("the attempts have no KC tags, so each item was treated as a KC of its own, and no learner met an item more than once"),
     "no_kc_tags": N_("the attempts have no KC tags, so there is no KC model to improve"),
+    "learners_sampled": N_("compared on a random {n_sampled} of the {n_learners} learners, which estimates the same accuracy in a fraction of the time"),
     "not_written": N_("the notebook that computes it did not write its table"),
     "estimate_failed": N_("the data did not allow the estimate (the notebook says why)"),
 }

@@ -346,7 +346,12 @@ def mastery(ctx, steps, fitted, *, threshold: float = 0.95, forgetting: bool = F
         ctx.ran("mastery")
     if models:
         ctx.write_table(compared, "student_models")
-        ctx.ran("student_models")
+        n_traced = n_learners(steps[steps["kc_model"].astype(str) == str(fitted.best)])
+        n_compared = int(compared["n_learners"].iloc[0]) if len(compared) else n_traced
+        if n_compared < n_traced:  # above max_learners the models are compared on a sample of learners
+            ctx.ran("student_models", "learners_sampled", n_sampled=n_compared, n_learners=n_traced)
+        else:
+            ctx.ran("student_models")
     else:
         ctx.skip("student_models", "too_few_learners_total", n_learners=n, needed=n_folds)
     return SimpleNamespace(mastery=table, student_models=compared)

@@ -119,7 +119,9 @@ def _layout(seq: np.ndarray, pos: np.ndarray, obs: np.ndarray, seq_group: np.nda
     for t in range(T - 1):
         has_next[offsets[t]:offsets[t] + n_active[t + 1]] = True
     # the same rows in sequence order (sequence by sequence) for the compiled kernel
-    by_seq = np.lexsort((pos, seq))
+    step = np.diff(seq)
+    in_order = bool((step >= 0).all() and (np.diff(pos)[step == 0] > 0).all())  # the usual case: no sort needed
+    by_seq = np.arange(N) if in_order else np.lexsort((pos, seq))
     seq_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     seq_rows = (obs[by_seq].astype(np.int8), seq_group[seq][by_seq].astype(np.int64), gs[by_seq].astype(np.int64),
                 seq_starts, lengths.astype(np.int64))
@@ -386,39 +388,110 @@ def _m_step(st: dict, forgetting: bool) -> _Params:
     return _Params(prior, learn, forget, guess, slip)
 
 
-def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float, compiled: bool | None = None):
-    """EM until every (start, group) has converged. Returns params, log-lik, iterations, converged."""
+def _em(lay: _Layout, p: _Params, *, forgetting: bool, max_iter: int, tol: float, compiled: bool | None = None,
+        accelerate: bool = False):
+    """EM until every (start, group) has converged. Returns params, log-lik, iterations, converged.
+
+    ``accelerate`` runs SQUAREM (:func:`_squarem`) instead of plain EM steps.
+    """
     p = p.clip(forgetting)
     S, K = p.prior.shape
     use = compiled is not False and _compiled_kernel() is not None
     e_step = _e_step_compiled if use else _e_step
     done = np.zeros((S, K), dtype=bool)
-    iters = np.zeros((S, K), dtype=np.int64)
-    prev = np.full((S, K), -np.inf)
     # guess/slip index -> group, to freeze converged groups' emissions too
     gs_group = np.zeros(lay.n_gs, dtype=np.int64)
     gs_group[lay.gs] = lay.group
-    for _ in range(max_iter):
-        # the compiled kernel skips the sequences of converged groups; they keep their log-likelihood
+
+    def em_map(p: _Params) -> tuple[np.ndarray, _Params]:
+        """One EM step from ``p``: log-likelihood at ``p`` and the M-step (converged groups kept)."""
+        # the compiled kernel skips the sequences of converged groups (their log-likelihood reads 0)
         ll, st = e_step(lay, p, forgetting, skip=done) if use else e_step(lay, p, forgetting)
-        ll = np.where(done, prev, ll)
-        done |= np.abs(ll - prev) < tol
-        prev = ll
-        if done.all():
-            break
         new = _m_step(st, forgetting)
         keep_k, keep_g = done, done[:, gs_group]
-        p = _Params(
+        return ll, _Params(
             np.where(keep_k, p.prior, np.nan_to_num(new.prior, nan=0.5)),
             np.where(keep_k, p.learn, np.nan_to_num(new.learn, nan=EPS)),
             np.where(keep_k, p.forget, np.nan_to_num(new.forget, nan=EPS)),
             np.where(keep_g, p.guess, np.nan_to_num(new.guess, nan=0.5)),
             np.where(keep_g, p.slip, np.nan_to_num(new.slip, nan=0.5)),
         ).clip(forgetting)
+
+    if accelerate:
+        return _squarem(em_map, p, done, gs_group, forgetting=forgetting, max_iter=max_iter, tol=tol,
+                        final=lambda q: e_step(lay, q, forgetting))
+    iters = np.zeros((S, K), dtype=np.int64)
+    prev = np.full((S, K), -np.inf)
+    for _ in range(max_iter):
+        ll, new = em_map(p)
+        ll = np.where(done, prev, ll)
+        done |= np.abs(ll - prev) < tol
+        prev = ll
+        if done.all():
+            break
+        p = new
         iters += ~done
     else:
         ll, _ = e_step(lay, p, forgetting)
     return p, ll, iters, done
+
+
+def _group_sum(p: _Params, gs_group: np.ndarray) -> np.ndarray:
+    """Per (start, group): the sum of a parameter-shaped quantity over the group's parameters."""
+    out = p.prior + p.learn + p.forget
+    np.add.at(out.T, gs_group, (p.guess + p.slip).T)
+    return out
+
+
+def _squarem(em_map, p0: _Params, done: np.ndarray, gs_group: np.ndarray, *, forgetting: bool, max_iter: int,
+             tol: float, final):
+    """SQUAREM (Varadhan & Roland 2008, scheme S3) per (start, group), monotone in the likelihood.
+
+    A cycle takes two EM steps ``p1 = F(p0)``, ``p2 = F(p1)``, extrapolates along them
+    (``p0 - 2 a r + a^2 v`` with ``r = p1 - p0``, ``v = p2 - 2 p1 + p0``, ``a = -|r| / |v|`` at
+    most -1) and takes one EM step from there; where the extrapolated point is worse than
+    ``p1`` the cycle ends at ``p2`` instead. It reaches EM's fixed point in a fraction of the
+    steps where plain EM crawls (flat likelihoods, parameters near a bound). Iterations count
+    EM steps (three per cycle); a group has converged when its log-likelihood changes by less
+    than ``tol`` from one cycle to the next.
+    """
+    S, K = p0.prior.shape
+    iters = np.zeros((S, K), dtype=np.int64)
+    prev = np.full((S, K), -np.inf)
+    fields = ("prior", "learn", "forget", "guess", "slip")
+    steps = 0
+    while steps + 1 <= max_iter:
+        ll0, p1 = em_map(p0)
+        steps += 1
+        ll0 = np.where(done, prev, ll0)
+        done |= np.abs(ll0 - prev) < tol
+        prev = ll0
+        if done.all() or steps + 2 > max_iter:
+            if not done.all():
+                p0 = p1
+                iters += ~done
+            break
+        ll1, p2 = em_map(p1)
+        r = _Params(*(getattr(p1, f) - getattr(p0, f) for f in fields))
+        v = _Params(*(getattr(p2, f) - 2 * getattr(p1, f) + getattr(p0, f) for f in fields))
+        rr = _group_sum(_Params(*(getattr(r, f) ** 2 for f in fields)), gs_group)
+        vv = _group_sum(_Params(*(getattr(v, f) ** 2 for f in fields)), gs_group)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = -np.sqrt(rr / vv)
+        a = np.where(np.isfinite(a), np.minimum(a, -1.0), -1.0)
+        ak, ag = a, a[:, gs_group]
+        p3 = _Params(*(getattr(p0, f) - 2 * (ak if f in fields[:3] else ag) * getattr(r, f)
+                       + (ak if f in fields[:3] else ag) ** 2 * getattr(v, f) for f in fields)).clip(forgetting)
+        ll3, p4 = em_map(p3)
+        steps += 2
+        good = np.isfinite(ll3) & (ll3 >= ll1)
+        gk, gg = good, good[:, gs_group]
+        p0 = _Params(*(np.where(gk if f in fields[:3] else gg, getattr(p4, f), getattr(p2, f)) for f in fields))
+        iters += 3 * ~done
+    if not done.all():
+        ll0, _ = final(p0)
+        ll0 = np.where(done, prev, ll0)
+    return p0, ll0, iters, done
 
 
 def _pick(p: _Params, best: np.ndarray, gs_group: np.ndarray) -> _Params:
@@ -562,6 +635,10 @@ class BKT:
         only (the usual short-runs-then-long strategy; ``starts_at_best`` in the output
         counts the starts within 1 log-likelihood unit of the best at that point).
         0 runs every start to convergence.
+    accelerate
+        SQUAREM-accelerated EM (Varadhan & Roland 2008): the same fixed point as plain EM
+        in a fraction of the iterations (``iterations`` counts EM steps either way); False
+        runs plain EM.
     engine
         ``"auto"`` (the compiled kernel when numba imports, else numpy), ``"numpy"`` or
         ``"numba"``. Both give the same numbers.
@@ -581,6 +658,7 @@ class BKT:
     seed: int = 0
     screen_iter: int = 10
     engine: str = "auto"
+    accelerate: bool = True
     columns: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -626,12 +704,13 @@ class BKT:
         gs_group[lay.gs] = lay.group
         screen = self.screen_iter if (self.screen_iter and S > 1) else self.max_iter
         p, ll, iters, conv = _em(lay, start, forgetting=self.forgetting, max_iter=min(screen, self.max_iter),
-                                 tol=self.tol, compiled=self._compiled)
+                                 tol=self.tol, compiled=self._compiled, accelerate=self.accelerate)
         if screen < self.max_iter and not conv.all():
             # go on from the best start of each KC only (all starts agree on most KCs by now)
             best = np.argmax(np.where(np.isfinite(ll), ll, -np.inf), axis=0)
             p1, ll1, it1, conv1 = _em(lay, _pick(p, best, gs_group), forgetting=self.forgetting,
-                                      max_iter=self.max_iter - screen, tol=self.tol, compiled=self._compiled)
+                                      max_iter=self.max_iter - screen, tol=self.tol, compiled=self._compiled,
+                                      accelerate=self.accelerate)
             self.starts_at_best_ = (np.abs(ll - ll[best, np.arange(K)][None]) < 1.0).sum(axis=0)
             p, ll, iters, conv = p1, ll1, it1 + iters[best, np.arange(K)], conv1
         else:
@@ -706,7 +785,7 @@ class BKT:
         warm = _Params(np.tile(p0.prior, B), np.tile(p0.learn, B), np.tile(p0.forget, B),
                        np.tile(p0.guess, B), np.tile(p0.slip, B))
         p, _, _, _ = _em(lay, warm, forgetting=self.forgetting, max_iter=self.max_iter, tol=self.tol,
-                         compiled=self._compiled)
+                         compiled=self._compiled, accelerate=self.accelerate)
         out = {n: getattr(p, n).reshape(B, -1) for n in PARAMETERS}
         return out
 

@@ -74,6 +74,15 @@ def _sort_codes(values: pd.Series) -> np.ndarray:
     return np.where(codes < 0, len(uniques), codes)
 
 
+def _positions(values: pd.Series, lookup: pd.Series) -> np.ndarray:
+    """Position of each of ``values`` in ``lookup`` (unique strings), -1 where absent: one Arrow hash join."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(values, type=pa.string()), value_set=pa.array(lookup, type=pa.string()))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _segment_time(ts: np.ndarray, starts: np.ndarray, ufunc) -> np.ndarray:
     """Per-segment min or max of datetimes, skipping NaT (NaT when a segment has none)."""
     ints = ts.view("int64")
@@ -297,7 +306,7 @@ def student_steps(
     if source_opportunity in attempt_kcs.columns:
         k["source_opportunity"] = pd.to_numeric(attempt_kcs[source_opportunity], errors="coerce").astype("Float64").to_numpy()
     k = k[k["kc"].notna() & (k["kc"].str.strip() != "")]
-    row = pd.Index(a["attempt_id"]).get_indexer(k["attempt_id"])
+    row = _positions(k["attempt_id"], a["attempt_id"])
     k = k[row >= 0].reset_index(drop=True)
     row = row[row >= 0]
     k["step_row"] = a["step_row"].to_numpy()[row]
