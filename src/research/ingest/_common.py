@@ -187,6 +187,18 @@ def require_columns(path: Path, header: list[str], required: list[str], what: st
         )
 
 
+def tab_header(path: Path, encoding: str, required: list[str], what: str) -> tuple[list[str], list[str]]:
+    """The header of a tab-delimited export, checked: (the header's fields, unique column names).
+
+    Refuses a file that is missing, undecodable, not tab-delimited or lacks a required column.
+    """
+    head = read_head(path, encoding)
+    check_delimiter(path, head, expected="\t", what=what)
+    header = header_fields(head, "\t")
+    require_columns(path, header, required, what)
+    return header, dedupe_names(header)
+
+
 def no_header_message(path: Path, required: list[str], what: str) -> str:
     """The message for a file whose first line names none of the columns we need.
 

@@ -214,11 +214,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     path = Path(path)
     options = check_options(options, OPTIONS, NAME)
     encoding = options.get("encoding", "utf-8")
-    head = C.read_head(path, encoding)
-    C.check_delimiter(path, head, expected="\t", what=WHAT)
-    header = C.header_fields(head, "\t")
-    C.require_columns(path, header, REQUIRED, WHAT)
-    names = C.dedupe_names(header)
+    header, names = C.tab_header(path, encoding, REQUIRED, WHAT)
     kc_models, opp_cols = _kc_columns(header, names)
     usecols = REQUIRED + [c for c in OPTIONAL if c in names] + [c for cs in kc_models.values() for c in cs] + list(opp_cols.values())
 

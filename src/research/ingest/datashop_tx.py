@@ -140,11 +140,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     path = Path(path)
     options = check_options(options, OPTIONS, NAME)
     encoding = options.get("encoding", "utf-8")
-    head = C.read_head(path, encoding)
-    C.check_delimiter(path, head, expected="\t", what=WHAT)
-    header = C.header_fields(head, "\t")
-    C.require_columns(path, header, REQUIRED, WHAT)
-    names = C.dedupe_names(header)
+    header, names = C.tab_header(path, encoding, REQUIRED, WHAT)
 
     level_cols = [n for n, h in zip(names, header) if _LEVEL.match(h)]
     kc_models: dict[str, list[str]] = {}
