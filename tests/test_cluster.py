@@ -28,17 +28,19 @@ from research.simulate import simulate_cohort
 
 COHORTS = [f"c{i}" for i in range(1, 7)]
 PARAMS = 'cohort = "x"\nwarehouse = "data/warehouse.duckdb"\nout_dir = "reports/x"\nmin_cell_size = 10\ndie = False'
+DIE = """
+    if die:  # a worker that dies mid-run (killed, out of memory): papermill's parent is the Dask worker
+        import os, signal, psutil
+        os.kill(psutil.Process(os.getppid()).ppid(), signal.SIGKILL)
+"""
 CELL = """
-    import hashlib, os, pathlib, signal
-    import psutil
+    import hashlib, pathlib
     import research.describe as describe
     import research.notebook
     ctx = research.notebook.setup(cohort=cohort, warehouse=warehouse, out_dir=out_dir, min_cell_size=min_cell_size)
     ctx.write_table(describe.ingest_summary(ctx.data), "ingest_summary")
     learners = sorted(ctx.data.attempts["learner_id"].unique())
     pathlib.Path(out_dir, "learners.txt").write_text(hashlib.sha256("\\n".join(learners).encode()).hexdigest())
-    if die:  # a worker that dies mid-run (killed, out of memory): papermill's parent is the Dask worker
-        os.kill(psutil.Process(os.getppid()).ppid(), signal.SIGKILL)
 """
 
 
@@ -46,7 +48,7 @@ def _notebook(path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     first = nbformat.v4.new_code_cell(PARAMS)
     first.metadata["tags"] = ["parameters"]
-    nb.cells = [first, nbformat.v4.new_code_cell(textwrap.dedent(CELL))]
+    nb.cells = [first] + [nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in (DIE, CELL)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
@@ -127,7 +129,7 @@ def test_six_cohorts_in_parallel_publish_the_same_tables_as_a_serial_run(both):
     # c2 ran after its predecessor c1; progress came per notebook and per cohort
     finished = [r.cohort for r in parallel]
     assert finished.index("c1") < finished.index("c2")
-    assert any("c3: [1/1] 01_summary.ipynb done" in s for s in said), said
+    assert any(": [1/1] 01_summary.ipynb done in" in s for s in said), said  # from the workers, as they went
     assert sum(s.startswith("[") and "/6]" in s for s in said) == 6
     # one index, listing every cohort once
     history = [json.loads(line) for line in (root / "parallel" / "runs.jsonl").read_text().splitlines()]
@@ -170,3 +172,43 @@ def test_a_killed_worker_fails_only_its_cohort_and_keeps_its_previous_report(bot
     assert any(h["cohort"] == "c4" and h["outcome"] == "killed" and "worker" in h["reason"] for h in history)
     # the cluster is whole again for the next run: the nanny restarted the worker
     client.wait_for_workers(2, timeout=30)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cohort", "c1", "--workers", "2"], "use them with --all"),
+    (["--all", "--workers", "0"], "--workers must be 1 or more"),
+    (["--all", "--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "not both"),
+])
+def test_run_refuses_flags_that_do_not_go_together(argv, message, capsys):
+    from research.cli import main
+
+    assert main(["run", *argv]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_run_all_with_workers_or_a_scheduler_goes_to_the_cluster_and_one_worker_stays_serial(tmp_path, monkeypatch):
+    import research.cluster
+    import research.pipeline
+    from research.cli import main
+    from research.pipeline import RunResult
+
+    (tmp_path / "c1.yaml").write_text("language: en\n")
+    calls = []
+    monkeypatch.setattr(research.cluster, "run_parallel", lambda configs, **kw: calls.append(("parallel", kw)) or
+                        [RunResult(c.cohort, "ok", 0, message="ok") for c in configs])
+    monkeypatch.setattr(research.pipeline, "run_all", lambda configs, **kw: calls.append(("serial", kw)) or
+                        [RunResult(c.cohort, "ok", 0, message="ok") for c in configs])
+    base = ["run", "--all", "--config-dir", str(tmp_path), "--out", str(tmp_path / "r"), "-q"]
+    assert main([*base, "--workers", "3"]) == 0
+    assert main([*base, "--scheduler", "tcp://10.0.0.1:8786", "--changed"]) == 0
+    assert main([*base, "--workers", "1"]) == 0 and main(base) == 0
+    assert [c[0] for c in calls] == ["parallel", "parallel", "serial", "serial"]
+    assert calls[0][1]["workers"] == 3 and calls[1][1]["scheduler"] == "tcp://10.0.0.1:8786" and calls[1][1]["changed_only"]
+
+
+def test_a_scheduler_that_cannot_be_reached_is_a_clear_error():
+    from research.cluster import connect
+    from research.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        connect("tcp://127.0.0.1:9", timeout=1)

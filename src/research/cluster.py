@@ -65,7 +65,7 @@ CONNECT_TIMEOUT_S = 30
 
 
 def local_cluster(n_workers: int, *, allowed_failures: int = ALLOWED_FAILURES, memory_limit: str | float | None = "auto"):
-    """A :class:`dask.distributed.LocalCluster` on 127.0.0.1: ``n_workers`` processes, one thread each, no dashboard."""
+    """A :class:`dask.distributed.LocalCluster` on 127.0.0.1: ``n_workers`` processes, one thread each, its HTTP server on a free port."""
     import dask
     from dask.distributed import LocalCluster
 
@@ -73,7 +73,7 @@ def local_cluster(n_workers: int, *, allowed_failures: int = ALLOWED_FAILURES, m
         raise ConfigError(f"--workers must be 1 or more, got {n_workers}")
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=None, resources={RESOURCE: 1}, memory_limit=memory_limit,
+                            dashboard_address="127.0.0.1:0", resources={RESOURCE: 1}, memory_limit=memory_limit,
                             silence_logs=logging.ERROR)
 
 
@@ -246,6 +246,8 @@ def run_parallel(
 
     say = progress or (lambda message: None)
     reports_dir = resolve(reports or "reports")
+    if not configs:  # only broken cohort files: nothing to run anywhere
+        return run_all([], reports=reports_dir, broken=broken)
     nbs = [resolve(nb) for nb in notebooks] if notebooks is not None else None
     own, cluster = client is None, None
     if client is None:
@@ -301,7 +303,7 @@ def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worke
         if codes.get(cfg.cohort) == 2 and result.exit_code == 0:
             result.exit_code = 2  # rows rejected at ingest: the run happened (as in a serial run)
         results.append(result)
-        say(f"[{done}/{total}] {result.message or cfg.cohort + ': ' + result.status}")
+        say(f"[{done}/{total}] {cfg.cohort}: {result.status}")
         ready.extend(children.pop(cfg.cohort, []))
 
     # 1. every ingest first, one writer at a time, before any worker opens the warehouse to read
