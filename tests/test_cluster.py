@@ -157,8 +157,12 @@ def test_a_killed_worker_fails_only_its_cohort_and_keeps_its_previous_report(bot
     victim = next(c for c in configs if c.cohort == "c4")
     victim = CohortConfig(cohort="c4", sources=victim.sources, parameters={"die": True})
     other = next(c for c in configs if c.cohort == "c3")
-    results = {r.cohort: r for r in run_parallel([other, victim], client=client, warehouse=root / "parallel.duckdb",
+    missing = CohortConfig(cohort="c9", sources=[Source(root / "exports" / "nowhere.txt")], path=root / "c9.yaml")
+    results = {r.cohort: r for r in run_parallel([other, victim, missing], client=client, warehouse=root / "parallel.duckdb",
                                                  reports=reports, notebooks=nbs, changed_only=False)}
+    # a cohort whose ingest fails gets no task and the serial run's message and exit code
+    assert results["c9"].status == "failed" and results["c9"].exit_code == 1
+    assert "nowhere.txt" in results["c9"].message and "does not exist" in results["c9"].message
     assert results["c3"].status == "ok" and results["c3"].exit_code == 0
     assert json.loads((reports / "c3" / "manifest.json").read_text())["run_id"] != before["c3"]
     failed = results["c4"]
@@ -170,6 +174,8 @@ def test_a_killed_worker_fails_only_its_cohort_and_keeps_its_previous_report(bot
     assert not list(reports.glob(".c4.run-*")) and list(reports.glob(".c4.failed-*"))
     history = [json.loads(line) for line in (reports / "runs.jsonl").read_text().splitlines()]
     assert any(h["cohort"] == "c4" and h["outcome"] == "killed" and "worker" in h["reason"] for h in history)
+    assert any(h["cohort"] == "c9" and h["outcome"] == "failed" for h in history)
+    assert "c9" in (reports / "index.html").read_text()
     # the cluster is whole again for the next run: the nanny restarted the worker
     client.wait_for_workers(2, timeout=30)
 

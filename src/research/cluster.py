@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -100,7 +101,11 @@ def _worker_version() -> str:
 
 def _check_workers(client) -> tuple[int, bool]:
     """(threads of the cluster, whether every worker offers the ``cohort`` resource); refuses workers of another version."""
-    versions = client.run(_worker_version)
+    try:
+        versions = client.run(_worker_version)
+    except Exception as exc:  # noqa: BLE001 - a worker that cannot even import the package
+        raise ConfigError(f"the Dask workers cannot run course-research ({type(exc).__name__}: {str(exc)[:200]}); "
+                          f"install course-research {research.__version__} in every worker's environment") from None
     other = {addr: v for addr, v in versions.items() if v != research.__version__}
     if other:
         listed = ", ".join(f"{a} has {v}" for a, v in sorted(other.items()))
@@ -311,6 +316,7 @@ def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worke
     children: dict[str, list[CohortConfig]] = defaultdict(list)
     ready: list[CohortConfig] = []
     stopped: list[tuple[CohortConfig, object]] = []
+    t0 = time.perf_counter()
     for cfg in ranked:
         paths[cfg.cohort] = resolve(warehouse) if warehouse else (cfg.warehouse or default_wh())
         code = _ingest(cfg, paths[cfg.cohort], reports_dir, keep_of(cfg), say)
@@ -318,6 +324,7 @@ def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worke
             codes[cfg.cohort] = code
         else:
             stopped.append((cfg, code))
+    say(f"ingest: {total} cohort(s) in {time.perf_counter() - t0:.1f} s, one after another (the warehouse takes one writer)")
     # 2. a cohort waits for its predecessor's task when the predecessor comes first (so there is never a cycle)
     for cfg in ranked:
         if cfg.cohort not in codes:
