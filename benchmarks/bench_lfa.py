@@ -14,11 +14,14 @@ its peak resident memory is its own. Data are drawn from the AFM with the 40-KC 
 item offsets (sd 0.3 logits). This machine is shared by several people: timings are pessimistic.
 
 ``--recovery`` also measures recovery of the simulator's Fine KCs from Coarse on 400-learner
-cohorts (seeds 1-3, planted=False): how many merged pairs the search splits back exactly, and
-for each pair the restricted log-likelihood gain of the true split against the best split
-the search found (the true split needs a gain above log(N), about 11, to lower the BIC).
+cohorts (seeds 1-5, planted=False) whose merged pairs differ by a stated effect size
+(``simulate_cohort(fine_pair_gap=G)``: the two Fine KCs of a pair differ in easiness by at
+least G logits at every opportunity; ``--gap=G``, repeatable, default 1.5, ``--gap=none``
+for the free draws): the share of merged pairs the search splits back exactly (problems that
+also carry a KC of another Coarse KC may sit in either group; and the strict share, where
+they may not), and, starting from Fine, how many changes cross-validation supports.
 
-Usage: .venv/bin/python benchmarks/bench_lfa.py [--skip-5m] [--skip-800k] [--recovery]
+Usage: .venv/bin/python benchmarks/bench_lfa.py [--skip-5m] [--skip-800k] [--recovery [--gap=1.5 ...]]
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+import numpy as np
 
 CHILD = r"""
 import json, resource, sys, time
@@ -100,35 +105,29 @@ import json, sys
 import numpy as np
 from research.simulate import simulate_cohort
 from research.estimate import opportunities
-from research.kcmodel import search as S
+import importlib
+S = importlib.import_module("research.kcmodel.search")
 
-seed = int(sys.argv[1])
-sim = simulate_cohort(n_learners=400, seed=seed, planted=False)
+seed, gap = int(sys.argv[1]), (None if sys.argv[2] == "none" else float(sys.argv[2]))
+sim = simulate_cohort(n_learners=400, seed=seed, planted=False, fine_pair_gap=gap)
 steps = opportunities.student_steps(sim.attempts, sim.attempt_kcs)
-res = S.search(steps, kc_model="Coarse", items=sim.items, max_steps=12, budget_s=120, seed=0)
+res = S.search(steps, kc_model="Coarse", items=sim.items, max_steps=10, budget_s=120, seed=0)
 rec = S.split_recovery(res, sim.truth.items)
-# restricted gains at the start: the true split of each pair against the best split found
-s = S._Search(steps, "Coarse", items=sim.items, factors=[], step_fields=None, step_patterns=[],
-              learner_penalty=1.0, cv_folds=3, seed=0)
-m = s.fit(s.start_kcs)
-found = {c.kcs[0]: c.d_ll for c in s.split_item_candidates(m, 30, 12)}
-ti = sim.truth.items.set_index("item_id")
-kcs = sim.truth.kcs.set_index("kc")
-gains = {}
-for k, kc in m.kcs.items():
-    pair = sorted(kcs.loc[k, "fine_kcs"].split("~~"))
-    fine = ti["kc_fine"].reindex(s.item[kc.rows]).to_numpy()
-    grp = np.array([1 if (pair[1] in v.split("~~") and pair[0] not in v.split("~~")) else 0 for v in fine])
-    _, _, dll, _ = s._score_groups(m, kc.rows, grp, 2, s._offset_without(m, [k]), [k])
-    gains[k] = (round(float(dll), 1), round(float(found[k]), 1))
-print(json.dumps({"seed": seed, "recovered": int(rec["recovered"].sum()), "pairs": len(rec),
-                  "split_found": int(rec["split_found"].sum()), "mean_misplaced": float(rec["n_misplaced"].mean()),
-                  "true_vs_found_gain": gains, "log_n": float(np.log(s.n))}))
+p = res.path
+chosen = p[p["chosen"]].iloc[0]
+fine = S.search(steps, kc_model="Fine", items=sim.items, max_steps=4, budget_s=60, seed=0)
+print(json.dumps({"seed": seed, "gap": gap, "pairs": len(rec), "split_found": int(rec["split_found"].sum()),
+                  "recovered": int(rec["recovered"].sum()), "recovered_strict": int(rec["recovered_strict"].sum()),
+                  "misplaced": rec["n_misplaced"].tolist(), "shared_misplaced": rec["n_shared_misplaced"].tolist(),
+                  "d_bic": float(chosen["bic"] - p["bic"].iloc[0]),
+                  "d_cv_log_loss": float(chosen["cv_log_loss"] - p["cv_log_loss"].iloc[0]),
+                  "fine_changes": [str(o) for o in fine.path["operator"].iloc[1:fine.best_step + 1]],
+                  "fine_fine_kcs": int(fine.path["n_kcs"].iloc[0])}))
 """
 
 
-def run_recovery(seed):
-    proc = subprocess.run([sys.executable, "-c", RECOVERY, str(seed)], capture_output=True, text=True)
+def run_recovery(seed, gap):
+    proc = subprocess.run([sys.executable, "-c", RECOVERY, str(seed), str(gap)], capture_output=True, text=True)
     if proc.returncode:
         print(proc.stderr[-3000:])
         return None
@@ -138,12 +137,23 @@ def run_recovery(seed):
 def main(argv) -> int:
     rows = []
     if "--recovery" in argv:
-        got = [r for r in (run_recovery(seed) for seed in (1, 2, 3)) if r]
-        for r in got:
-            print(f"recovery, seed {r['seed']}: {r}")
-        if got:
-            share = sum(r["recovered"] for r in got) / max(sum(r["pairs"] for r in got), 1)
-            rows.append(("LFA recovery of merged pairs, 400 learners (share)", share, 0.8, ">"))
+        gaps = [a.split("=", 1)[1] for a in argv if a.startswith("--gap=")] or ["1.5"]
+        for gap in gaps:
+            got = [r for r in (run_recovery(seed, gap) for seed in (1, 2, 3, 4, 5)) if r]
+            for r in got:
+                print(f"recovery, gap {gap}, seed {r['seed']}: {r}")
+            if got:
+                pairs = max(sum(r["pairs"] for r in got), 1)
+                rows += [
+                    (f"LFA recovery, gap {gap}: share of merged pairs", sum(r["recovered"] for r in got) / pairs, 0.8, ">"),
+                    (f"LFA recovery, gap {gap}: share, shared problems too", sum(r["recovered_strict"] for r in got) / pairs,
+                     float("nan"), ""),
+                    (f"LFA from Fine, gap {gap}: changes proposed per cohort",
+                     float(np.mean([len(r["fine_changes"]) for r in got])), float("nan"), ""),
+                    (f"LFA from Fine, gap {gap}: splits proposed per Fine KC",
+                     sum(sum(o.startswith("split") for o in r["fine_changes"]) for r in got)
+                     / max(sum(r["fine_fine_kcs"] for r in got), 1), float("nan"), ""),
+                ]
     small = run_child(8_000, 280.0, 50) if "--skip-800k" not in argv else None
     print(f"800k: {small}")
     if small:

@@ -179,7 +179,7 @@ def _read_xml(path, ps, *, one_pass: bool, monkeypatch, chunk: int | None = None
     from research.ingest import datashop_xml as X
 
     seen = {"n": 0}
-    bulk = X._Reader.bulk
+    bulk = X.XMLReader.bulk
 
     def counted(self, buf, pos, limit):
         if not one_pass:
@@ -189,7 +189,7 @@ def _read_xml(path, ps, *, one_pass: bool, monkeypatch, chunk: int | None = None
         seen["n"] += self.n_messages - before
         return out
     with monkeypatch.context() as m:
-        m.setattr(X._Reader, "bulk", counted)
+        m.setattr(X.XMLReader, "bulk", counted)
         if chunk:
             m.setattr(X, "CHUNK", chunk)
             m.setattr(X, "BULK", 4 * chunk)

@@ -186,3 +186,13 @@ def test_simulated_exports_round_trip(tmp_path, ps):
         got = got.sort_values(key).reset_index(drop=True)
         want = want.sort_values(key).reset_index(drop=True)[list(got.columns)]
         pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=False, rtol=1e-9)
+
+
+def test_a_broken_parquet_file_is_a_data_error_naming_it(tmp_path, ps):
+    bad = tmp_path / "log.parquet"
+    bad.write_bytes(b"not parquet at all")
+    write_yaml(tmp_path / "log.mapping.yaml", {
+        "table": "attempts", "columns": {"learner_id": "who", "item_id": "q", "outcome": "ok", "timestamp": "when"},
+    })
+    with pytest.raises(DataError, match=r"log.parquet: not a readable Parquet file"):
+        read_file(bad, cohort="c", pseudonymiser=ps, format="parquet")

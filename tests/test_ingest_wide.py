@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from research.errors import ConfigError, SchemaError
-from research.ingest import tabular
+from research.ingest import read_file
 from research.pseudonym import Pseudonymiser
 
 PS = Pseudonymiser(key=b"k-wide")
@@ -15,7 +15,7 @@ MATRIX = "Item 1,Item 2,Item 3,gender\n1,0,1,0\n0,,1,1\n1,1,x,0\n"
 def _read(tmp_path, text: str, mapping: dict, name: str = "matrix.csv"):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    return tabular.read(path, cohort="c", pseudonymiser=PS, options={"mapping": mapping})
+    return read_file(path, cohort="c", pseudonymiser=PS, options={"mapping": mapping})
 
 
 TEST = {"table": "assessments", "wide": {"columns": r"^Item (?P<item_id>\d+)$", "value": "score", "row_id": "learner_id"},

@@ -90,3 +90,25 @@ def test_a_cohort_file_adopts_a_kc_model_file(small_wh, tmp_path):
     assert per("Adopted") == per("Fine")
     with pytest.raises(ConfigError, match=r"kc_model must be a KC model name, or a mapping \{name: NAME, file: PATH\}"):
         parse({"cohort": "small", "kc_model": {"file": str(q), "colour": "red"}}, path=tmp_path / "small.yaml")
+
+
+def test_run_changed_notices_a_changed_kc_model_file(small_wh, tmp_path):
+    """`research run --changed`: the fingerprint holds the adopted KC-model file's content."""
+    import yaml
+
+    from research.cohort_config import parse
+    from research.pipeline import fingerprint
+
+    home, wh = small_wh
+    q = tmp_path / "adopted.csv"
+    main(["kc-model", "export", "--cohort", "small", "--model", "Fine", "--format", "qmatrix", "--out", str(q),
+          "--warehouse", str(wh)])
+    doc = {"cohort": "small", "kc_model": {"name": "Adopted", "file": str(q)}}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    cfg = parse(doc, path=tmp_path / "small.yaml")
+    before = fingerprint("small", [], cfg, [])
+    assert fingerprint("small", [], cfg, []) == before
+    text = q.read_text(encoding="utf-8").splitlines()
+    text[1] = text[1].rsplit(",", 1)[0] + ",Another KC"  # one step to another KC; the cohort file is unchanged
+    q.write_text("\n".join(text) + "\n", encoding="utf-8")
+    assert fingerprint("small", [], cfg, []) != before

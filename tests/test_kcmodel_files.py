@@ -137,3 +137,32 @@ def test_forgetting_a_cohort_removes_its_kc_model_imports(tmp_path):
         counts = wh.forget_cohort("ds76")
         assert counts["kc_model_files"] == 1
         assert wh.con.execute("SELECT count(*) FROM attempt_kcs").fetchall()[0][0] == 0
+
+
+def test_a_correction_that_removes_steps_leaves_no_orphan_kc_rows(tmp_path):
+    """An imported KC model's rows go with the attempts a corrected file no longer has."""
+    from research.simulate import simulate_cohort
+
+    sim = simulate_cohort(n_learners=25, seed=4, cohort="corr", planted=False)
+    files = sim.write(tmp_path / "exports", formats=("datashop",))
+    q = tmp_path / "fine.csv"
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.ingest([files["datashop"], files["items"]], cohort="corr")
+        export_kc_model(wh, "corr", ["Fine"], q, format="qmatrix")
+        import_kc_model(wh, "corr", q, as_name="Adopted")
+        gone = sim.attempts["item_id"].iloc[0]
+        raw = files["datashop"].read_text(encoding="utf-8").splitlines()
+        col = raw[0].split("\t").index("Problem Name")
+        kept = [raw[0]] + [ln for ln in raw[1:] if ln.split("\t")[col] != gone]
+        assert len(kept) < len(raw)
+        files["datashop"].write_text("\n".join(kept) + "\n", encoding="utf-8")
+        wh.ingest([files["datashop"]], cohort="corr")  # the corrected file replaces its earlier version
+        orphans = wh.con.execute(
+            """SELECT k.kc_model, count(*) FROM attempt_kcs k WHERE k.cohort = 'corr' AND NOT EXISTS
+               (SELECT 1 FROM attempts a WHERE a.cohort = k.cohort AND a.attempt_id = k.attempt_id) GROUP BY ALL""").fetchall()
+        assert orphans == []
+        k = step_kcs(wh.con, "corr", ["Adopted", "Fine"])
+        per = lambda m: set(map(tuple, k.loc[k["kc_model"] == m, ["item_id", "step_id", "kc"]].to_numpy()))  # noqa: E731
+        assert gone not in {i for i, _, _ in per("Adopted")} and per("Adopted") == per("Fine")  # the kept steps keep theirs
+        removed = wh.removals("corr")
+        assert (removed.loc[removed["table_name"] == "attempt_kcs", "n_rows"] > 0).any()

@@ -12,16 +12,21 @@ from research.kcmodel.search import EXPLANATIONS, explain, search, split_recover
 from research.simulate import simulate_cohort
 
 
+#: the planted effect size: the two Fine KCs each Coarse KC merges differ in easiness by at least
+#: this many logits at every opportunity (simulate_cohort(fine_pair_gap=...)); item offsets keep sd 0.3
+GAP = 1.5
+
+
 @pytest.fixture(scope="module")
 def sim400():
-    sim = simulate_cohort(n_learners=400, seed=1, planted=False)
+    sim = simulate_cohort(n_learners=400, seed=3, planted=False, fine_pair_gap=GAP)
     return sim, opportunities.student_steps(sim.attempts, sim.attempt_kcs)
 
 
 @pytest.fixture(scope="module")
 def from_coarse(sim400):
     sim, steps = sim400
-    return search(steps, kc_model="Coarse", items=sim.items, max_steps=8, budget_s=60, seed=0)
+    return search(steps, kc_model="Coarse", items=sim.items, max_steps=10, budget_s=60, seed=0)
 
 
 def test_search_from_coarse_splits_merged_kcs_and_improves_bic_and_cv(sim400, from_coarse):
@@ -34,11 +39,11 @@ def test_search_from_coarse_splits_merged_kcs_and_improves_bic_and_cv(sim400, fr
     assert (np.diff(path["bic"]) < 0).all()  # best-first: every accepted step lowers BIC
     rec = split_recovery(res, sim.truth.items)
     assert len(rec) == 8 and rec["split_found"].all()  # every merged pair is split
-    # Exact recovery of the true problem groups: measured 2 of 8 pairs on this cohort (the
-    # simulator's item offsets, sd 0.3 logits, give most pairs a 2-group split of higher
-    # likelihood than the true one; see the README). Guarded here so it cannot silently drop.
-    assert rec["recovered"].sum() >= 2
-    assert rec["n_misplaced"].mean() < 3
+    # At least 80% of the merged pairs split back into exactly the true problem groups, for pairs
+    # that differ by GAP logits (a problem that also carries a KC of another Coarse KC may sit in
+    # either group). Across seeds 1-5: benchmarks/bench_lfa.py --recovery, figures in the README.
+    assert rec["recovered"].mean() >= 0.8, rec
+    assert rec["n_misplaced"].sum() <= 1
     # the best model covers every step and names the change in words
     assert set(res.best["kc_model"]) == {res.name}
     assert len(res.explanations) and res.explanations["text"].str.contains("behaves as").any()
@@ -112,7 +117,8 @@ def test_split_curves_show_each_changed_kc_before_and_after(sim400, from_coarse)
 
     _, steps = sim400
     c = split_curves(from_coarse, steps, min_learners=10)
-    split = {ch.kcs[0] for ch in from_coarse.changes if ch.operator.startswith("split")}
+    start_kcs = set(steps.loc[steps["kc_model"] == "Coarse", "kc"])  # a further split of a new KC shows in its curve
+    split = {ch.kcs[0] for ch in from_coarse.changes if ch.operator.startswith("split") and ch.kcs[0] in start_kcs}
     assert set(c["kc_before"]) == split
     for k, g in c.groupby("kc_before"):
         assert set(g["when"]) == {"before", "after"} and g.loc[g["when"] == "after", "curve"].nunique() == 2
@@ -139,3 +145,47 @@ def test_problem_groups_beyond_the_exhaustive_limit_are_found_by_hill_climbing(s
     assert res.best_step == 2 and (res.path["operator"].iloc[1:] == "split_items").all()
     assert res.path["bic"].iloc[2] < res.path["bic"].iloc[0] and res.n_candidates > 2
     assert all(len(g) >= 1 for c in res.changes for g in c.groups.values())
+
+
+def test_the_supported_change_reaches_the_report_and_its_csv_and_json(from_coarse, tmp_path):
+    """Point 5: the finding "No learning" for a KC names the split, in the HTML (en/sv/da), CSV and JSON."""
+    import json
+
+    from markupsafe import escape
+    from test_recommend import all_estimates
+
+    from research.kcmodel.advice import supported_changes, with_supported_changes
+    from research.names import write_csv
+    from research.recommend import read_recommendations, recommend
+    from research.report import write_report
+
+    write_csv(from_coarse.path, tmp_path / "kc_search.csv")
+    changed = from_coarse.explanations["kc"].iloc[0]
+    recs = recommend(all_estimates(), cohort="c", n_learners=400)
+    no_learning = recs.index[recs["rule"] == "kc_no_learning"][0]
+    recs.loc[no_learning, ["kc_model", "target_id"]] = ["Coarse", changed]
+    rec_id = recs.loc[no_learning, "recommendation_id"]
+    named = with_supported_changes(recs, tmp_path)
+    assert named["kc_model_change"].notna().sum() == 1
+    english = named.loc[no_learning, "kc_model_change"]
+    assert english.startswith("A search over KC models") and changed in english
+    for lang in ("en", "sv", "da"):
+        paths = write_report(named, tmp_path, language=lang, min_cell_size=10)
+        page = paths["html"].read_text(encoding="utf-8")
+        want = supported_changes(named.loc[[no_learning]], from_coarse.explanations, language=lang)["text"].iloc[0]
+        assert str(escape(want)) in page, lang  # the whole sentence, translated, as the page escapes it
+    csv = read_recommendations(paths["csv"])
+    assert csv.set_index("recommendation_id").loc[rec_id, "kc_model_change"] == english
+    records = json.loads(paths["json"].read_text(encoding="utf-8"))["records"]
+    assert [r["kc_model_change"] for r in records if r["recommendation_id"] == rec_id] == [english]
+
+
+def test_fine_pair_gap_plants_the_stated_effect_size(sim400):
+    sim, _ = sim400
+    kcs = sim.truth.kcs.set_index("kc")
+    for pair in kcs.loc[kcs["kc_model"] == "Coarse", "fine_kcs"]:
+        a, b = kcs.loc[pair.split("~~")].sort_values("beta").itertuples()
+        assert b.beta - a.beta >= GAP - 1e-12 and b.gamma >= a.gamma  # apart at every opportunity
+    assert sim.settings["fine_pair_gap"] == GAP
+    with pytest.raises(ConfigError, match="fine_pair_gap must be a number of logits"):
+        simulate_cohort(n_learners=5, fine_pair_gap=-1)

@@ -97,3 +97,32 @@ def test_three_cohorts_ingest_into_one_warehouse_at_the_same_time(tmp_path):
     with duckdb.connect(str(wh), read_only=True) as con:
         counts = dict(con.execute("SELECT cohort, count(*) FROM attempts GROUP BY cohort").fetchall())
     assert counts == {"c0": 10, "c1": 10, "c2": 10}
+
+
+READER = """
+import sys, time
+from research.warehouse import Warehouse
+with Warehouse(sys.argv[1], read_only=True) as wh:
+    print("open", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_readers_share_the_warehouse_and_a_writer_waits_for_them(tmp_path, monkeypatch):
+    """A notebook reading the warehouse and an ingest writing it queue for each other instead of failing."""
+    from research.warehouse import Warehouse
+
+    wh = tmp_path / "w.duckdb"
+    Warehouse(wh).close()
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(wh), "3"], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "open"
+    with Warehouse(wh, read_only=True) as other:  # a second reader goes in at once
+        assert other.cohorts().empty
+    monkeypatch.setenv("RESEARCH_WAREHOUSE_WAIT", "0.3")
+    with pytest.raises(LockedError, match="the warehouse .* is in use by another process .*after waiting 0.3 s"):
+        Warehouse(wh)
+    monkeypatch.setenv("RESEARCH_WAREHOUSE_WAIT", "60")
+    t0 = time.monotonic()
+    with Warehouse(wh) as writer:  # waits for the reader to close, then writes
+        assert writer.cohorts().empty
+    assert reader.wait(timeout=60) == 0 and time.monotonic() - t0 > 1.0

@@ -181,6 +181,42 @@ def test_two_concurrent_runs_never_write_the_same_cohort_at_once(setup_run, coho
     assert manifest["outcome"] == "ok" and [n["notebook"] for n in manifest["notebooks"]] == ["01_ok.ipynb", "02_wait.ipynb"]
 
 
+RUN_COHORT = """
+import sys
+from pathlib import Path
+from research.cohort_config import CohortConfig, Source
+from research.pipeline import run_one
+name = sys.argv[1]
+cfg = CohortConfig(cohort=name, sources=[Source(Path(sys.argv[2]))], warehouse=Path(sys.argv[3]))
+r = run_one(name, reports=sys.argv[4], config=cfg, notebooks=[Path(p) for p in sys.argv[5:]])
+print(r.status, r.message)
+sys.exit(r.exit_code)
+"""
+
+
+def test_three_cohorts_run_at_the_same_time_into_one_warehouse_and_one_index(setup_run, cohort_files):
+    """Three `run` processes of three cohorts started together: each ingests its sources (the warehouse
+    writer waits its turn), runs its notebook and adds itself to the shared index and history."""
+    wh, reports, _config, nbs = setup_run
+    ok = _notebook(nbs / "01_ok.ipynb", OK_CELL)
+    names = ["c-one", "c-two", "c-three"]
+    env = os.environ | {"RESEARCH_WAREHOUSE_WAIT": "120"}
+    procs = [subprocess.Popen([sys.executable, "-c", RUN_COHORT, name, str(cohort_files["datashop"]), str(wh), str(reports), str(ok)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for name in names]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    with Warehouse(wh, read_only=True) as w:
+        counts = {c: w.counts(c)["attempts"] for c in names}
+    assert len(set(counts.values())) == 1 and min(counts.values()) > 0, counts  # the same export, whole, three times
+    for name in names:
+        assert json.loads((reports / name / "manifest.json").read_text())["outcome"] == "ok"
+        assert (reports / name / "learners.txt").read_text() == "30"
+    history = [json.loads(line) for line in (reports / "runs.jsonl").read_text().splitlines()]
+    assert sorted(h["cohort"] for h in history) == sorted(names) and all(h["outcome"] == "ok" for h in history)
+    index = (reports / "index.html").read_text(encoding="utf-8")
+    assert all(f'href="{name}/' in index for name in names), index[:2000]
+
+
 def test_exit_codes_are_documented():
     assert set(EXIT_CODES) == {0, 1, 2, 3, 4}
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

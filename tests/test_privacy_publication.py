@@ -365,3 +365,25 @@ def test_the_published_report_is_a_valid_frictionless_data_package(published_run
     assert {r["path"] for r in package["resources"]} == {p.name for p in folder.glob("*.csv")}
     report = frictionless.validate(str(folder / "datapackage.json"))
     assert report.valid, [f"{t.name}: {e.message}" for t in report.tasks for e in t.errors][:20]
+
+
+SUPPRESS_IN_A_FRESH_PROCESS = """
+import hashlib, sys, tempfile
+from pathlib import Path
+from research.estimates import build_estimates
+from research.simulate import simulate_cohort
+with tempfile.TemporaryDirectory() as d:
+    build_estimates(simulate_cohort(n_learners=40, seed=4).tables, out_dir=d, tables=["learning_curves"])
+    print(hashlib.sha256((Path(d) / "suppressed_cells.csv").read_bytes()).hexdigest())
+"""
+
+
+def test_the_same_cells_are_hidden_whatever_the_hash_seed():
+    """Suppression breaks ties in the order of the cells, never in the order of a set (hash-seeded per process)."""
+    digests = set()
+    for seed in ("0", "1"):
+        proc = subprocess.run([sys.executable, "-c", SUPPRESS_IN_A_FRESH_PROCESS], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        digests.add(proc.stdout.strip())
+    assert len(digests) == 1, digests

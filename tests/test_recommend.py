@@ -613,3 +613,27 @@ def test_the_recommendations_schema_names_every_rule_and_family():
     assert enums["rule"] == set(RULES)
     assert {r.family for r in RULES.values()} <= enums["family"]
     assert {r.target_type for r in RULES.values()} <= enums["target_type"]
+
+
+def test_the_config_ci_level_sets_every_finding_interval_and_leaves_the_evidence_alone(recs):
+    """At ci_level 0.9 each interval is the normal one with z(0.95) = 1.645; se and confidence do not move."""
+    narrow = recommend(all_estimates(), {"ci_level": 0.9}, cohort="c1", n_learners=400)
+    key = ["rule", "target_id", "detail"]
+    both = recs.merge(narrow, on=key, suffixes=("", "_90"))
+    assert len(both) == len(recs) == len(narrow)
+    for col in ("estimate", "se", "confidence", "priority"):
+        np.testing.assert_allclose(both[col].astype(float), both[f"{col}_90"].astype(float), equal_nan=True)
+    z90 = stats.norm.ppf(0.95)
+    est, se = both["estimate"].astype(float), both["se"].astype(float)
+    normal = both["method"].isin(["normal", "mean_diff*normal", "normal*fisher_z"]) & se.notna() & both["ci_low"].notna()
+    shares = both["metric"].isin(["facility", "hazard", "share", "over_practice_share", "under_practice_share"])
+    lo = np.where(shares, np.clip(est - z90 * se, 0, 1), est - z90 * se)
+    hi = np.where(shares, np.clip(est + z90 * se, 0, 1), est + z90 * se)
+    assert normal.sum() >= 5
+    np.testing.assert_allclose(both.loc[normal, "ci_low_90"].astype(float), lo[normal], rtol=1e-9)
+    np.testing.assert_allclose(both.loc[normal, "ci_high_90"].astype(float), hi[normal], rtol=1e-9)
+    # a correlation's interval is built on Fisher's z scale, so it narrows too, by the same ratio there
+    fisher = both[both["method"] == "fisher_z"]
+    assert len(fisher) and (fisher["ci_high_90"] - fisher["ci_low_90"] < fisher["ci_high"] - fisher["ci_low"]).all()
+    with pytest.raises(ConfigError, match="ci_level must be a level strictly between 0 and 1"):
+        load_config({"ci_level": 95})

@@ -9,8 +9,10 @@ page "revised" without effect) and compared by research.loop as notebook 07 does
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -310,3 +312,52 @@ def test_a_failed_refresh_keeps_notebook_06s_report_and_says_why(tmp_path):
     _refresh_report(tmp_path, "c1", tmp_path / "missing.duckdb", None, manifest)
     assert manifest["report_refresh"].startswith("the report was not rendered again: JSONDecodeError")
     assert (tmp_path / "report.en.html").read_text(encoding="utf-8") == "notebook 06's report"
+
+
+# --------------------------------------------------------------------------- the page, pinned
+
+PINNED = Path(__file__).parent / "reference" / "report" / "report_content.sv.html"
+
+
+def pinned_form(html: str) -> str:
+    """The page without what changes on its own: inline CSS and JS, PNG bytes, the version."""
+    html = re.sub(r"(<style>).*?(</style>)", r"\1\2", html, flags=re.S)
+    html = re.sub(r"(<script>).*?(</script>)", r"\1\2", html, flags=re.S)
+    html = re.sub(r'src="data:image/png;base64,[^"]*"', 'src="data:image/png"', html)
+    return re.sub(r"course-research \d[^\s<\"]*", "course-research VERSION", html)
+
+
+def test_the_page_is_pinned(recs, estimates):
+    """The whole page (Swedish, labels, item titles and links, group sizes, curves, hidden options)
+    equals the pinned copy; after an intended change of the page, write it anew with
+    ``RESEARCH_REPIN=1 pytest tests/test_report_content.py -k pinned`` and read the diff."""
+    html = render_report(recs, language="sv", generated=DAY, estimates=estimates, learners=learners_table(),
+                         labels=LABELS, items=_items(), n_learners=400, max_figure_targets=4)
+    got = pinned_form(html)
+    if os.environ.get("RESEARCH_REPIN"):
+        PINNED.parent.mkdir(parents=True, exist_ok=True)
+        PINNED.write_text(got, encoding="utf-8")
+    assert got == PINNED.read_text(encoding="utf-8")
+
+
+def test_the_template_gets_plain_values_only(recs, estimates):
+    """report_view_model gives the template text, numbers and lists, never a table or a record to format."""
+    from research.report.figures import EmbeddedFigure
+    from research.report.render import report_view_model
+
+    model = report_view_model(recs, language="da", generated=DAY, estimates=estimates, learners=learners_table(),
+                              labels=LABELS, items=_items(), max_figure_targets=2)
+
+    def walk(x, where):
+        if isinstance(x, dict):
+            for key, v in x.items():
+                walk(v, f"{where}.{key}")
+        elif isinstance(x, (list, tuple)) and not isinstance(x, EmbeddedFigure):
+            for i, v in enumerate(x):
+                walk(v, f"{where}[{i}]")
+        else:
+            assert x is None or isinstance(x, (str, int, float, bool, EmbeddedFigure)), (where, type(x))
+
+    walk(model, "model")
+    assert model["top"] and all(card["confidence_t"] for card in model["recs"])
+    assert model["figure_note"].startswith("Figurer vises for de 2 ")

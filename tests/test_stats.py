@@ -1,10 +1,6 @@
-"""The shared statistics helpers agree with established tools, and the package's import graph stays clean."""
+"""The shared statistics helpers agree with established tools (the import graph is checked in test_api.py)."""
 
 from __future__ import annotations
-
-import ast
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,8 +10,6 @@ from statsmodels.stats.proportion import proportion_confint
 
 from research.errors import MissingColumnError, SchemaError
 from research.stats import benjamini_hochberg, cronbach_alpha_feldt, require_columns, wilson_interval
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def test_wilson_interval_agrees_with_statsmodels():
@@ -57,104 +51,6 @@ def test_a_missing_column_raises_one_schema_error_naming_the_argument():
     with pytest.raises(SchemaError, match=r"lacks column\(s\) 'b'"):
         require_columns(df, ["a", "b"], "t")
     require_columns(df, ["a"], "t")
-
-
-# ------------------------------------------------------------------ import graph
-
-def _modules() -> dict[str, Path]:
-    out = {}
-    for path in (SRC / "research").rglob("*.py"):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
-        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return out
-
-
-MODULES = _modules()
-
-
-def _imports(name: str, path: Path):
-    """(imported module, imported name) pairs of research modules, also from imports inside functions."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                   for stmt in block.body for n in ast.walk(stmt)}
-    for node in ast.walk(tree):
-        if id(node) in typing_only:  # annotations only: no import at run time
-            continue
-        if isinstance(node, ast.Import):
-            yield from ((a.name, None) for a in node.names if a.name.split(".")[0] == "research")
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            if module.split(".")[0] == "research":
-                yield from ((module, a.name) for a in node.names)
-
-
-# Cycles still to break, in modules other engineers own; a new one fails the test.
-KNOWN_CYCLES = [
-    ["research.ingest.tabular", "research.ingest.wide"],  # each imports the other inside a function
-]
-
-
-def test_no_import_cycles_among_research_modules():
-    graph = {m: set() for m in MODULES}
-    for m, path in MODULES.items():
-        for module, name in _imports(m, path):
-            target = f"{module}.{name}" if f"{module}.{name}" in MODULES else module
-            if target in MODULES and target != m and not m.startswith(target + "."):
-                graph[m].add(target)
-    sys.setrecursionlimit(max(10000, sys.getrecursionlimit()))
-    index, low, stack, on, cycles = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in graph[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                cycles.append(sorted(comp))
-
-    for v in graph:
-        if v not in index:
-            visit(v)
-    cycles = [c for c in cycles if c not in KNOWN_CYCLES]
-    assert not cycles, f"import cycles (also through imports inside functions): {cycles}"
-
-
-# Private names still imported across modules; each is a debt to pay off, not a licence.
-KNOWN_PRIVATE_IMPORTS = {
-    ("research.estimate.surveys", "research.estimate.gains", "_nct_ci"),
-    ("research.estimate.surveys", "research.estimate.gains", "_show"),
-    ("research.estimate.surveys", "research.estimate.gains", "_suppress"),
-}
-
-
-def test_no_private_names_are_imported_across_modules():
-    found = set()
-    for m, path in MODULES.items():
-        for module, name in _imports(m, path):
-            private = name and name.startswith("_") and not name.startswith("__")
-            # a package's private helper module (research.ingest._common) serves its own package only
-            if private and not (f"{module}.{name}" in MODULES and m.startswith(module + ".")):
-                found.add((m, module, name))
-    new = found - KNOWN_PRIVATE_IMPORTS
-    assert not new, f"private names imported from another module (make them public or move them): {sorted(new)}"
 
 
 @pytest.mark.parametrize("module", ["research.stats", "research.errors"])

@@ -21,6 +21,11 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover - ArviZ takes seconds to import: only the functions that sample load it
     import arviz as az
 
+__all__ = [
+    "ConvergenceWarning", "SamplerSettings", "diagnostics", "nutpie_available", "sample", "stacked",
+    "summarise_draws",
+]
+
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100
 
@@ -155,9 +160,9 @@ def diagnostics(idata: az.InferenceData, var_names: list[str] | None = None, *, 
     return out
 
 
-def summarise_draws(draws: np.ndarray, *, hdi_prob: float = 0.95) -> dict[str, np.ndarray]:
-    """Mean, sd and equal-tailed interval of draws shaped (samples, parameters)."""
-    lo, hi = (1 - hdi_prob) / 2, 1 - (1 - hdi_prob) / 2
+def summarise_draws(draws: np.ndarray, *, ci_level: float = 0.95) -> dict[str, np.ndarray]:
+    """Mean, sd and equal-tailed ``ci_level`` interval of draws shaped (samples, parameters)."""
+    lo, hi = (1 - ci_level) / 2, 1 - (1 - ci_level) / 2
     return {
         "estimate": draws.mean(axis=0),
         "se": draws.std(axis=0, ddof=1),

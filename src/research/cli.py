@@ -14,6 +14,8 @@ from pathlib import Path
 from research import __version__
 from research.errors import ResearchError
 
+__all__ = ["main"]
+
 EPILOG = """exit codes:
   0  success
   1  user error (bad option, missing file, unknown cohort): message printed, no traceback
@@ -108,21 +110,20 @@ def _input_guard(what: str, warehouse=None):
 
 
 def cmd_ingest(args) -> int:
-    from research.warehouse import LoadSummary, Warehouse
+    from research.warehouse import LoadSummary
+    from research.store import open_warehouse, write_lock
 
     from research.names import cohort_name
 
     cohort_name(args.cohort, what="--cohort")  # before the warehouse is opened: nothing is created for a bad name
     options = _ingest_options(args)
     summary = LoadSummary()
-    from research.locks import warehouse_write_lock
-    from research.paths import default_warehouse, resolve
-
-    # concurrent ingests (of different cohorts) into one file queue for the write instead of failing
-    with warehouse_write_lock(resolve(args.warehouse) if args.warehouse else default_warehouse()):
+    # concurrent ingests (of different cohorts) into one file queue for the write instead of failing;
+    # into a store they run in parallel (each locks only its cohort)
+    with write_lock(args.warehouse):
         with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-            wh = Warehouse(args.warehouse)
-        with wh:
+            wh = open_warehouse(args.warehouse)
+        with wh, wh.session(args.cohort, changes=False):  # a store writes the cohort back once, after every file
             for path in args.paths:
                 with _input_guard(str(path), warehouse=wh.path):
                     summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
@@ -167,10 +168,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_cohorts(args) -> int:
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
     with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-        wh = Warehouse(args.warehouse, read_only=True)
+        wh = open_warehouse(args.warehouse, read_only=True)
     with wh:
         table = wh.cohorts()
     if table.empty:
@@ -186,7 +187,7 @@ def cmd_forget(args) -> int:
 
     from research.paths import DEFAULT_REPORTS, resolve
     from research.pseudonym import Pseudonymiser
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
     if args.learner and not Pseudonymiser.looks_pseudonymised(args.learner):
         raise ResearchError(
@@ -195,7 +196,7 @@ def cmd_forget(args) -> int:
             "python -c \"from research.pseudonym import Pseudonymiser; print(Pseudonymiser().one('RAW_ID'))\""
         )
     with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-        wh = Warehouse(args.warehouse)
+        wh = open_warehouse(args.warehouse)
     dry = not args.yes
     with wh:
         if not wh.has_cohort(args.cohort):
@@ -241,6 +242,16 @@ def _print_results(results, quiet: bool) -> int:
             print(r.message)
         code = max(code, r.exit_code)
     return code
+
+
+def cmd_migrate(args) -> int:
+    """A warehouse file to a Parquet store or back: every table copied, its rows and checksum compared."""
+    from research.store import migrate
+
+    report = migrate(args.source, args.target, replace=args.replace)
+    print(report.to_string(index=False))
+    print(f"{len(report)} tables, {int(report['rows'].sum()):,} rows: equal in {args.target}")
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -314,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"course-research {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wh_help = "DuckDB warehouse file (default $RESEARCH_WAREHOUSE or data/warehouse.duckdb)"
+    wh_help = ("DuckDB warehouse file, or a Parquet store (a folder ending in .store) "
+               "(default $RESEARCH_WAREHOUSE or data/warehouse.duckdb)")
 
     p = sub.add_parser("ingest", help="load raw exports into the warehouse", epilog=EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="export files (DataShop transaction or student-step, xAPI, CSV/Parquet with a mapping)")
@@ -385,6 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="reports folder (default reports/)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("migrate", help="copy a warehouse file to a Parquet store or back, checking every table",
+                       description="Copy every table of a warehouse to a new one, a DuckDB file to a Parquet store "
+                                   "(a path ending in .store) or back; row counts and checksums are compared per table "
+                                   "and printed, and the target is written only when all agree.")
+    p.add_argument("--from", dest="source", required=True, metavar="A", help="the warehouse to copy (file or store)")
+    p.add_argument("--to", dest="target", required=True, metavar="B", help="the new warehouse: NAME.store for a store, NAME.duckdb for a file")
+    p.add_argument("--replace", action="store_true", help="overwrite B if it exists (only after the copy checks equal)")
+    p.set_defaults(func=cmd_migrate)
 
     from research.kcmodel.cli import add_parser as add_kc_model_parser
 

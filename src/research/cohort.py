@@ -10,6 +10,8 @@ import pandas as pd
 from research.errors import ResearchError
 from research.schema import canonical_tables
 
+__all__ = ["CohortData", "load"]
+
 
 @dataclass
 class CohortData:
@@ -43,9 +45,9 @@ def load(cohort: str, warehouse: str | os.PathLike[str] | None = None) -> Cohort
 
     Raises :class:`ResearchError` naming the cohorts that exist when ``cohort`` is not there.
     """
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
-    with Warehouse(warehouse, read_only=True) as wh:
+    with open_warehouse(warehouse, read_only=True) as wh:
         if not wh.has_cohort(cohort):
             known = wh.cohorts()["cohort"].tolist()
             raise ResearchError(

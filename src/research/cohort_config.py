@@ -46,6 +46,11 @@ from research.errors import ConfigError
 from research.names import cohort_name, fold
 from research.paths import resolve
 
+__all__ = [
+    "CohortConfig", "LANGUAGES", "Source", "all_configs", "config_dir", "find_config", "load_all", "load_config",
+    "parse",
+]
+
 LANGUAGES = ("sv", "da", "en")
 KEYS = {
     "cohort": "cohort id (defaults to the file name without .yaml)",

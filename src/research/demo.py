@@ -13,6 +13,8 @@ from pathlib import Path
 from research.locks import file_lock
 from research.paths import resolve
 
+__all__ = ["DEMO_PAIRS", "DEMO_SETTINGS", "build_demo_cohorts", "ensure_demo"]
+
 #: Demo pairs in the order they are simulated: cohort -> (predecessor, the planted problems its
 #: redesign truly fixed, those revised without effect).
 DEMO_PAIRS = {
@@ -44,16 +46,16 @@ def _write_exports(sim, directory: Path) -> list[Path]:
 
 def ensure_demo(warehouse: str | os.PathLike[str], *, cohort: str = "demo", **settings) -> bool:
     """Build the demo cohort into ``warehouse`` unless it is there; True when it was built."""
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
     path = resolve(warehouse)
     with file_lock(path.with_name(path.name + ".lock")):
         if path.exists():
-            with Warehouse(path, read_only=True) as wh:
+            with open_warehouse(path, read_only=True) as wh:
                 if wh.has_cohort(cohort):
                     return False
         files = write_demo_exports(cohort, **settings)
-        with Warehouse(path) as wh:
+        with open_warehouse(path) as wh:
             wh.ingest(files, cohort=cohort)
     return True
 
@@ -69,7 +71,7 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
     from research.errors import ConfigError
     from research.paths import default_warehouse
     from research.simulate import simulate_cohort, simulate_followup
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
     if not 1 <= int(n_cohorts) <= 3:
         raise ConfigError(f"--cohorts must be 1, 2 or 3, got {n_cohorts}")
@@ -83,7 +85,7 @@ def build_demo_cohorts(warehouse=None, *, n_cohorts: int = 1, progress=None) -> 
         for i, name in enumerate(names):
             if i:
                 sim = simulate_followup(sim, fixed=fixes[i], seed=DEMO_SETTINGS["seed"] + i, cohort=name)
-            with Warehouse(path) as wh:
+            with open_warehouse(path) as wh:
                 if not wh.has_cohort(name):
                     say(f"simulating and ingesting demo cohort {name!r} ({len(sim.learners)} learners)")
                     say(str(wh.ingest(_write_exports(sim, raw_dir(name)), cohort=name)))

@@ -7,6 +7,8 @@ import pandas as pd
 
 from research.cohort import CohortData
 
+__all__ = ["attempts_per_day", "ingest_summary", "quarantine_summary"]
+
 
 def ingest_summary(data: CohortData) -> pd.DataFrame:
     """Counts per cohort, module, page, item and KC model, one tidy row each.

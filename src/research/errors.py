@@ -7,7 +7,7 @@ exits with status 1; it never shows a traceback for a ResearchError.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "MissingColumnError", "ResearchError", "SchemaError", "location"]
+__all__ = ["ConfigError", "DataError", "MissingColumnError", "ResearchError", "SchemaError", "location", "show_value"]
 
 
 class ResearchError(Exception):
@@ -42,3 +42,10 @@ def location(file: str | None = None, line: int | None = None, column: str | Non
     if column:
         parts.append(f"column {column!r}")
     return ", ".join(parts)
+
+
+def show_value(value) -> str:
+    """repr of an offending cell value for a message, without numpy's type wrapper (np.float64(1.0) -> 1.0)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    return repr(value)

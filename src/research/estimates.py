@@ -1,8 +1,10 @@
 """One function builds a cohort's estimate tables: :func:`build_estimates`.
 
 The item table, answer options, KC models and KC table, DIF, funnel and time on task
-are built by the guarded steps of :mod:`research.steps` (the same calls notebooks 02, 03
-and 05 make) with one :class:`EstimateSettings`. The recommendations (notebook 06, when
+are built by the guarded steps of :mod:`research.steps` with one :class:`EstimateSettings`,
+one entry per notebook section: :func:`items` (notebook 02), :func:`kc_models` (notebook 03)
+and :func:`equity` (notebook 05). The notebooks call these entries and
+:func:`build_estimates` composes them, so there is one code path. The recommendations (notebook 06, when
 the earlier notebooks did not write a table) and the cohort comparison
 (:func:`research.loop.profile_cohort`) call :func:`build_estimates`; the report reads the
 tables the notebooks wrote. So every output rests on the same numbers for the same
@@ -24,7 +26,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
-__all__ = ["ESTIMATE_TABLES", "EstimateSettings", "Estimates", "build_estimates", "for_rules", "load_estimates"]
+__all__ = ["ESTIMATE_TABLES", "EstimateSettings", "Estimates", "build_estimates", "equity", "for_rules", "items",
+           "kc_models", "load_estimates"]
 
 #: the estimate tables :func:`build_estimates` builds (output schema names)
 ESTIMATE_TABLES = ("items", "item_distractors", "kc_models", "kcs", "learning_curves", "dif", "funnel", "time_on_task")
@@ -55,6 +58,7 @@ class EstimateSettings:
     reference_groups: dict = field(default_factory=dict)
     purify: bool = True
     purify_classes: tuple = ("B", "C")
+    completion_target: float = 0.8
     funnel_level: str = "page"
     time_cap_s: float = 600
     over_factor: float = 2.0
@@ -71,9 +75,14 @@ class EstimateSettings:
 
     @classmethod
     def from_params(cls, params: dict | None = None, **overrides) -> "EstimateSettings":
-        """Settings from notebook parameters (a notebook's ``ctx.params``); other keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        given = {k: v for k, v in {**(params or {}), **overrides}.items() if k in names and v is not None}
+        """Settings from notebook parameters (a notebook's ``ctx.params``); other keys are ignored.
+
+        None stands for the default, except where None is a setting of its own (``slope_lower_bound``:
+        free slopes; ``kc_model``: the best by BIC; ``attributes``: all present).
+        """
+        nullable = {f.name for f in fields(cls) if "None" in str(f.type)}
+        given = {k: v for k, v in {**(params or {}), **overrides}.items()
+                 if k in nullable or (k in {f.name for f in fields(cls)} and v is not None)}
         return cls(**given)
 
     def with_(self, **changes) -> "EstimateSettings":
@@ -132,6 +141,77 @@ def _cohort_data(data, cohort: str | None):
     return CohortData(cohort=str(name), **tables)
 
 
+def _skipped(result) -> bool:
+    from research.analyses import is_skipped
+
+    return is_skipped(result)
+
+
+def items(ctx, settings: EstimateSettings, *, distractors: bool = True) -> SimpleNamespace:
+    """Notebook 02's estimates: classical statistics, Rasch (and 2PL), ``items.csv`` and ``item_distractors.csv``.
+
+    Returns ``thresholds``, ``stats`` (:func:`research.steps.item_statistics`), ``irt``
+    (:func:`research.steps.fit_irt`), ``table`` (the item table) and ``distractors`` (None when
+    not asked for); each a :class:`research.analyses.Skipped` with its sentence when the data
+    did not allow it.
+    """
+    from research import steps
+
+    th = settings.thresholds
+    stats = steps.item_statistics(ctx, th)
+    irt = steps.fit_irt(ctx, stats, th, fit_2pl=settings.fit_2pl, bayesian=settings.bayesian, sampler=settings.sampler)
+    table = steps.item_table(ctx, stats, irt, th)
+    options = steps.distractors(ctx, stats, irt) if distractors else None
+    return SimpleNamespace(thresholds=th, stats=stats, irt=irt, table=table, distractors=options)
+
+
+def kc_models(ctx, settings: EstimateSettings, *, curves: bool = True) -> SimpleNamespace:
+    """Notebook 03's estimates: student steps, the AFM per KC model (``kc_models.csv``) and the learning
+    curves (``kcs.csv``, ``learning_curves.csv``; not when ``curves`` is False).
+
+    Returns ``student_steps``, ``fitted`` (:func:`research.steps.kc_models`) and ``curves``
+    (:func:`research.steps.learning_curves`; ``settings.kc_model`` is the KC model shown).
+    """
+    from research import steps
+
+    student_steps = steps.student_steps(ctx)
+    fitted = steps.kc_models(ctx, student_steps, kc_models=list(settings.kc_models), cv_top=settings.cv_top,
+                             slope_lower_bound=settings.slope_lower_bound, ci_level=settings.ci_level)
+    result = None
+    if curves:
+        result = steps.learning_curves(ctx, student_steps, fitted, student_threshold=settings.student_threshold,
+                                       n_boot=settings.n_boot, kc_model=settings.kc_model)
+    return SimpleNamespace(student_steps=student_steps, fitted=fitted, curves=result)
+
+
+def equity(ctx, settings: EstimateSettings, *, dif: bool = True, funnel: bool = True, gaps: bool = True,
+           time_on_task: bool = True) -> SimpleNamespace:
+    """Notebook 05's estimates, in its order: DIF (``dif.csv``), the funnel (``funnel.csv``), group gaps
+    (``gaps.csv``) and time on task (``time_on_task.csv``); each only when asked for.
+
+    Returns ``responses`` (first attempts) and ``dif``, ``funnel``, ``gaps``, ``time_on_task``
+    (None for those not asked for).
+    """
+    from research import steps
+
+    attributes = list(settings.attributes) if settings.attributes else None
+    reference = dict(settings.reference_groups)
+    responses = steps.first_attempts(ctx)
+    out = SimpleNamespace(responses=responses, dif=None, funnel=None, gaps=None, time_on_task=None)
+    if dif:
+        out.dif = steps.dif_table(ctx, responses, attributes=attributes, reference=reference, purify=settings.purify,
+                                  purify_classes=settings.purify_classes, ci_level=settings.ci_level)
+    if funnel:
+        out.funnel = steps.funnel(ctx, responses, level=settings.funnel_level, ci_level=settings.ci_level)
+    if gaps:
+        out.gaps = steps.gaps(ctx, responses, attributes=attributes, reference=reference,
+                              completion_target=settings.completion_target, ci_level=settings.ci_level)
+    if time_on_task:
+        out.time_on_task = steps.time_on_task(ctx, responses, cap_s=settings.time_cap_s, over_factor=settings.over_factor,
+                                              ci_level=settings.ci_level)
+    return out
+
+
 def build_estimates(data, settings: EstimateSettings | None = None, *, cohort: str | None = None,
                     out_dir: str | Path | None = None, tables=ESTIMATE_TABLES, publish: bool = True) -> Estimates:
     """Build a cohort's estimate tables from its canonical tables and settings.
@@ -160,7 +240,6 @@ def build_estimates(data, settings: EstimateSettings | None = None, *, cohort: s
         The tables as written (suppressed cells empty), the record of what ran or was
         skipped and why, and the fitted objects.
     """
-    from research import steps
     from research.notebook import Context
     from research.recommend.inputs import read_table
 
@@ -178,39 +257,20 @@ def build_estimates(data, settings: EstimateSettings | None = None, *, cohort: s
     wanted = set(tables)
 
     if wanted & {"items", "item_distractors"}:
-        th = settings.thresholds
-        stats = steps.item_statistics(ctx, th)
-        irt = steps.fit_irt(ctx, stats, th, fit_2pl=settings.fit_2pl, bayesian=settings.bayesian,
-                            sampler=settings.sampler)
-        steps.item_table(ctx, stats, irt, th)
-        if "item_distractors" in wanted:
-            steps.distractors(ctx, stats, irt)
-        if not steps.is_skipped(stats):
-            results.responses = stats.responses
-        if not steps.is_skipped(irt):
-            results.rasch, results.twopl = irt.rasch, irt.twopl
+        section = items(ctx, settings, distractors="item_distractors" in wanted)
+        if not _skipped(section.stats):
+            results.responses = section.stats.responses
+        if not _skipped(section.irt):
+            results.rasch, results.twopl = section.irt.rasch, section.irt.twopl
     if wanted & {"kc_models", "kcs", "learning_curves"}:
-        student_steps = steps.student_steps(ctx)
-        fitted = steps.kc_models(ctx, student_steps, kc_models=list(settings.kc_models), cv_top=settings.cv_top,
-                                 slope_lower_bound=settings.slope_lower_bound, ci_level=settings.ci_level)
-        if wanted & {"kcs", "learning_curves"}:
-            steps.learning_curves(ctx, student_steps, fitted, student_threshold=settings.student_threshold,
-                                  n_boot=settings.n_boot)
-        if not steps.is_skipped(student_steps):
-            results.steps = student_steps
-        if not steps.is_skipped(fitted):
-            results.models = fitted.models
+        section = kc_models(ctx, settings, curves=bool(wanted & {"kcs", "learning_curves"}))
+        if not _skipped(section.student_steps):
+            results.steps = section.student_steps
+        if not _skipped(section.fitted):
+            results.models = section.fitted.models
     if wanted & {"dif", "funnel", "time_on_task"}:
-        attributes = list(settings.attributes) if settings.attributes else None
-        responses = steps.first_attempts(ctx)
-        if "dif" in wanted:
-            steps.dif_table(ctx, responses, attributes=attributes, reference=dict(settings.reference_groups),
-                            purify=settings.purify, purify_classes=settings.purify_classes,
-                            ci_level=settings.ci_level)
-        if "funnel" in wanted:
-            steps.funnel(ctx, responses, level=settings.funnel_level)
-        if "time_on_task" in wanted:
-            steps.time_on_task(ctx, responses, cap_s=settings.time_cap_s, over_factor=settings.over_factor)
+        equity(ctx, settings, dif="dif" in wanted, funnel="funnel" in wanted, gaps=False,
+               time_on_task="time_on_task" in wanted)
 
     written = {name: read_table(folder / f"{name}.csv") for name in ESTIMATE_TABLES
                if name in wanted and (folder / f"{name}.csv").is_file()}

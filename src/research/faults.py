@@ -16,6 +16,11 @@ from pathlib import Path
 
 from research.errors import ResearchError
 
+__all__ = [
+    "DiskFull", "RunCrashed", "WarehouseCorrupt", "WarehouseDamaged", "WarehouseLocked", "check_complete",
+    "check_file", "disk_full", "is_disk_full", "warehouse_open_error", "write_traceback",
+]
+
 
 class WarehouseLocked(ResearchError):
     """Another process has the warehouse open for writing."""
@@ -104,10 +109,12 @@ def check_complete(con, path) -> None:
     DuckDB opens a truncated file without complaint and fails only when a query reads a
     missing block; this catches the truncation when the file is opened.
     """
+    import duckdb
+
     try:
         size = Path(path).stat().st_size
         row = con.execute("PRAGMA database_size").fetchone()
-    except Exception:  # noqa: BLE001 - an in-memory or unusual database: nothing to compare
+    except (OSError, duckdb.Error):  # an in-memory or unusual database: nothing to compare
         return
     block_size, used_blocks = int(row[2] or 0), int(row[4] or 0)
     needed = _DUCKDB_HEADER_BYTES + block_size * used_blocks

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from research.errors import ResearchError
 
+__all__ = ["LockedError", "WAREHOUSE_WAIT_S", "file_lock", "warehouse_lock", "warehouse_write_lock"]
+
 #: Seconds between tries while waiting for a lock with a time-out.
 POLL_S = 0.05
 
@@ -38,8 +40,12 @@ def _holder(fh) -> str:
 
 
 @contextmanager
-def file_lock(path: str | os.PathLike[str], *, timeout: float | None = None, what: str | None = None) -> Iterator[Path]:
+def file_lock(path: str | os.PathLike[str], *, timeout: float | None = None, what: str | None = None,
+              shared: bool = False) -> Iterator[Path]:
     """Hold an exclusive advisory lock on ``path`` (created when missing) for the block.
+
+    ``shared=True`` takes a shared lock instead: any number of shared holders at once, none
+    while an exclusive one holds it (readers and a writer).
 
     ``timeout=None`` waits as long as it takes; ``timeout=0`` tries once; a positive
     ``timeout`` waits that many seconds. When the lock is not had, :class:`LockedError`
@@ -48,14 +54,15 @@ def file_lock(path: str | os.PathLike[str], *, timeout: float | None = None, wha
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
         if timeout is None:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            fcntl.flock(fh, mode)
         else:
             deadline = time.monotonic() + max(0.0, timeout)
             while True:
                 try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fh, mode | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
@@ -65,13 +72,14 @@ def file_lock(path: str | os.PathLike[str], *, timeout: float | None = None, wha
                         err.holder = _holder(fh)
                         raise err from None
                     time.sleep(POLL_S)
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-            fh.flush()
-        except OSError:
-            pass  # the note is a courtesy; the lock itself is held
+        if not shared:  # a writer leaves a note naming itself; readers leave the last writer's
+            try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+                fh.flush()
+            except OSError:
+                pass  # the note is a courtesy; the lock itself is held
         try:
             yield path
         finally:
@@ -85,14 +93,51 @@ def file_lock(path: str | os.PathLike[str], *, timeout: float | None = None, wha
 WAREHOUSE_WAIT_S = 300.0
 
 
-def warehouse_write_lock(warehouse: str | os.PathLike[str], timeout: float | None = None):
-    """The lock an ingest holds while it has the warehouse open for writing.
+#: Warehouse locks this process holds: lock file -> [shared?, depth]. A process that holds
+#: the warehouse (an ingest holding the write lock around several opens) opens it again
+#: without waiting for itself.
+_HELD: dict[str, list] = {}
 
-    DuckDB lets one process at a time write to a file and refuses a second at once;
-    this lock makes concurrent runs of different cohorts queue for the write instead,
-    each waiting at most ``timeout`` seconds.
+
+def _warehouse_lock_path(warehouse: Path) -> Path:
+    return warehouse.with_name(f".{warehouse.name}.write.lock")
+
+
+@contextmanager
+def warehouse_lock(warehouse: str | os.PathLike[str], *, shared: bool = False, timeout: float | None = None) -> Iterator[Path]:
+    """The warehouse file's readers/writer lock: shared to read, exclusive to write.
+
+    DuckDB lets one process write a file, and no other process open it while it does (nor
+    a writer open it while readers have it); so runs and ingests of different cohorts
+    queue here instead of failing. Readers share; a writer waits for the readers and they
+    for it, each at most ``timeout`` seconds (default ``RESEARCH_WAREHOUSE_WAIT`` or
+    :data:`WAREHOUSE_WAIT_S`), past which :class:`LockedError` says "locked" (exit 4).
+    Re-entrant within a process: an open inside a held lock does not wait (a shared lock
+    held cannot become exclusive: that is refused rather than waited for).
     """
     warehouse = Path(warehouse)
     if timeout is None:
         timeout = float(os.environ.get("RESEARCH_WAREHOUSE_WAIT", WAREHOUSE_WAIT_S))
-    return file_lock(warehouse.with_name(f".{warehouse.name}.write.lock"), timeout=timeout, what=f"the warehouse {warehouse}")
+    path = _warehouse_lock_path(warehouse)
+    key = str(path.resolve() if path.parent.exists() else path)
+    held = _HELD.get(key)
+    if held is not None:
+        if held[0] and not shared:
+            raise LockedError(f"the warehouse {warehouse} is open read-only in this process; close it before writing")
+        held[1] += 1
+        try:
+            yield path
+        finally:
+            held[1] -= 1
+        return
+    with file_lock(path, timeout=timeout, what=f"the warehouse {warehouse}", shared=shared):
+        _HELD[key] = [shared, 1]
+        try:
+            yield path
+        finally:
+            del _HELD[key]
+
+
+def warehouse_write_lock(warehouse: str | os.PathLike[str], timeout: float | None = None):
+    """The lock an ingest holds while it has the warehouse open for writing (:func:`warehouse_lock`, exclusive)."""
+    return warehouse_lock(warehouse, timeout=timeout)

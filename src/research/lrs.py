@@ -33,10 +33,11 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from research.errors import ConfigError, ResearchError
+from research.warehouse import LRS_STATE_SQL as STATE_SQL
+
+__all__ = ["PullResult", "pull", "state"]
 
 VERSIONS = ("1.0.3", "2.0.0")
-STATE_SQL = """CREATE TABLE IF NOT EXISTS lrs_state (
-    cohort VARCHAR, endpoint VARCHAR, since VARCHAR, pulled_at TIMESTAMP, n_statements BIGINT)"""
 
 
 def _key_file() -> Path:
@@ -164,6 +165,7 @@ def pull(url: str, *, cohort: str, warehouse=None, profile: str | None = None, v
     from research.ingest import xapi
     from research.pseudonym import Pseudonymiser
     from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
     if version not in VERSIONS:
         raise ConfigError(f"xAPI version {version!r} is not supported; use one of {', '.join(VERSIONS)}")
@@ -177,45 +179,46 @@ def pull(url: str, *, cohort: str, warehouse=None, profile: str | None = None, v
     pseudonymiser = pseudonymiser or Pseudonymiser()
     say = progress or (lambda message: None)
     own = not isinstance(warehouse, Warehouse)
-    wh = Warehouse(warehouse) if own else warehouse
+    wh = open_warehouse(warehouse) if own else warehouse
     try:
-        since = since or last_since(wh.con, cohort, endpoint)
-        result = PullResult(endpoint, cohort, since=since)
-        params = {"limit": int(limit), "ascending": "true"}
-        if since:
-            params["since"] = since
-        url_now, newest = endpoint, since
-        while url_now:
-            doc = client.get(url_now, params)
-            statements = doc["statements"]
-            result.n_pages += 1
-            if statements:
-                result.n_statements += len(statements)
-                stored = [s.get("stored") for s in statements if isinstance(s, dict) and isinstance(s.get("stored"), str)]
-                if stored:
-                    newest = max([newest, *stored]) if newest else max(stored)
-                host = urlsplit(endpoint).netloc
-                name = f"lrs {host} page {result.n_pages} since {since or 'start'}"
-                digest = hashlib.sha256("\n".join(sorted(str(s.get("id")) + str(s.get("stored")) for s in statements if isinstance(s, dict))).encode()).hexdigest()
-                seen = wh.con.execute("SELECT count(*) FROM loads WHERE cohort = ? AND file_sha256 = ?", [cohort, digest]).fetchall()[0][0]
-                if seen:  # the same page (ids and stored times) was loaded before: an LRS whose since is inclusive
-                    more = doc.get("more")
-                    url_now = urljoin(endpoint, more) if isinstance(more, str) and more.strip() else None
-                    params = None
-                    continue
-                mapped = xapi.from_statements(statements, list(range(1, len(statements) + 1)), [], "array", source=name, cohort=cohort,
-                                              pseudonymiser=pseudonymiser, options={"profile": profile} if profile else None)
-                del statements, doc["statements"]
-                result.files.append(wh.load(mapped, cohort=cohort, file_sha256=digest))
-                say(f"  page {result.n_pages}: {result.files[-1].tables['attempts'].n_loaded if 'attempts' in result.files[-1].tables else 0:,} attempts loaded")
-            more = doc.get("more")
-            url_now = urljoin(endpoint, more) if isinstance(more, str) and more.strip() else None
-            params = None  # the more link carries the query
-        if newest:
-            wh.con.execute(STATE_SQL).fetchall()
-            wh.con.execute("INSERT INTO lrs_state VALUES (?, ?, ?, now(), ?)", [cohort, endpoint, newest, result.n_statements]).fetchall()
-        result.since = newest
-        return result
+        with wh.session(cohort):  # a store checks the cohort out: the pages and lrs_state are written back together
+            since = since or last_since(wh.con, cohort, endpoint)
+            result = PullResult(endpoint, cohort, since=since)
+            params = {"limit": int(limit), "ascending": "true"}
+            if since:
+                params["since"] = since
+            url_now, newest = endpoint, since
+            while url_now:
+                doc = client.get(url_now, params)
+                statements = doc["statements"]
+                result.n_pages += 1
+                if statements:
+                    result.n_statements += len(statements)
+                    stored = [s.get("stored") for s in statements if isinstance(s, dict) and isinstance(s.get("stored"), str)]
+                    if stored:
+                        newest = max([newest, *stored]) if newest else max(stored)
+                    host = urlsplit(endpoint).netloc
+                    name = f"lrs {host} page {result.n_pages} since {since or 'start'}"
+                    digest = hashlib.sha256("\n".join(sorted(str(s.get("id")) + str(s.get("stored")) for s in statements if isinstance(s, dict))).encode()).hexdigest()
+                    seen = wh.con.execute("SELECT count(*) FROM loads WHERE cohort = ? AND file_sha256 = ?", [cohort, digest]).fetchall()[0][0]
+                    if seen:  # the same page (ids and stored times) was loaded before: an LRS whose since is inclusive
+                        more = doc.get("more")
+                        url_now = urljoin(endpoint, more) if isinstance(more, str) and more.strip() else None
+                        params = None
+                        continue
+                    mapped = xapi.from_statements(statements, list(range(1, len(statements) + 1)), [], "array", source=name, cohort=cohort,
+                                                  pseudonymiser=pseudonymiser, options={"profile": profile} if profile else None)
+                    del statements, doc["statements"]
+                    result.files.append(wh.load(mapped, cohort=cohort, file_sha256=digest))
+                    say(f"  page {result.n_pages}: {result.files[-1].tables['attempts'].n_loaded if 'attempts' in result.files[-1].tables else 0:,} attempts loaded")
+                more = doc.get("more")
+                url_now = urljoin(endpoint, more) if isinstance(more, str) and more.strip() else None
+                params = None  # the more link carries the query
+            if newest:
+                wh.con.execute(STATE_SQL).fetchall()
+                wh.con.execute("INSERT INTO lrs_state VALUES (?, ?, ?, now(), ?)", [cohort, endpoint, newest, result.n_statements]).fetchall()
+            result.since = newest
+            return result
     finally:
         if own:
             wh.close()

@@ -41,6 +41,11 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = [
+    "FORMULA_PREFIXES", "MAX_NAME_LENGTH", "cohort_name", "csv_cell", "fold", "is_formula", "neutralise_csv",
+    "plain_text_figures", "restore_cell", "restore_csv", "url_path", "write_csv",
+]
+
 MAX_NAME_LENGTH = 100
 MAX_NAME_BYTES = 200
 #: Characters that make a spreadsheet treat a cell as a formula (OWASP, "CSV Injection").

@@ -26,6 +26,8 @@ from research.paths import default_warehouse, notebook_out_dir, resolve
 from research.privacy import protect_table
 from research.schema import output_schema, validate
 
+__all__ = ["Context", "SavedFigure", "setup"]
+
 DEMO_COHORTS = ("demo",)
 
 

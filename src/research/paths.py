@@ -14,6 +14,11 @@ import os
 from functools import cache
 from pathlib import Path
 
+__all__ = [
+    "DEFAULT_REPORTS", "default_warehouse", "notebook_out_dir", "notebooks_dir", "project_root", "resolve",
+    "schema_dir",
+]
+
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_REPORTS = "reports"
 

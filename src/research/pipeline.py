@@ -59,9 +59,14 @@ import research
 from research.cohort_config import LANGUAGES, CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
 from research.faults import DiskFull, RunCrashed, WarehouseCorrupt, disk_full, is_disk_full, write_traceback
-from research.locks import LockedError, file_lock, warehouse_write_lock
+from research.locks import LockedError, file_lock
 from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
+
+__all__ = [
+    "CohortLock", "EXIT_CODES", "NotebookRun", "RunResult", "config_parameters", "ingest_sources", "input_files",
+    "notebook_plan", "remote_references", "run_all", "run_cohort", "run_one", "scheduled_notebooks",
+]
 
 EXIT_CODES = {
     0: "success: every cohort ran, or was unchanged and skipped",
@@ -233,9 +238,9 @@ def environment() -> dict:
 
 def input_files(cohort: str, warehouse: Path) -> tuple[list[dict], dict[str, int]]:
     """The raw files the cohort's warehouse rows came from (with their content hashes), and the row counts."""
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
-    with Warehouse(warehouse, read_only=True) as wh:
+    with open_warehouse(warehouse, read_only=True) as wh:
         loads = wh.con.execute(
             """SELECT source_file, file_sha256, format, min(loaded_at) AS loaded_at,
                       sum(n_read) AS n_read, sum(n_loaded) AS n_loaded, sum(n_rejected) AS n_rejected
@@ -255,12 +260,16 @@ def fingerprint(cohort: str, files: list[dict], config: CohortConfig | None, not
 
     The configured sources are ingested before this is taken, so a changed source file
     shows up as a new content hash among the cohort's loaded ``files``; it is not hashed again.
+    A KC-model file the cohort file adopts (``kc_model: {name, file}``) is hashed here.
     """
     parts = [f"cohort={cohort}", f"version={research.__version__}"]
     if language is not None:
         parts.append(f"language={language}")
     if config is not None:
         parts.append("config=" + sha256_bytes(config.text.encode("utf-8")))
+        kcm = getattr(config, "kc_model_file", None)
+        if kcm is not None:  # the KC-model file the cohort file adopts: its content, not only its name
+            parts.append("kc_model_file=" + (sha256_bytes(Path(kcm).read_bytes()) if Path(kcm).is_file() else "missing"))
     parts += sorted(f"loaded={f['sha256']}" for f in files)
     parts += [f"notebook={nb.name}:{sha256_bytes(nb.read_bytes())}" for nb in notebooks]
     return sha256_bytes("\n".join(parts).encode("utf-8"))
@@ -612,9 +621,9 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     state["unknown"] = config is None  # a name with no configuration and no data is no cohort to list as failed
     if not wh_path.exists():
         raise ConfigError(f"warehouse {wh_path} does not exist; ingest the cohort first (research ingest PATH --cohort {cohort})")
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
-    with Warehouse(wh_path, read_only=True) as wh:
+    with open_warehouse(wh_path, read_only=True) as wh:
         if not wh.has_cohort(cohort):
             known = ", ".join(wh.cohorts()["cohort"]) or "none"
             raise ConfigError(f"cohort {cohort!r} is not in warehouse {wh_path} (cohorts there: {known})")
@@ -708,10 +717,11 @@ def _refresh_report(run_dir: Path, cohort: str, warehouse: Path, config: CohortC
 
 def ingest_sources(config: CohortConfig, warehouse: Path):
     """Ingest a cohort's configured sources; files already loaded are skipped."""
-    from research.warehouse import LoadSummary, Warehouse
+    from research.warehouse import LoadSummary
+    from research.store import open_warehouse, write_lock
 
     summary = LoadSummary()
-    with warehouse_write_lock(warehouse), Warehouse(warehouse) as wh:
+    with write_lock(warehouse), open_warehouse(warehouse) as wh, wh.session(config.cohort, changes=False):
         for src in config.sources:
             if getattr(src, "lrs", None):
                 from research.lrs import pull

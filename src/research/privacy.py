@@ -30,6 +30,13 @@ import pandas as pd
 
 from research.errors import ConfigError, DataError
 
+__all__ = [
+    "Cell", "Fact", "PrivacyError", "SUPPRESSED_CELLS", "SUPPRESSION_COLUMN", "Violation", "audit_publication",
+    "check_min_cell_size", "count_declarations", "find_violations", "group_sizes", "not_suppressed",
+    "protect_group_table", "protect_table", "published_cells", "read_table", "require_safe_publication",
+    "suppress_records", "suppress_small_rows", "suppression_mask",
+]
+
 PRIMARY = "primary"
 COMPLEMENTARY = "complementary"
 NOT_STATED = "(not stated)"
@@ -74,6 +81,27 @@ def suppression_mask(
     reason[hide & primary] = PRIMARY
     reason[hide & ~primary] = COMPLEMENTARY
     return reason.sort_index().reset_index(drop=True)
+
+
+def suppress_small_rows(
+    out: pd.DataFrame, n_col: str, ids: list[str], min_cell_size: int, what: str = "learners"
+) -> pd.DataFrame:
+    """Blank every number of the rows whose ``n_col`` is below min_cell_size and give the reason.
+
+    Columns in ``ids`` stay; numeric columns become nullable so the blanks are ``<NA>``; the reason goes
+    into ``suppressed_reason``.
+    """
+    small = out[n_col].to_numpy(dtype=float) < min_cell_size
+    reason = pd.array([None] * len(out), dtype="string")
+    reason[small] = f"fewer than {min_cell_size} {what}: suppressed to protect privacy"
+    value_cols = [col for col in out.columns if col not in ids and col != "suppressed_reason"]
+    out = out.copy()
+    for col in value_cols:
+        if pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            out[col] = out[col].astype("Float64" if not pd.api.types.is_integer_dtype(out[col]) else "Int64")
+        out.loc[small, col] = pd.NA
+    out["suppressed_reason"] = reason
+    return out
 
 
 def group_sizes(
@@ -483,7 +511,7 @@ def find_violations(facts: Sequence[Fact], min_cell_size: int) -> list[Violation
     seen = set()
     for b in facts:
         blits = dict(b.lits)
-        names = list(blits)
+        names = sorted(blits)  # never the frozenset's (hash-seeded) order: the same cells are hidden on every run
         for size in range(len(names) + 1):
             for subset in combinations(names, size):
                 sub = [(d, blits[d]) for d in subset]
@@ -518,8 +546,8 @@ def find_violations(facts: Sequence[Fact], min_cell_size: int) -> list[Violation
             dims_of.setdefault(base, set()).add(d)
     for t in facts:
         tlits = dict(t.lits)
-        splits = [(t.lits, d) for d in dims_of.get(t.lits, ()) if d not in tlits]
-        splits += [(t.lits - {(d, c)}, d) for d, c in t.lits if c[0] == "r"]
+        splits = [(t.lits, d) for d in sorted(dims_of.get(t.lits, ())) if d not in tlits]
+        splits += [(t.lits - {(d, c)}, d) for d, c in sorted(t.lits, key=repr) if c[0] == "r"]
         for base, d in splits:
             parts = [p for p in parts_of.get((base, d), ()) if p.lits != t.lits]
             if d in tlits:
@@ -593,7 +621,7 @@ def choose_hidden(
     hideable = {f for f, cells in facts.items() if all(id(c) in new_ids for c in cells)}
     keep = {f: max(count_declarations(c.table).get(c.column, {}).get("keep", 0) for c in cells) for f, cells in facts.items()}
     labels = {f: cells[0].label for f, cells in facts.items()}
-    visible = set(facts)
+    visible = dict.fromkeys(facts)  # ordered as the cells are: ties are broken the same way on every run
     hidden: dict[Fact, str] = {}
     stuck: list[Violation] = []
     for _ in range(10_000):
@@ -614,7 +642,7 @@ def choose_hidden(
                 stuck.append(v)
                 continue
             pick = options[0] if v.kind == "count" else max(options, key=lambda f: (-keep[f], len(f.lits), score[f], -f.value))
-            visible.discard(pick)
+            visible.pop(pick, None)
             done.add(pick)
             shown = [labels[f] for f in v.facts[:4]]
             relation = " - ".join(shown) + (f" - {len(v.facts) - 4} more" if len(v.facts) > 4 else "")

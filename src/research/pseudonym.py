@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+__all__ = ["Pseudonymiser", "load_key"]
+
 PREFIX = "p_"
 HEX_CHARS = 16
 

@@ -24,6 +24,11 @@ import pandas as pd
 from research.errors import SchemaError
 from research.paths import schema_dir
 
+__all__ = [
+    "Field", "PANDAS_TYPES", "TableSchema", "Validated", "as_schema_dtypes", "canonical_tables", "check_relation",
+    "load_schema", "output_schema", "require_columns", "validate",
+]
+
 DUCKDB_TYPES = {
     "string": "VARCHAR",
     "integer": "BIGINT",

@@ -7,6 +7,8 @@
 * :func:`benjamini_hochberg` - Benjamini-Hochberg (1995) adjusted p-values (``scipy.stats.false_discovery_control``
   on the non-missing values; equal to R's ``p.adjust(p, "BH")``).
 * :func:`cronbach_alpha_feldt` - Cronbach's alpha of a complete learners x items matrix with Feldt's F interval.
+* :func:`noncentral_t_interval` - interval of a noncentrality parameter given an observed t (Cumming & Finch 2001),
+  behind the intervals of Cohen's d_z in gains and surveys.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from scipy import stats
 
 from research.errors import MissingColumnError
 
-__all__ = ["benjamini_hochberg", "cronbach_alpha_feldt", "require_columns", "wilson_interval"]
+__all__ = ["benjamini_hochberg", "cronbach_alpha_feldt", "noncentral_t_interval", "require_columns", "wilson_interval"]
 
 
 def require_columns(df: pd.DataFrame, columns: Mapping[str, str] | Sequence[str], table: str) -> None:
@@ -40,14 +42,14 @@ def require_columns(df: pd.DataFrame, columns: Mapping[str, str] | Sequence[str]
         )
 
 
-def wilson_interval(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(k, n, ci_level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of the proportion ``k / n`` (vectorised; n = 0 gives NaN).
 
     The limits are exactly 0 at k = 0 and 1 at k = n, and clipped to [0, 1] otherwise.
     """
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = stats.norm.ppf(0.5 + ci_level / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k / n
         centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
@@ -71,7 +73,7 @@ def benjamini_hochberg(p: np.ndarray | pd.Series) -> np.ndarray:
     return out
 
 
-def cronbach_alpha_feldt(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+def cronbach_alpha_feldt(x: np.ndarray, ci_level: float = 0.95) -> tuple[float, float, float]:
     """Cronbach's alpha of a complete learners x items matrix and Feldt's F interval (estimate, low, high).
 
     Feldt, Woodruff & Salih (1987), the interval ``psych::alpha`` prints as "Feldt". Alpha is NaN when
@@ -82,7 +84,34 @@ def cronbach_alpha_feldt(x: np.ndarray, level: float = 0.95) -> tuple[float, flo
     total_var = x.sum(axis=1).var(ddof=1)
     alpha = k / (k - 1) * (1 - x.var(axis=0, ddof=1).sum() / total_var) if total_var > 0 else np.nan
     df1, df2 = n - 1, (n - 1) * (k - 1)
-    tail = (1 - level) / 2
+    tail = (1 - ci_level) / 2
     lo = 1 - (1 - alpha) * stats.f.ppf(1 - tail, df1, df2)
     hi = 1 - (1 - alpha) * stats.f.ppf(tail, df1, df2)
     return float(alpha), float(lo), float(hi)
+
+
+def noncentral_t_interval(t_obs, df, ci_level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Interval for the noncentrality parameter given observed t (vectorised bisection).
+
+    Finds ncp with P(T <= t_obs | ncp) = 1 - alpha/2 (lower end) and alpha/2 (upper end), alpha = 1 - ci_level;
+    NaN where t is not finite or df < 1.
+    """
+    alpha = 1 - ci_level
+    t_obs = np.asarray(t_obs, dtype=float)
+    df = np.asarray(df, dtype=float)
+    ok = np.isfinite(t_obs) & (df >= 1)
+    t = np.where(ok, t_obs, 0.0)
+    d = np.where(ok, df, 1.0)
+    ends = []
+    for target in (1 - alpha / 2, alpha / 2):
+        lo = t - 10.0 - 2 * np.abs(t)
+        hi = t + 10.0 + 2 * np.abs(t)
+        for _ in range(80):
+            mid = (lo + hi) / 2
+            cdf = stats.nct.cdf(t, d, mid)
+            # cdf decreases in ncp: too high a cdf means ncp must grow
+            grow = cdf > target
+            lo = np.where(grow, mid, lo)
+            hi = np.where(grow, hi, mid)
+        ends.append(np.where(ok, (lo + hi) / 2, np.nan))
+    return ends[0], ends[1]

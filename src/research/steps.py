@@ -33,6 +33,17 @@ from research.analyses import (
 )
 from research.errors import ConfigError, DataError, ResearchError
 
+__all__ = [
+    "attrition", "bayes_diagnostics", "bayes_gains", "characteristic_curves", "describe_items", "dif_curves",
+    "dif_flagged", "dif_not_analysed", "dif_table", "distractor_view", "distractors", "figure", "first_attempts",
+    "fit_irt", "funnel", "gain_regression", "gain_table", "gain_view", "gaps", "group_attributes", "is_skipped",
+    "item_statistics", "item_table", "item_view", "kc_model_figure", "kc_model_view", "kc_models", "kc_table_view",
+    "learner_scores", "learning_curve_figure", "learning_curves", "mastery", "mastery_figures",
+    "n_learners_in_cohort", "overall_curve", "posterior_view", "record_families", "reliability", "sigma",
+    "significant_gaps", "step_summary", "student_steps", "survey_figures", "survey_items", "survey_table",
+    "time_on_task", "top_drops", "wright_map",
+]
+
 #: Errors an estimator raises when the data cannot support it; anything else is a bug and propagates.
 DATA_ERRORS = (DataError, ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError)
 
@@ -583,13 +594,14 @@ def dif_not_analysed(table):
     return table.loc[table["suppressed_reason"] != "", ["attribute", "focal_group", "suppressed_reason"]].drop_duplicates()
 
 
-def funnel(ctx, responses, *, level: str = "page"):
+def funnel(ctx, responses, *, level: str = "page", ci_level: float = 0.95):
     if is_skipped(responses):
         return ctx.skipped("funnel", responses)
     from research.estimate import engagement
 
     try:
-        table = engagement.funnel(ctx.data.attempts, ctx.data.items, level=level, learners=ctx.data.learners)
+        table = engagement.funnel(ctx.data.attempts, ctx.data.items, level=level, learners=ctx.data.learners,
+                                  ci_level=ci_level)
     except DATA_ERRORS as exc:
         return _fail(ctx, "funnel", exc)
     ctx.write_table(table, "funnel")
@@ -603,7 +615,7 @@ def top_drops(table, n: int = 5):
     return table.sort_values("rank_of_drop").head(n)
 
 
-def gaps(ctx, responses, *, attributes=None, reference=None, completion_target: float = 0.8):
+def gaps(ctx, responses, *, attributes=None, reference=None, completion_target: float = 0.8, ci_level: float = 0.95):
     reason, numbers = _group_reason(ctx, attributes)
     if reason:
         return ctx.skip("gaps", reason, **numbers)
@@ -617,7 +629,7 @@ def gaps(ctx, responses, *, attributes=None, reference=None, completion_target: 
         completion = engagement.learner_completion(attempts, ctx.data.items, learners=ctx.data.learners) if resp is not None else None
         table = _quiet(gaps_mod.equity_gaps, resp, ctx.data.learners, assessments=ctx.data.assessments,
                        completion=completion, completion_target=completion_target, attributes=attributes,
-                       reference=reference or {}, min_cell_size=ctx.min_cell_size)
+                       reference=reference or {}, min_cell_size=ctx.min_cell_size, ci_level=ci_level)
     except DATA_ERRORS + (TypeError, AttributeError, KeyError) as exc:
         return _fail(ctx, "gaps", exc)
     ctx.write_table(table, "gaps")
@@ -631,14 +643,14 @@ def significant_gaps(table):
     return table[(table["difference_p_adjusted"] < 0.05) | (table["attribute"] == "all")]
 
 
-def time_on_task(ctx, responses, *, cap_s: float = 600, over_factor: float = 2.0):
+def time_on_task(ctx, responses, *, cap_s: float = 600, over_factor: float = 2.0, ci_level: float = 0.95):
     if is_skipped(responses):
         return ctx.skipped("time_on_task", responses)
     from research.estimate import engagement
 
     try:
         table = engagement.time_on_task(ctx.data.attempts, ctx.data.items, level="page", cap_s=cap_s,
-                                        over_factor=over_factor, min_cell_size=ctx.min_cell_size)
+                                        over_factor=over_factor, min_cell_size=ctx.min_cell_size, ci_level=ci_level)
     except DATA_ERRORS as exc:
         return _fail(ctx, "time_on_task", exc)
     ctx.write_table(table, "time_on_task")

@@ -36,7 +36,9 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from contextlib import nullcontext
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,9 +51,18 @@ from research.errors import DataError, ResearchError
 from research.names import cohort_name
 from research.faults import WarehouseDamaged, WarehouseLocked, check_complete, check_file, warehouse_open_error  # noqa: F401 - re-exported
 from research.ingest.base import IngestResult
+from research.locks import warehouse_lock
 from research.paths import default_warehouse, resolve
 from research.schema import as_schema_dtypes, canonical_tables, check_relation, load_schema
 
+__all__ = [
+    "FileLoad", "LRS_STATE_SQL", "LoadSummary", "TableLoad", "Warehouse", "WarehouseDamaged",
+    "WarehouseLocked", "file_sha256", "key_fingerprint", "warehouse_error"
+]
+
+#: the state of `research pull` per cohort and endpoint (created by research.lrs when first needed)
+LRS_STATE_SQL = """CREATE TABLE IF NOT EXISTS lrs_state (
+    cohort VARCHAR, endpoint VARCHAR, since VARCHAR, pulled_at TIMESTAMP, n_statements BIGINT)"""
 LOADS_SQL = """CREATE TABLE IF NOT EXISTS loads (
     load_id VARCHAR, cohort VARCHAR, source_file VARCHAR, file_sha256 VARCHAR, format VARCHAR,
     table_name VARCHAR, n_read BIGINT, n_loaded BIGINT, n_rejected BIGINT, n_skipped BIGINT,
@@ -204,6 +215,18 @@ class Warehouse:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = ExitStack()
+        try:  # readers share the file, a writer has it alone; each waits its turn (research.locks)
+            self._lock.enter_context(warehouse_lock(self.path, shared=read_only))
+        except OSError:
+            pass  # no lock file where the warehouse lies (a read-only folder): DuckDB's own lock still guards it
+        try:
+            self._open(read_only)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, read_only: bool) -> None:
         try:
             check_file(self.path)
             self.con = duckdb.connect(str(self.path), read_only=read_only)
@@ -243,13 +266,20 @@ class Warehouse:
 
     # -- context manager -------------------------------------------------------------
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        finally:
+            self._lock.close()
 
     def __enter__(self) -> Warehouse:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def session(self, cohort: str, *, changes: bool = True):
+        """A block that writes one cohort through ``con``: nothing to do for a file (a store checks the cohort out)."""
+        return nullcontext(self)
 
     # -- loading ---------------------------------------------------------------------
     def ingest(
@@ -520,6 +550,15 @@ class Warehouse:
                     .sort_values("n", ascending=False, ignore_index=True)
                     .head(20)
                 )
+            if summary.replaced and "attempts" in summary.replaced:
+                # KC rows no load recorded (a KC model imported from a KC-model file) of attempts the corrected file lacks
+                n = con.execute(
+                    """DELETE FROM attempt_kcs k WHERE k.cohort = ? AND NOT EXISTS
+                       (SELECT 1 FROM attempts a WHERE a.cohort = k.cohort AND a.attempt_id = k.attempt_id)""", [cohort]
+                ).fetchall()[0][0]
+                if n:
+                    self._record_removal("correction", cohort, result.name, {"attempt_kcs": int(n)},
+                                         "KC rows of an imported KC model whose attempts the corrected file no longer has")
             con.execute("COMMIT").fetchall()
         except BaseException:
             con.execute("ROLLBACK").fetchall()

@@ -1,1 +1,3 @@
 """Package data: default configuration files (YAML) shipped with course-research."""
+
+__all__ = []

@@ -47,6 +47,11 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from scipy.stats import norm as _norm
 
+__all__ = [
+    "AFM", "AFMConvergenceWarning", "add_predictions", "build_design", "compare_kc_models", "fit_kc_models",
+    "logistic_nll", "predict_afm",
+]
+
 _norm_sf = _norm.sf
 
 from research.errors import ConfigError, DataError, SchemaError
@@ -230,6 +235,18 @@ def _solve_psd(S, rhs):
         except np.linalg.LinAlgError:
             continue
     return np.linalg.lstsq(S, rhs, rcond=None)[0]
+
+
+def _covariance(S: np.ndarray) -> np.ndarray:
+    """The inverse of an information matrix (a Schur complement); its pseudo-inverse where the inverse
+    fails or has a non-finite entry or a negative variance."""
+    try:
+        cov = np.linalg.inv(S)
+        if not np.all(np.isfinite(cov)) or np.any(np.diag(cov) < 0):
+            raise np.linalg.LinAlgError
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(S)
+    return cov
 
 
 def _fit_newton(prob: _Problem, theta, kcp, *, tol, max_iter):
@@ -473,12 +490,7 @@ class AFM:
         ll = -logistic_nll(eta, d.y)
         D, B, C = prob.hessian_blocks(eta)
         S, Bd = prob.schur(D, B, C)
-        try:
-            cov_k = np.linalg.inv(S)
-            if not np.all(np.isfinite(cov_k)) or np.any(np.diag(cov_k) < 0):
-                raise np.linalg.LinAlgError
-        except np.linalg.LinAlgError:
-            cov_k = np.linalg.pinv(S)
+        cov_k = _covariance(S)
         self.cov_kc_ = cov_k
         se_k = np.sqrt(np.clip(np.diag(cov_k), 0, None))
         # learner intercept variances: 1/D + (B D^-1)_i S^-1 (B D^-1)_i^T
@@ -549,12 +561,7 @@ class AFM:
             eta = free.eta(theta_f, kcp_f)
             D, B, C = free.hessian_blocks(eta)
             S, _ = free.schur(D, B, C)
-            try:
-                cov = np.linalg.inv(S)
-                if not np.all(np.isfinite(cov)) or np.any(np.diag(cov) < 0):
-                    raise np.linalg.LinAlgError
-            except np.linalg.LinAlgError:
-                cov = np.linalg.pinv(S)
+            cov = _covariance(S)
             g_free = kcp_f[K:]
             se_free = np.sqrt(np.clip(np.diag(cov)[K:], 0, None))
         else:

@@ -29,6 +29,8 @@ from research.bayes import SamplerSettings, diagnostics, sample, stacked, summar
 from research.errors import ConfigError
 from research.estimate.afm import AFM, build_design
 
+__all__ = ["BayesianAFM"]
+
 SLOPES = ("nonnegative", "free")
 
 
@@ -130,9 +132,9 @@ class BayesianAFM:
         b = stacked(self.idata_, "beta")
         g = stacked(self.idata_, "gamma")
         th = stacked(self.idata_, "theta")
-        sb = summarise_draws(b, hdi_prob=self.ci_level)
-        sg = summarise_draws(g, hdi_prob=self.ci_level)
-        st = summarise_draws(th, hdi_prob=self.ci_level)
+        sb = summarise_draws(b, ci_level=self.ci_level)
+        sg = summarise_draws(g, ci_level=self.ci_level)
+        st = summarise_draws(th, ci_level=self.ci_level)
         n_obs = np.bincount(d.long_kc, minlength=K)
         pairs = pd.unique(d.long_kc.astype(np.int64) * (len(d.learners) + 1) + d.lid[d.long_obs])
         n_learners = np.bincount(pairs // (len(d.learners) + 1), minlength=K)
@@ -165,7 +167,7 @@ class BayesianAFM:
                              "mu_gamma", "sigma_gamma") if v in post]
         rows = []
         for v in hyper:
-            s = summarise_draws(stacked(self.idata_, v).reshape(-1, 1), hdi_prob=self.ci_level)
+            s = summarise_draws(stacked(self.idata_, v).reshape(-1, 1), ci_level=self.ci_level)
             rows.append({"parameter": v, **{k: float(val[0]) for k, val in s.items()}, "method": "afm_bayes"})
         self.hyper_ = pd.DataFrame(rows)
 

@@ -50,6 +50,8 @@ import scipy.sparse as sp
 
 from research.errors import ConfigError, DataError, SchemaError
 
+__all__ = ["BKT", "fit_bkt", "simulate_bkt"]
+
 EPS = 1e-6
 PARAMETERS = ("prior", "learn", "forget", "guess", "slip")
 

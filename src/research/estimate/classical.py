@@ -39,6 +39,12 @@ from research.estimate.opportunities import segment_sum
 from research.stats import cronbach_alpha_feldt, wilson_interval
 from research.stats import require_columns as _require
 
+__all__ = [
+    "ItemThresholds", "alpha_if_deleted", "assessment_responses", "cronbach_alpha", "discrimination_statistics",
+    "distractor_table", "first_attempt_responses", "flag_items", "item_statistics", "reliability_by_instrument",
+    "sort_by_concern", "suppress_small_cells", "wide_to_long",
+]
+
 OUTCOMES = ("correct", "incorrect", "hint")
 
 

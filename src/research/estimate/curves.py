@@ -66,6 +66,8 @@ from scipy import stats
 
 from research.errors import ConfigError, SchemaError
 
+__all__ = ["CATEGORIES", "OVERALL", "all_learning_curves", "categorize_curves", "kc_table", "learning_curves"]
+
 MEASURES = {
     "error_rate": "error rate (first attempt incorrect or a hint)",
     "assistance_score": "assistance score (incorrects + hints)",
@@ -234,6 +236,156 @@ def _categorise(low_flat, slope_ok, still_high, too_little):
     return np.where(too_little, 0, np.where(low_flat, 1, np.where(~slope_ok, 2, np.where(still_high, 3, 4))))
 
 
+def _check_category_settings(kcs: pd.DataFrame, *, slope_rule: str, low_error: float, high_error: float,
+                             opportunity_threshold: int, student_threshold: int, confident_at: float) -> None:
+    if slope_rule not in SLOPE_RULES:
+        raise ConfigError(f"slope_rule={slope_rule!r} is not known; valid rules are {list(SLOPE_RULES)}.")
+    if not 0 <= low_error <= high_error <= 1:
+        raise ConfigError(f"need 0 <= low_error <= high_error <= 1, got low_error={low_error!r}, "
+                          f"high_error={high_error!r}.")
+    if int(opportunity_threshold) < 1 or int(student_threshold) < 1:
+        raise ConfigError("opportunity_threshold and student_threshold must be at least 1, got "
+                          f"{opportunity_threshold!r} and {student_threshold!r}.")
+    if not 0 < confident_at <= 1:
+        raise ConfigError(f"confident_at must lie in (0, 1], got {confident_at!r}.")
+    need = [c for c in ("kc_model", "kc", "slope", "slope_se") if c not in kcs.columns]
+    if need:
+        raise SchemaError(f"kcs lacks column(s) {need}; pass the AFM summary (AFM.summary()).")
+
+
+class _CurveRules:
+    """DataShop's category rules over the kept curve points of every KC, for the point estimates
+    and for bootstrap replicates alike (arrays broadcast over replicates)."""
+
+    def __init__(self, kept: pd.DataFrame, curves: pd.DataFrame, *, opportunity_threshold: int, low_error: float,
+                 high_error: float, slope_threshold: float, slope_rule: str):
+        self.C = C = len(curves)
+        cid = curves.set_index(["kc_model", "kc"]).index
+        self.kept_c = cid.get_indexer(pd.MultiIndex.from_frame(kept[["kc_model", "kc"]])) if len(kept) else np.array([], int)
+        self.n_points = np.bincount(self.kept_c, minlength=C)
+        self.too_little = self.n_points < opportunity_threshold
+        self.first_idx = np.full(C, -1)
+        self.last_idx = np.full(C, -1)
+        if len(kept):
+            order = np.arange(len(kept))
+            self.first_idx[self.kept_c[::-1]] = order[::-1]
+            self.last_idx[self.kept_c] = order
+        self.slope = curves["slope"].to_numpy(dtype=float)
+        self.se = np.nan_to_num(curves["slope_se"].to_numpy(dtype=float), nan=0.0)
+        self.has_slope = np.isfinite(self.slope)
+        self.n_kept = len(kept)
+        self.low_error, self.high_error = low_error, high_error
+        self.slope_threshold, self.slope_rule = slope_threshold, slope_rule
+
+    def slope_ok(self, g: np.ndarray) -> np.ndarray:
+        # a KC without an AFM slope cannot be judged on learning: the slope rule is skipped
+        if self.slope_rule == "interval":
+            ok = (g - 1.6448536269514722 * self.se) > self.slope_threshold
+        else:
+            ok = g > self.slope_threshold
+        return ok | ~self.has_slope
+
+    def rates(self, rate_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """rate_points: (R, P) error rates of the kept points -> (R, C) low-and-flat and still-high."""
+        R = rate_points.shape[0]
+        maxrate = np.full((R, self.C), -np.inf)
+        if self.n_kept:
+            np.maximum.at(maxrate.T, self.kept_c, rate_points.T)
+        low_flat = maxrate < self.low_error
+        last = np.where(self.last_idx >= 0, rate_points[:, np.maximum(self.last_idx, 0)], np.nan)
+        return low_flat, last >= self.high_error
+
+    def categorise(self, rate_points: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Category codes (R, C) of error rates (R, P) and slopes (R, C) or (C,)."""
+        lf, sh = self.rates(rate_points)
+        with np.errstate(invalid="ignore"):
+            return _categorise(lf, self.slope_ok(np.nan_to_num(g, nan=0.0)), sh, self.too_little)
+
+
+def _bootstrap_shares(rules: _CurveRules, frame: pd.DataFrame, err: np.ndarray, kept: pd.DataFrame, rate: np.ndarray, *,
+                      n_boot: int, nonnegative_slopes: bool, seed: int, learner: str, kc: str, opportunity: str,
+                      model_column: str) -> np.ndarray:
+    """Share of bootstrap replicates (learners resampled by Poisson weights, slopes drawn from
+    their sampling distribution) in each category: (C, categories)."""
+    C = rules.C
+    rng = np.random.default_rng(seed)
+    lcodes, learners = pd.factorize(frame[learner], sort=True)
+    f = pd.DataFrame({"kc_model": frame[model_column].astype(str).to_numpy(), "kc": frame[kc].astype(str).to_numpy(),
+                      "opportunity": pd.to_numeric(frame[opportunity]).to_numpy(), "l": lcodes, "e": err})
+    pidx = pd.MultiIndex.from_frame(kept[["kc_model", "kc", "opportunity"]].astype(
+        {"opportunity": f["opportunity"].dtype}))
+    col = pidx.get_indexer(pd.MultiIndex.from_frame(f[["kc_model", "kc", "opportunity"]]))
+    use = (col >= 0) & np.isfinite(f["e"].to_numpy())
+    nL, P = len(learners), len(kept)
+    E = sp.csr_matrix((f["e"].to_numpy()[use], (f["l"].to_numpy()[use], col[use])), shape=(nL, P))
+    Mx = sp.csr_matrix((np.ones(use.sum()), (f["l"].to_numpy()[use], col[use])), shape=(nL, P))
+    counts = np.zeros((C, len(CATEGORIES)))
+    chunk = max(1, min(n_boot, int(2e7 // max(nL, 1))))
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        W = rng.poisson(1.0, size=(b, nL)).astype(float)
+        num = (E.T @ W.T).T
+        den = (Mx.T @ W.T).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rb = np.where(den > 0, num / np.where(den > 0, den, 1), rate)
+        g = rules.slope[None, :] + rules.se[None, :] * rng.standard_normal((b, C))
+        if nonnegative_slopes:
+            g = np.maximum(g, 0.0)
+        cb = rules.categorise(rb, g)
+        for j in range(len(CATEGORIES)):
+            counts[:, j] += (cb == j).sum(axis=0)
+        done += b
+    return counts / n_boot
+
+
+def _slope_small(kcs: pd.DataFrame, curves: pd.DataFrame, no_learning_slope_max: float) -> np.ndarray:
+    """Probability that the (free) slope lies within +- ``no_learning_slope_max`` per curve."""
+    if "slope_free" in kcs.columns and "slope_free_se" in kcs.columns:
+        kf = kcs[["kc_model", "kc", "slope_free", "slope_free_se"]].astype({"kc_model": str, "kc": str})
+        kf = curves[["kc_model", "kc"]].merge(kf, on=["kc_model", "kc"], how="left")
+        g_free, se_free = kf["slope_free"].to_numpy(dtype=float), kf["slope_free_se"].to_numpy(dtype=float)
+    else:
+        g_free, se_free = curves["slope"].to_numpy(dtype=float), curves["slope_se"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = (stats.norm.cdf((no_learning_slope_max - g_free) / se_free)
+                 - stats.norm.cdf((-no_learning_slope_max - g_free) / se_free))
+    return np.where(np.isfinite(small), small, np.where(np.abs(g_free) <= no_learning_slope_max, 1.0, 0.0))
+
+
+def _category_frame(curves: pd.DataFrame, kept: pd.DataFrame, rules: _CurveRules, cat: np.ndarray, prob: np.ndarray,
+                    label: np.ndarray, alt: np.ndarray, alt_p: np.ndarray, slope_rule: str) -> pd.DataFrame:
+    first_idx, last_idx = rules.first_idx, rules.last_idx
+    kr = kept["estimate"].to_numpy(dtype=float)
+    kn = kept["n"].to_numpy()
+    ko = kept["opportunity"].to_numpy()
+    out = pd.DataFrame({
+        "kc_model": curves["kc_model"].to_numpy(),
+        "kc": curves["kc"].to_numpy(),
+        "category": np.array(CATEGORIES, dtype=object)[cat],
+        "category_probability": prob,
+        "category_confidence": label,
+        "category_alternative": alt,
+        "alternative_probability": alt_p,
+        "n_points": rules.n_points.astype("int64"),
+        "first_error_rate": np.where(first_idx >= 0, kr[np.maximum(first_idx, 0)] if len(kr) else np.nan, np.nan),
+        "last_error_rate": np.where(last_idx >= 0, kr[np.maximum(last_idx, 0)] if len(kr) else np.nan, np.nan),
+        "last_opportunity": pd.array(np.where(last_idx >= 0, ko[np.maximum(last_idx, 0)] if len(ko) else 0, 0),
+                                     dtype="Int64"),
+        "n_learners_first": pd.array(np.where(first_idx >= 0, kn[np.maximum(first_idx, 0)] if len(kn) else 0, 0),
+                                     dtype="Int64"),
+        "n_learners_last": pd.array(np.where(last_idx >= 0, kn[np.maximum(last_idx, 0)] if len(kn) else 0, 0),
+                                    dtype="Int64"),
+        "slope": rules.slope,
+        "slope_se": curves["slope_se"].to_numpy(dtype=float),
+        "method": f"datashop_rules+bootstrap(slope_rule={slope_rule})",
+    })
+    out.loc[last_idx < 0, ["last_opportunity", "n_learners_first", "n_learners_last"]] = pd.NA
+    for c in ("kc_model", "kc", "category", "category_confidence", "category_alternative", "method"):
+        out[c] = out[c].astype("string")
+    return out
+
+
 def categorize_curves(
     steps: pd.DataFrame,
     kcs: pd.DataFrame,
@@ -300,19 +452,9 @@ def categorize_curves(
     slope, slope_se : float — the AFM slope used.
     method : string — "datashop_rules+bootstrap" and the slope rule.
     """
-    if slope_rule not in SLOPE_RULES:
-        raise ConfigError(f"slope_rule={slope_rule!r} is not known; valid rules are {list(SLOPE_RULES)}.")
-    if not 0 <= low_error <= high_error <= 1:
-        raise ConfigError(f"need 0 <= low_error <= high_error <= 1, got low_error={low_error!r}, "
-                          f"high_error={high_error!r}.")
-    if int(opportunity_threshold) < 1 or int(student_threshold) < 1:
-        raise ConfigError("opportunity_threshold and student_threshold must be at least 1, got "
-                          f"{opportunity_threshold!r} and {student_threshold!r}.")
-    if not 0 < confident_at <= 1:
-        raise ConfigError(f"confident_at must lie in (0, 1], got {confident_at!r}.")
-    need = [c for c in ("kc_model", "kc", "slope", "slope_se") if c not in kcs.columns]
-    if need:
-        raise SchemaError(f"kcs lacks column(s) {need}; pass the AFM summary (AFM.summary()).")
+    _check_category_settings(kcs, slope_rule=slope_rule, low_error=low_error, high_error=high_error,
+                             opportunity_threshold=opportunity_threshold, student_threshold=student_threshold,
+                             confident_at=confident_at)
     frame = steps
     if kc_model is not None:
         wanted = [kc_model] if isinstance(kc_model, str) else list(kc_model)
@@ -326,86 +468,22 @@ def categorize_curves(
     pts["kc"] = pts["kc"].astype(str)
     curves = pts[["kc_model", "kc"]].drop_duplicates()
     kept = pts[pts["n"] >= student_threshold].sort_values(["kc_model", "kc", "opportunity"]).reset_index(drop=True)
-
     k = kcs[["kc_model", "kc", "slope", "slope_se"]].copy()
     k["kc_model"] = k["kc_model"].astype(str)
     k["kc"] = k["kc"].astype(str)
     curves = curves.merge(k, on=["kc_model", "kc"], how="left").sort_values(["kc_model", "kc"]).reset_index(drop=True)
-    C = len(curves)
-    cid = curves.set_index(["kc_model", "kc"]).index
-    kept_c = cid.get_indexer(pd.MultiIndex.from_frame(kept[["kc_model", "kc"]])) if len(kept) else np.array([], int)
-    n_points = np.bincount(kept_c, minlength=C)
-    too_little = n_points < opportunity_threshold
-    first_idx = np.full(C, -1)
-    last_idx = np.full(C, -1)
-    if len(kept):
-        order = np.arange(len(kept))
-        first_idx[kept_c[::-1]] = order[::-1]
-        last_idx[kept_c] = order
-    slope = curves["slope"].to_numpy(dtype=float)
-    se = np.nan_to_num(curves["slope_se"].to_numpy(dtype=float), nan=0.0)
-
-    has_slope = np.isfinite(slope)
-
-    def slope_ok(g):
-        # a KC without an AFM slope cannot be judged on learning: the slope rule is skipped
-        if slope_rule == "interval":
-            ok = (g - 1.6448536269514722 * se) > slope_threshold
-        else:
-            ok = g > slope_threshold
-        return ok | ~has_slope
-
-    def rules(rate_points):
-        """rate_points: (R, P) error rates of the kept points -> (R, C) category codes."""
-        R = rate_points.shape[0]
-        maxrate = np.full((R, C), -np.inf)
-        if len(kept):
-            np.maximum.at(maxrate.T, kept_c, rate_points.T)
-        low_flat = maxrate < low_error
-        last = np.where(last_idx >= 0, rate_points[:, np.maximum(last_idx, 0)], np.nan)
-        still_high = last >= high_error
-        return low_flat, still_high
-
+    rules = _CurveRules(kept, curves, opportunity_threshold=opportunity_threshold, low_error=low_error,
+                        high_error=high_error, slope_threshold=slope_threshold, slope_rule=slope_rule)
+    C = rules.C
     rate = kept["estimate"].to_numpy(dtype=float)[None, :]
-    lf, sh = rules(rate)
-    with np.errstate(invalid="ignore"):
-        cat = _categorise(lf[0], slope_ok(np.nan_to_num(slope, nan=0.0)), sh[0], too_little)
+    cat = rules.categorise(rate, rules.slope)[0]
 
     prob = np.full(C, np.nan)
     alt = np.array([""] * C, dtype=object)
     alt_p = np.full(C, np.nan)
     if n_boot and len(kept):
-        rng = np.random.default_rng(seed)
-        lcodes, learners = pd.factorize(frame[learner], sort=True)
-        f = pd.DataFrame({"kc_model": frame[model_column].astype(str).to_numpy(), "kc": frame[kc].astype(str).to_numpy(),
-                          "opportunity": pd.to_numeric(frame[opportunity]).to_numpy(), "l": lcodes, "e": err})
-        pidx = pd.MultiIndex.from_frame(kept[["kc_model", "kc", "opportunity"]].astype(
-            {"opportunity": f["opportunity"].dtype}))
-        col = pidx.get_indexer(pd.MultiIndex.from_frame(f[["kc_model", "kc", "opportunity"]]))
-        use = (col >= 0) & np.isfinite(f["e"].to_numpy())
-        nL, P = len(learners), len(kept)
-        E = sp.csr_matrix((f["e"].to_numpy()[use], (f["l"].to_numpy()[use], col[use])), shape=(nL, P))
-        Mx = sp.csr_matrix((np.ones(use.sum()), (f["l"].to_numpy()[use], col[use])), shape=(nL, P))
-        counts = np.zeros((C, len(CATEGORIES)))
-        chunk = max(1, min(n_boot, int(2e7 // max(nL, 1))))
-        done = 0
-        while done < n_boot:
-            b = min(chunk, n_boot - done)
-            W = rng.poisson(1.0, size=(b, nL)).astype(float)
-            num = (E.T @ W.T).T
-            den = (Mx.T @ W.T).T
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rb = np.where(den > 0, num / np.where(den > 0, den, 1), rate)
-            lf_b, sh_b = rules(rb)
-            g = slope[None, :] + se[None, :] * rng.standard_normal((b, C))
-            if nonnegative_slopes:
-                g = np.maximum(g, 0.0)
-            with np.errstate(invalid="ignore"):
-                cb = _categorise(lf_b, slope_ok(np.nan_to_num(g, nan=0.0)), sh_b, too_little[None, :])
-            for j in range(len(CATEGORIES)):
-                counts[:, j] += (cb == j).sum(axis=0)
-            done += b
-        share = counts / n_boot
+        share = _bootstrap_shares(rules, frame, err, kept, rate, n_boot=n_boot, nonnegative_slopes=nonnegative_slopes,
+                                  seed=seed, learner=learner, kc=kc, opportunity=opportunity, model_column=model_column)
         prob = share[np.arange(C), cat]
         other = share.copy()
         other[np.arange(C), cat] = -1
@@ -413,48 +491,13 @@ def categorize_curves(
         alt_p = other[np.arange(C), j]
         alt = np.where(alt_p > 0, np.array(CATEGORIES, dtype=object)[j], "")
         alt_p = np.where(alt_p > 0, alt_p, 0.0)
-    prob = np.where(too_little, 1.0, prob)
-    if "slope_free" in kcs.columns and "slope_free_se" in kcs.columns:
-        kf = kcs[["kc_model", "kc", "slope_free", "slope_free_se"]].astype({"kc_model": str, "kc": str})
-        kf = curves[["kc_model", "kc"]].merge(kf, on=["kc_model", "kc"], how="left")
-        g_free, se_free = kf["slope_free"].to_numpy(dtype=float), kf["slope_free_se"].to_numpy(dtype=float)
-    else:
-        g_free, se_free = slope, curves["slope_se"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        small = (stats.norm.cdf((no_learning_slope_max - g_free) / se_free)
-                 - stats.norm.cdf((-no_learning_slope_max - g_free) / se_free))
-    small = np.where(np.isfinite(small), small, np.where(np.abs(g_free) <= no_learning_slope_max, 1.0, 0.0))
+    prob = np.where(rules.too_little, 1.0, prob)
+    # "no learning" is confident only when the slope is shown to be small both ways
+    small = _slope_small(kcs, curves, no_learning_slope_max)
     is_nl = cat == CATEGORIES.index("no_learning")
-    prob = np.where(is_nl & has_slope, np.fmin(np.nan_to_num(prob, nan=1.0), small), prob)
+    prob = np.where(is_nl & rules.has_slope, np.fmin(np.nan_to_num(prob, nan=1.0), small), prob)
     label = np.where(np.isnan(prob), "unknown", np.where(prob >= confident_at, "confident", "uncertain"))
-    kr = kept["estimate"].to_numpy(dtype=float)
-    kn = kept["n"].to_numpy()
-    ko = kept["opportunity"].to_numpy()
-    out = pd.DataFrame({
-        "kc_model": curves["kc_model"].to_numpy(),
-        "kc": curves["kc"].to_numpy(),
-        "category": np.array(CATEGORIES, dtype=object)[cat],
-        "category_probability": prob,
-        "category_confidence": label,
-        "category_alternative": alt,
-        "alternative_probability": alt_p,
-        "n_points": n_points.astype("int64"),
-        "first_error_rate": np.where(first_idx >= 0, kr[np.maximum(first_idx, 0)] if len(kr) else np.nan, np.nan),
-        "last_error_rate": np.where(last_idx >= 0, kr[np.maximum(last_idx, 0)] if len(kr) else np.nan, np.nan),
-        "last_opportunity": pd.array(np.where(last_idx >= 0, ko[np.maximum(last_idx, 0)] if len(ko) else 0, 0),
-                                     dtype="Int64"),
-        "n_learners_first": pd.array(np.where(first_idx >= 0, kn[np.maximum(first_idx, 0)] if len(kn) else 0, 0),
-                                     dtype="Int64"),
-        "n_learners_last": pd.array(np.where(last_idx >= 0, kn[np.maximum(last_idx, 0)] if len(kn) else 0, 0),
-                                    dtype="Int64"),
-        "slope": slope,
-        "slope_se": curves["slope_se"].to_numpy(dtype=float),
-        "method": f"datashop_rules+bootstrap(slope_rule={slope_rule})",
-    })
-    out.loc[last_idx < 0, ["last_opportunity", "n_learners_first", "n_learners_last"]] = pd.NA
-    for c in ("kc_model", "kc", "category", "category_confidence", "category_alternative", "method"):
-        out[c] = out[c].astype("string")
-    return out
+    return _category_frame(curves, kept, rules, cat, prob, label, alt, alt_p, slope_rule)
 
 
 def kc_table(models: dict, steps: pd.DataFrame, **category_settings) -> pd.DataFrame:

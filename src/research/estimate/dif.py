@@ -52,6 +52,11 @@ from scipy import stats
 from research.errors import ConfigError, DataError
 from research.stats import benjamini_hochberg, require_columns, wilson_interval
 
+__all__ = [
+    "DIF_COLUMNS", "dif_success_curves", "ets_classify", "first_attempt_responses", "flagged_success_curves",
+    "group_comparisons", "mantel_haenszel_dif",
+]
+
 DELTA_SCALE = 2.35
 LEARNER_ATTRIBUTES = ("gender", "age_band", "role", "region", "digital_maturity")
 _CLASSIFY_ON = ("p_adjusted", "p_value")
@@ -431,6 +436,110 @@ def _analyse_comparison(prep, group_codes, purify, alpha, logistic, *, purify_cl
     return mh, lr, purified
 
 
+def _check_dif_settings(classify_on: str, alpha: float, min_cell_size: int,
+                        purify_classes: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    """Check :func:`mantel_haenszel_dif`'s settings; returns ``purify_classes`` as a tuple."""
+    if classify_on not in _CLASSIFY_ON:
+        raise ConfigError(f"classify_on={classify_on!r} is not known; use one of {list(_CLASSIFY_ON)}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+    if int(min_cell_size) < 1:
+        raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
+    if isinstance(purify_classes, str):
+        purify_classes = tuple(purify_classes)
+    purify_classes = tuple(purify_classes)
+    if not purify_classes or not set(purify_classes) <= {"B", "C"}:
+        raise ConfigError(f"purify_classes={purify_classes!r}: give the ETS classes to drop from the matching "
+                          "score, ('C',) or ('B', 'C')")
+    return purify_classes
+
+
+def _comparison_rows(prep: _Prepared, attr: str, ref: str, foc: str, group: pd.Series, *, item: str, min_cell_size: int,
+                     purify: bool, alpha: float, logistic: bool, purify_classes: tuple[str, ...], classify_on: str,
+                     ci_level: float) -> pd.DataFrame:
+    """The rows of one reference/focal comparison, one per item (a group below the cell size: not analysed)."""
+    n_items = len(prep.items)
+    g = group.reindex(prep.learners)
+    codes = np.where(g.to_numpy(dtype=object) == ref, 0, np.where(g.to_numpy(dtype=object) == foc, 1, -1))
+    n_ref_total = int((group == ref).sum())
+    n_foc_total = int((group == foc).sum())
+    base = pd.DataFrame(
+        {item: prep.items, "attribute": attr, "reference_group": ref, "focal_group": foc}
+    )
+    if min(n_ref_total, n_foc_total) < min_cell_size:
+        small = ref if n_ref_total < min_cell_size else foc
+        base["suppressed_reason"] = (
+            f"group {small!r} of {attr} has fewer learners than the minimum cell size {min_cell_size}: not analysed"
+        )
+        return base
+    mh, lr, purified = _analyse_comparison(prep, codes, purify, alpha, logistic, purify_classes=purify_classes,
+                                           classify_on=classify_on)
+    z = stats.norm.ppf(0.5 + ci_level / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_or = np.log(mh["odds"])
+    base["n_reference"] = mh["n_reference"]
+    base["n_focal"] = mh["n_focal"]
+    base["mh_odds_ratio"] = mh["odds"]
+    base["mh_odds_ratio_ci_low"] = np.exp(log_or - z * mh["se_log"])
+    base["mh_odds_ratio_ci_high"] = np.exp(log_or + z * mh["se_log"])
+    base["mh_delta"] = -DELTA_SCALE * log_or
+    base["mh_delta_se"] = DELTA_SCALE * mh["se_log"]
+    base["mh_chi2"] = mh["chi2"]
+    base["p_value"] = mh["p"]
+    if lr is not None:
+        base["lr_uniform_chi2"] = lr["chi_u"]
+        base["lr_uniform_p"] = lr["p_u"]
+        base["lr_nonuniform_chi2"] = lr["chi_n"]
+        base["lr_nonuniform_p"] = lr["p_n"]
+        base["lr_effect_size"] = lr["r2"]
+    base["n_strata"] = mh["n_strata"]
+    base["purified"] = purified
+    small_item = (mh["n_reference"] < min_cell_size) | (mh["n_focal"] < min_cell_size)
+    reason = np.full(n_items, "", dtype=object)
+    reason[~mh["estimable"]] = "odds ratio not estimable: no stratum holds both groups with mixed outcomes"
+    reason[small_item] = (
+        f"fewer learners than the minimum cell size {min_cell_size} in the reference or focal group "
+        "answered this item: not analysed"
+    )
+    base["suppressed_reason"] = reason
+    return base
+
+
+def _dif_table(frames: list[pd.DataFrame], *, item: str, classify_on: str, alpha: float, logistic: bool,
+               purify: bool) -> pd.DataFrame:
+    """The comparisons in one table: suppressed rows emptied, Benjamini-Hochberg over all rows, ETS and
+    Jodoin-Gierl classes, the columns of :data:`DIF_COLUMNS`."""
+    if not frames:
+        # no learner attributes with values (e.g. a DataShop export): an empty table, not an error
+        frames = [pd.DataFrame({item: pd.Series(dtype="string"), "attribute": pd.Series(dtype="string"),
+                                "reference_group": pd.Series(dtype="string"), "focal_group": pd.Series(dtype="string"),
+                                "suppressed_reason": pd.Series(dtype="string")})]
+    out = pd.concat(frames, ignore_index=True)
+    for col in DIF_COLUMNS:
+        if col not in out.columns:
+            out[col] = np.nan
+    numeric = [c for c in DIF_COLUMNS if c not in ("attribute", "reference_group", "focal_group", "ets_class",
+                                                   "favours", "lr_effect_class", "method", "suppressed_reason",
+                                                   "purified")]
+    out["suppressed_reason"] = out["suppressed_reason"].fillna("").astype(str)
+    suppressed = out["suppressed_reason"] != ""
+    out.loc[suppressed, numeric] = np.nan
+    out["p_adjusted"] = benjamini_hochberg(out["p_value"])
+    out["lr_uniform_p_adjusted"] = benjamini_hochberg(out["lr_uniform_p"])
+    out["lr_nonuniform_p_adjusted"] = benjamini_hochberg(out["lr_nonuniform_p"])
+    p_cls = out["p_adjusted"] if classify_on == "p_adjusted" else out["p_value"]
+    out["ets_class"] = ets_classify(out["mh_delta"], out["mh_delta_se"], p_cls, alpha=alpha)
+    delta = out["mh_delta"].to_numpy(dtype=float)
+    out["favours"] = np.where(~np.isfinite(delta), "", np.where(delta < 0, "reference", np.where(delta > 0, "focal", "neither")))
+    out["lr_effect_class"] = _nagelkerke_class(out["lr_effect_size"].to_numpy(dtype=float))
+    out["purified"] = out["purified"].astype("boolean")
+    for col in ("n_reference", "n_focal", "n_strata"):
+        out[col] = pd.array(np.rint(out[col].to_numpy(dtype=float)), dtype="Int64") if out[col].notna().any() else pd.array([pd.NA] * len(out), dtype="Int64")
+        out.loc[out[col].isna(), col] = pd.NA
+    out["method"] = "mantel_haenszel" + ("+logistic" if logistic else "") + ("+purified" if purify else "")
+    return out[[item, *DIF_COLUMNS]]
+
+
 def mantel_haenszel_dif(
     responses: pd.DataFrame,
     learners: pd.DataFrame,
@@ -516,97 +625,14 @@ def mantel_haenszel_dif(
 
     The frame's ``attrs`` hold the settings and the package version (provenance).
     """
-    if classify_on not in _CLASSIFY_ON:
-        raise ConfigError(f"classify_on={classify_on!r} is not known; use one of {list(_CLASSIFY_ON)}")
-    if not 0 < alpha < 1:
-        raise ConfigError(f"alpha={alpha!r} must lie strictly between 0 and 1")
-    if int(min_cell_size) < 1:
-        raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
-    if isinstance(purify_classes, str):
-        purify_classes = tuple(purify_classes)
-    purify_classes = tuple(purify_classes)
-    if not purify_classes or not set(purify_classes) <= {"B", "C"}:
-        raise ConfigError(f"purify_classes={purify_classes!r}: give the ETS classes to drop from the matching "
-                          "score, ('C',) or ('B', 'C')")
+    purify_classes = _check_dif_settings(classify_on, alpha, min_cell_size, purify_classes)
     prep = _prepare(responses, learner, item, correct)
-    comparisons = group_comparisons(learners, learner, attributes, reference, focal)
-    n_items = len(prep.items)
     frames = []
-    for attr, ref, foc, group in comparisons:
-        g = group.reindex(prep.learners)
-        codes = np.where(g.to_numpy(dtype=object) == ref, 0, np.where(g.to_numpy(dtype=object) == foc, 1, -1))
-        n_ref_total = int((group == ref).sum())
-        n_foc_total = int((group == foc).sum())
-        base = pd.DataFrame(
-            {item: prep.items, "attribute": attr, "reference_group": ref, "focal_group": foc}
-        )
-        if min(n_ref_total, n_foc_total) < min_cell_size:
-            small = ref if n_ref_total < min_cell_size else foc
-            base["suppressed_reason"] = (
-                f"group {small!r} of {attr} has fewer learners than the minimum cell size {min_cell_size}: not analysed"
-            )
-            frames.append(base)
-            continue
-        mh, lr, purified = _analyse_comparison(prep, codes, purify, alpha, logistic, purify_classes=purify_classes,
-                                               classify_on=classify_on)
-        z = stats.norm.ppf(0.5 + ci_level / 2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_or = np.log(mh["odds"])
-        base["n_reference"] = mh["n_reference"]
-        base["n_focal"] = mh["n_focal"]
-        base["mh_odds_ratio"] = mh["odds"]
-        base["mh_odds_ratio_ci_low"] = np.exp(log_or - z * mh["se_log"])
-        base["mh_odds_ratio_ci_high"] = np.exp(log_or + z * mh["se_log"])
-        base["mh_delta"] = -DELTA_SCALE * log_or
-        base["mh_delta_se"] = DELTA_SCALE * mh["se_log"]
-        base["mh_chi2"] = mh["chi2"]
-        base["p_value"] = mh["p"]
-        if lr is not None:
-            base["lr_uniform_chi2"] = lr["chi_u"]
-            base["lr_uniform_p"] = lr["p_u"]
-            base["lr_nonuniform_chi2"] = lr["chi_n"]
-            base["lr_nonuniform_p"] = lr["p_n"]
-            base["lr_effect_size"] = lr["r2"]
-        base["n_strata"] = mh["n_strata"]
-        base["purified"] = purified
-        small_item = (mh["n_reference"] < min_cell_size) | (mh["n_focal"] < min_cell_size)
-        reason = np.full(n_items, "", dtype=object)
-        reason[~mh["estimable"]] = "odds ratio not estimable: no stratum holds both groups with mixed outcomes"
-        reason[small_item] = (
-            f"fewer learners than the minimum cell size {min_cell_size} in the reference or focal group "
-            "answered this item: not analysed"
-        )
-        base["suppressed_reason"] = reason
-        frames.append(base)
-    if not frames:
-        # no learner attributes with values (e.g. a DataShop export): an empty table, not an error
-        frames = [pd.DataFrame({item: pd.Series(dtype="string"), "attribute": pd.Series(dtype="string"),
-                                "reference_group": pd.Series(dtype="string"), "focal_group": pd.Series(dtype="string"),
-                                "suppressed_reason": pd.Series(dtype="string")})]
-    out = pd.concat(frames, ignore_index=True)
-    for col in DIF_COLUMNS:
-        if col not in out.columns:
-            out[col] = np.nan
-    numeric = [c for c in DIF_COLUMNS if c not in ("attribute", "reference_group", "focal_group", "ets_class",
-                                                   "favours", "lr_effect_class", "method", "suppressed_reason",
-                                                   "purified")]
-    out["suppressed_reason"] = out["suppressed_reason"].fillna("").astype(str)
-    suppressed = out["suppressed_reason"] != ""
-    out.loc[suppressed, numeric] = np.nan
-    out["p_adjusted"] = benjamini_hochberg(out["p_value"])
-    out["lr_uniform_p_adjusted"] = benjamini_hochberg(out["lr_uniform_p"])
-    out["lr_nonuniform_p_adjusted"] = benjamini_hochberg(out["lr_nonuniform_p"])
-    p_cls = out["p_adjusted"] if classify_on == "p_adjusted" else out["p_value"]
-    out["ets_class"] = ets_classify(out["mh_delta"], out["mh_delta_se"], p_cls, alpha=alpha)
-    delta = out["mh_delta"].to_numpy(dtype=float)
-    out["favours"] = np.where(~np.isfinite(delta), "", np.where(delta < 0, "reference", np.where(delta > 0, "focal", "neither")))
-    out["lr_effect_class"] = _nagelkerke_class(out["lr_effect_size"].to_numpy(dtype=float))
-    out["purified"] = out["purified"].astype("boolean")
-    for col in ("n_reference", "n_focal", "n_strata"):
-        out[col] = pd.array(np.rint(out[col].to_numpy(dtype=float)), dtype="Int64") if out[col].notna().any() else pd.array([pd.NA] * len(out), dtype="Int64")
-        out.loc[out[col].isna(), col] = pd.NA
-    out["method"] = "mantel_haenszel" + ("+logistic" if logistic else "") + ("+purified" if purify else "")
-    out = out[[item, *DIF_COLUMNS]]
+    for attr, ref, foc, group in group_comparisons(learners, learner, attributes, reference, focal):
+        frames.append(_comparison_rows(prep, attr, ref, foc, group, item=item, min_cell_size=min_cell_size,
+                                       purify=purify, alpha=alpha, logistic=logistic, purify_classes=purify_classes,
+                                       classify_on=classify_on, ci_level=ci_level))
+    out = _dif_table(frames, item=item, classify_on=classify_on, alpha=alpha, logistic=logistic, purify=purify)
     from research import __version__
 
     out.attrs.update(
@@ -633,6 +659,7 @@ def dif_success_curves(
     correct: str = "correct",
     n_bands: int = 5,
     min_cell_size: int = 10,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Share correct on each item by group within bands of the matching score.
 
@@ -688,10 +715,10 @@ def dif_success_curves(
     out = out.join(band_range, on="band")
     out.insert(1, "attribute", attribute)
     out["group"] = out["group"].astype(str)
-    lo, hi = wilson_interval(out["k"].to_numpy(), out["n"].to_numpy())
+    lo, hi = wilson_interval(out["k"].to_numpy(), out["n"].to_numpy(), ci_level)
     out["estimate"] = out["k"] / out["n"]
     out["ci_low"], out["ci_high"] = lo, hi
-    out["method"] = "share correct by total-score band (Wilson 95%)"
+    out["method"] = f"share correct by total-score band (Wilson {ci_level:.0%})"
     small = out["n"] < min_cell_size
     out["suppressed_reason"] = np.where(small, f"fewer learners than the minimum cell size {min_cell_size}", "")
     out.loc[small, ["n", "estimate", "ci_low", "ci_high"]] = np.nan
@@ -711,6 +738,7 @@ def flagged_success_curves(
     correct: str = "correct",
     n_bands: int = 5,
     min_cell_size: int = 10,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Success curves (:func:`dif_success_curves`) of the most clearly flagged items.
 
@@ -735,7 +763,7 @@ def flagged_success_curves(
         groups = sorted(set(rows["reference_group"]) | set(rows["focal_group"]))
         frames.append(dif_success_curves(responses, learners, items=rows[item].tolist(), attribute=attr, groups=groups,
                                          learner=learner, item=item, correct=correct, n_bands=n_bands,
-                                         min_cell_size=min_cell_size))
+                                         min_cell_size=min_cell_size, ci_level=ci_level))
     if not frames:
         return pd.DataFrame(columns=[item, "attribute", "group", "band", "score_low", "score_high", "n", "estimate",
                                      "ci_low", "ci_high", "method", "suppressed_reason"])

@@ -32,6 +32,11 @@ from research.errors import ConfigError, DataError
 from research.estimate.gaps import group_gaps
 from research.stats import require_columns, wilson_interval
 
+__all__ = [
+    "FUNNEL_COLUMNS", "TIME_COLUMNS", "completion_rate", "course_sequence", "event_durations", "funnel",
+    "learner_completion", "time_on_task",
+]
+
 LEVELS = ("item", "page", "module")
 
 FUNNEL_COLUMNS = [
@@ -162,7 +167,7 @@ def funnel(
     learner: str = "learner_id",
     item: str = "item_id",
     timestamp: str = "timestamp",
-    level_ci: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """The completion funnel along the course sequence.
 
@@ -181,7 +186,7 @@ def funnel(
         with an attempt at this position or beyond), ``share`` (reached / n_cohort),
         ``drop`` (learners whose furthest position this is; 0 at the last position, where
         stopping is completing), ``drop_share`` (drop / n_cohort), ``hazard`` (drop /
-        reached) with ``hazard_ci_low``, ``hazard_ci_high`` (Wilson), ``rank_of_drop``
+        reached) with ``hazard_ci_low``, ``hazard_ci_high`` (Wilson, ``ci_level``), ``rank_of_drop``
         (1 = biggest drop; empty at the last position), ``next_module``, ``next_page``,
         ``next_item_id`` (the following position: attempts only show the last thing a
         learner answered, so a learner who opened the next page and gave up there without
@@ -203,7 +208,7 @@ def funnel(
     out["drop_share"] = drop / n_cohort
     with np.errstate(invalid="ignore", divide="ignore"):
         out["hazard"] = np.where(reached > 0, drop / reached, np.nan)
-    lo, hi = wilson_interval(drop, reached, level_ci)
+    lo, hi = wilson_interval(drop, reached, ci_level)
     out["hazard_ci_low"], out["hazard_ci_high"] = lo, hi
     rank = pd.Series(drop[:-1]).rank(ascending=False, method="first").to_numpy()
     out["rank_of_drop"] = pd.array(np.append(rank, np.nan), dtype="Float64").round().astype("Int64")
@@ -357,6 +362,7 @@ def time_on_task(
     learner: str = "learner_id",
     item: str = "item_id",
     timestamp: str = "timestamp",
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Time on task per item or page, robust to idle time.
 
@@ -368,7 +374,7 @@ def time_on_task(
     DataFrame
         ``level``, ``module``, ``page``, ``item_id`` (empty at page level), ``n`` (learners
         with a known time), ``median_s`` with ``ci_low``, ``ci_high`` (distribution-free
-        95% interval of the median from order statistics), ``q25_s``, ``q75_s``,
+        ``ci_level`` interval of the median from order statistics), ``q25_s``, ``q75_s``,
         ``mean_s``, ``planned_duration_s`` (from ``items``; summed over a page's items),
         ``ratio_to_planned`` (median / planned), ``over_planned`` (ratio > over_factor),
         ``n_events``, ``n_capped`` (events cut at the cap), ``method``,
@@ -393,7 +399,7 @@ def time_on_task(
                          "q75_s": g.quantile(0.75), "mean_s": g.mean()})
     # distribution-free CI of the median: order statistics j, k with binomial(n, 1/2) coverage
     n = summ["n"].to_numpy()
-    z = stats.norm.ppf(0.975)
+    z = stats.norm.ppf(0.5 + ci_level / 2)
     j = np.clip(np.floor(n / 2 - z * np.sqrt(n) / 2), 1, n).astype(int)
     k = np.clip(np.ceil(n / 2 + 1 + z * np.sqrt(n) / 2), 1, n).astype(int)
     start = per_learner.groupby("unit", sort=False).cumcount().to_numpy()

@@ -42,21 +42,23 @@ import pandas as pd
 from scipy import special, stats
 
 from research.errors import ConfigError, DataError
+from research.errors import show_value as _show
 from research.privacy import protect_group_table
+from research.privacy import suppress_small_rows as _suppress
+from research.stats import noncentral_t_interval as _nct_ci
 from research.stats import require_columns
+
+__all__ = [
+    "BayesianGainModel", "ancova", "ancova_table", "attrition", "gain_mixed_model", "gain_summary",
+    "gains_with_groups", "group_columns", "hake_band", "learner_gains", "learner_scores", "normalized_change",
+    "normalized_gain", "paired_statistics", "summarise_scores",
+]
 
 PHASES = ("pre", "mid", "post")
 ALL = "all"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _show(value) -> str:
-    """repr of a cell value without numpy's type wrapper (np.float64(1.0) -> 1.0)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return repr(value)
 
 
 def _as_list(group: str | Sequence[str] | None) -> list[str]:
@@ -127,33 +129,52 @@ def hedges_j(df) -> np.ndarray:
     return np.where(df > 1, out, np.nan)
 
 
-def _nct_ci(t_obs: np.ndarray, df: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Interval for the noncentrality parameter given observed t (vectorised bisection).
-
-    Finds ncp with P(T <= t_obs | ncp) = 1 - alpha/2 (lower end) and alpha/2 (upper end).
-    """
-    alpha = 1 - level
-    t_obs = np.asarray(t_obs, dtype=float)
-    df = np.asarray(df, dtype=float)
-    ok = np.isfinite(t_obs) & (df >= 1)
-    t = np.where(ok, t_obs, 0.0)
-    d = np.where(ok, df, 1.0)
-    ends = []
-    for target in (1 - alpha / 2, alpha / 2):
-        lo = t - 10.0 - 2 * np.abs(t)
-        hi = t + 10.0 + 2 * np.abs(t)
-        for _ in range(80):
-            mid = (lo + hi) / 2
-            cdf = stats.nct.cdf(t, d, mid)
-            # cdf decreases in ncp: too high a cdf means ncp must grow
-            grow = cdf > target
-            lo = np.where(grow, mid, lo)
-            hi = np.where(grow, hi, mid)
-        ends.append(np.where(ok, (lo + hi) / 2, np.nan))
-    return ends[0], ends[1]
-
-
 # --------------------------------------------------------------------------- scores
+
+
+def _checked_scores(df: pd.DataFrame, *, learner: str, instrument: str, phase: str, score: str,
+                    max_score: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Phases, scores and maximum scores of an assessments table, checked (a ``DataError`` names the row)."""
+    ph = df[phase].astype("string")
+    bad_phase = sorted(set(ph.dropna().unique()) - set(PHASES))
+    if bad_phase or ph.isna().any():
+        shown = bad_phase or ["<missing>"]
+        raise DataError(f"column {phase!r} holds phase value(s) {shown[:5]}; valid phases are {list(PHASES)}")
+    sc = pd.to_numeric(df[score], errors="coerce").astype(float)
+    mx = pd.to_numeric(df[max_score], errors="coerce").astype(float)
+    for name, values in ((score, sc), (max_score, mx)):
+        bad = values.isna() | (values < 0)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"column {name!r}, row {row}: value {_show(df[name].iloc[row])} is not a number of at least 0; "
+                "scores and maximum scores must be non-negative numbers"
+            )
+    over = (sc > mx + 1e-9).to_numpy()
+    if over.any():
+        row = int(np.flatnonzero(over)[0])
+        raise DataError(
+            f"row {row}: score {float(sc.iloc[row])!r} is above its max_score {float(mx.iloc[row])!r} "
+            f"(learner {df[learner].iloc[row]!r}, instrument {df[instrument].iloc[row]!r}); a score must lie in 0..max_score"
+        )
+    return ph, sc, mx
+
+
+def _instrument_modules(df: pd.DataFrame, instrument: str, module: str) -> pd.Series | None:
+    """instrument -> its one module (the instrument itself where the module is missing); None without a module column."""
+    if module not in df.columns:
+        return None
+    mod = pd.DataFrame({"i": df[instrument].astype("string"), "m": df[module].astype("string")})
+    mod["m"] = mod["m"].fillna(mod["i"])
+    per = mod.drop_duplicates().groupby("i", observed=True)["m"]
+    n_mod = per.nunique()
+    if (n_mod > 1).any():
+        inst = n_mod.index[n_mod > 1][0]
+        raise DataError(
+            f"instrument {inst!r} is tagged with several modules {sorted(per.get_group(inst).unique())}; "
+            "each instrument must measure one module (or none)"
+        )
+    return per.first()
 
 
 def learner_scores(
@@ -188,28 +209,7 @@ def learner_scores(
     if len(assessments) == 0:
         raise DataError("the assessments table is empty: there are no test scores to compute gains from")
     df = assessments
-    ph = df[phase].astype("string")
-    bad_phase = sorted(set(ph.dropna().unique()) - set(PHASES))
-    if bad_phase or ph.isna().any():
-        shown = bad_phase or ["<missing>"]
-        raise DataError(f"column {phase!r} holds phase value(s) {shown[:5]}; valid phases are {list(PHASES)}")
-    sc = pd.to_numeric(df[score], errors="coerce").astype(float)
-    mx = pd.to_numeric(df[max_score], errors="coerce").astype(float)
-    for name, values in ((score, sc), (max_score, mx)):
-        bad = values.isna() | (values < 0)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"column {name!r}, row {row}: value {_show(df[name].iloc[row])} is not a number of at least 0; "
-                "scores and maximum scores must be non-negative numbers"
-            )
-    over = (sc > mx + 1e-9).to_numpy()
-    if over.any():
-        row = int(np.flatnonzero(over)[0])
-        raise DataError(
-            f"row {row}: score {float(sc.iloc[row])!r} is above its max_score {float(mx.iloc[row])!r} "
-            f"(learner {df[learner].iloc[row]!r}, instrument {df[instrument].iloc[row]!r}); a score must lie in 0..max_score"
-        )
+    ph, sc, mx = _checked_scores(df, learner=learner, instrument=instrument, phase=phase, score=score, max_score=max_score)
 
     has_cohort = cohort is not None and cohort in df.columns
     key_cols = ([cohort] if has_cohort else []) + [learner, instrument]
@@ -228,22 +228,7 @@ def learner_scores(
     agg["_m"] = np.where(use_total, agg["_tot_m"], agg["_it_m"])
     beside = int(agg.loc[use_total, "_it_n"].sum())
 
-    # module of each instrument
-    if module in df.columns:
-        mod = pd.DataFrame({"i": df[instrument].astype("string"), "m": df[module].astype("string")})
-        mod["m"] = mod["m"].fillna(mod["i"])
-        per = mod.drop_duplicates().groupby("i", observed=True)["m"]
-        n_mod = per.nunique()
-        if (n_mod > 1).any():
-            inst = n_mod.index[n_mod > 1][0]
-            raise DataError(
-                f"instrument {inst!r} is tagged with several modules {sorted(per.get_group(inst).unique())}; "
-                "each instrument must measure one module (or none)"
-            )
-        mod_map = per.first()
-    else:
-        mod_map = None
-
+    mod_map = _instrument_modules(df, instrument, module)  # module of each instrument (None: no module column)
     wide = agg[["_s", "_m"]].unstack("_phase")
     phases = [p for p in PHASES if p in wide.columns.get_level_values(1)]
     out = wide.index.to_frame(index=False)
@@ -355,7 +340,26 @@ def paired_statistics(
     _check_level(ci_level)
     by = list(by)
     require_columns(data, {"pre": pre, "post": post, **{f"by[{i}]": b for i, b in enumerate(by)}}, "gains")
-    zq = stats.norm.ppf(1 - (1 - ci_level) / 2)
+    d, diff = _paired_terms(data, by, pre, post, g, c)
+    if by:
+        s = d.groupby(by, sort=True, observed=True, dropna=False).sum(numeric_only=True)
+        out = s.index.to_frame(index=False)
+    else:
+        s = d.drop(columns=[]).sum(numeric_only=True).to_frame().T
+        out = pd.DataFrame(index=range(1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = _paired_moments(s, ci_level)
+        _score_and_gain_columns(out, s, m, ci_level)
+        _effect_size_columns(out, m, ci_level)
+    v, pw = _wilcoxon_by(d, by, diff)
+    out["wilcoxon_v"], out["p_wilcoxon"] = v, pw
+    return out
+
+
+def _paired_terms(data: pd.DataFrame, by: list[str], pre: str, post: str, g: str | None,
+                  c: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per learner with pre and post: the ``by`` columns and the terms whose sums give every
+    statistic (counts, sums, squares, cross products); and the paired differences."""
     d = pd.DataFrame({b: data[b].to_numpy() for b in by}, index=pd.RangeIndex(len(data)))
     x = data[pre].to_numpy(dtype=float)
     y = data[post].to_numpy(dtype=float)
@@ -373,81 +377,83 @@ def paired_statistics(
     d["_gn"], d["_g"], d["_gg"] = gok.astype(float), np.where(gok, gi, 0.0), np.where(gok, gi * gi, 0.0)
     d["_cn"], d["_c"], d["_cc"] = cok.astype(float), np.where(cok, ci, 0.0), np.where(cok, ci * ci, 0.0)
     d["_ceil"] = (x >= 1.0).astype(float)
-    if by:
-        s = d.groupby(by, sort=True, observed=True, dropna=False).sum(numeric_only=True)
-        out = s.index.to_frame(index=False)
-    else:
-        s = d.drop(columns=[]).sum(numeric_only=True).to_frame().T
-        out = pd.DataFrame(index=range(1))
+    return d, diff
+
+
+def _paired_moments(s: pd.DataFrame, ci_level: float) -> dict[str, np.ndarray]:
+    """Means, variances, covariance and correlation of pre and post, and the paired difference, per cell."""
     n = s["_one"].to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mx, my = s["_x"].to_numpy() / n, s["_y"].to_numpy() / n
-        vx = (s["_xx"].to_numpy() - n * mx**2) / (n - 1)
-        vy = (s["_yy"].to_numpy() - n * my**2) / (n - 1)
-        cxy = (s["_xy"].to_numpy() - n * mx * my) / (n - 1)
-        vx, vy = np.maximum(vx, 0), np.maximum(vy, 0)
-        md = s["_d"].to_numpy() / n
-        vd = np.maximum((s["_dd"].to_numpy() - n * md**2) / (n - 1), 0)
-        sd_d = np.sqrt(vd)
-        r = cxy / np.sqrt(vx * vy)
-        df = n - 1
-        tq = stats.t.ppf(1 - (1 - ci_level) / 2, np.where(df >= 1, df, np.nan))
-        se_d = sd_d / np.sqrt(n)
+    mx, my = s["_x"].to_numpy() / n, s["_y"].to_numpy() / n
+    vx = (s["_xx"].to_numpy() - n * mx**2) / (n - 1)
+    vy = (s["_yy"].to_numpy() - n * my**2) / (n - 1)
+    cxy = (s["_xy"].to_numpy() - n * mx * my) / (n - 1)
+    vx, vy = np.maximum(vx, 0), np.maximum(vy, 0)
+    md = s["_d"].to_numpy() / n
+    vd = np.maximum((s["_dd"].to_numpy() - n * md**2) / (n - 1), 0)
+    return {"n": n, "mx": mx, "my": my, "vx": vx, "vy": vy, "cxy": cxy, "md": md, "sd_d": np.sqrt(vd),
+            "r": cxy / np.sqrt(vx * vy), "df": n - 1, "zq": stats.norm.ppf(1 - (1 - ci_level) / 2)}
 
-        out["n"] = n.astype(int)
-        out["pre_mean"], out["pre_sd"] = mx, np.sqrt(vx)
-        out["post_mean"], out["post_sd"] = my, np.sqrt(vy)
-        out["r_pre_post"] = r
-        out["gain"], out["gain_se"] = md, se_d
-        out["gain_ci_low"], out["gain_ci_high"] = md - tq * se_d, md + tq * se_d
 
-        def _mean_ci(sn, s1, s2):
-            m = s1 / sn
-            v = np.maximum((s2 - sn * m**2) / (sn - 1), 0)
-            se = np.sqrt(v / sn)
-            q = stats.t.ppf(1 - (1 - ci_level) / 2, np.where(sn >= 2, sn - 1, np.nan))
-            m = np.where(sn >= 1, m, np.nan)
-            return m, m - q * se, m + q * se
+def _mean_ci(sn, s1, s2, ci_level: float):
+    """Mean and t interval from a count, a sum and a sum of squares."""
+    m = s1 / sn
+    v = np.maximum((s2 - sn * m**2) / (sn - 1), 0)
+    se = np.sqrt(v / sn)
+    q = stats.t.ppf(1 - (1 - ci_level) / 2, np.where(sn >= 2, sn - 1, np.nan))
+    m = np.where(sn >= 1, m, np.nan)
+    return m, m - q * se, m + q * se
 
-        gn = s["_gn"].to_numpy()
-        out["g_avg"], out["g_avg_ci_low"], out["g_avg_ci_high"] = _mean_ci(gn, s["_g"].to_numpy(), s["_gg"].to_numpy())
-        out["n_g"] = gn.astype(int)
-        out["n_pre_at_ceiling"] = s["_ceil"].to_numpy().astype(int)
-        room = 1.0 - mx
-        g_class = np.where(room > 0, (my - mx) / np.where(room > 0, room, 1.0), np.nan)
-        dq = 1.0 / room
-        dp = (my - 1.0) / room**2
-        var_g = (dq**2 * vy + dp**2 * vx + 2 * dq * dp * cxy) / n
-        se_gc = np.sqrt(np.maximum(var_g, 0))
-        out["g_class"] = g_class
-        out["g_class_ci_low"] = np.where(room > 0, g_class - zq * se_gc, np.nan)
-        out["g_class_ci_high"] = np.where(room > 0, g_class + zq * se_gc, np.nan)
-        out["hake_band"] = pd.array(hake_band(g_class), dtype="string")
-        cn = s["_cn"].to_numpy()
-        out["c_avg"], out["c_avg_ci_low"], out["c_avg_ci_high"] = _mean_ci(cn, s["_c"].to_numpy(), s["_cc"].to_numpy())
-        out["n_c"] = cn.astype(int)
 
-        dz = md / sd_d
-        dz = np.where(np.isfinite(dz), dz, np.nan)
-        t = dz * np.sqrt(n)
-        lo, hi = _nct_ci(t, df, ci_level)
-        out["d_z"], out["d_z_ci_low"], out["d_z_ci_high"] = dz, lo / np.sqrt(n), hi / np.sqrt(n)
-        s_av = (np.sqrt(vx) + np.sqrt(vy)) / 2
-        dav = md / s_av
-        dav = np.where(np.isfinite(dav), dav, np.nan)
-        r_use = np.where(np.isfinite(r), r, 0.0)
-        se_dav = np.sqrt((1 / n + dav**2 / (2 * n)) * 2 * (1 - r_use))
-        out["d_av"], out["d_av_ci_low"], out["d_av_ci_high"] = dav, dav - zq * se_dav, dav + zq * se_dav
-        J = hedges_j(df)
-        out["hedges_g"] = J * dav
-        out["hedges_g_ci_low"], out["hedges_g_ci_high"] = J * (dav - zq * se_dav), J * (dav + zq * se_dav)
-        out["t"] = t
-        out["df"] = df
-        out["p_t"] = np.where(np.isfinite(t), 2 * stats.t.sf(np.abs(t), np.where(df >= 1, df, np.nan)), np.nan)
+def _score_and_gain_columns(out: pd.DataFrame, s: pd.DataFrame, m: dict, ci_level: float) -> None:
+    """n, pre and post means, the mean gain, g_avg, g_class (delta method) and c_avg with their intervals."""
+    n, mx, my, vx, vy, cxy, zq = m["n"], m["mx"], m["my"], m["vx"], m["vy"], m["cxy"], m["zq"]
+    tq = stats.t.ppf(1 - (1 - ci_level) / 2, np.where(m["df"] >= 1, m["df"], np.nan))
+    se_d = m["sd_d"] / np.sqrt(n)
+    out["n"] = n.astype(int)
+    out["pre_mean"], out["pre_sd"] = mx, np.sqrt(vx)
+    out["post_mean"], out["post_sd"] = my, np.sqrt(vy)
+    out["r_pre_post"] = m["r"]
+    out["gain"], out["gain_se"] = m["md"], se_d
+    out["gain_ci_low"], out["gain_ci_high"] = m["md"] - tq * se_d, m["md"] + tq * se_d
+    gn = s["_gn"].to_numpy()
+    out["g_avg"], out["g_avg_ci_low"], out["g_avg_ci_high"] = _mean_ci(gn, s["_g"].to_numpy(), s["_gg"].to_numpy(), ci_level)
+    out["n_g"] = gn.astype(int)
+    out["n_pre_at_ceiling"] = s["_ceil"].to_numpy().astype(int)
+    room = 1.0 - mx
+    g_class = np.where(room > 0, (my - mx) / np.where(room > 0, room, 1.0), np.nan)
+    dq = 1.0 / room
+    dp = (my - 1.0) / room**2
+    var_g = (dq**2 * vy + dp**2 * vx + 2 * dq * dp * cxy) / n
+    se_gc = np.sqrt(np.maximum(var_g, 0))
+    out["g_class"] = g_class
+    out["g_class_ci_low"] = np.where(room > 0, g_class - zq * se_gc, np.nan)
+    out["g_class_ci_high"] = np.where(room > 0, g_class + zq * se_gc, np.nan)
+    out["hake_band"] = pd.array(hake_band(g_class), dtype="string")
+    cn = s["_cn"].to_numpy()
+    out["c_avg"], out["c_avg_ci_low"], out["c_avg_ci_high"] = _mean_ci(cn, s["_c"].to_numpy(), s["_cc"].to_numpy(), ci_level)
+    out["n_c"] = cn.astype(int)
 
-    v, pw = _wilcoxon_by(d, by, diff)
-    out["wilcoxon_v"], out["p_wilcoxon"] = v, pw
-    return out
+
+def _effect_size_columns(out: pd.DataFrame, m: dict, ci_level: float) -> None:
+    """d_z (noncentral-t interval), d_av and Hedges' g, and the paired t-test."""
+    n, md, df, zq = m["n"], m["md"], m["df"], m["zq"]
+    dz = md / m["sd_d"]
+    dz = np.where(np.isfinite(dz), dz, np.nan)
+    t = dz * np.sqrt(n)
+    lo, hi = _nct_ci(t, df, ci_level)
+    out["d_z"], out["d_z_ci_low"], out["d_z_ci_high"] = dz, lo / np.sqrt(n), hi / np.sqrt(n)
+    s_av = (np.sqrt(m["vx"]) + np.sqrt(m["vy"])) / 2
+    dav = md / s_av
+    dav = np.where(np.isfinite(dav), dav, np.nan)
+    r_use = np.where(np.isfinite(m["r"]), m["r"], 0.0)
+    se_dav = np.sqrt((1 / n + dav**2 / (2 * n)) * 2 * (1 - r_use))
+    out["d_av"], out["d_av_ci_low"], out["d_av_ci_high"] = dav, dav - zq * se_dav, dav + zq * se_dav
+    J = hedges_j(df)
+    out["hedges_g"] = J * dav
+    out["hedges_g_ci_low"], out["hedges_g_ci_high"] = J * (dav - zq * se_dav), J * (dav + zq * se_dav)
+    out["t"] = t
+    out["df"] = df
+    out["p_t"] = np.where(np.isfinite(t), 2 * stats.t.sf(np.abs(t), np.where(df >= 1, df, np.nan)), np.nan)
 
 
 def _wilcoxon_by(d: pd.DataFrame, by: list[str], diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -520,21 +526,6 @@ def _with_groups(
         part["group"] = merged[gv].astype("string").fillna(missing_label)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
-
-
-def _suppress(out: pd.DataFrame, n_col: str, ids: list[str], min_cell_size: int, what: str = "learners") -> pd.DataFrame:
-    """Blank every number of rows whose n is below min_cell_size and give the reason."""
-    small = out[n_col].to_numpy(dtype=float) < min_cell_size
-    reason = pd.array([None] * len(out), dtype="string")
-    reason[small] = f"fewer than {min_cell_size} {what}: suppressed to protect privacy"
-    value_cols = [col for col in out.columns if col not in ids and col != "suppressed_reason"]
-    out = out.copy()
-    for col in value_cols:
-        if pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
-            out[col] = out[col].astype("Float64" if not pd.api.types.is_integer_dtype(out[col]) else "Int64")
-        out.loc[small, col] = pd.NA
-    out["suppressed_reason"] = reason
-    return out
 
 
 def gain_summary(
@@ -662,6 +653,34 @@ def summarise_scores(
 # --------------------------------------------------------------------------- attrition
 
 
+def _composition_test(out: pd.DataFrame) -> pd.DataFrame:
+    """Chi-square of completion x group level, per instrument and group variable (``composition_*`` columns)."""
+    out["composition_chi2"] = np.nan
+    out["composition_df"] = np.nan
+    out["composition_p"] = np.nan
+    sub = out.loc[out["group_variable"] != ALL, ["instrument", "group_variable", "n_completed", "n_dropped"]]
+    if len(sub):
+        tot = sub.groupby(["instrument", "group_variable"], observed=True)[["n_completed", "n_dropped"]].transform("sum")
+        n_all = tot["n_completed"] + tot["n_dropped"]
+        rowsum = sub["n_completed"] + sub["n_dropped"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e_c = rowsum * tot["n_completed"] / n_all
+            e_d = rowsum * tot["n_dropped"] / n_all
+            contrib = np.where(e_c > 0, (sub["n_completed"] - e_c) ** 2 / e_c, 0.0) + np.where(
+                e_d > 0, (sub["n_dropped"] - e_d) ** 2 / e_d, 0.0)
+        sub = sub.assign(_contrib=contrib, _lvl=(rowsum > 0).astype(int),
+                         _both=((tot["n_completed"] > 0) & (tot["n_dropped"] > 0)).astype(int))
+        agg = sub.groupby(["instrument", "group_variable"], observed=True).agg(
+            chi2=("_contrib", "sum"), levels=("_lvl", "sum"), both=("_both", "max")).reset_index()
+        agg["df"] = (agg["levels"] - 1).astype(float)
+        valid = (agg["df"] >= 1) & (agg["both"] > 0)
+        agg["p"] = np.where(valid, stats.chi2.sf(agg["chi2"], agg["df"].clip(lower=1)), np.nan)
+        agg.loc[~valid, ["chi2", "df"]] = np.nan
+        out = out.merge(agg[["instrument", "group_variable", "chi2", "df", "p"]], on=["instrument", "group_variable"], how="left")
+        out["composition_chi2"], out["composition_df"], out["composition_p"] = out.pop("chi2"), out.pop("df"), out.pop("p")
+    return out
+
+
 def attrition(
     scores: pd.DataFrame,
     learners: pd.DataFrame | None = None,
@@ -734,30 +753,7 @@ def attrition(
     out["pre_diff_ci_low"] = np.where(ok, diff - q * se, np.nan)
     out["pre_diff_ci_high"] = np.where(ok, diff + q * se, np.nan)
     out["p_welch"] = np.where(ok, pw, np.nan)
-    # chi-square of completion x group level, per instrument and group variable
-    out["composition_chi2"] = np.nan
-    out["composition_df"] = np.nan
-    out["composition_p"] = np.nan
-    sub = out.loc[out["group_variable"] != ALL, ["instrument", "group_variable", "n_completed", "n_dropped"]]
-    if len(sub):
-        tot = sub.groupby(["instrument", "group_variable"], observed=True)[["n_completed", "n_dropped"]].transform("sum")
-        n_all = tot["n_completed"] + tot["n_dropped"]
-        rowsum = sub["n_completed"] + sub["n_dropped"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            e_c = rowsum * tot["n_completed"] / n_all
-            e_d = rowsum * tot["n_dropped"] / n_all
-            contrib = np.where(e_c > 0, (sub["n_completed"] - e_c) ** 2 / e_c, 0.0) + np.where(
-                e_d > 0, (sub["n_dropped"] - e_d) ** 2 / e_d, 0.0)
-        sub = sub.assign(_contrib=contrib, _lvl=(rowsum > 0).astype(int),
-                         _both=((tot["n_completed"] > 0) & (tot["n_dropped"] > 0)).astype(int))
-        agg = sub.groupby(["instrument", "group_variable"], observed=True).agg(
-            chi2=("_contrib", "sum"), levels=("_lvl", "sum"), both=("_both", "max")).reset_index()
-        agg["df"] = (agg["levels"] - 1).astype(float)
-        valid = (agg["df"] >= 1) & (agg["both"] > 0)
-        agg["p"] = np.where(valid, stats.chi2.sf(agg["chi2"], agg["df"].clip(lower=1)), np.nan)
-        agg.loc[~valid, ["chi2", "df"]] = np.nan
-        out = out.merge(agg[["instrument", "group_variable", "chi2", "df", "p"]], on=["instrument", "group_variable"], how="left")
-        out["composition_chi2"], out["composition_df"], out["composition_p"] = out.pop("chi2"), out.pop("df"), out.pop("p")
+    out = _composition_test(out)
     # privacy: whole row when too few learners took the pre-test; comparison when too few in a part
     out = _suppress(out, "n_pre", ids, int(min_cell_size), "learners with a pre-test")
     small_part = (out["suppressed_reason"].isna() & (
@@ -1162,7 +1158,7 @@ class BayesianGainModel:
                        (th @ tot)[:, None], np.array([n.sum()])))
         parts = []
         for ids, draws, nn in blocks:
-            s = summarise_draws(draws, hdi_prob=self.ci_level)
+            s = summarise_draws(draws, ci_level=self.ci_level)
             part = ids.copy()
             for k in ("estimate", "se", "ci_low", "ci_high"):
                 part[k] = s[k]

@@ -26,6 +26,8 @@ from research.errors import ConfigError, DataError
 from research.stats import benjamini_hochberg, require_columns, wilson_interval
 from research.privacy import protect_group_table
 
+__all__ = ["GAP_COLUMNS", "equity_gaps", "group_gaps", "learner_facility", "learner_gain"]
+
 GAP_COLUMNS = [
     "attribute",
     "group",
@@ -51,7 +53,7 @@ _KINDS = ("mean", "proportion")
 ALL = "all"
 
 
-def _summaries(values: pd.DataFrame, kind: str, level: float) -> pd.DataFrame:
+def _summaries(values: pd.DataFrame, kind: str, ci_level: float) -> pd.DataFrame:
     """Per ``key``: n, estimate, se, ci_low, ci_high, var (of the values), k (successes)."""
     g = values.groupby("key", sort=False)["value"]
     out = g.agg(n="size", estimate="mean", var=lambda s: s.var(ddof=1)).reset_index()
@@ -61,7 +63,7 @@ def _summaries(values: pd.DataFrame, kind: str, level: float) -> pd.DataFrame:
         var = out["var"].to_numpy(dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):
             se = np.sqrt(var / n)
-            t = stats.t.ppf(0.5 + level / 2, np.where(n > 1, n - 1, np.nan))
+            t = stats.t.ppf(0.5 + ci_level / 2, np.where(n > 1, n - 1, np.nan))
         out["se"] = se
         out["ci_low"], out["ci_high"] = est - t * se, est + t * se
         out["k"] = np.nan
@@ -70,8 +72,66 @@ def _summaries(values: pd.DataFrame, kind: str, level: float) -> pd.DataFrame:
         out["k"] = k
         with np.errstate(invalid="ignore", divide="ignore"):
             out["se"] = np.sqrt(est * (1 - est) / n)
-        out["ci_low"], out["ci_high"] = wilson_interval(k, n, level)
+        out["ci_low"], out["ci_high"] = wilson_interval(k, n, ci_level)
     return out
+
+
+def _learner_values(values: pd.DataFrame, *, value: str, learner: str, kind: str) -> pd.DataFrame:
+    """``learner`` and numeric ``value``, one row per learner (missing values dropped), checked for ``kind``."""
+    require_columns(values, {"learner": learner, "value": value}, "values")
+    v = pd.DataFrame({"learner": values[learner].astype(str).to_numpy(),
+                      "value": pd.to_numeric(values[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan)})
+    v = v.dropna(subset=["value"])
+    if v["learner"].duplicated().any():
+        dup = v.loc[v["learner"].duplicated(), "learner"].iloc[0]
+        raise DataError(f"values has more than one row for learner {dup!r}; group_gaps needs one value per learner")
+    if kind == "proportion" and not v["value"].isin([0.0, 1.0]).all():
+        bad = v.loc[~v["value"].isin([0.0, 1.0]), "value"].iloc[0]
+        raise DataError(f"values column {value!r} must be 0/1 for kind='proportion'; found {bad!r}")
+    return v
+
+
+def _add_differences(out: pd.DataFrame, kind: str, ci_level: float) -> None:
+    """Each group minus the reference group of its attribute (Welch for means, Newcombe for proportions)."""
+    ref_rows = out[(out["attribute"] != ALL) & (out["group"] == out["reference_group"])].set_index("attribute")
+    r = ref_rows.reindex(out["attribute"])
+    ref_ok = (r["suppressed_reason"].fillna("x") == "").to_numpy()
+    is_cmp = ((out["attribute"] != ALL) & (out["group"] != out["reference_group"])).to_numpy() & ref_ok
+    n1, n0 = out["n"].to_numpy(float), r["n"].to_numpy(float)
+    e1, e0 = out["estimate"].to_numpy(float), r["estimate"].to_numpy(float)
+    diff = e1 - e0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if kind == "mean":
+            v1, v0 = out["var"].to_numpy(float) / n1, r["var"].to_numpy(float) / n0
+            se = np.sqrt(v1 + v0)
+            df = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
+            t = stats.t.ppf(0.5 + ci_level / 2, df)
+            lo, hi = diff - t * se, diff + t * se
+            p = 2 * stats.t.sf(np.abs(diff / se), df)
+        else:
+            l1, u1 = out["ci_low"].to_numpy(float), out["ci_high"].to_numpy(float)
+            l0, u0 = r["ci_low"].to_numpy(float), r["ci_high"].to_numpy(float)
+            lo = diff - np.sqrt((e1 - l1) ** 2 + (u0 - e0) ** 2)
+            hi = diff + np.sqrt((u1 - e1) ** 2 + (e0 - l0) ** 2)
+            pooled = (out["k"].to_numpy(float) + r["k"].to_numpy(float)) / (n1 + n0)
+            se_pool = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+            p = np.where(se_pool > 0, 2 * stats.norm.sf(np.abs(diff / se_pool)), np.where(diff == 0, 1.0, 0.0))
+    out["difference"] = np.where(is_cmp, diff, np.nan)
+    out["difference_ci_low"] = np.where(is_cmp, lo, np.nan)
+    out["difference_ci_high"] = np.where(is_cmp, hi, np.nan)
+    out["difference_p"] = np.where(is_cmp, p, np.nan)
+
+
+def _add_target(out: pd.DataFrame, target: float | None) -> None:
+    """``target``, ``meets_target`` and the one-sided exact binomial ``target_p`` (empty without a target)."""
+    if target is not None:
+        out["target"] = float(target)
+        out["meets_target"] = pd.array(out["estimate"] >= float(target), dtype="boolean")
+        out["target_p"] = stats.binom.cdf(out["k"].to_numpy(float), out["n"].to_numpy(float), float(target))
+    else:
+        out["target"] = np.nan
+        out["meets_target"] = pd.array([pd.NA] * len(out), dtype="boolean")
+        out["target_p"] = np.nan
 
 
 def group_gaps(
@@ -85,7 +145,7 @@ def group_gaps(
     reference: dict[str, str] | None = None,
     learner: str = "learner_id",
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
     target: float | None = None,
 ) -> pd.DataFrame:
     """One learner-level measure broken down by every group attribute.
@@ -129,16 +189,7 @@ def group_gaps(
         raise ConfigError(f"target={target!r} needs kind='proportion' and a rate strictly between 0 and 1")
     if int(min_cell_size) < 1:
         raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
-    require_columns(values, {"learner": learner, "value": value}, "values")
-    v = pd.DataFrame({"learner": values[learner].astype(str).to_numpy(),
-                      "value": pd.to_numeric(values[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan)})
-    v = v.dropna(subset=["value"])
-    if v["learner"].duplicated().any():
-        dup = v.loc[v["learner"].duplicated(), "learner"].iloc[0]
-        raise DataError(f"values has more than one row for learner {dup!r}; group_gaps needs one value per learner")
-    if kind == "proportion" and not v["value"].isin([0.0, 1.0]).all():
-        bad = v.loc[~v["value"].isin([0.0, 1.0]), "value"].iloc[0]
-        raise DataError(f"values column {value!r} must be 0/1 for kind='proportion'; found {bad!r}")
+    v = _learner_values(values, value=value, learner=learner, kind=kind)
 
     # one long frame of (key, value): the whole cohort plus each attribute's groups
     parts = [v.assign(key=f"{ALL}\x1f{ALL}")[["key", "value"]]]
@@ -153,8 +204,7 @@ def group_gaps(
         g = group.reindex(v["learner"].to_numpy())
         ok = g.notna().to_numpy()
         parts.append(pd.DataFrame({"key": attr + "\x1f" + g[ok].astype(str).to_numpy(), "value": v["value"].to_numpy()[ok]}))
-    long = pd.concat(parts, ignore_index=True)
-    out = _summaries(long, kind, level)
+    out = _summaries(pd.concat(parts, ignore_index=True), kind, ci_level)
     out[["attribute", "group"]] = out["key"].str.split("\x1f", n=1, expand=True)
     out["reference_group"] = out["attribute"].map(pd.Series(refs, dtype="string")).astype("string").fillna("")
     out["measure"] = measure
@@ -164,42 +214,8 @@ def group_gaps(
                  f"group has fewer learners than the minimum cell size {min_cell_size}: not reported"),
         "",
     )
-    # differences from the reference group of the same attribute
-    ref_rows = out[(out["attribute"] != ALL) & (out["group"] == out["reference_group"])].set_index("attribute")
-    r = ref_rows.reindex(out["attribute"])
-    ref_ok = (r["suppressed_reason"].fillna("x") == "").to_numpy()
-    is_cmp = ((out["attribute"] != ALL) & (out["group"] != out["reference_group"])).to_numpy() & ref_ok
-    n1, n0 = out["n"].to_numpy(float), r["n"].to_numpy(float)
-    e1, e0 = out["estimate"].to_numpy(float), r["estimate"].to_numpy(float)
-    diff = e1 - e0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if kind == "mean":
-            v1, v0 = out["var"].to_numpy(float) / n1, r["var"].to_numpy(float) / n0
-            se = np.sqrt(v1 + v0)
-            df = (v1 + v0) ** 2 / (v1**2 / (n1 - 1) + v0**2 / (n0 - 1))
-            t = stats.t.ppf(0.5 + level / 2, df)
-            lo, hi = diff - t * se, diff + t * se
-            p = 2 * stats.t.sf(np.abs(diff / se), df)
-        else:
-            l1, u1 = out["ci_low"].to_numpy(float), out["ci_high"].to_numpy(float)
-            l0, u0 = r["ci_low"].to_numpy(float), r["ci_high"].to_numpy(float)
-            lo = diff - np.sqrt((e1 - l1) ** 2 + (u0 - e0) ** 2)
-            hi = diff + np.sqrt((u1 - e1) ** 2 + (e0 - l0) ** 2)
-            pooled = (out["k"].to_numpy(float) + r["k"].to_numpy(float)) / (n1 + n0)
-            se_pool = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
-            p = np.where(se_pool > 0, 2 * stats.norm.sf(np.abs(diff / se_pool)), np.where(diff == 0, 1.0, 0.0))
-    out["difference"] = np.where(is_cmp, diff, np.nan)
-    out["difference_ci_low"] = np.where(is_cmp, lo, np.nan)
-    out["difference_ci_high"] = np.where(is_cmp, hi, np.nan)
-    out["difference_p"] = np.where(is_cmp, p, np.nan)
-    if target is not None:
-        out["target"] = float(target)
-        out["meets_target"] = pd.array(out["estimate"] >= float(target), dtype="boolean")
-        out["target_p"] = stats.binom.cdf(out["k"].to_numpy(float), out["n"].to_numpy(float), float(target))
-    else:
-        out["target"] = np.nan
-        out["meets_target"] = pd.array([pd.NA] * len(out), dtype="boolean")
-        out["target_p"] = np.nan
+    _add_differences(out, kind, ci_level)
+    _add_target(out, target)
     suppressed = out["suppressed_reason"] != ""
     numeric = ["n", "estimate", "se", "ci_low", "ci_high", "difference", "difference_ci_low", "difference_ci_high",
                "difference_p", "target_p"]
@@ -305,7 +321,7 @@ def equity_gaps(
     reference: dict[str, str] | None = None,
     learner: str = "learner_id",
     min_cell_size: int = 10,
-    level: float = 0.95,
+    ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """Facility, learning gain and completion by group in one tidy table (``gaps.csv``).
 
@@ -329,7 +345,7 @@ def equity_gaps(
         is Benjamini-Hochberg over all measures together.
     """
 
-    common = dict(attributes=attributes, reference=reference, learner=learner, min_cell_size=min_cell_size, level=level)
+    common = dict(attributes=attributes, reference=reference, learner=learner, min_cell_size=min_cell_size, ci_level=ci_level)
     frames = []
     if responses is not None:
         frames.append(group_gaps(learner_facility(responses, learner=learner), learners, measure="facility", **common))

@@ -63,6 +63,11 @@ from scipy.special import expit, log_expit, logsumexp
 from research.errors import ConfigError, DataError
 from research.provenance import provenance
 
+__all__ = [
+    "FIT_HIGH", "FIT_LOW", "ITEM_TABLE_COLUMNS", "Rasch", "TwoPL", "drop_unestimable", "fit_rasch",
+    "item_fit_statistics", "item_table", "numeric_info", "quadrature", "safe_inverse",
+]
+
 #: Item fit mean-square thresholds (Wright & Linacre 1994, "run of the mill" MCQ range).
 FIT_LOW = 0.7
 FIT_HIGH = 1.3

@@ -33,6 +33,8 @@ import numpy as np
 
 from research import bayes
 
+__all__ = ["fit"]
+
 
 def build_model(design, *, twopl: bool = False, centred_items: bool = True):
     """The PyMC model for the integer-coded responses of a ``_Design``."""
@@ -72,7 +74,7 @@ def fit(design, *, twopl: bool, settings=None, ci_level: float = 0.95) -> dict:
     idata = bayes.sample(model, settings or bayes.SamplerSettings())
     hyper = ["mu_b", "sigma_b"] + (["mu_a", "sigma_a"] if twopl else ["sigma_theta"])
     diag = bayes.diagnostics(idata, var_names=hyper + ["b"] + (["a"] if twopl else []), warn=True)
-    b = bayes.summarise_draws(bayes.stacked(idata, "b"), hdi_prob=ci_level)
+    b = bayes.summarise_draws(bayes.stacked(idata, "b"), ci_level=ci_level)
     th = bayes.stacked(idata, "theta")
     res = dict(
         b=b["estimate"], b_se=b["se"], b_lo=b["ci_low"], b_hi=b["ci_high"],
@@ -80,10 +82,10 @@ def fit(design, *, twopl: bool, settings=None, ci_level: float = 0.95) -> dict:
         idata=idata, diagnostics=diag, converged=bool(diag.attrs["ok"]), n_iter=0, loglik=np.nan,
     )
     if twopl:
-        a = bayes.summarise_draws(bayes.stacked(idata, "a"), hdi_prob=ci_level)
+        a = bayes.summarise_draws(bayes.stacked(idata, "a"), ci_level=ci_level)
         res.update(a=a["estimate"], a_se=a["se"], a_lo=a["ci_low"], a_hi=a["ci_high"], sigma=1.0, sigma_se=0.0)
     else:
-        s = bayes.summarise_draws(bayes.stacked(idata, "sigma_theta")[:, None], hdi_prob=ci_level)
+        s = bayes.summarise_draws(bayes.stacked(idata, "sigma_theta")[:, None], ci_level=ci_level)
         res.update(
             a=np.ones(design.n_items), a_se=np.zeros(design.n_items),
             sigma=float(s["estimate"][0]), sigma_se=float(s["se"][0]),

@@ -35,6 +35,8 @@ import pandas as pd
 from research.errors import ConfigError, DataError
 from research.estimate.bkt import BKT
 
+__all__ = ["MASTERY_COLUMNS", "cohort_mastery", "mastery_table"]
+
 MASTERY_COLUMNS = [
     "kc_model", "kc", "status", "reason", "n_learners", "n_obs",
     "prior", "learn", "forget", "guess", "slip", "learn_se", "degenerate", "flags",

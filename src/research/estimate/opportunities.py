@@ -31,6 +31,10 @@ import pandas as pd
 from research.errors import DataError, SchemaError
 from research.stats import require_columns as _require
 
+__all__ = [
+    "count_opportunities", "read_datashop_student_step", "segment_sum", "student_steps", "student_steps_from_frame",
+]
+
 #: Columns of the student-step KC frame, in order (``source_opportunity`` only when known).
 STEP_COLUMNS = [
     "step_row",

@@ -47,6 +47,8 @@ from scipy.special import expit, logsumexp
 from research.errors import ConfigError, DataError
 from research.estimate.irt import FIT_HIGH, FIT_LOW, numeric_info, quadrature, safe_inverse
 
+__all__ = ["D_PROBIT", "OrdinalIRT", "invariance", "ordinal_dif", "pcm_cml"]
+
 MODELS = ("grm", "pcm")
 D_PROBIT = 1.702
 

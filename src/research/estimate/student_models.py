@@ -44,6 +44,11 @@ from threadpoolctl import threadpool_limits
 
 from research.errors import ConfigError, DataError, SchemaError
 
+__all__ = [
+    "TABLE_COLUMNS", "auc", "compare_student_models", "cross_validate", "fit_logistic", "learner_folds", "log_loss",
+    "predict_logistic",
+]
+
 MODELS = ("rasch", "afm", "pfa", "best_lr", "bkt")
 #: columns of the ``student_models`` table (data_schema/outputs/student_models.schema.json)
 TABLE_COLUMNS = ["kc_model", "model", "auc", "auc_sd", "rmse", "rmse_sd", "log_loss", "log_loss_sd", "n",

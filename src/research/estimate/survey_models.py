@@ -30,6 +30,8 @@ from research.errors import ConfigError, DataError, ResearchError
 from research.estimate import ordinal
 from research.estimate.surveys import PHASES, scored_responses
 
+__all__ = ["BayesianWaves", "clean_surveys", "survey_invariance", "survey_items", "survey_waves"]
+
 #: default thresholds of the item checks (the recommendation rules have their own in the YAML)
 MIN_INVARIANCE_N = 100  # cases per wave or group before the configural/metric/scalar comparison is run
 CEILING_TOP = 2  # "agree" = the top two categories
@@ -107,6 +109,79 @@ ITEM_COLUMNS = ["construct", "item_id", "reverse_coded", "model", "n_learners", 
                 "suppressed_reason"]
 
 
+def _item_table(c: str, sub: pd.DataFrame, summ: pd.DataFrame, const: list, model: str) -> pd.DataFrame:
+    """One construct's items: the model's summary (constant items kept without model columns), the
+    loading's standard error, counts, the ceiling share, and empty DIF columns."""
+    if const:  # kept in the table (its ceiling share is evidence) without model columns
+        summ = pd.concat([summ, pd.DataFrame(index=pd.Index(const, name="item_id"))]).astype({"model": "string"})
+        summ.loc[const, "model"] = model
+        summ.loc[const, "n_categories"] = 1
+        summ.loc[const, "note"] = "everyone gave the same answer: left out of the item model"
+    a = summ["discrimination"].to_numpy()
+    a_se = summ["discrimination_se"].to_numpy()
+    ap = a / ordinal.D_PROBIT
+    dl = (1 / ordinal.D_PROBIT) / (1 + ap**2) ** 1.5  # d loading / d a
+    tab = summ.reset_index()
+    tab["loading_se"] = np.abs(dl) * a_se
+    tab.insert(0, "construct", c)
+    per = sub.groupby("item_id", observed=True)
+    top = sub["category"] >= (sub["scale_max"] - sub["scale_min"] + 1 - CEILING_TOP)
+    share = top.groupby(sub["item_id"]).mean()
+    tab["n_learners"] = tab["item_id"].map(per["learner_id"].nunique()).astype(int)
+    tab["n_responses"] = tab["item_id"].map(per.size()).astype(int)
+    tab["share_top"] = tab["item_id"].map(share).to_numpy(dtype=float)
+    nr = tab["n_responses"].to_numpy(dtype=float)
+    p = np.clip(tab["share_top"].to_numpy(), 0.5 / nr, 1 - 0.5 / nr)
+    tab["share_top_se"] = np.sqrt(p * (1 - p) / nr)
+    tab["reverse_coded"] = tab["item_id"].map(per["reverse_coded"].first()).astype(bool)
+    for col in ("dif_wave_class", "dif_group_attribute", "dif_group_focal", "dif_group_class"):
+        tab[col] = pd.NA
+    for col in ("dif_wave_delta_r2", "dif_wave_p", "dif_group_delta_r2", "dif_group_log_odds",
+                "dif_group_log_odds_se", "dif_group_p"):
+        tab[col] = np.nan
+    return tab
+
+
+def _wave_dif(tab: pd.DataFrame, sub: pd.DataFrame, c: str, notes: list, *, alpha: float, min_cell_size: int) -> None:
+    """Ordinal DIF across waves into the ``dif_wave_*`` columns (a note where it cannot be tested)."""
+    try:
+        dw = ordinal.ordinal_dif(sub, group="phase", alpha=alpha, min_cell_size=min_cell_size).set_index("item_id")
+        tab["dif_wave_class"] = tab["item_id"].map(dw["dif_class"])
+        tab["dif_wave_delta_r2"] = tab["item_id"].map(dw["delta_r2"])
+        tab["dif_wave_p"] = tab["item_id"].map(dw["p_adjusted"])
+    except ResearchError as exc:
+        notes.append(f"construct {c!r}: no DIF test across waves ({exc})")
+
+
+def _group_dif(tab: pd.DataFrame, sub: pd.DataFrame, learners: pd.DataFrame, groups, c: str, notes: list, *,
+               alpha: float, min_cell_size: int) -> None:
+    """Ordinal DIF by each learner attribute at the first wave; the ``dif_group_*`` columns keep the
+    attribute with the largest DIF (delta R^2) per item."""
+    base = sub[sub["phase"] == _phases(sub)[0]]
+    for attr in groups:
+        if attr not in learners.columns:
+            continue
+        lk = learners[["learner_id", attr]].dropna().astype({"learner_id": "string"})
+        joined = base.merge(lk, on="learner_id", how="inner")
+        if joined[attr].nunique() < 2:
+            continue
+        try:
+            dg = ordinal.ordinal_dif(joined, group=attr, alpha=alpha, min_cell_size=min_cell_size)
+        except ResearchError as exc:
+            notes.append(f"construct {c!r}: no DIF test by {attr} ({exc})")
+            continue
+        dg = dg.set_index("item_id")
+        better = tab["item_id"].map(dg["delta_r2"]).to_numpy(dtype=float)
+        now = tab["dif_group_delta_r2"].to_numpy(dtype=float)
+        take = np.isfinite(better) & ~(better <= now)
+        for col, src in (("dif_group_focal", "focal_group"), ("dif_group_class", "dif_class"),
+                         ("dif_group_delta_r2", "delta_r2"), ("dif_group_log_odds", "log_odds"),
+                         ("dif_group_log_odds_se", "log_odds_se"), ("dif_group_p", "p_adjusted")):
+            vals = tab["item_id"].map(dg[src])
+            tab[col] = tab[col].where(~take, vals)
+        tab["dif_group_attribute"] = tab["dif_group_attribute"].where(~take, attr)
+
+
 def survey_items(
     surveys: pd.DataFrame,
     learners: pd.DataFrame | None = None,
@@ -144,68 +219,11 @@ def survey_items(
         const = _constant_items(sub)
         for it in const:
             notes.append(f"construct {c!r}: everyone gave question {it!r} the same answer; it was left out of the item model")
-        summ = m.summary().set_index("item_id")
-        if const:  # kept in the table (its ceiling share is evidence) without model columns
-            summ = pd.concat([summ, pd.DataFrame(index=pd.Index(const, name="item_id"))]).astype({"model": "string"})
-            summ.loc[const, "model"] = model
-            summ.loc[const, "n_categories"] = 1
-            summ.loc[const, "note"] = "everyone gave the same answer: left out of the item model"
-        a = summ["discrimination"].to_numpy()
-        a_se = summ["discrimination_se"].to_numpy()
-        ap = a / ordinal.D_PROBIT
-        dl = (1 / ordinal.D_PROBIT) / (1 + ap**2) ** 1.5  # d loading / d a
-        tab = summ.reset_index()
-        tab["loading_se"] = np.abs(dl) * a_se
-        tab.insert(0, "construct", c)
-        per = sub.groupby("item_id", observed=True)
-        top = sub["category"] >= (sub["scale_max"] - sub["scale_min"] + 1 - CEILING_TOP)
-        share = top.groupby(sub["item_id"]).mean()
-        tab["n_learners"] = tab["item_id"].map(per["learner_id"].nunique()).astype(int)
-        tab["n_responses"] = tab["item_id"].map(per.size()).astype(int)
-        tab["share_top"] = tab["item_id"].map(share).to_numpy(dtype=float)
-        nr = tab["n_responses"].to_numpy(dtype=float)
-        p = np.clip(tab["share_top"].to_numpy(), 0.5 / nr, 1 - 0.5 / nr)
-        tab["share_top_se"] = np.sqrt(p * (1 - p) / nr)
-        tab["reverse_coded"] = tab["item_id"].map(per["reverse_coded"].first()).astype(bool)
-        for col in ("dif_wave_class", "dif_group_attribute", "dif_group_focal", "dif_group_class"):
-            tab[col] = pd.NA
-        for col in ("dif_wave_delta_r2", "dif_wave_p", "dif_group_delta_r2", "dif_group_log_odds",
-                    "dif_group_log_odds_se", "dif_group_p"):
-            tab[col] = np.nan
-        # DIF across waves (cases = learner x wave)
-        if sub["phase"].nunique() > 1:
-            try:
-                dw = ordinal.ordinal_dif(sub, group="phase", alpha=alpha, min_cell_size=min_cell_size).set_index("item_id")
-                tab["dif_wave_class"] = tab["item_id"].map(dw["dif_class"])
-                tab["dif_wave_delta_r2"] = tab["item_id"].map(dw["delta_r2"])
-                tab["dif_wave_p"] = tab["item_id"].map(dw["p_adjusted"])
-            except ResearchError as exc:
-                notes.append(f"construct {c!r}: no DIF test across waves ({exc})")
-        # DIF across learner groups, at the first wave
-        if learners is not None and len(learners):
-            base = sub[sub["phase"] == _phases(sub)[0]]
-            for attr in groups:
-                if attr not in learners.columns:
-                    continue
-                lk = learners[["learner_id", attr]].dropna().astype({"learner_id": "string"})
-                joined = base.merge(lk, on="learner_id", how="inner")
-                if joined[attr].nunique() < 2:
-                    continue
-                try:
-                    dg = ordinal.ordinal_dif(joined, group=attr, alpha=alpha, min_cell_size=min_cell_size)
-                except ResearchError as exc:
-                    notes.append(f"construct {c!r}: no DIF test by {attr} ({exc})")
-                    continue
-                dg = dg.set_index("item_id")
-                better = tab["item_id"].map(dg["delta_r2"]).to_numpy(dtype=float)
-                now = tab["dif_group_delta_r2"].to_numpy(dtype=float)
-                take = np.isfinite(better) & ~(better <= now)
-                for col, src in (("dif_group_focal", "focal_group"), ("dif_group_class", "dif_class"),
-                                 ("dif_group_delta_r2", "delta_r2"), ("dif_group_log_odds", "log_odds"),
-                                 ("dif_group_log_odds_se", "log_odds_se"), ("dif_group_p", "p_adjusted")):
-                    vals = tab["item_id"].map(dg[src])
-                    tab[col] = tab[col].where(~take, vals)
-                tab["dif_group_attribute"] = tab["dif_group_attribute"].where(~take, attr)
+        tab = _item_table(c, sub, m.summary().set_index("item_id"), const, model)
+        if sub["phase"].nunique() > 1:  # DIF across waves (cases = learner x wave)
+            _wave_dif(tab, sub, c, notes, alpha=alpha, min_cell_size=min_cell_size)
+        if learners is not None and len(learners):  # DIF across learner groups, at the first wave
+            _group_dif(tab, sub, learners, groups, c, notes, alpha=alpha, min_cell_size=min_cell_size)
         rows.append(tab)
     if not rows:
         out = pd.DataFrame(columns=ITEM_COLUMNS)

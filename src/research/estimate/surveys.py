@@ -24,9 +24,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from research.errors import ConfigError, DataError
-from research.estimate.gains import _nct_ci, _show, _suppress
-from research.stats import cronbach_alpha_feldt, require_columns
+from research.errors import ConfigError, DataError, show_value
+from research.privacy import suppress_small_rows
+from research.stats import cronbach_alpha_feldt, noncentral_t_interval, require_columns
+
+__all__ = [
+    "BayesianOrdinalChange", "PHASES", "construct_scores", "cronbach_alpha", "mcdonald_omega", "ordinal_change",
+    "reliability", "scored_responses", "survey_summary",
+]
 
 PHASES = ("pre", "mid", "post")
 
@@ -75,7 +80,7 @@ def scored_responses(
     if out_of.any():
         i = int(np.flatnonzero(out_of)[0])
         raise DataError(
-            f"row {i}, column {response!r}: response {_show(surveys[response].iloc[i])} is not a whole number on the "
+            f"row {i}, column {response!r}: response {show_value(surveys[response].iloc[i])} is not a whole number on the "
             f"scale {int(lo[i])}..{int(hi[i])} of item {surveys[item].iloc[i]!r}")
     rev = (surveys[reverse_coded].astype("boolean").fillna(False).to_numpy(dtype=bool)
            if reverse_coded in surveys.columns else np.zeros(len(surveys), bool))
@@ -440,7 +445,7 @@ def survey_summary(
         agg["change_ci_high"] = agg["change"] + q * se
         dz = agg["change"].to_numpy() / agg["sd"].to_numpy()
         dz = np.where(np.isfinite(dz), dz, np.nan)
-    lo, hi = _nct_ci(dz * np.sqrt(n), n - 1, ci_level)
+    lo, hi = noncentral_t_interval(dz * np.sqrt(n), n - 1, ci_level)
     agg["d_z"], agg["d_z_ci_low"], agg["d_z_ci_high"] = dz, lo / np.sqrt(n), hi / np.sqrt(n)
     agg = agg.drop(columns=["sd"])
     out = counts.merge(agg, on="construct", how="left")
@@ -478,7 +483,7 @@ def survey_summary(
     out["_n_supp"] = np.minimum(out["n"], out["n_pre"])
     out.loc[out["n"] == 0, "_n_supp"] = 0
     ids = ["construct", "reliability_phase", "method", "scale_min", "scale_max"]
-    out = _suppress(out, "_n_supp", ids, int(min_cell_size)).drop(columns=["_n_supp"])
+    out = suppress_small_rows(out, "_n_supp", ids, int(min_cell_size)).drop(columns=["_n_supp"])
     order = ["construct", "n", "n_pre", "n_post", "n_items", "reliability_phase", "alpha", "alpha_ci_low",
              "alpha_ci_high", "omega", "omega_ci_low", "omega_ci_high", "pre_mean", "post_mean", "change",
              "change_ci_low", "change_ci_high", "d_z", "d_z_ci_low", "d_z_ci_high", "ordinal_log_odds",

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import ModuleType
 
 from research.errors import ConfigError, DataError
-from research.ingest import datashop_step, datashop_tx, datashop_xml, oli_log_act, tabular, xapi
+from research.ingest import datashop_step, datashop_tx, datashop_xml, oli_log_act, tabular, wide, xapi
 from research.ingest._common import read_head
 from research.ingest.base import IngestResult, make_rejects
 
@@ -106,5 +106,7 @@ def read_file(path, *, cohort: str, pseudonymiser, format: str | None = None, op
         raise ConfigError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
     module = FORMATS[format]
     if module is tabular:
-        return tabular.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options, format=format)
+        # a mapping with a `wide:` block: one row per learner, one column per item
+        reader = wide if wide.is_wide((options or {}).get("mapping"), path) else tabular
+        return reader.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options, format=format)
     return module.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options)

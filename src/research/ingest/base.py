@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+__all__ = ["IngestResult", "empty_rejects", "make_rejects"]
+
 REJECT_COLUMNS = ["table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]
 
 

@@ -55,6 +55,8 @@ from research.ingest import _common as C
 from research.ingest.base import IngestResult
 from research.ingest.datashop_tx import MODULE_LEVELS, check_options
 
+__all__ = ["NAME", "OPTIONS", "read", "sniff"]
+
 NAME = "datashop-step"
 WHAT = "DataShop student-step export"
 REQUIRED = ["Anon Student Id", "Problem Name", "Step Name", "First Attempt", "Incorrects", "Hints", "Corrects", "First Transaction Time"]
@@ -98,15 +100,8 @@ def hierarchy_to_module_page(h: pd.Series, how: str) -> tuple[pd.Series, pd.Seri
     return to_s(module), to_s(page)
 
 
-def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> IngestResult:
-    path = Path(path)
-    options = check_options(options, OPTIONS, NAME)
-    encoding = options.get("encoding", "utf-8")
-    head = C.read_head(path, encoding)
-    C.check_delimiter(path, head, expected="\t", what=WHAT)
-    header = C.header_fields(head, "\t")
-    C.require_columns(path, header, REQUIRED, WHAT)
-    names = C.dedupe_names(header)
+def _kc_columns(header: list[str], names: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """KC model -> its ``KC (model)`` columns, and model -> its ``Opportunity (model)`` column."""
     kc_models: dict[str, list[str]] = {}
     opp_cols: dict[str, str] = {}
     for n, h in zip(names, header):
@@ -116,22 +111,16 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
             kc_models.setdefault(model, []).append(n)
             if f"Opportunity ({model})" in names:
                 opp_cols[model] = f"Opportunity ({model})"
-    usecols = REQUIRED + [c for c in OPTIONAL if c in names] + [c for cs in kc_models.values() for c in cs] + list(opp_cols.values())
+    return kc_models, opp_cols
 
-    d = C.read_delimited(path, delimiter="\t", header=header, usecols=usecols, encoding=encoding)
-    f = d.frame
-    secret_ids = C.blank_to_na(f["Anon Student Id"])
-    f["Anon Student Id"] = pseudonymiser.series(secret_ids)
-    line = pd.Series(d.line, index=f.index, dtype="int64")
-    col = C.Columns(f)
-    rejects = C.RejectCollector(path.name)
-    rejects.keep_secret(secret_ids)
-    quoted = C.quoted
 
+def _step_counts(col: C.Columns, index: pd.Index):
+    """First Attempt (lower case), the Incorrects/Hints/Corrects counts (0 where bad or implausible), and the
+    masks of bad counts, implausibly many attempts and a First Attempt its own count contradicts."""
     first = col("First Attempt").str.lower()
     counts = {}
-    bad_counts = pd.Series(False, index=f.index)
-    too_many = pd.Series(False, index=f.index)
+    bad_counts = pd.Series(False, index=index)
+    too_many = pd.Series(False, index=index)
     for name in ("Incorrects", "Hints", "Corrects"):
         v, bad = C.parse_integers(col(name))
         bad = bad | (v < 0).fillna(False) | v.isna()
@@ -140,11 +129,14 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
         bad_counts |= bad
         too_many |= huge
     own = {"incorrect": "Incorrects", "hint": "Hints", "correct": "Corrects"}
-    contradicts = pd.Series(False, index=f.index)
+    contradicts = pd.Series(False, index=index)
     for outcome, name in own.items():
         contradicts |= (first == outcome).fillna(False) & (counts[name] < 1)
+    return first, counts, bad_counts, too_many, contradicts
 
-    too_long, too_long_col = C.overlong(f, [c for c in usecols if c != "Anon Student Id"])
+
+def _step_times(col: C.Columns, options: dict) -> tuple[pd.Series, pd.Series]:
+    """Each step's first and last transaction time in UTC (the step's start and end where they are missing)."""
     t_first = C.parse_timestamps(col("First Transaction Time"), options.get("date_format"))
     t_start = C.parse_timestamps(col("Step Start Time"), options.get("date_format"))
     t0 = t_first.fillna(t_start)
@@ -156,44 +148,15 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
         raise ConfigError(f"unknown time_zone {tz!r}; use an IANA name such as Europe/Stockholm, or UTC")
     t0, _ = C.localize_to_utc(t0, None, tz)
     t_end, _ = C.localize_to_utc(t_end, None, tz)
-    problem_view, bad_pv = C.parse_integers(col("Problem View"))
-    duration, bad_duration = C.parse_numbers(col("Step Duration (sec)"))
+    return t0, t_end
 
-    conditions = [
-        (f["Anon Student Id"].isna(), "Anon Student Id", "missing learner id"),
-        (col("Problem Name").isna(), "Problem Name", "missing problem name"),
-        (~first.isin(list(FIRST_ATTEMPTS)).fillna(False), "First Attempt",
-         lambda m: "unknown First Attempt " + quoted(col("First Attempt")[m]) + "; known values: correct, incorrect, hint"),
-        (bad_counts, "Incorrects", lambda m: "Incorrects/Hints/Corrects " + quoted(col("Incorrects")[m]) + "/" + quoted(col("Hints")[m]) + "/" + quoted(col("Corrects")[m]) + " are not whole numbers >= 0"),
-        (too_many, "Incorrects", lambda m: "Incorrects/Hints/Corrects " + quoted(col("Incorrects")[m]) + "/" + quoted(col("Hints")[m]) + "/" + quoted(col("Corrects")[m])
-         + f" count more than {MAX_ATTEMPTS_PER_STEP:,} attempts at one step; each attempt becomes a row, so such a count is refused as implausible"),
-        (too_long, too_long_col.fillna(""), lambda m: "a value of more than " + f"{C.MAX_FIELD_CHARS:,}" + " characters in " + quoted(too_long_col[m])),
-        (contradicts, "First Attempt", lambda m: "First Attempt " + quoted(first[m]) + " but its count (Incorrects/Hints/Corrects) is 0"),
-        (t0.isna() & col("First Transaction Time").isna() & col("Step Start Time").isna(), "First Transaction Time", "missing timestamp (First Transaction Time and Step Start Time are blank)"),
-        (t0.isna(), "First Transaction Time", lambda m: "cannot parse timestamp " + quoted(col("First Transaction Time")[m].fillna(col("Step Start Time")[m])) + "; expected e.g. 2007-05-18 20:21:07 or 2/1/1996 0:00"),
-        (bad_pv | (problem_view < 1).fillna(False), "Problem View", lambda m: "Problem View " + quoted(col("Problem View")[m]) + " is not a whole number >= 1"),
-        (bad_duration | (duration < 0).fillna(False), "Step Duration (sec)", lambda m: "Step Duration (sec) " + quoted(col("Step Duration (sec)")[m]) + " is not a number >= 0"),
-    ]
-    rejected, rcol, rreason = C.first_reason(conditions, f.index)
 
-    key_cols = ["Anon Student Id", "Problem Hierarchy", "Problem Name", "Problem View", "Step Name"]
-    key_frame = pd.DataFrame({c: col(c) for c in key_cols})
-    step_key = pd.Series(pd.NA, index=f.index, dtype="string")
-    ok = ~rejected
-    if ok.any():
-        step_key[ok] = C.content_ids(key_frame[ok], key_cols, "ss_")
-    dup, dup_reason = C.duplicate_rejects(step_key[ok], f[ok], [c for c in f.columns if c != "Row"], line[ok])
-    dup_idx = dup[dup].index
-    rejected[dup_idx] = True
-    rcol[dup_idx] = "Step Name"
-    rreason[dup_idx] = dup_reason[dup_idx]
-    rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
-    bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
-    if not bad_rows.empty:
-        rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
-    ok = ~rejected
-
-    # ---- expand each student-step into its attempts (vectorised with np.repeat)
+def _expand_attempts(ok: pd.Series, counts: dict, first: pd.Series, t0: pd.Series, t_end: pd.Series, step_key: pd.Series,
+                     f: pd.DataFrame, col: C.Columns, line: pd.Series, problem_view: pd.Series, duration: pd.Series, *,
+                     path: Path, cohort: str, options: dict) -> tuple[pd.DataFrame, pd.Series]:
+    """Each kept student-step as its attempts (vectorised with np.repeat): first the First Attempt, then the
+    rest of the incorrects, hints and the corrects, spread evenly between the step's first and last time.
+    Returns the attempts and each attempt's step key."""
     idx = np.flatnonzero(ok.to_numpy())
     inc = counts["Incorrects"].to_numpy()[idx]
     hin = counts["Hints"].to_numpy()[idx]
@@ -244,6 +207,73 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
             "source_line": take(line).astype("Int64"),
         }
     )
+    return att, keys
+
+
+def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> IngestResult:
+    path = Path(path)
+    options = check_options(options, OPTIONS, NAME)
+    encoding = options.get("encoding", "utf-8")
+    head = C.read_head(path, encoding)
+    C.check_delimiter(path, head, expected="\t", what=WHAT)
+    header = C.header_fields(head, "\t")
+    C.require_columns(path, header, REQUIRED, WHAT)
+    names = C.dedupe_names(header)
+    kc_models, opp_cols = _kc_columns(header, names)
+    usecols = REQUIRED + [c for c in OPTIONAL if c in names] + [c for cs in kc_models.values() for c in cs] + list(opp_cols.values())
+
+    d = C.read_delimited(path, delimiter="\t", header=header, usecols=usecols, encoding=encoding)
+    f = d.frame
+    secret_ids = C.blank_to_na(f["Anon Student Id"])
+    f["Anon Student Id"] = pseudonymiser.series(secret_ids)
+    line = pd.Series(d.line, index=f.index, dtype="int64")
+    col = C.Columns(f)
+    rejects = C.RejectCollector(path.name)
+    rejects.keep_secret(secret_ids)
+    quoted = C.quoted
+
+    first, counts, bad_counts, too_many, contradicts = _step_counts(col, f.index)
+    too_long, too_long_col = C.overlong(f, [c for c in usecols if c != "Anon Student Id"])
+    t0, t_end = _step_times(col, options)
+    problem_view, bad_pv = C.parse_integers(col("Problem View"))
+    duration, bad_duration = C.parse_numbers(col("Step Duration (sec)"))
+
+    conditions = [
+        (f["Anon Student Id"].isna(), "Anon Student Id", "missing learner id"),
+        (col("Problem Name").isna(), "Problem Name", "missing problem name"),
+        (~first.isin(list(FIRST_ATTEMPTS)).fillna(False), "First Attempt",
+         lambda m: "unknown First Attempt " + quoted(col("First Attempt")[m]) + "; known values: correct, incorrect, hint"),
+        (bad_counts, "Incorrects", lambda m: "Incorrects/Hints/Corrects " + quoted(col("Incorrects")[m]) + "/" + quoted(col("Hints")[m]) + "/" + quoted(col("Corrects")[m]) + " are not whole numbers >= 0"),
+        (too_many, "Incorrects", lambda m: "Incorrects/Hints/Corrects " + quoted(col("Incorrects")[m]) + "/" + quoted(col("Hints")[m]) + "/" + quoted(col("Corrects")[m])
+         + f" count more than {MAX_ATTEMPTS_PER_STEP:,} attempts at one step; each attempt becomes a row, so such a count is refused as implausible"),
+        (too_long, too_long_col.fillna(""), lambda m: "a value of more than " + f"{C.MAX_FIELD_CHARS:,}" + " characters in " + quoted(too_long_col[m])),
+        (contradicts, "First Attempt", lambda m: "First Attempt " + quoted(first[m]) + " but its count (Incorrects/Hints/Corrects) is 0"),
+        (t0.isna() & col("First Transaction Time").isna() & col("Step Start Time").isna(), "First Transaction Time", "missing timestamp (First Transaction Time and Step Start Time are blank)"),
+        (t0.isna(), "First Transaction Time", lambda m: "cannot parse timestamp " + quoted(col("First Transaction Time")[m].fillna(col("Step Start Time")[m])) + "; expected e.g. 2007-05-18 20:21:07 or 2/1/1996 0:00"),
+        (bad_pv | (problem_view < 1).fillna(False), "Problem View", lambda m: "Problem View " + quoted(col("Problem View")[m]) + " is not a whole number >= 1"),
+        (bad_duration | (duration < 0).fillna(False), "Step Duration (sec)", lambda m: "Step Duration (sec) " + quoted(col("Step Duration (sec)")[m]) + " is not a number >= 0"),
+    ]
+    rejected, rcol, rreason = C.first_reason(conditions, f.index)
+
+    key_cols = ["Anon Student Id", "Problem Hierarchy", "Problem Name", "Problem View", "Step Name"]
+    key_frame = pd.DataFrame({c: col(c) for c in key_cols})
+    step_key = pd.Series(pd.NA, index=f.index, dtype="string")
+    ok = ~rejected
+    if ok.any():
+        step_key[ok] = C.content_ids(key_frame[ok], key_cols, "ss_")
+    dup, dup_reason = C.duplicate_rejects(step_key[ok], f[ok], [c for c in f.columns if c != "Row"], line[ok])
+    dup_idx = dup[dup].index
+    rejected[dup_idx] = True
+    rcol[dup_idx] = "Step Name"
+    rreason[dup_idx] = dup_reason[dup_idx]
+    rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
+    bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
+    if not bad_rows.empty:
+        rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
+    ok = ~rejected
+
+    att, keys = _expand_attempts(ok, counts, first, t0, t_end, step_key, f, col, line, problem_view, duration,
+                                 path=path, cohort=cohort, options=options)
     # ---- KCs per step, then onto every attempt of the step
     kc_read = [c for cs in kc_models.values() for c in cs] + list(opp_cols.values())
     step_kcs = C.split_kcs(pd.DataFrame({"step_key": step_key[ok]}).join(f.loc[ok, kc_read]), id_col="step_key", model_cols=kc_models, opp_cols=opp_cols)

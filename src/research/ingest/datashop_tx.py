@@ -68,6 +68,8 @@ from research.errors import ConfigError
 from research.ingest import _common as C
 from research.ingest.base import IngestResult
 
+__all__ = ["MODULE_LEVELS", "NAME", "OPTIONS", "OUTCOMES", "check_options", "read", "sniff"]
+
 NAME = "datashop"
 WHAT = "DataShop transaction export"
 

@@ -58,6 +58,7 @@ import gc
 import io
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import chain
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -72,6 +73,11 @@ from research.errors import DataError
 from research.ingest import _common as C
 from research.ingest.base import IngestResult
 from research.ingest.datashop_tx import OUTCOMES, check_options
+
+__all__ = [
+    "CUSTOM_SQL", "NAME", "OPTIONS", "XMLReader", "frame_result", "read", "sniff",
+    "store_custom_fields"
+]
 
 NAME = "datashop-xml"
 OPTIONS = {"user_id", "time", "default_time_zone", "course_version", "encoding"}
@@ -227,7 +233,45 @@ def _custom_list(raw: str) -> list:
     return [(k.strip(), v.strip()) for k, v in _R_CUSTOM.findall(raw) if k.strip()]
 
 
-class _Reader:
+@dataclass
+class _BulkRun:
+    """A run of plain messages matched at once: the pattern's groups as columns (``cols``), and the
+    message kinds, transaction ids and tool message of each tutor message found in them."""
+
+    cut: int
+    cols: list
+    strip: bool  # some text has white space at an edge
+    tag: np.ndarray = None
+    i_tutor: np.ndarray = None
+    i_tool: np.ndarray = None
+    i_ctx: np.ndarray = None
+    tx: np.ndarray = None
+    tutor_tx: list = None
+    j: np.ndarray = None  # per tutor message: its tool message, -1 when none in the run
+    datasets: np.ndarray = None
+
+    def texts(self, k: int) -> np.ndarray:
+        """Stripped text, None for empty or absent."""
+        if self.strip:
+            return _objects([v.strip() or None for v in self.cols[k]])
+        a = _objects(self.cols[k])
+        a[a == ""] = None
+        return a
+
+    def attr(self, k: int, rx: re.Pattern, first: int | None = None) -> np.ndarray:
+        """An attribute's value, None when absent: captured on its own where it comes first
+        (group ``first``), else found by ``rx`` in the captured attributes (group ``k``)."""
+        if first is None:
+            return _objects([(m.group(1) if (m := rx.search(v)) else None) if v else None for v in self.cols[k]])
+        a = _objects(self.cols[first])
+        raw = self.cols[k]
+        for i in np.flatnonzero(a == "").tolist():
+            m = rx.search(raw[i]) if raw[i] else None
+            a[i] = m.group(1) if m else None
+        return a
+
+
+class XMLReader:
     def __init__(self, options: dict):
         self.options = options
         # one entry per context message, in file order: its id, its hierarchy (index into
@@ -393,6 +437,15 @@ class _Reader:
         message reader: a ``log_action``, a message the pattern does not take whole, a pairing of
         tool and tutor messages other than "tool message first, one per transaction". Nothing is
         recorded before the run is known to be plain."""
+        run = self._plain_run(buf, pos, limit)
+        if run is None:
+            return pos
+        self._record_run(run)
+        return run.cut
+
+    def _plain_run(self, buf: bytes, pos: int, limit: int) -> _BulkRun | None:
+        """The run of messages up to the last complete one, matched and checked to be plain (see
+        :meth:`bulk`); None when it holds no message."""
         end = min(len(buf), pos + limit)
         cut = pos
         for close in _CLOSES:
@@ -401,7 +454,7 @@ class _Reader:
                 cut = max(cut, k + len(close))
         first = _R_FIRST.search(buf, pos, cut)
         if first is None or b"log_action" in first.group(1):
-            return pos
+            return None
         region = buf[first.start():cut]  # text before the first message is skipped, as between messages
         if b"log_action" in region:
             raise _NotBulk(cut)
@@ -420,65 +473,48 @@ class _Reader:
         if not amp and b"'" in region and any("'" in "".join(cols[k]) for k in (_B_ATTRS, _B_SEM, _B_EVATTRS)):
             raise _NotBulk(cut)  # an attribute in single quotes: the element reader reads it
         edges = "\x00" + "\x00".join(chain.from_iterable(cols[k] for k in _B_TEXTS)) + "\x00"
-        strip = _R_EDGE.search(edges) is not None
-        del edges
-        del text, region
-
-        def texts(k: int) -> np.ndarray:
-            """Stripped text, None for empty or absent."""
-            if strip:
-                return _objects([v.strip() or None for v in cols[k]])
-            a = _objects(cols[k])
-            a[a == ""] = None
-            return a
-
-        def attr(k: int, rx: re.Pattern, first: int | None = None) -> np.ndarray:
-            """An attribute's value, None when absent: captured on its own where it comes first
-            (group ``first``), else found by ``rx`` in the captured attributes (group ``k``)."""
-            if first is None:
-                return _objects([(m.group(1) if (m := rx.search(v)) else None) if v else None for v in cols[k]])
-            a = _objects(cols[first])
-            raw = cols[k]
-            for i in np.flatnonzero(a == "").tolist():
-                m = rx.search(raw[i]) if raw[i] else None
-                a[i] = m.group(1) if m else None
-            return a
-
-        tag = _objects(cols[_B_TAG])
-        i_tutor = np.flatnonzero(tag == "tutor_message")
-        i_tool = np.flatnonzero(tag == "tool_message")
-        i_ctx = np.flatnonzero(tag == "context_message")
-        tx = attr(_B_SEM, _R_TX, _B_TX)
-        tool_tx, tutor_tx = tx[i_tool].tolist(), tx[i_tutor].tolist()
-        if None in tool_tx or None in tutor_tx:
+        run = _BulkRun(cut=cut, cols=cols, strip=_R_EDGE.search(edges) is not None)
+        del edges, text, region
+        run.tag = _objects(cols[_B_TAG])
+        run.i_tutor = np.flatnonzero(run.tag == "tutor_message")
+        run.i_tool = np.flatnonzero(run.tag == "tool_message")
+        run.i_ctx = np.flatnonzero(run.tag == "context_message")
+        run.tx = run.attr(_B_SEM, _R_TX, _B_TX)
+        tool_tx, run.tutor_tx = run.tx[run.i_tool].tolist(), run.tx[run.i_tutor].tolist()
+        if None in tool_tx or None in run.tutor_tx:
             raise _NotBulk(cut)
-        tool_at = dict(zip(tool_tx, i_tool.tolist()))
-        if len(tool_at) != len(tool_tx) or len(set(tutor_tx)) != len(tutor_tx):
+        tool_at = dict(zip(tool_tx, run.i_tool.tolist()))
+        if len(tool_at) != len(tool_tx) or len(set(run.tutor_tx)) != len(run.tutor_tx):
             raise _NotBulk(cut)
         if self.pending and not self.pending.keys().isdisjoint(tool_at):
             raise _NotBulk(cut)
-        j = np.fromiter((tool_at.get(t, -1) for t in tutor_tx), dtype=np.int64, count=len(tutor_tx))
-        if (j > i_tutor).any():  # evaluated before the tool message came
+        run.j = np.fromiter((tool_at.get(t, -1) for t in run.tutor_tx), dtype=np.int64, count=len(run.tutor_tx))
+        if (run.j > run.i_tutor).any():  # evaluated before the tool message came
             raise _NotBulk(cut)
-        datasets = _objects(cols[_B_DATASET])[i_ctx]
+        run.datasets = _objects(cols[_B_DATASET])[run.i_ctx]
         try:
-            for ds in set(datasets.tolist()) - self._datasets.keys():
+            for ds in set(run.datasets.tolist()) - self._datasets.keys():
                 self._dataset(ds)
         except ET.ParseError:
             raise _NotBulk(cut) from None
+        return run
 
-        # the run is plain: record it
+    def _record_run(self, run: _BulkRun) -> None:
+        """Record a plain run: its context messages, its tool messages (paired with their tutor message, or
+        pending for one in a later run) and one row per tutor message."""
         base = self.n_messages
+        texts, i_ctx = run.texts, run.i_ctx
         user, session, time, zone = texts(_B_USER), texts(_B_SESS), texts(_B_TIME), texts(_B_ZONE)
         problem, selection, value = texts(_B_PROBLEM), texts(_B_SEL), texts(_B_INPUT)
-        ctx = attr(_B_ATTRS, _R_CTX, _B_CTX)
+        ctx = run.attr(_B_ATTRS, _R_CTX, _B_CTX)
         c = self.ctx
         c["id"].extend(ctx[i_ctx].tolist())
-        c["h"].extend([self._datasets[ds] for ds in datasets.tolist()])
+        c["h"].extend([self._datasets[ds] for ds in run.datasets.tolist()])
         for k, a in (("user", user), ("session", session), ("time", time), ("zone", zone)):
             c[k].extend(a[i_ctx].tolist())
         self.n_context += len(i_ctx)
 
+        j, i_tutor, tutor_tx = run.j, run.i_tutor, run.tutor_tx
         has = j >= 0
         jj = np.where(has, j, 0)
 
@@ -496,36 +532,38 @@ class _Reader:
                         t_cols[name][k] = v
                     for name in ("problem", "selection", "input", "ctx"):
                         t_cols[name][k] = rec[name]
-        used = np.zeros(len(tag), dtype=bool)
+        used = np.zeros(len(run.tag), dtype=bool)
         used[j[has]] = True
-        if not used[i_tool].all():  # tool messages not (yet) evaluated: wait for their tutor message
-            for i in i_tool[~used[i_tool]].tolist():
-                name = _R_NAME.search(cols[_B_SEM][i])
-                self.pending[tx[i]] = {"n": base + i + 1, "meta": (user[i], session[i], time[i], zone[i]), "selection": selection[i],
-                                       "input": value[i], "problem": problem[i], "ctx": ctx[i], "name": name.group(1) if name else None}
+        if not used[run.i_tool].all():  # tool messages not (yet) evaluated: wait for their tutor message
+            for i in run.i_tool[~used[run.i_tool]].tolist():
+                name = _R_NAME.search(run.cols[_B_SEM][i])
+                self.pending[run.tx[i]] = {"n": base + i + 1, "meta": (user[i], session[i], time[i], zone[i]), "selection": selection[i],
+                                           "input": value[i], "problem": problem[i], "ctx": ctx[i], "name": name.group(1) if name else None}
+        self._record_tutor_rows(run, base, [a[i_tutor] for a in (user, session, time, zone)], problem[i_tutor],
+                                selection[i_tutor], value[i_tutor], ctx[i_tutor], t_cols)
+        self.n_messages = base + len(run.tag)
 
-        meta = [a[i_tutor] for a in (user, session, time, zone)]
+    def _record_tutor_rows(self, run: _BulkRun, base: int, meta: list, problem, selection, value, own_ctx, t_cols: dict) -> None:
+        """One row per tutor message; what it does not say itself comes from its tool message."""
+        i_tutor = run.i_tutor
         nometa = pd.isna(meta[0]) & pd.isna(meta[1]) & pd.isna(meta[2]) & pd.isna(meta[3])
-        own_ctx = ctx[i_tutor]
         own_ctx_set = ~pd.isna(own_ctx) & (own_ctx != "")
-        skills = _objects(cols[_B_SKILLS])[i_tutor].tolist()
+        skills = _objects(run.cols[_B_SKILLS])[i_tutor].tolist()
         for raw in set(skills) - self._skills.keys():
             self._skills[raw] = _skill_list(raw)
-        custom = _objects(cols[_B_CUSTOM])[i_tutor].tolist()
+        custom = _objects(run.cols[_B_CUSTOM])[i_tutor].tolist()
         n_t = len(i_tutor)
         env = self.envelope[-1] if self.envelope else (None, None)
         r = self.rows
         r["n"].extend((base + 1 + i_tutor).tolist())
-        r["tx"].extend(tutor_tx)
+        r["tx"].extend(run.tutor_tx)
         for k, a in zip(("user", "session", "time", "zone"), meta):
             r[k].extend(np.where(nometa, t_cols[k], a).tolist())
-        own = problem[i_tutor]
-        r["problem"].extend(np.where(pd.isna(own), t_cols["problem"], own).tolist())
-        own = selection[i_tutor]
-        r["step"].extend(np.where(pd.isna(own), t_cols["selection"], own).tolist())
-        r["input"].extend(np.where(pd.isna(t_cols["input"]), value[i_tutor], t_cols["input"]).tolist())
-        r["outcome"].extend(texts(_B_EVAL)[i_tutor].tolist())
-        r["hint_number"].extend(attr(_B_EVATTRS, _R_HINTNO)[i_tutor].tolist())
+        r["problem"].extend(np.where(pd.isna(problem), t_cols["problem"], problem).tolist())
+        r["step"].extend(np.where(pd.isna(selection), t_cols["selection"], selection).tolist())
+        r["input"].extend(np.where(pd.isna(t_cols["input"]), value, t_cols["input"]).tolist())
+        r["outcome"].extend(run.texts(_B_EVAL)[i_tutor].tolist())
+        r["hint_number"].extend(run.attr(_B_EVATTRS, _R_HINTNO)[i_tutor].tolist())
         r["ctx"].extend(np.where(own_ctx_set, own_ctx, t_cols["ctx"]).tolist())
         r["skills"].extend([self._skills[raw] for raw in skills])
         r["custom"].extend([_custom_list(raw) if raw else () for raw in custom])
@@ -534,8 +572,6 @@ class _Reader:
         r["reason"].extend(none)
         r["lp"].extend([env[0]] * n_t)
         r["ls"].extend([env[1]] * n_t)
-        self.n_messages = base + len(tag)
-        return cut
 
     # -- streaming ------------------------------------------------------------------
     def feed(self, fh, name: str) -> None:
@@ -638,7 +674,7 @@ class _Reader:
 def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> IngestResult:
     path = Path(path)
     options = check_options(options, OPTIONS, NAME)
-    reader = _Reader(options)
+    reader = XMLReader(options)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     with _gc_paused(), open(path, "rb") as fh:
@@ -661,34 +697,75 @@ def _gc_paused():
             gc.enable()
 
 
-def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, options: dict) -> IngestResult:
+class _ContextOf:
+    """Values of each row's context message (the last one of its id), for the gaps a message leaves."""
+
+    def __init__(self, reader: XMLReader, ctx: pd.Series):
+        c = reader.ctx
+        ids = pa.array(c["id"], type=pa.string())[::-1]  # newest first: the first occurrence of an id is its last context message
+        known = pc.unique(ids)
+        last = len(ids) - 1 - pc.index_in(known, value_set=ids).to_numpy(zero_copy_only=False)
+        at = pc.index_in(pa.array(ctx.array), value_set=known, skip_nulls=True).fill_null(-1).to_numpy(zero_copy_only=False)
+        self.ctx_idx = np.where(at >= 0, np.append(last, -1)[at], -1).astype("int64")  # -1: no context message
+        self.hier = np.asarray(c["h"], dtype="int64")
+        self.index = ctx.index
+
+    def table(self, values) -> pd.Series:
+        """A context message's value per row (index -1: no context message -> NA)."""
+        return pd.Series(_strings(_objects(list(values) + [None])[self.ctx_idx]), index=self.index)
+
+    def by_hierarchy(self, values: list) -> pd.Series:
+        return self.table(_objects(values)[self.hier] if len(self.hier) else [])
+
+    @staticmethod
+    def fill(own: pd.Series, default) -> pd.Series:
+        """``own``, its gaps filled from the context message (``default()``; built only when there are gaps)."""
+        return own.fillna(default()) if own.isna().any() else own
+
+
+def _attempt_ids(f: pd.DataFrame, learner: pd.Series, time_text: pd.Series, item: pd.Series, step: pd.Series,
+                 skipped: pd.Series, rejected: pd.Series, rcol: pd.Series, rreason: pd.Series) -> pd.Series:
+    """Each transaction's id (a content hash where the message has none); a repeated id is a reject
+    (``rejected``, ``rcol``, ``rreason`` in place)."""
+    attempt_id = f["tx"].copy()
+    ok = ~skipped & ~rejected
+    need = ok & attempt_id.isna()
+    if need.any():
+        canon = pd.DataFrame({"l": learner, "t": time_text, "p": item, "s": step, "i": f["input"], "o": f["outcome"], "n": f["n"].astype("string")})
+        attempt_id[need] = C.content_ids(canon[need], ["l", "t", "p", "s", "i", "o", "n"], "dx_")
+    content = pd.DataFrame({"l": learner, "t": time_text, "p": item, "s": step, "i": f["input"], "o": f["outcome"]})
+    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], content[ok], ["l", "t", "p", "s", "i", "o"], f["n"][ok])
+    dup_idx = dup[dup].index
+    rejected[dup_idx] = True
+    rcol[dup_idx] = "semantic_event/@transaction_id"
+    rreason[dup_idx] = ("message " + f["n"][dup_idx].astype("string") + ": " + dup_reason[dup_idx].str.replace("line", "message"))
+    return attempt_id
+
+
+def _kcs_and_custom_fields(r: dict, okn: np.ndarray, attempt_id: pd.Series, cohort: str) -> tuple[pd.DataFrame, list]:
+    """attempt_kcs rows of the kept transactions (``okn``), and their custom fields as (attempt_id, name, value)."""
+    ids = attempt_id.to_numpy(dtype=object, na_value=None)[okn]
+    per_row = [r["skills"][j] for j in okn.tolist()]
+    pairs = list(chain.from_iterable(per_row))
+    kc_ids = np.repeat(ids, np.fromiter(map(len, per_row), dtype="int64", count=len(per_row))).tolist()
+    kc_models, kc_names = (list(x) for x in zip(*pairs)) if pairs else ([], [])
+    cf_rows = [(ids[k], name, v) for k, j in enumerate(okn.tolist()) if r["custom"][j] for name, v in r["custom"][j]]
+    kcs = pd.DataFrame({"cohort": cohort, "attempt_id": _strings(kc_ids), "kc_model": _strings(kc_models),
+                        "kc": _strings(kc_names)}).drop_duplicates()
+    return kcs, cf_rows
+
+
+def frame_result(reader: XMLReader, *, source: str, cohort: str, pseudonymiser, options: dict) -> IngestResult:
     name = Path(source).name
     r = reader.rows
     n = len(r["n"])
     cols = ("tx", "user", "session", "time", "zone", "problem", "step", "input", "outcome", "ctx", "kind", "reason", "lp", "ls")
     f = pd.DataFrame({"n": r["n"], **{k: _strings(r[k]) for k in cols}})
-    # context defaults: problem, levels, meta (the last context message of an id counts)
-    c = reader.ctx
-    ids = pa.array(c["id"], type=pa.string())[::-1]  # newest first: the first occurrence of an id is its last context message
-    known = pc.unique(ids)
-    last = len(ids) - 1 - pc.index_in(known, value_set=ids).to_numpy(zero_copy_only=False)
-    at = pc.index_in(pa.array(f["ctx"].array), value_set=known, skip_nulls=True).fill_null(-1).to_numpy(zero_copy_only=False)
-    ctx_idx = np.where(at >= 0, np.append(last, -1)[at], -1).astype("int64")  # -1: no context message
-    hier = np.asarray(c["h"], dtype="int64")
-
-    def table(values) -> pd.Series:
-        """A context message's value per row (index -1: no context message -> NA)."""
-        return pd.Series(_strings(_objects(list(values) + [None])[ctx_idx]), index=f.index)
-
-    def by_hierarchy(values: list) -> pd.Series:
-        return table(_objects(values)[hier] if len(hier) else [])
-
-    def fill(own: pd.Series, default) -> pd.Series:
-        """``own``, its gaps filled from the context message (``default()``; built only when there are gaps)."""
-        return own.fillna(default()) if own.isna().any() else own
+    cx = _ContextOf(reader, f["ctx"])  # context defaults: problem, levels, meta (the last context message of an id counts)
+    fill, by_hierarchy = cx.fill, cx.by_hierarchy
 
     def from_ctx(j: int, k: int):
-        return lambda: table(c[("user", "session", "time", "zone")[j]])
+        return lambda: cx.table(reader.ctx[("user", "session", "time", "zone")[j]])
     user = fill(f["user"], from_ctx(0, 1))
     if options.get("user_id") is not None:
         user = user.fillna(str(options["user_id"]))
@@ -719,18 +796,7 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
         (bad_zone, "meta/time_zone", lambda m: loc(m) + ": unknown time zone " + C.quoted(zones[m]) + "; use an IANA name such as US/Eastern, or UTC"),
     ]
     rejected, rcol, rreason = C.first_reason([(~skipped & c, col, why) for c, col, why in conditions], f.index)
-    attempt_id = f["tx"].copy()
-    ok = ~skipped & ~rejected
-    need = ok & attempt_id.isna()
-    if need.any():
-        canon = pd.DataFrame({"l": learner, "t": time_text, "p": item, "s": step, "i": f["input"], "o": f["outcome"], "n": f["n"].astype("string")})
-        attempt_id[need] = C.content_ids(canon[need], ["l", "t", "p", "s", "i", "o", "n"], "dx_")
-    content = pd.DataFrame({"l": learner, "t": time_text, "p": item, "s": step, "i": f["input"], "o": f["outcome"]})
-    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], content[ok], ["l", "t", "p", "s", "i", "o"], f["n"][ok])
-    dup_idx = dup[dup].index
-    rejected[dup_idx] = True
-    rcol[dup_idx] = "semantic_event/@transaction_id"
-    rreason[dup_idx] = ("message " + f["n"][dup_idx].astype("string") + ": " + dup_reason[dup_idx].str.replace("line", "message"))
+    attempt_id = _attempt_ids(f, learner, time_text, item, step, skipped, rejected, rcol, rreason)
     ok = ~skipped & ~rejected
 
     rejects = C.RejectCollector(name)
@@ -755,15 +821,7 @@ def frame_result(reader: _Reader, *, source: str, cohort: str, pseudonymiser, op
         order = att.sort_values(["timestamp", "source_line"], kind="stable")
         counted = order.groupby([order["learner_id"], order["item_id"], order["step_id"]], sort=False, dropna=False).cumcount() + 1
         att["attempt"] = counted.reindex(att.index).astype("Int64")
-    okn = np.flatnonzero(ok.to_numpy())
-    ids = attempt_id.to_numpy(dtype=object, na_value=None)[okn]
-    per_row = [r["skills"][j] for j in okn.tolist()]
-    pairs = list(chain.from_iterable(per_row))
-    kc_ids = np.repeat(ids, np.fromiter(map(len, per_row), dtype="int64", count=len(per_row))).tolist()
-    kc_models, kc_names = (list(x) for x in zip(*pairs)) if pairs else ([], [])
-    cf_rows = [(ids[k], name, v) for k, j in enumerate(okn.tolist()) if r["custom"][j] for name, v in r["custom"][j]]
-    kcs = pd.DataFrame({"cohort": cohort, "attempt_id": _strings(kc_ids), "kc_model": _strings(kc_models),
-                        "kc": _strings(kc_names)}).drop_duplicates()
+    kcs, cf_rows = _kcs_and_custom_fields(r, np.flatnonzero(ok.to_numpy()), attempt_id, cohort)
     res = IngestResult(source_file=source, format=NAME, n_read=n,
                        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
                        rejects=rejects.frame())

@@ -25,6 +25,8 @@ from research.ingest import _common as C
 from research.ingest import datashop_xml as X
 from research.ingest.datashop_tx import check_options
 
+__all__ = ["NAME", "OPTIONS", "read", "sniff"]
+
 NAME = "oli-log-act"
 OPTIONS = {"session_map", "default_time_zone", "course_version"}
 HEADER = ["guid", "sess_ref", "source", "time", "timezone", "action", "external_object_id", "container", "concept_this",
@@ -55,7 +57,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None):
     path = Path(path)
     options = check_options(options, OPTIONS, NAME)
     sessions = _session_map(path, options)
-    reader = X._Reader(options)
+    reader = X.XMLReader(options)
     skipped = []
     with open(path, encoding="utf-8", newline="") as fh:
         rows = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)

@@ -55,6 +55,8 @@ from research.ingest import _common as C
 from research.ingest.base import IngestResult
 from research.schema import canonical_tables
 
+__all__ = ["FILE_OPTIONS", "MAPPING_KEYS", "NAME", "OPTIONS", "format_for", "load_mapping", "read", "sniff"]
+
 NAMES = ("csv", "parquet")
 NAME = "csv"
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
@@ -79,8 +81,8 @@ def sniff(path: Path, head: str) -> bool:
     return path.suffix.lower() in SUFFIXES and (default_mapping_path(path).is_file() or path.with_name(f"{path.stem}.mapping.yml").is_file())
 
 
-def load_mapping(spec, data_path: Path | None = None) -> dict:
-    """Read and validate a mapping (a path to YAML, or a dict). ConfigError says what is wrong."""
+def _mapping_document(spec, data_path: Path | None) -> tuple[object, str]:
+    """The mapping as parsed YAML (``spec`` a path, None for the file beside ``data_path``, or a dict), and its name for messages."""
     where = "mapping"
     if spec is None:
         if data_path is None:
@@ -105,6 +107,52 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
             raise ConfigError(f"{where}: not valid YAML: {exc}") from None
         except RecursionError:
             raise ConfigError(f"{where}: nested too deeply to be a column mapping") from None
+    return spec, where
+
+
+def _check_column_blocks(where: str, table: str, valid: list[str], columns: dict, constants: dict, values: dict) -> None:
+    """The ``columns``, ``constants`` and ``values`` blocks name canonical columns of ``table``, each once."""
+    for block_name, block in (("columns", columns), ("constants", constants), ("values", values)):
+        for canon in block:
+            if canon == "cohort":
+                raise ConfigError(f"{where}: {block_name}: 'cohort' comes from the cohort argument; remove it from the mapping")
+            if canon not in valid:
+                raise ConfigError(f"{where}: {block_name}: unknown canonical column {canon!r} for table {table!r}; valid columns: {', '.join(valid)}")
+    for canon, src in columns.items():
+        if not isinstance(src, str) or not src:
+            raise ConfigError(f"{where}: columns: {canon!r} must name a source column (text), got {src!r}")
+    both = sorted(set(columns) & set(constants))
+    if both:
+        raise ConfigError(f"{where}: {', '.join(map(repr, both))} given both as a column and as a constant; keep one")
+    for canon, vmap in values.items():
+        if not isinstance(vmap, dict):
+            raise ConfigError(f"{where}: values: {canon!r} must map source values to canonical values, got {vmap!r}")
+        if canon not in columns:
+            raise ConfigError(f"{where}: values: {canon!r} has a value map but no source column under 'columns'")
+
+
+def _checked_attributes(where: str, table: str, fields: list[str], attributes) -> dict:
+    """Extra learner attributes (name: source column), for table ``learners`` only, with usable names."""
+    if not isinstance(attributes, dict):
+        raise ConfigError(f"{where}: 'attributes' must be a mapping of attribute name: source column, got {type(attributes).__name__}")
+    if attributes and table != "learners":
+        raise ConfigError(f"{where}: 'attributes' is only valid for table 'learners', not {table!r}")
+    import re as _re
+
+    for name, src in attributes.items():
+        if not isinstance(name, str) or not _re.fullmatch(ATTRIBUTE_NAME, name) or name in fields:
+            raise ConfigError(
+                f"{where}: attributes: {name!r} is not a usable attribute name: use lower-case letters, digits and _ "
+                f"(starting with a letter, at most 40), other than the standard columns {', '.join(fields)}"
+            )
+        if not isinstance(src, str) or not src:
+            raise ConfigError(f"{where}: attributes: {name!r} must name a source column (text), got {src!r}")
+    return attributes
+
+
+def load_mapping(spec, data_path: Path | None = None) -> dict:
+    """Read and validate a mapping (a path to YAML, or a dict). ConfigError says what is wrong."""
+    spec, where = _mapping_document(spec, data_path)
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: a mapping must be a YAML mapping with keys {', '.join(MAPPING_KEYS)}")
     bad_text = _invalid_unicode(spec)
@@ -130,38 +178,8 @@ def load_mapping(spec, data_path: Path | None = None) -> dict:
     for name, block in (("columns", columns), ("constants", constants), ("values", values), ("kcs", kcs), ("options", opts)):
         if not isinstance(block, dict):
             raise ConfigError(f"{where}: {name!r} must be a mapping, got {type(block).__name__}")
-    for block_name, block in (("columns", columns), ("constants", constants), ("values", values)):
-        for canon in block:
-            if canon == "cohort":
-                raise ConfigError(f"{where}: {block_name}: 'cohort' comes from the cohort argument; remove it from the mapping")
-            if canon not in valid:
-                raise ConfigError(f"{where}: {block_name}: unknown canonical column {canon!r} for table {table!r}; valid columns: {', '.join(valid)}")
-    for canon, src in columns.items():
-        if not isinstance(src, str) or not src:
-            raise ConfigError(f"{where}: columns: {canon!r} must name a source column (text), got {src!r}")
-    both = sorted(set(columns) & set(constants))
-    if both:
-        raise ConfigError(f"{where}: {', '.join(map(repr, both))} given both as a column and as a constant; keep one")
-    for canon, vmap in values.items():
-        if not isinstance(vmap, dict):
-            raise ConfigError(f"{where}: values: {canon!r} must map source values to canonical values, got {vmap!r}")
-        if canon not in columns:
-            raise ConfigError(f"{where}: values: {canon!r} has a value map but no source column under 'columns'")
-    attributes = spec.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise ConfigError(f"{where}: 'attributes' must be a mapping of attribute name: source column, got {type(attributes).__name__}")
-    if attributes and table != "learners":
-        raise ConfigError(f"{where}: 'attributes' is only valid for table 'learners', not {table!r}")
-    import re as _re
-
-    for name, src in attributes.items():
-        if not isinstance(name, str) or not _re.fullmatch(ATTRIBUTE_NAME, name) or name in fields:
-            raise ConfigError(
-                f"{where}: attributes: {name!r} is not a usable attribute name: use lower-case letters, digits and _ "
-                f"(starting with a letter, at most 40), other than the standard columns {', '.join(fields)}"
-            )
-        if not isinstance(src, str) or not src:
-            raise ConfigError(f"{where}: attributes: {name!r} must name a source column (text), got {src!r}")
+    _check_column_blocks(where, table, valid, columns, constants, values)
+    attributes = _checked_attributes(where, table, fields, spec.get("attributes") or {})
     if kcs and table != "attempts":
         raise ConfigError(f"{where}: 'kcs' is only valid for table 'attempts', not {table!r}")
     bad_opts = sorted(set(opts) - set(FILE_OPTIONS))
@@ -221,13 +239,14 @@ def _require_sources(path: Path, header: list[str], sources: list[str]) -> None:
 
 
 def _read_parquet(path: Path, mapping: dict):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
         schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for a broken file
+    except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's types for a broken or unreadable file
         raise DataError(f"{path.name}: not a readable Parquet file: {exc}") from None
     header = list(schema.names)
     sources = list(dict.fromkeys([*mapping["columns"].values(), *mapping["kcs"].values(), *mapping["attributes"].values()]))
@@ -321,13 +340,76 @@ def _to_bool(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, bad.fillna(False).astype(bool)
 
 
+def _field_value(f: pd.DataFrame, name: str, kind: str, cons: dict, src: str, mapping: dict, opts: dict,
+                 table: str) -> tuple[pd.Series, list]:
+    """One schema field read from its source column ``src`` (values mapped, parsed by type), and the
+    checks of its rows as ``(mask, column, reason)`` conditions for :func:`C.first_reason`."""
+    conditions = []
+    text = f[src] if name == "learner_id" else C.blank_to_na(f[src])
+    if name in mapping["values"]:
+        vmap = mapping["values"][name]
+        text = text.map(lambda v: vmap.get(v, v) if isinstance(v, str) else v).astype("string")
+        text = text.mask(text == "")
+    quoted = C.quoted
+    if kind == "integer":
+        value, bad = C.parse_integers(text, missing=())
+        conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a whole number"))
+    elif kind == "number":
+        value, bad = C.parse_numbers(text, missing=(), decimal=str(opts.get("decimal", ".")))
+        conditions.append((bad, src, lambda m, t=text, s=src, d=opts.get("decimal", "."): quoted(t[m]) + f" in {s!r} is not a number (decimal mark {d!r})"))
+    elif kind == "datetime":
+        value = C.parse_timestamps(text, opts.get("date_format"))
+        tz = opts.get("time_zone", "UTC")
+        if C._tz_for(tz) is None:
+            raise ConfigError(f"{mapping['name']}: unknown time_zone {tz!r}; use an IANA name such as Europe/Stockholm, or UTC")
+        value, _ = C.localize_to_utc(value, None, tz)
+        bad = text.notna() & value.isna()
+        conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a date-time" + (f" in format {opts['date_format']!r}" if opts.get("date_format") else " (ISO 8601 expected, e.g. 2024-03-01 10:00:00)")))
+    elif kind == "boolean":
+        value, bad = _to_bool(text)
+        conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not true/false"))
+    else:
+        value = text
+    if cons.get("required") and not (table == "attempts" and name in ("attempt_id", "step_id", "attempt")):
+        conditions.append((value.isna() & text.isna(), src, f"missing value in {src!r} (required for {name})"))
+    if "enum" in cons:
+        allowed = cons["enum"]
+        conditions.append((value.notna() & ~value.isin(allowed), src,
+                           lambda m, t=text, s=src, a=allowed: quoted(t[m]) + f" in {s!r} is not one of {', '.join(a)} (a 'values' map in the mapping can translate it)"))
+    if "minimum" in cons and kind in ("integer", "number"):
+        conditions.append(((value < cons["minimum"]).fillna(False), src, lambda m, t=text, s=src, lo=cons["minimum"]: quoted(t[m]) + f" in {s!r} is below the minimum {lo}"))
+    return value, conditions
+
+
+def _reject_duplicate_keys(df: pd.DataFrame, f: pd.DataFrame, line: pd.Series, spec: dict, cols: dict,
+                           rejected: pd.Series, rcol: pd.Series, rreason: pd.Series) -> None:
+    """Reject the rows whose primary key an earlier row of the file has (``rejected``, ``rcol`` and ``rreason`` in place)."""
+    key = [k for k in spec.get("primaryKey", []) if k != "cohort" and k in df.columns]
+    ok = ~rejected
+    if key and ok.any():
+        ids = df.loc[ok, key[0]].astype("string")
+        for k in key[1:]:
+            ids = ids + "\x1f" + df.loc[ok, k].astype("string").fillna("")
+        content_cols = list(f.columns)
+        dup, why = C.duplicate_rejects(ids, f[ok], content_cols, line[ok])
+        dup_idx = dup[dup].index
+        rejected[dup_idx] = True
+        rcol[dup_idx] = ", ".join(cols.get(k, k) for k in key)
+        rreason[dup_idx] = why[dup_idx].str.replace(r"^id '.*' already used", "key already used", regex=True)
+
+
+def _learner_attributes(learner_id: pd.Series, f: pd.DataFrame, attributes: dict[str, str]) -> pd.DataFrame:
+    """Extra learner attributes, long: one row per learner and attribute with a value."""
+    parts = [pd.DataFrame({"learner_id": learner_id, "attribute": name, "value": C.blank_to_na(f[src])})
+             for name, src in attributes.items()]
+    long = pd.concat(parts, ignore_index=True)
+    long = long[long["value"].notna()].reset_index(drop=True)
+    return long.astype({"learner_id": "string", "attribute": "string", "value": "string"})
+
+
 def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, format: str | None = None) -> IngestResult:
     path = Path(path)
     options = dict(options or {})
-    from research.ingest import wide  # a mapping with a `wide:` block: one row per learner, one column per item
-
-    if wide.is_wide(options.get("mapping"), path):
-        return wide.read(path, cohort=cohort, pseudonymiser=pseudonymiser, options=options, format=format)
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))} for format {format or format_for(path)!r}; valid options: {', '.join(sorted(OPTIONS))}")
@@ -365,40 +447,8 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
             continue
         if name not in cols:
             continue
-        src = cols[name]
-        text = f[src] if name == "learner_id" else C.blank_to_na(f[src])
-        if name in mapping["values"]:
-            vmap = mapping["values"][name]
-            text = text.map(lambda v: vmap.get(v, v) if isinstance(v, str) else v).astype("string")
-            text = text.mask(text == "")
-        quoted = C.quoted
-        if kind == "integer":
-            value, bad = C.parse_integers(text, missing=())
-            conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a whole number"))
-        elif kind == "number":
-            value, bad = C.parse_numbers(text, missing=(), decimal=str(opts.get("decimal", ".")))
-            conditions.append((bad, src, lambda m, t=text, s=src, d=opts.get("decimal", "."): quoted(t[m]) + f" in {s!r} is not a number (decimal mark {d!r})"))
-        elif kind == "datetime":
-            value = C.parse_timestamps(text, opts.get("date_format"))
-            tz = opts.get("time_zone", "UTC")
-            if C._tz_for(tz) is None:
-                raise ConfigError(f"{mapping['name']}: unknown time_zone {tz!r}; use an IANA name such as Europe/Stockholm, or UTC")
-            value, _ = C.localize_to_utc(value, None, tz)
-            bad = text.notna() & value.isna()
-            conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not a date-time" + (f" in format {opts['date_format']!r}" if opts.get("date_format") else " (ISO 8601 expected, e.g. 2024-03-01 10:00:00)")))
-        elif kind == "boolean":
-            value, bad = _to_bool(text)
-            conditions.append((bad, src, lambda m, t=text, s=src: quoted(t[m]) + f" in {s!r} is not true/false"))
-        else:
-            value = text
-        if cons.get("required") and not (table == "attempts" and name in ("attempt_id", "step_id", "attempt")):
-            conditions.append((value.isna() & text.isna(), src, f"missing value in {src!r} (required for {name})"))
-        if "enum" in cons:
-            allowed = cons["enum"]
-            conditions.append((value.notna() & ~value.isin(allowed), src,
-                               lambda m, t=text, s=src, a=allowed: quoted(t[m]) + f" in {s!r} is not one of {', '.join(a)} (a 'values' map in the mapping can translate it)"))
-        if "minimum" in cons and kind in ("integer", "number"):
-            conditions.append(((value < cons["minimum"]).fillna(False), src, lambda m, t=text, s=src, lo=cons["minimum"]: quoted(t[m]) + f" in {s!r} is below the minimum {lo}"))
+        value, field_conditions = _field_value(f, name, kind, cons, cols[name], mapping, opts, table)
+        conditions.extend(field_conditions)
         out[name] = value
     rejected, rcol, rreason = C.first_reason(conditions, f.index)
 
@@ -406,19 +456,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
     df.insert(0, "cohort", cohort)
     if table == "attempts":
         df = _attempt_defaults(df, f, line, path, rejected)
-    # duplicates of the primary key within the file
-    key = [k for k in spec.get("primaryKey", []) if k != "cohort" and k in df.columns]
-    ok = ~rejected
-    if key and ok.any():
-        ids = df.loc[ok, key[0]].astype("string")
-        for k in key[1:]:
-            ids = ids + "\x1f" + df.loc[ok, k].astype("string").fillna("")
-        content_cols = list(f.columns)
-        dup, why = C.duplicate_rejects(ids, f[ok], content_cols, line[ok])
-        dup_idx = dup[dup].index
-        rejected[dup_idx] = True
-        rcol[dup_idx] = ", ".join(cols.get(k, k) for k in key)
-        rreason[dup_idx] = why[dup_idx].str.replace(r"^id '.*' already used", "key already used", regex=True)
+    _reject_duplicate_keys(df, f, line, spec, cols, rejected, rcol, rreason)  # of the primary key within the file
     rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
     if not bad_rows.empty:
         rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
@@ -430,11 +468,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, forma
         kcs.insert(0, "cohort", cohort)
         tables["attempt_kcs"] = C.conform(kcs, "attempt_kcs")
     if mapping["attributes"]:  # extra learner attributes, long: one row per learner and attribute with a value
-        parts = [pd.DataFrame({"learner_id": df.loc[ok, "learner_id"], "attribute": name, "value": C.blank_to_na(f.loc[ok, src])})
-                 for name, src in mapping["attributes"].items()]
-        long = pd.concat(parts, ignore_index=True)
-        long = long[long["value"].notna()].reset_index(drop=True)
-        tables["learner_attributes"] = long.astype({"learner_id": "string", "attribute": "string", "value": "string"})
+        tables["learner_attributes"] = _learner_attributes(df.loc[ok, "learner_id"], f.loc[ok], mapping["attributes"])
     return IngestResult(source_file=str(path), format=fmt, n_read=n_read, tables=tables, rejects=rejects.frame())
 
 

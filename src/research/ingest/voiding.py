@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+__all__ = ["AUDIT_SQL", "VOIDS_SQL", "apply"]
+
 VOIDS_SQL = """CREATE TABLE IF NOT EXISTS xapi_voids (
     cohort VARCHAR, statement_id VARCHAR, voided_by VARCHAR, source_file VARCHAR, source_line BIGINT, seen_at TIMESTAMP)"""
 AUDIT_SQL = """CREATE TABLE IF NOT EXISTS voided (

@@ -42,6 +42,9 @@ import pandas as pd
 import yaml
 
 from research.errors import ConfigError, DataError, SchemaError
+from research.ingest import tabular
+
+__all__ = ["is_wide", "read"]
 
 WIDE_KEYS = ("columns", "value", "row_id")
 
@@ -119,8 +122,6 @@ def _item_columns(block, header: list[str], where: str) -> dict[str, dict[str, s
 
 def read(path, *, cohort: str, pseudonymiser, options: dict | None = None, format: str | None = None):
     """Read a wide file through its mapping's ``wide`` block; returns tabular's :class:`IngestResult`."""
-    from research.ingest import tabular
-
     path = Path(path)
     options = dict(options or {})
     spec = _spec(options.get("mapping"), path)

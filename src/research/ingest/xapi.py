@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ from research.ingest import _common as C
 from research.ingest import xapi_profile as XP
 from research.ingest.base import IngestResult
 from research.ingest.datashop_tx import check_options
+
+__all__ = ["NAME", "OPTIONS", "from_statements", "read", "sniff"]
 
 NAME = "xapi"
 KC_PREFIX = "https://w3id.org/xapi/course-research/kc/"
@@ -111,6 +114,27 @@ def _parse(path: Path, encoding: str) -> tuple[list, list[int], list[dict], str]
     return parse_text(text, path.name)
 
 
+_NO_STATEMENT = object()  # a blank or bad JSON line
+
+
+def _line_statement(number: int, line: str, bad: list[dict]):
+    """The statement on one JSON line; a bad line goes to ``bad`` and gives ``_NO_STATEMENT`` (so does a blank one)."""
+    if not line.strip():
+        return _NO_STATEMENT
+    try:
+        st = json.loads(line)
+    except json.JSONDecodeError as exc:
+        bad.append({"line": number, "reason": f"bad JSON: {exc.msg} at column {exc.colno}"})
+        return _NO_STATEMENT
+    except RecursionError:
+        bad.append({"line": number, "reason": "bad JSON: nested too deeply to be an xAPI statement"})
+        return _NO_STATEMENT
+    if "\\u" in line and _SURROGATE.search(line) and _bad_unicode(st):
+        bad.append({"line": number, "reason": SURROGATE_REASON})
+        return _NO_STATEMENT
+    return st
+
+
 def parse_text(text: str, name: str) -> tuple[list, list[int], list[dict], str]:
     text = text.removeprefix("\ufeff")
     if not text.strip():
@@ -150,23 +174,11 @@ def parse_text(text: str, name: str) -> tuple[list, list[int], list[dict], str]:
         return doc, where, bad, "array"
     # JSON lines: parse line by line so one bad line is one reject
     statements, where, bad = [], [], []
-    loads = json.loads
     for number, line in enumerate(text.splitlines(), start=1):  # parsing is per line by nature
-        if not line.strip():
-            continue
-        try:
-            st = loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append({"line": number, "reason": f"bad JSON: {exc.msg} at column {exc.colno}"})
-            continue
-        except RecursionError:
-            bad.append({"line": number, "reason": "bad JSON: nested too deeply to be an xAPI statement"})
-            continue
-        if "\\u" in line and _SURROGATE.search(line) and _bad_unicode(st):
-            bad.append({"line": number, "reason": SURROGATE_REASON})
-            continue
-        statements.append(st)
-        where.append(number)
+        st = _line_statement(number, line, bad)
+        if st is not _NO_STATEMENT:
+            statements.append(st)
+            where.append(number)
     return statements, where, bad, "lines"
 
 
@@ -262,7 +274,6 @@ def _is_json_lines(path: Path) -> bool:
 
 def _stream_lines(path: Path, bad: list):
     """(line number, statement) for each JSON line; bad lines go to ``bad``. Nothing is kept."""
-    loads = json.loads
     offset = 0
     with _open(path) as fh:
         for number, raw in enumerate(fh, start=1):
@@ -273,82 +284,145 @@ def _stream_lines(path: Path, bad: list):
             offset += len(raw)
             if number == 1:
                 line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue
-            try:
-                st = loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append({"line": number, "reason": f"bad JSON: {exc.msg} at column {exc.colno}"})
-                continue
-            except RecursionError:
-                bad.append({"line": number, "reason": "bad JSON: nested too deeply to be an xAPI statement"})
-                continue
-            if "\\u" in line and _SURROGATE.search(line) and _bad_unicode(st):
-                bad.append({"line": number, "reason": SURROGATE_REASON})
-                continue
-            yield number, st
+            st = _line_statement(number, line, bad)
+            if st is not _NO_STATEMENT:
+                yield number, st
 
 
-def from_statements(statements, where, bad_lines: list[dict], kind: str, *, source: str, cohort: str,
-                    pseudonymiser, options: dict | None = None) -> IngestResult:
-    """Map parsed statements to canonical tables (shared by file ingest and LRS pull).
+_CANDIDATE_KEYS = ("i", "sid", "item", "step", "page", "module", "attempt", "outcome", "response", "ts", "dur", "session", "hints", "kcs", "rule")
 
-    ``statements`` and ``where`` may be lists, or ``where=None`` and ``statements`` an
-    iterator of (location, statement) pairs that is consumed once (JSON lines are streamed
-    this way: no statement is kept after it is mapped); ``bad_lines`` may grow meanwhile.
-    """
-    import itertools
 
-    options = dict(options or {})
-    name = Path(source).name
-    pairs = iter(statements) if where is None else iter(zip(where, statements))
-    head = list(itertools.islice(pairs, 2000))
-    profile, how = _profile_for([st for _, st in head], options)
-    pairs = itertools.chain(head, pairs)
-    loc_word = "line" if kind == "lines" else "statement"
-    kc_specs, kc_prefix = _kc_specs(profile, options)
+@dataclass
+class _Fields:
+    """Where the profile (and the options) find an attempt's parts in a statement."""
+
+    item: XP.FieldSpec | None
+    item_col: str
+    step: XP.FieldSpec | None
+    page: XP.FieldSpec | None
+    module: XP.FieldSpec | None
+    attempt: XP.FieldSpec | None
+    session: XP.FieldSpec | None
+    response: XP.FieldSpec | None
+    kcs: dict
+    kc_prefix: str | None
+
+
+def _fields(profile: XP.Profile, options: dict) -> _Fields:
     fields = profile.fields
     item_spec = fields.get("item")
     if options.get("keep_full_iri") and item_spec is not None and item_spec.last_segment:
         item_spec = XP.FieldSpec(paths=item_spec.paths)
-    step_spec, page_spec, module_spec = fields.get("step"), fields.get("page"), fields.get("module")
-    attempt_spec, session_spec, response_spec = fields.get("attempt"), fields.get("session"), fields.get("response")
-    item_col = item_spec.describe() if item_spec is not None else "object.id"
+    page_spec, module_spec = fields.get("page"), fields.get("module")
     if not page_spec and profile.name == "adl":
         page_spec = XP.FieldSpec(paths=[("context", "contextActivities", "parent", "id")], last_segment=True)
         module_spec = XP.FieldSpec(paths=[("context", "contextActivities", "grouping", "id")], last_segment=True)
+    kc_specs, kc_prefix = _kc_specs(profile, options)
+    return _Fields(item=item_spec, item_col=item_spec.describe() if item_spec is not None else "object.id",
+                   step=fields.get("step"), page=page_spec, module=module_spec, attempt=fields.get("attempt"),
+                   session=fields.get("session"), response=fields.get("response"), kcs=kc_specs, kc_prefix=kc_prefix)
 
-    actor_raw: list = []
-    where: list[int] = []
-    bodies: dict[int, str] = {}  # content of statements without an id (for a stable hashed id)
-    rule_counts: Counter = Counter()
-    unmatched: Counter = Counter()
-    # rejects: (index, column, reason, kind)
-    rej: list[tuple[int, str, str, str]] = []
-    cand = {k: [] for k in ("i", "sid", "item", "step", "page", "module", "attempt", "outcome", "response", "ts", "dur", "session", "hints", "kcs", "rule")}
-    assess = {k: [] for k in ("i", "instrument", "score", "max", "ts", "rule", "sid")}
-    voids: list[tuple[str, str, int]] = []  # target, voiding id, index
-    info: list[dict] = []
-    answer_verbs = ", ".join(profile.verbs_by_kind("answer")) or "none"
-    hint_verbs = ", ".join(profile.verbs_by_kind("hint")) or "none"
-    ctx_ext = ("context", "extensions")
 
-    for i, (loc_no, st) in enumerate(pairs):
-        where.append(loc_no)
-        actor_raw.append(None)
-        info.append({})
-        loc = f"{loc_word} {loc_no}"
+def _actor(st: dict) -> str | None:
+    """The raw learner id: ``actor.account.name``, else ``mbox``, ``mbox_sha1sum``, ``openid``."""
+    actor = st.get("actor")
+    if not isinstance(actor, dict):
+        return None
+    acc = actor.get("account")
+    a = acc.get("name") if isinstance(acc, dict) else None
+    for k in ("mbox", "mbox_sha1sum", "openid"):
+        if a is None or a == "":
+            a = actor.get(k)
+    return _str(a) if a not in (None, "") else None
+
+
+def _statement_kcs(st: dict, f: _Fields) -> dict[str, str]:
+    """KC model -> KCs (joined with ``~~``) of one statement, from the profile's fields and the KC extensions."""
+    kcs = {}
+    for model, spec in f.kcs.items():
+        v = spec.value(st)
+        if v is not None:
+            kcs[model] = "~~".join(_str(x) for x in v if x is not None) if isinstance(v, list) else _str(v)
+    if f.kc_prefix:
+        ext = XP.get(st, ("context", "extensions"))
+        if isinstance(ext, dict):
+            for k, v in ext.items():
+                if isinstance(k, str) and k.startswith(f.kc_prefix) and v is not None:
+                    kcs[k[len(f.kc_prefix):].strip("/").rsplit("/", 1)[-1]] = "~~".join(map(_str, v)) if isinstance(v, list) else _str(v)
+    return kcs
+
+
+def _answer_correct(rule, profile: XP.Profile, result: dict, score: dict, loc: str) -> tuple[bool | None, tuple[str, str, str] | None]:
+    """Whether an answer is marked correct by the profile's rule, or why it cannot be told: (ok, (column, reason, kind))."""
+    correct = rule.correct or profile.correct
+    if correct.rule == "success":
+        ok = result.get("success")
+        if isinstance(ok, str):
+            ok = {"true": True, "false": False}.get(ok.lower())
+        if not isinstance(ok, bool):
+            return None, ("verb.id", f"{loc}: answer without result.success: not a graded attempt", "skipped")
+        return ok, None
+    if correct.rule == "raw_equals_max":
+        raw, mx = _number(score.get("raw")), _number(score.get("max"))
+        if raw is None:
+            return None, ("result.score.raw", f"{loc}: an answer under profile '{profile.name}' needs result.score.raw", "rejected")
+        if mx is None:
+            return None, ("result.score.max", f"{loc}: score without max: result.score.raw {score.get('raw')!r} but no result.score.max", "rejected")
+        return raw == mx, None
+    sc = _number(score.get("scaled"))
+    if sc is None and _number(score.get("raw")) is not None and _number(score.get("max")):
+        sc = _number(score.get("raw")) / _number(score.get("max"))
+    if sc is None:
+        return None, ("result.score.scaled", f"{loc}: an answer needs result.score.scaled (or raw and max)", "rejected")
+    return sc >= correct.threshold, None
+
+
+def _au_score(rule, result: dict, score: dict, loc: str) -> tuple[tuple[float, float] | None, tuple[str, str, str] | None]:
+    """An AU result's (score, max): raw and max, else scaled out of 1, else passed/failed as 1 or 0."""
+    raw, mx, scaled = _number(score.get("raw")), _number(score.get("max")), _number(score.get("scaled"))
+    if raw is not None and mx is None:
+        return None, ("result.score.max", f"{loc}: score without max: result.score.raw {score.get('raw')!r} but no result.score.max", "rejected")
+    if raw is None and scaled is not None:
+        raw, mx = scaled, 1.0
+    if raw is None:
+        passed = rule.passed if rule.passed is not None else result.get("success")
+        if not isinstance(passed, bool):
+            return None, ("result.score", f"{loc}: an AU result needs result.score or a passed/failed verb", "rejected")
+        raw, mx = (1.0 if passed else 0.0), 1.0
+    return (raw, mx), None
+
+
+class _Pass:
+    """The one pass over the statements: each is classified (voiding, reject, skip, AU result or
+    attempt candidate) and what it gives is collected; nothing else of it is kept."""
+
+    def __init__(self, profile: XP.Profile, fields: _Fields, name: str, loc_word: str):
+        self.profile, self.f, self.name, self.loc_word = profile, fields, name, loc_word
+        self.actor_raw: list = []
+        self.where: list[int] = []
+        self.bodies: dict[int, str] = {}  # content of statements without an id (for a stable hashed id)
+        self.rule_counts: Counter = Counter()
+        self.unmatched: Counter = Counter()
+        self.rej: list[tuple[int, str, str, str]] = []  # (index, column, reason, kind)
+        self.cand: dict[str, list] = {k: [] for k in _CANDIDATE_KEYS}
+        self.assess: dict[str, list] = {k: [] for k in ("i", "instrument", "score", "max", "ts", "rule", "sid")}
+        self.voids: list[tuple[str, str, int]] = []  # target, voiding id, index
+        self.info: list[dict] = []
+        self.answer_verbs = ", ".join(profile.verbs_by_kind("answer")) or "none"
+        self.hint_verbs = ", ".join(profile.verbs_by_kind("hint")) or "none"
+
+    def reject(self, i: int, why: tuple[str, str, str]) -> None:
+        self.rej.append((i, *why))
+
+    def add(self, i: int, loc_no: int, st) -> None:
+        self.where.append(loc_no)
+        self.actor_raw.append(None)
+        self.info.append({})
+        loc = f"{self.loc_word} {loc_no}"
         if not isinstance(st, dict):
-            rej.append((i, "$", f"{loc}: not a JSON object", "rejected"))
-            continue
-        actor = st.get("actor")
-        if isinstance(actor, dict):
-            acc = actor.get("account")
-            a = acc.get("name") if isinstance(acc, dict) else None
-            for k in ("mbox", "mbox_sha1sum", "openid"):
-                if a is None or a == "":
-                    a = actor.get(k)
-            actor_raw[i] = _str(a) if a not in (None, "") else None
+            self.reject(i, ("$", f"{loc}: not a JSON object", "rejected"))
+            return
+        self.actor_raw[i] = _actor(st)
         verb = st.get("verb")
         verb_id = verb.get("id") if isinstance(verb, dict) else None
         verb_id = verb_id if isinstance(verb_id, str) and verb_id else None
@@ -356,142 +430,125 @@ def from_statements(statements, where, bad_lines: list[dict], kind: str, *, sour
         object_id = obj.get("id") if isinstance(obj, dict) else None
         object_id = _str(object_id) if object_id is not None else None
         sid = st.get("id") if isinstance(st.get("id"), str) and st.get("id") else None
-        info[i] = {"id": sid, "verb.id": verb_id, "object.id": object_id, "timestamp": _str(st.get("timestamp"))}
+        self.info[i] = {"id": sid, "verb.id": verb_id, "object.id": object_id, "timestamp": _str(st.get("timestamp"))}
         if verb_id == VOIDED:
-            target = object_id if isinstance(obj, dict) and obj.get("objectType") == "StatementRef" else None
-            rule_counts["voided"] += 1
-            if target is None:
-                rej.append((i, "object.id", f"{loc}: a voided statement must point at a StatementRef (object.objectType StatementRef, object.id)", "rejected"))
-            else:
-                voids.append((target, sid or f"{name}:{where[i]}", i))
-            continue
-        if actor_raw[i] is None:
-            rej.append((i, "actor", f"{loc}: missing actor (account.name, mbox, mbox_sha1sum or openid)", "rejected"))
-            continue
+            self._voiding(i, loc, obj, object_id, sid)
+            return
+        if self.actor_raw[i] is None:
+            self.reject(i, ("actor", f"{loc}: missing actor (account.name, mbox, mbox_sha1sum or openid)", "rejected"))
+            return
         if verb_id is None:
-            rej.append((i, "verb.id", f"{loc}: missing verb", "rejected"))
-            continue
+            self.reject(i, ("verb.id", f"{loc}: missing verb", "rejected"))
+            return
+        rule = self._rule(i, st, verb_id, obj, object_id)
+        if rule is None:
+            return
+        result = st.get("result") if isinstance(st.get("result"), dict) else {}
+        score = result.get("score") if isinstance(result.get("score"), dict) else {}
+        if rule.kind == "assessment":
+            self._au_result(i, loc, st, rule, object_id, result, score, sid)
+        else:
+            self._attempt(i, loc, st, rule, object_id, result, score, sid)
+
+    def _voiding(self, i: int, loc: str, obj, object_id: str | None, sid: str | None) -> None:
+        target = object_id if isinstance(obj, dict) and obj.get("objectType") == "StatementRef" else None
+        self.rule_counts["voided"] += 1
+        if target is None:
+            self.reject(i, ("object.id", f"{loc}: a voided statement must point at a StatementRef (object.objectType StatementRef, object.id)", "rejected"))
+        else:
+            self.voids.append((target, sid or f"{self.name}:{self.where[i]}", i))
+
+    def _rule(self, i: int, st: dict, verb_id: str, obj, object_id: str | None):
+        """The profile's rule that takes the statement (None, with a skip, when none does or it ignores it)."""
+        profile = self.profile
         verb_name = re.sub(r"^.*[/#:]", "", verb_id.rstrip("/")).lower()
         definition = obj.get("definition") if isinstance(obj, dict) else None
         object_type = definition.get("type") if isinstance(definition, dict) else None
         cats = XP.categories_of(st)
         rule = next((r for r in profile.rules if r.matches(verb_id, verb_name, object_type, object_id, cats, st)), None)
+        on_type = f" on {object_type}" if object_type else ""
         if rule is None:
-            unmatched[verb_id] += 1
-            rej.append((i, "verb.id", f"verb '{verb_name}' is not an attempt in profile '{profile.name}': no rule takes {verb_id}"
-                        + (f" on {object_type}" if object_type else "") + f" (answer verbs: {answer_verbs}; hint verbs: {hint_verbs})", "skipped"))
-            continue
+            self.unmatched[verb_id] += 1
+            self.reject(i, ("verb.id", f"verb '{verb_name}' is not an attempt in profile '{profile.name}': no rule takes {verb_id}"
+                            + on_type + f" (answer verbs: {self.answer_verbs}; hint verbs: {self.hint_verbs})", "skipped"))
+            return None
         if rule.kind == "ignore":
-            rule_counts[rule.name] += 1
-            rej.append((i, "verb.id", f"verb '{verb_name}' is not an attempt: rule '{rule.name}' of profile '{profile.name}' ignores it"
-                        + (f" ({rule.reason})" if rule.reason else ""), "skipped"))
-            continue
-        result = st.get("result") if isinstance(st.get("result"), dict) else {}
-        score = result.get("score") if isinstance(result.get("score"), dict) else {}
-        if rule.kind == "assessment":
-            instrument = profile.instrument.value(st) if profile.instrument else object_id
-            raw, mx, scaled = _number(score.get("raw")), _number(score.get("max")), _number(score.get("scaled"))
-            if raw is not None and mx is None:
-                rej.append((i, "result.score.max", f"{loc}: score without max: result.score.raw {score.get('raw')!r} but no result.score.max", "rejected"))
-                continue
-            if raw is None and scaled is not None:
-                raw, mx = scaled, 1.0
-            if raw is None:
-                passed = rule.passed if rule.passed is not None else result.get("success")
-                if not isinstance(passed, bool):
-                    rej.append((i, "result.score", f"{loc}: an AU result needs result.score or a passed/failed verb", "rejected"))
-                    continue
-                raw, mx = (1.0 if passed else 0.0), 1.0
-            if instrument is None:
-                rej.append((i, "object.id", f"{loc}: missing object id (the AU)", "rejected"))
-                continue
-            rule_counts[rule.name] += 1
-            for k, v in (("i", i), ("instrument", _str(instrument)), ("score", raw), ("max", mx), ("ts", _str(st.get("timestamp"))), ("rule", rule.name), ("sid", sid)):
-                assess[k].append(v)
-            continue
-        # answer, hint, reveal
-        item = item_spec.value(st) if item_spec is not None else object_id
+            self.rule_counts[rule.name] += 1
+            self.reject(i, ("verb.id", f"verb '{verb_name}' is not an attempt: rule '{rule.name}' of profile '{profile.name}' ignores it"
+                            + (f" ({rule.reason})" if rule.reason else ""), "skipped"))
+            return None
+        self._verb_name = verb_name  # for a reveal's skip, said once the item is known
+        return rule
+
+    def _au_result(self, i: int, loc: str, st: dict, rule, object_id: str | None, result: dict, score: dict, sid: str | None) -> None:
+        instrument = self.profile.instrument.value(st) if self.profile.instrument else object_id
+        scored, why = _au_score(rule, result, score, loc)
+        if why is not None:
+            self.reject(i, why)
+            return
+        if instrument is None:
+            self.reject(i, ("object.id", f"{loc}: missing object id (the AU)", "rejected"))
+            return
+        self.rule_counts[rule.name] += 1
+        for k, v in (("i", i), ("instrument", _str(instrument)), ("score", scored[0]), ("max", scored[1]), ("ts", _str(st.get("timestamp"))), ("rule", rule.name), ("sid", sid)):
+            self.assess[k].append(v)
+
+    def _attempt(self, i: int, loc: str, st: dict, rule, object_id: str | None, result: dict, score: dict, sid: str | None) -> None:
+        """An answer, hint or answer reveal: a candidate attempt (checked later, all at once), or a reject."""
+        f, profile = self.f, self.profile
+        item = f.item.value(st) if f.item is not None else object_id
         if item is None:
-            reason = "missing object id" if item_col == "object.id" else f"missing item ({item_col})"
-            rej.append((i, item_col, f"{loc}: {reason}", "rejected"))
-            continue
+            reason = "missing object id" if f.item_col == "object.id" else f"missing item ({f.item_col})"
+            self.reject(i, (f.item_col, f"{loc}: {reason}", "rejected"))
+            return
         item = _str(item)
         if rule.kind == "reveal":
-            rule_counts[rule.name] += 1
-            rej.append((i, "verb.id", f"answer reveal on item '{item}' (verb '{verb_name}', rule '{rule.name}' of profile '{profile.name}'): "
-                        "the learner was shown the answer; not an attempt", "skipped"))
-            continue
+            self.rule_counts[rule.name] += 1
+            self.reject(i, ("verb.id", f"answer reveal on item '{item}' (verb '{self._verb_name}', rule '{rule.name}' of profile '{profile.name}'): "
+                            "the learner was shown the answer; not an attempt", "skipped"))
+            return
         outcome = "hint"
         if rule.kind == "answer":
-            correct = rule.correct or profile.correct
-            if correct.rule == "success":
-                ok = result.get("success")
-                if isinstance(ok, str):
-                    ok = {"true": True, "false": False}.get(ok.lower())
-                if not isinstance(ok, bool):
-                    rule_counts[rule.name + " (no result.success)"] += 1
-                    rej.append((i, "verb.id", f"{loc}: answer without result.success: not a graded attempt", "skipped"))
-                    continue
-            elif correct.rule == "raw_equals_max":
-                raw, mx = _number(score.get("raw")), _number(score.get("max"))
-                if raw is None:
-                    rej.append((i, "result.score.raw", f"{loc}: an answer under profile '{profile.name}' needs result.score.raw", "rejected"))
-                    continue
-                if mx is None:
-                    rej.append((i, "result.score.max", f"{loc}: score without max: result.score.raw {score.get('raw')!r} but no result.score.max", "rejected"))
-                    continue
-                ok = raw == mx
-            else:
-                sc = _number(score.get("scaled"))
-                if sc is None and _number(score.get("raw")) is not None and _number(score.get("max")):
-                    sc = _number(score.get("raw")) / _number(score.get("max"))
-                if sc is None:
-                    rej.append((i, "result.score.scaled", f"{loc}: an answer needs result.score.scaled (or raw and max)", "rejected"))
-                    continue
-                ok = sc >= correct.threshold
+            ok, why = _answer_correct(rule, profile, result, score, loc)
+            if why is not None:
+                if why[2] == "skipped":
+                    self.rule_counts[rule.name + " (no result.success)"] += 1
+                self.reject(i, why)
+                return
             outcome = "correct" if ok else "incorrect"
-        rule_counts[rule.name] += 1
-        kcs = {}
-        for model, spec in kc_specs.items():
-            v = spec.value(st)
-            if v is not None:
-                kcs[model] = "~~".join(_str(x) for x in v if x is not None) if isinstance(v, list) else _str(v)
-        if kc_prefix:
-            ext = XP.get(st, ctx_ext)
-            if isinstance(ext, dict):
-                for k, v in ext.items():
-                    if isinstance(k, str) and k.startswith(kc_prefix) and v is not None:
-                        kcs[k[len(kc_prefix):].strip("/").rsplit("/", 1)[-1]] = "~~".join(map(_str, v)) if isinstance(v, list) else _str(v)
+        self.rule_counts[rule.name] += 1
         hints = rule.hints.value(st) if rule.hints is not None else None
-        step = step_spec.value(st) if step_spec is not None else None
+        step = f.step.value(st) if f.step is not None else None
         vals = {
             "i": i, "sid": sid, "item": item, "step": _str(step) if step is not None else item,
-            "page": _str(page_spec.value(st)) if page_spec else None, "module": _str(module_spec.value(st)) if module_spec else None,
-            "attempt": _str(attempt_spec.value(st)) if attempt_spec else None, "outcome": outcome,
-            "response": _str(response_spec.value(st)) if response_spec else None,
+            "page": _str(f.page.value(st)) if f.page else None, "module": _str(f.module.value(st)) if f.module else None,
+            "attempt": _str(f.attempt.value(st)) if f.attempt else None, "outcome": outcome,
+            "response": _str(f.response.value(st)) if f.response else None,
             "ts": _str(st.get("timestamp")), "dur": _str(result.get("duration")),
-            "session": _str(session_spec.value(st)) if session_spec else None,
+            "session": _str(f.session.value(st)) if f.session else None,
             "hints": [h for h in hints if h is not None] if isinstance(hints, list) else [],
-            "kcs": kcs, "rule": rule.name,
+            "kcs": _statement_kcs(st, f), "rule": rule.name,
         }
         for k, v in vals.items():
-            cand[k].append(v)
+            self.cand[k].append(v)
         if sid is None:
-            bodies[i] = json.dumps({k: v for k, v in st.items() if k not in ("actor", "authority")}, sort_keys=True, default=str)
+            self.bodies[i] = json.dumps({k: v for k, v in st.items() if k not in ("actor", "authority")}, sort_keys=True, default=str)
 
-    learner_all = pseudonymiser.series(pd.Series(actor_raw, dtype="string"))
-    line_all = np.asarray(where, dtype="int64")
 
-    # ---- vectorised checks on candidate attempts
+def _checked_candidates(p: _Pass) -> tuple[pd.DataFrame, pd.Series, pd.Series, np.ndarray]:
+    """The candidate attempts as a frame with their timestamps and durations, checked all at once
+    (timestamp, duration, attempt number: the first failing check rejects); returns (frame, ts, duration, good)."""
+    cand = p.cand
     c = pd.DataFrame({k: v for k, v in cand.items() if k not in ("hints", "kcs")})
     if c.empty:
         c = pd.DataFrame({k: pd.Series(dtype=object) for k in cand if k not in ("hints", "kcs")})
     c["i"] = c["i"].astype("int64")
-    c["line"] = line_all[c["i"].to_numpy()] if len(c) else np.array([], dtype="int64")
+    c["line"] = np.asarray(p.where, dtype="int64")[c["i"].to_numpy()] if len(c) else np.array([], dtype="int64")
     ts_text = C.blank_to_na(c["ts"].astype("string"))
     ts = C.parse_timestamps(ts_text)
     duration, bad_duration = iso_duration_seconds(c["dur"].astype("string"))
     attempt, bad_attempt = C.parse_integers(c["attempt"].astype("string"), missing=())
+    attempt_spec = p.f.attempt
     attempt_col = attempt_spec.describe() if attempt_spec and not attempt_spec.extension_suffix else "context.extensions.attempt"
     checks = [
         (ts_text.isna(), "timestamp", "missing timestamp"),
@@ -502,14 +559,18 @@ def from_statements(statements, where, bad_lines: list[dict], kind: str, *, sour
     bad, bcol, breason = C.first_reason(checks, c.index)
     for idx in np.flatnonzero(bad.to_numpy()):
         i = int(c["i"].iat[idx])
-        rej.append((i, str(bcol.iat[idx]), f"{loc_word} {where[i]}: {breason.iat[idx]}", "rejected"))
-    good = ~bad.to_numpy()
+        p.rej.append((i, str(bcol.iat[idx]), f"{p.loc_word} {p.where[i]}: {breason.iat[idx]}", "rejected"))
+    return c, ts, duration, ~bad.to_numpy()
 
-    # ---- ids, then duplicates (first kept)
+
+def _statement_ids(p: _Pass, c: pd.DataFrame, good: np.ndarray, learner_all: pd.Series) -> None:
+    """``attempt_id`` of each candidate (the statement id, else a hash of its content and learner); a
+    repeated id is a reject (the first is kept). ``good`` and ``c`` change in place."""
+    loc_word = p.loc_word
     sid = c["sid"].astype(object).where(c["sid"].notna(), None).to_numpy().copy()
     need = [k for k in np.flatnonzero(good) if sid[k] is None]
     if need:
-        body = [bodies[int(c["i"].iat[j])] for j in need]
+        body = [p.bodies[int(c["i"].iat[j])] for j in need]
         canon = pd.DataFrame({"s": body, "learner": learner_all.iloc[c["i"].to_numpy()[need]].to_numpy()})
         sid[need] = C.content_ids(canon, ["learner", "s"], "xs_").to_numpy()
     seen: dict[str, int] = {}
@@ -519,23 +580,18 @@ def from_statements(statements, where, bad_lines: list[dict], kind: str, *, sour
             j = seen[key]
             same = all(c[col].iat[k] == c[col].iat[j] for col in ("item", "outcome", "ts", "response")) and learner_all.iat[int(c["i"].iat[k])] == learner_all.iat[int(c["i"].iat[j])]
             i = int(c["i"].iat[k])
-            rej.append((i, "id", f"{loc_word} {where[i]}: duplicate of {loc_word} {int(c['line'].iat[j])}" + ("" if same else " with different content") + f" (statement id {key})", "rejected"))
+            p.rej.append((i, "id", f"{loc_word} {p.where[i]}: duplicate of {loc_word} {int(c['line'].iat[j])}" + ("" if same else " with different content") + f" (statement id {key})", "rejected"))
             good[k] = False
         else:
             seen[key] = k
     c["attempt_id"] = sid
 
-    # ---- voiding inside this file: drop the targets, keep them for the audit table
-    void_targets = {t: (vid, i) for t, vid, i in voids}
-    voided_here = np.array([good[k] and c["attempt_id"].iat[k] in void_targets for k in range(len(c))], dtype=bool)
-    assess_ids = assess["sid"]
-    assess_void = np.array([a in void_targets for a in assess_ids], dtype=bool)
 
-    # ---- attempts (with Torus hints expanded before their answer)
-    keep = good & ~voided_here
+def _attempts_frame(c: pd.DataFrame, keep: np.ndarray, hints_list: list, ts: pd.Series, duration: pd.Series,
+                    learner_all: pd.Series, pseudonymiser, *, cohort: str, name: str, options: dict) -> tuple[pd.DataFrame, np.ndarray]:
+    """The attempts rows (Torus hints expanded before their answer; missing attempt numbers counted
+    per learner and step in time order), and the rows each kept candidate became."""
     rows = c[keep]
-    hints_list = [cand["hints"][k] for k in np.flatnonzero(keep)]
-    kcs_list = [cand["kcs"][k] for k in np.flatnonzero(keep)]
     reps = np.array([len(h) + 1 for h in hints_list], dtype="int64")
     att = rows.loc[rows.index.repeat(reps)].copy() if len(rows) else rows.copy()
     sub = np.concatenate([np.arange(r) for r in reps]) if len(reps) else np.array([], dtype="int64")
@@ -575,9 +631,11 @@ def from_statements(statements, where, bad_lines: list[dict], kind: str, *, sour
         order = out.sort_values(["timestamp", "source_line", "_sub"], kind="stable")
         counted = order.groupby([order["learner_id"], order["step_id"]], sort=False).cumcount() + 1
         out.loc[missing, "attempt"] = counted.reindex(out.index)[missing].astype("Int64")
-    out = out.drop(columns="_sub")
+    return out.drop(columns="_sub"), reps
 
-    # ---- KCs (the hint rows carry their answer's KCs)
+
+def _kcs_frame(out: pd.DataFrame, kcs_list: list[dict], reps: np.ndarray, cohort: str) -> pd.DataFrame:
+    """attempt_kcs rows (the hint rows carry their answer's KCs)."""
     models = sorted({m for d in kcs_list for m in d})
     kc_frame = pd.DataFrame({"attempt_id": out["attempt_id"].to_numpy()})
     model_cols = {}
@@ -586,73 +644,123 @@ def from_statements(statements, where, bad_lines: list[dict], kind: str, *, sour
         model_cols[m] = [f"kc{j}"]
     kcs = C.split_kcs(kc_frame, id_col="attempt_id", model_cols=model_cols)
     kcs.insert(0, "cohort", cohort)
+    return kcs
 
-    # ---- assessments
-    a = pd.DataFrame({k: v for k, v in assess.items() if k != "sid"})
-    tables = {"attempts": C.conform(out, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")}
-    if profile.instrument is not None or len(a):
-        ai = np.asarray(assess["i"], dtype="int64")
-        a_ts = C.parse_timestamps(C.blank_to_na(pd.Series(assess["ts"], dtype="string")))
-        keep_a = ~assess_void
-        frame = pd.DataFrame({
-            "cohort": cohort,
-            "learner_id": learner_all.iloc[ai].to_numpy() if len(ai) else np.array([], dtype=object),
-            "instrument": pd.Series(assess["instrument"], dtype="string").to_numpy(),
-            "module": None,
-            "phase": profile.phase,
-            "item_id": "total",
-            "score": np.asarray(assess["score"], dtype="float64"),
-            "max_score": np.asarray(assess["max"], dtype="float64"),
-            "timestamp": a_ts.to_numpy(),
-        })[keep_a]
-        tables["assessments"] = C.conform(frame, "assessments")
 
-    # ---- rejects (raw = what the statement said, never its actor or authority)
-    rejects = C.RejectCollector(name)
+def _assessments_frame(p: _Pass, learner_all: pd.Series, assess_void: np.ndarray, cohort: str) -> pd.DataFrame:
+    """AU results as assessments rows (``item_id = "total"``), those voided in this file left out."""
+    assess = p.assess
+    ai = np.asarray(assess["i"], dtype="int64")
+    a_ts = C.parse_timestamps(C.blank_to_na(pd.Series(assess["ts"], dtype="string")))
+    frame = pd.DataFrame({
+        "cohort": cohort,
+        "learner_id": learner_all.iloc[ai].to_numpy() if len(ai) else np.array([], dtype=object),
+        "instrument": pd.Series(assess["instrument"], dtype="string").to_numpy(),
+        "module": None,
+        "phase": p.profile.phase,
+        "item_id": "total",
+        "score": np.asarray(assess["score"], dtype="float64"),
+        "max_score": np.asarray(assess["max"], dtype="float64"),
+        "timestamp": a_ts.to_numpy(),
+    })[~assess_void]
+    return C.conform(frame, "assessments")
+
+
+def _reject_frame(p: _Pass, bad_lines: list[dict], learner_all: pd.Series) -> pd.DataFrame:
+    """Rejects and skips (raw = what the statement said, never its actor or authority)."""
+    rejects = C.RejectCollector(p.name)
     for b in bad_lines:
         rejects.add(pd.DataFrame({"note": ["the line is not kept: it may hold a raw learner id"]}), line=pd.Series([b["line"]]), column="$",
-                    reason=f"{loc_word} {b['line']}: {b['reason']}")
-    void_ids = {i for _, _, i in voids}
-    skipped_voids = [(i, "verb.id", f"voiding statement: voids statement {t} (removed where it is loaded, now or later)", "skipped") for t, _, i in voids]
-    if rej or skipped_voids:
-        allr = rej + skipped_voids
+                    reason=f"{p.loc_word} {b['line']}: {b['reason']}")
+    void_ids = {i for _, _, i in p.voids}
+    skipped_voids = [(i, "verb.id", f"voiding statement: voids statement {t} (removed where it is loaded, now or later)", "skipped") for t, _, i in p.voids]
+    if p.rej or skipped_voids:
+        allr = p.rej + skipped_voids
         idx = [r[0] for r in allr]
-        raw = pd.DataFrame([{"learner_id": learner_all.iat[i] if i not in void_ids else None, **info[i]} for i in idx])
+        raw = pd.DataFrame([{"learner_id": learner_all.iat[i] if i not in void_ids else None, **p.info[i]} for i in idx])
+        profile = p.profile
         table = ["assessments" if profile.instrument is not None and not any(r.kind in ("answer", "hint", "reveal") for r in profile.rules) else "attempts"] * len(allr)
-        r = pd.DataFrame({"line": line_all[idx], "column": [x[1] for x in allr], "reason": [x[2] for x in allr], "kind": [x[3] for x in allr], "table": table})
+        r = pd.DataFrame({"line": np.asarray(p.where, dtype="int64")[idx], "column": [x[1] for x in allr], "reason": [x[2] for x in allr],
+                          "kind": [x[3] for x in allr], "table": table})
         for (tname, k), part in r.groupby(["table", "kind"], sort=False):
             rejects.add(raw.loc[part.index], line=part["line"], column=part["column"], reason=part["reason"], kind=k, table_name=tname)
+    return rejects.frame()
 
-    # ---- audit rows for targets voided inside this file
+
+def _void_audit(p: _Pass, c: pd.DataFrame, voided_here: np.ndarray, assess_void: np.ndarray, void_targets: dict,
+                learner_all: pd.Series) -> pd.DataFrame:
+    """Audit rows (table ``voided``) for the statements voided inside this file."""
     audit = []
     for k in np.flatnonzero(voided_here):
         target = c["attempt_id"].iat[k]
-        vid, vi = void_targets[target]
+        vid, _vi = void_targets[target]
         audit.append({"statement_id": target, "voided_by": vid, "table_name": "attempts", "source_line": int(c["line"].iat[k]),
                       "row": json.dumps({"learner_id": learner_all.iat[int(c["i"].iat[k])], "item_id": c["item"].iat[k], "outcome": c["outcome"].iat[k],
                                          "timestamp": c["ts"].iat[k]}, ensure_ascii=False)})
+    assess = p.assess
     for j in np.flatnonzero(assess_void):
-        target = assess_ids[j]
-        vid, vi = void_targets[target]
-        audit.append({"statement_id": target, "voided_by": vid, "table_name": "assessments", "source_line": int(line_all[assess["i"][j]]),
+        target = assess["sid"][j]
+        vid, _vi = void_targets[target]
+        audit.append({"statement_id": target, "voided_by": vid, "table_name": "assessments", "source_line": int(p.where[assess["i"][j]]),
                       "row": json.dumps({"learner_id": learner_all.iat[assess["i"][j]], "instrument": assess["instrument"][j], "score": assess["score"][j]}, ensure_ascii=False)})
-    for _ in range(int(voided_here.sum()) + int(assess_void.sum())):
-        rule_counts["voided in this file"] += 1
-    n_loaded_statements = len(set(out["source_line"].tolist())) + int((~assess_void).sum()) if len(out) or len(a) else 0
-    res = IngestResult(
-        source_file=source,
-        format=NAME,
-        n_read=len(where) + len(bad_lines),
-        tables=tables,
-        rejects=rejects.frame(),
-    )
-    res.voids = pd.DataFrame({"statement_id": [t for t, _, _ in voids], "voided_by": [v for _, v, _ in voids],
-                              "source_line": [int(line_all[i]) for _, _, i in voids]}, dtype=object)
-    res.voided_rows = pd.DataFrame(audit, columns=["statement_id", "voided_by", "table_name", "source_line", "row"])
+    return pd.DataFrame(audit, columns=["statement_id", "voided_by", "table_name", "source_line", "row"])
+
+
+def from_statements(statements, where, bad_lines: list[dict], kind: str, *, source: str, cohort: str,
+                    pseudonymiser, options: dict | None = None) -> IngestResult:
+    """Map parsed statements to canonical tables (shared by file ingest and LRS pull).
+
+    ``statements`` and ``where`` may be lists, or ``where=None`` and ``statements`` an
+    iterator of (location, statement) pairs that is consumed once (JSON lines are streamed
+    this way: no statement is kept after it is mapped); ``bad_lines`` may grow meanwhile.
+
+    Stages: the profile (named or sniffed from the first 2,000 statements); one pass that
+    classifies each statement (:class:`_Pass`); checks of the candidate attempts, all at once;
+    ids and duplicates; voiding inside the file; the attempts, attempt_kcs and assessments
+    frames; rejects; the audit of what was voided.
+    """
+    import itertools
+
+    options = dict(options or {})
+    name = Path(source).name
+    pairs = iter(statements) if where is None else iter(zip(where, statements))
+    head = list(itertools.islice(pairs, 2000))
+    profile, how = _profile_for([st for _, st in head], options)
+    p = _Pass(profile, _fields(profile, options), name, "line" if kind == "lines" else "statement")
+    for i, (loc_no, st) in enumerate(itertools.chain(head, pairs)):
+        p.add(i, loc_no, st)
+    learner_all = pseudonymiser.series(pd.Series(p.actor_raw, dtype="string"))
+
+    c, ts, duration, good = _checked_candidates(p)
+    _statement_ids(p, c, good, learner_all)
+    # voiding inside this file: drop the targets, keep them for the audit table
+    void_targets = {t: (vid, i) for t, vid, i in p.voids}
+    voided_here = np.array([good[k] and c["attempt_id"].iat[k] in void_targets for k in range(len(c))], dtype=bool)
+    assess_void = np.array([a in void_targets for a in p.assess["sid"]], dtype=bool)
+
+    keep = good & ~voided_here
+    out, reps = _attempts_frame(c, keep, [p.cand["hints"][k] for k in np.flatnonzero(keep)], ts, duration, learner_all,
+                                pseudonymiser, cohort=cohort, name=name, options=options)
+    kcs = _kcs_frame(out, [p.cand["kcs"][k] for k in np.flatnonzero(keep)], reps, cohort)
+    tables = {"attempts": C.conform(out, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")}
+    n_assess = len(p.assess["i"])
+    if profile.instrument is not None or n_assess:
+        tables["assessments"] = _assessments_frame(p, learner_all, assess_void, cohort)
+
+    res = IngestResult(source_file=source, format=NAME, n_read=len(p.where) + len(bad_lines), tables=tables,
+                       rejects=_reject_frame(p, bad_lines, learner_all))
+    line_all = np.asarray(p.where, dtype="int64")
+    res.voids = pd.DataFrame({"statement_id": [t for t, _, _ in p.voids], "voided_by": [v for _, v, _ in p.voids],
+                              "source_line": [int(line_all[i]) for _, _, i in p.voids]}, dtype=object)
+    res.voided_rows = _void_audit(p, c, voided_here, assess_void, void_targets, learner_all)
+    n_voided = int(voided_here.sum()) + int(assess_void.sum())
+    if n_voided:
+        p.rule_counts["voided in this file"] += n_voided
+    n_loaded_statements = len(set(out["source_line"].tolist())) + int((~assess_void).sum()) if len(out) or n_assess else 0
     res.counts = {
-        "profile": profile.name, "profile_how": how, "rules": dict(rule_counts), "unmatched_verbs": dict(unmatched),
-        "statements_loaded": n_loaded_statements, "statements_voided_here": int(voided_here.sum()) + int(assess_void.sum()),
-        "rejected": sum(1 for r in rej if r[3] == "rejected") + len(bad_lines), "skipped": sum(1 for r in rej if r[3] == "skipped") + len(voids),
+        "profile": profile.name, "profile_how": how, "rules": dict(p.rule_counts), "unmatched_verbs": dict(p.unmatched),
+        "statements_loaded": n_loaded_statements, "statements_voided_here": n_voided,
+        "rejected": sum(1 for r in p.rej if r[3] == "rejected") + len(bad_lines), "skipped": sum(1 for r in p.rej if r[3] == "skipped") + len(p.voids),
     }
     res.notes = _notes(res.counts)
     return res

@@ -57,6 +57,8 @@ import yaml
 
 from research.errors import ConfigError
 
+__all__ = ["Correct", "FieldSpec", "Profile", "Rule", "categories_of", "get", "load_profile", "sniff_profile"]
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 BUILTIN = ("torus", "openedx", "cmi5", "adl")
 KINDS = ("answer", "hint", "reveal", "assessment", "ignore")

@@ -14,6 +14,8 @@ import pandas as pd
 
 from research.kcmodel.search import EXPLANATIONS, explain
 
+__all__ = ["report_changes", "supported_changes", "supported_changes_in", "with_supported_changes"]
+
 RULES = ("kc_no_learning", "kc_still_high", "kc_mixed_skills")
 
 
@@ -87,3 +89,41 @@ def supported_changes_in(recommendations: pd.DataFrame, out_dir, *, language: st
                                                  "kcs": "string", "new_kcs": "string"}, keep_default_na=False))
     model = str(path["kc_model"].iloc[0]) if len(path) else None
     return supported_changes(recommendations, explanations_from_path(path), kc_model=model, language=language)
+
+
+def with_supported_changes(recommendations: pd.DataFrame, out_dir) -> pd.DataFrame:
+    """The recommendations with ``kc_model_change`` (English) filled for KC findings whose KC the search changed.
+
+    The search is read from ``out_dir/kc_search.csv`` (notebook 03); without it the
+    recommendations come back unchanged. :func:`research.report.write_report` then writes
+    the change to ``recommendations.csv``/``.json`` and shows it, translated, on the finding's
+    card (:func:`report_changes`).
+    """
+    recs = recommendations.copy()
+    recs.attrs = dict(recommendations.attrs)
+    if "kc_model_change" not in recs.columns:
+        recs["kc_model_change"] = pd.Series(pd.NA, index=recs.index, dtype="string")
+    ch = supported_changes_in(recs, out_dir, language="en")
+    if len(ch):
+        text = ch.groupby("recommendation_id", sort=False)["text"].agg(" ".join)
+        found = recs["recommendation_id"].map(text)
+        recs["kc_model_change"] = found.where(found.notna(), recs["kc_model_change"]).astype("string")
+    return recs
+
+
+def report_changes(recommendations: pd.DataFrame, out_dir=None, *, language: str = "en") -> dict[str, str]:
+    """recommendation_id -> the supported KC-model change in ``language``, for the report.
+
+    Translated from ``out_dir/kc_search.csv`` when the folder has it; otherwise the
+    recommendations' own ``kc_model_change`` (English) is shown as it is.
+    """
+    out = {}
+    if "kc_model_change" in recommendations.columns:
+        col = recommendations["kc_model_change"].astype("string")
+        out = {str(i): str(t) for i, t in zip(recommendations["recommendation_id"], col) if not pd.isna(t) and str(t)}
+    if out and out_dir is not None and language != "en":
+        ch = supported_changes_in(recommendations[recommendations["recommendation_id"].astype(str).isin(out)], out_dir,
+                                  language=language)
+        if len(ch):
+            out.update(ch.groupby("recommendation_id", sort=False)["text"].agg(" ".join).to_dict())
+    return out

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from research.errors import ConfigError
 
+__all__ = ["add_parser"]
+
 
 def _open(args, read_only: bool):
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
-    return Warehouse(args.warehouse, read_only=read_only)
+    return open_warehouse(args.warehouse, read_only=read_only)
 
 
 def cmd_export(args) -> int:

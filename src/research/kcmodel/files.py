@@ -37,6 +37,11 @@ import pandas as pd
 from research.errors import ConfigError, DataError
 from research.names import csv_cell, restore_cell, write_csv
 
+__all__ = [
+    "ImportResult", "KCModelFile", "KC_MODEL_FILES_SQL", "export_kc_model", "import_kc_model",
+    "read_kc_model_file", "step_kcs", "write_datashop", "write_q_matrix"
+]
+
 FORMATS = ("datashop", "qmatrix")
 STEP_ID_COLUMNS = ["Step ID", "Problem Hierarchy", "Problem Name", "Max Problem View", "Step Name"]
 STAT_COLUMNS = ["Avg Incorrects", "Avg Hints", "Avg Corrects", "% First Attempt Incorrects",
@@ -311,6 +316,12 @@ def import_kc_model(warehouse, cohort: str, path, *, model: str | None = None, a
     allow_unused_steps : import although the file names steps the cohort lacks (they are
         listed in the result); by default such a file is refused with the steps named.
     """
+    with warehouse.session(cohort):  # a Parquet store checks the cohort out and writes it back
+        return _import_kc_model(warehouse, cohort, path, model=model, as_name=as_name, replace=replace,
+                                allow_unused_steps=allow_unused_steps)
+
+
+def _import_kc_model(warehouse, cohort: str, path, *, model, as_name, replace, allow_unused_steps) -> ImportResult:
     kf = read_kc_model_file(path, model=model)
     names = kf.model_names()
     if model is None:

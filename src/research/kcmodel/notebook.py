@@ -15,6 +15,8 @@ import pandas as pd
 from research.analyses import is_skipped, n_learners
 from research.errors import DataError
 
+__all__ = ["kc_advice", "kc_search", "kc_search_figures", "kc_search_view", "split_curves"]
+
 DATA_ERRORS = (DataError, ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError)
 
 

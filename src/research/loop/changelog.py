@@ -48,6 +48,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = ["CHANGE_TYPES", "ChangeLog", "changelog_dict", "read_changelog", "write_changelog"]
+
 CHANGE_TYPES = ("item_revised", "item_added", "item_removed", "kc_revised", "kc_split", "kc_merged", "page_revised",
                 "kc_model_revised")
 TOP_KEYS = ("course", "from_version", "to_version", "changes")
@@ -165,6 +167,151 @@ def _load(source) -> tuple[dict, str | None]:
     raise ConfigError(f"changelog must be a path, a dict or None, got {type(source).__name__}")
 
 
+def _kc_sets(frame: pd.DataFrame | None) -> dict[str, set[str]] | None:
+    if frame is None:
+        return None
+    return {m: set(g["kc"].astype(str)) for m, g in frame.groupby(frame["kc_model"].astype(str))}
+
+
+class _Checks:
+    """The checks of each change against the cohorts' items, pages and KCs; every problem is collected."""
+
+    def __init__(self, problems: list[str], *, items_before, items_after, kcs_before, kcs_after, pages_before, pages_after):
+        self.problems = problems
+        self.sets = {
+            "items_before": None if items_before is None else {str(x) for x in items_before},
+            "items_after": None if items_after is None else {str(x) for x in items_after},
+            "pages_before": None if pages_before is None else {str(x) for x in pages_before},
+            "pages_after": None if pages_after is None else {str(x) for x in pages_after},
+        }
+        self.kcb, self.kca = _kc_sets(kcs_before), _kc_sets(kcs_after)
+
+    def check_in(self, values, known, what, where):
+        """``known``: (label, set or None) pairs; one message per change for all sides."""
+        if not isinstance(known, list):
+            known = [("", known)]
+        bad, sides, example = [], [], None
+        for label, k in known:
+            if k is None:
+                continue
+            missing = [str(v) for v in values if str(v) not in k]
+            if missing:
+                bad += [m for m in missing if m not in bad]
+                sides.append(label)
+                example = example or k
+        if bad:
+            side = f" (not in the {' nor the '.join(s for s in sides if s)} cohort)" if any(sides) else ""
+            self.problems.append(f"{where}: unknown {what}{side} {bad}; valid are e.g. {sorted(example)[:8]} ({len(example)} in all)")
+
+    def check_not_in(self, values, known, what, where):
+        if known is None:
+            return
+        bad = [v for v in values if str(v) in known]
+        if bad:
+            self.problems.append(f"{where}: {what} {bad} already exist(s); use item_revised for an item in both cohorts")
+
+    def change(self, i: int, ch, where: str, seen_ids: set[str]) -> dict | None:
+        """One change as a row of :data:`CHANGE_COLUMNS`; None when it is too broken to read on."""
+        problems = self.problems
+        if not isinstance(ch, dict):
+            problems.append(f"{where}: each change must be a mapping, got {ch!r}")
+            return None
+        ctype = ch.get("type")
+        if ctype not in CHANGE_TYPES:
+            problems.append(f"{where}: unknown change type {ctype!r}; valid types: {list(CHANGE_TYPES)}")
+            return None
+        allowed = COMMON_KEYS + TYPE_KEYS[ctype] + OPTIONAL_KEYS.get(ctype, ())
+        extra = [k for k in ch if k not in allowed]
+        if extra:
+            problems.append(f"{where} ({ctype}): unknown key(s) {extra}; valid keys for {ctype}: {list(allowed)}")
+        missing = [k for k in ("date",) + TYPE_KEYS[ctype] if ch.get(k) in (None, "", [])]
+        if missing:
+            problems.append(f"{where} ({ctype}): missing key(s) {missing}")
+            return None
+        cid = str(ch.get("id", f"C{i + 1}"))
+        if cid in seen_ids:
+            problems.append(f"{where}: change id {cid!r} is used twice; ids must be unique")
+        seen_ids.add(cid)
+        date = _date(ch["date"], where, problems)
+        recs = [str(r) for r in _as_list(ch.get("recommendations"))]
+        bad_recs = [r for r in recs if not REC_ID.match(r)]
+        if bad_recs:
+            problems.append(f"{where}: malformed recommendation id(s) {bad_recs}; ids look like 'rec_' + 16 hex digits")
+        if ctype.startswith("item_"):
+            target = self._item(ctype, ch, where)
+        elif ctype == "kc_model_revised":
+            target = self._kc_model(ch, where)
+        elif ctype == "page_revised":
+            target = self._page(ch, where)
+        else:
+            target = self._kc(ctype, ch, where)
+        target_type, target_id, kc_model, before, after = target
+        return {
+            "change_id": cid,
+            "date": pd.Timestamp(date) if date else pd.NaT,
+            "type": ctype,
+            "target_type": target_type,
+            "target_id": target_id,
+            "kc_model": kc_model,
+            "before": before,
+            "after": after,
+            "recommendations": recs,
+            "description": None if ch.get("description") is None else str(ch["description"]),
+        }
+
+    def _item(self, ctype: str, ch: dict, where: str) -> tuple:
+        target = str(ch["item"])
+        sides = []
+        if ctype in ("item_revised", "item_removed"):
+            sides.append(("before", self.sets["items_before"]))
+        if ctype in ("item_revised", "item_added"):
+            sides.append(("after", self.sets["items_after"]))
+        self.check_in([target], sides, "item(s)", where)
+        if ctype == "item_added":
+            self.check_not_in([target], self.sets["items_before"], "item(s)", where)
+        return "item", target, None, None, None
+
+    def _kc_model(self, ch: dict, where: str) -> tuple:
+        target = str(ch["kc_model"])
+        before, after = [target], [str(ch["into"])]
+        for kcs, label, name in ((self.kcb, "before", target), (self.kca, "after", after[0])):
+            if kcs is not None and name not in kcs:
+                self.problems.append(f"{where}: unknown KC model {name!r} in the {label} cohort; valid: {sorted(kcs)}"
+                                     + (" (import it with `research kc-model import`)" if label == "after" else ""))
+        return "kc_model", target, target, before, after
+
+    def _page(self, ch: dict, where: str) -> tuple:
+        target = str(ch["page"])
+        self.check_in([target], [("before", self.sets["pages_before"]), ("after", self.sets["pages_after"])], "page(s)", where)
+        return "page", target, None, None, None
+
+    def _kc(self, ctype: str, ch: dict, where: str) -> tuple:
+        kc_model = str(ch["kc_model"])
+        if ctype == "kc_merged":
+            before = [str(k) for k in _as_list(ch["kcs"])]
+            after = [str(ch["into"])] if not isinstance(ch["into"], list) else [str(k) for k in ch["into"]]
+            if len(before) < 2 or len(after) != 1:
+                self.problems.append(f"{where} (kc_merged): 'kcs' needs at least 2 KCs and 'into' exactly one; got {before} into {after}")
+            target = "+".join(before)
+        else:
+            before = [str(ch["kc"])]
+            if ctype == "kc_split":
+                after = [str(k) for k in _as_list(ch["into"])]
+                if len(after) < 2:
+                    self.problems.append(f"{where} (kc_split): 'into' needs at least 2 KCs, got {after}")
+            else:
+                after = list(before)
+            target = before[0]
+        for kcs, label, names in ((self.kcb, "before", before), (self.kca, "after", after)):
+            if kcs is None:
+                continue
+            if kc_model not in kcs:
+                self.problems.append(f"{where}: unknown kc_model {kc_model!r} in the {label} cohort; valid: {sorted(kcs)}")
+            else:
+                self.check_in(names, [(label, kcs[kc_model])], f"KC(s) of model {kc_model!r}", where)
+        return "kc", target, kc_model, before, after
+
+
 def read_changelog(
     source,
     *,
@@ -207,132 +354,14 @@ def read_changelog(
     elif not isinstance(changes, list):
         problems.append(f"'changes' must be a list, got {type(changes).__name__}")
         changes = []
-    sets = {
-        "items_before": None if items_before is None else {str(x) for x in items_before},
-        "items_after": None if items_after is None else {str(x) for x in items_after},
-        "pages_before": None if pages_before is None else {str(x) for x in pages_before},
-        "pages_after": None if pages_after is None else {str(x) for x in pages_after},
-    }
-
-    def kc_sets(frame):
-        if frame is None:
-            return None
-        return {m: set(g["kc"].astype(str)) for m, g in frame.groupby(frame["kc_model"].astype(str))}
-
-    kcb, kca = kc_sets(kcs_before), kc_sets(kcs_after)
-
-    def check_in(values, known, what, where):
-        """``known``: (label, set or None) pairs; one message per change for all sides."""
-        if not isinstance(known, list):
-            known = [("", known)]
-        bad, sides, example = [], [], None
-        for label, k in known:
-            if k is None:
-                continue
-            missing = [str(v) for v in values if str(v) not in k]
-            if missing:
-                bad += [m for m in missing if m not in bad]
-                sides.append(label)
-                example = example or k
-        if bad:
-            side = f" (not in the {' nor the '.join(s for s in sides if s)} cohort)" if any(sides) else ""
-            problems.append(f"{where}: unknown {what}{side} {bad}; valid are e.g. {sorted(example)[:8]} ({len(example)} in all)")
-
-    def check_not_in(values, known, what, where):
-        if known is None:
-            return
-        bad = [v for v in values if str(v) in known]
-        if bad:
-            problems.append(f"{where}: {what} {bad} already exist(s); use item_revised for an item in both cohorts")
-
+    checks = _Checks(problems, items_before=items_before, items_after=items_after, kcs_before=kcs_before,
+                     kcs_after=kcs_after, pages_before=pages_before, pages_after=pages_after)
     rows = []
     seen_ids: set[str] = set()
     for i, ch in enumerate(changes):
-        where = f"{where0}, changes[{i}]"
-        if not isinstance(ch, dict):
-            problems.append(f"{where}: each change must be a mapping, got {ch!r}")
-            continue
-        ctype = ch.get("type")
-        if ctype not in CHANGE_TYPES:
-            problems.append(f"{where}: unknown change type {ctype!r}; valid types: {list(CHANGE_TYPES)}")
-            continue
-        allowed = COMMON_KEYS + TYPE_KEYS[ctype] + OPTIONAL_KEYS.get(ctype, ())
-        extra = [k for k in ch if k not in allowed]
-        if extra:
-            problems.append(f"{where} ({ctype}): unknown key(s) {extra}; valid keys for {ctype}: {list(allowed)}")
-        missing = [k for k in ("date",) + TYPE_KEYS[ctype] if ch.get(k) in (None, "", [])]
-        if missing:
-            problems.append(f"{where} ({ctype}): missing key(s) {missing}")
-            continue
-        cid = str(ch.get("id", f"C{i + 1}"))
-        if cid in seen_ids:
-            problems.append(f"{where}: change id {cid!r} is used twice; ids must be unique")
-        seen_ids.add(cid)
-        date = _date(ch["date"], where, problems)
-        recs = [str(r) for r in _as_list(ch.get("recommendations"))]
-        bad_recs = [r for r in recs if not REC_ID.match(r)]
-        if bad_recs:
-            problems.append(f"{where}: malformed recommendation id(s) {bad_recs}; ids look like 'rec_' + 16 hex digits")
-        kc_model = before = after = None
-        if ctype.startswith("item_"):
-            target_type, target = "item", str(ch["item"])
-            sides = []
-            if ctype in ("item_revised", "item_removed"):
-                sides.append(("before", sets["items_before"]))
-            if ctype in ("item_revised", "item_added"):
-                sides.append(("after", sets["items_after"]))
-            check_in([target], sides, "item(s)", where)
-            if ctype == "item_added":
-                check_not_in([target], sets["items_before"], "item(s)", where)
-        elif ctype == "kc_model_revised":
-            target_type, target = "kc_model", str(ch["kc_model"])
-            kc_model, before, after = target, [target], [str(ch["into"])]
-            for kcs, label, name in ((kcb, "before", target), (kca, "after", after[0])):
-                if kcs is not None and name not in kcs:
-                    problems.append(f"{where}: unknown KC model {name!r} in the {label} cohort; valid: {sorted(kcs)}"
-                                    + (" (import it with `research kc-model import`)" if label == "after" else ""))
-        elif ctype == "page_revised":
-            target_type, target = "page", str(ch["page"])
-            check_in([target], [("before", sets["pages_before"]), ("after", sets["pages_after"])], "page(s)", where)
-        else:
-            target_type = "kc"
-            kc_model = str(ch["kc_model"])
-            if ctype == "kc_merged":
-                before = [str(k) for k in _as_list(ch["kcs"])]
-                after = [str(ch["into"])] if not isinstance(ch["into"], list) else [str(k) for k in ch["into"]]
-                if len(before) < 2 or len(after) != 1:
-                    problems.append(f"{where} (kc_merged): 'kcs' needs at least 2 KCs and 'into' exactly one; got {before} into {after}")
-                target = "+".join(before)
-            else:
-                before = [str(ch["kc"])]
-                if ctype == "kc_split":
-                    after = [str(k) for k in _as_list(ch["into"])]
-                    if len(after) < 2:
-                        problems.append(f"{where} (kc_split): 'into' needs at least 2 KCs, got {after}")
-                else:
-                    after = list(before)
-                target = before[0]
-            for kcs, label, names in ((kcb, "before", before), (kca, "after", after)):
-                if kcs is None:
-                    continue
-                if kc_model not in kcs:
-                    problems.append(f"{where}: unknown kc_model {kc_model!r} in the {label} cohort; valid: {sorted(kcs)}")
-                else:
-                    check_in(names, [(label, kcs[kc_model])], f"KC(s) of model {kc_model!r}", where)
-        rows.append(
-            {
-                "change_id": cid,
-                "date": pd.Timestamp(date) if date else pd.NaT,
-                "type": ctype,
-                "target_type": target_type,
-                "target_id": target,
-                "kc_model": kc_model,
-                "before": before,
-                "after": after,
-                "recommendations": recs,
-                "description": None if ch.get("description") is None else str(ch["description"]),
-            }
-        )
+        row = checks.change(i, ch, f"{where0}, changes[{i}]", seen_ids)
+        if row is not None:
+            rows.append(row)
     if problems:
         name = f"change log {path}" if path else "the change log"
         raise ConfigError(f"{name} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))

@@ -62,6 +62,11 @@ from research.loop.changelog import ChangeLog, read_changelog
 from research.loop.linking import DRIFT_Z, MIN_ANCHORS, Linking, LinkingWarning, item_covariance, link_difficulties
 from research.loop.profile import CohortProfile, cohort_table, comparison_settings, profile_cohort
 
+__all__ = [
+    "COMPARISON_COLUMNS", "CohortComparison", "RULE_METRICS", "STATUS_COLUMNS", "TARGET_VERDICTS", "VERDICTS",
+    "changelog_from_versions", "compare_cohorts", "compare_metrics", "recommendation_status", "target_verdicts",
+]
+
 VERDICTS = ("improved", "no_detectable_change", "worse", "changed", "not_comparable")
 TARGET_VERDICTS = ("improved", "no_detectable_change", "worse", "mixed", "not_comparable")
 

@@ -137,7 +137,7 @@ def ensure_demo_pair(warehouse=None, *, cohort: str = "demo-2") -> bool:
     """Make sure the demo cohorts up to ``cohort`` are in the warehouse; True when any was built."""
     from research.demo import build_demo_cohorts
     from research.paths import default_warehouse, resolve
-    from research.warehouse import Warehouse
+    from research.store import open_warehouse
 
     order = ["demo", "demo-2", "demo-3"]
     if cohort not in order:
@@ -145,7 +145,7 @@ def ensure_demo_pair(warehouse=None, *, cohort: str = "demo-2") -> bool:
     path = resolve(warehouse) if warehouse else default_warehouse()
     needed = order[: order.index(cohort) + 1]
     if path.exists():
-        with Warehouse(path, read_only=True) as wh:
+        with open_warehouse(path, read_only=True) as wh:
             if all(wh.has_cohort(c) for c in needed):
                 return False
     build_demo_cohorts(path, n_cohorts=len(needed))

@@ -50,6 +50,10 @@ from scipy import stats
 
 from research.errors import ConfigError, DataError
 
+__all__ = [
+    "ANCHOR_COLUMNS", "DRIFT_Z", "Linking", "LinkingWarning", "MIN_ANCHORS", "item_covariance", "link_difficulties",
+]
+
 #: Default least number of anchor items before a warning.
 MIN_ANCHORS = 10
 #: Default robust-z cut for anchor drift.
@@ -192,6 +196,71 @@ def _params(table: pd.DataFrame, name: str, item: str, difficulty: str, se: str,
     return out
 
 
+def _anchor_candidates(b: pd.DataFrame, a: pd.DataFrame, anchors, exclude) -> pd.DataFrame:
+    """Items calibrated in both cohorts that may anchor the link: the ``anchors`` given, else all but ``exclude``."""
+    both = b.merge(a, on="item_id", suffixes=("_b", "_a"))
+    both = both[np.isfinite(both["b_b"]) & np.isfinite(both["b_a"])]
+    if anchors is not None:
+        wanted = pd.Index(pd.Series(list(anchors), dtype=str).unique())
+        unknown = sorted(set(wanted) - set(both["item_id"]))
+        if unknown:
+            raise ConfigError(
+                f"anchor item(s) {unknown[:10]} are not calibrated in both cohorts; items in both are e.g. "
+                f"{sorted(both['item_id'])[:10]}"
+            )
+        cand = both[both["item_id"].isin(wanted)]
+    else:
+        cand = both[~both["item_id"].isin({str(x) for x in exclude})]
+    return cand.sort_values("item_id").reset_index(drop=True)
+
+
+def _drift(d: np.ndarray, var: np.ndarray, drift_z: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z of each candidate's displacement and whether it drifts (needs 5 candidates)."""
+    k0 = d.size
+    drifted = np.zeros(k0, dtype=bool)
+    robust = np.full(k0, np.nan)
+    if drift_z is not None and k0 >= 5:
+        med = np.median(d)
+        mad = 1.4826 * np.median(np.abs(d - med))
+        v = np.where(np.isfinite(var), var, np.nanmedian(var) if np.isfinite(var).any() else 0.0)
+        tau2_r = max(0.0, mad**2 - float(np.median(v)))
+        scale = np.sqrt(v + tau2_r)
+        if np.all(scale > 0):
+            robust = (d - med) / scale
+            drifted = np.abs(robust) > float(drift_z)
+    return robust, drifted
+
+
+def _shift(cand: pd.DataFrame, d: np.ndarray, var: np.ndarray, used: np.ndarray, cov_before, cov_after):
+    """The precision-weighted mean displacement of the anchors used, its standard error (with the
+    calibrations' covariances when given, and the between-anchor variance tau^2), the weights and tau^2."""
+    k = int(used.sum())
+    weights = pd.Series(dtype=float)
+    tau2 = 0.0
+    se_b = pd.Series(cand["se_b"].to_numpy(float), index=cand["item_id"].astype(str))
+    se_a = pd.Series(cand["se_a"].to_numpy(float), index=cand["item_id"].astype(str))
+    if k == 0:
+        shift = se_shift = np.nan
+    else:
+        w = 1.0 / np.where(np.isnan(var[used]), np.nanmean(var) if np.isfinite(var).any() else 1.0, var[used])
+        w = w / w.sum()
+        weights = pd.Series(w, index=cand["item_id"].astype(str).to_numpy()[used])
+        shift = float(np.sum(w * d[used]))
+        if k >= 2:
+            tau2 = max(0.0, float(np.var(d[used], ddof=1) - np.nanmean(var[used])))
+        sampling = 0.0
+        for cov, se_side in ((cov_before, se_b), (cov_after, se_a)):
+            if cov is not None and set(weights.index) <= set(cov.index.astype(str)):
+                cov = cov.copy()
+                cov.index, cov.columns = cov.index.astype(str), cov.columns.astype(str)
+                A = cov.loc[weights.index, weights.index].to_numpy(float)
+                sampling += float(w @ A @ w)
+            else:
+                sampling += float(np.sum(w**2 * se_side.reindex(weights.index).to_numpy(float) ** 2))
+        se_shift = float(np.sqrt(sampling + tau2 * np.sum(w**2)))
+    return shift, se_shift, weights, tau2
+
+
 def link_difficulties(
     before: pd.DataFrame,
     after: pd.DataFrame,
@@ -243,61 +312,16 @@ def link_difficulties(
         raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level!r}")
     b = _params(before, "before", item, difficulty, se, n)
     a = _params(after, "after", item, difficulty, se, n)
-    both = b.merge(a, on="item_id", suffixes=("_b", "_a"))
-    both = both[np.isfinite(both["b_b"]) & np.isfinite(both["b_a"])]
-    if anchors is not None:
-        wanted = pd.Index(pd.Series(list(anchors), dtype=str).unique())
-        unknown = sorted(set(wanted) - set(both["item_id"]))
-        if unknown:
-            raise ConfigError(
-                f"anchor item(s) {unknown[:10]} are not calibrated in both cohorts; items in both are e.g. "
-                f"{sorted(both['item_id'])[:10]}"
-            )
-        cand = both[both["item_id"].isin(wanted)]
-    else:
-        cand = both[~both["item_id"].isin({str(x) for x in exclude})]
-    cand = cand.sort_values("item_id").reset_index(drop=True)
+    cand = _anchor_candidates(b, a, anchors, exclude)
     d = (cand["b_b"] - cand["b_a"]).to_numpy(float)
     var = (cand["se_b"] ** 2 + cand["se_a"] ** 2).to_numpy(float)
     var = np.where(np.isfinite(var) & (var > 0), var, np.nan)
     k0 = len(cand)
-    drifted = np.zeros(k0, dtype=bool)
-    robust = np.full(k0, np.nan)
-    if drift_z is not None and k0 >= 5:
-        med = np.median(d)
-        mad = 1.4826 * np.median(np.abs(d - med))
-        v = np.where(np.isfinite(var), var, np.nanmedian(var) if np.isfinite(var).any() else 0.0)
-        tau2_r = max(0.0, mad**2 - float(np.median(v)))
-        scale = np.sqrt(v + tau2_r)
-        if np.all(scale > 0):
-            robust = (d - med) / scale
-            drifted = np.abs(robust) > float(drift_z)
+    robust, drifted = _drift(d, var, drift_z)
     used = ~drifted
     k = int(used.sum())
     z = stats.norm.ppf(0.5 + ci_level / 2)
-    weights = pd.Series(dtype=float)
-    tau2 = 0.0
-    se_b = pd.Series(cand["se_b"].to_numpy(float), index=cand["item_id"].astype(str))
-    se_a = pd.Series(cand["se_a"].to_numpy(float), index=cand["item_id"].astype(str))
-    if k == 0:
-        shift = se_shift = np.nan
-    else:
-        w = 1.0 / np.where(np.isnan(var[used]), np.nanmean(var) if np.isfinite(var).any() else 1.0, var[used])
-        w = w / w.sum()
-        weights = pd.Series(w, index=cand["item_id"].astype(str).to_numpy()[used])
-        shift = float(np.sum(w * d[used]))
-        if k >= 2:
-            tau2 = max(0.0, float(np.var(d[used], ddof=1) - np.nanmean(var[used])))
-        sampling = 0.0
-        for cov, se_side in ((cov_before, se_b), (cov_after, se_a)):
-            if cov is not None and set(weights.index) <= set(cov.index.astype(str)):
-                cov = cov.copy()
-                cov.index, cov.columns = cov.index.astype(str), cov.columns.astype(str)
-                A = cov.loc[weights.index, weights.index].to_numpy(float)
-                sampling += float(w @ A @ w)
-            else:
-                sampling += float(np.sum(w**2 * se_side.reindex(weights.index).to_numpy(float) ** 2))
-        se_shift = float(np.sqrt(sampling + tau2 * np.sum(w**2)))
+    shift, se_shift, weights, tau2 = _shift(cand, d, var, used, cov_before, cov_after)
     too_few = k < int(min_anchors)
     if too_few and warn:
         drift_note = f" ({int(drifted.sum())} more dropped for drift)" if drifted.any() else ""

@@ -7,6 +7,8 @@ No function here changes global matplotlib state or calls ``plt.show()``.
 
 import matplotlib.pyplot as plt
 
+__all__ = ["empty_figure"]
+
 
 def empty_figure(title: str, message: str):
     """A small figure that says why there is nothing to plot; returns (figure, alt text)."""

@@ -11,6 +11,10 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = [
+    "kc_model_comparison_alt", "learning_curve_grid_alt", "plot_kc_model_comparison", "plot_learning_curve_grid",
+]
+
 #: Order of the category groups in the grid: what to look at first comes first.
 CATEGORY_ORDER = ("no_learning", "still_high", "good", "low_and_flat", "too_little_data")
 CATEGORY_LABELS = {

@@ -11,7 +11,11 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy import stats
+
 from research.plots import empty_figure
+
+__all__ = ["dif_deltas", "funnel_chart", "gaps_chart", "success_curves"]
 
 _COLOURS = ["#4a6fa5", "#b5542c", "#5b8c5a", "#8e6c8a", "#c9a227", "#4f4f4f"]
 
@@ -19,8 +23,8 @@ _COLOURS = ["#4a6fa5", "#b5542c", "#5b8c5a", "#8e6c8a", "#c9a227", "#4f4f4f"]
 
 
 def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: str | None = None,
-               item: str = "item_id", max_items: int = 40):
-    """MH D-DIF per item with its 95% interval and the ETS A/B/C bands (|delta| 1 and 1.5).
+               item: str = "item_id", max_items: int = 40, ci_level: float = 0.95):
+    """MH D-DIF per item with its ``ci_level`` normal interval and the ETS A/B/C bands (|delta| 1 and 1.5).
 
     One attribute and focal group at a time (default the one with the most B/C items); items are
     sorted by delta, at most ``max_items`` of the largest |delta| shown.
@@ -45,7 +49,7 @@ def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: 
     for lo, hi, shade in ((-1.5, -1.0, 0.12), (1.0, 1.5, 0.12), (-10, -1.5, 0.22), (1.5, 10, 0.22)):
         ax.axvspan(lo, hi, color="#b5542c", alpha=shade, lw=0)
     colour = rows["ets_class"].map({"A": _COLOURS[0], "B": _COLOURS[4], "C": _COLOURS[1]}).fillna("grey")
-    half = 1.96 * rows["mh_delta_se"].to_numpy(float)
+    half = stats.norm.ppf(0.5 + ci_level / 2) * rows["mh_delta_se"].to_numpy(float)
     ax.errorbar(rows["mh_delta"], y, xerr=half, fmt="none", ecolor="grey", lw=1)
     ax.scatter(rows["mh_delta"], y, c=colour.tolist(), zorder=3)
     ax.axvline(0, color="black", lw=0.8)
@@ -59,7 +63,7 @@ def dif_deltas(dif: pd.DataFrame, *, attribute: str | None = None, focal_group: 
     flagged = rows.loc[rows["ets_class"] == "C", item].astype(str).tolist()
     alt = (
         f"Dot plot of the Mantel-Haenszel DIF (ETS delta) of {len(rows)} items for {first['attribute']}, "
-        f"{first['focal_group']} against {first['reference_group']}, with 95% intervals and shaded ETS bands: "
+        f"{first['focal_group']} against {first['reference_group']}, with {ci_level:.0%} intervals and shaded ETS bands: "
         f"{int(counts.get('A', 0))} items class A, {int(counts.get('B', 0))} class B, {int(counts.get('C', 0))} class C"
         + (f" ({', '.join(flagged)})." if flagged else ".")
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+__all__ = ["gain_forest", "new_figure", "prepost_distributions", "survey_change"]
+
 
 def new_figure(w=7.0, h=4.0):
     from matplotlib.figure import Figure

@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+__all__ = ["activity_over_time", "attempts_by_module"]
+
 
 def activity_over_time(per_day: pd.DataFrame):
     """Attempts and active learners per day. Returns (figure, alt text)."""

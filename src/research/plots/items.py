@@ -14,6 +14,8 @@ import pandas as pd
 from research.estimate.classical import ItemThresholds
 from research.plots import empty_figure
 
+__all__ = ["convergence_diagnostics", "facility_discrimination", "item_characteristic_curves", "wright_map"]
+
 _BLUE, _RED, _GREY, _GOLD = "#4a6fa5", "#b5542c", "#8a8a8a", "#c9a227"
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from research.plots import empty_figure
 
+__all__ = ["anchor_plot", "comparison_forest", "status_bars"]
+
 VERDICT_COLOURS = {
     "improved": "#5b8c5a",
     "no_detectable_change": "#7f7f7f",

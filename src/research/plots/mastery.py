@@ -11,6 +11,8 @@ import pandas as pd
 
 from research.plots import empty_figure
 
+__all__ = ["plot_practice", "plot_student_models", "practice_alt", "student_models_alt"]
+
 MODEL_LABELS = {"rasch": "Rasch", "afm": "AFM", "pfa": "PFA", "best_lr": "Best-LR", "bkt": "BKT"}
 
 

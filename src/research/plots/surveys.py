@@ -7,6 +7,8 @@ import pandas as pd
 
 from research.plots.gains import new_figure
 
+__all__ = ["item_map", "wave_means"]
+
 
 def wave_means(waves: pd.DataFrame):
     """Construct means per wave on the linked latent scale with their intervals (``survey_waves``)."""

@@ -23,7 +23,8 @@ from research.recommend.core import (
     write_recommendations,
 )
 from research.recommend.inputs import ESTIMATE_FILES, load_estimates
-from research.recommend.rules import FAMILIES, RULES, Rule
+from research.recommend.rule_base import Rule
+from research.recommend.rules import FAMILIES, RULES
 
 __all__ = [
     "ESTIMATE_FILES",

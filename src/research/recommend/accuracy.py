@@ -51,6 +51,8 @@ import pandas as pd
 from research.recommend.config import RecommendConfig
 from research.recommend.core import recommend
 
+__all__ = ["accuracy_table", "cohort_findings", "judge_findings"]
+
 #: planted problem -> the rules whose finding on its target finds it
 PLANTED_RULES = {
     "too_easy": ("too_easy",),

@@ -19,6 +19,8 @@ import yaml
 
 from research.errors import ConfigError
 
+__all__ = ["RecommendConfig", "load_config"]
+
 SEVERITIES = ("high", "medium", "low")
 DEFAULTS_RESOURCE = "recommend_defaults.yaml"
 PROPORTION_KEYS = ("facility_", "share_", "hint_rate_", "hazard_min", "confidence_", "alpha", "reach_floor", "conclusive_")
@@ -78,6 +80,9 @@ def _check_value(where: str, default: Any, value: Any) -> None:
     elif key == "severity":
         if value not in SEVERITIES:
             raise ConfigError(f"{where}={value!r} is not a severity; valid: {list(SEVERITIES)}")
+    elif key in ("ci_level", "estimates_ci_level"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ConfigError(f"{where} must be a level strictly between 0 and 1 (for example 0.95), got {value!r}")
     elif key == "kc_model":
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where} must be 'auto', 'all' or a KC model name, got {value!r}")
@@ -137,6 +142,16 @@ class RecommendConfig:
     @property
     def priority(self) -> dict[str, Any]:
         return self.settings["priority"]
+
+    @property
+    def ci_level(self) -> float:
+        """The level of the intervals the findings carry."""
+        return float(self.settings.get("ci_level", 0.95))  # older saved configs have none: they were at 95 %
+
+    @property
+    def estimates_ci_level(self) -> float:
+        """The level of the intervals in the estimate tables the rules read."""
+        return float(self.settings.get("estimates_ci_level", 0.95))
 
     @property
     def kc_model(self) -> str:

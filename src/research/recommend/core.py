@@ -17,11 +17,17 @@ from research.errors import ConfigError, DataError, SchemaError
 from research.names import restore_csv, write_csv
 from research.paths import schema_dir
 from research.recommend.config import RecommendConfig
+from research.recommend.rule_base import rule_context
 from research.recommend.rules import FAMILIES, RULES
+
+__all__ = [
+    "priority_score", "read_recommendations", "recommend", "record_columns", "stable_id",
+    "validate_recommendations", "write_recommendations",
+]
 
 ID_VERSION = "v1"
 #: columns added to the record schema after its first version (read as empty from older files)
-ADDED_COLUMNS = ("conclusive", "fix_first")
+ADDED_COLUMNS = ("conclusive", "fix_first", "kc_model_change")
 #: other names of estimate tables (the notebooks' output names)
 ALIASES = {"item_distractors": "distractors", "time": "time_on_task"}
 
@@ -173,41 +179,8 @@ def recommend(
     """
     if not isinstance(config, RecommendConfig):
         config = RecommendConfig.load(config)
-    if not isinstance(estimates, Mapping):
-        raise DataError(f"estimates must be a dict of DataFrames by table name, got {type(estimates).__name__}")
-    estimates = {ALIASES.get(name, name): df for name, df in estimates.items()}
-    known = set(FAMILIES) | {"kc_models"}
-    unknown = sorted(set(estimates) - known)
-    if unknown:
-        raise DataError(f"unknown estimate table(s) {unknown}; valid: {sorted(known | set(ALIASES))}")
-    tables: dict[str, pd.DataFrame] = {}
-    for name, df in estimates.items():
-        if df is None:
-            continue
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(f"estimates[{name!r}] must be a DataFrame, got {type(df).__name__}")
-        tables[name] = df.reset_index(drop=True)
-    if "kcs" in tables:
-        tables["kcs"] = _pick_kc_models(tables["kcs"], tables.get("kc_models"), config.kc_model).reset_index(drop=True)
-
-    ctx = {"rules": config.rules}
-    found = []
-    for rule in RULES.values():
-        df = tables.get(rule.family)
-        if df is None or not config.enabled(rule.name) or not _has_columns(df, rule.requires) or df.empty:
-            continue
-        out = rule.func(_contract_view(df, rule, rule.family), config.rule(rule.name), ctx)
-        if out.empty:
-            continue
-        out["rule"] = rule.name
-        out["family"] = rule.family
-        if "target_type" not in out.columns:
-            out["target_type"] = rule.target_type
-        out["severity"] = config.rule(rule.name)["severity"]
-        out["title"] = rule.title
-        out["action"] = rule.action
-        found.append(out)
-
+    tables = _estimate_tables(estimates, config)
+    found = _run_rules(tables, config)
     columns = record_columns()
     if not found:
         result = pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
@@ -228,30 +201,7 @@ def recommend(
                 f"{result.loc[dupes, ['rule', 'target_type', 'target_id']].drop_duplicates().to_dict('records')[:5]}; "
                 "each estimate table must have one row per target"
             )
-        if not n_learners and "funnel" in tables and "n_cohort" in tables["funnel"].columns:
-            n_learners = pd.to_numeric(tables["funnel"]["n_cohort"], errors="coerce").max()
-            n_learners = None if pd.isna(n_learners) else n_learners  # hidden: reach relative to the largest n_affected
-        denom = float(n_learners) if n_learners else np.nanmax(result["n_affected"].to_numpy(dtype=float, na_value=np.nan))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result["reach"] = np.clip(result["n_affected"].to_numpy(dtype=float, na_value=np.nan) / denom, 0, 1)
-        result["confidence"] = np.clip(result["confidence"].to_numpy(dtype=float, na_value=np.nan), 0, 1)
-        result = _conclusive_and_fix_first(result, config)
-        result["priority"] = priority_score(result["severity"], result["confidence"], result["reach"], config)
-        sev_order = result["severity"].map({"high": 0, "medium": 1, "low": 2})
-        result = (
-            result.assign(_sev=sev_order)
-            .sort_values(["priority", "_sev", "recommendation_id"], ascending=[False, True, True], kind="mergesort")
-            .drop(columns="_sev")
-            .reset_index(drop=True)
-        )
-        result["rank"] = np.arange(1, len(result) + 1)
-        top_n = int(config.priority["top_n"])
-        eligible = result["conclusive"].to_numpy(dtype=bool) & result["severity"].isin(
-            list(config.priority["fix_first_severities"])).to_numpy(dtype=bool)
-        first = np.flatnonzero(eligible)[:top_n]
-        result["fix_first"] = False
-        result.loc[first, "fix_first"] = True
-        result = result[columns]
+        result = _ranked(result, tables, config, n_learners)[columns]
     result = _coerce(result)
     result.attrs["provenance"] = {
         "package": "course-research",
@@ -259,6 +209,78 @@ def recommend(
         "config": config.settings,
         "tables": sorted(tables),
     }
+    return result
+
+
+def _estimate_tables(estimates: Mapping[str, pd.DataFrame | None], config: RecommendConfig) -> dict[str, pd.DataFrame]:
+    """The estimate tables by family name (aliases resolved, None left out), the KC model to judge picked."""
+    if not isinstance(estimates, Mapping):
+        raise DataError(f"estimates must be a dict of DataFrames by table name, got {type(estimates).__name__}")
+    estimates = {ALIASES.get(name, name): df for name, df in estimates.items()}
+    known = set(FAMILIES) | {"kc_models"}
+    unknown = sorted(set(estimates) - known)
+    if unknown:
+        raise DataError(f"unknown estimate table(s) {unknown}; valid: {sorted(known | set(ALIASES))}")
+    tables: dict[str, pd.DataFrame] = {}
+    for name, df in estimates.items():
+        if df is None:
+            continue
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"estimates[{name!r}] must be a DataFrame, got {type(df).__name__}")
+        tables[name] = df.reset_index(drop=True)
+    if "kcs" in tables:
+        tables["kcs"] = _pick_kc_models(tables["kcs"], tables.get("kc_models"), config.kc_model).reset_index(drop=True)
+    return tables
+
+
+def _run_rules(tables: dict[str, pd.DataFrame], config: RecommendConfig) -> list[pd.DataFrame]:
+    """Every enabled rule whose table and columns are there, on its declared columns: its findings."""
+    ctx = rule_context(config.rules, ci_level=config.ci_level, estimates_ci_level=config.estimates_ci_level)
+    found = []
+    for rule in RULES.values():
+        df = tables.get(rule.family)
+        if df is None or not config.enabled(rule.name) or not _has_columns(df, rule.requires) or df.empty:
+            continue
+        out = rule.func(_contract_view(df, rule, rule.family), config.rule(rule.name), ctx)
+        if out.empty:
+            continue
+        out["rule"] = rule.name
+        out["family"] = rule.family
+        if "target_type" not in out.columns:
+            out["target_type"] = rule.target_type
+        out["severity"] = config.rule(rule.name)["severity"]
+        out["title"] = rule.title
+        out["action"] = rule.action
+        found.append(out)
+    return found
+
+
+def _ranked(result: pd.DataFrame, tables: dict[str, pd.DataFrame], config: RecommendConfig,
+            n_learners: int | None) -> pd.DataFrame:
+    """Reach, confidence, conclusive and priority of every finding; ranked, the first ``top_n`` to fix first."""
+    if not n_learners and "funnel" in tables and "n_cohort" in tables["funnel"].columns:
+        n_learners = pd.to_numeric(tables["funnel"]["n_cohort"], errors="coerce").max()
+        n_learners = None if pd.isna(n_learners) else n_learners  # hidden: reach relative to the largest n_affected
+    denom = float(n_learners) if n_learners else np.nanmax(result["n_affected"].to_numpy(dtype=float, na_value=np.nan))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result["reach"] = np.clip(result["n_affected"].to_numpy(dtype=float, na_value=np.nan) / denom, 0, 1)
+    result["confidence"] = np.clip(result["confidence"].to_numpy(dtype=float, na_value=np.nan), 0, 1)
+    result = _conclusive_and_fix_first(result, config)
+    result["priority"] = priority_score(result["severity"], result["confidence"], result["reach"], config)
+    sev_order = result["severity"].map({"high": 0, "medium": 1, "low": 2})
+    result = (
+        result.assign(_sev=sev_order)
+        .sort_values(["priority", "_sev", "recommendation_id"], ascending=[False, True, True], kind="mergesort")
+        .drop(columns="_sev")
+        .reset_index(drop=True)
+    )
+    result["rank"] = np.arange(1, len(result) + 1)
+    top_n = int(config.priority["top_n"])
+    eligible = result["conclusive"].to_numpy(dtype=bool) & result["severity"].isin(
+        list(config.priority["fix_first_severities"])).to_numpy(dtype=bool)
+    first = np.flatnonzero(eligible)[:top_n]
+    result["fix_first"] = False
+    result.loc[first, "fix_first"] = True
     return result
 
 

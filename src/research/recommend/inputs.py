@@ -16,6 +16,8 @@ import pandas as pd
 
 from research.names import restore_csv
 
+__all__ = ["BUILT_TABLES", "ESTIMATE_FILES", "load_estimates", "read_table"]
+
 #: estimate table -> the CSV an earlier notebook writes for it
 ESTIMATE_FILES = {
     "items": "items.csv",

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from research.recommend.rule_base import N_, Rule
+from research.recommend.rule_base import N_, Rule, interval
 from research.recommend.rule_base import num as _num
 from research.recommend.rule_base import select as _frame
 from research.recommend.rule_base import text as _str
 
-Z95 = stats.norm.ppf(0.975)
+__all__ = ["MASTERY_RULES"]
 
 
 def _usable(df: pd.DataFrame, cfg: dict) -> np.ndarray:
@@ -36,13 +36,13 @@ def _usable(df: pd.DataFrame, cfg: dict) -> np.ndarray:
     return fitted & ~degenerate & (_num(df, "n_learners") >= cfg["min_n"])
 
 
-def _share_evidence(share: np.ndarray, n: np.ndarray, threshold: float):
+def _share_evidence(share: np.ndarray, n: np.ndarray, threshold: float, ctx: dict):
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.clip(share, 0.5 / np.maximum(n, 1), 1 - 0.5 / np.maximum(n, 1))
         se = np.sqrt(p * (1 - p) / n)
         conf = stats.norm.cdf(np.abs(share - threshold) / se)
     conf = np.where(np.isfinite(conf), conf, 0.0)
-    return se, np.clip(share - Z95 * se, 0, 1), np.clip(share + Z95 * se, 0, 1), conf
+    return se, *interval(share, se, ctx, bounds=(0, 1)), conf
 
 
 _USABLE = {"kc_model": "string", "kc": "string", "status": "string", "degenerate": "boolean", "n_learners": "integer"}
@@ -52,7 +52,7 @@ def _cut_practice(df, cfg, ctx):
     share, n_obs = _num(df, "over_practice_share"), _num(df, "n_obs")
     t = cfg["over_practice_min"]
     mask = _usable(df, cfg) & (share > t)
-    se, lo, hi, conf = _share_evidence(share, n_obs, t)
+    se, lo, hi, conf = _share_evidence(share, n_obs, t, ctx)
     return _frame(
         mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
         metric="over_practice_share", estimate=share, se=se, ci_low=lo, ci_high=hi, n=n_obs,
@@ -67,7 +67,7 @@ def _add_practice(df, cfg, ctx):
     share, n = _num(df, "under_practice_share"), _num(df, "n_learners")
     t = cfg["under_practice_min"]
     mask = _usable(df, cfg) & (share > t)
-    se, lo, hi, conf = _share_evidence(share, n, t)
+    se, lo, hi, conf = _share_evidence(share, n, t, ctx)
     return _frame(
         mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
         metric="under_practice_share", estimate=share, se=se, ci_low=lo, ci_high=hi, n=n,

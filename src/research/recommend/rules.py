@@ -20,7 +20,7 @@ to fix first. How the confidence is computed is named in ``method``:
 ``normal``
     Phi(|x - t| / se): the normal probability that the true value lies beyond the
     threshold t, for an estimate x with standard error se (from the table, from its
-    95 % interval, or the binomial se of a proportion).
+    interval at ``estimates_ci_level``, or the binomial se of a proportion).
 ``fisher_z``
     the same for a correlation on Fisher's z scale, se = 1 / sqrt(n - 3).
 ``fit_z``
@@ -48,14 +48,14 @@ import pandas as pd
 from scipy import stats
 
 from research.privacy import not_suppressed
-from research.recommend.rule_base import FAMILY_TABLES, N_, Rule  # noqa: F401  (re-exported)
+from research.recommend.rule_base import N_, Rule
 from research.recommend.rule_base import inputs_of as _inputs
+from research.recommend.rule_base import interval
 from research.recommend.rule_base import num as _num
 from research.recommend.rule_base import select
 from research.recommend.rule_base import text as _str
 
-
-Z95 = stats.norm.ppf(0.975)
+__all__ = ["FAMILIES", "RULES"]
 
 
 #: the output table (data_schema/outputs/NAME.schema.json) each rule family reads
@@ -67,11 +67,11 @@ def _phi_beyond(x: np.ndarray, t: np.ndarray | float, se: np.ndarray) -> np.ndar
         return stats.norm.cdf(np.abs(x - t) / se)
 
 
-def _se_from(df: pd.DataFrame, est: np.ndarray, n: np.ndarray, prefix: str, *, proportion: bool) -> np.ndarray:
-    """se of an estimate: the table's ``<prefix>_se``, else from its 95 % interval, else binomial."""
+def _se_from(df: pd.DataFrame, est: np.ndarray, n: np.ndarray, prefix: str, ctx: dict, *, proportion: bool) -> np.ndarray:
+    """se of an estimate: the table's ``<prefix>_se``, else from its interval (``estimates_ci_level``), else binomial."""
     se = _num(df, f"{prefix}_se")
     lo, hi = _num(df, f"{prefix}_ci_low"), _num(df, f"{prefix}_ci_high")
-    se = np.where(np.isnan(se), (hi - lo) / (2 * Z95), se)
+    se = np.where(np.isnan(se), (hi - lo) / (2 * ctx["estimates_z"]), se)
     if proportion:
         with np.errstate(divide="ignore", invalid="ignore"):
             p = np.clip(est, 0.5 / np.maximum(n, 1), 1 - 0.5 / np.maximum(n, 1))
@@ -93,6 +93,16 @@ def _frame(df: pd.DataFrame, mask: np.ndarray, **cols) -> pd.DataFrame:
     return select(np.asarray(mask, dtype=bool), **cols)
 
 
+def _table_ci(df: pd.DataFrame, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """The estimate table's own interval ``<prefix>_ci_low``, ``<prefix>_ci_high``."""
+    return _num(df, f"{prefix}_ci_low"), _num(df, f"{prefix}_ci_high")
+
+
+def _ci(bounds: tuple[np.ndarray, np.ndarray], suffix: str = "") -> dict:
+    """``ci_low``/``ci_high`` (or ``ci_low_2``/``ci_high_2``) columns of a finding frame."""
+    return {f"ci_low{suffix}": bounds[0], f"ci_high{suffix}": bounds[1]}
+
+
 def _item_context(df: pd.DataFrame) -> dict:
     return {"target_id": _str(df, "item_id"), "module": _str(df, "module"), "page": _str(df, "page")}
 
@@ -104,13 +114,14 @@ def _too_easy(df, cfg, ctx):
     n = _num(df, "n_learners")
     fac, disc = _num(df, "facility"), _num(df, "discrimination")
     mask = (fac > cfg["facility_min"]) & (disc < cfg["discrimination_max"]) & (n >= cfg["min_n"])
-    se_f = _se_from(df, fac, n, "facility", proportion=True)
+    se_f = _se_from(df, fac, n, "facility", ctx, proportion=True)
     c1, m1 = _confidence_normal(fac, cfg["facility_min"], se_f)
     c2 = _fisher_confidence(disc, cfg["discrimination_max"], n)
     return _frame(
         df, mask, **_item_context(df),
-        metric="facility", estimate=fac, se=se_f, ci_low=_num(df, "facility_ci_low"),
-        ci_high=_num(df, "facility_ci_high"), n=n, threshold_op=">", threshold=cfg["facility_min"],
+        metric="facility", estimate=fac, se=se_f,
+        **_ci(interval(fac, se_f, ctx, table=_table_ci(df, "facility"), bounds=(0, 1))),
+        n=n, threshold_op=">", threshold=cfg["facility_min"],
         metric_2="discrimination", estimate_2=disc, se_2=_fisher_se(disc, n), n_2=n,
         threshold_op_2="<", threshold_2=cfg["discrimination_max"],
         confidence=c1 * c2, n_affected=n, method=np.where(m1 == "normal", "normal*fisher_z", "no_interval"),
@@ -121,12 +132,13 @@ def _too_hard(df, cfg, ctx):
     n = _num(df, "n_learners")
     fac = _num(df, "facility")
     mask = (fac < cfg["facility_max"]) & (n >= cfg["min_n"])
-    se_f = _se_from(df, fac, n, "facility", proportion=True)
+    se_f = _se_from(df, fac, n, "facility", ctx, proportion=True)
     conf, method = _confidence_normal(fac, cfg["facility_max"], se_f)
     return _frame(
         df, mask, **_item_context(df),
-        metric="facility", estimate=fac, se=se_f, ci_low=_num(df, "facility_ci_low"),
-        ci_high=_num(df, "facility_ci_high"), n=n, threshold_op="<", threshold=cfg["facility_max"],
+        metric="facility", estimate=fac, se=se_f,
+        **_ci(interval(fac, se_f, ctx, table=_table_ci(df, "facility"), bounds=(0, 1))),
+        n=n, threshold_op="<", threshold=cfg["facility_max"],
         confidence=conf, n_affected=n, method=method,
     )
 
@@ -145,8 +157,9 @@ def _fisher_confidence(r: np.ndarray, t: float, n: np.ndarray) -> np.ndarray:
     return np.where(n > 3, conf, np.nan)
 
 
-def _discrimination_frame(df, mask, cfg, n, disc, threshold):
-    ci_lo, ci_hi = (np.tanh(np.arctanh(np.clip(disc, -0.999, 0.999)) + s * Z95 / np.sqrt(np.maximum(n - 3, 1))) for s in (-1, 1))
+def _discrimination_frame(df, mask, cfg, n, disc, threshold, ctx):
+    z = ctx["z"]
+    ci_lo, ci_hi = (np.tanh(np.arctanh(np.clip(disc, -0.999, 0.999)) + s * z / np.sqrt(np.maximum(n - 3, 1))) for s in (-1, 1))
     return _frame(
         df, mask, **_item_context(df),
         metric="discrimination", estimate=disc, se=_fisher_se(disc, n), ci_low=ci_lo, ci_high=ci_hi, n=n,
@@ -158,7 +171,7 @@ def _discrimination_frame(df, mask, cfg, n, disc, threshold):
 def _negative_discrimination(df, cfg, ctx):
     n, disc = _num(df, "n_learners"), _num(df, "discrimination")
     mask = (disc < cfg["discrimination_max"]) & (n >= cfg["min_n"])
-    return _discrimination_frame(df, mask, cfg, n, disc, cfg["discrimination_max"])
+    return _discrimination_frame(df, mask, cfg, n, disc, cfg["discrimination_max"], ctx)
 
 
 def _low_discrimination(df, cfg, ctx):
@@ -170,17 +183,17 @@ def _low_discrimination(df, cfg, ctx):
         easy["enabled"] & (fac > easy["facility_min"]) & (disc < easy["discrimination_max"])
     )
     mask = (disc < cfg["discrimination_max"]) & (n >= cfg["min_n"]) & ~already
-    return _discrimination_frame(df, mask, cfg, n, disc, cfg["discrimination_max"])
+    return _discrimination_frame(df, mask, cfg, n, disc, cfg["discrimination_max"], ctx)
 
 
 def _heavy_hint_use(df, cfg, ctx):
     n, rate = _num(df, "n_learners"), _num(df, "hint_rate")
     mask = (rate > cfg["hint_rate_min"]) & (n >= cfg["min_n"])
-    se = _se_from(df, rate, n, "hint_rate", proportion=True)
+    se = _se_from(df, rate, n, "hint_rate", ctx, proportion=True)
     conf, method = _confidence_normal(rate, cfg["hint_rate_min"], se)
     return _frame(
         df, mask, **_item_context(df),
-        metric="hint_rate", estimate=rate, se=se, ci_low=rate - Z95 * se, ci_high=rate + Z95 * se, n=n,
+        metric="hint_rate", estimate=rate, se=se, **_ci(interval(rate, se, ctx)), n=n,
         threshold_op=">", threshold=cfg["hint_rate_min"], confidence=conf, n_affected=n, method=method,
     )
 
@@ -226,7 +239,7 @@ def _distractor_base(df: pd.DataFrame):
 def _unused_distractor(df, cfg, ctx):
     is_key, n_opt, n_item, _, _, share = _distractor_base(df)
     mask = ~is_key & (share < cfg["share_max"]) & (n_item >= cfg["min_n"]) & not_suppressed(df)
-    se = _se_from(df, share, n_item, "share", proportion=True)
+    se = _se_from(df, share, n_item, "share", ctx, proportion=True)
     conf, method = _confidence_normal(share, cfg["share_max"], se)
     return _frame(
         df, mask, target_id=_str(df, "item_id"), detail=_str(df, "option"),
@@ -242,7 +255,7 @@ def _strong_distractor(df, cfg, ctx):
         ~is_key & (gap > cfg["ability_margin"]) & (share >= cfg["share_min"]) & (n_item >= cfg["min_n"])
         & not_suppressed(df)
     )
-    se_s = _se_from(df, share, n_item, "share", proportion=True)
+    se_s = _se_from(df, share, n_item, "share", ctx, proportion=True)
     c_share, _ = _confidence_normal(share, cfg["share_min"], se_s)
     # the gap of two group means: se from the options' ability SDs and counts
     sd = _num(df, "sd_ability")
@@ -253,7 +266,7 @@ def _strong_distractor(df, cfg, ctx):
     c_gap, m_gap = _confidence_normal(gap, cfg["ability_margin"], se_gap)
     return _frame(
         df, mask, target_id=_str(df, "item_id"), detail=_str(df, "option"),
-        metric="ability_gap", estimate=gap, se=se_gap, ci_low=gap - Z95 * se_gap, ci_high=gap + Z95 * se_gap, n=n_opt,
+        metric="ability_gap", estimate=gap, se=se_gap, **_ci(interval(gap, se_gap, ctx)), n=n_opt,
         threshold_op=">", threshold=cfg["ability_margin"],
         metric_2="share", estimate_2=share, se_2=se_s, n_2=n_item, threshold_op_2=">=", threshold_2=cfg["share_min"],
         confidence=c_gap * c_share, n_affected=n_opt,
@@ -272,11 +285,11 @@ def _kc_rule(category: str):
         conf = _num(df, "category_probability")
         method = np.where(np.isnan(conf), "no_interval", "category")
         mask = (cat == category) & ~(conf < cfg["confidence_min"])
-        slope = _num(df, "slope")
+        slope, se = _num(df, "slope"), _num(df, "slope_se")
         return _frame(
             df, mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
-            metric="slope", estimate=slope, se=_num(df, "slope_se"), ci_low=_num(df, "slope_ci_low"),
-            ci_high=_num(df, "slope_ci_high"), n=_num(df, "n_obs"), threshold_op="category", threshold=np.nan,
+            metric="slope", estimate=slope, se=se, **_ci(interval(slope, se, ctx, table=_table_ci(df, "slope"))),
+            n=_num(df, "n_obs"), threshold_op="category", threshold=np.nan,
             metric_2="category_probability", estimate_2=conf, n_2=n_learners, threshold_op_2=">=",
             threshold_2=cfg["confidence_min"], confidence=conf, n_affected=n_learners, method=method,
         )
@@ -296,7 +309,7 @@ def _kc_mixed_skills(df, cfg, ctx):
     mask = (slope < cfg["slope_max"]) & (conf >= cfg["confidence_min"])
     return _frame(
         df, mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
-        metric="slope", estimate=slope, se=se, ci_low=slope - Z95 * se, ci_high=slope + Z95 * se, n=_num(df, "n_obs"),
+        metric="slope", estimate=slope, se=se, **_ci(interval(slope, se, ctx)), n=_num(df, "n_obs"),
         threshold_op="<", threshold=cfg["slope_max"], confidence=conf, n_affected=_num(df, "n_learners"), method=method,
     )
 
@@ -327,7 +340,7 @@ def _dif_rule(ets_class: str):
         )
         return _frame(
             df, mask, target_id=_str(df, "item_id"), detail=detail,
-            metric="mh_delta", estimate=delta, se=se, ci_low=delta - Z95 * se, ci_high=delta + Z95 * se,
+            metric="mh_delta", estimate=delta, se=se, **_ci(interval(delta, se, ctx)),
             n=n_focal + n_ref, threshold_op="|x|>=", threshold=bound,
             metric_2="p_adjusted", estimate_2=p, n_2=n_focal, threshold_op_2="<", threshold_2=cfg["alpha"],
             # learners affected: the group the item is harder for
@@ -385,12 +398,12 @@ def _dropout_hotspot(df, cfg, ctx):
         target["page"] = target["target_id"]
     elif target_type == "item":
         target["page"] = np.where(has_next, None, target["page"])
-    se = _se_from(df, hazard, reached, "hazard", proportion=True)
+    se = _se_from(df, hazard, reached, "hazard", ctx, proportion=True)
     conf, method = _confidence_normal(hazard, threshold, se)
     out = _frame(
         df, mask, **target,
-        metric="hazard", estimate=hazard, se=se, ci_low=np.clip(hazard - Z95 * se, 0, 1),
-        ci_high=np.clip(hazard + Z95 * se, 0, 1), n=reached, threshold_op=">", threshold=threshold,
+        metric="hazard", estimate=hazard, se=se, **_ci(interval(hazard, se, ctx, bounds=(0, 1))),
+        n=reached, threshold_op=">", threshold=threshold,
         metric_2="drop", estimate_2=drop, n_2=reached, threshold_op_2=">=", threshold_2=cfg["min_drop"],
         # learners affected: those who left here
         confidence=conf, n_affected=drop, method=method,
@@ -412,13 +425,15 @@ def _slow_page(df, cfg, ctx):
     med_lo, med_hi = _num(df, "ci_low"), _num(df, "ci_high")
     with np.errstate(divide="ignore", invalid="ignore"):
         r_lo, r_hi = med_lo / planned, med_hi / planned
-    se = (r_hi - r_lo) / (2 * Z95)
+    se = (r_hi - r_lo) / (2 * ctx["estimates_z"])
+    se_median = (med_hi - med_lo) / (2 * ctx["estimates_z"])
     conf, method = _confidence_normal(ratio, cfg["ratio_min"], se)
     out = _frame(
         df, mask, **target,
-        metric="time_ratio", estimate=ratio, se=se, ci_low=r_lo, ci_high=r_hi, n=n, threshold_op=">",
-        threshold=cfg["ratio_min"],
-        metric_2="median_s", estimate_2=_num(df, "median_s"), ci_low_2=med_lo, ci_high_2=med_hi, n_2=n,
+        metric="time_ratio", estimate=ratio, se=se, **_ci(interval(ratio, se, ctx, table=(r_lo, r_hi))), n=n,
+        threshold_op=">", threshold=cfg["ratio_min"],
+        metric_2="median_s", estimate_2=_num(df, "median_s"),
+        **_ci(interval(_num(df, "median_s"), se_median, ctx, table=(med_lo, med_hi)), "_2"), n_2=n,
         threshold_op_2="planned", threshold_2=planned,
         confidence=conf, n_affected=n, method=method,
     )

@@ -23,12 +23,12 @@ import pandas as pd
 from scipy import stats
 
 from research.privacy import not_suppressed
-from research.recommend.rule_base import N_, Rule
+from research.recommend.rule_base import N_, Rule, interval
 from research.recommend.rule_base import num as _num
 from research.recommend.rule_base import select as _frame
 from research.recommend.rule_base import text as _str
 
-Z95 = stats.norm.ppf(0.975)
+__all__ = ["SURVEY_RULES"]
 
 _IDS = {"construct": "string", "item_id": "string", "n_learners": "integer", "suppressed_reason": "string"}
 
@@ -47,8 +47,9 @@ def _misfit(df, cfg, ctx):
     lam, se = _num(df, "loading"), _num(df, "loading_se")
     t = cfg["loading_min"]
     mask = _shown(df) & (np.abs(lam) < t)
+    ci_low, ci_high = interval(lam, se, ctx)
     return _frame(mask, target_id=_str(df, "item_id"), detail=_str(df, "construct"), metric="loading", estimate=lam,
-                  se=se, ci_low=lam - Z95 * se, ci_high=lam + Z95 * se, n=_num(df, "n_learners"),
+                  se=se, ci_low=ci_low, ci_high=ci_high, n=_num(df, "n_learners"),
                   threshold_op="|x|<", threshold=t, metric_2="outfit", estimate_2=_num(df, "outfit"),
                   n_2=_num(df, "n_responses"), threshold_2=np.nan, confidence=_conf(np.abs(lam), t, se),
                   n_affected=_num(df, "n_learners"), method="normal")
@@ -58,8 +59,9 @@ def _ceiling(df, cfg, ctx):
     share, se = _num(df, "share_top"), _num(df, "share_top_se")
     t = cfg["share_top_min"]
     mask = _shown(df) & (share >= t)
+    ci_low, ci_high = interval(share, se, ctx, bounds=(0, 1))
     return _frame(mask, target_id=_str(df, "item_id"), detail=_str(df, "construct"), metric="share_top",
-                  estimate=share, se=se, ci_low=np.clip(share - Z95 * se, 0, 1), ci_high=np.clip(share + Z95 * se, 0, 1),
+                  estimate=share, se=se, ci_low=ci_low, ci_high=ci_high,
                   n=_num(df, "n_responses"), threshold_op=">=", threshold=t, metric_2="threshold_high",
                   estimate_2=_num(df, "threshold_high"), n_2=_num(df, "n_learners"), threshold_2=np.nan,
                   confidence=_conf(share, t, se), n_affected=_num(df, "n_learners"), method="normal")
@@ -71,8 +73,9 @@ def _dif(df, cfg, ctx):
     mask = _shown(df) & np.array([c == "C" for c in cls], dtype=bool)
     attr, focal = _str(df, "dif_group_attribute"), _str(df, "dif_group_focal")
     detail = np.array([f"{a}={f}" for a, f in zip(attr, focal)], dtype=object) if len(df) else np.array([], dtype=object)
+    ci_low, ci_high = interval(lo, se, ctx)
     return _frame(mask, target_id=_str(df, "item_id"), detail=detail, metric="dif_group_log_odds", estimate=lo, se=se,
-                  ci_low=lo - Z95 * se, ci_high=lo + Z95 * se, n=_num(df, "n_learners"), threshold_op="|x|>", threshold=0.0,
+                  ci_low=ci_low, ci_high=ci_high, n=_num(df, "n_learners"), threshold_op="|x|>", threshold=0.0,
                   metric_2="dif_group_delta_r2", estimate_2=_num(df, "dif_group_delta_r2"), n_2=_num(df, "n_learners"),
                   threshold_2=0.07, confidence=_conf(np.abs(lo), 0.0, se), n_affected=_num(df, "n_learners"),
                   method="normal")
@@ -84,8 +87,9 @@ def _reversed(df, cfg, ctx):
         else np.zeros(len(df), dtype=bool)
     t = -cfg["loading_min"]
     mask = _shown(df) & rev & (lam < t)
+    ci_low, ci_high = interval(lam, se, ctx)
     return _frame(mask, target_id=_str(df, "item_id"), detail=_str(df, "construct"), metric="loading", estimate=lam,
-                  se=se, ci_low=lam - Z95 * se, ci_high=lam + Z95 * se, n=_num(df, "n_learners"), threshold_op="<",
+                  se=se, ci_low=ci_low, ci_high=ci_high, n=_num(df, "n_learners"), threshold_op="<",
                   threshold=t, metric_2="discrimination", estimate_2=_num(df, "discrimination"),
                   n_2=_num(df, "n_responses"), threshold_2=np.nan, confidence=_conf(lam, t, se),
                   n_affected=_num(df, "n_learners"), method="normal")

@@ -10,7 +10,7 @@ suppressed by :mod:`research.privacy`.
 from research.report.figures import EmbeddedFigure, embed
 from research.report.i18n import LANGUAGES, Formatter, make_catalogues, translations
 from research.report.refresh import refresh_report
-from research.report.render import render_report, write_report
+from research.report.render import render_report, report_view_model, write_report
 from research.privacy import group_sizes, suppress_records, suppression_mask
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "make_catalogues",
     "refresh_report",
     "render_report",
+    "report_view_model",
     "suppress_records",
     "suppression_mask",
     "translations",

@@ -19,6 +19,11 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from research.report.i18n import Formatter
 
+__all__ = [
+    "EmbeddedFigure", "embed", "evidence_figure", "group_sizes_figure", "kc_curve_figure", "kc_points_figure",
+    "options_figure",
+]
+
 # colours with at least 4.5:1 contrast on white (WCAG AA for text, 3:1 for graphics)
 INK = "#1a1a1a"
 ACCENT = "#0b57a4"
@@ -140,6 +145,18 @@ def group_sizes_figure(sizes: pd.DataFrame, *, attribute_label: str, fmt: Format
     return fig, alt
 
 
+def _error_rate_axes(ax, *, fmt: Formatter, gettext, title: str, **legend) -> None:
+    """A learning curve's axes: error rate 0-100 % by opportunity (whole numbers), title and legend."""
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(gettext("Opportunity"), color=INK)
+    ax.set_ylabel(gettext("Error rate"), color=INK)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt.percent_whole(v)))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt.integer(v)))
+    ax.set_title(title, fontsize=11, loc="left", color=INK)
+    ax.legend(frameon=False, fontsize=9, **legend)
+
+
 def kc_curve_figure(row, *, fmt: Formatter, gettext, title: str) -> tuple[Figure, str] | None:
     """The AFM learning curve of one KC: predicted error rate by opportunity for a typical
     learner, ``1 - logistic(intercept + slope * (opportunity - 1))``, with the band of the
@@ -165,14 +182,7 @@ def kc_curve_figure(row, *, fmt: Formatter, gettext, title: str) -> tuple[Figure
     if observed:
         ax.plot([x for x, _ in observed], [y for _, y in observed], "s", color=WARN, markersize=7,
                 label=gettext("Observed"))
-    ax.set_ylim(0, 1)
-    ax.set_xlabel(gettext("Opportunity"), color=INK)
-    ax.set_ylabel(gettext("Error rate"), color=INK)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt.percent_whole(x)))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt.integer(x)))
-    ax.set_title(title, fontsize=11, loc="left", color=INK)
-    ax.legend(frameon=False, fontsize=9)
+    _error_rate_axes(ax, fmt=fmt, gettext=gettext, title=title)
     for side in ("right", "top"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()
@@ -257,14 +267,7 @@ def kc_points_figure(points: pd.DataFrame, *, fmt: Formatter, gettext, title: st
     if "predicted" in pts.columns and pd.to_numeric(pts["predicted"], errors="coerce").notna().any():
         ax.plot(x, pd.to_numeric(pts["predicted"], errors="coerce"), "--", color=WARN, linewidth=1.5,
                 label=gettext("Fitted curve"))
-    ax.set_ylim(0, 1)
-    ax.set_xlabel(gettext("Opportunity"), color=INK)
-    ax.set_ylabel(gettext("Error rate"), color=INK)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt.percent_whole(v)))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt.integer(v)))
-    ax.set_title(title, fontsize=11, loc="left", color=INK)
-    ax.legend(frameon=False, fontsize=9, loc="upper right")
+    _error_rate_axes(ax, fmt=fmt, gettext=gettext, title=title, loc="upper right")
     for a in (ax, ax2):
         a.spines["top"].set_visible(False)
     fig.tight_layout()

@@ -19,6 +19,8 @@ from babel.support import NullTranslations, Translations
 
 from research.errors import ConfigError
 
+__all__ = ["Formatter", "LANGUAGES", "check_language", "locale_dir", "make_catalogues", "translations"]
+
 #: report language -> Babel locale used for numbers and dates
 LANGUAGES: dict[str, str] = {"sv": "sv_SE", "da": "da_DK", "en": "en_GB"}
 DOMAIN = "messages"

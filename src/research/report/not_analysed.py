@@ -14,6 +14,8 @@ import pandas as pd
 
 from research.analyses import ANALYSES, REASONS, sentence
 
+__all__ = ["not_analysed_items"]
+
 
 def not_analysed_items(analyses: pd.DataFrame | None, gettext: Callable[[str], str], integer: Callable) -> dict:
     """``{"skipped": [sentence, ...], "adapted": [sentence, ...]}`` in the report's language, in run order."""

@@ -18,6 +18,8 @@ from typing import Any
 
 from research.recommend import load_config, load_estimates, read_recommendations
 
+__all__ = ["refresh_report"]
+
 
 def refresh_report(
     out_dir: str | os.PathLike[str],

@@ -28,7 +28,7 @@ import research
 from research.errors import ConfigError, DataError
 from research.report.datapackage import write_datapackage
 from research.recommend import RULES, RecommendConfig, load_config, validate_recommendations, write_recommendations
-from research.recommend.rules import N_
+from research.recommend.rule_base import N_
 from research.report.figures import (
     EmbeddedFigure,
     embed,
@@ -42,6 +42,8 @@ from research.report.i18n import Formatter, check_language, translations
 from research.report.not_analysed import not_analysed_items
 from research.report.since import since_section
 from research.privacy import check_min_cell_size, not_suppressed, group_sizes, suppress_records
+
+__all__ = ["render_report", "report_view_model", "write_report"]
 
 LEARNER_ID = re.compile(r"p_[0-9a-f]{16}")
 
@@ -422,7 +424,164 @@ def _static(name: str) -> Markup:
     return Markup(resources.files("research.report").joinpath("static", name).read_text(encoding="utf-8"))
 
 
-def render_report(
+def _finding_view(rec: dict[str, Any], view: _View) -> dict[str, Any]:
+    """One finding as the page shows it: the record's fields plus its formatted, translated texts."""
+    dyn = view.tr.gettext  # messages looked up by key (marked with N_ where they are defined)
+    _ = view._
+    rec = dict(rec)
+    rec["anchor"] = _anchor(rec["target_type"], rec["target_id"], rec.get("kc_model"))
+    rec["title_t"] = dyn(rec["title"])
+    rec["action_t"] = dyn(rec["action"])
+    rec["severity_t"] = dyn(SEVERITY_LABELS[rec["severity"]])
+    rec["target_t"] = view.target(rec)
+    rec["detail_t"] = view.detail(rec)
+    rec["sentence"] = view.sentence(rec)
+    rec["evidence"] = view.evidence_rows(rec)
+    rec["priority_t"] = view.fmt.integer(rec["priority"])
+    rec["n_affected_t"] = _("hidden") if rec.get("n_affected") is None else view.fmt.integer(rec["n_affected"])
+    rec["n_affected_sort"] = -1 if rec.get("n_affected") is None else rec["n_affected"]
+    rec["confidence_t"] = _("hidden") if rec.get("confidence") is None else view.fmt.percent(rec["confidence"])
+    rec["severity_order"] = {"high": 3, "medium": 2, "low": 1}[rec["severity"]]
+    return rec
+
+
+def _fix_first_cards(recs: list[dict[str, Any]], top_n: int) -> list[dict[str, Any]]:
+    """"Fix these first": one card per target for the first ``top_n`` targets with a finding to fix first.
+
+    Only findings whose evidence clears their threshold are to be fixed first (research.recommend);
+    every further finding on a card's target joins that card (``also``).
+    """
+    cards: dict[str, dict[str, Any]] = {}
+    first: dict[str, int] = {}
+    for r in recs:
+        if r.get("fix_first") and r["anchor"] not in cards and len(cards) < top_n:
+            cards[r["anchor"]] = {**r, "also": []}
+            first[r["anchor"]] = id(r)
+    for r in recs:
+        card = cards.get(r["anchor"])
+        if card is not None and id(r) != first[r["anchor"]]:
+            card["also"].append(r)
+    return list(cards.values())
+
+
+def _target_figures(ttype: str, t: dict[str, Any], figures: Mapping[tuple[str, str], Sequence[EmbeddedFigure]],
+                    estimates: Mapping[str, pd.DataFrame], view: _View, *, evidence: bool, drawn: bool) -> list[EmbeddedFigure]:
+    """A target's figures: its evidence, then those of the estimate tables (when drawn), then the caller's."""
+    _ = view._
+    figs: list[EmbeddedFigure] = list(figures.get(t["key"], []))
+    if evidence and drawn:
+        made = evidence_figure(
+            pd.DataFrame(t["findings"]),
+            fmt=view.fmt,
+            gettext=view.tr.gettext,
+            metric_label=view.metric_label,
+            format_value=view.value,
+            title=_("Evidence for %(target)s") % {"target": t["label"]},
+        )
+        if made is not None:
+            fig, alt = made
+            figs.insert(0, embed(fig, alt, _("Each dot is an estimate, the bar its %(level)s interval, the dashed line the threshold of the rule.") % {"level": view.fmt.percent_whole(0.95)}))
+    if drawn:
+        figs.extend(_estimate_figures(ttype, t, estimates, view))
+    return figs
+
+
+def _target_where(ttype: str, t: Mapping[str, Any], view: _View) -> str:
+    """Where a target sits in the course: its page and module (those above it)."""
+    where = []
+    if ttype != "page" and t["page"]:
+        where.append(view._("page %(page)s") % {"page": view.label("page", t["page"])})
+    if ttype != "module" and t["module"]:
+        where.append(view._("module %(module)s") % {"module": view.label("module", t["module"])})
+    return ", ".join(where)
+
+
+def _target_sections(recs: list[dict[str, Any]], view: _View, *, figures: Mapping[tuple[str, str], Sequence[EmbeddedFigure]],
+                     estimates: Mapping[str, pd.DataFrame], evidence_figures: bool, drawn: set[str]) -> list[dict[str, Any]]:
+    """One section per target type, one article per target in order of its best rank, with figures and notes."""
+    sections = []
+    for ttype in ("item", "kc", "page", "module"):
+        of_type = [r for r in recs if r["target_type"] == ttype]
+        if not of_type:
+            continue
+        targets: dict[str, dict[str, Any]] = {}
+        for r in of_type:
+            t = targets.setdefault(
+                r["anchor"],
+                {"anchor": r["anchor"], "label": r["target_t"], "findings": [], "module": r.get("module"),
+                 "page": r.get("page"), "key": (ttype, r["target_id"]), "notes": [],
+                 "url": view.item_info.get(str(r["target_id"]), {}).get("url") if ttype == "item" else None},
+            )
+            t["findings"].append(r)
+        for t in targets.values():
+            t["figures"] = _target_figures(ttype, t, figures, estimates, view,
+                                           evidence=evidence_figures, drawn=t["anchor"] in drawn)
+            if ttype == "item":
+                note = _hidden_options_note(t["key"][1], estimates, view)
+                if note:
+                    t["notes"].append(note)
+            t["where"] = _target_where(ttype, t, view)
+        sections.append({"type": ttype, "title": view.tr.gettext(SECTION_TITLES[ttype]), "targets": list(targets.values())})
+    return sections
+
+
+def _rule_help(config: RecommendConfig, view: _View) -> list[dict[str, Any]]:
+    """Every rule explained with the thresholds it ran with."""
+    dyn = view.tr.gettext
+    out = []
+    for name, rule in RULES.items():
+        settings = config.rule(name)
+        values = {key: view.setting(key, v) for key, v in settings.items()}
+        out.append(
+            {
+                "name": name,
+                "title": dyn(rule.title),
+                "explanation": dyn(rule.explanation) % values,
+                "action": dyn(rule.action),
+                "enabled": bool(settings["enabled"]),
+                "severity": dyn(SEVERITY_LABELS[settings["severity"]]),
+            }
+        )
+    return out
+
+
+def _participants(learners: pd.DataFrame, attributes: Sequence[str] | None, view: _View,
+                  out_dir: str | Path | None) -> list[dict[str, Any]]:
+    """Group sizes per learner attribute, small groups hidden (protected against the folder's tables)."""
+    _ = view._
+    out = []
+    sizes = group_sizes(learners, attributes, min_cell_size=view.k, out_dir=out_dir)
+    for attribute, part in sizes.groupby("attribute", sort=False):
+        label = view.attribute(str(attribute))
+        rows = [
+            {
+                "group": view.label(str(attribute), g),
+                "n": _("hidden") if pd.isna(n) else view.fmt.integer(n),
+                "share": _("hidden") if pd.isna(s) else view.fmt.percent(float(s)),
+                "hidden": bool(pd.isna(n)),
+            }
+            for g, n, s in zip(part["group"], part["n"], part["share"])
+        ]
+        made = group_sizes_figure(part.assign(group=[view.label(str(attribute), g) for g in part["group"]]),
+                                  attribute_label=label, fmt=view.fmt, gettext=view.tr.gettext)
+        out.append(
+            {"attribute": label, "rows": rows, "figure": embed(*made) if made else None,
+             "anchor": _anchor("attr", str(attribute))}
+        )
+    return out
+
+
+def _resolve_config(recommendations: pd.DataFrame, config: RecommendConfig | Mapping[str, Any] | str | Path | None) -> RecommendConfig:
+    """The recommendation config the records were made with: given, else their provenance, else defaults."""
+    if config is None:
+        prov = recommendations.attrs.get("provenance", {})
+        return RecommendConfig(settings=prov["config"]) if "config" in prov else load_config()
+    if not isinstance(config, RecommendConfig):
+        return load_config(config)
+    return config
+
+
+def report_view_model(
     recommendations: pd.DataFrame,
     *,
     language: str = "en",
@@ -444,8 +603,16 @@ def render_report(
     items: pd.DataFrame | None = None,
     status: pd.DataFrame | None = None,
     comparison: pd.DataFrame | None = None,
-) -> str:
-    """Render the report of one cohort in one language; returns the HTML text.
+) -> dict[str, Any]:
+    """The report of one cohort in one language as plain data: what ``report.html.j2`` renders,
+    every value already formatted and translated (the template escapes it and adds only its own
+    fixed texts). :func:`render_report` renders it.
+
+    Keys: ``lang``, ``cohort``, ``generated``, ``version``, ``predecessor``, ``not_analysed``,
+    ``since``, ``top`` (the "fix these first" cards), ``recs`` (every finding in rank order),
+    ``sections`` (per target type, per target: findings, figures, notes), ``rules``,
+    ``rules_present``, ``participants``, ``summary``, ``n_learners``, ``min_cell_size``,
+    ``severity_labels``, ``level``, ``figure_note``.
 
     Parameters
     ----------
@@ -510,146 +677,41 @@ def render_report(
     if not isinstance(recommendations, pd.DataFrame):
         raise DataError(f"recommendations must be a DataFrame, got {type(recommendations).__name__}")
     validate_recommendations(recommendations)
-    if config is None:
-        prov = recommendations.attrs.get("provenance", {})
-        config = RecommendConfig(settings=prov["config"]) if "config" in prov else load_config()
-    elif not isinstance(config, RecommendConfig):
-        config = load_config(config)
+    config = _resolve_config(recommendations, config)
     if cohort is None:
         cohorts = recommendations["cohort"].dropna().unique()
         cohort = str(cohorts[0]) if len(cohorts) else ""
     view = _View(language, k, labels=labels, items=items)
     _ = view._
-    tr = view.tr
-    dyn = tr.gettext  # for messages looked up by key (marked with N_ where they are defined)
+    dyn = view.tr.gettext
 
     safe = suppress_records(recommendations, min_cell_size=k)
-    recs = _records(safe.sort_values("rank"))
+    recs = [_finding_view(rec, view) for rec in _records(safe.sort_values("rank"))]
+    # the KC-model change a search supports (research.kcmodel.advice), in the report's language
+    from research.kcmodel.advice import report_changes
+
+    changes = report_changes(safe, out_dir, language=language)
     for rec in recs:
-        rec["anchor"] = _anchor(rec["target_type"], rec["target_id"], rec.get("kc_model"))
-        rec["title_t"] = dyn(rec["title"])
-        rec["action_t"] = dyn(rec["action"])
-        rec["severity_t"] = dyn(SEVERITY_LABELS[rec["severity"]])
-        rec["target_t"] = view.target(rec)
-        rec["detail_t"] = view.detail(rec)
-        rec["sentence"] = view.sentence(rec)
-        rec["evidence"] = view.evidence_rows(rec)
-        rec["priority_t"] = view.fmt.integer(rec["priority"])
-        rec["n_affected_t"] = _("hidden") if rec.get("n_affected") is None else view.fmt.integer(rec["n_affected"])
-        rec["confidence_t"] = "" if rec.get("confidence") is None else view.fmt.percent(rec["confidence"])
-        rec["severity_order"] = {"high": 3, "medium": 2, "low": 1}[rec["severity"]]
+        rec["kc_model_change_t"] = changes.get(rec["recommendation_id"], "")
+    top = _fix_first_cards(recs, int(config.priority["top_n"]))
 
-    # "Fix these first": one card per target; further findings on the same target join its card
-    top_n = int(config.priority["top_n"])
-    # only findings whose evidence clears their threshold are to be fixed first (research.recommend);
-    # one card per target, and every further finding on a card's target joins that card
-    cards: dict[str, dict[str, Any]] = {}
-    for r in recs:
-        if r.get("fix_first") and r["anchor"] not in cards and len(cards) < top_n:
-            cards[r["anchor"]] = {**r, "also": [], "first": id(r)}
-    for r in recs:
-        card = cards.get(r["anchor"])
-        if card is not None and id(r) != card["first"]:
-            card["also"].append(r)
-    top = list(cards.values())
-
-    # one section per target, grouped by target type, in order of each target's best rank
+    # figures for the targets with the best-ranked findings only
     ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
     limit = len(ranked_targets) if max_figure_targets is None else int(max_figure_targets)
-    drawn = set(ranked_targets[:limit])
-    sections = []
-    figures = figures or {}
-    for ttype in ("item", "kc", "page", "module"):
-        of_type = [r for r in recs if r["target_type"] == ttype]
-        if not of_type:
-            continue
-        targets: dict[str, dict[str, Any]] = {}
-        for r in of_type:
-            t = targets.setdefault(
-                r["anchor"],
-                {"anchor": r["anchor"], "label": r["target_t"], "findings": [], "module": r.get("module"),
-                 "page": r.get("page"), "key": (ttype, r["target_id"]), "notes": [],
-                 "url": view.item_info.get(str(r["target_id"]), {}).get("url") if ttype == "item" else None},
-            )
-            t["findings"].append(r)
-        for t in targets.values():
-            figs: list[EmbeddedFigure] = list(figures.get(t["key"], []))
-            if evidence_figures and t["anchor"] in drawn:
-                made = evidence_figure(
-                    pd.DataFrame(t["findings"]),
-                    fmt=view.fmt,
-                    gettext=tr.gettext,
-                    metric_label=view.metric_label,
-                    format_value=view.value,
-                    title=_("Evidence for %(target)s") % {"target": t["label"]},
-                )
-                if made is not None:
-                    fig, alt = made
-                    figs.insert(0, embed(fig, alt, _("Each dot is an estimate, the bar its %(level)s interval, the dashed line the threshold of the rule.") % {"level": view.fmt.percent_whole(0.95)}))
-            if t["anchor"] in drawn:
-                figs.extend(_estimate_figures(ttype, t, estimates or {}, view))
-            t["figures"] = figs
-            where = []
-            if ttype == "item":
-                note = _hidden_options_note(t["key"][1], estimates or {}, view)
-                if note:
-                    t["notes"].append(note)
-            if ttype != "page" and t["page"]:
-                where.append(_("page %(page)s") % {"page": view.label("page", t["page"])})
-            if ttype != "module" and t["module"]:
-                where.append(_("module %(module)s") % {"module": view.label("module", t["module"])})
-            t["where"] = ", ".join(where)
-        sections.append({"type": ttype, "title": dyn(SECTION_TITLES[ttype]), "targets": list(targets.values())})
-
+    sections = _target_sections(recs, view, figures=figures or {}, estimates=estimates or {},
+                                evidence_figures=evidence_figures, drawn=set(ranked_targets[:limit]))
     rules_present = sorted({r["rule"] for r in recs}, key=list(RULES).index)
-    rule_help = []
-    for name, rule in RULES.items():
-        settings = config.rule(name)
-        values = {key: view.setting(key, v) for key, v in settings.items()}
-        rule_help.append(
-            {
-                "name": name,
-                "title": dyn(rule.title),
-                "explanation": dyn(rule.explanation) % values,
-                "action": dyn(rule.action),
-                "enabled": bool(settings["enabled"]),
-                "severity": dyn(SEVERITY_LABELS[settings["severity"]]),
-            }
-        )
+    rule_help = _rule_help(config, view)
 
     participants = []
     if learners is not None and len(learners):
-        sizes = group_sizes(learners, attributes, min_cell_size=k, out_dir=out_dir)  # protected against the folder's tables
-        for attribute, part in sizes.groupby("attribute", sort=False):
-            label = view.attribute(str(attribute))
-            rows = [
-                {
-                    "group": view.label(str(attribute), g),
-                    "n": _("hidden") if pd.isna(n) else view.fmt.integer(n),
-                    "share": _("hidden") if pd.isna(s) else view.fmt.percent(float(s)),
-                    "hidden": bool(pd.isna(n)),
-                }
-                for g, n, s in zip(part["group"], part["n"], part["share"])
-            ]
-            made = group_sizes_figure(part.assign(group=[view.label(str(attribute), g) for g in part["group"]]),
-                                      attribute_label=label, fmt=view.fmt, gettext=tr.gettext)
-            participants.append(
-                {"attribute": label, "rows": rows, "figure": embed(*made) if made else None,
-                 "anchor": _anchor("attr", str(attribute))}
-            )
+        participants = _participants(learners, attributes, view, out_dir)
         if n_learners is None:
             n_learners = int(learners["learner_id"].nunique()) if "learner_id" in learners.columns else None
 
     counts = safe["severity"].value_counts()
-    summary_counts = {
-        "total": view.fmt.integer(len(safe)),
-        "high": view.fmt.integer(counts.get("high", 0)),
-        "medium": view.fmt.integer(counts.get("medium", 0)),
-        "low": view.fmt.integer(counts.get("low", 0)),
-    }
-    n_learners_t = None
-    if n_learners is not None:
-        n_learners_t = view.fmt.integer(n_learners) if n_learners >= k else None
+    summary_counts = {"total": view.fmt.integer(len(safe))}
+    summary_counts.update({s: view.fmt.integer(counts.get(s, 0)) for s in ("high", "medium", "low")})
 
     since = None
     if predecessor is not None and status is not None:
@@ -657,16 +719,13 @@ def render_report(
         since = since_section(status, comparison, view=view, anchors=by_id,
                               target_label=lambda rec: view.target({k: rec.get(k) for k in ("target_type", "target_id", "kc_model")}))
 
-    env = _environment()
-    env.install_gettext_translations(tr, newstyle=True)
-    template = env.get_template("report.html.j2")
-    html = template.render(
+    return dict(
         lang=language,
         cohort=cohort,
         generated=view.fmt.date(generated or dt.date.today()),
         version=research.__version__,
         predecessor=predecessor,
-        not_analysed=not_analysed_items(analyses, tr.gettext, view.fmt.integer),
+        not_analysed=not_analysed_items(analyses, dyn, view.fmt.integer),
         since=since,
         top=top,
         recs=recs,
@@ -675,10 +734,8 @@ def render_report(
         rules_present=[{"name": n, "title": dyn(RULES[n].title)} for n in rules_present],
         participants=participants,
         summary=summary_counts,
-        n_learners=n_learners_t,
+        n_learners=view.fmt.integer(n_learners) if n_learners is not None and n_learners >= k else None,
         min_cell_size=view.fmt.integer(k),
-        css=_static("report.css"),
-        js=_static("report.js"),
         severity_labels={s: dyn(lab) for s, lab in SEVERITY_LABELS.items()},
         level=view.fmt.percent_whole(0.95),
         figure_note=(
@@ -688,6 +745,19 @@ def render_report(
             else ""
         ),
     )
+
+
+def render_report(recommendations: pd.DataFrame, **options: Any) -> str:
+    """Render the report of one cohort in one language; returns the HTML text.
+
+    The page is :func:`report_view_model` (every value formatted and translated; it takes the
+    same arguments, ``language``, ``learners``, ``estimates``, ``predecessor`` and the others)
+    rendered by the template ``report.html.j2``. A learner id on the page stops it (``DataError``).
+    """
+    model = report_view_model(recommendations, **options)
+    env = _environment()
+    env.install_gettext_translations(translations(model["lang"]), newstyle=True)
+    html = env.get_template("report.html.j2").render(**model, css=_static("report.css"), js=_static("report.js"))
     leaked = LEARNER_ID.search(html)
     if leaked:
         raise DataError(

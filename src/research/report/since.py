@@ -29,7 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from research.recommend.rules import N_
+from research.recommend.rule_base import N_
+
+__all__ = ["finding_outcome", "finding_outcomes", "since_section"]
 
 OUTCOME_LABELS = {
     "fixed": N_("fixed"),
@@ -98,25 +100,9 @@ def finding_outcomes(status: pd.DataFrame) -> pd.Series:
     )
 
 
-def since_section(
-    status: pd.DataFrame | None,
-    comparison: pd.DataFrame | None,
-    *,
-    view,
-    target_label: Callable[[Mapping[str, Any]], str],
-    anchors: Mapping[str, str],
-) -> dict[str, Any] | None:
-    """Everything the template's "Since the previous cohort" section shows, formatted for one language.
-
-    ``anchors`` maps recommendation ids of this report to the anchor of their evidence.
-    Returns None without a status table.
-    """
-    if status is None:
-        return None
-    _ = view._
-    fmt = view.fmt
-    st = status.copy()
-    st["outcome"] = finding_outcomes(st) if len(st) else pd.Series(dtype="string")
+def _earlier_and_new(st: pd.DataFrame, _: Callable[[str], str], target_label: Callable[[Mapping[str, Any]], str],
+                     anchors: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Last time's findings with what became of them, and this time's new ones."""
     earlier = []
     for rec in st[st["status"].isin(["persisting", "resolved"])].astype(object).to_dict("records"):
         rec = {k: (None if _missing(v) else v) for k, v in rec.items()}
@@ -134,52 +120,86 @@ def since_section(
         rec = {k: (None if _missing(v) else v) for k, v in rec.items()}
         new.append({"title": _(rec["title"]) if rec.get("title") else rec["rule"], "target": target_label(rec),
                     "anchor": anchors.get(str(rec["recommendation_id"]))})
+    return earlier, new
+
+
+def _metric_row(r: Mapping[str, Any], view) -> dict[str, str]:
+    """One measure of a change: before, after, difference and its interval, formatted."""
+    _ = view._
+    fmt = view.fmt
+    metric = str(r["metric"])
+    pct = metric in PERCENT_COMPARISON
+
+    def val(x):
+        if _missing(x):
+            return ""
+        return fmt.percent(float(x)) if pct else fmt.number(float(x), 2)
+
+    interval = ""
+    if not _missing(r.get("ci_low")) and not _missing(r.get("ci_high")):
+        interval = _("%(low)s to %(high)s") % {"low": val(r["ci_low"]), "high": val(r["ci_high"])}
+    hidden = _missing(r.get("before")) and not _missing(r.get("suppressed_reason"))
+    return {
+        "metric": _(COMPARISON_METRIC_LABELS[metric]) if metric in COMPARISON_METRIC_LABELS else metric,
+        "before": _("hidden") if hidden else val(r.get("before")),
+        "after": _("hidden") if hidden else val(r.get("after")),
+        "difference": val(r.get("difference")),
+        "interval": interval,
+        "p_improved": "" if _missing(r.get("p_improved")) else fmt.percent(float(r["p_improved"])),
+        "n": " / ".join(fmt.integer(r[k]) for k in ("n_before", "n_after") if not _missing(r.get(k))),
+        "verdict": _(METRIC_VERDICT_LABELS.get(str(r["verdict"]), str(r["verdict"]))),
+    }
+
+
+def _changes(comparison: pd.DataFrame | None, view, target_label: Callable[[Mapping[str, Any]], str]) -> list[dict[str, Any]]:
+    """One entry per change and target of ``comparison``: its verdict and the rows of its measures."""
+    _ = view._
+    changes: list[dict[str, Any]] = []
+    if comparison is None or not len(comparison):
+        return changes
+    c = comparison.astype(object).where(comparison.notna(), None)
+    keys = ["change_id", "target_type", "target_id", "kc_model"]
+    for _key, part in c.groupby([c[k].fillna("") for k in keys], sort=False):
+        first = part.iloc[0].to_dict()
+        records = part.to_dict("records")
+        verdict = first.get("target_verdict") or "not_comparable"
+        types = [t for t in str(first.get("change_type") or "").split(";") if t]
+        changes.append({
+            "change_id": str(first.get("change_id") or ""),
+            "type_t": ", ".join(_(CHANGE_TYPE_LABELS.get(t, t)) for t in types),
+            "target": target_label({"target_type": first["target_type"], "target_id": first["target_id"],
+                                    "kc_model": first.get("kc_model")}),
+            "verdict": verdict,
+            "verdict_t": _(VERDICT_LABELS.get(verdict, verdict)),
+            "tentative": bool(first.get("too_few_anchors")) and any(str(r["metric"]) == "difficulty" for r in records),
+            "rows": [_metric_row(r, view) for r in records],
+        })
+    return changes
+
+
+def since_section(
+    status: pd.DataFrame | None,
+    comparison: pd.DataFrame | None,
+    *,
+    view,
+    target_label: Callable[[Mapping[str, Any]], str],
+    anchors: Mapping[str, str],
+) -> dict[str, Any] | None:
+    """Everything the template's "Since the previous cohort" section shows, formatted for one language.
+
+    ``anchors`` maps recommendation ids of this report to the anchor of their evidence.
+    Returns None without a status table.
+    """
+    if status is None:
+        return None
+    fmt = view.fmt
+    st = status.copy()
+    st["outcome"] = finding_outcomes(st) if len(st) else pd.Series(dtype="string")
+    earlier, new = _earlier_and_new(st, view._, target_label, anchors)
     counts = st["outcome"].value_counts()
     summary = {k: fmt.integer(int(counts.get(k, 0))) for k in OUTCOME_LABELS}
     summary["earlier"] = fmt.integer(len(earlier))
-
-    changes = []
-    if comparison is not None and len(comparison):
-        c = comparison.astype(object).where(comparison.notna(), None)
-        keys = ["change_id", "target_type", "target_id", "kc_model"]
-        for key, part in c.groupby([c[k].fillna("") for k in keys], sort=False):
-            first = part.iloc[0].to_dict()
-            verdict = first.get("target_verdict") or "not_comparable"
-            rows = []
-            for r in part.to_dict("records"):
-                metric = str(r["metric"])
-                pct = metric in PERCENT_COMPARISON
-
-                def val(x, pct=pct):
-                    if _missing(x):
-                        return ""
-                    return fmt.percent(float(x)) if pct else fmt.number(float(x), 2)
-
-                interval = ""
-                if not _missing(r.get("ci_low")) and not _missing(r.get("ci_high")):
-                    interval = _("%(low)s to %(high)s") % {"low": val(r["ci_low"]), "high": val(r["ci_high"])}
-                hidden = _missing(r.get("before")) and not _missing(r.get("suppressed_reason"))
-                rows.append({
-                    "metric": _(COMPARISON_METRIC_LABELS[metric]) if metric in COMPARISON_METRIC_LABELS else metric,
-                    "before": _("hidden") if hidden else val(r.get("before")),
-                    "after": _("hidden") if hidden else val(r.get("after")),
-                    "difference": val(r.get("difference")),
-                    "interval": interval,
-                    "p_improved": "" if _missing(r.get("p_improved")) else fmt.percent(float(r["p_improved"])),
-                    "n": " / ".join(fmt.integer(r[k]) for k in ("n_before", "n_after") if not _missing(r.get(k))),
-                    "verdict": _(METRIC_VERDICT_LABELS.get(str(r["verdict"]), str(r["verdict"]))),
-                })
-            types = [t for t in str(first.get("change_type") or "").split(";") if t]
-            changes.append({
-                "change_id": str(first.get("change_id") or ""),
-                "type_t": ", ".join(_(CHANGE_TYPE_LABELS.get(t, t)) for t in types),
-                "target": target_label({"target_type": first["target_type"], "target_id": first["target_id"],
-                                        "kc_model": first.get("kc_model")}),
-                "verdict": verdict,
-                "verdict_t": _(VERDICT_LABELS.get(verdict, verdict)),
-                "tentative": bool(first.get("too_few_anchors")) and any(str(r["metric"]) == "difficulty" for r in part.to_dict("records")),
-                "rows": rows,
-            })
+    changes = _changes(comparison, view, target_label)
     worked = sum(ch["verdict"] == "improved" for ch in changes)
     return {
         "earlier": earlier,

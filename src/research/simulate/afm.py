@@ -21,6 +21,8 @@ from scipy.special import expit
 
 from research.errors import ConfigError
 
+__all__ = ["SimulatedAFM", "simulate_afm"]
+
 
 @dataclass
 class SimulatedAFM:
@@ -103,6 +105,52 @@ class SimulatedAFM:
         return attempts, attempt_kcs.reset_index(drop=True)
 
 
+def _check_afm_settings(*, n_learners, n_kcs, n_opportunities, items_per_kc, no_learning_share, multi_kc_share,
+                        mastery_streak) -> None:
+    for name, value in (("n_learners", n_learners), ("n_kcs", n_kcs), ("n_opportunities", n_opportunities),
+                        ("items_per_kc", items_per_kc)):
+        if int(value) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value!r}.")
+    if not 0 <= no_learning_share <= 1 or not 0 <= multi_kc_share <= 1:
+        raise ConfigError(
+            f"no_learning_share ({no_learning_share!r}) and multi_kc_share ({multi_kc_share!r}) must lie in [0, 1]."
+        )
+    if mastery_streak is not None and multi_kc_share > 0:
+        raise ConfigError("mastery_streak works with single-KC steps only; set multi_kc_share=0.")
+    if n_kcs < 2 and multi_kc_share > 0:
+        raise ConfigError("multi_kc_share > 0 needs at least 2 KCs.")
+
+
+def _before_mastery(long: pd.DataFrame, success: np.ndarray, n_kcs: int, mastery_streak: int) -> np.ndarray:
+    """Per step row: whether it comes before the learner's first streak of ``mastery_streak`` successes on its
+    KC (in opportunity order); the later steps are dropped, as mastery learning stops practice."""
+    keep_step = np.ones(success.size, dtype=bool)
+    o = long.sort_values(["learner", "kc", "opportunity"])
+    s = success[o["step_row"].to_numpy()]
+    grp = (o["learner"].to_numpy() * n_kcs + o["kc"].to_numpy())
+    fails = pd.Series(1 - s).groupby(grp).cumsum().to_numpy()
+    run = pd.Series(s).groupby([grp, fails]).cumsum().to_numpy()
+    reached = pd.Series(run >= mastery_streak).groupby(grp).cummax().to_numpy()
+    done_before = pd.Series(reached).groupby(grp).shift(1, fill_value=False).to_numpy().astype(bool)
+    keep_step[o["step_row"].to_numpy()[done_before]] = False
+    return keep_step
+
+
+def _numbered_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """Problem views (a learner who meets the same item again opens a new view of it), step rows
+    renumbered 0.. in time order within learner (as student_steps does), and the canonical dtypes."""
+    first = steps.drop_duplicates("step_row")
+    views = first.groupby(["learner_id", "item_id"], sort=False).cumcount() + 1
+    steps["problem_view"] = pd.Series(views.to_numpy(), index=first["step_row"].to_numpy()).reindex(
+        steps["step_row"].to_numpy()).to_numpy()
+    codes, _ = pd.factorize(steps["step_row"], sort=True)
+    steps["step_row"] = codes.astype("int64")
+    steps["opportunity"] = steps["opportunity"].astype("Int64")
+    for c in ("learner_id", "item_id", "step_id", "first_attempt", "kc_model", "kc"):
+        steps[c] = steps[c].astype("string")
+    return steps
+
+
 def simulate_afm(
     n_learners: int = 500,
     n_kcs: int = 10,
@@ -134,18 +182,8 @@ def simulate_afm(
     -------
     SimulatedAFM
     """
-    for name, value in (("n_learners", n_learners), ("n_kcs", n_kcs), ("n_opportunities", n_opportunities),
-                        ("items_per_kc", items_per_kc)):
-        if int(value) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value!r}.")
-    if not 0 <= no_learning_share <= 1 or not 0 <= multi_kc_share <= 1:
-        raise ConfigError(
-            f"no_learning_share ({no_learning_share!r}) and multi_kc_share ({multi_kc_share!r}) must lie in [0, 1]."
-        )
-    if mastery_streak is not None and multi_kc_share > 0:
-        raise ConfigError("mastery_streak works with single-KC steps only; set multi_kc_share=0.")
-    if n_kcs < 2 and multi_kc_share > 0:
-        raise ConfigError("multi_kc_share > 0 needs at least 2 KCs.")
+    _check_afm_settings(n_learners=n_learners, n_kcs=n_kcs, n_opportunities=n_opportunities, items_per_kc=items_per_kc,
+                        no_learning_share=no_learning_share, multi_kc_share=multi_kc_share, mastery_streak=mastery_streak)
     rng = np.random.default_rng(seed)
     theta = rng.normal(0, sigma_theta, n_learners)
     beta = rng.normal(beta_mean, beta_sd, n_kcs)
@@ -180,16 +218,7 @@ def simulate_afm(
 
     keep_step = np.ones(step_row.size, dtype=bool)
     if mastery_streak is not None:
-        # within learner x KC in opportunity order: drop steps after the first streak of successes
-        o = long.sort_values(["learner", "kc", "opportunity"])
-        s = success[o["step_row"].to_numpy()]
-        grp = (o["learner"].to_numpy() * n_kcs + o["kc"].to_numpy())
-        fails = pd.Series(1 - s).groupby(grp).cumsum().to_numpy()
-        run = pd.Series(s).groupby([grp, fails]).cumsum().to_numpy()
-        reached = pd.Series(run >= mastery_streak).groupby(grp).cummax().to_numpy()
-        done_before = pd.Series(reached).groupby(grp).shift(1, fill_value=False).to_numpy().astype(bool)
-        keep_step[o["step_row"].to_numpy()[done_before]] = False
-
+        keep_step = _before_mastery(long, success, n_kcs, mastery_streak)
     long = long[keep_step[long["step_row"].to_numpy()]]
     start = np.datetime64("2025-01-06T08:00:00") + (rng.integers(0, 30, n_learners) * 86400).astype("timedelta64[s]")
     item_no = rng.integers(0, items_per_kc, step_row.size)
@@ -217,17 +246,7 @@ def simulate_afm(
             "opportunity": long["opportunity"].to_numpy(),
         }
     )
-    # a learner who meets the same item again opens a new problem view of it
-    first = steps.drop_duplicates("step_row")
-    views = first.groupby(["learner_id", "item_id"], sort=False).cumcount() + 1
-    steps["problem_view"] = pd.Series(views.to_numpy(), index=first["step_row"].to_numpy()).reindex(
-        steps["step_row"].to_numpy()).to_numpy()
-    # renumber step rows 0.. in time order within learner, as student_steps does
-    codes, _ = pd.factorize(steps["step_row"], sort=True)
-    steps["step_row"] = codes.astype("int64")
-    steps["opportunity"] = steps["opportunity"].astype("Int64")
-    for c in ("learner_id", "item_id", "step_id", "first_attempt", "kc_model", "kc"):
-        steps[c] = steps[c].astype("string")
+    steps = _numbered_steps(steps)
     kcs = pd.DataFrame({"kc_model": kc_model, "kc": kc_names, "beta": beta, "gamma": gamma, "no_learning": zero})
     kcs["kc_model"] = kcs["kc_model"].astype("string")
     kcs["kc"] = kcs["kc"].astype("string")

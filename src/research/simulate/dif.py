@@ -23,6 +23,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = ["SimulatedDIF", "SimulatedEngagement", "simulate_dif", "simulate_engagement"]
+
 
 @dataclass
 class SimulatedDIF:

@@ -44,6 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from research.simulate.cohort import SimulatedCohort
 
+__all__ = ["FORMATS", "write_exports"]
+
 FORMATS = ("datashop", "xapi", "xapi-json")
 
 #: DataShop transaction export header, in order.

@@ -20,6 +20,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = ["SimulatedGains", "SimulatedSurvey", "simulate_factor", "simulate_likert", "simulate_prepost"]
+
 
 @dataclass
 class SimulatedGains:

@@ -14,6 +14,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = ["SimulatedResponses", "simulate_2pl", "simulate_attempts", "simulate_rasch"]
+
 
 @dataclass
 class SimulatedResponses:

@@ -21,6 +21,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = ["SimulatedPair", "simulate_linking_pair"]
+
 
 @dataclass
 class SimulatedPair:

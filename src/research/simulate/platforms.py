@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["write_datashop_tab", "write_torus_xapi", "write_xml"]
+
 T0 = datetime(2024, 7, 10, 7, 0, 0)
 _CTX = ('<context_message context_message_id="{ctx}" name="START_PROBLEM"><meta><user_id>{user}</user_id><session_id>{sess}</session_id>'
         '<time>{time}</time><time_zone>GMT</time_zone></meta><dataset><name>bench</name><level type="Container"><name>Unit {unit}</name>'

@@ -25,6 +25,8 @@ import pandas as pd
 
 from research.errors import ConfigError
 
+__all__ = ["SimulatedSurveyWaves", "simulate_survey_waves", "with_survey_waves"]
+
 WAVES = ("pre", "mid", "post")
 
 

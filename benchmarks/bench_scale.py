@@ -1,0 +1,134 @@
+"""The largest single cohort one machine fits: ingest and AFM peak memory at 1M and 4M attempts.
+
+Issue 19, point 5. For each size a cohort is simulated (research.simulate; about 85
+attempts per learner), written as a real DataShop transaction export, and then two fresh
+child processes (so each peak resident memory is its own) do:
+
+1. ingest: the export into a new warehouse (DuckDB file, the default);
+2. fit: read attempts + attempt_kcs back, roll them up into student steps
+   (``opportunities.student_steps``) and fit one AFM on the first KC model, as the
+   pipeline's notebook 03 does.
+
+Printed per size: time and peak RSS of each child, and the rows in play. From the two sizes
+a straight line (peak = a + b x attempts) is extrapolated to the attempts whose larger
+peak reaches the memory one 24 GB machine leaves a run (20 GB: the OS, the notebook kernel
+and DuckDB's own buffers take the rest). That figure is an extrapolation, not a measurement.
+
+The machine this ran on is shared (2 cores, several people): times are pessimistic; memory
+is not affected. The first size is also ingested into a Parquet store (``--no-store``: not).
+Usage: python benchmarks/bench_scale.py [--sizes 1000000,4000000] [--limit-gb 20] [--no-store]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ATTEMPTS_PER_LEARNER = 85  # of the default simulated course (measured: 9,400 learners -> about 800,000 attempts)
+INGEST = r"""
+import json, sys, time, resource
+from research.store import open_warehouse
+t0 = time.perf_counter()
+with open_warehouse(sys.argv[2]) as wh:
+    wh.ingest([sys.argv[1]], cohort="bench")
+    n = wh.counts("bench")
+print(json.dumps({"ingest_s": time.perf_counter() - t0, "attempts": n["attempts"], "attempt_kcs": n["attempt_kcs"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+FIT = r"""
+import json, sys, time, resource
+from research.store import open_warehouse
+from research.estimate import opportunities
+from research.estimate.afm import AFM
+t0 = time.perf_counter()
+with open_warehouse(sys.argv[1], read_only=True) as wh:
+    attempts, kcs = wh.table("attempts", "bench"), wh.table("attempt_kcs", "bench")
+read_s = time.perf_counter() - t0
+frames_mb = (attempts.memory_usage(deep=True).sum() + kcs.memory_usage(deep=True).sum()) / 2**20
+t0 = time.perf_counter()
+steps = opportunities.student_steps(attempts, kcs)
+steps_s = time.perf_counter() - t0
+del attempts, kcs
+model = sorted(steps["kc_model"].unique())[0]
+t0 = time.perf_counter()
+afm = AFM().fit(steps, kc_model=model)
+print(json.dumps({"read_s": read_s, "student_steps_s": steps_s, "afm_s": time.perf_counter() - t0,
+                  "frames_mb": frames_mb, "step_kc_rows": len(steps), "learners": int(steps["learner_id"].nunique()),
+                  "kcs": len(afm.kcs_), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _child(code: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+SIMULATE = r"""
+import json, sys, time
+from research.simulate import simulate_cohort
+t0 = time.perf_counter()
+sim = simulate_cohort(n_learners=int(sys.argv[1]), seed=1, cohort="bench")
+export = sim.write(sys.argv[2], formats=("datashop",))["datashop"]
+print(json.dumps({"export": str(export), "simulated_attempts": len(sim.attempts), "simulate_s": time.perf_counter() - t0}))
+"""
+
+
+def measure(n_attempts: int, tmp: Path, *, store: bool = False) -> dict:
+    sim = _child(SIMULATE, str(max(100, n_attempts // ATTEMPTS_PER_LEARNER)), str(tmp / f"raw-{n_attempts}"))  # its own process: the parent stays small
+    export = sim.pop("export")
+    out = {"target_attempts": n_attempts, **sim, "export_mb": Path(export).stat().st_size / 2**20}
+    if store:  # the same ingest into a Parquet store (the cohort is checked out into an in-memory DuckDB)
+        out["store_ingest"] = _child(INGEST, str(export), str(tmp / f"w-{n_attempts}.store"))
+        shutil.rmtree(tmp / f"w-{n_attempts}.store")
+    warehouse = tmp / f"w-{n_attempts}.duckdb"
+    out["ingest"] = _child(INGEST, str(export), str(warehouse))
+    out["warehouse_mb"] = warehouse.stat().st_size / 2**20
+    os.unlink(export)
+    out["fit"] = _child(FIT, str(warehouse))
+    os.unlink(warehouse)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    sizes = [int(s) for s in (argv[argv.index("--sizes") + 1] if "--sizes" in argv else "1000000,4000000").split(",")]
+    limit_gb = float(argv[argv.index("--limit-gb") + 1]) if "--limit-gb" in argv else 20.0
+    os.environ.setdefault("RESEARCH_PSEUDONYM_KEY", "benchmark")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, n in enumerate(sizes):
+            r = measure(n, Path(tmp), store=i == 0 and "--no-store" not in argv)
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (times are pessimistic when it is high)")
+    print(f"{'attempts':>10} | {'export MB':>9} | {'ingest s':>8} | {'ingest peak MB':>14} | {'read+steps+AFM s':>16} | "
+          f"{'fit peak MB':>11} | {'frames MB':>9} | {'step-KC rows':>12}")
+    for r in results:
+        i, f = r["ingest"], r["fit"]
+        print(f"{i['attempts']:>10,} | {r['export_mb']:>9.0f} | {i['ingest_s']:>8.1f} | {i['peak_rss_mb']:>14,.0f} | "
+              f"{f['read_s'] + f['student_steps_s'] + f['afm_s']:>16.1f} | {f['peak_rss_mb']:>11,.0f} | {f['frames_mb']:>9,.0f} | "
+              f"{f['step_kc_rows']:>12,}")
+    for r in results:
+        if "store_ingest" in r:
+            print(f"ingest of {r['store_ingest']['attempts']:,} attempts into a Parquet store: {r['store_ingest']['ingest_s']:.1f} s, "
+                  f"peak {r['store_ingest']['peak_rss_mb']:,.0f} MB")
+    if len(results) >= 2:
+        (x0, r0), (x1, r1) = [(r["ingest"]["attempts"], r) for r in (results[0], results[-1])]
+        for step in ("ingest", "fit"):
+            y0, y1 = r0[step]["peak_rss_mb"], r1[step]["peak_rss_mb"]
+            slope = (y1 - y0) / (x1 - x0)
+            largest = x1 + (limit_gb * 1024 - y1) / slope if slope > 0 else float("inf")
+            print(f"{step}: {slope * 1e6:,.0f} MB per million attempts above {y0 - slope * x0:,.0f} MB; "
+                  f"extrapolated to a {limit_gb:g} GB peak at about {largest / 1e6:,.0f} million attempts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
