@@ -150,9 +150,18 @@ def _run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def _ingest(cfg: CohortConfig, wh_path: Path, reports_dir: Path, keep: int, say):
+def _record(reports_dir: Path, row: dict) -> None:
+    from research.report_index import record_run
+
+    try:
+        record_run(reports_dir, row)
+    except (OSError, ValueError):
+        pass  # a full disk: the message still reaches the user
+
+
+def _ingest(cfg: CohortConfig, wh_path: Path, reports_dir: Path, say):
     """Ingest one cohort's sources under its lock (a serial run's first step): its exit code, or a RunResult when it stops there."""
-    from research.pipeline import CohortLock, RunResult, _prune_quietly, _record_failure, ingest_sources
+    from research.pipeline import CohortLock, RunResult, ingest_sources
 
     cohort = cfg.cohort
     if not cfg.sources and cohort != "demo":
@@ -182,8 +191,7 @@ def _ingest(cfg: CohortConfig, wh_path: Path, reports_dir: Path, keep: int, say)
             status, code = "failed", 3
         text = str(exc) if isinstance(exc, ResearchError) else f"the ingest stopped on an unexpected error ({type(exc).__name__}: {str(exc)[:300]})"
         message = text if text.startswith(f"cohort {cohort!r}") else f"cohort {cohort!r}: {text}"
-        _record_failure(reports_dir, cohort, _run_id(), message, None)
-        _prune_quietly(reports_dir, cohort, keep)
+        _record(reports_dir, {"cohort": cohort, "run_id": _run_id(), "finished": _now(), "outcome": "failed", "reason": message[:1000]})
         return RunResult(cohort, status, code, message=message)
     finally:
         lock.__exit__(None, None, None)
@@ -191,31 +199,24 @@ def _ingest(cfg: CohortConfig, wh_path: Path, reports_dir: Path, keep: int, say)
 
 def _worker_lost(cohort: str, exc: BaseException, reports_dir: Path, keep: int):
     """The failed result of a cohort whose task did not come back; its dead run's folder is kept as a failed folder."""
-    from research.pipeline import CohortLock, RunResult, _folders, _last_good, _recover, prune_failed
-    from research.report_index import record_run
+    from research.pipeline import CohortLock, RunResult, close_dead_runs, last_good, prune_failed
 
     first = (str(exc).splitlines() or [""])[0][:300]
     reason = f"the Dask worker running it stopped before the run finished ({type(exc).__name__}: {first})"
     kept = None
     try:
         with CohortLock(reports_dir, cohort, timeout=5):
-            _recover(reports_dir, cohort)  # a swap the kill interrupted: the previous report goes back
-            for run_dir in _folders(reports_dir, cohort, "run"):
-                run_id = run_dir.name.rsplit(".run-", 1)[1]
-                kept = reports_dir / f".{cohort}.failed-{run_id}"
-                run_dir.rename(kept)
-                (kept / "error.log").write_text(f"{_now()}\n{reason}\n", encoding="utf-8")
-                record_run(reports_dir, {"cohort": cohort, "run_id": run_id, "finished": _now(), "outcome": "killed",
-                                         "reason": reason, "failed_dir": kept.name})
-            if kept is None:
-                record_run(reports_dir, {"cohort": cohort, "run_id": _run_id(), "finished": _now(), "outcome": "failed",
-                                         "reason": reason})
+            closed = close_dead_runs(reports_dir, cohort, reason)  # a swap the kill interrupted is undone too
+            if closed:
+                kept = reports_dir / closed[-1]
+            else:
+                _record(reports_dir, {"cohort": cohort, "run_id": _run_id(), "finished": _now(), "outcome": "failed", "reason": reason})
             prune_failed(reports_dir, cohort, keep)
     except LockedError:
         reason += "; its run folder is closed by the cohort's next run"
     except OSError as exc2:
         reason += f"; its folders could not be tidied ({exc2.strerror or exc2})"
-    return RunResult(cohort, "failed", 3, kept, message=f"cohort {cohort!r}: {reason}. {_last_good(reports_dir, cohort).capitalize()}.")
+    return RunResult(cohort, "failed", 3, kept, message=f"cohort {cohort!r}: {reason}. {last_good(reports_dir, cohort).capitalize()}.")
 
 
 def _ranked(configs: list[CohortConfig]) -> list[CohortConfig]:
@@ -319,7 +320,7 @@ def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worke
     t0 = time.perf_counter()
     for cfg in ranked:
         paths[cfg.cohort] = resolve(warehouse) if warehouse else (cfg.warehouse or default_wh())
-        code = _ingest(cfg, paths[cfg.cohort], reports_dir, keep_of(cfg), say)
+        code = _ingest(cfg, paths[cfg.cohort], reports_dir, say)
         if isinstance(code, int):
             codes[cfg.cohort] = code
         else:

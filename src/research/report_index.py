@@ -33,7 +33,7 @@ from jinja2 import Environment, select_autoescape
 from research.locks import file_lock
 from research.names import url_path
 
-__all__ = ["key_figures", "read_history", "record_run", "reports_lock", "write_cohort_index", "write_reports_index"]
+__all__ = ["index_deferred", "key_figures", "read_history", "record_run", "reports_lock", "write_cohort_index", "write_reports_index"]
 
 HISTORY = "runs.jsonl"
 LOCK = ".index.lock"
