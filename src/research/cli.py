@@ -262,13 +262,25 @@ def cmd_run(args) -> int:
     say = _say(args.quiet)
     options = {"warehouse": args.warehouse, "reports": args.out, "changed_only": args.changed, "progress": say,
                "language": args.language, "keep_failed": args.keep_failed}
+    parallel = args.scheduler or (args.workers is not None and args.workers != 1)
+    if args.workers is not None and args.workers < 1:
+        raise ResearchError(f"--workers must be 1 or more, got {args.workers}")
+    if parallel and not args.all:
+        raise ResearchError("--workers and --scheduler run several cohorts at once: use them with --all")
+    if args.scheduler and args.workers is not None:
+        raise ResearchError("give --workers N (a local cluster) or --scheduler ADDRESS (a cluster of your own), not both")
     if args.all:
         from research.pipeline import run_all
 
         configs, broken = load_all(args.config_dir)
         if not configs and not broken:
             raise ResearchError(f"no cohort configurations (*.yaml) in {config_dir(args.config_dir)}; write one per cohort (see README)")
-        results = run_all(configs, broken=broken, **options)
+        if parallel:
+            from research.cluster import run_parallel
+
+            results = run_parallel(configs, broken=broken, workers=args.workers, scheduler=args.scheduler, **options)
+        else:
+            results = run_all(configs, broken=broken, **options)
         return _print_results(results, args.quiet)
     if not args.cohort:
         raise ResearchError("say which cohort to run: --cohort NAME, or --all for every configured cohort")
@@ -374,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="reports folder (default reports/)")
     p.add_argument("--language", choices=("sv", "da", "en"), help="report language, overriding the cohort file's")
     p.add_argument("--keep-failed", type=int, metavar="N", help="failed run folders kept per cohort (default: the cohort file's keep_failed, else 3)")
+    p.add_argument("--workers", type=int, metavar="N", help="with --all: run N cohorts at once on a local Dask cluster (N processes); 1 or none: one after another")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="with --all: run the cohorts on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:PORT)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors (for cron)")
     p.set_defaults(func=cmd_run)
 

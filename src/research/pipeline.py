@@ -64,8 +64,9 @@ from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
 __all__ = [
-    "CohortLock", "EXIT_CODES", "NotebookRun", "RunResult", "config_parameters", "ingest_sources", "input_files",
-    "notebook_plan", "remote_references", "run_all", "run_cohort", "run_one", "scheduled_notebooks",
+    "KEEP_FAILED", "CohortLock", "EXIT_CODES", "NotebookRun", "RunResult", "close_dead_runs", "config_parameters",
+    "ingest_sources", "input_files", "last_good", "notebook_plan", "prune_failed", "remote_references", "run_all",
+    "run_cohort", "run_one", "scheduled_notebooks",
 ]
 
 EXIT_CODES = {
@@ -429,19 +430,21 @@ def _folders(reports: Path, cohort: str, kind: str) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def _close_dead_runs(reports: Path, cohort: str) -> list[str]:
-    """Run folders of this cohort left by killed runs become failed folders, recorded as ``killed``.
+def close_dead_runs(reports: Path, cohort: str, reason: str | None = None) -> list[str]:
+    """Run folders of this cohort left by killed runs become failed folders, recorded as ``killed`` with ``reason``.
 
-    Called with the cohort's lock held: no live run of the cohort can own such a folder.
+    A report that a kill took out in the middle of its swap is put back first. Called with
+    the cohort's lock held: no live run of the cohort can own such a folder.
     """
     from research.report_index import record_run
 
+    _recover(reports, cohort)
+    reason = reason or "the run was killed before it finished (its process stopped without cleaning up); closed by the next run"
     closed = []
     for run_dir in _folders(reports, cohort, "run"):
         run_id = run_dir.name.rsplit(".run-", 1)[1]
         kept = reports / f".{cohort}.failed-{run_id}"
         run_dir.rename(kept)
-        reason = "the run was killed before it finished (its process stopped without cleaning up); closed by the next run"
         (kept / "error.log").write_text(f"{_now()}\n{reason}\n", encoding="utf-8")
         record_run(reports, {"cohort": cohort, "run_id": run_id, "finished": _now(), "outcome": "killed",
                              "reason": reason, "failed_dir": kept.name})
@@ -480,7 +483,7 @@ def last_manifest(reports: Path, cohort: str) -> dict | None:
         return None
 
 
-def _last_good(reports: Path, cohort: str) -> str:
+def last_good(reports: Path, cohort: str) -> str:
     """What a failure message may truthfully say about the cohort's published report."""
     previous = last_manifest(reports, cohort)
     if previous and previous.get("outcome") == "ok":
@@ -557,7 +560,7 @@ def run_cohort(
     state: dict = {"run_dir": None, "keep": keep}
     try:
         _recover(reports_dir, cohort)
-        for name in _close_dead_runs(reports_dir, cohort):
+        for name in close_dead_runs(reports_dir, cohort):
             say(f"{cohort}: closed the folder of a killed run as {name}")
         return _run_locked(cohort, run_id, state, wh_path=wh_path, reports_dir=reports_dir, config=config,
                            changed_only=changed_only, notebooks=notebooks, say=say, timeout_s=timeout_s, language=language)
@@ -573,7 +576,7 @@ def run_cohort(
         log = None if isinstance(exc, ResearchError) else write_traceback(failed_dir, exc)
         err = _as_research_error(exc, cohort, log, wh_path)
         if isinstance(err, DiskFull) and "report" not in str(err):
-            err = DiskFull(f"{err} Nothing was published: {_last_good(reports_dir, cohort)}.")
+            err = DiskFull(f"{err} Nothing was published: {last_good(reports_dir, cohort)}.")
         if isinstance(err, ResearchError) and log is None and failed_dir is not None:
             try:
                 failed_dir.mkdir(parents=True, exist_ok=True)
@@ -676,7 +679,7 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     if failed is not None:
         if failed.error and is_disk_full(OSError(failed.error)):
             raise DiskFull(f"cohort {cohort!r}: the disk filled up while notebook {failed.notebook} ran ({failed.error}); "
-                           f"{_last_good(reports_dir, cohort)}. Free some space and run again.")
+                           f"{last_good(reports_dir, cohort)}. Free some space and run again.")
         kept = reports_dir / f".{cohort}.failed-{run_id}"
         run_dir.rename(kept)
         state["run_dir"] = None
@@ -684,7 +687,7 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
         message = (
             f"cohort {cohort!r}: notebook {failed.notebook} failed at {cell}: {failed.error}. "
             f"The partially executed notebook is kept at {kept / failed.notebook}; "
-            f"{_last_good(reports_dir, cohort)}."
+            f"{last_good(reports_dir, cohort)}."
         )
         _record_failure(reports_dir, cohort, run_id, message, kept)
         _prune_quietly(reports_dir, cohort, state.get("keep", KEEP_FAILED))

@@ -24,6 +24,7 @@ import io
 import json
 import os
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +33,7 @@ from jinja2 import Environment, select_autoescape
 from research.locks import file_lock
 from research.names import url_path
 
-__all__ = ["key_figures", "read_history", "record_run", "reports_lock", "write_cohort_index", "write_reports_index"]
+__all__ = ["index_deferred", "key_figures", "read_history", "record_run", "reports_lock", "write_cohort_index", "write_reports_index"]
 
 HISTORY = "runs.jsonl"
 LOCK = ".index.lock"
@@ -224,17 +225,39 @@ def _append(path: Path, rows: list[dict]) -> None:
         os.fsync(fh.fileno())
 
 
+#: True while cohorts run as tasks of a parallel run: they leave the cross-cohort index to one rewrite at the end
+_DEFERRED: ContextVar[bool] = ContextVar("research_index_deferred", default=False)
+
+
+@contextmanager
+def index_deferred():
+    """Within the block, runs append failures to the history but leave ``reports/index.html`` alone.
+
+    ``research run --all --workers N`` runs each cohort so, and rewrites the index (and
+    appends the successful runs to the history) once, with :func:`write_reports_index`,
+    when every cohort has finished.
+    """
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
 def record_run(reports: Path, row: dict) -> None:
     """Append one run (``cohort``, ``run_id``, ``finished``, ``outcome``, ``reason`` ...) to the history and rewrite the index."""
     with reports_lock(reports):
         known = {(r["cohort"], r["run_id"], r.get("outcome", "ok")) for r in read_history(reports)[0]}
         if (row["cohort"], row["run_id"], row.get("outcome", "ok")) not in known:
             _append(reports / HISTORY, [row])
-        _write_index(reports)
+        if not _DEFERRED.get():
+            _write_index(reports)
 
 
 def write_reports_index(reports: Path, new_manifest: dict | None = None) -> Path:
     """Append the newest run of each cohort folder to the history and rewrite ``reports/index.html``."""
+    if _DEFERRED.get():
+        return reports / "index.html"
     with reports_lock(reports):
         return _write_index(reports)
 
