@@ -189,3 +189,13 @@ def test_fine_pair_gap_plants_the_stated_effect_size(sim400):
     assert sim.settings["fine_pair_gap"] == GAP
     with pytest.raises(ConfigError, match="fine_pair_gap must be a number of logits"):
         simulate_cohort(n_learners=5, fine_pair_gap=-1)
+
+
+def test_a_cohort_without_an_items_table_searches_without_page_or_module(sim400):
+    """The canonical items table of a log-only cohort has the page and module columns but no rows:
+    the default factors are those the data has, so the search runs (problem groups) instead of stopping."""
+    sim, steps = sim400
+    empty = sim.items.iloc[0:0]
+    res = search(steps.drop(columns=[c for c in ("page", "module") if c in steps.columns]), kc_model="Coarse",
+                 items=empty, max_steps=1, budget_s=20, seed=0)
+    assert len(res.path) >= 1 and not res.path["detail"].str.contains("page|module").any()

@@ -600,8 +600,9 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
         raise ConfigError("max_steps must be >= 0 and budget_s > 0 (or None).")
     if cv not in ("path", "none"):
         raise ConfigError(f"cv={cv!r}; valid values are 'path' and 'none'.")
-    if factors is None:
-        factors = [f for f in DEFAULT_FACTORS if items is not None and f in items.columns]
+    if factors is None:  # the default factors the data has: an items column with values, or a column of the steps
+        factors = [f for f in DEFAULT_FACTORS
+                   if (items is not None and f in items.columns and items[f].notna().any()) or f in steps.columns]
     s = _Search(steps, kc_model, items=items, factors=list(factors), step_fields=step_fields,
                 step_patterns=list(step_patterns), learner_penalty=learner_penalty, cv_folds=cv_folds, seed=seed)
     name = name or f"{kc_model} (LFA)"
