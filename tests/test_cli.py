@@ -76,26 +76,3 @@ def test_user_errors_exit_1_with_a_message_and_no_traceback(tmp_path):
     assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     unknown = research("run", "--cohort", "nobody", "--warehouse", tmp_path / "w.duckdb", "--out", tmp_path / "r")
     assert unknown.returncode == 1 and "nobody" in unknown.stderr and "Traceback" not in unknown.stderr
-
-
-@pytest.mark.slow
-def test_demo_runs_every_notebook_end_to_end(tmp_path):
-    """What `make demo` does, in a project home of its own."""
-    env = {"RESEARCH_HOME": str(tmp_path)}
-    out = research("demo", env=env)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    report = tmp_path / "reports" / "demo"
-    manifest = json.loads((report / "manifest.json").read_text())
-    assert manifest["outcome"] == "ok"
-    ran = [n["notebook"] for n in manifest["notebooks"]]
-    expected = [p.name for p in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-                if not p.name.startswith(("00_", "07_"))]
-    assert ran == expected
-    for nb in ran:
-        assert (report / nb.replace(".ipynb", ".html")).is_file()
-    assert (report / "ingest_summary.csv").is_file()
-    assert (tmp_path / "reports" / "index.html").is_file()
-    from research.pipeline import remote_references
-
-    for page in (tmp_path / "reports").rglob("*.html"):  # self-contained: nothing loaded from the network
-        assert not remote_references(page.read_text(encoding="utf-8")), page

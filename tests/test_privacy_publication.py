@@ -271,11 +271,12 @@ def _cohort_with_tiny_group(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def published_runs(tmp_path_factory):
-    """`research run --cohort demo` (the command) and a run of a cohort with a 3-learner role group."""
+    """A run of a cohort with a 3-learner role group (`research run --cohort tiny3`), then `research demo`
+    (what `make demo` does) in the same project home: one demo run serves the privacy checks and the
+    end-to-end check of the demo."""
     home = tmp_path_factory.mktemp("home")
     (home / "cohorts").mkdir()
     fast = {"run_bayes": False, "n_boot": 40}
-    (home / "cohorts" / "demo.yaml").write_text(f"cohort: demo\nparameters: {json.dumps(fast)}\n", encoding="utf-8")
     exports = _cohort_with_tiny_group(home / "exports")
     sources = [{"path": str(exports["datashop"])}] + [
         {"path": str(exports[name]), "mapping": str(exports[f"{name}_mapping"])}
@@ -286,12 +287,32 @@ def published_runs(tmp_path_factory):
     env = {**os.environ, "RESEARCH_HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
     research = [sys.executable, "-c", "import sys; from research.cli import main; sys.exit(main())"]
     runs = {}
-    for cohort in ("tiny3", "demo"):
-        proc = subprocess.run([*research, "run", "--cohort", cohort], env=env, cwd=home,
-                              capture_output=True, text=True, timeout=900)
-        assert proc.returncode in (0, 2), proc.stdout + proc.stderr
+    for cohort, args in (("tiny3", ["run", "--cohort", "tiny3"]), ("demo", ["demo"])):
+        proc = subprocess.run([*research, *args], env=env, cwd=home, capture_output=True, text=True, timeout=900)
+        assert proc.returncode in (0, 2), proc.stdout[-3000:] + proc.stderr[-3000:]
         runs[cohort] = home / "reports" / cohort
     return runs
+
+
+@pytest.mark.slow
+def test_demo_runs_every_notebook_end_to_end(published_runs):
+    """What `make demo` does (`research demo`), in a project home of its own: every scheduled notebook ran,
+    each has its HTML, and no page loads anything from the network."""
+    from research.pipeline import remote_references
+
+    report = published_runs["demo"]
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["outcome"] == "ok"
+    ran = [n["notebook"] for n in manifest["notebooks"]]
+    expected = [p.name for p in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+                if not p.name.startswith(("00_", "07_"))]
+    assert ran == expected
+    for nb in ran:
+        assert (report / nb.replace(".ipynb", ".html")).is_file()
+    assert (report / "ingest_summary.csv").is_file()
+    assert (report.parent / "index.html").is_file()
+    for page in report.parent.rglob("*.html"):  # self-contained: nothing loaded from the network
+        assert not remote_references(page.read_text(encoding="utf-8")), page
 
 
 @pytest.mark.slow
