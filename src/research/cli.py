@@ -111,22 +111,21 @@ def _input_guard(what: str, warehouse=None):
 
 def cmd_ingest(args) -> int:
     from research.warehouse import LoadSummary
-    from research.store import open_warehouse, write_lock
+    from research.store import open_warehouse
 
     from research.names import cohort_name
 
     cohort_name(args.cohort, what="--cohort")  # before the warehouse is opened: nothing is created for a bad name
     options = _ingest_options(args)
     summary = LoadSummary()
-    # concurrent ingests (of different cohorts) into one file queue for the write instead of failing;
-    # into a store they run in parallel (each locks only its cohort)
-    with write_lock(args.warehouse):
-        with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
-            wh = open_warehouse(args.warehouse)
-        with wh, wh.session(args.cohort, changes=False):  # a store writes the cohort back once, after every file
-            for path in args.paths:
-                with _input_guard(str(path), warehouse=wh.path):
-                    summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
+    # concurrent ingests (of different cohorts) into one file queue for the write instead of failing
+    # (the file's lock, taken when it is opened); into a store they run in parallel (each locks only its cohort)
+    with _input_guard(str(args.warehouse or "the warehouse"), warehouse=args.warehouse or "the default warehouse"):
+        wh = open_warehouse(args.warehouse)
+    with wh, wh.session(args.cohort, changes=False):  # a store writes the cohort back once, after every file
+        for path in args.paths:
+            with _input_guard(str(path), warehouse=wh.path):
+                summary.files += wh.ingest([path], cohort=args.cohort, format=_format_for(path, args), options=options).files
     print(summary)
     print(f"warehouse: {wh.path}")
     return 2 if summary.n_rejected else 0

@@ -721,10 +721,12 @@ def _refresh_report(run_dir: Path, cohort: str, warehouse: Path, config: CohortC
 def ingest_sources(config: CohortConfig, warehouse: Path):
     """Ingest a cohort's configured sources; files already loaded are skipped."""
     from research.warehouse import LoadSummary
-    from research.store import open_warehouse, write_lock
+    from research.store import open_warehouse
 
     summary = LoadSummary()
-    with write_lock(warehouse), open_warehouse(warehouse) as wh, wh.session(config.cohort, changes=False):
+    # a warehouse file is had alone while it is open for writing (queueing behind readers and other
+    # writers, research.locks.warehouse_lock); a store locks only this cohort, in the session
+    with open_warehouse(warehouse) as wh, wh.session(config.cohort, changes=False):
         for src in config.sources:
             if getattr(src, "lrs", None):
                 from research.lrs import pull

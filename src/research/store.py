@@ -582,7 +582,7 @@ def migrate(source: str | os.PathLike[str], target: str | os.PathLike[str], *, r
         if not report["equal"].all():
             bad = ", ".join(report.loc[~report["equal"], "table"])
             raise ResearchError(f"research migrate: the copy differs from {source} in {bad}; {target} was not written")
-        with write_lock(target) if not store_target else _nothing():
+        with write_lock(target) if not store_target else nullcontext():
             _swap_into_place(tmp, target)
         return report
     finally:
@@ -591,11 +591,6 @@ def migrate(source: str | os.PathLike[str], target: str | os.PathLike[str], *, r
         for extra in (tmp.with_name(tmp.name + ".wal"), tmp.with_name(f".{tmp.name}.write.lock")):  # the copy's DuckDB log and lock
             if extra.exists():
                 extra.unlink()
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
