@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 __all__ = [
-    "ANALYSES", "REASONS", "Record", "Skipped", "attempts_from_tests", "cohort_learners", "group_attributes",
+    "ANALYSES", "N_", "REASONS", "Record", "Skipped", "attempts_from_tests", "cohort_learners", "group_attributes",
     "group_sizes_ok", "has_item_scores", "has_prepost", "is_skipped", "n_learners", "one_kc_per_item", "sentence",
 ]
 

@@ -12,16 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from research.analyses import N_
 from research.kcmodel.search import EXPLANATIONS, explain
 
 __all__ = ["report_changes", "supported_changes", "supported_changes_in", "with_supported_changes"]
 
 RULES = ("kc_no_learning", "kc_still_high", "kc_mixed_skills")
-
-
-def N_(message: str) -> str:
-    """Mark a message for extraction (pybabel ``-k N_``) without translating it here."""
-    return message
 
 
 SUPPORTED = N_("A search over KC models (Learning Factors Analysis) supports this change of the KC: {change}")

@@ -50,6 +50,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import expit
 
+from research.analyses import N_
 from research.errors import ConfigError, DataError
 from research.estimate.afm import AFM, logistic_nll
 
@@ -57,11 +58,6 @@ __all__ = ["Candidate", "EXPLANATIONS", "SearchResult", "explain", "search", "se
 
 OPERATORS = ("split", "split_items", "merge", "add")
 DEFAULT_FACTORS = ("page", "module")
-
-
-def N_(message: str) -> str:
-    """Mark a message for extraction (pybabel ``-k N_``) without translating it here."""
-    return message
 
 
 #: explanation templates per operator (gettext message ids; fields filled per KC)

@@ -19,13 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from research.analyses import N_
+
 __all__ = ["FAMILY_TABLES", "N_", "Rule", "inputs_of", "interval", "normal_quantile", "num", "rule_context", "select",
            "text"]
-
-
-def N_(message: str) -> str:
-    """Mark a string for translation (gettext_noop); the report translates it at render time."""
-    return message
 
 
 #: the output table (data_schema/outputs/NAME.schema.json) each rule family reads
