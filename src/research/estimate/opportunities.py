@@ -27,6 +27,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from research.errors import DataError, SchemaError
 from research.stats import require_columns as _require
@@ -68,19 +70,54 @@ def _check_outcomes(values: pd.Series, column: str, table: str) -> None:
         )
 
 
-def _sort_codes(values: pd.Series) -> np.ndarray:
+def _strings(values) -> pa.Array:
+    """``values`` as one pyarrow string array (zero-copy for Arrow-backed text)."""
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
+    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
+        s = s.astype("string")
+    arr = pa.array(s.array)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
+
+
+def _dictionary(values) -> tuple[np.ndarray, pa.Array]:
+    """``(codes, uniques)``: integer codes that sort like ``values``, and the distinct strings sorted.
+
+    Missing values take code ``len(uniques)``, so they sort last (as ``sort_values`` puts
+    them). Strings order by code point (UTF-8 byte order), as Python orders them.
+    """
+    encoded = pc.dictionary_encode(_strings(values))
+    uniques = encoded.dictionary
+    order = pc.array_sort_indices(uniques).to_numpy()
+    rank = np.empty(len(uniques) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(uniques), dtype=np.int64)
+    rank[-1] = len(uniques)
+    indices = encoded.indices.fill_null(len(uniques)).to_numpy(zero_copy_only=False).astype(np.int64)
+    return rank[indices], uniques.take(pa.array(order))
+
+
+def _sort_codes(values) -> np.ndarray:
     """Integer codes that sort like ``values`` (strings in sorted order, missing last)."""
-    codes, uniques = pd.factorize(values, sort=True)
-    return np.where(codes < 0, len(uniques), codes)
+    return _dictionary(values)[0]
 
 
-def _positions(values: pd.Series, lookup: pd.Series) -> np.ndarray:
-    """Position of each of ``values`` in ``lookup`` (unique strings), -1 where absent: one Arrow hash join."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _take_strings(uniques: pa.Array, codes: np.ndarray) -> pd.arrays.ArrowStringArray:
+    """The strings of ``codes`` as a pandas ``string`` array; code ``len(uniques)`` is missing."""
+    return pd.arrays.ArrowStringArray(pa.concat_arrays([uniques, pa.nulls(1, pa.string())]).take(pa.array(codes)))
 
-    found = pc.index_in(pa.array(values, type=pa.string()), value_set=pa.array(lookup, type=pa.string()))
-    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+def _attempt_rows(ids: pa.Array, kc_ids) -> tuple[bool, np.ndarray]:
+    """``(unique, rows)``: whether ``ids`` are unique, and the position in ``ids`` of each of
+    ``kc_ids`` (-1 where absent). One Arrow hash pass over both: codes follow first
+    appearance, so unique ids take codes 0, 1, ... in order and a KC row's code is its row."""
+    n = len(ids)
+    codes = pc.dictionary_encode(pa.concat_arrays([ids, _strings(kc_ids)])).indices
+    codes = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if not np.array_equal(codes[:n], np.arange(n)):
+        return False, codes[n:]
+    rows = codes[n:]
+    return True, np.where(rows < n, rows, -1)
 
 
 def _segment_time(ts: np.ndarray, starts: np.ndarray, ufunc) -> np.ndarray:
@@ -112,17 +149,9 @@ def segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def count_opportunities(frame: pd.DataFrame) -> pd.Series:
-    """DataShop opportunity numbers for a student-step KC frame.
-
-    ``frame`` needs ``learner_id``, ``kc_model``, ``kc``, ``step_time`` and ``step_row``
-    (``step_row`` breaks ties in time and must follow the order of the source). Returns an
-    Int64 Series aligned to ``frame``: 1 for a learner's first step with the KC, 2 for the
-    second, and so on.
-    """
-    names = ("learner_id", "kc_model", "kc")
-    keys = [_sort_codes(frame[c]) for c in names]
-    order = np.lexsort((frame["step_row"].to_numpy(), frame["step_time"].to_numpy(), *keys[::-1]))
+def _opportunity_numbers(keys: list[np.ndarray], time: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """1, 2, ... per run of equal ``keys`` (sort codes), counted in ``time`` then ``row`` order."""
+    order = np.lexsort((row, time, *keys[::-1]))
     n = len(order)
     new_run = np.ones(n, dtype=bool)
     same = np.ones(max(n - 1, 0), dtype=bool)
@@ -133,26 +162,71 @@ def count_opportunities(frame: pd.DataFrame) -> pd.Series:
     starts = np.flatnonzero(new_run)
     counts = np.empty(n, dtype="int64")
     counts[order] = np.arange(n) - starts[np.cumsum(new_run) - 1] + 1
-    out = pd.array(counts, dtype="Int64")
+    return counts
+
+
+def count_opportunities(frame: pd.DataFrame) -> pd.Series:
+    """DataShop opportunity numbers for a student-step KC frame.
+
+    ``frame`` needs ``learner_id``, ``kc_model``, ``kc``, ``step_time`` and ``step_row``
+    (``step_row`` breaks ties in time and must follow the order of the source). Returns an
+    Int64 Series aligned to ``frame``: 1 for a learner's first step with the KC, 2 for the
+    second, and so on.
+    """
+    names = ("learner_id", "kc_model", "kc")
+    counts = _opportunity_numbers([_sort_codes(frame[c]) for c in names], frame["step_time"].to_numpy(),
+                                  frame["step_row"].to_numpy())
     # rows with a missing key belong to no (learner, KC) pair, as in a groupby
-    out[np.logical_or.reduce([frame[c].isna().to_numpy() for c in names])] = pd.NA
-    return pd.Series(out, index=frame.index)
+    missing = np.logical_or.reduce([frame[c].isna().to_numpy() for c in names])
+    return pd.Series(pd.arrays.IntegerArray(counts, missing), index=frame.index)
 
 
-def _finish(steps: pd.DataFrame, kcs: pd.DataFrame) -> pd.DataFrame:
-    """Join step rows to their KC rows, count opportunities, order columns."""
-    # steps.step_row is 0, 1, ... in row order, so the join is a take.
-    if not np.array_equal(steps["step_row"].to_numpy(), np.arange(len(steps))):
-        raise AssertionError("steps must be numbered 0, 1, ... in row order")
-    kcs = kcs[kcs["step_row"].isin(steps["step_row"])].reset_index(drop=True)
-    joined = steps.drop(columns="step_row").iloc[kcs["step_row"].to_numpy()].reset_index(drop=True)
-    out = pd.concat([kcs, joined], axis=1)
-    out["opportunity"] = count_opportunities(out)
-    cols = STEP_COLUMNS + [c for c in ("source_opportunity", "source_row") if c in out.columns]
-    out = out[cols].sort_values(["kc_model", "learner_id", "step_time", "step_row", "kc"], kind="stable")
-    for c in ("learner_id", "item_id", "step_id", "kc_model", "kc", "first_attempt"):
-        out[c] = out[c].astype("string")
-    return out.reset_index(drop=True)
+#: text columns of a step, kept as sort codes until the output is built
+_STEP_TEXT = ("learner_id", "item_id", "step_id", "first_attempt")
+
+
+def _finish(steps: dict, kcs: dict) -> pd.DataFrame:
+    """Join step rows to their KC rows, count opportunities, order rows and columns.
+
+    ``steps`` maps column names to arrays, one entry per student step in ``step_row``
+    order (0, 1, ...); ``kcs`` has ``step_row``, ``kc_model``, ``kc`` and optionally
+    ``source_opportunity``. Text columns are arrays or ``(codes, uniques)`` from
+    :func:`_dictionary`. The rows come out ordered by KC model, learner, step time, step
+    and KC, as ``sort_values`` on the text would order them (missing text last).
+    """
+    text = {c: v if isinstance(v, tuple) else _dictionary(v) for c, v in steps.items() if c in _STEP_TEXT}
+    n = len(steps["step_time"])
+    row = np.asarray(kcs["step_row"], dtype=np.int64)
+    inside = (row >= 0) & (row < n)
+    row = row[inside]
+    kc_text = {}
+    for c in ("kc_model", "kc"):
+        codes, uniques = kcs[c] if isinstance(kcs[c], tuple) else _dictionary(kcs[c])
+        kc_text[c] = (codes[inside], uniques)
+    learner = text["learner_id"][0][row]
+    model, kc = kc_text["kc_model"][0], kc_text["kc"][0]
+    time = np.asarray(steps["step_time"])[row]
+    opportunity = _opportunity_numbers([learner, model, kc], time, row)
+    missing = (learner == len(text["learner_id"][1])) | (model == len(kc_text["kc_model"][1])) | (kc == len(kc_text["kc"][1]))
+    order = np.lexsort((kc, row, time, learner, model))
+    take = row[order]
+    out = {}
+    for c in STEP_COLUMNS:
+        if c == "step_row":
+            out[c] = take
+        elif c in text:
+            out[c] = _take_strings(text[c][1], text[c][0][take])
+        elif c in kc_text:
+            out[c] = _take_strings(kc_text[c][1], kc_text[c][0][order])
+        elif c == "opportunity":
+            out[c] = pd.arrays.IntegerArray(opportunity[order], missing[order])
+        else:
+            out[c] = np.asarray(steps[c])[take]
+    if "source_opportunity" in kcs:
+        out["source_opportunity"] = pd.array(kcs["source_opportunity"], dtype="Int64")[np.flatnonzero(inside)[order]]
+    if "source_row" in steps:
+        out["source_row"] = np.asarray(steps["source_row"])[take]
+    return pd.DataFrame(out)
 
 
 def student_steps(
@@ -223,106 +297,137 @@ def student_steps(
     if attempts.empty:
         raise DataError("attempts is empty: there are no attempts to roll up into student steps.")
     _check_outcomes(attempts[outcome], outcome, "attempts")
-    if attempts[attempt_id].duplicated().any():
+    ids = _strings(attempts[attempt_id])
+    unique, rows = _attempt_rows(ids, attempt_kcs[attempt_id])
+    if not unique:
         dup = attempts.loc[attempts[attempt_id].duplicated(), attempt_id].iloc[0]
         raise DataError(f"attempts column {attempt_id!r} is not unique (e.g. {dup!r}); each attempt needs its own id.")
+    columns = {"learner": learner, "item": item, "step": step, "problem_view": problem_view, "attempt": attempt,
+               "outcome": outcome, "timestamp": timestamp, "duration": duration}
+    steps, rolled = _roll_up(_attempt_arrays(attempts, columns))
+    kcs = _step_kcs(attempt_kcs, rolled, rows, kc_model=kc_model, kc=kc, source_opportunity=source_opportunity)
+    return _finish(steps, kcs)
 
-    a = pd.DataFrame(
-        {
-            "attempt_id": attempts[attempt_id].astype("string").array,
-            "learner_id": attempts[learner].astype("string").array,
-            "item_id": attempts[item].astype("string").array,
-            "step_id": attempts[step].astype("string").array,
-            "problem_view": (
-                pd.to_numeric(attempts[problem_view], errors="coerce").fillna(1).astype("int64").to_numpy()
-                if problem_view in attempts.columns
-                else np.ones(len(attempts), dtype="int64")
-            ),
-            "attempt": pd.to_numeric(attempts[attempt], errors="coerce").to_numpy(dtype=float),
-            "outcome": attempts[outcome].astype("string").array,
-            "timestamp": pd.to_datetime(attempts[timestamp]).to_numpy(),
-            "duration_s": (
-                pd.to_numeric(attempts[duration], errors="coerce").to_numpy(dtype=float)
-                if duration in attempts.columns
-                else np.full(len(attempts), np.nan)
-            ),
-        }
-    )
+
+def _attempt_arrays(attempts: pd.DataFrame, columns: dict[str, str]) -> dict:
+    """The attempts' columns as arrays: text as sort codes, outcomes as flags, numbers checked."""
+    n = len(attempts)
+    a = {name: _dictionary(attempts[columns[name]]) for name in ("learner", "item", "step")}
+    pv = columns["problem_view"]
+    a["problem_view"] = (pd.to_numeric(attempts[pv], errors="coerce").fillna(1).astype("int64").to_numpy()
+                         if pv in attempts.columns else np.ones(n, dtype="int64"))
+    a["attempt"] = pd.to_numeric(attempts[columns["attempt"]], errors="coerce").to_numpy(dtype=float)
     if np.isnan(a["attempt"]).any():
-        raise DataError(f"attempts column {attempt!r} has missing or non-numeric values; it must be 1, 2, ... per step.")
-    # Order of transactions within a step: attempt number, then time, then input order.
-    # Vectorised: sort on factorised keys (codes follow the strings' sorted order, missing
-    # last, as sort_values puts them), then aggregate each step's contiguous run of rows.
-    n = len(a)
+        raise DataError(f"attempts column {columns['attempt']!r} has missing or non-numeric values; it must be 1, 2, ... per step.")
+    outcome = _strings(attempts[columns["outcome"]])  # checked: correct, incorrect or hint
+    for o in _OUTCOMES:
+        a[o] = pc.equal(outcome, o).to_numpy(zero_copy_only=False)
+    a["timestamp"] = pd.to_datetime(attempts[columns["timestamp"]]).to_numpy()
+    duration = columns["duration"]
+    a["duration_s"] = (pd.to_numeric(attempts[duration], errors="coerce").to_numpy(dtype=float)
+                       if duration in attempts.columns else np.full(n, np.nan))
+    return a
+
+
+def _roll_up(a: dict) -> tuple[dict, dict]:
+    """Attempts -> one entry per student step, numbered in time order within learner.
+
+    Transactions within a step are ordered by attempt number, then time, then input order:
+    the rows are sorted on those keys and each step's contiguous run is reduced with
+    numpy (``reduceat``). Returns the steps' columns for :func:`_finish` and, per attempt
+    in input order, its ``step_row``, its place in its step (``within``, 0 = first) and
+    whether it was correct.
+    """
+    learner, item, step = a["learner"][0], a["item"][0], a["step"][0]
+    n = len(learner)
     pos = np.arange(n, dtype="int64")
-    codes = [_sort_codes(a[c]) for c in ("learner_id", "item_id", "step_id")]
-    pv = a["problem_view"].to_numpy()
-    order = np.lexsort((pos, a["timestamp"].to_numpy(), a["attempt"].to_numpy(), pv, codes[2], codes[1], codes[0]))
-    a = a.iloc[order].reset_index(drop=True)
-    a["_pos"] = order
-    keys = [c[order] for c in codes] + [pv[order]]
+    pv = a["problem_view"]
+    order = np.lexsort((pos, a["timestamp"], a["attempt"], pv, step, item, learner))
     new_step = np.zeros(n, dtype=bool)
     new_step[0] = True
-    for key in keys:
-        new_step[1:] |= key[1:] != key[:-1]
+    for key in (learner, item, step, pv):
+        sorted_key = key[order]
+        new_step[1:] |= sorted_key[1:] != sorted_key[:-1]
     starts = np.flatnonzero(new_step)
     step_of = np.cumsum(new_step) - 1
-    a["_order"] = pos - starts[step_of]
-    # outcomes take three values (checked above): compare their codes, not the strings
-    codes, uniques = pd.factorize(a["outcome"])
-    position = {str(u): i for i, u in enumerate(uniques)}
-    is_cor, is_inc, is_hint = (codes == position.get(o, -2) for o in ("correct", "incorrect", "hint"))
-    ts = a["timestamp"].to_numpy()
-    steps = a.iloc[starts][["learner_id", "item_id", "step_id", "problem_view"]].reset_index(drop=True)
-    steps["_first_time"] = _segment_time(ts, starts, np.minimum)
-    steps["_last_time"] = _segment_time(ts, starts, np.maximum)
-    steps["_correct_time"] = _segment_time(np.where(is_cor, ts, np.datetime64("NaT")), starts, np.minimum)
-    steps["first_attempt"] = a["outcome"].iloc[starts].to_numpy(dtype=object)
-    steps["incorrects"] = np.add.reduceat(is_inc.astype("int64"), starts)
-    steps["hints"] = np.add.reduceat(is_hint.astype("int64"), starts)
-    steps["corrects"] = np.add.reduceat(is_cor.astype("int64"), starts)
-    steps["duration_s"] = segment_sum(a["duration_s"].to_numpy(), starts)
-    steps["_pos"] = np.minimum.reduceat(order, starts)
-    steps["step_time"] = steps["_correct_time"].fillna(steps["_last_time"])
-    # step_row: time order within learner, ties broken by first-attempt time and input order.
-    by_time = np.lexsort((steps["_pos"].to_numpy(), steps["_first_time"].to_numpy(), steps["step_time"].to_numpy(),
-                          keys[0][starts]))
-    step_row = np.empty(len(steps), dtype="int64")
-    step_row[by_time] = np.arange(len(steps), dtype="int64")
-    a["step_row"] = step_row[step_of]
-    steps = steps.iloc[by_time].reset_index(drop=True)
-    steps["step_row"] = np.arange(len(steps), dtype="int64")
-    steps["success"] = (steps["first_attempt"] == "correct").astype("int64")
-    steps["assistance"] = steps["incorrects"] + steps["hints"]
-    steps = steps.drop(columns=["_pos", "_first_time", "_last_time", "_correct_time"])
+    first = order[starts]
+    is_cor, is_inc, is_hint = (a[o][order] for o in ("correct", "incorrect", "hint"))
+    ts = a["timestamp"][order]
+    first_time = _segment_time(ts, starts, np.minimum)
+    correct_time = _segment_time(np.where(is_cor, ts, np.datetime64("NaT")), starts, np.minimum)
+    step_time = np.where(np.isnat(correct_time), _segment_time(ts, starts, np.maximum), correct_time)
+    # step_row: time order within learner, ties broken by first-attempt time and input order
+    by_time = np.lexsort((np.minimum.reduceat(order, starts), first_time, step_time, learner[first]))
+    step_row = np.empty(len(starts), dtype="int64")
+    step_row[by_time] = np.arange(len(starts), dtype="int64")
+    first = first[by_time]
+    incorrects = np.add.reduceat(is_inc.astype("int64"), starts)[by_time]
+    hints = np.add.reduceat(is_hint.astype("int64"), starts)[by_time]
+    success = a["correct"][first].astype("int64")
+    # first_attempt as sort codes of correct < hint < incorrect
+    outcomes = pa.array(sorted(_OUTCOMES))
+    first_code = np.select([a["correct"][first], a["hint"][first]], [0, 1], 2)
+    steps = {
+        "learner_id": (learner[first], a["learner"][1]),
+        "item_id": (item[first], a["item"][1]),
+        "step_id": (step[first], a["step"][1]),
+        "problem_view": pv[first],
+        "step_time": step_time[by_time],
+        "first_attempt": (first_code, outcomes),
+        "success": success,
+        "incorrects": incorrects,
+        "hints": hints,
+        "corrects": np.add.reduceat(is_cor.astype("int64"), starts)[by_time],
+        "assistance": incorrects + hints,
+        "duration_s": segment_sum(a["duration_s"][order], starts)[by_time],
+    }
+    rolled = {"step_row": np.empty(n, dtype="int64"), "within": np.empty(n, dtype="int64"), "correct": a["correct"]}
+    rolled["step_row"][order] = step_row[step_of]
+    rolled["within"][order] = pos - starts[step_of]
+    return steps, rolled
 
-    k = pd.DataFrame(
-        {
-            "attempt_id": attempt_kcs[attempt_id].astype("string").array,
-            "kc_model": attempt_kcs[kc_model].astype("string").array,
-            "kc": attempt_kcs[kc].astype("string").array,
-        }
-    )
+
+def _step_kcs(attempt_kcs: pd.DataFrame, rolled: dict, row: np.ndarray, *, kc_model: str, kc: str,
+              source_opportunity: str) -> dict:
+    """The KCs of each student step by DataShop's rule, one entry per step x KC model x KC.
+
+    The KCs of the step's first correct transaction, or, when none was correct, the union
+    of its transactions' KCs. KC rows with a blank KC, no KC model or an attempt not in
+    ``attempts`` (``row`` -1: each KC row's attempt, in input order) are left out.
+    """
+    kc_text = _strings(attempt_kcs[kc])
+    keep = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(kc_text), ""), False).to_numpy(zero_copy_only=False)
+    model_codes, models = _dictionary(attempt_kcs[kc_model])
+    keep &= model_codes < len(models)
+    keep &= row >= 0
+    sel = np.flatnonzero(keep)
+    kc_codes, kcs = _dictionary(kc_text)
+    row = row[sel]
+    step_row, within, correct = rolled["step_row"][row], rolled["within"][row], rolled["correct"][row]
+    model, label = model_codes[sel], kc_codes[sel]
+    order = np.lexsort((within, label, model, step_row))
+    step_row, within, correct, model, label = step_row[order], within[order], correct[order], model[order], label[order]
+    # first correct transaction of each step and KC model (n: none correct)
+    n = len(step_row)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (step_row[1:] != step_row[:-1]) | (model[1:] != model[:-1])
+    starts = np.flatnonzero(new)
+    never = np.iinfo("int64").max
+    first_correct = np.minimum.reduceat(np.where(correct, within, never), starts)[np.cumsum(new) - 1] if n else within
+    chosen = np.where(correct, within == first_correct, first_correct == never)
+    # one row per step, model and KC (the rows are sorted on them)
+    sel = sel[order][chosen]
+    step_row, model, label = step_row[chosen], model[chosen], label[chosen]
+    new = np.ones(len(step_row), dtype=bool)
+    new[1:] = (step_row[1:] != step_row[:-1]) | (model[1:] != model[:-1]) | (label[1:] != label[:-1])
+    starts = np.flatnonzero(new)
+    out = {"step_row": step_row[starts], "kc_model": (model[starts], models), "kc": (label[starts], kcs)}
     if source_opportunity in attempt_kcs.columns:
-        k["source_opportunity"] = pd.to_numeric(attempt_kcs[source_opportunity], errors="coerce").astype("Float64").to_numpy()
-    k = k[k["kc"].notna() & (k["kc"].str.strip() != "")]
-    row = _positions(k["attempt_id"], a["attempt_id"])
-    k = k[row >= 0].reset_index(drop=True)
-    row = row[row >= 0]
-    k["step_row"] = a["step_row"].to_numpy()[row]
-    k["_order"] = a["_order"].to_numpy()[row]
-    # DataShop's rule: KCs of the first correct transaction, else the union of error transactions' KCs.
-    correct = pd.Series(is_cor[row], index=k.index)
-    k["_first_correct"] = k["_order"].where(correct).groupby([k["step_row"], k["kc_model"]], sort=False).transform("min")
-    keep = (correct & (k["_order"] == k["_first_correct"])) | (k["_first_correct"].isna() & ~correct)
-    k = k[keep].sort_values(["step_row", "kc_model", "kc", "_order"], kind="stable")
-    agg = {"source_opportunity": ("source_opportunity", "min")} if "source_opportunity" in k.columns else {}
-    kcs = k.groupby(["step_row", "kc_model", "kc"], sort=False, as_index=False).agg(**agg) if agg else (
-        k.drop_duplicates(["step_row", "kc_model", "kc"])[["step_row", "kc_model", "kc"]]
-    )
-    if "source_opportunity" in kcs.columns:
-        kcs["source_opportunity"] = kcs["source_opportunity"].round().astype("Int64")
-    return _finish(steps, kcs)
+        opp = pd.to_numeric(attempt_kcs[source_opportunity], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[sel]
+        # smallest of the step's own numbers for the KC (NaN skipped; NaN when none)
+        lowest = np.fmin.reduceat(opp, starts) if len(starts) else opp
+        out["source_opportunity"] = pd.array(np.round(lowest), dtype="Float64").astype("Int64")
+    return out
 
 
 def student_steps_from_frame(
@@ -461,7 +566,7 @@ def student_steps_from_frame(
         part["kc_model"] = model
         parts.append(part)
     kcs = pd.concat(parts, ignore_index=True).drop_duplicates(["step_row", "kc_model", "kc"])
-    return _finish(steps, kcs)
+    return _finish({c: steps[c] for c in steps.columns}, {c: kcs[c] for c in kcs.columns})
 
 
 def datashop_kc_models(columns) -> list[str]:
