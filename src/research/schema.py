@@ -237,6 +237,7 @@ def check_relation(
     source_file: str | None = None,
     check_primary_key: bool = True,
     ordered: bool = True,
+    row_column: str | None = None,
 ) -> tuple[str, str]:
     """Check the rows of the view or table ``source`` inside ``con``.
 
@@ -246,6 +247,9 @@ def check_relation(
     ``ordered``), and the rejects (columns as in :func:`validate`), whose reasons are
     spelled out only for the failing rows. Used by :func:`validate` and by the
     warehouse, which inserts the passing rows without a round trip through pandas.
+    ``row_column`` names a column of ``source`` that already numbers its rows 0, 1, ...
+    in source order; ``__checked`` is then a view (nothing is copied) instead of a table
+    whose rows are numbered by a window over the whole source.
     """
     present = set(columns)
     types = {d[0]: str(d[1]) for d in con.execute(f"SELECT * FROM {source} LIMIT 0").description}
@@ -257,10 +261,12 @@ def check_relation(
             col_exprs.append(f"CASE WHEN {cond} THEN {_literal(field.name)} END")
     line = "source_line" if "source_line" in present else "(__row + 2)"
     any_bad = " OR ".join(conds) if conds else "FALSE"
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE __checked AS
-        SELECT *, row_number() OVER () - 1 AS __row, ({any_bad}) AS __bad FROM {source}"""
-    ).fetchall()
+    if row_column is None:  # numbering needs the whole source in order: materialise it once
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __checked AS SELECT *, row_number() OVER () - 1 AS __row, "
+                    f"({any_bad}) AS __bad FROM {source}").fetchall()
+    else:  # a view: the checks run in each query over it, and no copy of the rows is kept
+        row = "" if row_column == "__row" else f"{_quote(row_column)} AS __row, "
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __checked AS SELECT *, {row}({any_bad}) AS __bad FROM {source}").fetchall()
     relation, dup = "__checked", "FALSE"
     if check_primary_key and schema.primary_key and all(k in present for k in schema.primary_key):
         # duplicates are rare: find repeated keys by a hash aggregate, join back only when there are any

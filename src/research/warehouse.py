@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -124,6 +125,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Load:
+    """One file's load: its id, time, cohort, content hash and resolved path."""
+
+    load_id: str
+    now: datetime
+    cohort: str
+    file_sha256: str
+    source_path: str | None
 
 
 @dataclass
@@ -316,6 +328,9 @@ class Warehouse:
             if fmt is None and (options or {}).get("mapping"):  # a mapping only fits csv or parquet
                 fmt = "parquet" if path.suffix.lower() == ".parquet" else "csv"
             result = read_file(path, cohort=cohort, pseudonymiser=pseudonymiser, format=fmt, options=options)
+            # Arrow's allocator keeps what the adapter freed (about half the file's size again);
+            # hand it back before DuckDB, which allocates on its own, checks and inserts the rows
+            pa.default_memory_pool().release_unused()
             summary.files.append(self.load(result, cohort=cohort, file_sha256=digest, source_path=str(path.resolve())))
             self.record_key(cohort, pseudonymiser)
         return summary
@@ -456,114 +471,159 @@ class Warehouse:
         """
         if self.read_only:
             raise ResearchError(f"warehouse {self.path} is open read-only; open it without read_only to load data")
-        load_id = uuid.uuid4().hex
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        load = _Load(uuid.uuid4().hex, datetime.now(timezone.utc).replace(tzinfo=None), cohort, file_sha256 or "", source_path)
         summary = FileLoad(result.name, result.format, cohort, "loaded")
         quarantined = [result.rejects.assign(cohort=cohort)] if len(result.rejects) else []
         con = self.con
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
             if source_path:
-                old_ids = [r[0] for r in con.execute(
-                    "SELECT DISTINCT load_id FROM loads WHERE cohort = ? AND source_path = ? AND file_sha256 IS DISTINCT FROM ?",
-                    [cohort, source_path, file_sha256 or ""]).fetchall()]
-                if old_ids:
-                    summary.replaced = self._remove_loads(cohort, old_ids)
-                    self._record_removal("correction", cohort, result.name, summary.replaced or {"(nothing)": 0},
-                                         "an earlier version of the file, replaced by the version loaded now")
+                self._replace_earlier_version(result, load, summary)
             for name in [t for t in canonical_tables() if t in result.tables]:
-                frame = result.tables[name]
-                schema = load_schema(name)
-                adapter_rejects = result.rejects[result.rejects["table_name"] == name] if len(result.rejects) else result.rejects
-                stats = TableLoad(
-                    name,
-                    n_read=len(frame) + len(adapter_rejects),
-                    n_rejected=int((adapter_rejects["kind"] == "rejected").sum()) if len(adapter_rejects) else 0,
-                    n_skipped=int((adapter_rejects["kind"] == "skipped").sum()) if len(adapter_rejects) else 0,
-                )
-                # Arrow tables scan without a per-value copy; the cohort column is set here
-                con.register("__frame", pa.Table.from_pandas(frame.drop(columns=["cohort"], errors="ignore"), preserve_index=False))
-                columns = ["cohort", *[c for c in frame.columns if c != "cohort"]]
-                cohort_sql = "'" + cohort.replace("'", "''") + "'"
-                con.execute(f"CREATE OR REPLACE TEMP VIEW __incoming AS SELECT CAST({cohort_sql} AS VARCHAR) AS cohort, * FROM __frame").fetchall()
-                source = "__incoming"
-                if name == "attempt_kcs" and "attempts" in result.tables:
-                    orphans = self._orphan_kcs(cohort, columns, result.name)
-                    if len(orphans):
-                        quarantined.append(orphans)
-                        stats.n_rejected += len(orphans)
-                        source = "__kcs_with_attempt"
-                valid_sql, rejects_sql = check_relation(con, source, columns, schema, source_file=result.name, ordered=False)
-                rejects = con.execute(rejects_sql).df()
-                stats.n_rejected += len(rejects)
-                if len(rejects):
-                    quarantined.append(rejects.assign(cohort=cohort))
-                key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
-                cols = ", ".join(f'v."{c}"' for c in schema.field_names)
-                # the valid rows not yet in the warehouse, computed once: their keys go to load_rows
-                # (so a corrected version of the file can replace them), the rows to the table
-                n_valid = int(con.execute(f"SELECT count(*) FROM ({valid_sql})").fetchall()[0][0])
-                con.execute(
-                    f'CREATE OR REPLACE TEMP TABLE __new AS SELECT {cols} FROM ({valid_sql}) v WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
-                ).fetchall()
-                con.execute(f"INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, 'v')} FROM __new v", [load_id, cohort, name]).fetchall()
-                inserted = con.execute(f'INSERT INTO "{name}" SELECT * FROM __new').fetchall()[0][0]
-                stats.n_loaded = int(inserted)
-                stats.n_already_present = n_valid - stats.n_loaded
-                for obj in ("VIEW __kcs_with_attempt", "VIEW __incoming", "TABLE __checked", "TABLE __dups", "TABLE __new"):
-                    con.execute(f"DROP {obj.split()[0]} IF EXISTS {obj.split()[1]}").fetchall()
-                con.unregister("__frame")
-                summary.tables[name] = stats
-                con.execute(
-                    """INSERT INTO loads (load_id, cohort, source_file, file_sha256, format, table_name, n_read, n_loaded,
-                       n_rejected, n_skipped, n_already_present, loaded_at, source_path)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    [load_id, cohort, result.name, file_sha256 or "", result.format, name, stats.n_read,
-                     stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, now, source_path],
-                ).fetchall()
-            summary.notes = list(getattr(result, "notes", None) or [])
-            if result.format == "xapi":
-                from research.ingest import voiding
-
-                v = voiding.apply(con, result, cohort=cohort)
-                if v["removed"] or v["pending"] or (result.voids is not None and len(result.voids)):
-                    summary.notes.append(f"  voiding: {v['removed']:,} rows removed now (kept in table voided), "
-                                         f"{v['pending']:,} voids waiting for a statement not loaded yet")
-            if getattr(result, "custom_fields", None) is not None:
-                from research.ingest import datashop_xml
-
-                datashop_xml.store_custom_fields(con, result, cohort=cohort)
-            if "learner_attributes" in result.tables:
-                summary.tables["learner_attributes"] = self._load_attributes(result, cohort, load_id, now, file_sha256, source_path)
+                summary.tables[name] = self._load_table(result, name, load, quarantined)
+            self._load_extras(result, load, summary)
             if quarantined:
-                q = pd.concat(quarantined, ignore_index=True).assign(load_id=load_id)
-                q = q[["load_id", "cohort", "table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]]
-                con.register("__quarantine", pa.Table.from_pandas(q, preserve_index=False))  # Arrow: no per-value copy
-                con.execute("INSERT INTO quarantine SELECT * FROM __quarantine").fetchall()
-                con.unregister("__quarantine")
-                summary.reasons = (
-                    q.assign(column=q["column"].fillna(""))
-                    .groupby(["kind", "table_name", "column", "reason"], dropna=False)
-                    .size()
-                    .rename("n")
-                    .reset_index()
-                    .sort_values("n", ascending=False, ignore_index=True)
-                    .head(20)
-                )
+                summary.reasons = self._insert_quarantine(pd.concat(quarantined, ignore_index=True).assign(load_id=load.load_id))
             if summary.replaced and "attempts" in summary.replaced:
-                # KC rows no load recorded (a KC model imported from a KC-model file) of attempts the corrected file lacks
-                n = con.execute(
-                    """DELETE FROM attempt_kcs k WHERE k.cohort = ? AND NOT EXISTS
-                       (SELECT 1 FROM attempts a WHERE a.cohort = k.cohort AND a.attempt_id = k.attempt_id)""", [cohort]
-                ).fetchall()[0][0]
-                if n:
-                    self._record_removal("correction", cohort, result.name, {"attempt_kcs": int(n)},
-                                         "KC rows of an imported KC model whose attempts the corrected file no longer has")
+                self._remove_kcs_of_replaced_attempts(cohort, result.name)
             con.execute("COMMIT").fetchall()
         except BaseException:
             con.execute("ROLLBACK").fetchall()
             raise
         return summary
+
+    def _replace_earlier_version(self, result: IngestResult, load: _Load, summary: FileLoad) -> None:
+        """Remove what an earlier version of the same path (other content) loaded into the cohort."""
+        old_ids = [r[0] for r in self.con.execute(
+            "SELECT DISTINCT load_id FROM loads WHERE cohort = ? AND source_path = ? AND file_sha256 IS DISTINCT FROM ?",
+            [load.cohort, load.source_path, load.file_sha256]).fetchall()]
+        if old_ids:
+            summary.replaced = self._remove_loads(load.cohort, old_ids)
+            self._record_removal("correction", load.cohort, result.name, summary.replaced or {"(nothing)": 0},
+                                 "an earlier version of the file, replaced by the version loaded now")
+
+    def _load_table(self, result: IngestResult, name: str, load: _Load, quarantined: list) -> TableLoad:
+        """Check one canonical table of ``result`` in DuckDB and insert its valid rows that are new.
+
+        The rows travel as an Arrow table (no per-value copy) with their position as
+        ``__row`` (so the check needs no window over the whole file); rejects go to
+        ``quarantined``; the new rows' keys go to ``load_rows``.
+        """
+        con, cohort = self.con, load.cohort
+        frame = result.tables[name]
+        schema = load_schema(name)
+        adapter_rejects = result.rejects[result.rejects["table_name"] == name] if len(result.rejects) else result.rejects
+        stats = TableLoad(
+            name,
+            n_read=len(frame) + len(adapter_rejects),
+            n_rejected=int((adapter_rejects["kind"] == "rejected").sum()) if len(adapter_rejects) else 0,
+            n_skipped=int((adapter_rejects["kind"] == "skipped").sum()) if len(adapter_rejects) else 0,
+        )
+        arrow = pa.Table.from_pandas(frame.drop(columns=["cohort"], errors="ignore"), preserve_index=False)
+        con.register("__frame", arrow.append_column("__row", pa.array(np.arange(len(frame), dtype=np.int64))))
+        del arrow
+        columns = ["cohort", *[c for c in frame.columns if c != "cohort"]]
+        cohort_sql = "'" + cohort.replace("'", "''") + "'"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __incoming AS SELECT CAST({cohort_sql} AS VARCHAR) AS cohort, * FROM __frame").fetchall()
+        source, row_column, n_source = "__incoming", "__row", len(frame)
+        if name == "attempt_kcs" and "attempts" in result.tables:
+            orphans = self._orphan_kcs(cohort, columns, result.name)
+            n_source -= len(orphans)
+            if len(orphans):
+                quarantined.append(orphans)
+                stats.n_rejected += len(orphans)
+                source, row_column = "__kcs_with_attempt", None  # rows numbered anew, as before the orphans left
+        valid_sql, rejects_sql = check_relation(con, source, columns, schema, source_file=result.name, ordered=False,
+                                                row_column=row_column)
+        rejects = con.execute(rejects_sql).df()
+        stats.n_rejected += len(rejects)
+        if len(rejects):
+            quarantined.append(rejects.assign(cohort=cohort))
+        # every row is either valid or rejected (the checks are never NULL)
+        n_valid = n_source - len(rejects)
+        # the valid rows not yet in the warehouse, checked and typed once: their keys go to
+        # load_rows (so a corrected version of the file can replace them), the rows to the table
+        cols = ", ".join(f'v."{c}"' for c in schema.field_names)
+        new_rows = f"SELECT {cols} FROM ({valid_sql}) v"
+        if con.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}" WHERE cohort = ?)', [cohort]).fetchall()[0][0]:
+            key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
+            new_rows += f' WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {new_rows}").fetchall()
+        self._drop_temporaries("__kcs_with_attempt", "__incoming", "__checked", "__dups")
+        con.unregister("__frame")
+        con.execute(f"INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, 'v')} FROM __new v",
+                    [load.load_id, cohort, name]).fetchall()
+        stats.n_loaded = int(con.execute(f'INSERT INTO "{name}" SELECT * FROM __new').fetchall()[0][0])
+        stats.n_already_present = n_valid - stats.n_loaded
+        self._drop_temporaries("__new")
+        self._record_load(result, load, name, stats)
+        return stats
+
+    def _drop_temporaries(self, *names: str) -> None:
+        """Drop the temporary views and tables of these names that exist."""
+        found = self.con.execute(
+            """SELECT 'VIEW', view_name FROM duckdb_views() WHERE temporary AND list_contains(?, view_name)
+               UNION ALL SELECT 'TABLE', table_name FROM duckdb_tables() WHERE temporary AND list_contains(?, table_name)""",
+            [list(names), list(names)],
+        ).fetchall()
+        for kind, name in found:
+            self.con.execute(f"DROP {kind} IF EXISTS {name}").fetchall()
+
+    def _record_load(self, result: IngestResult, load: _Load, name: str, stats: TableLoad) -> None:
+        self.con.execute(
+            """INSERT INTO loads (load_id, cohort, source_file, file_sha256, format, table_name, n_read, n_loaded,
+               n_rejected, n_skipped, n_already_present, loaded_at, source_path)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [load.load_id, load.cohort, result.name, load.file_sha256, result.format, name, stats.n_read,
+             stats.n_loaded, stats.n_rejected, stats.n_skipped, stats.n_already_present, load.now, load.source_path],
+        ).fetchall()
+
+    def _load_extras(self, result: IngestResult, load: _Load, summary: FileLoad) -> None:
+        """What some adapters carry besides canonical tables: xAPI voids, DataShop custom fields, learner attributes."""
+        con, cohort = self.con, load.cohort
+        summary.notes = list(getattr(result, "notes", None) or [])
+        if result.format == "xapi":
+            from research.ingest import voiding
+
+            v = voiding.apply(con, result, cohort=cohort)
+            if v["removed"] or v["pending"] or (result.voids is not None and len(result.voids)):
+                summary.notes.append(f"  voiding: {v['removed']:,} rows removed now (kept in table voided), "
+                                     f"{v['pending']:,} voids waiting for a statement not loaded yet")
+        if getattr(result, "custom_fields", None) is not None:
+            from research.ingest import datashop_xml
+
+            datashop_xml.store_custom_fields(con, result, cohort=cohort)
+        if "learner_attributes" in result.tables:
+            summary.tables["learner_attributes"] = self._load_attributes(result, cohort, load.load_id, load.now,
+                                                                         load.file_sha256, load.source_path)
+
+    def _insert_quarantine(self, q: pd.DataFrame) -> pd.DataFrame:
+        """Insert the rows not loaded into ``quarantine``; returns the 20 commonest reasons with counts."""
+        q = q[["load_id", "cohort", "table_name", "source_file", "source_line", "column", "reason", "kind", "raw"]]
+        self.con.register("__quarantine", pa.Table.from_pandas(q, preserve_index=False))  # Arrow: no per-value copy
+        try:
+            self.con.execute("INSERT INTO quarantine SELECT * FROM __quarantine").fetchall()
+        finally:
+            self.con.unregister("__quarantine")
+        return (
+            q.assign(column=q["column"].fillna(""))
+            .groupby(["kind", "table_name", "column", "reason"], dropna=False)
+            .size()
+            .rename("n")
+            .reset_index()
+            .sort_values("n", ascending=False, ignore_index=True)
+            .head(20)
+        )
+
+    def _remove_kcs_of_replaced_attempts(self, cohort: str, source_file: str) -> None:
+        """KC rows no load recorded (a KC model imported from a KC-model file) of attempts the corrected file lacks."""
+        n = self.con.execute(
+            """DELETE FROM attempt_kcs k WHERE k.cohort = ? AND NOT EXISTS
+               (SELECT 1 FROM attempts a WHERE a.cohort = k.cohort AND a.attempt_id = k.attempt_id)""", [cohort]
+        ).fetchall()[0][0]
+        if n:
+            self._record_removal("correction", cohort, source_file, {"attempt_kcs": int(n)},
+                                 "KC rows of an imported KC model whose attempts the corrected file no longer has")
 
     def _load_attributes(self, result: IngestResult, cohort: str, load_id: str, now, file_sha256, source_path) -> TableLoad:
         """Extra learner attributes (long: learner_id, attribute, value) of learners that are in the warehouse."""
