@@ -250,16 +250,23 @@ class Delimited:
         return len(self.frame) + len(self.bad)
 
 
-def _scan_lines(data: bytes, quote_char: str | bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _byte_positions(arr: np.ndarray, byte: int, chunk: int = 1 << 25) -> np.ndarray:
+    """Offsets of ``byte`` in ``arr``, found a slice at a time (no file-sized temporary)."""
+    parts = [np.flatnonzero(arr[i:i + chunk] == byte) + i for i in range(0, len(arr), chunk)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
+
+
+def _scan_lines(data, quote_char: str | bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Physical lines of ``data``: ``(starts, ends, blank, odd_quotes, lone_cr)``, vectorised.
 
-    ``ends`` are exclusive and include the line's newline. A line is blank when it holds
-    only spaces, tabs and its line end; ``odd_quotes`` marks lines with an odd number of
-    quote characters (a quoted value that spans lines, or an unbalanced quote);
-    ``lone_cr`` a carriage return that is not part of the line end (parsers split there).
+    ``data`` is bytes or a uint8 array (a memory map of the file). ``ends`` are exclusive
+    and include the line's newline. A line is blank when it holds only spaces, tabs and
+    its line end; ``odd_quotes`` marks lines with an odd number of quote characters (a
+    quoted value that spans lines, or an unbalanced quote); ``lone_cr`` a carriage return
+    that is not part of the line end (parsers split there).
     """
-    arr = np.frombuffer(data, dtype=np.uint8)
-    nl = np.flatnonzero(arr == 10)
+    arr = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    nl = _byte_positions(arr, 10)
     starts = np.concatenate([[0], nl + 1]).astype(np.int64)
     ends = np.concatenate([nl + 1, [len(arr)]]).astype(np.int64)
     if len(arr) == 0 or arr[-1] == 10:  # no line after the final newline
@@ -287,10 +294,10 @@ def _scan_lines(data: bytes, quote_char: str | bool) -> tuple[np.ndarray, np.nda
             for i in cand:
                 blank[i] = not (~ws[arr[starts[i]:ends[i]]]).any()
     if quote_char:
-        odd = per_line(np.flatnonzero(arr == ord(quote_char))) % 2 == 1
+        odd = per_line(_byte_positions(arr, ord(quote_char))) % 2 == 1
     else:
         odd = np.zeros(n, dtype=bool)
-    cr = np.flatnonzero(arr == 13)
+    cr = _byte_positions(arr, 13)
     if len(cr) and n:
         line_of = np.searchsorted(starts, cr, side="right") - 1
         line_end = ends[line_of]
@@ -300,6 +307,128 @@ def _scan_lines(data: bytes, quote_char: str | bool) -> tuple[np.ndarray, np.nda
     else:
         lone = np.zeros(n, dtype=bool)
     return starts, ends, blank, odd, lone
+
+
+def _map_file(path: Path) -> np.ndarray:
+    """The file's bytes as a read-only memory map (file-backed pages, not a copy on the heap)."""
+    try:
+        if path.stat().st_size == 0:
+            return np.zeros(0, dtype=np.uint8)
+        return np.memmap(path, dtype=np.uint8, mode="r")
+    except OSError as exc:
+        raise DataError(f"{path.name}: cannot be read: {exc.strerror or exc}") from None
+
+
+@dataclass
+class _Lines:
+    """What the byte scan found: the text to parse and the physical line of each of its lines."""
+
+    source: object  # the file's path (parse it as it is) or the bytes left after dropping lines
+    kept_lines: np.ndarray  # physical line of each line of ``source``, header first
+    blank: np.ndarray  # per data line: blank
+    bad: list[dict]  # lines refused before parsing (unbalanced quote, lone carriage return)
+
+
+def _split_lines(path: Path, quote_char: str | bool) -> _Lines:
+    """Scan the file's bytes for line ends, blank and malformed lines; the text to parse.
+
+    When no line has to go, the file itself is parsed (streamed in blocks, never held
+    whole); else the kept lines are copied out.
+    """
+    data = _map_file(path)
+    bom = len(data) >= 3 and bytes(data[:3]) == b"\xef\xbb\xbf"
+    body = data[3:] if bom else data
+    starts, ends, blank, odd, lone_cr = _scan_lines(body, quote_char)
+    data_lines = np.arange(2, len(starts) + 1, dtype=np.int64)  # physical line numbers after the header
+    blank_d, odd_d, cr_d = blank[1:], odd[1:], lone_cr[1:]
+    pre_bad = ~blank_d & (odd_d | cr_d)
+    bad: list[dict] = []
+    for i in np.flatnonzero(pre_bad):  # only malformed lines: few
+        why = ("an unbalanced quote (\") in the line: a quoted value may not run over a line break"
+               if odd_d[i] else "a carriage return inside the line (a line break in a value?)")
+        bad.append({"line": int(data_lines[i]), "expected": None, "actual": None, "text": None, "why": why})
+    drop = blank_d | pre_bad
+    kept_lines = np.concatenate([[1], data_lines[~drop]]) if len(starts) else np.array([1], dtype=np.int64)
+    if not bom and not drop.any() and len(body) and body[-1] == 10:
+        source = path
+    else:
+        if drop.any():
+            mask = np.ones(len(body), dtype=bool)
+            for i in np.flatnonzero(drop) + 1:
+                mask[starts[i]:ends[i]] = False
+            text = np.asarray(body)[mask].tobytes()
+        else:
+            text = bytes(body)
+        source = text + b"\n" if text and not text.endswith(b"\n") else text
+    del body, data
+    return _Lines(source, kept_lines, blank_d, bad)
+
+
+def _parse_delimited(path: Path, lines: _Lines, *, names: list[str], include: list[str], delimiter: str,
+                     encoding: str, quote_char: str | bool) -> tuple[pa.Table, list[dict]]:
+    """Parse the kept lines with Arrow, every field as text; malformed rows come back with their line."""
+    arrow_bad: list[dict] = []
+
+    def handler(row) -> str:
+        arrow_bad.append({"line": row.number, "expected": row.expected_columns, "actual": row.actual_columns, "text": None})
+        return "skip"
+
+    def _read(threads: bool) -> pa.Table:
+        arrow_bad.clear()
+        source = str(lines.source) if isinstance(lines.source, Path) else pa.BufferReader(lines.source)
+        return pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(
+                skip_rows=1, column_names=names, use_threads=threads, encoding=encoding, block_size=1 << 24
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char=quote_char, ignore_empty_lines=False, invalid_row_handler=handler
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in names},
+                include_columns=include,
+                strings_can_be_null=False,
+                null_values=[],
+                quoted_strings_can_be_null=False,
+            ),
+        )
+
+    try:
+        if len(lines.kept_lines) == 1:
+            table = pa.table({c: pa.array([], pa.string()) for c in include})
+        else:
+            table = _read(True)
+            if arrow_bad and any(b["line"] is None for b in arrow_bad):
+                table = _read(False)  # single-threaded parsing knows line numbers
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc) or "utf8" in str(exc).lower():
+            raise utf8_error(path, *_locate_bad_utf8(path)) from None
+        raise DataError(f"{path.name}: could not be parsed as a {delimiter!r}-delimited file ({type(exc).__name__}); "
+                        "check the delimiter and that every line has one field per header column") from None
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r} for {path.name}; use a Python codec name such as 'utf-8', 'cp1252' or 'latin-1'") from None
+    for b in arrow_bad:  # arrow numbers the lines of the kept text (header = 1)
+        b["line"] = int(lines.kept_lines[b["line"] - 1])
+    return table, arrow_bad
+
+
+def _drop_delimiter_rows(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """Leave out rows of only delimiters and white space (no data either): ``(frame, lines, n_dropped)``."""
+    import pyarrow.compute as pc
+
+    if not len(frame):
+        return frame, lines, 0
+    cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0])), "").to_numpy(zero_copy_only=False))
+    empty = np.zeros(len(frame), dtype=bool)
+    if len(cand):
+        sub = frame.iloc[cand]
+        ok = np.ones(len(cand), dtype=bool)
+        for c in sub.columns:
+            ok &= (sub[c].str.strip() == "").to_numpy()
+        empty[cand[ok]] = True
+    if not empty.any():
+        return frame, lines, 0
+    return frame.loc[~empty].reset_index(drop=True), lines[~empty], int(empty.sum())
 
 
 def read_delimited(
@@ -322,80 +451,17 @@ def read_delimited(
     lines, or the file is refused (nothing is ever silently merged or lost). Repeated
     header names are kept apart (``X``, ``X.1``).
     """
-    import pyarrow.compute as pc
-
     names = dedupe_names(header)
     # the first and last columns are always read, so a blank line is told apart from a row
     # whose data sits only in columns we do not map
     keep = None if usecols is None else set(usecols) | {names[0], names[-1]}
     include = names if keep is None else [c for c in names if c in keep]
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path.name}: cannot be read: {exc.strerror or exc}") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    starts, ends, blank, odd, lone_cr = _scan_lines(data, quote_char)
-    data_lines = np.arange(2, len(starts) + 1, dtype=np.int64)  # physical line numbers after the header
-    blank_d, odd_d, cr_d = blank[1:], odd[1:], lone_cr[1:]
-    pre_bad = ~blank_d & (odd_d | cr_d)
-    bad: list[dict] = []
-    for i in np.flatnonzero(pre_bad):  # only malformed lines: few
-        why = ("an unbalanced quote (\") in the line: a quoted value may not run over a line break"
-               if odd_d[i] else "a carriage return inside the line (a line break in a value?)")
-        bad.append({"line": int(data_lines[i]), "expected": len(header), "actual": None, "text": None, "why": why})
-    drop = blank_d | pre_bad
-    kept_lines = np.concatenate([[1], data_lines[~drop]]) if len(starts) else np.array([1], dtype=np.int64)
-    if drop.any():
-        mask = np.ones(len(data), dtype=bool)
-        for i in np.flatnonzero(drop) + 1:
-            mask[starts[i]:ends[i]] = False
-        body = np.frombuffer(data, dtype=np.uint8)[mask].tobytes()
-    else:
-        body = data
-    if body and not body.endswith(b"\n"):
-        body += b"\n"
-    arrow_bad: list[dict] = []
-
-    def handler(row) -> str:
-        arrow_bad.append({"line": row.number, "expected": row.expected_columns, "actual": row.actual_columns, "text": None})
-        return "skip"
-
-    def _read(threads: bool) -> pa.Table:
-        arrow_bad.clear()
-        return pacsv.read_csv(
-            pa.BufferReader(body),
-            read_options=pacsv.ReadOptions(
-                skip_rows=1, column_names=names, use_threads=threads, encoding=encoding, block_size=1 << 24
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, quote_char=quote_char, ignore_empty_lines=False, invalid_row_handler=handler
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in names},
-                include_columns=include,
-                strings_can_be_null=False,
-                null_values=[],
-                quoted_strings_can_be_null=False,
-            ),
-        )
-
-    n_kept = len(kept_lines) - 1
-    try:
-        if n_kept == 0:
-            table = pa.table({c: pa.array([], pa.string()) for c in include})
-        else:
-            table = _read(True)
-            if arrow_bad and any(b["line"] is None for b in arrow_bad):
-                table = _read(False)  # single-threaded parsing knows line numbers
-    except pa.ArrowInvalid as exc:
-        if "UTF8" in str(exc) or "utf8" in str(exc).lower():
-            raise utf8_error(path, *_locate_bad_utf8(path)) from None
-        raise DataError(f"{path.name}: could not be parsed as a {delimiter!r}-delimited file ({type(exc).__name__}); "
-                        "check the delimiter and that every line has one field per header column") from None
-    except LookupError:
-        raise ConfigError(f"unknown encoding {encoding!r} for {path.name}; use a Python codec name such as 'utf-8', 'cp1252' or 'latin-1'") from None
-    n_rows = table.num_rows
+    lines = _split_lines(path, quote_char)
+    for b in lines.bad:
+        b["expected"] = len(header)
+    table, arrow_bad = _parse_delimited(path, lines, names=names, include=include, delimiter=delimiter,
+                                        encoding=encoding, quote_char=quote_char)
+    n_kept, n_rows = len(lines.kept_lines) - 1, table.num_rows
     if n_rows + len(arrow_bad) != n_kept:
         raise DataError(
             f"{path.name}: the row count does not add up: {n_kept:,} data lines, but {n_rows:,} rows and "
@@ -403,27 +469,12 @@ def read_delimited(
         )
     frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
     del table
-    for b in arrow_bad:  # arrow numbers the lines of the kept text (header = 1)
-        b["line"] = int(kept_lines[b["line"] - 1])
     bad_lines = {b["line"] for b in arrow_bad}
-    lines = np.array([x for x in kept_lines[1:] if x not in bad_lines], dtype=np.int64) if bad_lines else kept_lines[1:].astype(np.int64)
-    bad = sorted(bad + arrow_bad, key=lambda b: b["line"])
-    # rows of only delimiters are no data either
-    n_blank = int(blank_d.sum())
-    if n_rows:
-        cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0])), "").to_numpy(zero_copy_only=False))
-        empty = np.zeros(n_rows, dtype=bool)
-        if len(cand):
-            sub = frame.iloc[cand]
-            ok = np.ones(len(cand), dtype=bool)
-            for c in sub.columns:
-                ok &= (sub[c].str.strip() == "").to_numpy()
-            empty[cand[ok]] = True
-        if empty.any():
-            n_blank += int(empty.sum())
-            frame = frame.loc[~empty].reset_index(drop=True)
-            lines = lines[~empty]
-    return Delimited(frame=frame, line=lines, bad=bad, blank_lines=n_blank, header=header, names=names)
+    kept = lines.kept_lines[1:].astype(np.int64)
+    row_lines = np.array([x for x in kept if x not in bad_lines], dtype=np.int64) if bad_lines else kept
+    frame, row_lines, n_empty = _drop_delimiter_rows(frame, row_lines)
+    bad = sorted(lines.bad + arrow_bad, key=lambda b: b["line"])
+    return Delimited(frame=frame, line=row_lines, bad=bad, blank_lines=int(lines.blank.sum()) + n_empty, header=header, names=names)
 
 
 def bad_line_rows(d: Delimited, *, learner_col: str | None = None, pseudonymiser=None, delimiter: str = "\t") -> pd.DataFrame:
