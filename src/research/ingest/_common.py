@@ -508,9 +508,15 @@ def blank_to_na(s: pd.Series, strip: bool = True) -> pd.Series:
     import pyarrow.compute as pc
 
     arr = _arrow_strings(s, combine=False)
+    # a clean column (the usual case) is passed on as it is, not copied
     if strip:
-        arr = pc.utf8_trim_whitespace(arr)
-    arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+        trimmed = pc.utf8_trim_whitespace(arr)
+        if pc.sum(pc.binary_length(trimmed)) != pc.sum(pc.binary_length(arr)):
+            arr = trimmed
+        del trimmed
+    empty = pc.equal(arr, "")
+    if pc.any(empty).as_py():
+        arr = pc.if_else(empty, pa.scalar(None, pa.string()), arr)
     return pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index)
 
 
