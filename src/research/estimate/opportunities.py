@@ -488,8 +488,16 @@ def student_steps_from_frame(
     _require(frame, needed, "the student-step table")
     if frame.empty:
         raise DataError("the student-step table is empty.")
-    n = len(frame)
+    succ, first = _frame_outcomes(frame, success, first_attempt)
+    steps, row_of_pos = _frame_steps(frame, succ, first, learner=learner, item=item, step=step, time=time,
+                                     problem_view=problem_view, incorrects=incorrects, hints=hints, corrects=corrects,
+                                     duration=duration)
+    kcs = _frame_kcs(frame, row_of_pos, kc_columns, opportunity_columns, separator)
+    return _finish({c: steps[c] for c in steps.columns}, {c: kcs[c] for c in kcs.columns})
 
+
+def _frame_outcomes(frame: pd.DataFrame, success: str | None, first_attempt: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(success, first_attempt)`` per row: from a 0/1 column, or from an outcome column."""
     if success is not None:
         s = pd.to_numeric(frame[success], errors="coerce")
         bad = ~s.isin([0, 1])
@@ -505,6 +513,14 @@ def student_steps_from_frame(
         _check_outcomes(fa, first_attempt, "the student-step table")
         first = fa.to_numpy(dtype=object)
         succ = (fa == "correct").to_numpy(dtype="int64")
+    return succ, first
+
+
+def _frame_steps(frame: pd.DataFrame, succ: np.ndarray, first: np.ndarray, *, learner: str, item: str, step: str, time: str,
+                 problem_view: str | None, incorrects: str | None, hints: str | None, corrects: str | None,
+                 duration: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The steps in time order within learner (``step_row``), and the step row of each row of ``frame``."""
+    n = len(frame)
 
     def _num(col, default):
         if col is None:
@@ -540,8 +556,12 @@ def student_steps_from_frame(
     steps["step_row"] = np.arange(n, dtype="int64")
     row_of_pos = np.empty(n, dtype="int64")
     row_of_pos[steps["_pos"].to_numpy()] = steps["step_row"].to_numpy()
-    steps = steps.rename(columns={"_pos": "source_row"}).reset_index(drop=True)
+    return steps.rename(columns={"_pos": "source_row"}).reset_index(drop=True), row_of_pos
 
+
+def _frame_kcs(frame: pd.DataFrame, row_of_pos: np.ndarray, kc_columns: dict[str, str],
+               opportunity_columns: dict[str, str] | None, separator: str) -> pd.DataFrame:
+    """One row per step row x KC model x KC from the KC cells (several KCs joined by ``separator``)."""
     parts = []
     for model, col in kc_columns.items():
         cells = frame[col].astype("string").str.strip()
@@ -565,8 +585,9 @@ def student_steps_from_frame(
         part = part[part["kc"].notna() & (part["kc"] != "")]
         part["kc_model"] = model
         parts.append(part)
-    kcs = pd.concat(parts, ignore_index=True).drop_duplicates(["step_row", "kc_model", "kc"])
-    return _finish({c: steps[c] for c in steps.columns}, {c: kcs[c] for c in kcs.columns})
+    return pd.concat(parts, ignore_index=True).drop_duplicates(["step_row", "kc_model", "kc"])
+
+
 
 
 def datashop_kc_models(columns) -> list[str]:

@@ -141,13 +141,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     options = check_options(options, OPTIONS, NAME)
     encoding = options.get("encoding", "utf-8")
     header, names = C.tab_header(path, encoding, REQUIRED, WHAT)
-
-    level_cols = [n for n, h in zip(names, header) if _LEVEL.match(h)]
-    kc_models: dict[str, list[str]] = {}
-    for n, h in zip(names, header):
-        m = _KC.match(h)
-        if m:
-            kc_models.setdefault(m.group(1).strip(), []).append(n)
+    level_cols, kc_models = _hierarchy_and_kc_columns(header, names)
     kc_cols = [c for cols in kc_models.values() for c in cols]
     usecols = REQUIRED + [c for c in OPTIONAL if c in names] + level_cols + kc_cols
 
@@ -161,52 +155,99 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     rejects.keep_secret(secret_ids)
 
     col = C.Columns(f, verbatim=("Input", "Transaction Id", "Session Id"))
-
-    # ---- outcomes
-    raw_outcome = col("Outcome")
-    outcome_key = raw_outcome.str.upper()
-    outcome = outcome_key.map(OUTCOMES).astype("string")
-    not_attempt = outcome_key.isna() | outcome_key.isin(list(NOT_ATTEMPTS))
-    unknown_outcome = ~not_attempt & outcome.isna()
-
-    # ---- timestamps
-    local = C.parse_timestamps(col("Time"))
-    zones = col("Time Zone") if "Time Zone" in f.columns else None
-    ts, bad_zone = C.localize_to_utc(local, zones, options.get("default_time_zone", "UTC"))
-
-    problem_view, bad_pv = C.parse_integers(col("Problem View"))
-    attempt, bad_attempt = C.parse_integers(col("Attempt At Step"))
-    duration, bad_duration = C.parse_numbers(col("Duration (sec)"))
-    item = col("Problem Name")
-    step = col("Step Name").fillna(item)
-
-    too_long, too_long_col = C.overlong(f, [c for c in usecols if c != "Anon Student Id"])
-    known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
-    quoted = C.quoted
-    conditions = [
-        (f["Anon Student Id"].isna(), "Anon Student Id", "missing learner id"),
-        (unknown_outcome, "Outcome", lambda m: "unknown outcome " + quoted(raw_outcome[m]) + "; known values: " + known),
-        (item.isna(), "Problem Name", "missing problem name"),
-        (col("Time").isna(), "Time", "missing timestamp"),
-        (local.isna(), "Time", lambda m: "cannot parse timestamp " + quoted(col("Time")[m]) + "; expected e.g. 2024-02-16 05:34:51"),
-        (bad_zone, "Time Zone", lambda m: "unknown time zone " + quoted(col("Time Zone")[m]) + "; use an IANA name such as Europe/Stockholm or US/Eastern, or UTC"),
-        (bad_pv | (problem_view < 1).fillna(False), "Problem View", lambda m: "Problem View " + quoted(col("Problem View")[m]) + " is not a whole number >= 1"),
-        (bad_attempt | (attempt < 1).fillna(False), "Attempt At Step", lambda m: "Attempt At Step " + quoted(col("Attempt At Step")[m]) + " is not a whole number >= 1"),
-        (bad_duration | (duration < 0).fillna(False), "Duration (sec)", lambda m: "Duration (sec) " + quoted(col("Duration (sec)")[m]) + " is not a number >= 0 ('.' means missing)"),
-        (too_long, too_long_col.fillna(""), lambda m: "a value of more than " + f"{C.MAX_FIELD_CHARS:,}" + " characters in " + quoted(too_long_col[m])),
-    ]
+    v = _parse_values(f, col, options)
     # a row that is not an attempt is skipped before anything else is checked
-    skipped = not_attempt & f["Anon Student Id"].notna()
+    skipped = v["not_attempt"] & f["Anon Student Id"].notna()
+    conditions = _reject_conditions(f, col, v, [c for c in usecols if c != "Anon Student Id"])
     rejected, rcol, rreason = C.first_reason([(~skipped & c, name, why) for c, name, why in conditions], f.index)
     if skipped.any():
-        srt = col("Student Response Type")[skipped].fillna("not given")
-        ro = raw_outcome[skipped]
-        why = "not an attempt: Outcome is " + ro.isna().map({True: "blank", False: ""}).astype("string").where(ro.isna(), quoted(ro))
-        # the quarantine keeps the offending value only: take that column, not the whole rows
-        rejects.add(f.loc[skipped, ["Outcome"]], line=line[skipped], column="Outcome", reason=why + " (Student Response Type " + srt + ")", kind="skipped")
+        _reject_skipped(rejects, f, col, skipped, line)
 
     # ---- ids and duplicates among the rows that are otherwise fine
+    attempt_id = _attempt_ids(f, col, ~skipped & ~rejected, rejected, rcol, rreason, line)
+    rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
     ok = ~skipped & ~rejected
+
+    # ---- malformed lines
+    bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
+    if not bad_rows.empty:
+        rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
+
+    att = _attempts(f, col, v, attempt_id, line, ok, level_cols, cohort=cohort, pseudonymiser=pseudonymiser,
+                    options=options, source_file=path.name)
+    kcs = C.split_kcs(pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols]), id_col="attempt_id", model_cols=kc_models)
+    kcs.insert(0, "cohort", cohort)
+    return IngestResult(
+        source_file=str(path),
+        format=NAME,
+        n_read=d.n_read,
+        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
+        rejects=rejects.frame(),
+    )
+
+
+def _hierarchy_and_kc_columns(header: list[str], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The ``Level (...)`` columns (outermost first) and ``{kc_model: [KC columns]}``, by position in the header."""
+    level_cols = [n for n, h in zip(names, header) if _LEVEL.match(h)]
+    kc_models: dict[str, list[str]] = {}
+    for n, h in zip(names, header):
+        m = _KC.match(h)
+        if m:
+            kc_models.setdefault(m.group(1).strip(), []).append(n)
+    return level_cols, kc_models
+
+
+def _parse_values(f: pd.DataFrame, col: C.Columns, options: dict) -> dict[str, pd.Series]:
+    """The mapped values of every row, with a flag per value that could not be read."""
+    v = {"raw_outcome": col("Outcome")}
+    outcome_key = v["raw_outcome"].str.upper()
+    v["outcome"] = outcome_key.map(OUTCOMES).astype("string")
+    v["not_attempt"] = outcome_key.isna() | outcome_key.isin(list(NOT_ATTEMPTS))
+    v["unknown_outcome"] = ~v["not_attempt"] & v["outcome"].isna()
+    v["local"] = C.parse_timestamps(col("Time"))
+    zones = col("Time Zone") if "Time Zone" in f.columns else None
+    v["timestamp"], v["bad_zone"] = C.localize_to_utc(v["local"], zones, options.get("default_time_zone", "UTC"))
+    v["problem_view"], v["bad_pv"] = C.parse_integers(col("Problem View"))
+    v["attempt"], v["bad_attempt"] = C.parse_integers(col("Attempt At Step"))
+    v["duration"], v["bad_duration"] = C.parse_numbers(col("Duration (sec)"))
+    v["item"] = col("Problem Name")
+    v["step"] = col("Step Name").fillna(v["item"])
+    return v
+
+
+def _reject_conditions(f: pd.DataFrame, col: C.Columns, v: dict, checked: list[str]) -> list:
+    """``(mask, column, reason)`` of every way a row can be rejected, in priority order."""
+    too_long, too_long_col = C.overlong(f, checked)
+    known = ", ".join(sorted(OUTCOMES)) + " (and blank or UNGRADED for events that are not attempts)"
+    quoted = C.quoted
+    raw_outcome = v["raw_outcome"]
+    return [
+        (f["Anon Student Id"].isna(), "Anon Student Id", "missing learner id"),
+        (v["unknown_outcome"], "Outcome", lambda m: "unknown outcome " + quoted(raw_outcome[m]) + "; known values: " + known),
+        (v["item"].isna(), "Problem Name", "missing problem name"),
+        (col("Time").isna(), "Time", "missing timestamp"),
+        (v["local"].isna(), "Time", lambda m: "cannot parse timestamp " + quoted(col("Time")[m]) + "; expected e.g. 2024-02-16 05:34:51"),
+        (v["bad_zone"], "Time Zone", lambda m: "unknown time zone " + quoted(col("Time Zone")[m]) + "; use an IANA name such as Europe/Stockholm or US/Eastern, or UTC"),
+        (v["bad_pv"] | (v["problem_view"] < 1).fillna(False), "Problem View", lambda m: "Problem View " + quoted(col("Problem View")[m]) + " is not a whole number >= 1"),
+        (v["bad_attempt"] | (v["attempt"] < 1).fillna(False), "Attempt At Step", lambda m: "Attempt At Step " + quoted(col("Attempt At Step")[m]) + " is not a whole number >= 1"),
+        (v["bad_duration"] | (v["duration"] < 0).fillna(False), "Duration (sec)", lambda m: "Duration (sec) " + quoted(col("Duration (sec)")[m]) + " is not a number >= 0 ('.' means missing)"),
+        (too_long, too_long_col.fillna(""), lambda m: "a value of more than " + f"{C.MAX_FIELD_CHARS:,}" + " characters in " + quoted(too_long_col[m])),
+    ]
+
+
+def _reject_skipped(rejects: C.RejectCollector, f: pd.DataFrame, col: C.Columns, skipped: pd.Series, line: pd.Series) -> None:
+    """Events that are not attempts go to quarantine as ``skipped``, with the Student Response Type in the reason."""
+    srt = col("Student Response Type")[skipped].fillna("not given")
+    ro = col("Outcome")[skipped]
+    why = "not an attempt: Outcome is " + ro.isna().map({True: "blank", False: ""}).astype("string").where(ro.isna(), C.quoted(ro))
+    # the quarantine keeps the offending value only: take that column, not the whole rows
+    rejects.add(f.loc[skipped, ["Outcome"]], line=line[skipped], column="Outcome", reason=why + " (Student Response Type " + srt + ")", kind="skipped")
+
+
+def _attempt_ids(f: pd.DataFrame, col: C.Columns, ok: pd.Series, rejected: pd.Series, rcol: pd.Series, rreason: pd.Series,
+                 line: pd.Series) -> pd.Series:
+    """Transaction Id, or a hash of the row's content where it is blank; a repeated id rejects
+    the later rows (``rejected``, ``rcol`` and ``rreason`` are updated in place)."""
     content_cols = [c for c in f.columns if c != "Row"]
     attempt_id = col("Transaction Id").copy()
     need_hash = ok & attempt_id.isna()
@@ -217,15 +258,12 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     rejected[dup_idx] = True
     rcol[dup_idx] = "Transaction Id" if "Transaction Id" in f.columns else pd.NA
     rreason[dup_idx] = dup_reason[dup_idx]
-    rejects.add(f[rejected], line=line[rejected], column=rcol[rejected], reason=rreason[rejected])
-    ok = ~skipped & ~rejected
+    return attempt_id
 
-    # ---- malformed lines
-    bad_rows = C.bad_line_rows(d, learner_col="Anon Student Id", pseudonymiser=pseudonymiser)
-    if not bad_rows.empty:
-        rejects.add(bad_rows, line=bad_rows["_line"], column=bad_rows["_column"], reason=bad_rows["_reason"])
 
-    # ---- attempts
+def _attempts(f: pd.DataFrame, col: C.Columns, v: dict, attempt_id: pd.Series, line: pd.Series, ok: pd.Series,
+              level_cols: list[str], *, cohort: str, pseudonymiser, options: dict, source_file: str) -> pd.DataFrame:
+    """The attempts table of the rows that passed."""
     module, page = levels_to_module_page([f[c] for c in level_cols], options.get("module_level", "parent"), f.index)
     att = pd.DataFrame(
         {
@@ -236,29 +274,20 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
             "session_id": pseudonymiser.sessions(col("Session Id")),
             "module": module,
             "page": page,
-            "item_id": item,
-            "step_id": step,
-            "problem_view": problem_view,
-            "attempt": attempt,
-            "outcome": outcome,
+            "item_id": v["item"],
+            "step_id": v["step"],
+            "problem_view": v["problem_view"],
+            "attempt": v["attempt"],
+            "outcome": v["outcome"],
             "response": col("Input"),
-            "timestamp": ts,
-            "duration_s": duration,
-            "source_file": path.name,
+            "timestamp": v["timestamp"],
+            "duration_s": v["duration"],
+            "source_file": source_file,
             "source_line": line,
         },
         index=f.index,
     )[ok]
-    att = _fill_missing_attempts(att)
-    kcs = C.split_kcs(pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols]), id_col="attempt_id", model_cols=kc_models)
-    kcs.insert(0, "cohort", cohort)
-    return IngestResult(
-        source_file=str(path),
-        format=NAME,
-        n_read=d.n_read,
-        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
-        rejects=rejects.frame(),
-    )
+    return _fill_missing_attempts(att)
 
 
 def _fill_missing_attempts(att: pd.DataFrame) -> pd.DataFrame:
