@@ -123,6 +123,40 @@ def test_simulated_attempts_roll_up_to_the_true_steps_and_opportunities():
     assert (m["source_opportunity"] == m["opportunity"]).all()
 
 
+def test_roll_up_is_the_same_when_its_keys_are_too_wide_to_pack(monkeypatch):
+    """Sort keys are packed into one int64 where they fit; the np.lexsort fallback orders alike.
+
+    Also a text-order check: unicode names, a blank KC and a KC row of an unknown attempt.
+    """
+    from research.estimate import opportunities
+
+    rng = np.random.default_rng(15)
+    n = 400
+    att = pd.DataFrame({
+        "attempt_id": [f"a{i}" for i in range(n)],
+        "learner_id": rng.choice(["Ö", "u", "ä", "U2"], n),
+        "item_id": rng.choice(["i1", "i2", "Ü"], n),
+        "step_id": rng.choice(["s1", "s2"], n),
+        "problem_view": rng.integers(1, 3, n),
+        "attempt": rng.integers(1, 4, n),
+        "outcome": rng.choice(["correct", "incorrect", "hint"], n),
+        "timestamp": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 30, n), unit="min"),
+    })
+    kcs = pd.DataFrame({"attempt_id": [*att["attempt_id"], *att["attempt_id"][:50], "nope"],
+                        "kc_model": ["M"] * n + ["N"] * 50 + ["M"],
+                        "kc": [*rng.choice(["K1", "K2", "ß", " "], n), *rng.choice(["A", "B"], 50), "K1"],
+                        "opportunity": rng.integers(1, 9, n + 51)})
+    packed = student_steps(att, kcs)
+    monkeypatch.setattr(opportunities, "_packed", lambda keys, sizes: None)
+    pd.testing.assert_frame_equal(student_steps(att, kcs), packed)
+    assert not (packed["kc"].str.strip() == "").any()
+    order = packed.sort_values(["kc_model", "learner_id", "step_time", "step_row", "kc"], kind="stable")
+    assert (order.index == packed.index).all()  # rows in text order, as sort_values puts them
+    # the opportunity counts a learner's steps with the KC in time order
+    ref = packed.groupby(["learner_id", "kc_model", "kc"]).cumcount() + 1
+    assert (ref == packed["opportunity"]).all()
+
+
 def test_student_steps_errors():
     att, kcs = _tx([("t1", "u", "s1", 1, "correct", 0, ["A"])])
     with pytest.raises(SchemaError, match="outcome"):

@@ -149,19 +149,46 @@ def segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _opportunity_numbers(keys: list[np.ndarray], time: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """1, 2, ... per run of equal ``keys`` (sort codes), counted in ``time`` then ``row`` order."""
-    order = np.lexsort((row, time, *keys[::-1]))
-    n = len(order)
+def _packed(keys: list[np.ndarray], sizes: list[int]) -> np.ndarray | None:
+    """The integer ``keys`` (each in ``[0, size)``, most significant first) packed into one
+    int64 that sorts like them; None when their sizes do not fit in one."""
+    sizes = [max(int(s), 1) for s in sizes]
+    if int(np.prod(sizes, dtype=object)) >= 2**62 or any(len(k) and k.min() < 0 for k in keys):
+        return None
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, size in zip(keys, sizes):
+        packed *= size
+        packed += key
+    return packed
+
+
+def _sort_order(keys: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """Stable order by integer ``keys`` (most significant first; each in ``[0, size)``).
+
+    One argsort of the packed keys where they fit in an int64 (``np.lexsort`` compares
+    every key at every step and is several times slower), else ``np.lexsort``.
+    """
+    packed = _packed(keys, sizes)
+    return np.lexsort(keys[::-1]) if packed is None else np.argsort(packed, kind="stable")
+
+
+def _run_numbers(keys: list[np.ndarray]) -> np.ndarray:
+    """1, 2, ... along each run of equal ``keys`` (rows already in order)."""
+    n = len(keys[0])
     new_run = np.ones(n, dtype=bool)
     same = np.ones(max(n - 1, 0), dtype=bool)
     for key in keys:
-        sorted_key = key[order]
-        same &= sorted_key[1:] == sorted_key[:-1]
+        same &= key[1:] == key[:-1]
     new_run[1:] = ~same
     starts = np.flatnonzero(new_run)
-    counts = np.empty(n, dtype="int64")
-    counts[order] = np.arange(n) - starts[np.cumsum(new_run) - 1] + 1
+    return np.arange(n) - starts[np.cumsum(new_run) - 1] + 1
+
+
+def _opportunity_numbers(keys: list[np.ndarray], time: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """1, 2, ... per run of equal ``keys`` (sort codes), counted in ``time`` then ``row`` order."""
+    order = np.lexsort((row, time, *keys[::-1]))
+    counts = np.empty(len(order), dtype="int64")
+    counts[order] = _run_numbers([key[order] for key in keys])
     return counts
 
 
@@ -205,10 +232,14 @@ def _finish(steps: dict, kcs: dict) -> pd.DataFrame:
         kc_text[c] = (codes[inside], uniques)
     learner = text["learner_id"][0][row]
     model, kc = kc_text["kc_model"][0], kc_text["kc"][0]
-    time = np.asarray(steps["step_time"])[row]
-    opportunity = _opportunity_numbers([learner, model, kc], time, row)
-    missing = (learner == len(text["learner_id"][1])) | (model == len(kc_text["kc_model"][1])) | (kc == len(kc_text["kc"][1]))
-    order = np.lexsort((kc, row, time, learner, model))
+    n_models, n_kcs = len(kc_text["kc_model"][1]) + 1, len(kc_text["kc"][1]) + 1
+    # Steps are numbered learner by learner, in time order within a learner (both callers
+    # number them so), so ordering by (learner, step time, step) is ordering by step.
+    by_kc = _sort_order([model, kc, row], [n_models, n_kcs, n])
+    opportunity = np.empty(len(row), dtype=np.int64)
+    opportunity[by_kc] = _run_numbers([learner[by_kc], model[by_kc], kc[by_kc]])
+    missing = (learner == len(text["learner_id"][1])) | (model == n_models - 1) | (kc == n_kcs - 1)
+    order = _sort_order([model, row, kc], [n_models, n, n_kcs])
     take = row[order]
     out = {}
     for c in STEP_COLUMNS:
@@ -342,7 +373,11 @@ def _roll_up(a: dict) -> tuple[dict, dict]:
     n = len(learner)
     pos = np.arange(n, dtype="int64")
     pv = a["problem_view"]
-    order = np.lexsort((pos, a["timestamp"], a["attempt"], pv, step, item, learner))
+    # (learner, item, step, problem view) packed into one key where it fits; np.lexsort is stable, so
+    # input order breaks the remaining ties
+    steps_key = [learner, item, step, pv]
+    packed = _packed(steps_key, [len(a["learner"][1]) + 1, len(a["item"][1]) + 1, len(a["step"][1]) + 1, int(pv.max()) + 1])
+    order = np.lexsort((a["timestamp"], a["attempt"], *([packed] if packed is not None else steps_key[::-1])))
     new_step = np.zeros(n, dtype=bool)
     new_step[0] = True
     for key in (learner, item, step, pv):
@@ -405,7 +440,8 @@ def _step_kcs(attempt_kcs: pd.DataFrame, rolled: dict, row: np.ndarray, *, kc_mo
     row = row[sel]
     step_row, within, correct = rolled["step_row"][row], rolled["within"][row], rolled["correct"][row]
     model, label = model_codes[sel], kc_codes[sel]
-    order = np.lexsort((within, label, model, step_row))
+    order = _sort_order([step_row, model, label, within],
+                        [len(rolled["correct"]) + 1, len(models) + 1, len(kcs) + 1, int(within.max(initial=0)) + 1])
     step_row, within, correct, model, label = step_row[order], within[order], correct[order], model[order], label[order]
     # first correct transaction of each step and KC model (n: none correct)
     n = len(step_row)
