@@ -269,12 +269,15 @@ def check_relation(
         con.execute(f"CREATE OR REPLACE TEMP VIEW __checked AS SELECT *, {row}({any_bad}) AS __bad FROM {source}").fetchall()
     relation, dup = "__checked", "FALSE"
     if check_primary_key and schema.primary_key and all(k in present for k in schema.primary_key):
-        # duplicates are rare: find repeated keys by a hash aggregate, join back only when there are any
+        # duplicates are rare: find repeated keys by a hash aggregate, join back only when there are any.
+        # First over one 64-bit hash of the key per row (a small hash table, not one of every
+        # key's text), then exactly, over the rows whose hash repeats
         keys = ", ".join(_quote(k) for k in schema.primary_key)
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE __dups AS
+                WITH repeated AS (SELECT hash({keys}) AS __h FROM __checked GROUP BY __h HAVING count(*) > 1)
                 SELECT {keys}, min(__row) AS __first_row, arg_min({line}, __row) AS __first_line
-                FROM __checked GROUP BY {keys} HAVING count(*) > 1"""
+                FROM __checked WHERE hash({keys}) IN (SELECT __h FROM repeated) GROUP BY {keys} HAVING count(*) > 1"""
         ).fetchall()
         if con.execute("SELECT count(*) FROM __dups").fetchall()[0][0]:
             relation = f"__checked LEFT JOIN __dups USING ({keys})"
