@@ -20,14 +20,17 @@ from pathlib import Path
 TARGET_S, TARGET_MB = 10.0, 2048
 TARGET15_S, TARGET15_MB = 5.0, 1536
 CHILD = """
-import sys, time, resource
+import sys, time
 from research.warehouse import Warehouse
 t0, c0 = time.perf_counter(), time.process_time()
 with Warehouse(sys.argv[2]) as wh:
     s = wh.ingest([sys.argv[1]], cohort="bench")
 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
 t = s.files[0].tables["attempts"]
-print(f"{dt:.3f} {t.n_read} {t.n_loaded} {s.files[0].tables['attempt_kcs'].n_loaded} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} {cpu:.3f}")
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so it would report the parent's peak
+with open("/proc/self/status") as fh:
+    peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+print(f"{dt:.3f} {t.n_read} {t.n_loaded} {s.files[0].tables['attempt_kcs'].n_loaded} {peak:.1f} {cpu:.3f}")
 """
 
 
