@@ -46,7 +46,7 @@ best = {}
 
 
 def peak_mb():
-    """VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec (the parent's peak)."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec (the parent's peak)
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
 
