@@ -753,7 +753,8 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
 def duplicate_rejects(ids: pd.Series, rows: pd.DataFrame, content_cols: list[str], lines: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Rows whose id repeats an earlier row of the same file.
 
-    Returns ``(is_dup, reason)``: the second and later rows of an id are duplicates; the
+    ``rows`` holds the content of at least the rows of ``ids`` (by index label); it may be
+    the whole frame. Returns ``(is_dup, reason)``: the second and later rows of an id are duplicates; the
     reason says "duplicate of line N" when the row's content (``content_cols``) is the
     same as line N's, else that the id is already used on line N with different content.
     Content is compared only for rows whose id repeats.
@@ -768,7 +769,8 @@ def duplicate_rejects(ids: pd.Series, rows: pd.DataFrame, content_cols: list[str
     if dup.any():
         involved = ids.isin(ids[dup].unique())
         sub_ids = ids[involved]
-        content = pd.Series(pd.util.hash_pandas_object(rows.loc[involved, content_cols].astype("string"), index=False).to_numpy(), index=sub_ids.index)
+        # by label: ``rows`` may be the whole frame the ids were taken from (no filtered copy)
+        content = pd.Series(pd.util.hash_pandas_object(rows.loc[sub_ids.index, content_cols].astype("string"), index=False).to_numpy(), index=sub_ids.index)
         first_line = lines[involved].groupby(sub_ids, sort=False).transform("first")
         first_content = content.groupby(sub_ids, sort=False).transform("first")
         same = content == first_content

@@ -253,7 +253,7 @@ def _attempt_ids(f: pd.DataFrame, col: C.Columns, ok: pd.Series, rejected: pd.Se
     need_hash = ok & attempt_id.isna()
     if need_hash.any():
         attempt_id[need_hash] = C.content_ids(f[need_hash], content_cols, "tx_")
-    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], f[ok], content_cols, line[ok])
+    dup, dup_reason = C.duplicate_rejects(attempt_id[ok], f, content_cols, line[ok])  # f whole: no copy of the rows
     dup_idx = dup[dup].index
     rejected[dup_idx] = True
     rcol[dup_idx] = "Transaction Id" if "Transaction Id" in f.columns else pd.NA
