@@ -42,7 +42,7 @@ listed in the output with ``status = "skipped"`` and the reason, and is not fitt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,8 @@ class _Layout:
     n_gs: int
     code: np.ndarray | None = None   # (N,) 2 * gs + obs: row of the emission tables
     seq_rows: tuple | None = None    # rows in sequence order for the compiled kernel
+    row_seq: np.ndarray | None = None  # (N,) sequence of each time-major row
+    weights: np.ndarray | None = None  # (S, n_seq) weight of each sequence per start (bootstrap counts)
 
     @property
     def T(self) -> int:
@@ -115,6 +117,8 @@ def _layout(seq: np.ndarray, pos: np.ndarray, obs: np.ndarray, seq_group: np.nda
     g[perm] = seq_group[seq]
     s = np.empty(N, dtype=np.int64)
     s[perm] = gs
+    rs = np.empty(N, dtype=np.int64)
+    rs[perm] = seq
     has_next = np.zeros(N, dtype=bool)
     for t in range(T - 1):
         has_next[offsets[t]:offsets[t] + n_active[t + 1]] = True
@@ -126,7 +130,16 @@ def _layout(seq: np.ndarray, pos: np.ndarray, obs: np.ndarray, seq_group: np.nda
     seq_rows = (obs[by_seq].astype(np.int8), seq_group[seq][by_seq].astype(np.int64), gs[by_seq].astype(np.int64),
                 seq_starts, lengths.astype(np.int64))
     return _Layout(o, g, s, seq_group[order], offsets, n_active, has_next, perm, n_groups, n_gs,
-                   code=2 * s + (o > 0.5), seq_rows=seq_rows)
+                   code=2 * s + (o > 0.5), seq_rows=seq_rows, row_seq=rs)
+
+
+def _weighted(lay: _Layout, weights: np.ndarray) -> _Layout:
+    """``lay`` with a weight per start and sequence: start j counts sequence q ``weights[j, q]`` times.
+
+    A bootstrap replicate is then one start over the original sequences (weights: how often each
+    was drawn), the same sums as a layout that repeats the drawn sequences, without building it.
+    """
+    return replace(lay, weights=np.ascontiguousarray(weights, dtype=float))
 
 
 @dataclass
@@ -243,19 +256,28 @@ def _e_step(lay: _Layout, p: _Params, forgetting: bool = True):
         else:
             G[a:a + m] = ff * r1
     K, Gn = lay.n_groups, lay.n_gs
-    m_group, m_hn, m_known, c = _indicators(lay)
-    ll = (m_group @ np.log(C)).T
+    m_group, m_hn, m_known, _ = _indicators(lay)
+    logc = np.log(C)
+    if lay.weights is not None:
+        wr = lay.weights.T[lay.row_seq]   # (N, S)
+        logc, X, G = logc * wr, X * np.hstack([wr, wr]), G * wr
+    ll = (m_group @ logc).T
     xs = (m_hn @ X).T
     gk = (m_known @ G).T
     known_hn, init = gk[:, :K], gk[:, K:2 * K]
     known, known_wrong = gk[:, 2 * K:2 * K + Gn], gk[:, 2 * K + Gn:]
-    stats = {
-        "init": init, "n_seq": c["n_seq"], "x01": xs[:S], "x10": xs[S:],
-        "known_hn": known_hn, "unknown_hn": c["n_hn"][None] - known_hn,
-        "known": known, "known_wrong": known_wrong, "unknown": c["n_gs"][None] - known,
-        "unknown_right": c["n_right_gs"][None] - (known - known_wrong),
+    return ll, _stats(lay, init, xs[:S], xs[S:], known_hn, known, known_wrong)
+
+
+def _stats(lay: _Layout, init, x01, x10, known_hn, known, known_wrong) -> dict:
+    """The expected counts of the M-step from the E-step's sums (the fixed counts from the layout)."""
+    c = _indicators_counts(lay)
+    return {
+        "init": init, "n_seq": c["n_seq"], "x01": x01, "x10": x10,
+        "known_hn": known_hn, "unknown_hn": c["n_hn"] - known_hn,
+        "known": known, "known_wrong": known_wrong, "unknown": c["n_gs"] - known,
+        "unknown_right": c["n_right_gs"] - (known - known_wrong),
     }
-    return ll, stats
 
 
 # ---------------------------------------------------------------------- compiled kernel (optional)
@@ -280,12 +302,16 @@ def _compiled_kernel():
 
 
 def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, slip,
-                   ll, init, x01, x10, known_hn, known, known_wrong, P, F, skip):
+                   ll, init, x01, x10, known_hn, known, known_wrong, P, F, skip, w):
     """Forward-backward one sequence at a time (rows sorted by sequence), adding expected counts.
 
-    Sequences of groups with ``skip[k]`` (converged) are left out.
+    Sequence ``q`` counts ``w[q]`` times (1 for a fit, the times it was drawn in a bootstrap
+    replicate; 0 leaves it out). Sequences of groups with ``skip[k]`` (converged) are left out.
     """
     for q in range(len(starts)):
+        wq = w[q]
+        if wq == 0:
+            continue
         a = starts[q]
         T = lengths[q]
         k = grp[a]
@@ -294,6 +320,8 @@ def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, s
         le = learn[k]
         fo = forget[k]
         cur = prior[k]
+        lp = 1.0   # product of P(obs) along the sequence: one log per sequence, not per row
+        lq = 0.0
         for t in range(T):
             i = a + t
             g = guess[gs[i]]
@@ -309,30 +337,32 @@ def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, s
             f = num / c
             P[i] = cur
             F[i] = f
-            ll[k] += np.log(c)
+            lp *= c
+            if lp < 1e-200:
+                lq += np.log(lp)
+                lp = 1.0
             cur = f * (1.0 - fo) + (1.0 - f) * le
+        ll[k] += wq * (lq + np.log(lp))
         i = a + T - 1
         sm = F[i]
-        known[gs[i]] += sm
+        known[gs[i]] += wq * sm
         if obs[i] == 0:
-            known_wrong[gs[i]] += sm
+            known_wrong[gs[i]] += wq * sm
         for t in range(T - 2, -1, -1):
             i = a + t
             p1 = P[i + 1]
             ff = F[i]
             r1 = sm / max(p1, 1e-300)
             r0 = (1.0 - sm) / max(1.0 - p1, 1e-300)
-            x01[k] += (1.0 - ff) * le * r1
+            x01[k] += wq * (1.0 - ff) * le * r1
             b10 = ff * fo * r0
-            x10[k] += b10
+            x10[k] += wq * b10
             sm = ff * (1.0 - fo) * r1 + b10
-            known_hn[k] += sm
-            known[gs[i]] += sm
+            known_hn[k] += wq * sm
+            known[gs[i]] += wq * sm
             if obs[i] == 0:
-                known_wrong[gs[i]] += sm
-        init[k] += sm
-
-
+                known_wrong[gs[i]] += wq * sm
+        init[k] += wq * sm
 
 
 def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np.ndarray | None = None):
@@ -347,32 +377,37 @@ def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np
     obs, grp, gs, starts, lengths = seq_rows
     kernel = _compiled_kernel()
     skip = np.zeros((S, K), dtype=np.bool_) if skip is None else np.ascontiguousarray(skip, dtype=np.bool_)
+    ones = np.ones(len(starts)) if lay.weights is None else None
     for j in range(S):
         kernel(obs, grp, gs, starts, lengths, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
-                    out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
-                    out["known"][j], out["known_wrong"][j], P, F, skip[j])
-    c = _indicators_counts(lay)
-    known, known_wrong, known_hn = out["known"], out["known_wrong"], out["known_hn"]
-    stats = {
-        "init": out["init"], "n_seq": c["n_seq"], "x01": out["x01"], "x10": out["x10"],
-        "known_hn": known_hn, "unknown_hn": c["n_hn"][None] - known_hn,
-        "known": known, "known_wrong": known_wrong, "unknown": c["n_gs"][None] - known,
-        "unknown_right": c["n_right_gs"][None] - (known - known_wrong),
-    }
-    return out["ll"], stats
+               out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
+               out["known"][j], out["known_wrong"][j], P, F, skip[j],
+               ones if lay.weights is None else lay.weights[j])
+    return out["ll"], _stats(lay, out["init"], out["x01"], out["x10"], out["known_hn"], out["known"],
+                             out["known_wrong"])
 
 
 def _indicators_counts(lay: _Layout) -> dict:
+    """Sequences, transitions, observations and successes per group (guess/slip index), (1 or S, K or G)."""
     cached = getattr(lay, "_counts", None)
     if cached is None:
-        K, Gn = lay.n_groups, lay.n_gs
-        first = np.zeros(len(lay.obs), dtype=bool)
+        K, Gn, N = lay.n_groups, lay.n_gs, len(lay.obs)
+        first = np.zeros(N, dtype=bool)
         first[: lay.n_active[0] if lay.T else 0] = True
+        n_seq = len(lay.seq_group)
+        w = np.ones((1, n_seq)) if lay.weights is None else lay.weights
+
+        def by(index, mask, n):
+            # rows -> (sequence, index) counts, then summed over sequences with their weights
+            m = sp.csr_matrix((np.ones(int(mask.sum())), (lay.row_seq[mask], index[mask])), shape=(n_seq, n))
+            return np.asarray((m.T @ w.T).T)
+
+        allrows = np.ones(N, dtype=bool)
         cached = {
-            "n_seq": np.bincount(lay.group[first], minlength=K).astype(float),
-            "n_hn": np.bincount(lay.group[lay.has_next], minlength=K).astype(float),
-            "n_gs": np.bincount(lay.gs, minlength=Gn).astype(float),
-            "n_right_gs": np.bincount(lay.gs, weights=lay.obs, minlength=Gn),
+            "n_seq": by(lay.group, first, K),
+            "n_hn": by(lay.group, lay.has_next, K),
+            "n_gs": by(lay.gs, allrows, Gn),
+            "n_right_gs": by(lay.gs, lay.obs > 0.5, Gn),
         }
         lay._counts = cached
     return cached
@@ -380,7 +415,7 @@ def _indicators_counts(lay: _Layout) -> dict:
 
 def _m_step(st: dict, forgetting: bool) -> _Params:
     with np.errstate(divide="ignore", invalid="ignore"):
-        prior = st["init"] / st["n_seq"][None, :]
+        prior = st["init"] / st["n_seq"]
         learn = st["x01"] / st["unknown_hn"]
         forget = st["x10"] / st["known_hn"] if forgetting else np.zeros_like(learn)
         guess = st["unknown_right"] / st["unknown"]
@@ -725,7 +760,7 @@ class BKT:
         self.loglik_ = ll[0]
         self.iterations_ = iters[0]
         self.converged_ = conv[0]
-        boot = self._bootstrap(rng) if self.n_boot else None
+        boot = self._bootstrap(rng, lay) if self.n_boot else None
         self._finish(pick, boot, lay, kc_idx, gs_names)
         return self
 
@@ -752,42 +787,26 @@ class BKT:
                       len(kcs), len(gs_names))
         return lay, kc_idx, gs_names
 
-    def _bootstrap(self, rng: np.random.Generator) -> dict:
-        """Refit on ``n_boot`` resamples of learners within KC, all at once (warm start)."""
+    def _bootstrap(self, rng: np.random.Generator, lay: _Layout) -> dict:
+        """Refit on ``n_boot`` resamples of learners within KC, all at once (warm start).
+
+        Replicate b is start b of one EM run over the fitted sequences, each sequence weighted
+        by the times it was drawn (:func:`_weighted`), so no resampled data set is built.
+        """
         d = self.data_
-        k, seq, starts, _ = _sequences(d, pd.Index(self.kcs_))
-        lengths = np.diff(np.r_[starts, len(d)])
+        k, _, starts, _ = _sequences(d, pd.Index(self.kcs_))
         kc_of_seq = k[starts]
-        K, B = len(self.kcs_), self.n_boot
-        picks = []
+        K, B, n_seq = len(self.kcs_), self.n_boot, len(starts)
+        pools = [np.flatnonzero(kc_of_seq == j) for j in range(K)]
+        weights = np.zeros((B, n_seq))
         for b in range(B):
-            for k in range(K):
-                pool = np.flatnonzero(kc_of_seq == k)
-                picks.append((b, rng.choice(pool, size=len(pool), replace=True)))
-        rep = np.concatenate([np.full(len(s), b) for b, s in picks])
-        chosen = np.concatenate([s for _, s in picks])
-        n_seq = len(chosen)
-        L = lengths[chosen]
-        row_seq = np.repeat(np.arange(n_seq), L)
-        pos = np.arange(L.sum()) - np.repeat(np.cumsum(L) - L, L)
-        src = np.repeat(starts[chosen], L) + pos
-        group = rep * K + kc_of_seq[chosen]
-        if self.item_guess_slip:
-            G = len(self.gs_names_)
-            key = d["kc"].astype(str) + "\x1f" + d["item"].astype(str)
-            gs0 = pd.Index(self.gs_names_).get_indexer(key)
-            gs = np.repeat(rep, L) * G + gs0[src]
-            n_gs = B * G
-        else:
-            gs, n_gs = group[row_seq], B * K
-        lay = _layout(row_seq, pos, d["success"].to_numpy(dtype=float)[src], group, gs, B * K, n_gs)
+            for pool in pools:
+                np.add.at(weights[b], rng.choice(pool, size=len(pool), replace=True), 1.0)
         p0 = self.params_arr_
-        warm = _Params(np.tile(p0.prior, B), np.tile(p0.learn, B), np.tile(p0.forget, B),
-                       np.tile(p0.guess, B), np.tile(p0.slip, B))
-        p, _, _, _ = _em(lay, warm, forgetting=self.forgetting, max_iter=self.max_iter, tol=self.tol,
-                         compiled=self._compiled, accelerate=self.accelerate)
-        out = {n: getattr(p, n).reshape(B, -1) for n in PARAMETERS}
-        return out
+        warm = _Params(*(np.repeat(getattr(p0, n), B, axis=0) for n in PARAMETERS))
+        p, _, _, _ = _em(_weighted(lay, weights), warm, forgetting=self.forgetting, max_iter=self.max_iter,
+                         tol=self.tol, compiled=self._compiled, accelerate=self.accelerate)
+        return {n: getattr(p, n) for n in PARAMETERS}
 
     def _finish(self, pick, boot, lay, kc_idx, gs_names):
         rows = []
