@@ -146,3 +146,25 @@ def test_max_learners_compares_a_seeded_sample_and_says_so(bkt_steps):
     assert (whole["n_learners"] == 240).all() and "max_learners" not in whole["method"].iloc[0]
     with pytest.raises(ConfigError, match="max_learners"):
         compare_student_models(bkt_steps, models=["pfa"], max_learners=1)
+
+
+def test_newton_and_lbfgs_reach_the_same_optimum(rng, monkeypatch):
+    """Narrow designs go to Newton's method, wide ones to L-BFGS: both minimise the same objective."""
+    import research.estimate.student_models as sm
+
+    X = sp.random(2000, 30, density=0.15, random_state=5, format="csr")
+    X = sp.hstack([X, sp.csr_matrix(np.log1p(rng.poisson(20, size=(2000, 2))))]).tocsr()  # badly scaled counts
+    y = (rng.random(2000) < 1 / (1 + np.exp(-(X @ rng.normal(0, 0.3, 32) - 1)))).astype(float)
+    newton = fit_logistic(X, y, l2=1.0)
+    monkeypatch.setattr(sm, "NEWTON_MAX_COLUMNS", 0)
+    lbfgs = fit_logistic(X, y, l2=1.0, max_iter=5000)
+    np.testing.assert_allclose(newton, lbfgs, atol=2e-3)
+    np.testing.assert_allclose(predict_logistic(newton, X), predict_logistic(lbfgs, X), atol=2e-4)
+
+
+@pytest.mark.parametrize("bad", ["2000", 1, 2.5, True])
+def test_notebook_max_learners_is_checked_before_any_work(bad):
+    from research import steps
+
+    with pytest.raises(ConfigError, match="max_learners"):
+        steps.mastery(None, None, None, max_learners=bad)

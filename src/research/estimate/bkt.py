@@ -28,7 +28,8 @@ wins. Probabilities are kept inside [1e-6, 1 - 1e-6].
 
 **Uncertainty.** ``n_boot`` bootstrap replicates resample learners within each KC and are
 refitted (warm start at the point estimate), all in the same vectorised pass; the
-summary gives the bootstrap standard error and the percentile 95% interval.
+summary gives the bootstrap standard error and the percentile interval at ``ci_level`` (95% by
+default).
 
 **Degenerate fits** are flagged, not hidden (Baker, Corbett & Aleven 2008): ``guess > 0.5``,
 ``slip > 0.5``, ``learn`` at a bound (< 0.001 or > 0.999), and ``guess + slip >= 1``
@@ -680,6 +681,8 @@ class BKT:
     n_boot
         Bootstrap replicates (learners resampled within KC) for standard errors and
         intervals; 0 for none.
+    ci_level
+        Level of the bootstrap percentile intervals (``*_ci_low``, ``*_ci_high``).
     seed
         Seed of the random starts and the bootstrap.
     """
@@ -690,6 +693,7 @@ class BKT:
     max_iter: int = 200
     tol: float = 1e-4
     n_boot: int = 0
+    ci_level: float = 0.95
     seed: int = 0
     screen_iter: int = 10
     engine: str = "auto"
@@ -703,6 +707,8 @@ class BKT:
             raise ConfigError(f"max_iter must be at least 1, got {self.max_iter}")
         if self.n_boot < 0:
             raise ConfigError(f"n_boot must be 0 or more, got {self.n_boot}")
+        if not 0 < float(self.ci_level) < 1:
+            raise ConfigError(f"ci_level must be between 0 and 1 (for example 0.95), got {self.ci_level!r}")
         if self.engine not in ("auto", "numpy", "numba"):
             raise ConfigError(f"engine={self.engine!r} is not valid; valid: 'auto', 'numpy', 'numba'")
         if self.engine == "numba" and _compiled_kernel() is None:
@@ -840,8 +846,9 @@ class BKT:
                         arr = np.stack([self._kc_values(_Params(*(
                             boot[n][b][None] for n in PARAMETERS)))[c] for b in range(arr.shape[0])])
                     table.loc[pos, c + "_se"] = arr.std(axis=0, ddof=1) if arr.shape[0] > 1 else np.nan
-                    table.loc[pos, c + "_ci_low"] = np.quantile(arr, 0.025, axis=0)
-                    table.loc[pos, c + "_ci_high"] = np.quantile(arr, 0.975, axis=0)
+                    tail = (1 - float(self.ci_level)) / 2
+                    table.loc[pos, c + "_ci_low"] = np.quantile(arr, tail, axis=0)
+                    table.loc[pos, c + "_ci_high"] = np.quantile(arr, 1 - tail, axis=0)
         if not self.forgetting:
             table.loc[table["status"] == "fit", [c for c in table.columns if c.startswith("forget")]] = 0.0
         flags = []
