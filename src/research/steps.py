@@ -243,11 +243,12 @@ def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound:
                         ci_level=ci_level)
         if n >= 3 and cv_top > 0:
             for m in afm.compare_kc_models(models)["kc_model"].head(int(cv_top)):
-                try:
-                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True, slope_lower_bound=slope_lower_bound,
-                                       ci_level=ci_level)[m]
-                except DATA_ERRORS:
-                    pass  # too little data to hold learners or items out: the model keeps its fit without CV
+                try:  # the fitted model is cross-validated as it stands (the same as refitting it with cv=True)
+                    _quiet(models[m].cross_validate)
+                except DATA_ERRORS:  # too little data to hold learners or items out: the model keeps its fit without CV
+                    for kind in afm.CV_KINDS:
+                        models[m].stats_.pop(f"cv_rmse_{kind}", None)
+                    models[m].cv_ = None
         comparison = afm.compare_kc_models(models)
     except DATA_ERRORS as exc:
         _fail(ctx, "kc_models", exc)
