@@ -128,8 +128,11 @@ def _layout(seq: np.ndarray, pos: np.ndarray, obs: np.ndarray, seq_group: np.nda
     in_order = bool((step >= 0).all() and (np.diff(pos)[step == 0] > 0).all())  # the usual case: no sort needed
     by_seq = np.arange(N) if in_order else np.lexsort((pos, seq))
     seq_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    # sequences group by group, so that the kernel passes over a converged group's sequences at no cost
+    by_group = np.argsort(seq_group, kind="stable").astype(np.int64)
+    group_start = np.searchsorted(seq_group[by_group], np.arange(n_groups + 1)).astype(np.int64)
     seq_rows = (obs[by_seq].astype(np.int8), seq_group[seq][by_seq].astype(np.int64), gs[by_seq].astype(np.int64),
-                seq_starts, lengths.astype(np.int64))
+                seq_starts, lengths.astype(np.int64), by_group, group_start)
     return _Layout(o, g, s, seq_group[order], offsets, n_active, has_next, perm, n_groups, n_gs,
                    code=2 * s + (o > 0.5), seq_rows=seq_rows, row_seq=rs)
 
@@ -302,68 +305,70 @@ def _compiled_kernel():
     return _KERNEL[0]
 
 
-def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, slip,
+def _e_step_seq_py(obs, grp, gs, starts, lengths, by_group, group_start, prior, learn, forget, guess, slip,
                    ll, init, x01, x10, known_hn, known, known_wrong, P, F, skip, w):
     """Forward-backward one sequence at a time (rows sorted by sequence), adding expected counts.
 
-    Sequence ``q`` counts ``w[q]`` times (1 for a fit, the times it was drawn in a bootstrap
-    replicate; 0 leaves it out). Sequences of groups with ``skip[k]`` (converged) are left out.
+    Sequences are visited group by group (``by_group[group_start[k]:group_start[k + 1]]`` are
+    group k's). Sequence ``q`` counts ``w[q]`` times (1 for a fit, the times it was drawn in a
+    bootstrap replicate; 0 leaves it out). Groups with ``skip[k]`` (converged) are left out.
     """
-    for q in range(len(starts)):
-        wq = w[q]
-        if wq == 0:
-            continue
-        a = starts[q]
-        T = lengths[q]
-        k = grp[a]
+    for k in range(len(group_start) - 1):
         if skip[k]:
             continue
-        le = learn[k]
-        fo = forget[k]
-        cur = prior[k]
-        lp = 1.0   # product of P(obs) along the sequence: one log per sequence, not per row
-        lq = 0.0
-        for t in range(T):
-            i = a + t
-            g = guess[gs[i]]
-            sl = slip[gs[i]]
-            if obs[i] > 0:
-                e1 = 1.0 - sl
-                e0 = g
-            else:
-                e1 = sl
-                e0 = 1.0 - g
-            num = cur * e1
-            c = num + (1.0 - cur) * e0
-            f = num / c
-            P[i] = cur
-            F[i] = f
-            lp *= c
-            if lp < 1e-200:
-                lq += np.log(lp)
-                lp = 1.0
-            cur = f * (1.0 - fo) + (1.0 - f) * le
-        ll[k] += wq * (lq + np.log(lp))
-        i = a + T - 1
-        sm = F[i]
-        known[gs[i]] += wq * sm
-        if obs[i] == 0:
-            known_wrong[gs[i]] += wq * sm
-        for t in range(T - 2, -1, -1):
-            i = a + t
-            p1 = P[i + 1]
-            ff = F[i]
-            r1 = sm / max(p1, 1e-300)
-            r0 = (1.0 - sm) / max(1.0 - p1, 1e-300)
-            x01[k] += wq * (1.0 - ff) * le * r1
-            b10 = ff * fo * r0
-            x10[k] += wq * b10
-            sm = ff * (1.0 - fo) * r1 + b10
-            known_hn[k] += wq * sm
+        for idx in range(group_start[k], group_start[k + 1]):
+            q = by_group[idx]
+            wq = w[q]
+            if wq == 0:
+                continue
+            a = starts[q]
+            T = lengths[q]
+            le = learn[k]
+            fo = forget[k]
+            cur = prior[k]
+            lp = 1.0   # product of P(obs) along the sequence: one log per sequence, not per row
+            lq = 0.0
+            for t in range(T):
+                i = a + t
+                g = guess[gs[i]]
+                sl = slip[gs[i]]
+                if obs[i] > 0:
+                    e1 = 1.0 - sl
+                    e0 = g
+                else:
+                    e1 = sl
+                    e0 = 1.0 - g
+                num = cur * e1
+                c = num + (1.0 - cur) * e0
+                f = num / c
+                P[i] = cur
+                F[i] = f
+                lp *= c
+                if lp < 1e-200:
+                    lq += np.log(lp)
+                    lp = 1.0
+                cur = f * (1.0 - fo) + (1.0 - f) * le
+            ll[k] += wq * (lq + np.log(lp))
+            i = a + T - 1
+            sm = F[i]
             known[gs[i]] += wq * sm
             if obs[i] == 0:
                 known_wrong[gs[i]] += wq * sm
-        init[k] += wq * sm
+            for t in range(T - 2, -1, -1):
+                i = a + t
+                p1 = P[i + 1]
+                ff = F[i]
+                r1 = sm / max(p1, 1e-300)
+                r0 = (1.0 - sm) / max(1.0 - p1, 1e-300)
+                x01[k] += wq * (1.0 - ff) * le * r1
+                b10 = ff * fo * r0
+                x10[k] += wq * b10
+                sm = ff * (1.0 - fo) * r1 + b10
+                known_hn[k] += wq * sm
+                known[gs[i]] += wq * sm
+                if obs[i] == 0:
+                    known_wrong[gs[i]] += wq * sm
+            init[k] += wq * sm
 
 
 def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np.ndarray | None = None):
@@ -375,12 +380,12 @@ def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np
     out.update({n: np.zeros((S, Gn)) for n in ("known", "known_wrong")})
     P = np.empty(len(lay.obs))
     F = np.empty(len(lay.obs))
-    obs, grp, gs, starts, lengths = seq_rows
+    obs, grp, gs, starts, lengths, by_group, group_start = seq_rows
     kernel = _compiled_kernel()
     skip = np.zeros((S, K), dtype=np.bool_) if skip is None else np.ascontiguousarray(skip, dtype=np.bool_)
     ones = np.ones(len(starts)) if lay.weights is None else None
     for j in range(S):
-        kernel(obs, grp, gs, starts, lengths, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
+        kernel(obs, grp, gs, starts, lengths, by_group, group_start, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
                out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
                out["known"][j], out["known_wrong"][j], P, F, skip[j],
                ones if lay.weights is None else lay.weights[j])
