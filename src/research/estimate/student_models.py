@@ -82,20 +82,23 @@ def log_loss(y, p) -> float:
 # ---------------------------------------------------------------------- logistic regression
 
 
-#: designs with at most this many columns are fitted by Newton's method (dense Hessian), wider ones by L-BFGS
+#: designs with at most this many columns (besides a one-hot block) are fitted by Newton's method, wider ones by L-BFGS
 NEWTON_MAX_COLUMNS = 500
 
 
 def fit_logistic(X: sp.spmatrix, y: np.ndarray, *, l2: float = 1.0, max_iter: int = 500,
-                 theta0: np.ndarray | None = None) -> np.ndarray:
+                 theta0: np.ndarray | None = None, one_hot: int = 0) -> np.ndarray:
     """L2-penalised logistic regression on a sparse design; returns ``[intercept, w...]``.
 
     Minimises ``sum(log(1 + exp(-s * (b + X w)))) + l2 / 2 * ||w||^2`` (s = 2y - 1), the
     objective of scikit-learn's ``LogisticRegression(C=1/l2)``. ``theta0`` starts the
     optimiser there (a warm start, e.g. the fit of the previous fold); the optimum is the same.
-    Designs of up to :data:`NEWTON_MAX_COLUMNS` columns are fitted by Newton's method with
-    the exact Hessian (a handful of steps where L-BFGS takes hundreds on the badly scaled
-    count features of Best-LR), wider ones by L-BFGS.
+
+    ``one_hot`` says that the first that many columns are a one-hot block (at most one of them
+    non-zero per row: a column per learner in Rasch and AFM). Designs with at most
+    :data:`NEWTON_MAX_COLUMNS` other columns are fitted by Newton's method with the exact
+    Hessian, the one-hot block's part of it diagonal and eliminated (a Schur complement), in a
+    handful of steps where L-BFGS takes hundreds; wider designs by L-BFGS.
     """
     X = sp.csr_matrix(X, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -119,34 +122,53 @@ def fit_logistic(X: sp.spmatrix, y: np.ndarray, *, l2: float = 1.0, max_iter: in
     elif len(theta0) != k + 1:
         raise ConfigError(f"theta0 has {len(theta0)} values; the design needs {k + 1} (intercept + {k} columns)")
     theta0 = np.asarray(theta0, dtype=float)
+    one_hot = int(one_hot)
+    if one_hot and (X[:, :one_hot].getnnz(axis=1) > 1).any():
+        raise ConfigError(f"the first {one_hot} columns are not a one-hot block: some row has two of them")
     # one BLAS thread: the small dense steps only lose time to thread start-up
     with threadpool_limits(1):
-        if k <= NEWTON_MAX_COLUMNS:
-            return _newton(fun, X, theta0, l2=l2, max_iter=max_iter)
+        if k - one_hot <= NEWTON_MAX_COLUMNS and l2 > 0:
+            return _newton(fun, X, theta0, l2=l2, max_iter=max_iter, one_hot=one_hot)
         res = minimize(fun, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-6})
     return res.x
 
 
-def _newton(fun, X: sp.csr_matrix, theta: np.ndarray, *, l2: float, max_iter: int, tol: float = 1e-10) -> np.ndarray:
+def _newton(fun, X: sp.csr_matrix, theta: np.ndarray, *, l2: float, max_iter: int, one_hot: int = 0,
+            tol: float = 1e-12) -> np.ndarray:
     """Damped Newton's method for :func:`fit_logistic`'s objective (strictly convex with ``l2 > 0``).
 
-    Stops when half the Newton decrement ``g' H^-1 g / 2`` (how far the objective is from
-    its minimum, to second order) is below ``tol`` times the number of rows.
+    The first ``one_hot`` columns' block of the Hessian is diagonal; it is eliminated and the
+    rest (intercept and other columns) solved densely. Stops when half the Newton decrement
+    ``g' H^-1 g / 2`` (how far the objective is from its minimum, to second order) is below
+    ``tol`` times the number of rows.
     """
     n, k = X.shape
-    Xa = sp.hstack([sp.csr_matrix(np.ones((n, 1))), X]).tocsr()
-    pen = np.full(k + 1, float(l2))
-    pen[0] = 0.0
+    L = X[:, :one_hot].tocsc()
+    Z = sp.hstack([sp.csr_matrix(np.ones((n, 1))), X[:, one_hot:]]).tocsc()
+    zi = np.r_[0, 1 + one_hot + np.arange(k - one_hot)]        # positions of Z's columns in theta
+    li = 1 + np.arange(one_hot)
+    pen_z = np.full(len(zi), float(l2))
+    pen_z[0] = 0.0
+    L2 = L.multiply(L).T.tocsr()
     f, g = fun(theta)
     for _ in range(max_iter):
-        p = 1 / (1 + np.exp(-(Xa @ theta)))
-        D = sp.diags(p * (1 - p))
-        H = (Xa.T @ (D @ Xa)).toarray()
-        H[np.diag_indices_from(H)] += pen + 1e-12
-        try:
-            step = np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(H, g, rcond=None)[0]
+        eta = theta[0] + X @ theta[1:]
+        p = 1 / (1 + np.exp(-eta))
+        d = p * (1 - p)
+        Dz = Z.multiply(d[:, None]).tocsc()
+        C = (Z.T @ Dz).toarray()
+        C[np.diag_indices_from(C)] += pen_z + 1e-12
+        gz, gl = g[zi], g[li]
+        if one_hot:
+            a = L2 @ d + l2                      # the diagonal block
+            B = (L.T @ Dz).toarray()             # (one_hot, columns of Z)
+            S = C - B.T @ (B / a[:, None])
+            xz = np.linalg.solve(S, gz - B.T @ (gl / a))
+            xl = (gl - B @ xz) / a
+        else:
+            xz, xl = np.linalg.solve(C, gz), np.zeros(0)
+        step = np.empty_like(theta)
+        step[zi], step[li] = xz, xl
         decrement = float(g @ step)
         if decrement / 2 < tol * n:
             break
@@ -298,6 +320,7 @@ def cross_validate(steps: pd.DataFrame, *, models=MODELS, n_folds: int = 5, seed
     y = st["success"].to_numpy(float)
     fold = learner_folds(st["learner_id"], n_folds, seed)
     X = designs(st, kcf, models)
+    n_learners = st["learner_id"].nunique()  # Rasch and AFM start with a column per learner
     preds = pd.DataFrame({"row": st["row"], "learner_id": st["learner_id"], "fold": fold, "success": y})
     preds.attrs["n_learners_all"] = n_all
     for name in models:
@@ -312,7 +335,7 @@ def cross_validate(steps: pd.DataFrame, *, models=MODELS, n_folds: int = 5, seed
                 if theta is not None:  # warm start; weights of columns with no training row are 0 at the optimum
                     theta = theta.copy()
                     theta[1:][Xtr.getnnz(axis=0) == 0] = 0.0
-                theta = fit_logistic(Xtr, y[train], l2=l2, theta0=theta)
+                theta = fit_logistic(Xtr, y[train], l2=l2, theta0=theta, one_hot=n_learners if name in ("rasch", "afm") else 0)
                 p[test] = predict_logistic(theta, X[name][test])
         preds[name] = p
     rows = []
