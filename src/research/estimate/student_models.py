@@ -143,25 +143,27 @@ def _newton(fun, X: sp.csr_matrix, theta: np.ndarray, *, l2: float, max_iter: in
     ``tol`` times the number of rows.
     """
     n, k = X.shape
-    L = X[:, :one_hot].tocsc()
-    Z = sp.hstack([sp.csr_matrix(np.ones((n, 1))), X[:, one_hot:]]).tocsc()
+    Z = sp.hstack([sp.csr_matrix(np.ones((n, 1))), X[:, one_hot:]]).tocsr()
+    Zt = Z.T.tocsr()
+    z_row = np.repeat(np.arange(n), np.diff(Z.indptr))
+    Lt = X[:, :one_hot].T.tocsr()
+    L2t = Lt.multiply(Lt).tocsr()
     zi = np.r_[0, 1 + one_hot + np.arange(k - one_hot)]        # positions of Z's columns in theta
     li = 1 + np.arange(one_hot)
     pen_z = np.full(len(zi), float(l2))
     pen_z[0] = 0.0
-    L2 = L.multiply(L).T.tocsr()
     f, g = fun(theta)
     for _ in range(max_iter):
         eta = theta[0] + X @ theta[1:]
         p = 1 / (1 + np.exp(-eta))
         d = p * (1 - p)
-        Dz = Z.multiply(d[:, None]).tocsc()
-        C = (Z.T @ Dz).toarray()
+        Dz = sp.csr_matrix((Z.data * d[z_row], Z.indices, Z.indptr), shape=Z.shape)   # rows weighted by d
+        C = (Zt @ Dz).toarray()
         C[np.diag_indices_from(C)] += pen_z + 1e-12
         gz, gl = g[zi], g[li]
         if one_hot:
-            a = L2 @ d + l2                      # the diagonal block
-            B = (L.T @ Dz).toarray()             # (one_hot, columns of Z)
+            a = L2t @ d + l2                     # the diagonal block
+            B = (Lt @ Dz).toarray()              # (one_hot, columns of Z)
             S = C - B.T @ (B / a[:, None])
             xz = np.linalg.solve(S, gz - B.T @ (gl / a))
             xl = (gl - B @ xz) / a
@@ -350,8 +352,8 @@ def cross_validate(steps: pd.DataFrame, *, models=MODELS, n_folds: int = 5, seed
 def _bkt_predict(steps, kcf, st, train, test, settings) -> np.ndarray:
     from research.estimate.bkt import BKT
 
-    learners_train = set(st.loc[train, "learner_id"])
-    k = kcf.assign(_train=kcf["learner_id"].isin(learners_train))
+    # a KC row is a training row when its step is (folds are by learner, so the same learners)
+    k = kcf.assign(_train=train[kcf["row"].to_numpy()])
     frame = k[["learner_id", "kc", "opportunity", "success", "item_id", "row"]]
     base = float(st.loc[train, "success"].mean())
     model = BKT(**{"n_starts": 3, **settings}).fit(frame[k["_train"].to_numpy()], time=None)
