@@ -223,13 +223,7 @@ def _indicators(lay: _Layout):
     m_hn = onehot(lay.has_next, lay.group, K)
     m_known = sp.vstack([m_hn, onehot(first, lay.group, K), onehot(allrows, lay.gs, Gn),
                          onehot(wrong, lay.gs, Gn)]).tocsr()
-    consts = {
-        "n_seq": np.bincount(lay.group[first], minlength=K).astype(float),
-        "n_hn": np.bincount(lay.group[lay.has_next], minlength=K).astype(float),
-        "n_gs": np.bincount(lay.gs, minlength=Gn).astype(float),
-        "n_right_gs": np.bincount(lay.gs, weights=lay.obs, minlength=Gn),
-    }
-    lay._ind = (m_group, m_hn, m_known, consts)
+    lay._ind = (m_group, m_hn, m_known)
     return lay._ind
 
 
@@ -260,7 +254,7 @@ def _e_step(lay: _Layout, p: _Params, forgetting: bool = True):
         else:
             G[a:a + m] = ff * r1
     K, Gn = lay.n_groups, lay.n_gs
-    m_group, m_hn, m_known, _ = _indicators(lay)
+    m_group, m_hn, m_known = _indicators(lay)
     logc = np.log(C)
     if lay.weights is not None:
         wr = lay.weights.T[lay.row_seq]   # (N, S)
