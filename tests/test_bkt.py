@@ -266,3 +266,44 @@ def test_accelerated_em_reaches_plain_em_s_fixed_point_in_fewer_steps():
         np.testing.assert_allclose(fast[name], slow[name], atol=5e-3)
     np.testing.assert_allclose(fast["loglik"], slow["loglik"], atol=1e-2)
     assert fast["converged"].all() and (fast["iterations"] < slow["iterations"]).all()
+
+
+def test_ci_level_sets_the_bootstrap_intervals():
+    """The same replicates (same seed) give a narrower 90% interval than the 95% one; a level outside (0, 1) is refused."""
+    data = simulate_bkt(150, np.arange(3, 10), TRUTH, seed=5)
+    wide = BKT(n_starts=2, n_boot=12, seed=2).fit(data).params_.set_index("kc")
+    narrow = BKT(n_starts=2, n_boot=12, seed=2, ci_level=0.9).fit(data).params_.set_index("kc")
+    for name in ("prior", "learn", "guess", "slip"):
+        assert (narrow[name + "_ci_low"] >= wide[name + "_ci_low"]).all()
+        assert (narrow[name + "_ci_high"] <= wide[name + "_ci_high"]).all()
+        assert ((narrow[name + "_ci_high"] - narrow[name + "_ci_low"])
+                < (wide[name + "_ci_high"] - wide[name + "_ci_low"])).any()
+        np.testing.assert_allclose(narrow[name + "_se"], wide[name + "_se"])
+    with pytest.raises(ConfigError, match="ci_level"):
+        BKT(ci_level=95)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+def test_a_weighted_sequence_counts_as_that_many_copies(engine):
+    """The bootstrap's weights: a start whose sequences carry counts has the E-step sums of the data set
+    that repeats each sequence that many times."""
+    from research.estimate import bkt as B
+
+    if engine == "numba":
+        pytest.importorskip("numba")
+    data = simulate_bkt(40, np.arange(2, 9), TRUTH, seed=8)
+    model = BKT(n_starts=1, engine=engine).fit(data)
+    lay = model._build(model.data_)[0]
+    d = model.data_
+    _, seq, starts, _ = B._sequences(d, pd.Index(model.kcs_))
+    counts = np.random.default_rng(1).integers(0, 4, size=(2, len(starts))).astype(float)
+    p = B._Params(*(np.repeat(getattr(model.params_arr_, n), 2, axis=0) for n in B.PARAMETERS))
+    e_step = B._e_step_compiled if engine == "numba" else B._e_step
+    ll, st = e_step(B._weighted(lay, counts), p, False)
+    for j in range(2):  # the same start on the data set with the repeated sequences
+        copies = [d[seq == q].assign(learner=f"{q}-{c}") for q in range(len(starts)) for c in range(int(counts[j, q]))]
+        lay_j = model._build(pd.concat(copies, ignore_index=True))[0]
+        ll_j, st_j = e_step(lay_j, p.take(np.array([j])), False)
+        np.testing.assert_allclose(ll[j], ll_j[0], rtol=1e-10)
+        for name in ("init", "x01", "known_hn", "known", "known_wrong", "n_seq", "unknown", "unknown_right"):
+            np.testing.assert_allclose(st[name][j], st_j[name][0], rtol=1e-10, atol=1e-9, err_msg=name)

@@ -146,3 +146,45 @@ def test_max_learners_compares_a_seeded_sample_and_says_so(bkt_steps):
     assert (whole["n_learners"] == 240).all() and "max_learners" not in whole["method"].iloc[0]
     with pytest.raises(ConfigError, match="max_learners"):
         compare_student_models(bkt_steps, models=["pfa"], max_learners=1)
+
+
+def test_newton_and_lbfgs_reach_the_same_optimum(rng, monkeypatch):
+    """Narrow designs (and those whose extra width is a one-hot learner block) go to Newton's method,
+    wide ones to L-BFGS: both minimise the same objective."""
+    import research.estimate.student_models as sm
+
+    n, n_learners = 2000, 150
+    learner = rng.integers(0, n_learners, n)
+    L = sp.csr_matrix((np.ones(n), (np.arange(n), learner)), shape=(n, n_learners))
+    X = sp.random(n, 30, density=0.15, random_state=5, format="csr")
+    X = sp.hstack([L, X, sp.csr_matrix(np.log1p(rng.poisson(20, size=(n, 2))))]).tocsr()  # badly scaled counts
+    w = np.r_[rng.normal(0, 0.8, n_learners), rng.normal(0, 0.3, 32)]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ w - 1)))).astype(float)
+    monkeypatch.setattr(sm, "NEWTON_MAX_COLUMNS", 40)
+    block = fit_logistic(X, y, l2=1.0, one_hot=n_learners)
+    dense = fit_logistic(X[:, n_learners:], y, l2=1.0)     # the narrow part alone: Newton without a block
+    monkeypatch.setattr(sm, "NEWTON_MAX_COLUMNS", 0)
+    lbfgs = fit_logistic(X, y, l2=1.0, max_iter=5000)
+    lbfgs_narrow = fit_logistic(X[:, n_learners:], y, l2=1.0, max_iter=5000)
+
+    def objective_and_gradient(theta, X):
+        p = predict_logistic(theta, X)
+        nll = -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)) + 0.5 * theta[1:] @ theta[1:]
+        return nll, np.r_[np.sum(p - y), X.T @ (p - y) + theta[1:]]
+
+    for newton, ref, design in ((block, lbfgs, X), (dense, lbfgs_narrow, X[:, n_learners:])):
+        f_newton, g_newton = objective_and_gradient(newton, design)
+        assert np.abs(g_newton).max() < 1e-4              # at the optimum
+        assert f_newton <= objective_and_gradient(ref, design)[0] + 1e-9   # L-BFGS stops a little short of it
+        np.testing.assert_allclose(newton, ref, atol=5e-3)
+        np.testing.assert_allclose(predict_logistic(newton, design), predict_logistic(ref, design), atol=2e-3)
+    with pytest.raises(ConfigError, match="one-hot"):
+        fit_logistic(X, y, one_hot=n_learners + 1)
+
+
+@pytest.mark.parametrize("bad", ["2000", 1, 2.5, True])
+def test_notebook_max_learners_is_checked_before_any_work(bad):
+    from research import steps
+
+    with pytest.raises(ConfigError, match="max_learners"):
+        steps.mastery(None, None, None, max_learners=bad)

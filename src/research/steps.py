@@ -243,11 +243,12 @@ def kc_models(ctx, steps, kc_models=None, *, cv_top: int = 5, slope_lower_bound:
                         ci_level=ci_level)
         if n >= 3 and cv_top > 0:
             for m in afm.compare_kc_models(models)["kc_model"].head(int(cv_top)):
-                try:
-                    models[m] = _quiet(afm.fit_kc_models, steps, kc_models=[m], cv=True, slope_lower_bound=slope_lower_bound,
-                                       ci_level=ci_level)[m]
-                except DATA_ERRORS:
-                    pass  # too little data to hold learners or items out: the model keeps its fit without CV
+                try:  # the fitted model is cross-validated as it stands (the same as refitting it with cv=True)
+                    _quiet(models[m].cross_validate)
+                except DATA_ERRORS:  # too little data to hold learners or items out: the model keeps its fit without CV
+                    for kind in afm.CV_KINDS:
+                        models[m].stats_.pop(f"cv_rmse_{kind}", None)
+                    models[m].cv_ = None
         comparison = afm.compare_kc_models(models)
     except DATA_ERRORS as exc:
         _fail(ctx, "kc_models", exc)
@@ -318,12 +319,20 @@ def overall_curve(result):
         ["measure", "opportunity", "estimate", "ci_low", "ci_high", "n", "share_of_start", "predicted"]]
 
 
-def mastery(ctx, steps, fitted, *, threshold: float = 0.95, forgetting: bool = False, n_folds: int = 5, seed: int = 0):
+def mastery(ctx, steps, fitted, *, threshold: float = 0.95, forgetting: bool = False, n_folds: int = 5, seed: int = 0,
+            max_learners: int | None = 2000, ci_level: float = 0.95):
     """Knowledge tracing per KC (``mastery.csv``) and the comparison of student models (``student_models.csv``).
 
     Traces the KC model the AFM ranked best. Returns ``(mastery, student_models)``, or the
-    sentence of why not. With fewer learners than ``n_folds`` the student models are not compared.
+    sentence of why not. With fewer learners than ``n_folds`` the student models are not compared;
+    above ``max_learners`` (notebook 03's parameter; 2,000 as
+    :data:`research.estimate.mastery.MAX_CV_LEARNERS`; None for all) they are compared on a seeded
+    random sample of that many. ``ci_level`` is the level of the BKT parameters' bootstrap intervals.
     """
+    if max_learners is not None and (isinstance(max_learners, bool) or not isinstance(max_learners, int)
+                                     or max_learners < 2):
+        raise ConfigError(f"max_learners must be a whole number of at least 2 (or None for every learner), "
+                          f"got {max_learners!r}")
     for upstream in (steps, fitted):
         if is_skipped(upstream):  # recorded with the reason the models were not fitted
             why = upstream.record
@@ -335,7 +344,8 @@ def mastery(ctx, steps, fitted, *, threshold: float = 0.95, forgetting: bool = F
     models = ("rasch", "afm", "pfa", "best_lr", "bkt") if n >= n_folds else ()
     try:
         table, compared = _quiet(mastery_mod.cohort_mastery, None, steps=steps, kc_model=fitted.best, threshold=threshold,
-                                 forgetting=forgetting, models=models, n_folds=n_folds, seed=seed)
+                                 forgetting=forgetting, models=models, n_folds=n_folds, seed=seed,
+                                 max_learners=max_learners, ci_level=ci_level)
     except DATA_ERRORS as exc:
         _fail(ctx, "student_models", exc)
         return _fail(ctx, "mastery", exc)

@@ -28,7 +28,8 @@ wins. Probabilities are kept inside [1e-6, 1 - 1e-6].
 
 **Uncertainty.** ``n_boot`` bootstrap replicates resample learners within each KC and are
 refitted (warm start at the point estimate), all in the same vectorised pass; the
-summary gives the bootstrap standard error and the percentile 95% interval.
+summary gives the bootstrap standard error and the percentile interval at ``ci_level`` (95% by
+default).
 
 **Degenerate fits** are flagged, not hidden (Baker, Corbett & Aleven 2008): ``guess > 0.5``,
 ``slip > 0.5``, ``learn`` at a bound (< 0.001 or > 0.999), and ``guess + slip >= 1``
@@ -42,7 +43,7 @@ listed in the output with ``status = "skipped"`` and the reason, and is not fitt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,8 @@ class _Layout:
     n_gs: int
     code: np.ndarray | None = None   # (N,) 2 * gs + obs: row of the emission tables
     seq_rows: tuple | None = None    # rows in sequence order for the compiled kernel
+    row_seq: np.ndarray | None = None  # (N,) sequence of each time-major row
+    weights: np.ndarray | None = None  # (S, n_seq) weight of each sequence per start (bootstrap counts)
 
     @property
     def T(self) -> int:
@@ -115,6 +118,8 @@ def _layout(seq: np.ndarray, pos: np.ndarray, obs: np.ndarray, seq_group: np.nda
     g[perm] = seq_group[seq]
     s = np.empty(N, dtype=np.int64)
     s[perm] = gs
+    rs = np.empty(N, dtype=np.int64)
+    rs[perm] = seq
     has_next = np.zeros(N, dtype=bool)
     for t in range(T - 1):
         has_next[offsets[t]:offsets[t] + n_active[t + 1]] = True
@@ -123,10 +128,22 @@ def _layout(seq: np.ndarray, pos: np.ndarray, obs: np.ndarray, seq_group: np.nda
     in_order = bool((step >= 0).all() and (np.diff(pos)[step == 0] > 0).all())  # the usual case: no sort needed
     by_seq = np.arange(N) if in_order else np.lexsort((pos, seq))
     seq_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    # sequences group by group, so that the kernel passes over a converged group's sequences at no cost
+    by_group = np.argsort(seq_group, kind="stable").astype(np.int64)
+    group_start = np.searchsorted(seq_group[by_group], np.arange(n_groups + 1)).astype(np.int64)
     seq_rows = (obs[by_seq].astype(np.int8), seq_group[seq][by_seq].astype(np.int64), gs[by_seq].astype(np.int64),
-                seq_starts, lengths.astype(np.int64))
+                seq_starts, lengths.astype(np.int64), by_group, group_start)
     return _Layout(o, g, s, seq_group[order], offsets, n_active, has_next, perm, n_groups, n_gs,
-                   code=2 * s + (o > 0.5), seq_rows=seq_rows)
+                   code=2 * s + (o > 0.5), seq_rows=seq_rows, row_seq=rs)
+
+
+def _weighted(lay: _Layout, weights: np.ndarray) -> _Layout:
+    """``lay`` with a weight per start and sequence: start j counts sequence q ``weights[j, q]`` times.
+
+    A bootstrap replicate is then one start over the original sequences (weights: how often each
+    was drawn), the same sums as a layout that repeats the drawn sequences, without building it.
+    """
+    return replace(lay, weights=np.ascontiguousarray(weights, dtype=float))
 
 
 @dataclass
@@ -206,13 +223,7 @@ def _indicators(lay: _Layout):
     m_hn = onehot(lay.has_next, lay.group, K)
     m_known = sp.vstack([m_hn, onehot(first, lay.group, K), onehot(allrows, lay.gs, Gn),
                          onehot(wrong, lay.gs, Gn)]).tocsr()
-    consts = {
-        "n_seq": np.bincount(lay.group[first], minlength=K).astype(float),
-        "n_hn": np.bincount(lay.group[lay.has_next], minlength=K).astype(float),
-        "n_gs": np.bincount(lay.gs, minlength=Gn).astype(float),
-        "n_right_gs": np.bincount(lay.gs, weights=lay.obs, minlength=Gn),
-    }
-    lay._ind = (m_group, m_hn, m_known, consts)
+    lay._ind = (m_group, m_hn, m_known)
     return lay._ind
 
 
@@ -243,19 +254,28 @@ def _e_step(lay: _Layout, p: _Params, forgetting: bool = True):
         else:
             G[a:a + m] = ff * r1
     K, Gn = lay.n_groups, lay.n_gs
-    m_group, m_hn, m_known, c = _indicators(lay)
-    ll = (m_group @ np.log(C)).T
+    m_group, m_hn, m_known = _indicators(lay)
+    logc = np.log(C)
+    if lay.weights is not None:
+        wr = lay.weights.T[lay.row_seq]   # (N, S)
+        logc, X, G = logc * wr, X * np.hstack([wr, wr]), G * wr
+    ll = (m_group @ logc).T
     xs = (m_hn @ X).T
     gk = (m_known @ G).T
     known_hn, init = gk[:, :K], gk[:, K:2 * K]
     known, known_wrong = gk[:, 2 * K:2 * K + Gn], gk[:, 2 * K + Gn:]
-    stats = {
-        "init": init, "n_seq": c["n_seq"], "x01": xs[:S], "x10": xs[S:],
-        "known_hn": known_hn, "unknown_hn": c["n_hn"][None] - known_hn,
-        "known": known, "known_wrong": known_wrong, "unknown": c["n_gs"][None] - known,
-        "unknown_right": c["n_right_gs"][None] - (known - known_wrong),
+    return ll, _stats(lay, init, xs[:S], xs[S:], known_hn, known, known_wrong)
+
+
+def _stats(lay: _Layout, init, x01, x10, known_hn, known, known_wrong) -> dict:
+    """The expected counts of the M-step from the E-step's sums (the fixed counts from the layout)."""
+    c = _indicators_counts(lay)
+    return {
+        "init": init, "n_seq": c["n_seq"], "x01": x01, "x10": x10,
+        "known_hn": known_hn, "unknown_hn": c["n_hn"] - known_hn,
+        "known": known, "known_wrong": known_wrong, "unknown": c["n_gs"] - known,
+        "unknown_right": c["n_right_gs"] - (known - known_wrong),
     }
-    return ll, stats
 
 
 # ---------------------------------------------------------------------- compiled kernel (optional)
@@ -279,60 +299,70 @@ def _compiled_kernel():
     return _KERNEL[0]
 
 
-def _e_step_seq_py(obs, grp, gs, starts, lengths, prior, learn, forget, guess, slip,
-                   ll, init, x01, x10, known_hn, known, known_wrong, P, F, skip):
+def _e_step_seq_py(obs, grp, gs, starts, lengths, by_group, group_start, prior, learn, forget, guess, slip,
+                   ll, init, x01, x10, known_hn, known, known_wrong, P, F, skip, w):
     """Forward-backward one sequence at a time (rows sorted by sequence), adding expected counts.
 
-    Sequences of groups with ``skip[k]`` (converged) are left out.
+    Sequences are visited group by group (``by_group[group_start[k]:group_start[k + 1]]`` are
+    group k's). Sequence ``q`` counts ``w[q]`` times (1 for a fit, the times it was drawn in a
+    bootstrap replicate; 0 leaves it out). Groups with ``skip[k]`` (converged) are left out.
     """
-    for q in range(len(starts)):
-        a = starts[q]
-        T = lengths[q]
-        k = grp[a]
+    for k in range(len(group_start) - 1):
         if skip[k]:
             continue
-        le = learn[k]
-        fo = forget[k]
-        cur = prior[k]
-        for t in range(T):
-            i = a + t
-            g = guess[gs[i]]
-            sl = slip[gs[i]]
-            if obs[i] > 0:
-                e1 = 1.0 - sl
-                e0 = g
-            else:
-                e1 = sl
-                e0 = 1.0 - g
-            num = cur * e1
-            c = num + (1.0 - cur) * e0
-            f = num / c
-            P[i] = cur
-            F[i] = f
-            ll[k] += np.log(c)
-            cur = f * (1.0 - fo) + (1.0 - f) * le
-        i = a + T - 1
-        sm = F[i]
-        known[gs[i]] += sm
-        if obs[i] == 0:
-            known_wrong[gs[i]] += sm
-        for t in range(T - 2, -1, -1):
-            i = a + t
-            p1 = P[i + 1]
-            ff = F[i]
-            r1 = sm / max(p1, 1e-300)
-            r0 = (1.0 - sm) / max(1.0 - p1, 1e-300)
-            x01[k] += (1.0 - ff) * le * r1
-            b10 = ff * fo * r0
-            x10[k] += b10
-            sm = ff * (1.0 - fo) * r1 + b10
-            known_hn[k] += sm
-            known[gs[i]] += sm
+        for idx in range(group_start[k], group_start[k + 1]):
+            q = by_group[idx]
+            wq = w[q]
+            if wq == 0:
+                continue
+            a = starts[q]
+            T = lengths[q]
+            le = learn[k]
+            fo = forget[k]
+            cur = prior[k]
+            lp = 1.0   # product of P(obs) along the sequence: one log per sequence, not per row
+            lq = 0.0
+            for t in range(T):
+                i = a + t
+                g = guess[gs[i]]
+                sl = slip[gs[i]]
+                if obs[i] > 0:
+                    e1 = 1.0 - sl
+                    e0 = g
+                else:
+                    e1 = sl
+                    e0 = 1.0 - g
+                num = cur * e1
+                c = num + (1.0 - cur) * e0
+                f = num / c
+                P[i] = cur
+                F[i] = f
+                lp *= c
+                if lp < 1e-200:
+                    lq += np.log(lp)
+                    lp = 1.0
+                cur = f * (1.0 - fo) + (1.0 - f) * le
+            ll[k] += wq * (lq + np.log(lp))
+            i = a + T - 1
+            sm = F[i]
+            known[gs[i]] += wq * sm
             if obs[i] == 0:
-                known_wrong[gs[i]] += sm
-        init[k] += sm
-
-
+                known_wrong[gs[i]] += wq * sm
+            for t in range(T - 2, -1, -1):
+                i = a + t
+                p1 = P[i + 1]
+                ff = F[i]
+                r1 = sm / max(p1, 1e-300)
+                r0 = (1.0 - sm) / max(1.0 - p1, 1e-300)
+                x01[k] += wq * (1.0 - ff) * le * r1
+                b10 = ff * fo * r0
+                x10[k] += wq * b10
+                sm = ff * (1.0 - fo) * r1 + b10
+                known_hn[k] += wq * sm
+                known[gs[i]] += wq * sm
+                if obs[i] == 0:
+                    known_wrong[gs[i]] += wq * sm
+            init[k] += wq * sm
 
 
 def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np.ndarray | None = None):
@@ -344,35 +374,40 @@ def _e_step_compiled(lay: _Layout, p: _Params, forgetting: bool = True, skip: np
     out.update({n: np.zeros((S, Gn)) for n in ("known", "known_wrong")})
     P = np.empty(len(lay.obs))
     F = np.empty(len(lay.obs))
-    obs, grp, gs, starts, lengths = seq_rows
+    obs, grp, gs, starts, lengths, by_group, group_start = seq_rows
     kernel = _compiled_kernel()
     skip = np.zeros((S, K), dtype=np.bool_) if skip is None else np.ascontiguousarray(skip, dtype=np.bool_)
+    ones = np.ones(len(starts)) if lay.weights is None else None
     for j in range(S):
-        kernel(obs, grp, gs, starts, lengths, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
-                    out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
-                    out["known"][j], out["known_wrong"][j], P, F, skip[j])
-    c = _indicators_counts(lay)
-    known, known_wrong, known_hn = out["known"], out["known_wrong"], out["known_hn"]
-    stats = {
-        "init": out["init"], "n_seq": c["n_seq"], "x01": out["x01"], "x10": out["x10"],
-        "known_hn": known_hn, "unknown_hn": c["n_hn"][None] - known_hn,
-        "known": known, "known_wrong": known_wrong, "unknown": c["n_gs"][None] - known,
-        "unknown_right": c["n_right_gs"][None] - (known - known_wrong),
-    }
-    return out["ll"], stats
+        kernel(obs, grp, gs, starts, lengths, by_group, group_start, p.prior[j], p.learn[j], p.forget[j], p.guess[j], p.slip[j],
+               out["ll"][j], out["init"][j], out["x01"][j], out["x10"][j], out["known_hn"][j],
+               out["known"][j], out["known_wrong"][j], P, F, skip[j],
+               ones if lay.weights is None else lay.weights[j])
+    return out["ll"], _stats(lay, out["init"], out["x01"], out["x10"], out["known_hn"], out["known"],
+                             out["known_wrong"])
 
 
 def _indicators_counts(lay: _Layout) -> dict:
+    """Sequences, transitions, observations and successes per group (guess/slip index), (1 or S, K or G)."""
     cached = getattr(lay, "_counts", None)
     if cached is None:
-        K, Gn = lay.n_groups, lay.n_gs
-        first = np.zeros(len(lay.obs), dtype=bool)
+        K, Gn, N = lay.n_groups, lay.n_gs, len(lay.obs)
+        first = np.zeros(N, dtype=bool)
         first[: lay.n_active[0] if lay.T else 0] = True
+        n_seq = len(lay.seq_group)
+        w = np.ones((1, n_seq)) if lay.weights is None else lay.weights
+
+        def by(index, mask, n):
+            # rows -> (sequence, index) counts, then summed over sequences with their weights
+            m = sp.csr_matrix((np.ones(int(mask.sum())), (lay.row_seq[mask], index[mask])), shape=(n_seq, n))
+            return np.asarray((m.T @ w.T).T)
+
+        allrows = np.ones(N, dtype=bool)
         cached = {
-            "n_seq": np.bincount(lay.group[first], minlength=K).astype(float),
-            "n_hn": np.bincount(lay.group[lay.has_next], minlength=K).astype(float),
-            "n_gs": np.bincount(lay.gs, minlength=Gn).astype(float),
-            "n_right_gs": np.bincount(lay.gs, weights=lay.obs, minlength=Gn),
+            "n_seq": by(lay.group, first, K),
+            "n_hn": by(lay.group, lay.has_next, K),
+            "n_gs": by(lay.gs, allrows, Gn),
+            "n_right_gs": by(lay.gs, lay.obs > 0.5, Gn),
         }
         lay._counts = cached
     return cached
@@ -380,7 +415,7 @@ def _indicators_counts(lay: _Layout) -> dict:
 
 def _m_step(st: dict, forgetting: bool) -> _Params:
     with np.errstate(divide="ignore", invalid="ignore"):
-        prior = st["init"] / st["n_seq"][None, :]
+        prior = st["init"] / st["n_seq"]
         learn = st["x01"] / st["unknown_hn"]
         forget = st["x10"] / st["known_hn"] if forgetting else np.zeros_like(learn)
         guess = st["unknown_right"] / st["unknown"]
@@ -645,6 +680,8 @@ class BKT:
     n_boot
         Bootstrap replicates (learners resampled within KC) for standard errors and
         intervals; 0 for none.
+    ci_level
+        Level of the bootstrap percentile intervals (``*_ci_low``, ``*_ci_high``).
     seed
         Seed of the random starts and the bootstrap.
     """
@@ -655,6 +692,7 @@ class BKT:
     max_iter: int = 200
     tol: float = 1e-4
     n_boot: int = 0
+    ci_level: float = 0.95
     seed: int = 0
     screen_iter: int = 10
     engine: str = "auto"
@@ -668,6 +706,8 @@ class BKT:
             raise ConfigError(f"max_iter must be at least 1, got {self.max_iter}")
         if self.n_boot < 0:
             raise ConfigError(f"n_boot must be 0 or more, got {self.n_boot}")
+        if not 0 < float(self.ci_level) < 1:
+            raise ConfigError(f"ci_level must be between 0 and 1 (for example 0.95), got {self.ci_level!r}")
         if self.engine not in ("auto", "numpy", "numba"):
             raise ConfigError(f"engine={self.engine!r} is not valid; valid: 'auto', 'numpy', 'numba'")
         if self.engine == "numba" and _compiled_kernel() is None:
@@ -725,7 +765,7 @@ class BKT:
         self.loglik_ = ll[0]
         self.iterations_ = iters[0]
         self.converged_ = conv[0]
-        boot = self._bootstrap(rng) if self.n_boot else None
+        boot = self._bootstrap(rng, lay) if self.n_boot else None
         self._finish(pick, boot, lay, kc_idx, gs_names)
         return self
 
@@ -752,42 +792,26 @@ class BKT:
                       len(kcs), len(gs_names))
         return lay, kc_idx, gs_names
 
-    def _bootstrap(self, rng: np.random.Generator) -> dict:
-        """Refit on ``n_boot`` resamples of learners within KC, all at once (warm start)."""
+    def _bootstrap(self, rng: np.random.Generator, lay: _Layout) -> dict:
+        """Refit on ``n_boot`` resamples of learners within KC, all at once (warm start).
+
+        Replicate b is start b of one EM run over the fitted sequences, each sequence weighted
+        by the times it was drawn (:func:`_weighted`), so no resampled data set is built.
+        """
         d = self.data_
-        k, seq, starts, _ = _sequences(d, pd.Index(self.kcs_))
-        lengths = np.diff(np.r_[starts, len(d)])
+        k, _, starts, _ = _sequences(d, pd.Index(self.kcs_))
         kc_of_seq = k[starts]
-        K, B = len(self.kcs_), self.n_boot
-        picks = []
+        K, B, n_seq = len(self.kcs_), self.n_boot, len(starts)
+        pools = [np.flatnonzero(kc_of_seq == j) for j in range(K)]
+        weights = np.zeros((B, n_seq))
         for b in range(B):
-            for k in range(K):
-                pool = np.flatnonzero(kc_of_seq == k)
-                picks.append((b, rng.choice(pool, size=len(pool), replace=True)))
-        rep = np.concatenate([np.full(len(s), b) for b, s in picks])
-        chosen = np.concatenate([s for _, s in picks])
-        n_seq = len(chosen)
-        L = lengths[chosen]
-        row_seq = np.repeat(np.arange(n_seq), L)
-        pos = np.arange(L.sum()) - np.repeat(np.cumsum(L) - L, L)
-        src = np.repeat(starts[chosen], L) + pos
-        group = rep * K + kc_of_seq[chosen]
-        if self.item_guess_slip:
-            G = len(self.gs_names_)
-            key = d["kc"].astype(str) + "\x1f" + d["item"].astype(str)
-            gs0 = pd.Index(self.gs_names_).get_indexer(key)
-            gs = np.repeat(rep, L) * G + gs0[src]
-            n_gs = B * G
-        else:
-            gs, n_gs = group[row_seq], B * K
-        lay = _layout(row_seq, pos, d["success"].to_numpy(dtype=float)[src], group, gs, B * K, n_gs)
+            for pool in pools:
+                np.add.at(weights[b], rng.choice(pool, size=len(pool), replace=True), 1.0)
         p0 = self.params_arr_
-        warm = _Params(np.tile(p0.prior, B), np.tile(p0.learn, B), np.tile(p0.forget, B),
-                       np.tile(p0.guess, B), np.tile(p0.slip, B))
-        p, _, _, _ = _em(lay, warm, forgetting=self.forgetting, max_iter=self.max_iter, tol=self.tol,
-                         compiled=self._compiled, accelerate=self.accelerate)
-        out = {n: getattr(p, n).reshape(B, -1) for n in PARAMETERS}
-        return out
+        warm = _Params(*(np.repeat(getattr(p0, n), B, axis=0) for n in PARAMETERS))
+        p, _, _, _ = _em(_weighted(lay, weights), warm, forgetting=self.forgetting, max_iter=self.max_iter,
+                         tol=self.tol, compiled=self._compiled, accelerate=self.accelerate)
+        return {n: getattr(p, n) for n in PARAMETERS}
 
     def _finish(self, pick, boot, lay, kc_idx, gs_names):
         rows = []
@@ -821,8 +845,9 @@ class BKT:
                         arr = np.stack([self._kc_values(_Params(*(
                             boot[n][b][None] for n in PARAMETERS)))[c] for b in range(arr.shape[0])])
                     table.loc[pos, c + "_se"] = arr.std(axis=0, ddof=1) if arr.shape[0] > 1 else np.nan
-                    table.loc[pos, c + "_ci_low"] = np.quantile(arr, 0.025, axis=0)
-                    table.loc[pos, c + "_ci_high"] = np.quantile(arr, 0.975, axis=0)
+                    tail = (1 - float(self.ci_level)) / 2
+                    table.loc[pos, c + "_ci_low"] = np.quantile(arr, tail, axis=0)
+                    table.loc[pos, c + "_ci_high"] = np.quantile(arr, 1 - tail, axis=0)
         if not self.forgetting:
             table.loc[table["status"] == "fit", [c for c in table.columns if c.startswith("forget")]] = 0.0
         flags = []

@@ -170,32 +170,10 @@ def learning_curves(
     predicted : float — mean prediction (only with ``predicted=``).
     method : "mean_cluster_se".
     """
-    if measure not in MEASURES:
-        raise ConfigError(f"measure={measure!r} is not known; valid measures are {list(MEASURES)}.")
-    if int(min_learners) < 1:
-        raise ConfigError(f"min_learners must be at least 1, got {min_learners!r}.")
-    if not (by_kc or overall):
-        raise ConfigError("by_kc and overall are both False: ask for at least one kind of curve.")
-    cols = {"learner": learner, "kc": kc, "opportunity": opportunity, "model_column": model_column,
-            {"error_rate": "success", "assistance_score": "assistance", "step_duration": "duration"}[measure]:
-            {"error_rate": success, "assistance_score": assistance, "step_duration": duration}[measure]}
-    if predicted is not None:
-        cols["predicted"] = predicted
-    missing = [f"{k}={v!r}" for k, v in cols.items() if v not in steps.columns]
-    if missing:
-        raise SchemaError(f"the student-step frame lacks column(s) {', '.join(missing)}; its columns are "
-                          f"{list(steps.columns)}.")
-    frame = steps
-    models = [str(m) for m in pd.unique(steps[model_column].dropna())]
-    if kc_model is not None:
-        wanted = [kc_model] if isinstance(kc_model, str) else list(kc_model)
-        unknown = [m for m in wanted if m not in models]
-        if unknown:
-            raise ConfigError(f"KC model(s) {unknown} are not in the data; valid KC models are {models}.")
-        frame = steps[steps[model_column].isin(wanted)]
-    frame = frame[frame[kc].notna()]
-    if max_opportunity is not None:
-        frame = frame[pd.to_numeric(frame[opportunity]) <= max_opportunity]
+    frame = _curve_frame(steps, measure=measure, kc_model=kc_model, by_kc=by_kc, overall=overall,
+                         min_learners=min_learners, max_opportunity=max_opportunity, predicted=predicted,
+                         cols={"learner": learner, "kc": kc, "opportunity": opportunity, "model_column": model_column,
+                               "success": success, "assistance": assistance, "duration": duration})
     value = _measure_values(frame, measure, {"success": success, "assistance": assistance, "duration": duration})
     pred = None if predicted is None else pd.to_numeric(frame[predicted], errors="coerce").to_numpy(dtype=float)
     parts = []
@@ -207,7 +185,46 @@ def learning_curves(
         p = p.rename(columns={model_column: "kc_model", opportunity: "opportunity"})
         p["kc"] = OVERALL
         parts.append(p)
-    out = pd.concat(parts, ignore_index=True)
+    return _finish_curves(pd.concat(parts, ignore_index=True), measure=measure, min_learners=min_learners,
+                          predicted=predicted is not None)
+
+
+def _curve_frame(steps: pd.DataFrame, *, measure: str, kc_model, by_kc: bool, overall: bool, min_learners: int,
+                 max_opportunity: int | None, predicted: str | None, cols: dict) -> pd.DataFrame:
+    """The settings of :func:`learning_curves` checked, and the rows its curves are drawn from."""
+    if measure not in MEASURES:
+        raise ConfigError(f"measure={measure!r} is not known; valid measures are {list(MEASURES)}.")
+    if int(min_learners) < 1:
+        raise ConfigError(f"min_learners must be at least 1, got {min_learners!r}.")
+    if not (by_kc or overall):
+        raise ConfigError("by_kc and overall are both False: ask for at least one kind of curve.")
+    value_role = {"error_rate": "success", "assistance_score": "assistance", "step_duration": "duration"}[measure]
+    need = {k: cols[k] for k in ("learner", "kc", "opportunity", "model_column")}
+    need[value_role] = cols[value_role]
+    if predicted is not None:
+        need["predicted"] = predicted
+    missing = [f"{k}={v!r}" for k, v in need.items() if v not in steps.columns]
+    if missing:
+        raise SchemaError(f"the student-step frame lacks column(s) {', '.join(missing)}; its columns are "
+                          f"{list(steps.columns)}.")
+    model_column, kc, opportunity = cols["model_column"], cols["kc"], cols["opportunity"]
+    frame = steps
+    models = [str(m) for m in pd.unique(steps[model_column].dropna())]
+    if kc_model is not None:
+        wanted = [kc_model] if isinstance(kc_model, str) else list(kc_model)
+        unknown = [m for m in wanted if m not in models]
+        if unknown:
+            raise ConfigError(f"KC model(s) {unknown} are not in the data; valid KC models are {models}.")
+        frame = steps[steps[model_column].isin(wanted)]
+    frame = frame[frame[kc].notna()]
+    if max_opportunity is not None:
+        frame = frame[pd.to_numeric(frame[opportunity]) <= max_opportunity]
+    return frame
+
+
+def _finish_curves(out: pd.DataFrame, *, measure: str, min_learners: int, predicted: bool) -> pd.DataFrame:
+    """The points of :func:`learning_curves` in order: share of the start, points cut below ``min_learners``,
+    95% Wald intervals clipped to the measure's range, and the output columns."""
     out["opportunity"] = out["opportunity"].astype("int64")
     out = out.sort_values(["kc_model", "kc", "opportunity"]).reset_index(drop=True)
     start = out.groupby(["kc_model", "kc"])["n"].transform("first")
@@ -224,7 +241,7 @@ def learning_curves(
     out["method"] = "mean_cluster_se"
     out["n"] = out["n"].astype("int64")
     cols_out = ["kc_model", "kc", "measure", "opportunity", "estimate", "se", "ci_low", "ci_high", "n", "n_obs",
-                "share_of_start"] + (["predicted"] if predicted is not None else []) + ["method"]
+                "share_of_start"] + (["predicted"] if predicted else []) + ["method"]
     out = out[cols_out].reset_index(drop=True)
     for c in ("kc_model", "kc", "measure", "method"):
         out[c] = out[c].astype("string")
@@ -455,6 +472,30 @@ def categorize_curves(
     _check_category_settings(kcs, slope_rule=slope_rule, low_error=low_error, high_error=high_error,
                              opportunity_threshold=opportunity_threshold, student_threshold=student_threshold,
                              confident_at=confident_at)
+    frame, err, kept, curves = _category_points(steps, kcs, kc_model=kc_model, student_threshold=student_threshold,
+                                                learner=learner, kc=kc, opportunity=opportunity, success=success,
+                                                model_column=model_column)
+    rules = _CurveRules(kept, curves, opportunity_threshold=opportunity_threshold, low_error=low_error,
+                        high_error=high_error, slope_threshold=slope_threshold, slope_rule=slope_rule)
+    rate = kept["estimate"].to_numpy(dtype=float)[None, :]
+    cat = rules.categorise(rate, rules.slope)[0]
+    share = None
+    if n_boot and len(kept):
+        share = _bootstrap_shares(rules, frame, err, kept, rate, n_boot=n_boot, nonnegative_slopes=nonnegative_slopes,
+                                  seed=seed, learner=learner, kc=kc, opportunity=opportunity, model_column=model_column)
+    prob, label, alt, alt_p = _confidence(rules, cat, share, _slope_small(kcs, curves, no_learning_slope_max),
+                                          confident_at=confident_at)
+    return _category_frame(curves, kept, rules, cat, prob, label, alt, alt_p, slope_rule)
+
+
+def _category_points(steps: pd.DataFrame, kcs: pd.DataFrame, *, kc_model, student_threshold: int, learner: str,
+                     kc: str, opportunity: str, success: str, model_column: str):
+    """The error-rate points behind :func:`categorize_curves`: ``(frame, err, kept, curves)``.
+
+    ``frame`` the rows used, ``err`` their error (1 - success), ``kept`` the points with at
+    least ``student_threshold`` learners (ordered by KC model, KC, opportunity), ``curves`` one
+    row per KC model x KC with its AFM slope and standard error from ``kcs``.
+    """
     frame = steps
     if kc_model is not None:
         wanted = [kc_model] if isinstance(kc_model, str) else list(kc_model)
@@ -472,18 +513,22 @@ def categorize_curves(
     k["kc_model"] = k["kc_model"].astype(str)
     k["kc"] = k["kc"].astype(str)
     curves = curves.merge(k, on=["kc_model", "kc"], how="left").sort_values(["kc_model", "kc"]).reset_index(drop=True)
-    rules = _CurveRules(kept, curves, opportunity_threshold=opportunity_threshold, low_error=low_error,
-                        high_error=high_error, slope_threshold=slope_threshold, slope_rule=slope_rule)
-    C = rules.C
-    rate = kept["estimate"].to_numpy(dtype=float)[None, :]
-    cat = rules.categorise(rate, rules.slope)[0]
+    return frame, err, kept, curves
 
+
+def _confidence(rules: "_CurveRules", cat: np.ndarray, share: np.ndarray | None, small: np.ndarray, *,
+                confident_at: float):
+    """Each curve's category probability, confidence label and most likely other category.
+
+    ``share`` is the bootstrap share of each category per curve (None without a bootstrap);
+    ``small`` the probability that the slope is small both ways (:func:`_slope_small`).
+    Returns ``(prob, label, alt, alt_p)``.
+    """
+    C = rules.C
     prob = np.full(C, np.nan)
     alt = np.array([""] * C, dtype=object)
     alt_p = np.full(C, np.nan)
-    if n_boot and len(kept):
-        share = _bootstrap_shares(rules, frame, err, kept, rate, n_boot=n_boot, nonnegative_slopes=nonnegative_slopes,
-                                  seed=seed, learner=learner, kc=kc, opportunity=opportunity, model_column=model_column)
+    if share is not None:
         prob = share[np.arange(C), cat]
         other = share.copy()
         other[np.arange(C), cat] = -1
@@ -493,11 +538,10 @@ def categorize_curves(
         alt_p = np.where(alt_p > 0, alt_p, 0.0)
     prob = np.where(rules.too_little, 1.0, prob)
     # "no learning" is confident only when the slope is shown to be small both ways
-    small = _slope_small(kcs, curves, no_learning_slope_max)
     is_nl = cat == CATEGORIES.index("no_learning")
     prob = np.where(is_nl & rules.has_slope, np.fmin(np.nan_to_num(prob, nan=1.0), small), prob)
     label = np.where(np.isnan(prob), "unknown", np.where(prob >= confident_at, "confident", "uncertain"))
-    return _category_frame(curves, kept, rules, cat, prob, label, alt, alt_p, slope_rule)
+    return prob, label, alt, alt_p
 
 
 def kc_table(models: dict, steps: pd.DataFrame, **category_settings) -> pd.DataFrame:

@@ -131,7 +131,7 @@ def choose_kc_model(steps: pd.DataFrame, kc_model: str | None) -> str:
 
 
 def cohort_mastery(data, *, kc_model: str | None = None, threshold: float = 0.95, forgetting: bool = False,
-                   item_guess_slip: bool = False, n_starts: int = 5, n_boot: int = 20,
+                   item_guess_slip: bool = False, n_starts: int = 5, n_boot: int = 20, ci_level: float = 0.95,
                    models=("rasch", "afm", "pfa", "best_lr", "bkt"), n_folds: int = 5, seed: int = 0,
                    steps: pd.DataFrame | None = None,
                    max_learners: int | None = MAX_CV_LEARNERS) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -146,8 +146,9 @@ def cohort_mastery(data, *, kc_model: str | None = None, threshold: float = 0.95
         KC model to trace; default the one that tags the most steps.
     threshold
         p(known) that counts as mastery.
-    forgetting, item_guess_slip, n_starts, n_boot
-        BKT options (:class:`research.estimate.bkt.BKT`).
+    forgetting, item_guess_slip, n_starts, n_boot, ci_level
+        BKT options (:class:`research.estimate.bkt.BKT`; ``ci_level`` is the level of the
+        bootstrap intervals of its parameters).
     models, n_folds
         Student models to compare (any subset; empty for none) and folds of the
         learner-grouped cross-validation. With fewer learners than folds the comparison
@@ -168,7 +169,7 @@ def cohort_mastery(data, *, kc_model: str | None = None, threshold: float = 0.95
     model_name = choose_kc_model(steps, kc_model)
     one = steps[steps["kc_model"].astype(str) == model_name].reset_index(drop=True)
     bkt = BKT(forgetting=forgetting, item_guess_slip=item_guess_slip, n_starts=n_starts, n_boot=n_boot,
-              seed=seed).fit(one, kc_model=model_name)
+              ci_level=ci_level, seed=seed).fit(one, kc_model=model_name)
     mastery = mastery_table(bkt, threshold=threshold, steps=one)
     empty = pd.DataFrame(columns=student_models.TABLE_COLUMNS)
     if not models or one["learner_id"].nunique() < n_folds:

@@ -589,6 +589,43 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
     SearchResult
     """
     t0 = time.perf_counter()
+    factors = _search_factors(steps, items, factors, operators=operators, max_steps=max_steps, budget_s=budget_s, cv=cv)
+    s = _Search(steps, kc_model, items=items, factors=factors, step_fields=step_fields,
+                step_patterns=list(step_patterns), learner_penalty=learner_penalty, cv_folds=cv_folds, seed=seed)
+    name = name or f"{kc_model} (LFA)"
+    deadline = None if budget_s is None else t0 + float(budget_s)
+    path = _Path(s, kc_model, cv=cv, t0=t0, on_step=on_step)
+    stopped = "converged"
+    tf = time.perf_counter()
+    current = s.fit(s.start_kcs)
+    path.n_full += 1
+    path.record(0, current, time.perf_counter() - tf, None, 0)
+    try:
+        for step in range(1, int(max_steps) + 1):
+            if deadline is not None and time.perf_counter() > deadline:
+                stopped = "budget"
+                break
+            cands = _candidates(s, current, operators, min_rows=min_rows, merge_candidates=merge_candidates,
+                                max_exhaustive_items=max_exhaustive_items)
+            n_step = sum(c.n_evaluated for c in cands)
+            path.n_cand += n_step
+            best, best_model, best_fit_s = _best_change(s, current, cands, path, refit=refit, deadline=deadline)
+            if best is None or best_model.bic >= current.bic - 1e-9:
+                stopped = "converged"
+                break
+            current = best_model
+            path.changes.append(best)
+            path.record(step, current, best_fit_s, best, n_step)
+        else:
+            stopped = "max_steps"
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    return _search_result(s, path, stopped, cv=cv, kc_model=kc_model, name=name)
+
+
+def _search_factors(steps: pd.DataFrame, items: pd.DataFrame | None, factors, *, operators, max_steps: int,
+                    budget_s: float | None, cv: str) -> list:
+    """:func:`search`'s settings checked; the factors to split by (given, or the defaults the data has)."""
     bad = [o for o in operators if o not in OPERATORS]
     if bad:
         raise ConfigError(f"unknown operator(s) {bad}; valid operators are {list(OPERATORS)}.")
@@ -599,72 +636,71 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
     if factors is None:  # the default factors the data has: an items column with values, or a column of the steps
         factors = [f for f in DEFAULT_FACTORS
                    if (items is not None and f in items.columns and items[f].notna().any()) or f in steps.columns]
-    s = _Search(steps, kc_model, items=items, factors=list(factors), step_fields=step_fields,
-                step_patterns=list(step_patterns), learner_penalty=learner_penalty, cv_folds=cv_folds, seed=seed)
-    name = name or f"{kc_model} (LFA)"
-    deadline = None if budget_s is None else t0 + float(budget_s)
-    path_rows, models, changes = [], [], []
-    n_cand = n_full = 0
-    stopped = "converged"
+    return list(factors)
 
-    def record(step, model, fit_s, cand: Candidate | None, n_step_cands):
-        rmse, logloss = s.cross_validate(model) if cv == "path" else (np.nan, np.nan)
-        row = {"step": step, "kc_model": kc_model, "operator": cand.operator if cand else "start",
-               "kcs": " ~~ ".join(cand.kcs) if cand else "", "detail": cand.detail if cand else kc_model,
+
+class _Path:
+    """The accepted steps of a search: one row per model (with its cross-validation), the models, the changes."""
+
+    def __init__(self, s: "_Search", kc_model: str, *, cv: str, t0: float, on_step=None):
+        self.s, self.kc_model, self.cv, self.t0, self.on_step = s, kc_model, cv, t0, on_step
+        self.rows, self.models, self.changes = [], [], []
+        self.n_cand = self.n_full = 0
+
+    def record(self, step, model, fit_s, cand: Candidate | None, n_step_cands):
+        rmse, logloss = self.s.cross_validate(model) if self.cv == "path" else (np.nan, np.nan)
+        row = {"step": step, "kc_model": self.kc_model, "operator": cand.operator if cand else "start",
+               "kcs": " ~~ ".join(cand.kcs) if cand else "", "detail": cand.detail if cand else self.kc_model,
                "new_kcs": " ~~ ".join(cand.new) if cand else "", "n_kcs": len(model.kcs),
                "n_params": model.n_params, "log_likelihood": model.ll, "bic": model.bic, "aic": model.aic,
                "cv_rmse": rmse, "cv_log_loss": logloss, "n_candidates": n_step_cands, "fit_seconds": fit_s,
-               "elapsed_seconds": time.perf_counter() - t0}
-        path_rows.append(row)
-        models.append(model)
-        if on_step is not None:
-            on_step(row)
+               "elapsed_seconds": time.perf_counter() - self.t0}
+        self.rows.append(row)
+        self.models.append(model)
+        if self.on_step is not None:
+            self.on_step(row)
 
-    tf = time.perf_counter()
-    current = s.fit(s.start_kcs)
-    n_full += 1
-    record(0, current, time.perf_counter() - tf, None, 0)
-    try:
-        for step in range(1, int(max_steps) + 1):
-            if deadline is not None and time.perf_counter() > deadline:
-                stopped = "budget"
-                break
-            cands = []
-            if "split" in operators and s.factor_values:
-                cands += s.split_candidates(current, min_rows)
-            if "split_items" in operators:
-                cands += s.split_item_candidates(current, min_rows, max_exhaustive_items)
-            if "merge" in operators:
-                cands += s.merge_candidates(current, merge_candidates)
-            if "add" in operators and s.factor_values:
-                cands += s.add_candidates(current, min_rows)
-            n_step = sum(c.n_evaluated for c in cands)
-            n_cand += n_step
-            logN = np.log(s.n)
-            scored = sorted(cands, key=lambda c: -2 * c.d_ll + c.d_params * logN)
-            best, best_model, best_fit_s = None, None, 0.0
-            for c in scored[:max(1, int(refit))]:
-                if -2 * c.d_ll + c.d_params * logN >= 0 and best is not None:
-                    break
-                tf = time.perf_counter()
-                m = s.fit(s.apply(current, c), current.theta)
-                n_full += 1
-                if best_model is None or m.bic < best_model.bic:
-                    best, best_model, best_fit_s = c, m, time.perf_counter() - tf
-                if deadline is not None and time.perf_counter() > deadline:
-                    break
-            if best is None or best_model.bic >= current.bic - 1e-9:
-                stopped = "converged"
-                break
-            current = best_model
-            changes.append(best)
-            record(step, current, best_fit_s, best, n_step)
-        else:
-            stopped = "max_steps"
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-    n_done = min(len(path_rows), len(models))  # a step interrupted half-way is dropped whole
-    path_rows, models, changes = path_rows[:n_done], models[:n_done], changes[:n_done - 1]
+
+def _candidates(s: "_Search", current, operators, *, min_rows: int, merge_candidates: int,
+                max_exhaustive_items: int) -> list:
+    """Every change of the current KC model the operators propose, scored by restricted fits."""
+    cands = []
+    if "split" in operators and s.factor_values:
+        cands += s.split_candidates(current, min_rows)
+    if "split_items" in operators:
+        cands += s.split_item_candidates(current, min_rows, max_exhaustive_items)
+    if "merge" in operators:
+        cands += s.merge_candidates(current, merge_candidates)
+    if "add" in operators and s.factor_values:
+        cands += s.add_candidates(current, min_rows)
+    return cands
+
+
+def _best_change(s: "_Search", current, cands: list, path: _Path, *, refit: int, deadline: float | None):
+    """The best of the ``refit`` best-scored candidates fitted in full: ``(candidate, model, fit seconds)``.
+
+    Candidates whose restricted score says they cannot lower the BIC are not fitted (once one was).
+    """
+    logN = np.log(s.n)
+    scored = sorted(cands, key=lambda c: -2 * c.d_ll + c.d_params * logN)
+    best, best_model, best_fit_s = None, None, 0.0
+    for c in scored[:max(1, int(refit))]:
+        if -2 * c.d_ll + c.d_params * logN >= 0 and best is not None:
+            break
+        tf = time.perf_counter()
+        m = s.fit(s.apply(current, c), current.theta)
+        path.n_full += 1
+        if best_model is None or m.bic < best_model.bic:
+            best, best_model, best_fit_s = c, m, time.perf_counter() - tf
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    return best, best_model, best_fit_s
+
+
+def _search_result(s: "_Search", p: _Path, stopped: str, *, cv: str, kc_model: str, name: str) -> SearchResult:
+    """The path table, the chosen model (with its Q-matrix) and the explanations of its changes."""
+    n_done = min(len(p.rows), len(p.models))  # a step interrupted half-way is dropped whole
+    path_rows, models, changes = p.rows[:n_done], p.models[:n_done], p.changes[:n_done - 1]
     path = pd.DataFrame(path_rows)
     # the best model: the path up to the first change that cross-validation does not support
     # (held-out log-loss not lower than before the change); every change on it lowered the BIC
@@ -687,7 +723,7 @@ def search(steps: pd.DataFrame, *, kc_model: str, items: pd.DataFrame | None = N
                 any(f.startswith(k) for f in final) for k in c.new):
             expl += _explain(c)
     explanations = pd.DataFrame(expl, columns=["kc", "operator", "message", "fields", "text", "new_kcs"])
-    return SearchResult(path, best_q, explanations, best_step, n_cand, n_full, time.perf_counter() - t0,
+    return SearchResult(path, best_q, explanations, best_step, p.n_cand, p.n_full, time.perf_counter() - p.t0,
                         stopped, kc_model, name, changes[:best_step])
 
 
