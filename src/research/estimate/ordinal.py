@@ -36,6 +36,7 @@ renumbered 0, 1, ...), and said so in ``note``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,19 @@ class _OrdData:
     rows: np.ndarray
     cols: np.ndarray
     cat: np.ndarray
+    #: cases sharing each row of ``Y`` (None: one case per row); see :func:`_patterns`
+    weight: np.ndarray | None = None
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.case_group) if self.weight is None else int(self.weight.sum())
+
+    def counts(self, rows=slice(None)) -> np.ndarray:
+        """Answers per item-category column over ``rows`` (each row counted by its weight)."""
+        Y = self.Y[rows]
+        if self.weight is None:
+            return np.asarray(Y.sum(axis=0)).ravel()
+        return np.asarray(Y.T @ self.weight[rows]).ravel()
 
     @property
     def J(self) -> int:
@@ -141,6 +155,27 @@ def _ord_data(responses: pd.DataFrame, learner: str, item: str, category: str, g
                     Y, rows, icode.astype(int), ycode)
 
 
+def _patterns(d: _OrdData) -> _OrdData:
+    """The same data with one row per group and distinct response pattern, weighted by its cases.
+
+    A case's marginal likelihood depends only on its group and its answers (missing ones
+    included), so the patterns with their counts give exactly the likelihood, gradient and
+    information of the cases; a few Likert questions answered by thousands of learners have
+    a few hundred distinct patterns. Per-case results (EAP) use the data it came from.
+    """
+    codes = np.full((len(d.case_group), d.J), -1, dtype=np.int64)
+    codes[d.rows, d.cols] = d.cat
+    key = np.column_stack([d.case_group, codes])
+    uniq, weight = np.unique(key, axis=0, return_counts=True)  # sorted: groups stay in blocks
+    if len(uniq) == len(key):
+        return d
+    pr, pj = np.nonzero(uniq[:, 1:] >= 0)
+    pc = uniq[pr, 1 + pj]
+    Y = sp.csr_matrix((np.ones(len(pr)), (pr, pj * d.K + pc)), shape=(len(uniq), d.Y.shape[1]))
+    return _OrdData(d.items, d.groups, np.full(len(uniq), None, dtype=object), uniq[:, 0], d.n_cat, d.cat_values,
+                    Y, pr, pj, pc, weight.astype(float))
+
+
 # --------------------------------------------------------------------------- model algebra
 
 
@@ -195,7 +230,7 @@ class _Spec:
         c = np.zeros(self.shapes["c"])
         for gi in range(self.Gc):  # groups x items (few)
             rows = slice(None) if self.share_c else d.group_rows(gi)
-            counts = np.asarray(d.Y[rows].sum(axis=0)).reshape(d.J, K) + 0.5
+            counts = d.counts(rows).reshape(d.J, K) + 0.5
             for j in range(d.J):
                 n = counts[j, : d.n_cat[j]]
                 if self.model == "grm":
@@ -274,9 +309,14 @@ def _evaluate(spec: _Spec, p: dict, x: np.ndarray, log_w: np.ndarray, *, need_gr
         e = np.exp(ll - top[:, None])
         s = e.sum(axis=1)
         lmarg = top + np.log(s)
-        total += float(lmarg.sum())
         W = e / s[:, None]
-        r = np.asarray(Yg.T @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
+        if d.weight is None:
+            total += float(lmarg.sum())
+            r = np.asarray(Yg.T @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
+        else:  # response patterns, each standing for weight cases
+            wg = d.weight[rows]
+            total += float(wg @ lmarg)
+            r = np.asarray(Yg.T @ (W * wg[:, None])).reshape(d.J, K, -1)
         if keep:
             kept.append((g, theta, P, valid, r, W))
         if not need_grad:
@@ -331,11 +371,11 @@ def _fit(d: _OrdData, model: str, **kw) -> _Fit:
 
 def _fit_one_thread(d: _OrdData, model: str, *, share_a=True, share_c=True, free_mu=True, free_sd=True, n_quad=41,
                     max_iter=2000, se=True) -> _Fit:
-    spec = _Spec(model, d, share_a, share_c, free_mu, free_sd)
+    spec = _Spec(model, _patterns(d), share_a, share_c, free_mu, free_sd)
     x, w = quadrature(n_quad)
     log_w = np.log(w)
     base = spec.start()
-    n_cases = len(d.case_group)
+    n_cases = d.n_cases
     u0 = spec.to_u(base)
 
     def f(v):
@@ -583,7 +623,9 @@ class OrdinalIRT:
     def eap(self) -> pd.DataFrame:
         """Posterior mean ability (EAP) and SD per case: learner_id, group, theta, se."""
         self._check()
-        d, spec = self.data_, self.fit_.spec
+        d = self.data_
+        spec = copy.copy(self.fit_.spec)
+        spec.d = d  # every case, not the response patterns the fit ran on
         with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
             _, _, kept = _evaluate(spec, self.fit_.params, self.fit_.x, self.fit_.log_w, need_grad=False, keep=True)
         parts = []
