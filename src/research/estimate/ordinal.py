@@ -37,7 +37,7 @@ renumbered 0, 1, ...), and said so in ``note``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,7 @@ class _OrdData:
     cat: np.ndarray
     #: cases sharing each row of ``Y`` (None: one case per row); see :func:`_patterns`
     weight: np.ndarray | None = None
+    _blocks: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_cases(self) -> int:
@@ -98,6 +99,14 @@ class _OrdData:
     def group_rows(self, g: int) -> slice:
         idx = np.flatnonzero(self.case_group == g)
         return slice(int(idx[0]), int(idx[-1]) + 1)
+
+    def block(self, g: int) -> tuple:
+        """Group ``g``'s rows: (slice, Y, Y transposed, weights or None), sliced once per data set."""
+        if g not in self._blocks:
+            rows = self.group_rows(g)
+            Y = self.Y[rows]
+            self._blocks[g] = (rows, Y, Y.T.tocsr(), None if self.weight is None else self.weight[rows])
+        return self._blocks[g]
 
 
 def _ord_data(responses: pd.DataFrame, learner: str, item: str, category: str, group: str | None,
@@ -289,7 +298,7 @@ def _evaluate(spec: _Spec, p: dict, x: np.ndarray, log_w: np.ndarray, *, need_gr
     grad = {k: np.zeros(s) for k, s in spec.shapes.items()}
     kept = []
     for g in range(d.G):  # groups (waves or learner groups: few)
-        rows = d.group_rows(g)
+        rows, Yg, YgT, wg = d.block(g)
         ga, gc = (0 if spec.share_a else g), (0 if spec.share_c else g)
         sd = np.exp(p["lsd"][g])
         theta = p["mu"][g] + sd * x
@@ -301,7 +310,6 @@ def _evaluate(spec: _Spec, p: dict, x: np.ndarray, log_w: np.ndarray, *, need_gr
             a = np.ones(d.J)
             P, valid = _pcm_probs(c, theta, d.n_cat)
         logP = np.where(valid[:, :, None], np.log(P), 0.0)
-        Yg = d.Y[rows]
         ll = Yg @ logP.reshape(d.J * K, -1) + log_w[None, :]
         # log-sum-exp over the nodes by hand: scipy's logsumexp costs more in checks than in sums here
         top = ll.max(axis=1)
@@ -310,13 +318,12 @@ def _evaluate(spec: _Spec, p: dict, x: np.ndarray, log_w: np.ndarray, *, need_gr
         s = e.sum(axis=1)
         lmarg = top + np.log(s)
         W = e / s[:, None]
-        if d.weight is None:
+        if wg is None:
             total += float(lmarg.sum())
-            r = np.asarray(Yg.T @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
-        else:  # response patterns, each standing for weight cases
-            wg = d.weight[rows]
+            r = np.asarray(YgT @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
+        else:  # response patterns, each standing for wg cases
             total += float(wg @ lmarg)
-            r = np.asarray(Yg.T @ (W * wg[:, None])).reshape(d.J, K, -1)
+            r = np.asarray(YgT @ (W * wg[:, None])).reshape(d.J, K, -1)
         if keep:
             kept.append((g, theta, P, valid, r, W))
         if not need_grad:
@@ -370,11 +377,11 @@ def _fit(d: _OrdData, model: str, **kw) -> _Fit:
 
 
 def _fit_one_thread(d: _OrdData, model: str, *, share_a=True, share_c=True, free_mu=True, free_sd=True, n_quad=41,
-                    max_iter=2000, se=True) -> _Fit:
+                    max_iter=2000, se=True, start: dict | None = None) -> _Fit:
     spec = _Spec(model, _patterns(d), share_a, share_c, free_mu, free_sd)
     x, w = quadrature(n_quad)
     log_w = np.log(w)
-    base = spec.start()
+    base = spec.start() if start is None else start
     n_cases = d.n_cases
     u0 = spec.to_u(base)
 
@@ -648,6 +655,27 @@ def fit_pcm(responses: pd.DataFrame, **kwargs) -> OrdinalIRT:
 # --------------------------------------------------------------------------- invariance
 
 
+def _freer_start(fit: _Fit, model: str) -> dict:
+    """A fitted invariance level in the parameters of the next freer one, with the same likelihood.
+
+    scalar -> metric: group means move into the group's intercepts (``c_g = c + a mu_g``; PCM:
+    every step ``+ mu_g``), means 0. metric -> configural (GRM): group SDs move into the
+    group's discriminations (``a_g = a sd_g``), SDs 1.
+    """
+    p, spec = fit.params, fit.spec
+    G = spec.d.G
+    a = np.broadcast_to(p["a"], (G, p["a"].shape[1])).copy()
+    c = np.broadcast_to(p["c"], (G,) + p["c"].shape[1:]).copy()
+    mu, lsd = p["mu"].copy(), p["lsd"].copy()
+    if spec.share_c:  # scalar: means into intercepts
+        shift = (a * mu[:, None]) if model == "grm" else np.broadcast_to(mu[:, None], a.shape)
+        c = np.where(spec.valid_c[0][None], c + shift[:, :, None], 0.0)
+        return {"a": a[:1].copy() if model == "grm" else a, "c": c, "mu": np.zeros(G), "lsd": lsd}
+    if model == "grm":  # metric: SDs into discriminations
+        return {"a": a * np.exp(lsd)[:, None], "c": c, "mu": np.zeros(G), "lsd": np.zeros(G)}
+    return {"a": a, "c": c, "mu": mu, "lsd": lsd}
+
+
 def invariance(responses: pd.DataFrame, *, group: str, model: str = "grm", learner: str = "learner_id",
                item: str = "item_id", category: str = "category", n_quad: int = 31, alpha: float = 0.05,
                group_order: list[str] | None = None) -> pd.DataFrame:
@@ -673,9 +701,15 @@ def invariance(responses: pd.DataFrame, *, group: str, model: str = "grm", learn
         levels.append(("metric", dict(share_a=True, share_c=False, free_mu=False, free_sd=True)))
     levels.append(("scalar", dict(share_a=True, share_c=True, free_mu=True, free_sd=True)))
     n = len(d.case_group)
+    # the most constrained model first; its optimum, written in the next model's parameters, is
+    # where that model starts (the same likelihood, so the freer fit only has to improve on it)
+    fits, start = {}, None
+    for name, kw in reversed(levels):
+        fits[name] = _fit(d, model, n_quad=n_quad, se=False, start=start, **kw)
+        start = _freer_start(fits[name], model)
     rows, prev = [], None
-    for name, kw in levels:
-        f = _fit(d, model, n_quad=n_quad, se=False, **kw)
+    for name, _ in levels:
+        f = fits[name]
         row = {"level": name, "loglik": f.loglik, "n_params": f.n_params, "aic": 2 * f.n_params - 2 * f.loglik,
                "bic": np.log(n) * f.n_params - 2 * f.loglik, "lr": np.nan, "df": np.nan, "p": np.nan}
         if prev is not None:
