@@ -138,7 +138,7 @@ def test_proportional_odds_fit_agrees_with_statsmodels():
     X = np.column_stack([rng.normal(size=300), rng.integers(0, 2, 300)]).astype(float)
     cdf = expit(np.array([-1.0, 0.0, 1.2])[None, :] - (X @ np.array([0.8, -0.5]))[:, None])  # P(Y <= k)
     y = (rng.random(300)[:, None] > cdf).sum(axis=1)
-    ll, beta, se = ordinal._polr(y, X)
+    ll, beta, se = ordinal.polr(y, X)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = OrderedModel(y, X, distr="logit").fit(method="bfgs", disp=False, maxiter=2000)

@@ -48,7 +48,7 @@ from scipy.special import expit, logsumexp
 from research.errors import ConfigError, DataError
 from research.estimate.irt import FIT_HIGH, FIT_LOW, numeric_info, quadrature, safe_inverse
 
-__all__ = ["D_PROBIT", "OrdinalIRT", "invariance", "ordinal_dif", "pcm_cml"]
+__all__ = ["D_PROBIT", "OrdinalIRT", "invariance", "ordinal_dif", "pcm_cml", "polr"]
 
 MODELS = ("grm", "pcm")
 D_PROBIT = 1.702
@@ -731,16 +731,23 @@ DIF_R2_B = 0.035
 DIF_R2_C = 0.070
 
 
-def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+def polr(y: np.ndarray, X: np.ndarray, *, weights: np.ndarray | None = None,
+         start_beta: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """Proportional-odds logistic regression ``logit P(Y <= k) = tau_k - X beta`` by L-BFGS with the
     exact gradient (the same model as statsmodels' ``OrderedModel`` / R's ``MASS::polr``).
 
-    ``y`` holds category codes 0..K-1 (every one observed). Returns (log-likelihood, beta, se of beta)
-    with standard errors from the observed information (central differences of the gradient).
+    ``y`` holds category codes 0..K-1 (every one observed). ``weights`` are frequency weights:
+    a row with weight w counts as w identical rows, so a table of counts per distinct (y, X)
+    gives the estimates, log-likelihood and standard errors of the rows it counts. Returns
+    (log-likelihood, beta, se of beta) with standard errors from the observed information
+    (central differences of the exact gradient).
     """
+    y = np.asarray(y, dtype=int)
+    X = np.asarray(X, dtype=float)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
     K = int(y.max()) + 1
-    n, p = X.shape
-    cum = np.cumsum(np.bincount(y, minlength=K))[:-1] / n
+    n, p = float(w.sum()), X.shape[1]
+    cum = np.cumsum(np.bincount(y, weights=w, minlength=K))[:-1] / n
     tau0 = np.log(cum / (1 - cum))
 
     def nat(v):
@@ -754,9 +761,9 @@ def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) ->
         Fu, Fl = expit(u), expit(low)
         P = np.clip(Fu - Fl, 1e-300, None)
         fu, fl = Fu * (1 - Fu), Fl * (1 - Fl)
-        g_eta = -(fu - fl) / P
-        g_tau = np.bincount(y, fu / P, minlength=K)[:K - 1] - np.bincount(y, fl / P, minlength=K)[1:]
-        return float(np.log(P).sum()), X.T @ g_eta, g_tau
+        g_eta = -w * (fu - fl) / P
+        g_tau = np.bincount(y, w * fu / P, minlength=K)[:K - 1] - np.bincount(y, w * fl / P, minlength=K)[1:]
+        return float(w @ np.log(P)), X.T @ g_eta, g_tau
 
     def f(v):
         beta, tau = nat(v)
@@ -770,8 +777,8 @@ def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) ->
     res = optimize.minimize(f, v0, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14})
     beta, tau = nat(res.x)
 
-    def g_nat(w):
-        _, gb, gt = ll_grad(w[:p], w[p:])
+    def g_nat(v):
+        _, gb, gt = ll_grad(v[:p], v[p:])
         return np.r_[gb, gt]
 
     cov = safe_inverse(numeric_info(g_nat, np.r_[beta, tau], h=1e-5))
@@ -787,7 +794,7 @@ def ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str = "learner_
                 category: str = "category", alpha: float = 0.05, min_cell_size: int = 10) -> pd.DataFrame:
     """Ordinal logistic-regression DIF per item (Zumbo 1999), with the rest score as the matching.
 
-    For each item, three proportional-odds models (:func:`_polr`, the model of statsmodels'
+    For each item, three proportional-odds models (:func:`polr`, the model of statsmodels'
     ``OrderedModel``, fitted with its exact gradient):
     M1 ``rest``, M2 ``rest + group``, M3 ``rest + group + rest x group``, where ``rest`` is the
     case's sum of the construct's other items (cases who answered every item). Uniform DIF is
@@ -844,9 +851,13 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
         X2 = np.column_stack([rest, G])
         X3 = np.column_stack([rest, G, G * rest[:, None]])
         yk = np.searchsorted(cats, y)
-        ll1, _, _ = _polr(yk, X1)
-        ll2, b2, se2 = _polr(yk, X2)
-        ll3, _, _ = _polr(yk, X3, start_beta=np.r_[b2, np.zeros(X3.shape[1] - X2.shape[1])])
+        # the rest score takes few values: fit on the distinct (answer, rest, group) rows with their counts
+        uniq, cnt = np.unique(np.column_stack([yk, X3]), axis=0, return_counts=True)
+        yu, Xu = uniq[:, 0].astype(int), uniq[:, 1:]
+        k1, k2 = X1.shape[1], X2.shape[1]
+        ll1, _, _ = polr(yu, Xu[:, :k1], weights=cnt)
+        ll2, b2, se2 = polr(yu, Xu[:, :k2], weights=cnt)
+        ll3, _, _ = polr(yu, Xu, weights=cnt, start_beta=np.r_[b2, np.zeros(X3.shape[1] - k2)])
         # null model: thresholds only (the marginal distribution)
         counts = np.bincount(np.searchsorted(cats, y), minlength=len(cats))
         ll0 = float((counts * np.log(np.clip(counts / counts.sum(), 1e-300, None))).sum())

@@ -7,8 +7,9 @@
   correlation matrix, ``1 - sum(1 - h2) / sum(R)`` as in R's ``psych::omega``, with a
   percentile bootstrap interval; :func:`reliability` applies both per construct.
 * :func:`ordinal_change` fits a cumulative-logit model of item responses on phase (post
-  vs pre) with item thresholds shifted per item (statsmodels ``OrderedModel``; the same
-  model as R's ``ordinal::clm(response ~ phase + item)``).
+  vs pre) with item thresholds shifted per item (the model of statsmodels' ``OrderedModel``
+  and R's ``ordinal::clm(response ~ phase + item)``, fitted on the counts per item, phase
+  and answer with the exact gradient).
 * :class:`BayesianOrdinalChange` is the PyMC ordered-logistic model with learner
   effects (the change conditional on the learner).
 * :func:`survey_summary` is the report table (``surveys.csv``).
@@ -16,7 +17,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -278,8 +278,10 @@ def ordinal_change(
 ) -> pd.DataFrame:
     """Cumulative-logit (proportional odds) change of item responses from pre to post.
 
-    ``logit P(Y <= j) = theta_j - (beta * post + d_item)`` fitted with statsmodels'
-    ``OrderedModel``; ``beta`` is the log odds of answering higher after than before.
+    ``logit P(Y <= j) = theta_j - (beta * post + d_item)`` (statsmodels' ``OrderedModel``, R's
+    ``ordinal::clm``), fitted by :func:`research.estimate.ordinal.polr` with its exact gradient
+    on the counts per item, phase and answer, which are sufficient for it; ``beta`` is the
+    log odds of answering higher after than before.
     Pre and post answers of the same learner are treated as independent here (the
     Bayesian model adds learner effects).
 
@@ -288,30 +290,29 @@ def ordinal_change(
     DataFrame with one row: construct, estimate (beta, log odds), se, ci_low, ci_high,
         odds_ratio, p, n (learners), n_responses, method ('ordered_logit').
     """
-    from statsmodels.miscmodels.ordinal_model import OrderedModel
+    from research.estimate.ordinal import polr
 
     s = _change_frame(scored_responses(surveys, **columns), construct, pre, post)
     cats = np.sort(s["category"].unique())
-    y = pd.Categorical(s["category"].to_numpy(), categories=cats, ordered=True)
-    X = pd.DataFrame({"post": (s["phase"] == post).astype(float).to_numpy()})
-    items = sorted(s["item_id"].unique())
-    if len(items) > 1:
-        dummies = pd.get_dummies(pd.Categorical(s["item_id"].to_numpy(), categories=items), drop_first=True,
-                                 prefix="item", dtype=float)
-        X = pd.concat([X, dummies.reset_index(drop=True)], axis=1)
     if len(cats) < 2:
         raise DataError(f"construct {construct!r}: every answer is in the same category; no ordinal model can be fitted")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = OrderedModel(y, X, distr="logit").fit(method="bfgs", disp=False, maxiter=2000)
-    b = float(res.params["post"])
-    se = float(res.bse["post"])
+    # phase and item are the only predictors: the counts per item x phase x category are sufficient,
+    # and the model fitted on them with frequency weights is the model of the answers
+    items = sorted(s["item_id"].unique())
+    table = pd.DataFrame({"item": pd.Categorical(s["item_id"].to_numpy(), categories=items).codes,
+                          "post": (s["phase"] == post).to_numpy(dtype=int),
+                          "y": np.searchsorted(cats, s["category"].to_numpy())}).value_counts().sort_index().reset_index()
+    X = np.column_stack([table["post"].to_numpy(dtype=float)]
+                        + [(table["item"].to_numpy() == j).astype(float) for j in range(1, len(items))])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _, beta, bse = polr(table["y"].to_numpy(), X, weights=table["count"].to_numpy(dtype=float))
+    b, se = float(beta[0]), float(bse[0])
     z = stats.norm.ppf(1 - (1 - ci_level) / 2)
     out = pd.DataFrame({"construct": [construct], "estimate": [b], "se": [se], "ci_low": [b - z * se],
                         "ci_high": [b + z * se], "odds_ratio": [np.exp(b)],
                         "p": [2 * stats.norm.sf(abs(b / se))], "n": [s["learner_id"].nunique()],
                         "n_responses": [len(s)], "method": ["ordered_logit"]})
-    out.attrs.update(converged=bool(res.mle_retvals.get("converged", True)))
+    out.attrs.update(converged=bool(np.isfinite(se)))
     return out.astype({"construct": "string", "method": "string"})
 
 
