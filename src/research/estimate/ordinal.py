@@ -52,6 +52,7 @@ __all__ = ["D_PROBIT", "OrdinalIRT", "invariance", "ordinal_dif", "pcm_cml", "po
 
 MODELS = ("grm", "pcm")
 D_PROBIT = 1.702
+DENSE_CELLS = 2_000_000  # a group's response matrix up to this many cells is held dense
 
 
 # --------------------------------------------------------------------------- data
@@ -105,7 +106,10 @@ class _OrdData:
         if g not in self._blocks:
             rows = self.group_rows(g)
             Y = self.Y[rows]
-            self._blocks[g] = (rows, Y, Y.T.tocsr(), None if self.weight is None else self.weight[rows])
+            YT = Y.T.tocsr()
+            if Y.shape[0] * Y.shape[1] <= DENSE_CELLS:  # small (response patterns): dense products cost less
+                Y, YT = Y.toarray(), np.ascontiguousarray(Y.T.toarray())
+            self._blocks[g] = (rows, Y, YT, None if self.weight is None else self.weight[rows])
         return self._blocks[g]
 
 
