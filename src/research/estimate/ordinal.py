@@ -179,7 +179,15 @@ def _patterns(d: _OrdData) -> _OrdData:
     codes = np.full((len(d.case_group), d.J), -1, dtype=np.int64)
     codes[d.rows, d.cols] = d.cat
     key = np.column_stack([d.case_group, codes])
-    uniq, weight = np.unique(key, axis=0, return_counts=True)  # sorted: groups stay in blocks
+    base = d.K + 1  # a pattern as one number (group first, so groups stay in blocks) where it fits in 62 bits
+    if (d.J + 1) * np.log2(max(base, d.G)) < 62:
+        num = np.zeros(len(key), dtype=np.int64)
+        for col in range(key.shape[1]):
+            num = num * max(base, d.G) + key[:, col] + (col > 0)
+        _, first, weight = np.unique(num, return_index=True, return_counts=True)
+        uniq = key[first]
+    else:
+        uniq, weight = np.unique(key, axis=0, return_counts=True)  # sorted: groups stay in blocks
     if len(uniq) == len(key):
         return d
     pr, pj = np.nonzero(uniq[:, 1:] >= 0)
