@@ -447,6 +447,35 @@ def survey_summary(
     scores = construct_scores(surveys, **columns)
     rel_phase = pre if pre in set(scores["phase"]) else sorted(set(scores["phase"]))[0]
     rel = reliability(surveys, phase=rel_phase, ci_level=ci_level, n_boot=n_boot, seed=seed, **columns)
+    out = _score_change(scores, pre, post, ci_level)
+    rel_cols = rel.rename(columns={"phase": "reliability_phase"})[
+        ["construct", "reliability_phase", "n_items", "alpha", "alpha_ci_low", "alpha_ci_high", "omega",
+         "omega_ci_low", "omega_ci_high"]]
+    out = out.merge(rel_cols, on="construct", how="left")
+    out = out.merge(_ordinal_columns(surveys, out, pre, post, ci_level, columns), on="construct", how="left")
+    out, method = _bayes_columns(out, bayes)
+    sc = scores.groupby("construct", observed=True)[["scale_min", "scale_max"]].first().reset_index()
+    out = out.merge(sc.astype({"construct": "string"}), on="construct", how="left")
+    out["method"] = method
+    out["_n_supp"] = np.minimum(out["n"], out["n_pre"])
+    out.loc[out["n"] == 0, "_n_supp"] = 0
+    ids = ["construct", "reliability_phase", "method", "scale_min", "scale_max"]
+    out = suppress_small_rows(out, "_n_supp", ids, int(min_cell_size)).drop(columns=["_n_supp"])
+    out = out[SUMMARY_COLUMNS]
+    out = out.astype({"construct": "string", "method": "string", "scale_min": "Int64", "scale_max": "Int64"})
+    return out.reset_index(drop=True)
+
+
+SUMMARY_COLUMNS = ["construct", "n", "n_pre", "n_post", "n_items", "reliability_phase", "alpha", "alpha_ci_low",
+                   "alpha_ci_high", "omega", "omega_ci_low", "omega_ci_high", "pre_mean", "post_mean", "change",
+                   "change_ci_low", "change_ci_high", "d_z", "d_z_ci_low", "d_z_ci_high", "ordinal_log_odds",
+                   "ordinal_ci_low", "ordinal_ci_high", "ordinal_p", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high",
+                   "prob_positive", "scale_min", "scale_max", "method", "suppressed_reason"]
+
+
+def _score_change(scores: pd.DataFrame, pre: str, post: str, ci_level: float) -> pd.DataFrame:
+    """Per construct: n_pre, n_post, and for learners with both scores n, the means, the mean
+    paired change with its t interval and d_z with its noncentral-t interval."""
     wide = scores.pivot_table(index=["construct", "learner_id"], columns="phase", values="score",
                               aggfunc="first").reset_index()
     for p in (pre, post):
@@ -471,10 +500,13 @@ def survey_summary(
     agg = agg.drop(columns=["sd"])
     out = counts.merge(agg, on="construct", how="left")
     out["n"] = out["n"].fillna(0).astype(int)
-    rel_cols = rel.rename(columns={"phase": "reliability_phase"})[
-        ["construct", "reliability_phase", "n_items", "alpha", "alpha_ci_low", "alpha_ci_high", "omega",
-         "omega_ci_low", "omega_ci_high"]]
-    out = out.merge(rel_cols, on="construct", how="left")
+    return out
+
+
+def _ordinal_columns(surveys: pd.DataFrame, out: pd.DataFrame, pre: str, post: str, ci_level: float,
+                     columns: dict) -> pd.DataFrame:
+    """The ``ordinal_*`` columns: :func:`ordinal_change` of each construct with two or more
+    learners with both scores (left empty where it cannot be fitted)."""
     ords = []
     for c in out["construct"]:  # loop over constructs (few)
         if out.loc[out["construct"] == c, "n"].iloc[0] >= 2:
@@ -486,30 +518,20 @@ def survey_summary(
             except DataError:
                 pass
     ordf = pd.DataFrame(ords, columns=["construct", "ordinal_log_odds", "ordinal_ci_low", "ordinal_ci_high", "ordinal_p"])
-    out = out.merge(ordf.astype({"construct": "string"}), on="construct", how="left")
+    return ordf.astype({"construct": "string"})
+
+
+def _bayes_columns(out: pd.DataFrame, bayes) -> tuple[pd.DataFrame, str]:
+    """The ``bayes_*`` columns and ``prob_positive`` from :meth:`BayesianOrdinalChange.summary`
+    rows (empty without them), and the table's method."""
     for col in ("bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"):
         out[col] = np.nan
-    method = "classical"
-    if bayes is not None:
-        bf = pd.concat(list(bayes.values())) if isinstance(bayes, dict) else pd.DataFrame(bayes)
-        bf.attrs = {}
-        bf = bf.rename(columns={"estimate": "bayes_log_odds", "ci_low": "bayes_ci_low", "ci_high": "bayes_ci_high"})
-        out = out.drop(columns=["bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]).merge(
-            bf[["construct", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]].astype(
-                {"construct": "string"}), on="construct", how="left")
-        method = "classical+bayesian"
-    sc = scores.groupby("construct", observed=True)[["scale_min", "scale_max"]].first().reset_index()
-    out = out.merge(sc.astype({"construct": "string"}), on="construct", how="left")
-    out["method"] = method
-    out["_n_supp"] = np.minimum(out["n"], out["n_pre"])
-    out.loc[out["n"] == 0, "_n_supp"] = 0
-    ids = ["construct", "reliability_phase", "method", "scale_min", "scale_max"]
-    out = suppress_small_rows(out, "_n_supp", ids, int(min_cell_size)).drop(columns=["_n_supp"])
-    order = ["construct", "n", "n_pre", "n_post", "n_items", "reliability_phase", "alpha", "alpha_ci_low",
-             "alpha_ci_high", "omega", "omega_ci_low", "omega_ci_high", "pre_mean", "post_mean", "change",
-             "change_ci_low", "change_ci_high", "d_z", "d_z_ci_low", "d_z_ci_high", "ordinal_log_odds",
-             "ordinal_ci_low", "ordinal_ci_high", "ordinal_p", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high",
-             "prob_positive", "scale_min", "scale_max", "method", "suppressed_reason"]
-    out = out[order]
-    out = out.astype({"construct": "string", "method": "string", "scale_min": "Int64", "scale_max": "Int64"})
-    return out.reset_index(drop=True)
+    if bayes is None:
+        return out, "classical"
+    bf = pd.concat(list(bayes.values())) if isinstance(bayes, dict) else pd.DataFrame(bayes)
+    bf.attrs = {}
+    bf = bf.rename(columns={"estimate": "bayes_log_odds", "ci_low": "bayes_ci_low", "ci_high": "bayes_ci_high"})
+    out = out.drop(columns=["bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]).merge(
+        bf[["construct", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]].astype(
+            {"construct": "string"}), on="construct", how="left")
+    return out, "classical+bayesian"
