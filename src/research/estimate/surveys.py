@@ -108,11 +108,13 @@ def construct_scores(surveys: pd.DataFrame, **columns) -> pd.DataFrame:
     DataFrame with learner_id, phase, construct, score (mean of answered items), n_items
         (items answered), scale_min, scale_max.
     """
-    s = scored_responses(surveys, **columns)
-    out = s.groupby(["learner_id", "phase", "construct"], observed=True, sort=True).agg(
+    return _construct_scores(scored_responses(surveys, **columns))
+
+
+def _construct_scores(s: pd.DataFrame) -> pd.DataFrame:
+    return s.groupby(["learner_id", "phase", "construct"], observed=True, sort=True).agg(
         score=("score", "mean"), n_items=("score", "size"), scale_min=("scale_min", "first"),
         scale_max=("scale_max", "first")).reset_index()
-    return out
 
 
 # --------------------------------------------------------------------------- reliability
@@ -247,7 +249,11 @@ def reliability(
         alpha_ci_low, alpha_ci_high (Feldt), omega, omega_ci_low, omega_ci_high
         (bootstrap percentile), method.
     """
-    s = scored_responses(surveys, **columns)
+    return _reliability(scored_responses(surveys, **columns), phase=phase, ci_level=ci_level, n_boot=n_boot, seed=seed)
+
+
+def _reliability(s: pd.DataFrame, *, phase, ci_level: float, n_boot: int, seed: int | None) -> pd.DataFrame:
+    """:func:`reliability` of responses already scored by :func:`scored_responses`."""
     phases = [phase] if isinstance(phase, str) else (list(phase) if phase is not None else
                                                       [p for p in PHASES if p in set(s["phase"])])
     rows = []
@@ -310,9 +316,15 @@ def ordinal_change(
     DataFrame with one row: construct, estimate (beta, log odds), se, ci_low, ci_high,
         odds_ratio, p, n (learners), n_responses, method ('ordered_logit').
     """
+    return _ordinal_change(scored_responses(surveys, **columns), construct=construct, pre=pre, post=post,
+                           ci_level=ci_level)
+
+
+def _ordinal_change(scored: pd.DataFrame, *, construct: str, pre: str, post: str, ci_level: float) -> pd.DataFrame:
+    """:func:`ordinal_change` of responses already scored by :func:`scored_responses`."""
     from research.estimate.ordinal import polr
 
-    s = _change_frame(scored_responses(surveys, **columns), construct, pre, post)
+    s = _change_frame(scored, construct, pre, post)
     cats = np.sort(s["category"].unique())
     if len(cats) < 2:
         raise DataError(f"construct {construct!r}: every answer is in the same category; no ordinal model can be fitted")
@@ -444,15 +456,17 @@ def survey_summary(
     """
     if min_cell_size is None or int(min_cell_size) < 1:
         raise ConfigError(f"min_cell_size must be a whole number of at least 1, got {min_cell_size!r}")
-    scores = construct_scores(surveys, **columns)
-    rel_phase = pre if pre in set(scores["phase"]) else sorted(set(scores["phase"]))[0]
-    rel = reliability(surveys, phase=rel_phase, ci_level=ci_level, n_boot=n_boot, seed=seed, **columns)
+    scored = scored_responses(surveys, **columns)  # once, for every part of the table
+    scores = _construct_scores(scored)
+    present = set(scores["phase"].unique())
+    rel_phase = pre if pre in present else sorted(present)[0]
+    rel = _reliability(scored, phase=rel_phase, ci_level=ci_level, n_boot=n_boot, seed=seed)
     out = _score_change(scores, pre, post, ci_level)
     rel_cols = rel.rename(columns={"phase": "reliability_phase"})[
         ["construct", "reliability_phase", "n_items", "alpha", "alpha_ci_low", "alpha_ci_high", "omega",
          "omega_ci_low", "omega_ci_high"]]
     out = out.merge(rel_cols, on="construct", how="left")
-    out = out.merge(_ordinal_columns(surveys, out, pre, post, ci_level, columns), on="construct", how="left")
+    out = out.merge(_ordinal_columns(scored, out, pre, post, ci_level), on="construct", how="left")
     out, method = _bayes_columns(out, bayes)
     sc = scores.groupby("construct", observed=True)[["scale_min", "scale_max"]].first().reset_index()
     out = out.merge(sc.astype({"construct": "string"}), on="construct", how="left")
@@ -503,15 +517,14 @@ def _score_change(scores: pd.DataFrame, pre: str, post: str, ci_level: float) ->
     return out
 
 
-def _ordinal_columns(surveys: pd.DataFrame, out: pd.DataFrame, pre: str, post: str, ci_level: float,
-                     columns: dict) -> pd.DataFrame:
+def _ordinal_columns(scored: pd.DataFrame, out: pd.DataFrame, pre: str, post: str, ci_level: float) -> pd.DataFrame:
     """The ``ordinal_*`` columns: :func:`ordinal_change` of each construct with two or more
     learners with both scores (left empty where it cannot be fitted)."""
     ords = []
     for c in out["construct"]:  # loop over constructs (few)
         if out.loc[out["construct"] == c, "n"].iloc[0] >= 2:
             try:
-                o = ordinal_change(surveys, construct=c, pre=pre, post=post, ci_level=ci_level, **columns)
+                o = _ordinal_change(scored, construct=c, pre=pre, post=post, ci_level=ci_level)
                 ords.append({"construct": c, "ordinal_log_odds": o["estimate"].iloc[0],
                              "ordinal_ci_low": o["ci_low"].iloc[0], "ordinal_ci_high": o["ci_high"].iloc[0],
                              "ordinal_p": o["p"].iloc[0]})
