@@ -322,20 +322,21 @@ def _evaluate(spec: _Spec, p: dict, x: np.ndarray, log_w: np.ndarray, *, need_gr
             a = np.ones(d.J)
             P, valid = _pcm_probs(c, theta, d.n_cat)
         logP = np.where(valid[:, :, None], np.log(P), 0.0)
-        ll = Yg @ logP.reshape(d.J * K, -1) + log_w[None, :]
-        # log-sum-exp over the nodes by hand: scipy's logsumexp costs more in checks than in sums here
-        top = ll.max(axis=1)
+        e = np.asarray(Yg @ logP.reshape(d.J * K, -1))
+        e += log_w[None, :]
+        # log-sum-exp over the nodes by hand, in place: scipy's logsumexp costs more in checks than in sums here
+        top = e.max(axis=1)
         top = np.where(np.isfinite(top), top, 0.0)
-        e = np.exp(ll - top[:, None])
+        e -= top[:, None]
+        np.exp(e, out=e)
         s = e.sum(axis=1)
         lmarg = top + np.log(s)
-        W = e / s[:, None]
-        if wg is None:
-            total += float(lmarg.sum())
-            r = np.asarray(YgT @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
-        else:  # response patterns, each standing for wg cases
-            total += float(wg @ lmarg)
-            r = np.asarray(YgT @ (W * wg[:, None])).reshape(d.J, K, -1)
+        W = e
+        W /= s[:, None] if wg is None else (s / wg)[:, None]  # posterior over the nodes, times the cases it stands for
+        total += float(lmarg.sum() if wg is None else wg @ lmarg)
+        r = np.asarray(YgT @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
+        if keep and wg is not None:
+            W = W / wg[:, None]
         if keep:
             kept.append((g, theta, P, valid, r, W))
         if not need_grad:
