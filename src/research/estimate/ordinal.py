@@ -840,7 +840,10 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
         raise DataError(f"responses lack column(s) {miss}; the columns are {list(responses.columns)}")
     df = responses[need].dropna().copy()
     df[group] = df[group].astype(str)
-    wide = df.pivot_table(index=[group, learner], columns=item, values=category, aggfunc="first").dropna()
+    # one column per item (the first answer where a learner has two), complete cases only; unstack
+    # gives pivot_table's sorted rows and columns without its per-group aggregation
+    first = df.drop_duplicates([group, learner, item]).set_index([group, learner, item])[category]
+    wide = first.astype(float).unstack(item).dropna()
     sizes = wide.groupby(level=0).size()
     keep = sizes.index[sizes >= min_cell_size]
     wide = wide[wide.index.get_level_values(0).isin(keep)]
@@ -852,6 +855,7 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
     g = wide.index.get_level_values(0).to_numpy()
     G = pd.get_dummies(pd.Categorical(g, categories=groups), drop_first=True, dtype=float).to_numpy()
     total = wide.sum(axis=1).to_numpy()
+    n_by = pd.Series(g).value_counts()
     rows = []
     for it in wide.columns:  # items (few)
         y = wide[it].to_numpy()
@@ -879,7 +883,6 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
         far = int(np.argmax(np.abs(b)))
         lr_u, lr_n = max(2 * (ll2 - ll1), 0), max(2 * (ll3 - ll2), 0)
         lr = lr_u + lr_n
-        n_by = pd.Series(g).value_counts()
         rows.append({"item_id": str(it), "reference_group": groups[0], "focal_group": groups[far + 1], "n": len(y),
                      "n_reference": int(n_by[groups[0]]), "n_focal": int(n_by[groups[far + 1]]),
                      "log_odds": float(b[far]), "log_odds_se": float(bse[far]),
