@@ -668,6 +668,38 @@ def fit_pcm(responses: pd.DataFrame, **kwargs) -> OrdinalIRT:
 # --------------------------------------------------------------------------- invariance
 
 
+def _group_data(d: _OrdData, g: int) -> _OrdData:
+    """Group ``g``'s cases as data of one group (the items and their categories as in ``d``)."""
+    rows = d.group_rows(g)
+    m = (d.rows >= rows.start) & (d.rows < rows.stop)
+    return _OrdData(d.items, d.groups[g: g + 1], d.case_learner[rows], np.zeros(rows.stop - rows.start, dtype=int),
+                    d.n_cat, d.cat_values, d.Y[rows], d.rows[m] - rows.start, d.cols[m], d.cat[m],
+                    None if d.weight is None else d.weight[rows])
+
+
+@dataclass
+class _Separate:
+    """The configural model fitted group by group: its log-likelihood and free parameters."""
+
+    loglik: float
+    n_params: int
+    fits: list
+
+
+def _configural(d: _OrdData, model: str, *, n_quad: int, start: dict | None, share_a: bool, share_c: bool,
+                free_mu: bool, free_sd: bool) -> _Separate:
+    """The configural model (every group its own item parameters, ability N(0, 1), PCM: N(0, sd_g^2))
+    shares no parameter across groups, so its likelihood is the product of the groups' own: each
+    group is fitted alone (fewer parameters, fewer iterations), starting where ``start`` puts it."""
+    fits = []
+    for g in range(d.G):  # groups (few)
+        gs = None if start is None else {"a": start["a"][g: g + 1], "c": start["c"][g: g + 1],
+                                         "mu": np.zeros(1), "lsd": start["lsd"][g: g + 1]}
+        fits.append(_fit(_group_data(d, g), model, n_quad=n_quad, se=False, start=gs, share_a=True, share_c=True,
+                         free_mu=False, free_sd=False))
+    return _Separate(float(sum(f.loglik for f in fits)), int(sum(f.n_params for f in fits)), fits)
+
+
 def _freer_start(fit: _Fit, model: str) -> dict:
     """A fitted invariance level in the parameters of the next freer one, with the same likelihood.
 
@@ -675,6 +707,8 @@ def _freer_start(fit: _Fit, model: str) -> dict:
     every step ``+ mu_g``), means 0. metric -> configural (GRM): group SDs move into the
     group's discriminations (``a_g = a sd_g``), SDs 1.
     """
+    if isinstance(fit, _Separate):  # the freest level: nothing follows
+        return {}
     p, spec = fit.params, fit.spec
     G = spec.d.G
     a = np.broadcast_to(p["a"], (G, p["a"].shape[1])).copy()
@@ -718,7 +752,10 @@ def invariance(responses: pd.DataFrame, *, group: str, model: str = "grm", learn
     # where that model starts (the same likelihood, so the freer fit only has to improve on it)
     fits, start = {}, None
     for name, kw in reversed(levels):
-        fits[name] = _fit(d, model, n_quad=n_quad, se=False, start=start, **kw)
+        if name == "configural":  # nothing shared: one fit per group, whose log-likelihoods add up
+            fits[name] = _configural(d, model, n_quad=n_quad, start=start, **kw)
+        else:
+            fits[name] = _fit(d, model, n_quad=n_quad, se=False, start=start, **kw)
         start = _freer_start(fits[name], model)
     rows, prev = [], None
     for name, _ in levels:
