@@ -852,7 +852,7 @@ def ancova(
 def _ols_treatment(frame: pd.DataFrame, group: list[str]):
     """``ols("post ~ pre + C(g0) + ...")`` with the design built directly: intercept, a 0/1 column
     per level after the first in sorted order, then pre (patsy's treatment coding, order and names)."""
-    import statsmodels.api as sm
+    from statsmodels.regression.linear_model import OLS  # not statsmodels.api, which imports everything
 
     cols = {"Intercept": np.ones(len(frame))}
     for i in range(len(group)):
@@ -860,7 +860,7 @@ def _ols_treatment(frame: pd.DataFrame, group: list[str]):
         for level in sorted(set(g))[1:]:
             cols[f"C(g{i})[T.{level}]"] = (g == level).astype(float)
     cols["pre"] = frame["pre"].to_numpy(dtype=float)  # patsy puts the numeric term after the categorical ones
-    return sm.OLS(frame["post"].to_numpy(dtype=float), pd.DataFrame(cols, index=frame.index)).fit()
+    return OLS(frame["post"].to_numpy(dtype=float), pd.DataFrame(cols, index=frame.index)).fit()
 
 
 ANCOVA_COLUMNS = ["instrument", "module", "group_variable", "term", "estimate", "se", "ci_low", "ci_high", "t", "p",
