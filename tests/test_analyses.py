@@ -260,3 +260,16 @@ def test_reach_never_gives_back_a_cohort_size_the_report_hides(tmp_path, monkeyp
     monkeypatch.setattr(steps, "cohort_learners", lambda data: 7)
     (tmp_path / "funnel.csv").unlink()
     assert steps.n_learners_in_cohort(ctx) is None  # a cohort below the minimum cell size
+
+
+def test_has_prepost_needs_one_learner_with_both_tests_of_one_instrument():
+    from research.analyses import has_prepost
+
+    def frame(learners, instruments, phases):
+        return pd.DataFrame({"learner_id": learners, "instrument": instruments, "phase": phases})
+
+    assert has_prepost(frame(["a", "a", "b"], ["x", "x", "x"], ["pre", "post", "pre"]))
+    assert not has_prepost(frame(["a", "b"], ["x", "x"], ["pre", "post"]))  # two learners
+    assert not has_prepost(frame(["a", "a"], ["x", "y"], ["pre", "post"]))  # two instruments
+    assert not has_prepost(frame(["a", "a"], [None, None], ["pre", "post"]))  # no instrument
+    assert not has_prepost(frame([], [], []))

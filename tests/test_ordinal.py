@@ -138,7 +138,7 @@ def test_proportional_odds_fit_agrees_with_statsmodels():
     X = np.column_stack([rng.normal(size=300), rng.integers(0, 2, 300)]).astype(float)
     cdf = expit(np.array([-1.0, 0.0, 1.2])[None, :] - (X @ np.array([0.8, -0.5]))[:, None])  # P(Y <= k)
     y = (rng.random(300)[:, None] > cdf).sum(axis=1)
-    ll, beta, se = ordinal._polr(y, X)
+    ll, beta, se = ordinal.polr(y, X)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = OrderedModel(y, X, distr="logit").fit(method="bfgs", disp=False, maxiter=2000)
@@ -169,3 +169,29 @@ def test_learning_to_learn_grades_on_one_scale_and_their_invariance(ltl6):
     assert bool(inv.loc["metric", "holds"]) and inv.loc["scalar", "p"] < 1e-4
     dif = ordinal.ordinal_dif(long, group="phase").set_index("item_id")
     assert set(dif.index[dif["dif_class"] != "A"]) == {"subtest6", "subtest7"}
+
+
+def test_fits_on_response_patterns_and_by_group_equal_the_joint_fit_of_every_case():
+    """The shortcuts of the invariance test give the likelihood of the plain fit: response patterns
+    with their counts (every case its own row as the oracle), and the configural model fitted
+    group by group (the joint fit of all groups as the oracle)."""
+    a = np.array([1.5, 1.0, 2.0, 1.2])
+    b = np.array([[-1.0, 0.0, 1.0]] * 4)
+    d1, d2 = _simulate_grm(300, a, b, seed=8), _simulate_grm(300, a, b + 0.5, seed=9)
+    d1["grp"], d2["grp"] = "x", "y"
+    d2["learner_id"] = "y" + d2["learner_id"]
+    d = ordinal._ord_data(pd.concat([d1, d2]), "learner_id", "item_id", "category", "grp")
+    pat = ordinal._patterns(d)
+    assert pat.weight is not None and len(pat.case_group) < len(d.case_group) and pat.weight.sum() == len(d.case_group)
+    for model in ("grm", "pcm"):
+        kw = dict(share_a=False, share_c=False, free_mu=False, free_sd=model == "pcm")
+        spec_cases, spec_pat = ordinal._Spec(model, d, **kw), ordinal._Spec(model, pat, **kw)
+        x, w = ordinal.quadrature(21)
+        p0 = spec_cases.start()
+        ll_c, g_c = ordinal._evaluate(spec_cases, p0, x, np.log(w))
+        ll_p, g_p = ordinal._evaluate(spec_pat, p0, x, np.log(w))
+        assert ll_p == pytest.approx(ll_c, rel=1e-12)
+        assert np.allclose(spec_cases.pack(g_c), spec_pat.pack(g_p), rtol=1e-9, atol=1e-9)
+        joint = ordinal._fit(d, model, n_quad=21, se=False, **kw)
+        separate = ordinal._configural(d, model, n_quad=21, start=None, **kw)
+        assert separate.loglik == pytest.approx(joint.loglik, abs=1e-5) and separate.n_params == joint.n_params

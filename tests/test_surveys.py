@@ -55,6 +55,28 @@ def test_ordered_model_matches_clm(likert_ref_set, ref):
     assert res["n"] == 250 and res["n_responses"] == 3000 and res["method"] == "ordered_logit"
 
 
+def test_ordinal_change_on_counts_equals_statsmodels_on_answers(likert_ref_set):
+    """The fit on counts per item x phase x answer is statsmodels' OrderedModel on one row per
+    answer (polished by Newton steps, so both sit at the maximum): estimate, SE and p."""
+    import warnings
+
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    s = likert_ref_set[likert_ref_set["item_id"].isin(sorted(likert_ref_set["item_id"].unique())[:4])]
+    res = S.ordinal_change(s, construct="self_efficacy").iloc[0]
+    sc = S.scored_responses(s)
+    X = pd.concat([pd.DataFrame({"post": (sc["phase"] == "post").to_numpy(dtype=float)}),
+                   pd.get_dummies(sc["item_id"].to_numpy(), drop_first=True, dtype=float)], axis=1)
+    y = pd.Categorical(sc["category"].to_numpy(), ordered=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = OrderedModel(y, X, distr="logit")
+        ref = m.fit(method="newton", disp=False, start_params=m.fit(method="bfgs", disp=False, maxiter=2000).params)
+    assert res["estimate"] == pytest.approx(ref.params["post"], abs=1e-6)
+    assert res["se"] == pytest.approx(ref.bse["post"], rel=1e-4)
+    assert res["p"] == pytest.approx(ref.pvalues["post"], rel=1e-3)
+
+
 def test_omega_recovers_known_factor_model():
     x, true_omega = simulate_factor(3000, loadings=(0.8, 0.7, 0.6, 0.5, 0.7, 0.4), seed=4)
     om = S.mcdonald_omega(x, n_boot=400, seed=1)

@@ -187,8 +187,13 @@ def has_item_scores(assessments: pd.DataFrame) -> bool:
 def has_prepost(assessments: pd.DataFrame) -> bool:
     if assessments.empty:
         return False
-    ph = assessments.groupby(["learner_id", "instrument"])["phase"].agg(lambda s: {"pre", "post"} <= set(s.astype(str)))
-    return bool(ph.any())
+    # some learner took both a pre and a post test of one instrument (one pass, no lambda per group)
+    keys = assessments[["learner_id", "instrument"]].reset_index(drop=True)
+    known = keys.notna().all(axis=1).to_numpy()
+    phase = assessments["phase"].astype(str).to_numpy()
+    pre = keys[known & (phase == "pre")].drop_duplicates()
+    post = keys[known & (phase == "post")].drop_duplicates()
+    return bool(len(pre) and len(post) and len(pre.merge(post, on=["learner_id", "instrument"], how="inner")))
 
 
 def group_sizes_ok(learners: pd.DataFrame, attributes, min_cell_size: int) -> bool:

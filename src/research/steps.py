@@ -498,7 +498,9 @@ def survey_items(ctx, *, bayes: bool = False, settings=None):
     from research.estimate import survey_models
 
     try:
-        items = _quiet(survey_models.survey_items, surveys_df, ctx.data.learners, min_cell_size=ctx.min_cell_size)
+        models = _quiet(survey_models.fit_constructs, surveys_df, min_cell_size=ctx.min_cell_size)  # fitted once for both tables
+        items = _quiet(survey_models.survey_items, surveys_df, ctx.data.learners, min_cell_size=ctx.min_cell_size,
+                       models=models)
         bayes_tables = None
         if bayes:
             bayes_tables = {c: survey_models.BayesianWaves(settings).fit(surveys_df, construct=c,
@@ -507,7 +509,7 @@ def survey_items(ctx, *, bayes: bool = False, settings=None):
         invariance = _quiet(survey_models.survey_invariance, surveys_df, ctx.data.learners,
                             min_cell_size=ctx.min_cell_size, items=items)
         waves = _quiet(survey_models.survey_waves, surveys_df, min_cell_size=ctx.min_cell_size, items=items,
-                       invariance=invariance, bayes=bayes_tables)
+                       invariance=invariance, bayes=bayes_tables, models=models)
     except DATA_ERRORS as exc:
         return _fail(ctx, "survey_items", exc)
     ctx.write_table(items, "survey_items")

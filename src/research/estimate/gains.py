@@ -715,6 +715,20 @@ def attrition(
     if "pre_pct" not in scores.columns:
         raise DataError("no 'pre' phase in the scores: attrition is counted from learners with a pre-test")
     ids = ["instrument", "module", "group_variable", "group"]
+    s = _attrition_sums(scores, learners, group, learner, ids)
+    out = _attrition_counts(s, ci_level)
+    out = _composition_test(out)
+    out = _attrition_privacy(out, ids, int(min_cell_size))
+    for col in ids:
+        out[col] = out[col].astype("string")
+    out.attrs.update(ci_level=ci_level, min_cell_size=int(min_cell_size))
+    return out.reset_index(drop=True)
+
+
+def _attrition_sums(scores: pd.DataFrame, learners: pd.DataFrame | None, group: list[str], learner: str,
+                    ids: list[str]) -> pd.DataFrame:
+    """Per instrument and group: learners with a pre-test, completers and drop-outs with the sums
+    and sums of squares of their pre-test scores, and learners with a post-test only."""
     cols = [c for c in ("cohort", "learner_id", "instrument", "module") if c in scores.columns]
     sc = scores[cols].copy()
     has_pre = scores["pre_pct"].notna().to_numpy()
@@ -727,8 +741,13 @@ def attrition(
     sc["_d"], sc["_ds"], sc["_dss"] = drop.astype(float), np.where(drop, pre, 0.0), np.where(drop, pre**2, 0.0)
     sc["_po"] = (~has_pre & has_post).astype(float)
     long = _with_groups(sc, learners, group, learner)
-    s = long.groupby(ids, sort=True, observed=True, dropna=False)[
+    return long.groupby(ids, sort=True, observed=True, dropna=False)[
         ["_pre_n", "_c", "_cs", "_css", "_d", "_ds", "_dss", "_po"]].sum()
+
+
+def _attrition_counts(s: pd.DataFrame, ci_level: float) -> pd.DataFrame:
+    """The counts, the attrition rate and the Welch comparison of drop-outs' and completers'
+    pre-test scores from the sums of :func:`_attrition_sums`."""
     out = s.index.to_frame(index=False)
     nc, nd = s["_c"].to_numpy(), s["_d"].to_numpy()
     out["n_pre"] = s["_pre_n"].to_numpy().astype(int)
@@ -753,24 +772,23 @@ def attrition(
     out["pre_diff_ci_low"] = np.where(ok, diff - q * se, np.nan)
     out["pre_diff_ci_high"] = np.where(ok, diff + q * se, np.nan)
     out["p_welch"] = np.where(ok, pw, np.nan)
-    out = _composition_test(out)
-    # privacy: whole row when too few learners took the pre-test; comparison when too few in a part
-    out = _suppress(out, "n_pre", ids, int(min_cell_size), "learners with a pre-test")
+    return out
+
+
+def _attrition_privacy(out: pd.DataFrame, ids: list[str], min_cell_size: int) -> pd.DataFrame:
+    """Whole rows when too few learners took the pre-test; the comparison when too few in a part;
+    then complementary suppression across the groups of an attribute, and no count of fewer
+    than min_cell_size completers or drop-outs (a zero reveals no one and stays)."""
+    out = _suppress(out, "n_pre", ids, min_cell_size, "learners with a pre-test")
     small_part = (out["suppressed_reason"].isna() & (
         (out["n_completed"].astype(float) < min_cell_size) | (out["n_dropped"].astype(float) < min_cell_size))).to_numpy()
     for col in ("pre_mean_completed", "pre_mean_dropped", "pre_diff", "pre_diff_ci_low", "pre_diff_ci_high", "p_welch"):
         out.loc[small_part, col] = pd.NA
     out.loc[small_part, "suppressed_reason"] = (
         f"pre-test comparison suppressed: fewer than {min_cell_size} completers or dropouts")
-    # complementary suppression across the groups of an attribute, and no count of fewer
-    # than min_cell_size completers or drop-outs (a zero reveals no one and stays)
-    out = protect_group_table(out, count="n_pre", sets=["instrument", "module", "group_variable"],
-                              is_total=(out["group_variable"] == ALL).to_numpy(), keep=ids,
-                              min_cell_size=int(min_cell_size), subcounts=["n_completed", "n_dropped"])
-    for col in ids:
-        out[col] = out[col].astype("string")
-    out.attrs.update(ci_level=ci_level, min_cell_size=int(min_cell_size))
-    return out.reset_index(drop=True)
+    return protect_group_table(out, count="n_pre", sets=["instrument", "module", "group_variable"],
+                               is_total=(out["group_variable"] == ALL).to_numpy(), keep=ids,
+                               min_cell_size=min_cell_size, subcounts=["n_completed", "n_dropped"])
 
 
 # --------------------------------------------------------------------------- regression
@@ -811,7 +829,10 @@ def ancova(
     for i, g in enumerate(group):
         if frame[f"g{i}"].nunique() < 2:
             raise DataError(f"group column {g!r} has only one level {frame[f'g{i}'].unique().tolist()}; ANCOVA needs two or more")
-    res = smf.ols("post ~ " + " + ".join(terms), data=frame).fit()
+    if all(isinstance(v, str) for i in range(len(group)) for v in frame[f"g{i}"].unique()):
+        res = _ols_treatment(frame, group)  # the formula's model without building it (patsy costs most of the time)
+    else:
+        res = smf.ols("post ~ " + " + ".join(terms), data=frame).fit()
     ci = res.conf_int(alpha=1 - ci_level)
     names = list(res.params.index)
     for i, g in enumerate(group):
@@ -826,6 +847,20 @@ def ancova(
     out["method"] = "ancova_ols"
     out.attrs.update(n_dropped_missing=n_all - int(res.nobs), r_squared=float(res.rsquared))
     return out
+
+
+def _ols_treatment(frame: pd.DataFrame, group: list[str]):
+    """``ols("post ~ pre + C(g0) + ...")`` with the design built directly: intercept, a 0/1 column
+    per level after the first in sorted order, then pre (patsy's treatment coding, order and names)."""
+    from statsmodels.regression.linear_model import OLS  # not statsmodels.api, which imports everything
+
+    cols = {"Intercept": np.ones(len(frame))}
+    for i in range(len(group)):
+        g = frame[f"g{i}"].to_numpy(dtype=object)
+        for level in sorted(set(g))[1:]:
+            cols[f"C(g{i})[T.{level}]"] = (g == level).astype(float)
+    cols["pre"] = frame["pre"].to_numpy(dtype=float)  # patsy puts the numeric term after the categorical ones
+    return OLS(frame["post"].to_numpy(dtype=float), pd.DataFrame(cols, index=frame.index)).fit()
 
 
 ANCOVA_COLUMNS = ["instrument", "module", "group_variable", "term", "estimate", "se", "ci_low", "ci_high", "t", "p",
@@ -944,16 +979,7 @@ def gain_mixed_model(
 
     _check_level(ci_level)
     group = _as_list(group)
-    require_columns(data, {"pre": pre, "post": post, "module": module, **{f"group[{i}]": g for i, g in enumerate(group)}},
-                     "mixed-model data")
-    frame = pd.DataFrame({"post": pd.to_numeric(data[post], errors="coerce").astype(float),
-                          "pre": pd.to_numeric(data[pre], errors="coerce").astype(float),
-                          "module": data[module].astype(object)})
-    frame["cohort"] = data[cohort].astype(object) if cohort in data.columns else "one"
-    for i, g in enumerate(group):
-        frame[f"g{i}"] = data[g].astype(object)
-    n_all = len(frame)
-    frame = frame.dropna().reset_index(drop=True)
+    frame, n_all = _mixed_frame(data, pre=pre, post=post, group=group, module=module, cohort=cohort)
     n_mod, n_coh = frame["module"].nunique(), frame["cohort"].nunique()
     if n_mod <= 1 and n_coh <= 1:
         out = ancova(frame, pre="pre", post="post", group=[f"g{i}" for i in range(len(group))], ci_level=ci_level)
@@ -976,6 +1002,30 @@ def gain_mixed_model(
         warnings.simplefilter("ignore")
         model = smf.mixedlm("post ~ " + " + ".join(rhs), frame, groups=groups, re_formula="1", vc_formula=vc)
         res = model.fit(reml=True)
+    out = _mixed_terms(res, group, vc_names, vc is not None, ci_level)
+    out.attrs.update(random_effects=vc_names, converged=bool(res.converged),
+                     n_dropped_missing=n_all - int(res.nobs))
+    return out
+
+
+def _mixed_frame(data: pd.DataFrame, *, pre: str, post: str, group: list[str], module: str,
+                 cohort: str) -> tuple[pd.DataFrame, int]:
+    """The model frame (post, pre, module, cohort, g0, g1, ...) without rows missing any of them,
+    and the number of rows before."""
+    require_columns(data, {"pre": pre, "post": post, "module": module, **{f"group[{i}]": g for i, g in enumerate(group)}},
+                     "mixed-model data")
+    frame = pd.DataFrame({"post": pd.to_numeric(data[post], errors="coerce").astype(float),
+                          "pre": pd.to_numeric(data[pre], errors="coerce").astype(float),
+                          "module": data[module].astype(object)})
+    frame["cohort"] = data[cohort].astype(object) if cohort in data.columns else "one"
+    for i, g in enumerate(group):
+        frame[f"g{i}"] = data[g].astype(object)
+    n_all = len(frame)
+    return frame.dropna().reset_index(drop=True), n_all
+
+
+def _mixed_terms(res, group: list[str], vc_names: list[str], has_vc: bool, ci_level: float) -> pd.DataFrame:
+    """A fitted MixedLM as rows: fixed effects with Wald intervals and p, then the variances."""
     fe = res.fe_params
     bse = res.bse_fe
     z = stats.norm.ppf(1 - (1 - ci_level) / 2)
@@ -986,19 +1036,52 @@ def gain_mixed_model(
     out = pd.DataFrame({"term": names, "estimate": fe.to_numpy(), "se": bse.to_numpy(),
                         "ci_low": fe.to_numpy() - z * bse.to_numpy(), "ci_high": fe.to_numpy() + z * bse.to_numpy()})
     out["p"] = 2 * stats.norm.sf(np.abs(out["estimate"] / out["se"]))
-    var = [float(res.cov_re.iloc[0, 0])] + (list(np.asarray(res.vcomp, dtype=float)) if vc else [])
+    var = [float(res.cov_re.iloc[0, 0])] + (list(np.asarray(res.vcomp, dtype=float)) if has_vc else [])
     extra = pd.DataFrame({"term": [f"var({v})" for v in vc_names] + ["var(residual)"],
                           "estimate": var + [float(res.scale)]})
     out = pd.concat([out, extra], ignore_index=True)
     out["term"] = out["term"].astype("string")
     out["n"] = int(res.nobs)
     out["method"] = "mixedlm_reml"
-    out.attrs.update(random_effects=vc_names, converged=bool(res.converged),
-                     n_dropped_missing=n_all - int(res.nobs))
     return out
 
 
 # --------------------------------------------------------------------------- Bayesian
+
+
+def _gain_cells(gains: pd.DataFrame, *, module: str, group: str | None, gain: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Learners with a gain (module, group, y) and per module x group cell its size, mean and variance."""
+    cols = {"module": module, "gain": gain} | ({"group": group} if group else {})
+    require_columns(gains, cols, "gains")
+    y = pd.to_numeric(gains[gain], errors="coerce").astype(float)
+    frame = pd.DataFrame({"module": gains[module].astype("string"),
+                          "group": gains[group].astype("string").fillna("missing") if group else ALL,
+                          "y": y}).dropna(subset=["y"])
+    if len(frame) < 2:
+        raise DataError(f"the Bayesian gain model needs learners with a gain; found {len(frame)}")
+    cells = frame.groupby(["module", "group"], observed=True, sort=True)["y"].agg(["size", "mean", "var"]).reset_index()
+    cells["var"] = cells["var"].fillna(0.0)
+    return frame, cells
+
+
+class _CellDesign:
+    """The cells' sufficient statistics (n, mean, within sum of squares) and which cells share a
+    module (``Km``) or a group (``Kg``)."""
+
+    def __init__(self, cells: pd.DataFrame):
+        self.modules = pd.Index(sorted(cells["module"].unique()))
+        self.groups = pd.Index(sorted(cells["group"].unique()))
+        self.mi = self.modules.get_indexer(cells["module"])
+        gi = self.groups.get_indexer(cells["group"])
+        self.n = cells["size"].to_numpy(dtype=float)
+        self.ybar = cells["mean"].to_numpy(dtype=float)
+        self.ss = cells["var"].to_numpy(dtype=float) * (self.n - 1)
+        self.C = len(cells)
+        Zm = (self.mi[:, None] == np.arange(len(self.modules))[None, :]).astype(float)
+        Zg = (gi[:, None] == np.arange(len(self.groups))[None, :]).astype(float)
+        self.Km = Zm @ Zm.T  # 1 where two cells share a module
+        self.Kg = Zg @ Zg.T  # 1 where two cells share a group
+        self.has_module, self.has_group = len(self.modules) > 1, len(self.groups) > 1
 
 
 @dataclass
@@ -1042,83 +1125,68 @@ class BayesianGainModel:
     def fit(self, gains: pd.DataFrame, *, module: str = "module", group: str | None = None,
             gain: str = "gain") -> "BayesianGainModel":
         """Fit to per-learner gains (:func:`learner_gains`, merged with a group column)."""
-        import pymc as pm
-        import pytensor.tensor as pt
-
         from research.bayes import diagnostics, sample
-
-        cols = {"module": module, "gain": gain} | ({"group": group} if group else {})
-        require_columns(gains, cols, "gains")
-        y = pd.to_numeric(gains[gain], errors="coerce").astype(float)
-        frame = pd.DataFrame({"module": gains[module].astype("string"),
-                              "group": gains[group].astype("string").fillna("missing") if group else ALL,
-                              "y": y}).dropna(subset=["y"])
-        if len(frame) < 2:
-            raise DataError(f"the Bayesian gain model needs learners with a gain; found {len(frame)}")
-        cells = frame.groupby(["module", "group"], observed=True, sort=True)["y"].agg(["size", "mean", "var"]).reset_index()
-        cells["var"] = cells["var"].fillna(0.0)
-        modules = pd.Index(sorted(cells["module"].unique()))
-        groups = pd.Index(sorted(cells["group"].unique()))
-        mi = modules.get_indexer(cells["module"])
-        gi = groups.get_indexer(cells["group"])
-        n = cells["size"].to_numpy(dtype=float)
-        ybar = cells["mean"].to_numpy(dtype=float)
-        ss = cells["var"].to_numpy(dtype=float) * (n - 1)
-        sd_all = float(frame["y"].std()) if len(frame) > 1 else 0.2
-        coords = {"module": list(modules), "group": list(groups), "cell": np.arange(len(cells))}
-        C = len(cells)
-        Zm = (mi[:, None] == np.arange(len(modules))[None, :]).astype(float)
-        Zg = (gi[:, None] == np.arange(len(groups))[None, :]).astype(float)
-        Km = Zm @ Zm.T  # 1 where two cells share a module
-        Kg = Zg @ Zg.T  # 1 where two cells share a group
-        has_module, has_group = len(modules) > 1, len(groups) > 1
-        with pm.Model(coords=coords) as model:
-            tau_m = pm.HalfNormal("tau_module", 0.2) if has_module else pt.as_tensor(0.0)
-            tau_g = pm.HalfNormal("tau_group", 0.2) if has_group else pt.as_tensor(0.0)
-            tau_c = pm.HalfNormal("tau_cell", 0.05) if has_group else pt.as_tensor(0.0)
-            sigma = pm.HalfNormal("sigma", max(2 * sd_all, 0.05), dims="module")
-            s_c = sigma[mi]
-            # prior covariance of the cells' true mean gains: common mean + module + group + cell
-            K = (self.prior_scale**2 + tau_m**2 * Km + tau_g**2 * Kg + tau_c**2 * np.eye(C))
-            # exact normal likelihood from sufficient statistics: the within-cell sum of
-            # squares informs sigma; the cell means, with every mean effect integrated out,
-            # are multivariate normal. Only scales are sampled: no funnels.
-            pm.Potential("within", pt.sum(-(n - 1) * pt.log(s_c) - ss / (2 * s_c**2)))
-            pm.MvNormal("cell_mean", mu=np.zeros(C), cov=K + pt.diag(s_c**2 / n), observed=ybar)
-        idata = sample(model, self.sampler)
-        var_names = ["sigma"] + (["tau_module"] if has_module else []) + (["tau_group", "tau_cell"] if has_group else [])
-        self.diagnostics_ = diagnostics(idata, var_names=var_names)
-        from research.bayes import stacked
-
-        # each draw of the scales gives the cells' true means an exact Gaussian posterior:
-        # mean K (K + D)^-1 ybar, covariance K - K (K + D)^-1 K; draw one theta per draw
-        sig = stacked(idata, "sigma")[:, mi]
-        S = sig.shape[0]
-        tm = stacked(idata, "tau_module") if has_module else np.zeros(S)
-        tg = stacked(idata, "tau_group") if has_group else np.zeros(S)
-        tc = stacked(idata, "tau_cell") if has_group else np.zeros(S)
-        Kd = (self.prior_scale**2 + tm[:, None, None] ** 2 * Km + tg[:, None, None] ** 2 * Kg
-              + tc[:, None, None] ** 2 * np.eye(C))
-        Dd = sig**2 / n[None, :]
-        A = Kd + Dd[:, :, None] * np.eye(C)
-        KA = np.linalg.solve(A, Kd).transpose(0, 2, 1)  # K A^-1 (A, K symmetric)
-        mean = KA @ ybar
-        cov = Kd - KA @ Kd
-        cov = (cov + cov.transpose(0, 2, 1)) / 2 + 1e-12 * np.eye(C)
-        L = np.linalg.cholesky(cov)
-        rng = np.random.default_rng(self.sampler.seed)
-        th = mean + (L @ rng.standard_normal((S, C, 1)))[:, :, 0]
-        self.idata_ = idata
-        self.cells_ = cells.rename(columns={"size": "n", "mean": "gain_mean", "var": "gain_var"})
-        self.theta_draws_ = th
-        self.module_col_, self.group_col_ = module, group
         from research.provenance import provenance
 
+        frame, cells = _gain_cells(gains, module=module, group=group, gain=gain)
+        design = _CellDesign(cells)
+        sd_all = float(frame["y"].std()) if len(frame) > 1 else 0.2
+        idata = sample(self._model(design, sd_all), self.sampler)
+        var_names = (["sigma"] + (["tau_module"] if design.has_module else [])
+                     + (["tau_group", "tau_cell"] if design.has_group else []))
+        self.diagnostics_ = diagnostics(idata, var_names=var_names)
+        self.idata_ = idata
+        self.cells_ = cells.rename(columns={"size": "n", "mean": "gain_mean", "var": "gain_var"})
+        self.theta_draws_ = self._theta_draws(idata, design)
+        self.module_col_, self.group_col_ = module, group
         self.provenance_ = provenance("GainModel", sampler=self.sampler, idata=idata,
                                       settings={"prior_scale": self.prior_scale, "ci_level": self.ci_level},
                                       n_learner_gains=int(len(frame)))
         self.fitted_ = True
         return self
+
+    def _model(self, d: "_CellDesign", sd_all: float):
+        """The PyMC model of the cells' sufficient statistics; only the scales are parameters."""
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        coords = {"module": list(d.modules), "group": list(d.groups), "cell": np.arange(d.C)}
+        with pm.Model(coords=coords) as model:
+            tau_m = pm.HalfNormal("tau_module", 0.2) if d.has_module else pt.as_tensor(0.0)
+            tau_g = pm.HalfNormal("tau_group", 0.2) if d.has_group else pt.as_tensor(0.0)
+            tau_c = pm.HalfNormal("tau_cell", 0.05) if d.has_group else pt.as_tensor(0.0)
+            sigma = pm.HalfNormal("sigma", max(2 * sd_all, 0.05), dims="module")
+            s_c = sigma[d.mi]
+            # prior covariance of the cells' true mean gains: common mean + module + group + cell
+            K = (self.prior_scale**2 + tau_m**2 * d.Km + tau_g**2 * d.Kg + tau_c**2 * np.eye(d.C))
+            # exact normal likelihood from sufficient statistics: the within-cell sum of
+            # squares informs sigma; the cell means, with every mean effect integrated out,
+            # are multivariate normal. Only scales are sampled: no funnels.
+            pm.Potential("within", pt.sum(-(d.n - 1) * pt.log(s_c) - d.ss / (2 * s_c**2)))
+            pm.MvNormal("cell_mean", mu=np.zeros(d.C), cov=K + pt.diag(s_c**2 / d.n), observed=d.ybar)
+        return model
+
+    def _theta_draws(self, idata, d: "_CellDesign") -> np.ndarray:
+        """One draw of the cells' true means per draw of the scales, from its exact Gaussian
+        conditional posterior: mean K (K + D)^-1 ybar, covariance K - K (K + D)^-1 K."""
+        from research.bayes import stacked
+
+        sig = stacked(idata, "sigma")[:, d.mi]
+        S, C = sig.shape[0], d.C
+        tm = stacked(idata, "tau_module") if d.has_module else np.zeros(S)
+        tg = stacked(idata, "tau_group") if d.has_group else np.zeros(S)
+        tc = stacked(idata, "tau_cell") if d.has_group else np.zeros(S)
+        Kd = (self.prior_scale**2 + tm[:, None, None] ** 2 * d.Km + tg[:, None, None] ** 2 * d.Kg
+              + tc[:, None, None] ** 2 * np.eye(C))
+        Dd = sig**2 / d.n[None, :]
+        A = Kd + Dd[:, :, None] * np.eye(C)
+        KA = np.linalg.solve(A, Kd).transpose(0, 2, 1)  # K A^-1 (A, K symmetric)
+        mean = KA @ d.ybar
+        cov = Kd - KA @ Kd
+        cov = (cov + cov.transpose(0, 2, 1)) / 2 + 1e-12 * np.eye(C)
+        L = np.linalg.cholesky(cov)
+        rng = np.random.default_rng(self.sampler.seed)
+        return mean + (L @ rng.standard_normal((S, C, 1)))[:, :, 0]
 
     def summary(self) -> pd.DataFrame:
         """Posterior per module (all groups), per group (all modules) and per cell.

@@ -36,7 +36,8 @@ renumbered 0, 1, ...), and said so in ``note``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -47,10 +48,11 @@ from scipy.special import expit, logsumexp
 from research.errors import ConfigError, DataError
 from research.estimate.irt import FIT_HIGH, FIT_LOW, numeric_info, quadrature, safe_inverse
 
-__all__ = ["D_PROBIT", "OrdinalIRT", "invariance", "ordinal_dif", "pcm_cml"]
+__all__ = ["D_PROBIT", "OrdinalIRT", "invariance", "ordinal_dif", "pcm_cml", "polr"]
 
 MODELS = ("grm", "pcm")
 D_PROBIT = 1.702
+DENSE_CELLS = 2_000_000  # a group's response matrix up to this many cells is held dense
 
 
 # --------------------------------------------------------------------------- data
@@ -68,6 +70,20 @@ class _OrdData:
     rows: np.ndarray
     cols: np.ndarray
     cat: np.ndarray
+    #: cases sharing each row of ``Y`` (None: one case per row); see :func:`_patterns`
+    weight: np.ndarray | None = None
+    _blocks: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.case_group) if self.weight is None else int(self.weight.sum())
+
+    def counts(self, rows=slice(None)) -> np.ndarray:
+        """Answers per item-category column over ``rows`` (each row counted by its weight)."""
+        Y = self.Y[rows]
+        if self.weight is None:
+            return np.asarray(Y.sum(axis=0)).ravel()
+        return np.asarray(Y.T @ self.weight[rows]).ravel()
 
     @property
     def J(self) -> int:
@@ -84,6 +100,17 @@ class _OrdData:
     def group_rows(self, g: int) -> slice:
         idx = np.flatnonzero(self.case_group == g)
         return slice(int(idx[0]), int(idx[-1]) + 1)
+
+    def block(self, g: int) -> tuple:
+        """Group ``g``'s rows: (slice, Y, Y transposed, weights or None), sliced once per data set."""
+        if g not in self._blocks:
+            rows = self.group_rows(g)
+            Y = self.Y[rows]
+            YT = Y.T.tocsr()
+            if Y.shape[0] * Y.shape[1] <= DENSE_CELLS:  # small (response patterns): dense products cost less
+                Y, YT = Y.toarray(), np.ascontiguousarray(Y.T.toarray())
+            self._blocks[g] = (rows, Y, YT, None if self.weight is None else self.weight[rows])
+        return self._blocks[g]
 
 
 def _ord_data(responses: pd.DataFrame, learner: str, item: str, category: str, group: str | None,
@@ -141,6 +168,35 @@ def _ord_data(responses: pd.DataFrame, learner: str, item: str, category: str, g
                     Y, rows, icode.astype(int), ycode)
 
 
+def _patterns(d: _OrdData) -> _OrdData:
+    """The same data with one row per group and distinct response pattern, weighted by its cases.
+
+    A case's marginal likelihood depends only on its group and its answers (missing ones
+    included), so the patterns with their counts give exactly the likelihood, gradient and
+    information of the cases; a few Likert questions answered by thousands of learners have
+    a few hundred distinct patterns. Per-case results (EAP) use the data it came from.
+    """
+    codes = np.full((len(d.case_group), d.J), -1, dtype=np.int64)
+    codes[d.rows, d.cols] = d.cat
+    key = np.column_stack([d.case_group, codes])
+    base = d.K + 1  # a pattern as one number (group first, so groups stay in blocks) where it fits in 62 bits
+    if (d.J + 1) * np.log2(max(base, d.G)) < 62:
+        num = np.zeros(len(key), dtype=np.int64)
+        for col in range(key.shape[1]):
+            num = num * max(base, d.G) + key[:, col] + (col > 0)
+        _, first, weight = np.unique(num, return_index=True, return_counts=True)
+        uniq = key[first]
+    else:
+        uniq, weight = np.unique(key, axis=0, return_counts=True)  # sorted: groups stay in blocks
+    if len(uniq) == len(key):
+        return d
+    pr, pj = np.nonzero(uniq[:, 1:] >= 0)
+    pc = uniq[pr, 1 + pj]
+    Y = sp.csr_matrix((np.ones(len(pr)), (pr, pj * d.K + pc)), shape=(len(uniq), d.Y.shape[1]))
+    return _OrdData(d.items, d.groups, np.full(len(uniq), None, dtype=object), uniq[:, 0], d.n_cat, d.cat_values,
+                    Y, pr, pj, pc, weight.astype(float))
+
+
 # --------------------------------------------------------------------------- model algebra
 
 
@@ -195,7 +251,7 @@ class _Spec:
         c = np.zeros(self.shapes["c"])
         for gi in range(self.Gc):  # groups x items (few)
             rows = slice(None) if self.share_c else d.group_rows(gi)
-            counts = np.asarray(d.Y[rows].sum(axis=0)).reshape(d.J, K) + 0.5
+            counts = d.counts(rows).reshape(d.J, K) + 0.5
             for j in range(d.J):
                 n = counts[j, : d.n_cat[j]]
                 if self.model == "grm":
@@ -254,7 +310,7 @@ def _evaluate(spec: _Spec, p: dict, x: np.ndarray, log_w: np.ndarray, *, need_gr
     grad = {k: np.zeros(s) for k, s in spec.shapes.items()}
     kept = []
     for g in range(d.G):  # groups (waves or learner groups: few)
-        rows = d.group_rows(g)
+        rows, Yg, YgT, wg = d.block(g)
         ga, gc = (0 if spec.share_a else g), (0 if spec.share_c else g)
         sd = np.exp(p["lsd"][g])
         theta = p["mu"][g] + sd * x
@@ -266,17 +322,21 @@ def _evaluate(spec: _Spec, p: dict, x: np.ndarray, log_w: np.ndarray, *, need_gr
             a = np.ones(d.J)
             P, valid = _pcm_probs(c, theta, d.n_cat)
         logP = np.where(valid[:, :, None], np.log(P), 0.0)
-        Yg = d.Y[rows]
-        ll = Yg @ logP.reshape(d.J * K, -1) + log_w[None, :]
-        # log-sum-exp over the nodes by hand: scipy's logsumexp costs more in checks than in sums here
-        top = ll.max(axis=1)
+        e = np.asarray(Yg @ logP.reshape(d.J * K, -1))
+        e += log_w[None, :]
+        # log-sum-exp over the nodes by hand, in place: scipy's logsumexp costs more in checks than in sums here
+        top = e.max(axis=1)
         top = np.where(np.isfinite(top), top, 0.0)
-        e = np.exp(ll - top[:, None])
+        e -= top[:, None]
+        np.exp(e, out=e)
         s = e.sum(axis=1)
         lmarg = top + np.log(s)
-        total += float(lmarg.sum())
-        W = e / s[:, None]
-        r = np.asarray(Yg.T @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
+        W = e
+        W /= s[:, None] if wg is None else (s / wg)[:, None]  # posterior over the nodes, times the cases it stands for
+        total += float(lmarg.sum() if wg is None else wg @ lmarg)
+        r = np.asarray(YgT @ W).reshape(d.J, K, -1)  # expected category counts at the nodes
+        if keep and wg is not None:
+            W = W / wg[:, None]
         if keep:
             kept.append((g, theta, P, valid, r, W))
         if not need_grad:
@@ -330,12 +390,12 @@ def _fit(d: _OrdData, model: str, **kw) -> _Fit:
 
 
 def _fit_one_thread(d: _OrdData, model: str, *, share_a=True, share_c=True, free_mu=True, free_sd=True, n_quad=41,
-                    max_iter=2000, se=True) -> _Fit:
-    spec = _Spec(model, d, share_a, share_c, free_mu, free_sd)
+                    max_iter=2000, se=True, start: dict | None = None) -> _Fit:
+    spec = _Spec(model, _patterns(d), share_a, share_c, free_mu, free_sd)
     x, w = quadrature(n_quad)
     log_w = np.log(w)
-    base = spec.start()
-    n_cases = len(d.case_group)
+    base = spec.start() if start is None else start
+    n_cases = d.n_cases
     u0 = spec.to_u(base)
 
     def f(v):
@@ -583,7 +643,9 @@ class OrdinalIRT:
     def eap(self) -> pd.DataFrame:
         """Posterior mean ability (EAP) and SD per case: learner_id, group, theta, se."""
         self._check()
-        d, spec = self.data_, self.fit_.spec
+        d = self.data_
+        spec = copy.copy(self.fit_.spec)
+        spec.d = d  # every case, not the response patterns the fit ran on
         with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
             _, _, kept = _evaluate(spec, self.fit_.params, self.fit_.x, self.fit_.log_w, need_grad=False, keep=True)
         parts = []
@@ -604,6 +666,61 @@ def fit_pcm(responses: pd.DataFrame, **kwargs) -> OrdinalIRT:
 
 
 # --------------------------------------------------------------------------- invariance
+
+
+def _group_data(d: _OrdData, g: int) -> _OrdData:
+    """Group ``g``'s cases as data of one group (the items and their categories as in ``d``)."""
+    rows = d.group_rows(g)
+    m = (d.rows >= rows.start) & (d.rows < rows.stop)
+    return _OrdData(d.items, d.groups[g: g + 1], d.case_learner[rows], np.zeros(rows.stop - rows.start, dtype=int),
+                    d.n_cat, d.cat_values, d.Y[rows], d.rows[m] - rows.start, d.cols[m], d.cat[m],
+                    None if d.weight is None else d.weight[rows])
+
+
+@dataclass
+class _Separate:
+    """The configural model fitted group by group: its log-likelihood and free parameters."""
+
+    loglik: float
+    n_params: int
+    fits: list
+
+
+def _configural(d: _OrdData, model: str, *, n_quad: int, start: dict | None, share_a: bool, share_c: bool,
+                free_mu: bool, free_sd: bool) -> _Separate:
+    """The configural model (every group its own item parameters, ability N(0, 1), PCM: N(0, sd_g^2))
+    shares no parameter across groups, so its likelihood is the product of the groups' own: each
+    group is fitted alone (fewer parameters, fewer iterations), starting where ``start`` puts it."""
+    fits = []
+    for g in range(d.G):  # groups (few)
+        gs = None if start is None else {"a": start["a"][g: g + 1], "c": start["c"][g: g + 1],
+                                         "mu": np.zeros(1), "lsd": start["lsd"][g: g + 1]}
+        fits.append(_fit(_group_data(d, g), model, n_quad=n_quad, se=False, start=gs, share_a=True, share_c=True,
+                         free_mu=False, free_sd=False))
+    return _Separate(float(sum(f.loglik for f in fits)), int(sum(f.n_params for f in fits)), fits)
+
+
+def _freer_start(fit: _Fit, model: str) -> dict:
+    """A fitted invariance level in the parameters of the next freer one, with the same likelihood.
+
+    scalar -> metric: group means move into the group's intercepts (``c_g = c + a mu_g``; PCM:
+    every step ``+ mu_g``), means 0. metric -> configural (GRM): group SDs move into the
+    group's discriminations (``a_g = a sd_g``), SDs 1.
+    """
+    if isinstance(fit, _Separate):  # the freest level: nothing follows
+        return {}
+    p, spec = fit.params, fit.spec
+    G = spec.d.G
+    a = np.broadcast_to(p["a"], (G, p["a"].shape[1])).copy()
+    c = np.broadcast_to(p["c"], (G,) + p["c"].shape[1:]).copy()
+    mu, lsd = p["mu"].copy(), p["lsd"].copy()
+    if spec.share_c:  # scalar: means into intercepts
+        shift = (a * mu[:, None]) if model == "grm" else np.broadcast_to(mu[:, None], a.shape)
+        c = np.where(spec.valid_c[0][None], c + shift[:, :, None], 0.0)
+        return {"a": a[:1].copy() if model == "grm" else a, "c": c, "mu": np.zeros(G), "lsd": lsd}
+    if model == "grm":  # metric: SDs into discriminations
+        return {"a": a * np.exp(lsd)[:, None], "c": c, "mu": np.zeros(G), "lsd": np.zeros(G)}
+    return {"a": a, "c": c, "mu": mu, "lsd": lsd}
 
 
 def invariance(responses: pd.DataFrame, *, group: str, model: str = "grm", learner: str = "learner_id",
@@ -631,9 +748,18 @@ def invariance(responses: pd.DataFrame, *, group: str, model: str = "grm", learn
         levels.append(("metric", dict(share_a=True, share_c=False, free_mu=False, free_sd=True)))
     levels.append(("scalar", dict(share_a=True, share_c=True, free_mu=True, free_sd=True)))
     n = len(d.case_group)
+    # the most constrained model first; its optimum, written in the next model's parameters, is
+    # where that model starts (the same likelihood, so the freer fit only has to improve on it)
+    fits, start = {}, None
+    for name, kw in reversed(levels):
+        if name == "configural":  # nothing shared: one fit per group, whose log-likelihoods add up
+            fits[name] = _configural(d, model, n_quad=n_quad, start=start, **kw)
+        else:
+            fits[name] = _fit(d, model, n_quad=n_quad, se=False, start=start, **kw)
+        start = _freer_start(fits[name], model)
     rows, prev = [], None
-    for name, kw in levels:
-        f = _fit(d, model, n_quad=n_quad, se=False, **kw)
+    for name, _ in levels:
+        f = fits[name]
         row = {"level": name, "loglik": f.loglik, "n_params": f.n_params, "aic": 2 * f.n_params - 2 * f.loglik,
                "bic": np.log(n) * f.n_params - 2 * f.loglik, "lr": np.nan, "df": np.nan, "p": np.nan}
         if prev is not None:
@@ -655,16 +781,23 @@ DIF_R2_B = 0.035
 DIF_R2_C = 0.070
 
 
-def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+def polr(y: np.ndarray, X: np.ndarray, *, weights: np.ndarray | None = None,
+         start_beta: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """Proportional-odds logistic regression ``logit P(Y <= k) = tau_k - X beta`` by L-BFGS with the
     exact gradient (the same model as statsmodels' ``OrderedModel`` / R's ``MASS::polr``).
 
-    ``y`` holds category codes 0..K-1 (every one observed). Returns (log-likelihood, beta, se of beta)
-    with standard errors from the observed information (central differences of the gradient).
+    ``y`` holds category codes 0..K-1 (every one observed). ``weights`` are frequency weights:
+    a row with weight w counts as w identical rows, so a table of counts per distinct (y, X)
+    gives the estimates, log-likelihood and standard errors of the rows it counts. Returns
+    (log-likelihood, beta, se of beta) with standard errors from the observed information
+    (central differences of the exact gradient).
     """
+    y = np.asarray(y, dtype=int)
+    X = np.asarray(X, dtype=float)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
     K = int(y.max()) + 1
-    n, p = X.shape
-    cum = np.cumsum(np.bincount(y, minlength=K))[:-1] / n
+    n, p = float(w.sum()), X.shape[1]
+    cum = np.cumsum(np.bincount(y, weights=w, minlength=K))[:-1] / n
     tau0 = np.log(cum / (1 - cum))
 
     def nat(v):
@@ -678,9 +811,9 @@ def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) ->
         Fu, Fl = expit(u), expit(low)
         P = np.clip(Fu - Fl, 1e-300, None)
         fu, fl = Fu * (1 - Fu), Fl * (1 - Fl)
-        g_eta = -(fu - fl) / P
-        g_tau = np.bincount(y, fu / P, minlength=K)[:K - 1] - np.bincount(y, fl / P, minlength=K)[1:]
-        return float(np.log(P).sum()), X.T @ g_eta, g_tau
+        g_eta = -w * (fu - fl) / P
+        g_tau = np.bincount(y, w * fu / P, minlength=K)[:K - 1] - np.bincount(y, w * fl / P, minlength=K)[1:]
+        return float(w @ np.log(P)), X.T @ g_eta, g_tau
 
     def f(v):
         beta, tau = nat(v)
@@ -694,8 +827,8 @@ def _polr(y: np.ndarray, X: np.ndarray, start_beta: np.ndarray | None = None) ->
     res = optimize.minimize(f, v0, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-9, "ftol": 1e-14})
     beta, tau = nat(res.x)
 
-    def g_nat(w):
-        _, gb, gt = ll_grad(w[:p], w[p:])
+    def g_nat(v):
+        _, gb, gt = ll_grad(v[:p], v[p:])
         return np.r_[gb, gt]
 
     cov = safe_inverse(numeric_info(g_nat, np.r_[beta, tau], h=1e-5))
@@ -711,7 +844,7 @@ def ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str = "learner_
                 category: str = "category", alpha: float = 0.05, min_cell_size: int = 10) -> pd.DataFrame:
     """Ordinal logistic-regression DIF per item (Zumbo 1999), with the rest score as the matching.
 
-    For each item, three proportional-odds models (:func:`_polr`, the model of statsmodels'
+    For each item, three proportional-odds models (:func:`polr`, the model of statsmodels'
     ``OrderedModel``, fitted with its exact gradient):
     M1 ``rest``, M2 ``rest + group``, M3 ``rest + group + rest x group``, where ``rest`` is the
     case's sum of the construct's other items (cases who answered every item). Uniform DIF is
@@ -744,7 +877,10 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
         raise DataError(f"responses lack column(s) {miss}; the columns are {list(responses.columns)}")
     df = responses[need].dropna().copy()
     df[group] = df[group].astype(str)
-    wide = df.pivot_table(index=[group, learner], columns=item, values=category, aggfunc="first").dropna()
+    # one column per item (the first answer where a learner has two), complete cases only; unstack
+    # gives pivot_table's sorted rows and columns without its per-group aggregation
+    first = df.drop_duplicates([group, learner, item]).set_index([group, learner, item])[category]
+    wide = first.astype(float).unstack(item).dropna()
     sizes = wide.groupby(level=0).size()
     keep = sizes.index[sizes >= min_cell_size]
     wide = wide[wide.index.get_level_values(0).isin(keep)]
@@ -756,6 +892,7 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
     g = wide.index.get_level_values(0).to_numpy()
     G = pd.get_dummies(pd.Categorical(g, categories=groups), drop_first=True, dtype=float).to_numpy()
     total = wide.sum(axis=1).to_numpy()
+    n_by = pd.Series(g).value_counts()
     rows = []
     for it in wide.columns:  # items (few)
         y = wide[it].to_numpy()
@@ -768,9 +905,13 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
         X2 = np.column_stack([rest, G])
         X3 = np.column_stack([rest, G, G * rest[:, None]])
         yk = np.searchsorted(cats, y)
-        ll1, _, _ = _polr(yk, X1)
-        ll2, b2, se2 = _polr(yk, X2)
-        ll3, _, _ = _polr(yk, X3, start_beta=np.r_[b2, np.zeros(X3.shape[1] - X2.shape[1])])
+        # the rest score takes few values: fit on the distinct (answer, rest, group) rows with their counts
+        uniq, cnt = np.unique(np.column_stack([yk, X3]), axis=0, return_counts=True)
+        yu, Xu = uniq[:, 0].astype(int), uniq[:, 1:]
+        k1, k2 = X1.shape[1], X2.shape[1]
+        ll1, _, _ = polr(yu, Xu[:, :k1], weights=cnt)
+        ll2, b2, se2 = polr(yu, Xu[:, :k2], weights=cnt)
+        ll3, _, _ = polr(yu, Xu, weights=cnt, start_beta=np.r_[b2, np.zeros(X3.shape[1] - k2)])
         # null model: thresholds only (the marginal distribution)
         counts = np.bincount(np.searchsorted(cats, y), minlength=len(cats))
         ll0 = float((counts * np.log(np.clip(counts / counts.sum(), 1e-300, None))).sum())
@@ -779,7 +920,6 @@ def _ordinal_dif(responses: pd.DataFrame, *, group: str, learner: str, item: str
         far = int(np.argmax(np.abs(b)))
         lr_u, lr_n = max(2 * (ll2 - ll1), 0), max(2 * (ll3 - ll2), 0)
         lr = lr_u + lr_n
-        n_by = pd.Series(g).value_counts()
         rows.append({"item_id": str(it), "reference_group": groups[0], "focal_group": groups[far + 1], "n": len(y),
                      "n_reference": int(n_by[groups[0]]), "n_focal": int(n_by[groups[far + 1]]),
                      "log_odds": float(b[far]), "log_odds_se": float(bse[far]),

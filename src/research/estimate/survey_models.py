@@ -30,7 +30,7 @@ from research.errors import ConfigError, DataError, ResearchError
 from research.estimate import ordinal
 from research.estimate.surveys import PHASES, scored_responses
 
-__all__ = ["BayesianWaves", "clean_surveys", "survey_invariance", "survey_items", "survey_waves"]
+__all__ = ["BayesianWaves", "clean_surveys", "fit_constructs", "survey_invariance", "survey_items", "survey_waves"]
 
 #: default thresholds of the item checks (the recommendation rules have their own in the YAML)
 MIN_INVARIANCE_N = 100  # cases per wave or group before the configural/metric/scalar comparison is run
@@ -83,7 +83,7 @@ def clean_surveys(surveys: pd.DataFrame, *, min_cell_size: int = 10) -> tuple[pd
 
 
 def _phases(scored: pd.DataFrame) -> list[str]:
-    present = set(scored["phase"])
+    present = set(scored["phase"].unique())
     return [p for p in PHASES if p in present]
 
 
@@ -99,6 +99,37 @@ def _fit_construct(sub: pd.DataFrame, model: str, ci_level: float) -> ordinal.Or
         warnings.simplefilter("ignore")
         return ordinal.OrdinalIRT(model, ci_level=ci_level).fit(
             sub, group="phase" if sub["phase"].nunique() > 1 else None, group_order=list(PHASES))
+
+
+def fit_constructs(surveys: pd.DataFrame, *, model: str = "grm", min_cell_size: int = 10,
+                   ci_level: float = 0.95) -> dict:
+    """Each construct's item model over all its waves, fitted once for :func:`survey_items` and
+    :func:`survey_waves` (give the dict to both as ``models``).
+
+    Returns a dict construct -> fitted :class:`research.estimate.ordinal.OrdinalIRT`, or the
+    :class:`ResearchError` that stopped its fit (each table then says so in its notes).
+    """
+    scored, _ = clean_surveys(surveys, min_cell_size=min_cell_size)
+    out: dict = {}
+    for c in sorted(scored["construct"].unique()):  # constructs (few)
+        try:
+            out[c] = _fit_construct(scored[scored["construct"] == c], model, ci_level)
+        except ResearchError as exc:
+            out[c] = exc
+    return out
+
+
+def _construct_model(models: dict | None, c: str, sub: pd.DataFrame, model: str, ci_level: float):
+    """The construct's fitted model from ``models`` when it is the one asked for, else a new fit;
+    raises the ResearchError of a fit that failed."""
+    m = (models or {}).get(c)
+    if isinstance(m, ordinal.OrdinalIRT) and (m.model != model or m.ci_level != ci_level):
+        m = None
+    if m is None:
+        m = _fit_construct(sub, model, ci_level)
+    if isinstance(m, ResearchError):
+        raise m
+    return m
 
 
 ITEM_COLUMNS = ["construct", "item_id", "reverse_coded", "model", "n_learners", "n_responses", "n_categories",
@@ -191,8 +222,11 @@ def survey_items(
     min_cell_size: int = 10,
     ci_level: float = 0.95,
     alpha: float = 0.05,
+    models: dict | None = None,
 ) -> pd.DataFrame:
     """One row per construct x item: the ordinal item model, fit, ceiling share and DIF.
+
+    ``models`` (from :func:`fit_constructs`) saves fitting the constructs' models again.
 
     Returns
     -------
@@ -212,7 +246,7 @@ def survey_items(
     for c in sorted(scored["construct"].unique()):  # constructs (few)
         sub = scored[scored["construct"] == c]
         try:
-            m = _fit_construct(sub, model, ci_level)
+            m = _construct_model(models, c, sub, model, ci_level)
         except ResearchError as exc:
             notes.append(f"construct {c!r}: the item model could not be fitted ({exc})")
             continue
@@ -264,6 +298,7 @@ def survey_waves(
     bayes: dict[str, pd.DataFrame] | None = None,
     items: pd.DataFrame | None = None,
     invariance: pd.DataFrame | None = None,
+    models: dict | None = None,
 ) -> pd.DataFrame:
     """One row per construct x wave: the construct on one linked scale, with attrition.
 
@@ -276,7 +311,8 @@ def survey_waves(
     keep, tested when every wave has ``min_invariance_n`` answers; ``comparable`` is false when
     scalar invariance is rejected or a question shows large (class C) DIF across waves
     (``items``: the ``survey_items`` table), and ``note`` says so in plain words. Give the
-    :func:`survey_invariance` table as ``invariance`` to reuse its wave comparisons.
+    :func:`survey_invariance` table as ``invariance`` to reuse its wave comparisons, and the
+    dict of :func:`fit_constructs` as ``models`` to reuse the constructs' fits.
 
     Returns
     -------
@@ -287,55 +323,22 @@ def survey_waves(
         ``attrs["notes"]`` lists what was left out and why.
     """
     scored, notes = clean_surveys(surveys, min_cell_size=min_cell_size)
-    z = stats.norm.ppf(0.5 + ci_level / 2)
     rows = []
     for c in sorted(scored["construct"].unique()):  # constructs (few)
         sub = scored[scored["construct"] == c]
-        phases = _phases(sub)
-        score = sub.groupby(["phase", "learner_id"], observed=True)["score"].mean()
-        base = set(sub.loc[sub["phase"] == phases[0], "learner_id"])
         try:
-            m = _fit_construct(sub, "grm", ci_level)
-            gm = m.group_means().set_index("group")
+            gm = _construct_model(models, c, sub, "grm", ci_level).group_means().set_index("group")
         except ResearchError as exc:
             notes.append(f"construct {c!r}: the wave model could not be fitted ({exc})")
             gm = None
         level, safe, note = "not tested", True, ""
-        if len(phases) > 1:
-            if invariance is not None and len(invariance):
-                inv_row = invariance[(invariance["construct"].astype(str) == c) & (invariance["comparison"] == "wave")]
-            else:
-                inv_row = survey_invariance(sub_surveys(surveys, c), groups=(), min_cell_size=min_cell_size,
-                                            min_invariance_n=min_invariance_n, alpha=alpha, items=items)
-            if len(inv_row):
-                level, safe, note = (str(inv_row["level"].iloc[0]), bool(inv_row["comparable"].iloc[0]),
-                                     str(inv_row["note"].iloc[0]) if pd.notna(inv_row["note"].iloc[0]) else "")
-        for p in phases:
-            sc = score.loc[p]
-            n = len(sc)
-            who = set(sc.index)
-            mean = float(sc.mean())
-            half = float(stats.t.ppf(0.5 + ci_level / 2, n - 1) * sc.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
-            row = {"construct": c, "phase": p, "n": n, "n_attrition": len(base - who), "mean_score": mean,
-                   "score_ci_low": mean - half, "score_ci_high": mean + half, "estimate": np.nan, "se": np.nan,
-                   "ci_low": np.nan, "ci_high": np.nan, "sd": np.nan, "invariance": level,
-                   "comparable": bool(safe), "note": note, "method": "grm_mml_multigroup"}
-            if gm is not None and p in gm.index:
-                e, se = float(gm.loc[p, "mean"]), float(gm.loc[p, "mean_se"])
-                row.update(estimate=e, se=se, ci_low=e - z * se, ci_high=e + z * se, sd=float(gm.loc[p, "sd"]))
-            rows.append(row)
+        if len(_phases(sub)) > 1:
+            level, safe, note = _wave_invariance(surveys, c, invariance, items, min_cell_size=min_cell_size,
+                                                 min_invariance_n=min_invariance_n, alpha=alpha)
+        rows += _wave_rows(c, sub, gm, level, safe, note, ci_level)
     out = pd.DataFrame(rows, columns=[c for c in WAVE_COLUMNS if c not in ("bayes_estimate", "bayes_ci_low",
                                                                            "bayes_ci_high", "suppressed_reason")])
-    out["bayes_estimate"] = np.nan
-    out["bayes_ci_low"] = np.nan
-    out["bayes_ci_high"] = np.nan
-    if bayes:
-        bf = pd.concat(list(bayes.values()), ignore_index=True)
-        key = out.set_index(["construct", "phase"]).index
-        bk = bf.set_index(["construct", "phase"])
-        for col, src in (("bayes_estimate", "estimate"), ("bayes_ci_low", "ci_low"), ("bayes_ci_high", "ci_high")):
-            out[col] = bk[src].reindex(key).to_numpy(dtype=float)
-        out["method"] = "grm_mml_multigroup+bayes_ordinal_waves"
+    out = _with_bayes(out, bayes)
     out["suppressed_reason"] = pd.NA
     att = (out["n_attrition"] > 0) & (out["n_attrition"] < int(min_cell_size))
     if att.any():  # a handful who left would stand out
@@ -346,6 +349,61 @@ def survey_waves(
                                     "method": "string", "suppressed_reason": "string"})
     out.attrs["notes"] = notes
     return out.reset_index(drop=True)
+
+
+def _wave_invariance(surveys: pd.DataFrame, c: str, invariance: pd.DataFrame | None, items: pd.DataFrame | None, *,
+                     min_cell_size: int, min_invariance_n: int, alpha: float) -> tuple[str, bool, str]:
+    """(level, comparable, note) of construct ``c``'s comparison across waves: the row of the
+    ``invariance`` table when given, else tested here."""
+    if invariance is not None and len(invariance):
+        inv_row = invariance[(invariance["construct"].astype(str) == c) & (invariance["comparison"] == "wave")]
+    else:
+        inv_row = survey_invariance(sub_surveys(surveys, c), groups=(), min_cell_size=min_cell_size,
+                                    min_invariance_n=min_invariance_n, alpha=alpha, items=items)
+    if not len(inv_row):
+        return "not tested", True, ""
+    note = inv_row["note"].iloc[0]
+    return str(inv_row["level"].iloc[0]), bool(inv_row["comparable"].iloc[0]), str(note) if pd.notna(note) else ""
+
+
+def _wave_rows(c: str, sub: pd.DataFrame, gm: pd.DataFrame | None, level: str, safe: bool, note: str,
+               ci_level: float) -> list[dict]:
+    """One construct's rows: per wave the score mean with its t interval, attrition since the
+    first wave, and the linked-scale mean of the group means ``gm`` (when the model was fitted)."""
+    z = stats.norm.ppf(0.5 + ci_level / 2)
+    phases = _phases(sub)
+    score = sub.groupby(["phase", "learner_id"], observed=True)["score"].mean()
+    base = set(sub.loc[sub["phase"] == phases[0], "learner_id"])
+    rows = []
+    for p in phases:
+        sc = score.loc[p]
+        n = len(sc)
+        mean = float(sc.mean())
+        half = float(stats.t.ppf(0.5 + ci_level / 2, n - 1) * sc.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+        row = {"construct": c, "phase": p, "n": n, "n_attrition": len(base - set(sc.index)), "mean_score": mean,
+               "score_ci_low": mean - half, "score_ci_high": mean + half, "estimate": np.nan, "se": np.nan,
+               "ci_low": np.nan, "ci_high": np.nan, "sd": np.nan, "invariance": level,
+               "comparable": bool(safe), "note": note, "method": "grm_mml_multigroup"}
+        if gm is not None and p in gm.index:
+            e, se = float(gm.loc[p, "mean"]), float(gm.loc[p, "mean_se"])
+            row.update(estimate=e, se=se, ci_low=e - z * se, ci_high=e + z * se, sd=float(gm.loc[p, "sd"]))
+        rows.append(row)
+    return rows
+
+
+def _with_bayes(out: pd.DataFrame, bayes: dict[str, pd.DataFrame] | None) -> pd.DataFrame:
+    """The ``bayes_*`` columns: from the :class:`BayesianWaves` summaries when given, else empty."""
+    out["bayes_estimate"] = np.nan
+    out["bayes_ci_low"] = np.nan
+    out["bayes_ci_high"] = np.nan
+    if bayes:
+        bf = pd.concat(list(bayes.values()), ignore_index=True)
+        key = out.set_index(["construct", "phase"]).index
+        bk = bf.set_index(["construct", "phase"])
+        for col, src in (("bayes_estimate", "estimate"), ("bayes_ci_low", "ci_low"), ("bayes_ci_high", "ci_high")):
+            out[col] = bk[src].reindex(key).to_numpy(dtype=float)
+        out["method"] = "grm_mml_multigroup+bayes_ordinal_waves"
+    return out
 
 
 def sub_surveys(surveys: pd.DataFrame, construct: str) -> pd.DataFrame:
@@ -392,44 +450,69 @@ def survey_invariance(
     scored, _ = clean_surveys(surveys, min_cell_size=min_cell_size)
     rows = []
     for c in sorted(scored["construct"].unique()):  # constructs (few)
-        sub = scored[scored["construct"] == c]
-        cases = [("wave", sub.assign(_grp=sub["phase"]), "the waves")]
-        if learners is not None and len(learners):
-            base = sub[sub["phase"] == _phases(sub)[0]]
-            for attr in groups:
-                if attr in learners.columns:
-                    lk = learners[["learner_id", attr]].dropna().astype({"learner_id": "string"})
-                    j = base.merge(lk, on="learner_id", how="inner")
-                    cases.append((attr, j.assign(_grp=j[attr].astype(str)), f"{attr} groups"))
-        for comp, data, what in cases:
-            counts = data.groupby("_grp", observed=True)["learner_id"].nunique()
-            big = sorted(counts.index[counts >= min_invariance_n], key=lambda g: (PHASES.index(g) if g in PHASES else 9, g))
-            if len(counts) < 2:
-                continue
-            row = {"construct": c, "comparison": comp, "groups": " | ".join(map(str, big)), "n_groups": len(big),
-                   "level": "not tested", "p_metric": np.nan, "p_scalar": np.nan, "comparable": True, "dif_items": "",
-                   "note": "", "method": "grm_mml_lr"}
-            bad: list[str] = []
-            if items is not None and len(items):
-                col = "dif_wave_class" if comp == "wave" else "dif_group_class"
-                sel = (items["construct"].astype(str) == c) & (items[col].astype(str) == "C")
-                if comp != "wave":
-                    sel &= items["dif_group_attribute"].astype(str) == comp
-                bad = sorted(items.loc[sel, "item_id"].astype(str))
-            row["dif_items"] = " | ".join(bad)
-            if len(big) >= 2:
-                try:
-                    inv = ordinal.invariance(data[data["_grp"].isin(big)], group="_grp", alpha=alpha, group_order=big)
-                    iv = inv.set_index("level")
-                    row.update(level="tested", p_metric=float(iv["p"].get("metric", np.nan)),
-                               p_scalar=float(iv.loc["scalar", "p"]))
-                except ResearchError as exc:
-                    row["note"] = f"no invariance test ({exc})"
-            else:
-                row["note"] = f"not tested: fewer than two {what.replace('the ', '')} have {min_invariance_n} answers"
-            row["_what"], row["_bad"] = what, bad
-            rows.append(row)
-    # one decision per comparison, Bonferroni over the comparisons of the table (many are tested at once)
+        for comp, data, what in _invariance_cases(scored[scored["construct"] == c], learners, groups):
+            row = _invariance_row(c, comp, data, what, items, min_invariance_n=min_invariance_n, alpha=alpha)
+            if row is not None:
+                rows.append(row)
+    _decide_levels(rows, alpha)
+    out = pd.DataFrame(rows, columns=INVARIANCE_COLUMNS)
+    return out.astype({"construct": "string", "comparison": "string", "groups": "string", "n_groups": "Int64",
+                       "level": "string", "comparable": "boolean", "dif_items": "string", "note": "string",
+                       "method": "string"}).reset_index(drop=True)
+
+
+def _invariance_cases(sub: pd.DataFrame, learners: pd.DataFrame | None, groups) -> list[tuple]:
+    """One construct's comparisons: (name, answers with their group in ``_grp``, words for the
+    note): the waves (all answers), then each learner attribute (answers of the first wave)."""
+    cases = [("wave", sub.assign(_grp=sub["phase"]), "the waves")]
+    if learners is not None and len(learners):
+        base = sub[sub["phase"] == _phases(sub)[0]]
+        for attr in groups:
+            if attr in learners.columns:
+                lk = learners[["learner_id", attr]].dropna().astype({"learner_id": "string"})
+                j = base.merge(lk, on="learner_id", how="inner")
+                cases.append((attr, j.assign(_grp=j[attr].astype(str)), f"{attr} groups"))
+    return cases
+
+
+def _class_c_items(items: pd.DataFrame | None, c: str, comp: str) -> list[str]:
+    """Questions of construct ``c`` with large (class C) DIF for comparison ``comp`` in ``items``."""
+    if items is None or not len(items):
+        return []
+    col = "dif_wave_class" if comp == "wave" else "dif_group_class"
+    sel = (items["construct"].astype(str) == c) & (items[col].astype(str) == "C")
+    if comp != "wave":
+        sel &= items["dif_group_attribute"].astype(str) == comp
+    return sorted(items.loc[sel, "item_id"].astype(str))
+
+
+def _invariance_row(c: str, comp: str, data: pd.DataFrame, what: str, items: pd.DataFrame | None, *,
+                    min_invariance_n: int, alpha: float) -> dict | None:
+    """One comparison's row with its likelihood-ratio p values (level 'tested'; decided by
+    :func:`_decide_levels`), or None when there is one group only."""
+    counts = data.groupby("_grp", observed=True)["learner_id"].nunique()
+    if len(counts) < 2:
+        return None
+    big = sorted(counts.index[counts >= min_invariance_n], key=lambda g: (PHASES.index(g) if g in PHASES else 9, g))
+    bad = _class_c_items(items, c, comp)
+    row = {"construct": c, "comparison": comp, "groups": " | ".join(map(str, big)), "n_groups": len(big),
+           "level": "not tested", "p_metric": np.nan, "p_scalar": np.nan, "comparable": True,
+           "dif_items": " | ".join(bad), "note": "", "method": "grm_mml_lr", "_what": what, "_bad": bad}
+    if len(big) < 2:
+        row["note"] = f"not tested: fewer than two {what.replace('the ', '')} have {min_invariance_n} answers"
+        return row
+    try:
+        inv = ordinal.invariance(data[data["_grp"].isin(big)], group="_grp", alpha=alpha, group_order=big)
+        iv = inv.set_index("level")
+        row.update(level="tested", p_metric=float(iv["p"].get("metric", np.nan)), p_scalar=float(iv.loc["scalar", "p"]))
+    except ResearchError as exc:
+        row["note"] = f"no invariance test ({exc})"
+    return row
+
+
+def _decide_levels(rows: list[dict], alpha: float) -> None:
+    """One decision per comparison, Bonferroni over the comparisons of the table (many are
+    tested at once); a comparison that is not safe gets its plain sentence in ``note``."""
     n_tests = max(sum(r["level"] == "tested" for r in rows), 1)
     cut = alpha / n_tests
     for row in rows:
@@ -443,11 +526,7 @@ def survey_invariance(
         safe = (row["level"] in ("scalar", "not tested")) and not row["_bad"]
         row["comparable"] = bool(safe)
         if not safe:
-            row["note"] = _unsafe(row["construct"], row.pop("_what"), row["level"], row["_bad"])
-    out = pd.DataFrame(rows, columns=INVARIANCE_COLUMNS)
-    return out.astype({"construct": "string", "comparison": "string", "groups": "string", "n_groups": "Int64",
-                       "level": "string", "comparable": "boolean", "dif_items": "string", "note": "string",
-                       "method": "string"}).reset_index(drop=True)
+            row["note"] = _unsafe(row["construct"], row["_what"], row["level"], row["_bad"])
 
 
 @dataclass

@@ -7,8 +7,9 @@
   correlation matrix, ``1 - sum(1 - h2) / sum(R)`` as in R's ``psych::omega``, with a
   percentile bootstrap interval; :func:`reliability` applies both per construct.
 * :func:`ordinal_change` fits a cumulative-logit model of item responses on phase (post
-  vs pre) with item thresholds shifted per item (statsmodels ``OrderedModel``; the same
-  model as R's ``ordinal::clm(response ~ phase + item)``).
+  vs pre) with item thresholds shifted per item (the model of statsmodels' ``OrderedModel``
+  and R's ``ordinal::clm(response ~ phase + item)``, fitted on the counts per item, phase
+  and answer with the exact gradient).
 * :class:`BayesianOrdinalChange` is the PyMC ordered-logistic model with learner
   effects (the change conditional on the learner).
 * :func:`survey_summary` is the report table (``surveys.csv``).
@@ -16,7 +17,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -108,11 +108,13 @@ def construct_scores(surveys: pd.DataFrame, **columns) -> pd.DataFrame:
     DataFrame with learner_id, phase, construct, score (mean of answered items), n_items
         (items answered), scale_min, scale_max.
     """
-    s = scored_responses(surveys, **columns)
-    out = s.groupby(["learner_id", "phase", "construct"], observed=True, sort=True).agg(
+    return _construct_scores(scored_responses(surveys, **columns))
+
+
+def _construct_scores(s: pd.DataFrame) -> pd.DataFrame:
+    return s.groupby(["learner_id", "phase", "construct"], observed=True, sort=True).agg(
         score=("score", "mean"), n_items=("score", "size"), scale_min=("scale_min", "first"),
         scale_max=("scale_max", "first")).reset_index()
-    return out
 
 
 # --------------------------------------------------------------------------- reliability
@@ -165,6 +167,34 @@ def _omega_from_R(R: np.ndarray) -> np.ndarray:
     return 1 - (1 - lam**2).sum(axis=1) / R.sum(axis=(1, 2))
 
 
+def _bootstrap_omega(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Omega of ``n_boot`` resamples of the rows of ``x``.
+
+    A resample's correlation matrix depends only on how often it drew each distinct answer
+    pattern (a few hundred for a handful of Likert items, whatever the number of learners), so
+    each resample is counted per pattern and its moments are one product of those counts
+    with the patterns' cross-products; the draws are those of resampling the rows.
+    """
+    n, k = x.shape
+    pat, inv = np.unique(x - x.mean(axis=0), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    m = len(pat)
+    cross = (pat[:, :, None] * pat[:, None, :]).reshape(m, k * k)
+    vals = []
+    for start in range(0, n_boot, 200):  # chunks keep memory flat; each chunk is vectorised
+        b = min(200, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        cnt = np.bincount((inv[idx] + (np.arange(b) * m)[:, None]).ravel(), minlength=b * m).reshape(b, m) / n
+        mean = cnt @ pat
+        cov = (cnt @ cross).reshape(b, k, k) - mean[:, :, None] * mean[:, None, :]
+        sd = np.sqrt(np.clip(np.einsum("bii->bi", cov), 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Rb = cov / (sd[:, :, None] * sd[:, None, :])
+        ok = np.isfinite(Rb).all(axis=(1, 2)) & (sd > 1e-12 * (1 + np.abs(pat).max())).all(axis=1)
+        vals.append(_omega_from_R(Rb[ok]))
+    return np.concatenate(vals)
+
+
 def mcdonald_omega(items: pd.DataFrame | np.ndarray, *, ci_level: float = 0.95, n_boot: int = 1000,
                    seed: int | None = 0) -> dict[str, float]:
     """McDonald's omega total from a one-factor minres fit, with a bootstrap interval.
@@ -188,15 +218,7 @@ def mcdonald_omega(items: pd.DataFrame | np.ndarray, *, ci_level: float = 0.95, 
     est = float(_omega_from_R(R)[0])
     lo = hi = np.nan
     if n_boot:
-        rng = np.random.default_rng(seed)
-        vals = []
-        for start in range(0, n_boot, 200):  # chunks keep memory flat; each chunk is vectorised
-            b = min(200, n_boot - start)
-            idx = rng.integers(0, n, size=(b, n))
-            Rb = _corr_batch(x[idx])
-            ok = np.isfinite(Rb).all(axis=(1, 2))
-            vals.append(_omega_from_R(Rb[ok]))
-        vals = np.concatenate(vals)
+        vals = _bootstrap_omega(x, n_boot, np.random.default_rng(seed))
         a = 1 - ci_level
         lo, hi = np.quantile(vals, [a / 2, 1 - a / 2])
     return {"estimate": est, "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_items": k, "loadings": lam}
@@ -227,7 +249,11 @@ def reliability(
         alpha_ci_low, alpha_ci_high (Feldt), omega, omega_ci_low, omega_ci_high
         (bootstrap percentile), method.
     """
-    s = scored_responses(surveys, **columns)
+    return _reliability(scored_responses(surveys, **columns), phase=phase, ci_level=ci_level, n_boot=n_boot, seed=seed)
+
+
+def _reliability(s: pd.DataFrame, *, phase, ci_level: float, n_boot: int, seed: int | None) -> pd.DataFrame:
+    """:func:`reliability` of responses already scored by :func:`scored_responses`."""
     phases = [phase] if isinstance(phase, str) else (list(phase) if phase is not None else
                                                       [p for p in PHASES if p in set(s["phase"])])
     rows = []
@@ -278,8 +304,10 @@ def ordinal_change(
 ) -> pd.DataFrame:
     """Cumulative-logit (proportional odds) change of item responses from pre to post.
 
-    ``logit P(Y <= j) = theta_j - (beta * post + d_item)`` fitted with statsmodels'
-    ``OrderedModel``; ``beta`` is the log odds of answering higher after than before.
+    ``logit P(Y <= j) = theta_j - (beta * post + d_item)`` (statsmodels' ``OrderedModel``, R's
+    ``ordinal::clm``), fitted by :func:`research.estimate.ordinal.polr` with its exact gradient
+    on the counts per item, phase and answer, which are sufficient for it; ``beta`` is the
+    log odds of answering higher after than before.
     Pre and post answers of the same learner are treated as independent here (the
     Bayesian model adds learner effects).
 
@@ -288,30 +316,35 @@ def ordinal_change(
     DataFrame with one row: construct, estimate (beta, log odds), se, ci_low, ci_high,
         odds_ratio, p, n (learners), n_responses, method ('ordered_logit').
     """
-    from statsmodels.miscmodels.ordinal_model import OrderedModel
+    return _ordinal_change(scored_responses(surveys, **columns), construct=construct, pre=pre, post=post,
+                           ci_level=ci_level)
 
-    s = _change_frame(scored_responses(surveys, **columns), construct, pre, post)
+
+def _ordinal_change(scored: pd.DataFrame, *, construct: str, pre: str, post: str, ci_level: float) -> pd.DataFrame:
+    """:func:`ordinal_change` of responses already scored by :func:`scored_responses`."""
+    from research.estimate.ordinal import polr
+
+    s = _change_frame(scored, construct, pre, post)
     cats = np.sort(s["category"].unique())
-    y = pd.Categorical(s["category"].to_numpy(), categories=cats, ordered=True)
-    X = pd.DataFrame({"post": (s["phase"] == post).astype(float).to_numpy()})
-    items = sorted(s["item_id"].unique())
-    if len(items) > 1:
-        dummies = pd.get_dummies(pd.Categorical(s["item_id"].to_numpy(), categories=items), drop_first=True,
-                                 prefix="item", dtype=float)
-        X = pd.concat([X, dummies.reset_index(drop=True)], axis=1)
     if len(cats) < 2:
         raise DataError(f"construct {construct!r}: every answer is in the same category; no ordinal model can be fitted")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = OrderedModel(y, X, distr="logit").fit(method="bfgs", disp=False, maxiter=2000)
-    b = float(res.params["post"])
-    se = float(res.bse["post"])
+    # phase and item are the only predictors: the counts per item x phase x category are sufficient,
+    # and the model fitted on them with frequency weights is the model of the answers
+    items = sorted(s["item_id"].unique())
+    table = pd.DataFrame({"item": pd.Categorical(s["item_id"].to_numpy(), categories=items).codes,
+                          "post": (s["phase"] == post).to_numpy(dtype=int),
+                          "y": np.searchsorted(cats, s["category"].to_numpy())}).value_counts().sort_index().reset_index()
+    X = np.column_stack([table["post"].to_numpy(dtype=float)]
+                        + [(table["item"].to_numpy() == j).astype(float) for j in range(1, len(items))])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _, beta, bse = polr(table["y"].to_numpy(), X, weights=table["count"].to_numpy(dtype=float))
+    b, se = float(beta[0]), float(bse[0])
     z = stats.norm.ppf(1 - (1 - ci_level) / 2)
     out = pd.DataFrame({"construct": [construct], "estimate": [b], "se": [se], "ci_low": [b - z * se],
                         "ci_high": [b + z * se], "odds_ratio": [np.exp(b)],
                         "p": [2 * stats.norm.sf(abs(b / se))], "n": [s["learner_id"].nunique()],
                         "n_responses": [len(s)], "method": ["ordered_logit"]})
-    out.attrs.update(converged=bool(res.mle_retvals.get("converged", True)))
+    out.attrs.update(converged=bool(np.isfinite(se)))
     return out.astype({"construct": "string", "method": "string"})
 
 
@@ -423,9 +456,40 @@ def survey_summary(
     """
     if min_cell_size is None or int(min_cell_size) < 1:
         raise ConfigError(f"min_cell_size must be a whole number of at least 1, got {min_cell_size!r}")
-    scores = construct_scores(surveys, **columns)
-    rel_phase = pre if pre in set(scores["phase"]) else sorted(set(scores["phase"]))[0]
-    rel = reliability(surveys, phase=rel_phase, ci_level=ci_level, n_boot=n_boot, seed=seed, **columns)
+    scored = scored_responses(surveys, **columns)  # once, for every part of the table
+    scores = _construct_scores(scored)
+    present = set(scores["phase"].unique())
+    rel_phase = pre if pre in present else sorted(present)[0]
+    rel = _reliability(scored, phase=rel_phase, ci_level=ci_level, n_boot=n_boot, seed=seed)
+    out = _score_change(scores, pre, post, ci_level)
+    rel_cols = rel.rename(columns={"phase": "reliability_phase"})[
+        ["construct", "reliability_phase", "n_items", "alpha", "alpha_ci_low", "alpha_ci_high", "omega",
+         "omega_ci_low", "omega_ci_high"]]
+    out = out.merge(rel_cols, on="construct", how="left")
+    out = out.merge(_ordinal_columns(scored, out, pre, post, ci_level), on="construct", how="left")
+    out, method = _bayes_columns(out, bayes)
+    sc = scores.groupby("construct", observed=True)[["scale_min", "scale_max"]].first().reset_index()
+    out = out.merge(sc.astype({"construct": "string"}), on="construct", how="left")
+    out["method"] = method
+    out["_n_supp"] = np.minimum(out["n"], out["n_pre"])
+    out.loc[out["n"] == 0, "_n_supp"] = 0
+    ids = ["construct", "reliability_phase", "method", "scale_min", "scale_max"]
+    out = suppress_small_rows(out, "_n_supp", ids, int(min_cell_size)).drop(columns=["_n_supp"])
+    out = out[SUMMARY_COLUMNS]
+    out = out.astype({"construct": "string", "method": "string", "scale_min": "Int64", "scale_max": "Int64"})
+    return out.reset_index(drop=True)
+
+
+SUMMARY_COLUMNS = ["construct", "n", "n_pre", "n_post", "n_items", "reliability_phase", "alpha", "alpha_ci_low",
+                   "alpha_ci_high", "omega", "omega_ci_low", "omega_ci_high", "pre_mean", "post_mean", "change",
+                   "change_ci_low", "change_ci_high", "d_z", "d_z_ci_low", "d_z_ci_high", "ordinal_log_odds",
+                   "ordinal_ci_low", "ordinal_ci_high", "ordinal_p", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high",
+                   "prob_positive", "scale_min", "scale_max", "method", "suppressed_reason"]
+
+
+def _score_change(scores: pd.DataFrame, pre: str, post: str, ci_level: float) -> pd.DataFrame:
+    """Per construct: n_pre, n_post, and for learners with both scores n, the means, the mean
+    paired change with its t interval and d_z with its noncentral-t interval."""
     wide = scores.pivot_table(index=["construct", "learner_id"], columns="phase", values="score",
                               aggfunc="first").reset_index()
     for p in (pre, post):
@@ -450,45 +514,37 @@ def survey_summary(
     agg = agg.drop(columns=["sd"])
     out = counts.merge(agg, on="construct", how="left")
     out["n"] = out["n"].fillna(0).astype(int)
-    rel_cols = rel.rename(columns={"phase": "reliability_phase"})[
-        ["construct", "reliability_phase", "n_items", "alpha", "alpha_ci_low", "alpha_ci_high", "omega",
-         "omega_ci_low", "omega_ci_high"]]
-    out = out.merge(rel_cols, on="construct", how="left")
+    return out
+
+
+def _ordinal_columns(scored: pd.DataFrame, out: pd.DataFrame, pre: str, post: str, ci_level: float) -> pd.DataFrame:
+    """The ``ordinal_*`` columns: :func:`ordinal_change` of each construct with two or more
+    learners with both scores (left empty where it cannot be fitted)."""
     ords = []
     for c in out["construct"]:  # loop over constructs (few)
         if out.loc[out["construct"] == c, "n"].iloc[0] >= 2:
             try:
-                o = ordinal_change(surveys, construct=c, pre=pre, post=post, ci_level=ci_level, **columns)
+                o = _ordinal_change(scored, construct=c, pre=pre, post=post, ci_level=ci_level)
                 ords.append({"construct": c, "ordinal_log_odds": o["estimate"].iloc[0],
                              "ordinal_ci_low": o["ci_low"].iloc[0], "ordinal_ci_high": o["ci_high"].iloc[0],
                              "ordinal_p": o["p"].iloc[0]})
             except DataError:
                 pass
     ordf = pd.DataFrame(ords, columns=["construct", "ordinal_log_odds", "ordinal_ci_low", "ordinal_ci_high", "ordinal_p"])
-    out = out.merge(ordf.astype({"construct": "string"}), on="construct", how="left")
+    return ordf.astype({"construct": "string"})
+
+
+def _bayes_columns(out: pd.DataFrame, bayes) -> tuple[pd.DataFrame, str]:
+    """The ``bayes_*`` columns and ``prob_positive`` from :meth:`BayesianOrdinalChange.summary`
+    rows (empty without them), and the table's method."""
     for col in ("bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"):
         out[col] = np.nan
-    method = "classical"
-    if bayes is not None:
-        bf = pd.concat(list(bayes.values())) if isinstance(bayes, dict) else pd.DataFrame(bayes)
-        bf.attrs = {}
-        bf = bf.rename(columns={"estimate": "bayes_log_odds", "ci_low": "bayes_ci_low", "ci_high": "bayes_ci_high"})
-        out = out.drop(columns=["bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]).merge(
-            bf[["construct", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]].astype(
-                {"construct": "string"}), on="construct", how="left")
-        method = "classical+bayesian"
-    sc = scores.groupby("construct", observed=True)[["scale_min", "scale_max"]].first().reset_index()
-    out = out.merge(sc.astype({"construct": "string"}), on="construct", how="left")
-    out["method"] = method
-    out["_n_supp"] = np.minimum(out["n"], out["n_pre"])
-    out.loc[out["n"] == 0, "_n_supp"] = 0
-    ids = ["construct", "reliability_phase", "method", "scale_min", "scale_max"]
-    out = suppress_small_rows(out, "_n_supp", ids, int(min_cell_size)).drop(columns=["_n_supp"])
-    order = ["construct", "n", "n_pre", "n_post", "n_items", "reliability_phase", "alpha", "alpha_ci_low",
-             "alpha_ci_high", "omega", "omega_ci_low", "omega_ci_high", "pre_mean", "post_mean", "change",
-             "change_ci_low", "change_ci_high", "d_z", "d_z_ci_low", "d_z_ci_high", "ordinal_log_odds",
-             "ordinal_ci_low", "ordinal_ci_high", "ordinal_p", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high",
-             "prob_positive", "scale_min", "scale_max", "method", "suppressed_reason"]
-    out = out[order]
-    out = out.astype({"construct": "string", "method": "string", "scale_min": "Int64", "scale_max": "Int64"})
-    return out.reset_index(drop=True)
+    if bayes is None:
+        return out, "classical"
+    bf = pd.concat(list(bayes.values())) if isinstance(bayes, dict) else pd.DataFrame(bayes)
+    bf.attrs = {}
+    bf = bf.rename(columns={"estimate": "bayes_log_odds", "ci_low": "bayes_ci_low", "ci_high": "bayes_ci_high"})
+    out = out.drop(columns=["bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]).merge(
+        bf[["construct", "bayes_log_odds", "bayes_ci_low", "bayes_ci_high", "prob_positive"]].astype(
+            {"construct": "string"}), on="construct", how="left")
+    return out, "classical+bayesian"
