@@ -412,7 +412,16 @@ def _attempt_codes(attempts: pd.DataFrame, *, learner, item, step, attempt, outc
 
 
 def _learner_item_summary(a: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(learner x item: hint, answered, seconds, all steps correct, attempts to correct; the per-item means)."""
+    """(learner x item: hint, answered, seconds, all steps correct, attempts to correct; the per-item means).
+
+    Grouped on integer codes of item, learner and step (codes in the sort order of the ids, so
+    every group, its rows and their order are those of grouping on the ids themselves).
+    """
+    items, item_ids = pd.factorize(a["i"], sort=True)
+    learners, learner_ids = pd.factorize(a["l"], sort=True)
+    a = pd.DataFrame({"i": items, "l": learners, "s": pd.factorize(a["s"])[0], "is_c": a["is_c"].to_numpy(),
+                      "att_c": a["att_c"].to_numpy(), "is_h": a["is_h"].to_numpy(), "is_ans": a["is_ans"].to_numpy(),
+                      "d": a["d"].to_numpy(float)})
     per_step = a.groupby(["i", "l", "s"], sort=False).agg(any_c=("is_c", "any"), first_c=("att_c", "min"))
     per_li = per_step.groupby(level=["i", "l"]).agg(all_c=("any_c", "all"), att_to_c=("first_c", "mean"))
     by_li = a.groupby(["i", "l"], sort=False)
@@ -430,6 +439,9 @@ def _learner_item_summary(a: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         hint_rate=("hint", "mean"),
         median_duration_s=("dur", "median"),
     )
+    li.index = pd.MultiIndex.from_arrays([item_ids.take(li.index.get_level_values("i")),
+                                          learner_ids.take(li.index.get_level_values("l"))], names=["i", "l"])
+    per_item.index = pd.Index(item_ids.take(per_item.index), name="i")
     return li, per_item
 
 
