@@ -222,6 +222,18 @@ def test_distractor_table_on_simulated_attempts():
     assert set(d2.loc[d2["is_key"], "option"]) == {"A"}
 
 
+def test_a_first_attempt_table_given_is_the_one_computed():
+    # notebook 02 computes the first attempts once and hands them to both tables
+    sim = simulate_rasch(200, 5, missing=0.1, seed=9)
+    attempts, items = simulate_attempts(sim, seed=4)
+    attempts["module"] = np.where(attempts.index % 3 == 0, "m2", "m1")  # the most frequent module wins per item
+    fa = first_attempt_responses(attempts)
+    given = item_statistics(attempts, items, responses=fa)
+    pd.testing.assert_frame_equal(given, item_statistics(attempts, items))
+    assert (given["module"] == "m1").all()
+    pd.testing.assert_frame_equal(distractor_table(attempts, items, responses=fa), distractor_table(attempts, items))
+
+
 def test_suppress_small_cells():
     d = pd.DataFrame(
         {"item_id": ["x", "x"], "option": ["A", "B"], "is_key": [True, False], "n": [40, 3], "share": [0.93, 0.07],

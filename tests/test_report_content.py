@@ -314,6 +314,19 @@ def test_a_failed_refresh_keeps_notebook_06s_report_and_says_why(tmp_path):
     assert (tmp_path / "report.en.html").read_text(encoding="utf-8") == "notebook 06's report"
 
 
+def test_the_report_is_rendered_again_only_when_a_later_notebook_or_labels_change_it():
+    from types import SimpleNamespace
+
+    from research.pipeline import report_needs_refresh
+
+    run = [Path(f"{n}.ipynb") for n in ("01_ingest_and_validate", "05_equity_and_engagement", "06_recommendations")]
+    assert not report_needs_refresh(run, None)  # notebook 06's report is the final one: drawn once
+    assert not report_needs_refresh(run, SimpleNamespace(labels={}))
+    assert report_needs_refresh(run, SimpleNamespace(labels={"gender": {"female": "kvinna"}}))
+    assert report_needs_refresh(run + [Path("07_compare_cohorts.ipynb")], None)
+    assert not report_needs_refresh(run[:2], None)  # no report notebook: nothing to render again
+
+
 # --------------------------------------------------------------------------- the page, pinned
 
 PINNED = Path(__file__).parent / "reference" / "report" / "report_content.sv.html"

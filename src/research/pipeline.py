@@ -65,7 +65,8 @@ from research.paths import default_warehouse, notebooks_dir, project_root, resol
 
 __all__ = [
     "KEEP_FAILED", "CohortLock", "EXIT_CODES", "NotebookRun", "RunResult", "close_dead_runs", "config_parameters",
-    "ingest_sources", "input_files", "last_good", "notebook_plan", "prune_failed", "remote_references", "run_all",
+    "ingest_sources", "input_files", "last_good", "notebook_plan", "prune_failed", "remote_references",
+    "report_needs_refresh", "run_all",
     "run_cohort", "run_one", "scheduled_notebooks",
 ]
 
@@ -696,7 +697,8 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     from research.report.datapackage import write_datapackage
     from research.report_index import write_cohort_index, write_reports_index
 
-    _refresh_report(run_dir, cohort, wh_path, config, manifest)
+    if report_needs_refresh([nb for nb, _ in plan], config):
+        _refresh_report(run_dir, cohort, wh_path, config, manifest)
     # nothing below the minimum cell size derivable in the folder; a PrivacyError goes down the failed-run path
     require_safe_publication(run_dir, min_cell_size=base["min_cell_size"])
     write_datapackage(run_dir)  # the folder's tables, each with its Table Schema
@@ -706,6 +708,24 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     write_reports_index(reports_dir)
     _prune_quietly(reports_dir, cohort, state["keep"])
     return RunResult(cohort, "ok", exit_code, final, manifest, f"cohort {cohort!r}: report written to {final}")
+
+
+#: The notebook that writes the report (``report.<language>.html``).
+REPORT_NOTEBOOK = "06_recommendations"
+
+
+def report_needs_refresh(notebooks: list[Path], config: CohortConfig | None) -> bool:
+    """Whether the report notebook 06 wrote must be rendered again after the last notebook.
+
+    Only when a notebook ran after it (the comparison of 07 adds tables the report shows) or
+    the cohort file has ``labels:`` (which the notebooks do not take). Otherwise rendering it
+    again would give the same page and cost a second drawing of every figure.
+    """
+    stems = [Path(nb).stem for nb in notebooks]
+    if REPORT_NOTEBOOK not in stems:
+        return False
+    after = stems[stems.index(REPORT_NOTEBOOK) + 1:]
+    return bool(after) or bool(getattr(config, "labels", None))
 
 
 def _refresh_report(run_dir: Path, cohort: str, warehouse: Path, config: CohortConfig | None, manifest: dict) -> None:

@@ -16,6 +16,8 @@ folder" in docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 from bisect import bisect_left, bisect_right
@@ -445,6 +447,31 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
 
 
+#: The cells of each CSV read so far, by path and a hash of its bytes: every table a notebook
+#: writes is checked against the folder, so a process parses each unchanged table once.
+_CELLS: dict[Path, tuple[bytes, list[Cell]]] = {}
+_CELLS_MAX = 256
+
+
+def _file_cells(path: Path, name: str) -> list[Cell]:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return []
+    digest = hashlib.blake2b(data, digest_size=16).digest()
+    known = _CELLS.get(path)
+    if known is not None and known[0] == digest:
+        return known[1]
+    try:
+        cells = table_cells(pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""]), name)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        cells = []
+    if len(_CELLS) >= _CELLS_MAX:
+        _CELLS.clear()
+    _CELLS[path] = (digest, cells)
+    return cells
+
+
 def published_cells(folder: str | Path, *, exclude: Sequence[str] = ()) -> list[Cell]:
     """Every declared learner count in the CSV tables of a report folder."""
     cells: list[Cell] = []
@@ -452,11 +479,7 @@ def published_cells(folder: str | Path, *, exclude: Sequence[str] = ()) -> list[
         name = path.stem
         if name in exclude or not count_declarations(name):
             continue
-        try:
-            frame = read_table(path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError):
-            continue
-        cells += table_cells(frame, name)
+        cells += _file_cells(path.resolve(), name)
     return cells
 
 

@@ -98,7 +98,8 @@ def item_statistics(ctx, thresholds):
     from research.estimate import classical
 
     responses = classical.first_attempt_responses(attempts)
-    stats = _quiet(classical.item_statistics, attempts, None if from_tests else ctx.data.items, min_n=thresholds.min_n)
+    stats = _quiet(classical.item_statistics, attempts, None if from_tests else ctx.data.items, min_n=thresholds.min_n,
+                   responses=responses)
     n = n_learners(attempts)
     if n < thresholds.min_n:
         ctx.ran("item_statistics", "low_n_flags", n_learners=n, needed=thresholds.min_n)
@@ -166,7 +167,8 @@ def distractors(ctx, classical_result, irt_result):
         return ctx.skip("distractors", "no_options")
     ability = None if is_skipped(irt_result) else irt_result.rasch.abilities()
     try:
-        table = classical.suppress_small_cells(classical.distractor_table(attempts, ctx.data.items, ability=ability),
+        table = classical.suppress_small_cells(classical.distractor_table(attempts, ctx.data.items, ability=ability,
+                                                                          responses=classical_result.responses),
                                                ctx.min_cell_size)
     except DATA_ERRORS as exc:
         return _fail(ctx, "distractors", exc)

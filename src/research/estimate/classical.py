@@ -323,6 +323,7 @@ def item_statistics(
     *,
     min_n: int = 30,
     ci_level: float = 0.95,
+    responses: pd.DataFrame | None = None,
     learner: str = "learner_id",
     item: str = "item_id",
     step: str = "step_id",
@@ -341,6 +342,8 @@ def item_statistics(
     attempts : canonical attempts (long, one row per learner x step x attempt).
     items : optional canonical ``items`` table (module and page fill in where attempts lack them).
     min_n : items answered by fewer learners get ``low_n = True``.
+    responses : the first-attempt table of ``attempts`` (:func:`first_attempt_responses` with the
+        same column names) when the caller already has it; computed when None.
 
     Returns
     -------
@@ -363,16 +366,32 @@ def item_statistics(
         raise ConfigError(f"min_n must be at least 1, got {min_n}")
     if attempts.empty:
         raise DataError("attempts is empty: no items to describe")
-    fa = first_attempt_responses(
+    fa = responses if responses is not None else first_attempt_responses(
         attempts, learner=learner, item=item, step=step, attempt=attempt,
         problem_view=problem_view, outcome=outcome, timestamp=timestamp,
     )
+    base = _facility(fa, ci_level)
+    a = _attempt_codes(attempts, learner=learner, item=item, step=step, attempt=attempt, outcome=outcome,
+                       duration=duration)
+    li, per_item = _learner_item_summary(a)
+    meta = _item_places(attempts, items, per_item.index, item=item, module=module, page=page)
+    reached = _reached_not_answered(attempts, a, li, meta, per_item.index, page=page)
+    disc = discrimination_statistics(fa).set_index("item_id")
+    return _item_frame(per_item, base, meta, reached, disc, min_n=min_n, module=module, page=page)
+
+
+def _facility(fa: pd.DataFrame, ci_level: float) -> pd.DataFrame:
+    """Per item: learners with a first attempt, how many were correct, the share and its Wilson interval."""
     g = fa.groupby("item_id", sort=True)["correct"]
     base = pd.DataFrame({"n_learners": g.size(), "k": g.sum()})
     lo, hi = wilson_interval(base["k"], base["n_learners"], ci_level)
     base["facility"] = base["k"] / base["n_learners"]
     base["facility_ci_low"], base["facility_ci_high"] = lo, hi
+    return base
 
+
+def _attempt_codes(attempts: pd.DataFrame, *, learner, item, step, attempt, outcome, duration) -> pd.DataFrame:
+    """Every attempt as plain columns: learner, item, step, outcome flags, attempt number, seconds."""
     a = pd.DataFrame(
         {
             "l": attempts[learner].astype(str).to_numpy(),
@@ -389,6 +408,20 @@ def item_statistics(
     a["is_h"] = a["o"] == "hint"
     a["is_ans"] = a["o"] != "hint"
     a["att_c"] = np.where(a["is_c"], a["att"], np.nan)
+    return a
+
+
+def _learner_item_summary(a: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(learner x item: hint, answered, seconds, all steps correct, attempts to correct; the per-item means).
+
+    Grouped on integer codes of item, learner and step (codes in the sort order of the ids, so
+    every group, its rows and their order are those of grouping on the ids themselves).
+    """
+    items, item_ids = pd.factorize(a["i"], sort=True)
+    learners, learner_ids = pd.factorize(a["l"], sort=True)
+    a = pd.DataFrame({"i": items, "l": learners, "s": pd.factorize(a["s"])[0], "is_c": a["is_c"].to_numpy(),
+                      "att_c": a["att_c"].to_numpy(), "is_h": a["is_h"].to_numpy(), "is_ans": a["is_ans"].to_numpy(),
+                      "d": a["d"].to_numpy(float)})
     per_step = a.groupby(["i", "l", "s"], sort=False).agg(any_c=("is_c", "any"), first_c=("att_c", "min"))
     per_li = per_step.groupby(level=["i", "l"]).agg(all_c=("any_c", "all"), att_to_c=("first_c", "mean"))
     by_li = a.groupby(["i", "l"], sort=False)
@@ -406,15 +439,20 @@ def item_statistics(
         hint_rate=("hint", "mean"),
         median_duration_s=("dur", "median"),
     )
+    li.index = pd.MultiIndex.from_arrays([item_ids.take(li.index.get_level_values("i")),
+                                          learner_ids.take(li.index.get_level_values("l"))], names=["i", "l"])
+    per_item.index = pd.Index(item_ids.take(per_item.index), name="i")
+    return li, per_item
 
-    # module / page per item: from attempts (most frequent), else from items
-    meta = pd.DataFrame(index=per_item.index)
+
+def _item_places(attempts: pd.DataFrame, items: pd.DataFrame | None, index: pd.Index, *, item, module, page) -> pd.DataFrame:
+    """Module and page of each item: the most frequent in the attempts, else the ``items`` table's."""
+    meta = pd.DataFrame(index=index)
     for col in (module, page):
         if col in attempts.columns:
             vals = attempts[[item, col]].dropna()
             if not vals.empty:
-                mode = vals.astype(str).groupby(item)[col].agg(lambda x: x.value_counts().index[0])
-                meta[col] = mode.reindex(meta.index)
+                meta[col] = _most_frequent(vals.astype(str), item, col).reindex(meta.index)
     if items is not None:
         _require(items, ["item_id"], "items")
         im = items.drop_duplicates("item_id").set_index(items.drop_duplicates("item_id")["item_id"].astype(str))
@@ -425,9 +463,21 @@ def item_statistics(
     for col in (module, page):
         if col not in meta.columns:
             meta[col] = pd.NA
+    return meta
 
-    # reached the item's page but never answered the item
-    reached = pd.Series(np.nan, index=per_item.index)
+
+def _most_frequent(vals: pd.DataFrame, key: str, col: str) -> pd.Series:
+    """Per ``key``, the most frequent value of ``col`` (ties: the value met first, as ``value_counts`` orders them)."""
+    counts = vals.groupby([key, col], sort=False).size().rename("n").reset_index()
+    # value_counts sorts by count (descending, stable), so among equal counts the value met first wins
+    counts = counts.sort_values([key, "n"], ascending=[True, False], kind="stable")
+    return counts.drop_duplicates(key).set_index(key)[col]
+
+
+def _reached_not_answered(attempts: pd.DataFrame, a: pd.DataFrame, li: pd.DataFrame, meta: pd.DataFrame,
+                          index: pd.Index, *, page) -> pd.Series:
+    """Share of the learners who reached each item's page but never answered the item (NaN without pages)."""
+    reached = pd.Series(np.nan, index=index)
     if page in attempts.columns and meta[page].notna().any():
         lp = pd.DataFrame({"l": a["l"], "pg": attempts[page].astype("string").to_numpy()}).dropna().drop_duplicates()
         item_page = meta[page].dropna().astype(str).rename("pg").reset_index().rename(columns={"index": "i"})
@@ -437,9 +487,12 @@ def item_statistics(
         reach = reach.merge(ans, on=["i", "l"], how="left")
         reach["answered"] = reach["answered"].fillna(False).astype(bool)
         reached = 1.0 - reach.groupby("i")["answered"].mean()
-        reached = reached.reindex(per_item.index)
+        reached = reached.reindex(index)
+    return reached
 
-    disc = discrimination_statistics(fa).set_index("item_id")
+
+def _item_frame(per_item, base, meta, reached, disc, *, min_n, module, page) -> pd.DataFrame:
+    """The item table's columns, in order, one row per item."""
     out = pd.DataFrame({"item_id": per_item.index.astype(str)})
     idx = per_item.index
     out["module"] = meta[module].reindex(idx).astype("string").to_numpy()
@@ -467,6 +520,7 @@ def distractor_table(
     *,
     ability: pd.DataFrame | None = None,
     max_options: int = 12,
+    responses: pd.DataFrame | None = None,
     learner: str = "learner_id",
     item: str = "item_id",
     response: str = "response",
@@ -481,6 +535,8 @@ def distractor_table(
 
     ``ability`` is an optional frame (learner_id, theta) such as Rasch abilities; by default
     a learner's ability is their proportion correct over all their first attempts.
+    ``responses`` is the first-attempt table of ``attempts`` (:func:`first_attempt_responses`
+    with the same column names) when the caller already has it; computed when None.
 
     Returns
     -------
@@ -493,7 +549,8 @@ def distractor_table(
     cols = ["item_id", "option", "is_key", "n", "share", "mean_ability", "sd_ability", "method"]
     if response not in attempts.columns:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
-    fa = first_attempt_responses(attempts, learner=learner, item=item, response=response, **first_attempt_columns)
+    fa = responses if responses is not None else first_attempt_responses(
+        attempts, learner=learner, item=item, response=response, **first_attempt_columns)
     if ability is None:
         ab = fa.groupby("learner_id")["correct"].mean().rename("ability")
     else:

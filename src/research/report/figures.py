@@ -47,7 +47,8 @@ def embed(fig: Figure | bytes, alt: str, caption: str = "", *, dpi: int = 72) ->
         png = bytes(fig)
     else:
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        # every figure is laid out (tight_layout) when drawn: no second drawing to crop it
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
         png = buf.getvalue()
     return EmbeddedFigure("data:image/png;base64," + base64.b64encode(png).decode("ascii"), alt, caption)
 

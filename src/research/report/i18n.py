@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -66,6 +66,22 @@ def make_catalogues() -> list[Path]:
     return written
 
 
+@lru_cache(maxsize=8192)
+def _decimal(x, fmt: str, locale: str) -> str:
+    return numbers.format_decimal(x, format=fmt, locale=locale)
+
+
+@lru_cache(maxsize=8192)
+def _percent(x, fmt: str | None, locale: str) -> str:
+    return numbers.format_percent(x, format=fmt, locale=locale)
+
+
+@cache
+def _percent_pattern(locale: str) -> str:
+    pattern = Locale.parse(locale).percent_formats[None].pattern
+    return pattern.replace("#,##0", "#,##0.0", 1) if "#,##0.0" not in pattern else pattern
+
+
 @dataclass(frozen=True)
 class Formatter:
     """Numbers, percentages, durations and dates in the conventions of one report language."""
@@ -78,28 +94,27 @@ class Formatter:
 
     @property
     def _percent_pattern(self) -> str:
-        pattern = Locale.parse(self.locale).percent_formats[None].pattern
-        return pattern.replace("#,##0", "#,##0.0", 1) if "#,##0.0" not in pattern else pattern
+        return _percent_pattern(self.locale)
 
     def number(self, x, digits: int = 2) -> str:
         if x is None or (isinstance(x, float) and math.isnan(x)):
             return ""
         fmt = "#,##0" + ("." + "0" * digits if digits > 0 else "")
-        return numbers.format_decimal(x, format=fmt, locale=self.locale)
+        return _decimal(x, fmt, self.locale)  # the same value is formatted many times (ticks, tables)
 
     def integer(self, x) -> str:
         if x is None or (isinstance(x, float) and math.isnan(x)):
             return ""
-        return numbers.format_decimal(round(float(x)), format="#,##0", locale=self.locale)
+        return _decimal(round(float(x)), "#,##0", self.locale)
 
     def percent(self, x) -> str:
         if x is None or (isinstance(x, float) and math.isnan(x)):
             return ""
-        return numbers.format_percent(x, format=self._percent_pattern, locale=self.locale)
+        return _percent(x, self._percent_pattern, self.locale)
 
     def percent_whole(self, x) -> str:
         """A percentage without decimals in the locale's pattern (95 %, 95%)."""
-        return numbers.format_percent(x, locale=self.locale)
+        return _percent(x, None, self.locale)
 
     def p_value(self, p) -> str:
         if p is None or (isinstance(p, float) and math.isnan(p)):

@@ -6,7 +6,9 @@ report once more from what the run folder and the warehouse hold - the findings
 (``recommendations.json``), the estimate tables, ``learning_curves.csv``,
 ``recommendation_status.csv`` and ``comparison.csv`` - with the cohort configuration's
 language, minimum cell size, thresholds and ``labels:``, and the item titles and links of
-the canonical ``items`` table. ``research.pipeline`` calls it after the last notebook.
+the canonical ``items`` table. ``research.pipeline`` calls it after the last notebook when
+that changes the page: notebook 07 ran, or the cohort file has ``labels:``
+(:func:`research.pipeline.report_needs_refresh`).
 """
 
 from __future__ import annotations

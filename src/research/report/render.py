@@ -682,42 +682,22 @@ def report_view_model(
         cohorts = recommendations["cohort"].dropna().unique()
         cohort = str(cohorts[0]) if len(cohorts) else ""
     view = _View(language, k, labels=labels, items=items)
-    _ = view._
     dyn = view.tr.gettext
 
-    safe = suppress_records(recommendations, min_cell_size=k)
-    recs = [_finding_view(rec, view) for rec in _records(safe.sort_values("rank"))]
-    # the KC-model change a search supports (research.kcmodel.advice), in the report's language
-    from research.kcmodel.advice import report_changes
-
-    changes = report_changes(safe, out_dir, language=language)
-    for rec in recs:
-        rec["kc_model_change_t"] = changes.get(rec["recommendation_id"], "")
+    safe, recs = _findings(recommendations, view, out_dir)
     top = _fix_first_cards(recs, int(config.priority["top_n"]))
-
     # figures for the targets with the best-ranked findings only
     ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
     limit = len(ranked_targets) if max_figure_targets is None else int(max_figure_targets)
     sections = _target_sections(recs, view, figures=figures or {}, estimates=estimates or {},
                                 evidence_figures=evidence_figures, drawn=set(ranked_targets[:limit]))
     rules_present = sorted({r["rule"] for r in recs}, key=list(RULES).index)
-    rule_help = _rule_help(config, view)
 
     participants = []
     if learners is not None and len(learners):
         participants = _participants(learners, attributes, view, out_dir)
         if n_learners is None:
             n_learners = int(learners["learner_id"].nunique()) if "learner_id" in learners.columns else None
-
-    counts = safe["severity"].value_counts()
-    summary_counts = {"total": view.fmt.integer(len(safe))}
-    summary_counts.update({s: view.fmt.integer(counts.get(s, 0)) for s in ("high", "medium", "low")})
-
-    since = None
-    if predecessor is not None and status is not None:
-        by_id = {r["recommendation_id"]: r["anchor"] for r in recs}
-        since = since_section(status, comparison, view=view, anchors=by_id,
-                              target_label=lambda rec: view.target({k: rec.get(k) for k in ("target_type", "target_id", "kc_model")}))
 
     return dict(
         lang=language,
@@ -726,25 +706,59 @@ def report_view_model(
         version=research.__version__,
         predecessor=predecessor,
         not_analysed=not_analysed_items(analyses, dyn, view.fmt.integer),
-        since=since,
+        since=_since(recs, view, predecessor=predecessor, status=status, comparison=comparison),
         top=top,
         recs=recs,
         sections=sections,
-        rules=rule_help,
+        rules=_rule_help(config, view),
         rules_present=[{"name": n, "title": dyn(RULES[n].title)} for n in rules_present],
         participants=participants,
-        summary=summary_counts,
+        summary=_summary_counts(safe, view),
         n_learners=view.fmt.integer(n_learners) if n_learners is not None and n_learners >= k else None,
         min_cell_size=view.fmt.integer(k),
         severity_labels={s: dyn(lab) for s, lab in SEVERITY_LABELS.items()},
         level=view.fmt.percent_whole(0.95),
-        figure_note=(
-            _("Figures are drawn for the %(n)s targets with the most important findings; the others show their evidence as tables.")
-            % {"n": view.fmt.integer(limit)}
-            if limit < len(ranked_targets)
-            else ""
-        ),
+        figure_note=_figure_note(view, limit, len(ranked_targets)),
     )
+
+
+def _findings(recommendations: pd.DataFrame, view: _View, out_dir: str | Path | None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The records with small cells suppressed, and each finding as the page shows it, in rank order,
+    with the KC-model change a search supports (:mod:`research.kcmodel.advice`) in the report's language."""
+    from research.kcmodel.advice import report_changes
+
+    safe = suppress_records(recommendations, min_cell_size=view.k)
+    recs = [_finding_view(rec, view) for rec in _records(safe.sort_values("rank"))]
+    changes = report_changes(safe, out_dir, language=view.language)
+    for rec in recs:
+        rec["kc_model_change_t"] = changes.get(rec["recommendation_id"], "")
+    return safe, recs
+
+
+def _summary_counts(safe: pd.DataFrame, view: _View) -> dict[str, str]:
+    """Findings in all and per severity, formatted."""
+    counts = safe["severity"].value_counts()
+    summary = {"total": view.fmt.integer(len(safe))}
+    summary.update({s: view.fmt.integer(counts.get(s, 0)) for s in ("high", "medium", "low")})
+    return summary
+
+
+def _since(recs: list[dict[str, Any]], view: _View, *, predecessor: str | None, status: pd.DataFrame | None,
+           comparison: pd.DataFrame | None) -> dict[str, Any] | None:
+    """What became of the predecessor's findings (:func:`since_section`), when there is a predecessor's status table."""
+    if predecessor is None or status is None:
+        return None
+    by_id = {r["recommendation_id"]: r["anchor"] for r in recs}
+    return since_section(status, comparison, view=view, anchors=by_id,
+                         target_label=lambda rec: view.target({k: rec.get(k) for k in ("target_type", "target_id", "kc_model")}))
+
+
+def _figure_note(view: _View, limit: int, n_targets: int) -> str:
+    """Say that figures are drawn for the first ``limit`` targets only, when there are more."""
+    if limit >= n_targets:
+        return ""
+    return view._("Figures are drawn for the %(n)s targets with the most important findings; the others show their evidence as tables.") % {
+        "n": view.fmt.integer(limit)}
 
 
 def render_report(recommendations: pd.DataFrame, **options: Any) -> str:
