@@ -36,13 +36,16 @@ class TreeSampler:
     ``ru_maxrss`` will not do: Linux carries a parent's peak over into a forked child.
     """
 
-    def __init__(self, pid: int | None = None):
+    def __init__(self, pid: int | None = None, interval: float = 0.2):
         import threading
 
         import psutil
 
         self.proc = psutil.Process(pid)
+        self.interval = interval
         self.peak_tree = self.peak_one = 0
+        self.stage: str | None = None  # peaks are also kept per stage (see :meth:`mark`)
+        self.stages: dict[str, dict] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -50,7 +53,7 @@ class TreeSampler:
     def _run(self) -> None:
         import psutil
 
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(self.interval):
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
                 rss = []
@@ -61,8 +64,30 @@ class TreeSampler:
                         pass
                 self.peak_tree = max(self.peak_tree, sum(rss))
                 self.peak_one = max(self.peak_one, max(rss, default=0))
+                stage = self.stages.get(self.stage)
+                if stage is not None:
+                    stage["tree"] = max(stage["tree"], sum(rss))
+                    stage["one"] = max(stage["one"], max(rss, default=0))
             except psutil.Error:
                 pass
+
+    def mark(self, stage: str) -> None:
+        """From now on the samples count for ``stage`` too (its own peaks, and its wall seconds)."""
+        now = time.perf_counter()
+        if self.stage in self.stages:
+            self.stages[self.stage]["s"] += now - self.stages[self.stage].pop("t0")
+        self.stage = stage
+        self.stages.setdefault(stage, {"tree": 0, "one": 0, "s": 0.0})["t0"] = now
+
+    def stop(self) -> None:
+        self.mark(None)
+        self._stop.set()
+        self._thread.join()
+
+    def stage_mib(self) -> dict[str, dict]:
+        """Per stage: wall seconds and peak MiB of the process tree and of its largest process."""
+        return {k: {"s": round(v["s"], 1), "tree": round(v["tree"] / 2**20), "largest_process": round(v["one"] / 2**20)}
+                for k, v in self.stages.items() if k is not None}
 
     def peak_mib(self) -> dict:
         return {"tree": round(self.peak_tree / 2**20), "largest_process": round(self.peak_one / 2**20)}
