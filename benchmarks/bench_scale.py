@@ -1,4 +1,4 @@
-"""The largest single cohort one machine fits: ingest and AFM peak memory at 1M and 4M attempts.
+"""The largest single cohort one machine fits: ingest and AFM peak memory at 1M and 4M attempts, or (--end-to-end) every stage of a whole run.
 
 Issue 19, point 5. For each size a cohort is simulated (research.simulate; about 85
 attempts per learner), written as a real DataShop transaction export, and then two fresh
@@ -215,7 +215,10 @@ def main_end_to_end(argv: list[str]) -> int:
             for stage, v in r["stages"].items():
                 print(f"{stage:<46} | {v['s']:>7.1f} | {v['tree']:>14,} | {v['largest_process']:>15,}")
             print(f"{'whole (ingest + run)':<46} | {sum(v['s'] for v in r['stages'].values()):>7.1f} | "
-                  f"{max(v['tree'] for v in r['stages'].values()):>14,} | {max(v['largest_process'] for v in r['stages'].values()):>15,}", flush=True)
+                  f"{max(v['tree'] for v in r['stages'].values()):>14,} | {max(v['largest_process'] for v in r['stages'].values()):>15,}")
+            peak = max(v["tree"] for v in r["stages"].values())
+            print(f"fits in {limit_gb:g} GB end to end: {'yes' if r['exit_code'] == 0 and peak <= limit_gb * 1024 else 'NO'} "
+                  f"(peak {peak / 1024:.1f} GB, run exit code {r['exit_code']})", flush=True)
     if len(results) >= 2:
         _slopes(results, limit_gb)
     return 0
