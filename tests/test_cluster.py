@@ -1,8 +1,9 @@
 """Cohorts in parallel on a real Dask LocalCluster (2 worker processes on 127.0.0.1).
 
-Six tiny simulated cohorts run once one after another (``run_all``) and once on the
-cluster (``run_parallel``), each into its own warehouse and reports folder: the tables
-they publish are equal. Then a cohort whose notebook kills its own worker process fails
+Six tiny simulated cohorts run once one after another (``run_all``, into a DuckDB file) and
+once on the cluster (``run_parallel``, into a Parquet store, where each cohort's ingest is
+part of its own task on a worker), each into its own warehouse and reports folder: the
+tables they publish are equal. Then a cohort whose notebook kills its own worker process fails
 alone: the other cohort's report is renewed and the killed cohort's previous report stays.
 A small real notebook (ingest summary, learners' pseudonyms) keeps this to seconds.
 """
@@ -21,7 +22,7 @@ import pandas as pd
 import pytest
 from dask.distributed import Client, SchedulerPlugin
 
-from research.cluster import local_cluster, run_cohort_task, run_parallel
+from research.cluster import INGEST_TOPIC, local_cluster, run_cohort_task, run_parallel
 from research.cohort_config import CohortConfig, Source
 from research.pipeline import run_all
 from research.simulate import simulate_cohort
@@ -105,14 +106,14 @@ def both(setup, client):
     plugin = RunSpecs()
     client.register_plugin(plugin)
     said: list[str] = []
-    parallel = run_parallel(configs, client=client, warehouse=root / "parallel.duckdb", reports=root / "parallel",
+    parallel = run_parallel(configs, client=client, warehouse=root / "parallel.store", reports=root / "parallel",
                             notebooks=nbs, changed_only=False, progress=said.append)
     specs = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins[RunSpecs.name].specs))
-    return root, serial, parallel, said, specs
+    return root, serial, parallel, said, specs, [event for _, event in client.get_events(INGEST_TOPIC)]
 
 
 def test_six_cohorts_in_parallel_publish_the_same_tables_as_a_serial_run(both):
-    root, serial, parallel, said, _ = both
+    root, serial, parallel, said, *_ = both
     assert sorted(r.cohort for r in serial) == sorted(r.cohort for r in parallel) == COHORTS
     assert {r.status for r in serial} == {r.status for r in parallel} == {"ok"}
     assert max(r.exit_code for r in parallel) == 0
@@ -138,13 +139,49 @@ def test_six_cohorts_in_parallel_publish_the_same_tables_as_a_serial_run(both):
     assert all(f'href="{name}/index.html"' in index for name in COHORTS)
 
 
+def test_into_a_store_each_cohort_ingests_in_its_own_task_on_the_workers(both):
+    root, serial, parallel, said, specs, ingests = both
+    # one ingest per cohort, each on a worker process, and both workers ingested (the first two tasks start together)
+    assert sorted(e["cohort"] for e in ingests) == COHORTS
+    assert os.getpid() not in {e["pid"] for e in ingests}
+    assert len({e["worker"] for e in ingests}) == 2 and len({e["pid"] for e in ingests}) == 2
+    assert all(e["start"] <= e["end"] for e in ingests)
+    assert "ingest: 6 cohort(s) into a store, each in its own task (a store takes one writer per cohort)" in said
+    assert not any("one after another" in s for s in said)
+    # the store holds every cohort, with the rows of the serial run's warehouse file
+    from research.store import open_warehouse
+
+    with open_warehouse(root / "serial.duckdb", read_only=True) as a, open_warehouse(root / "parallel.store", read_only=True) as b:
+        for name in COHORTS:
+            assert a.counts(name) == b.counts(name), name
+
+
+def test_a_worker_without_the_runs_pseudonym_key_ingests_nothing(monkeypatch, tmp_path):
+    from research.cluster import _check_key, _key_fingerprint
+    from research.errors import ConfigError
+
+    expected = _key_fingerprint()
+    assert expected != os.environ["RESEARCH_PSEUDONYM_KEY"] and len(expected) == 16
+    monkeypatch.setenv("RESEARCH_PSEUDONYM_KEY", "another key")
+    with pytest.raises(ConfigError, match="has another pseudonym key than the process that started the run"):
+        _check_key(expected)
+    monkeypatch.delenv("RESEARCH_PSEUDONYM_KEY")
+    monkeypatch.setenv("RESEARCH_PSEUDONYM_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(ConfigError, match="has no pseudonym key, so it cannot ingest: set RESEARCH_PSEUDONYM_KEY"):
+        _check_key(expected)
+    assert not (tmp_path / "missing.key").exists()  # no key of its own was made
+
+
 def test_the_pseudonym_key_is_in_no_task_and_no_log(both, client):
-    *_, specs = both
+    specs = both[4]
     key = os.environ["RESEARCH_PSEUDONYM_KEY"]
     assert len(specs) >= len(COHORTS)
     secret = key.encode()
     assert all(secret not in spec for spec in specs)
     assert all(b"run_cohort_task" in spec for spec in specs)
+    from research.cluster import _key_fingerprint
+
+    assert all(_key_fingerprint().encode() in spec for spec in specs)  # what the workers compare their key with
     logs = json.dumps([client.get_scheduler_logs(), client.get_worker_logs(), client.get_events()], default=str)
     assert key not in logs
     assert key not in repr(run_cohort_task)

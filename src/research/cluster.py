@@ -4,13 +4,15 @@ Each cohort is one task that calls :func:`research.pipeline.run_one` on a worker
 cohort's lock, its atomic report swap, its manifest and its exit code are the same as in
 a serial run. What the parallel run adds around the tasks:
 
-- **one writer first**: the single-file DuckDB warehouse takes one writer, and a writer
-  and a reader of the same file refuse each other. So the cohorts' configured sources are
-  ingested first, one cohort after another, in this process (each under its cohort's lock
-  and the warehouse's write lock, files already loaded are skipped, as in a serial run);
-  then the notebooks run on the workers, which only read. A cohort whose ingest fails
-  (or whose lock another run holds) fails or is skipped there, with the serial run's
-  message and exit code, and gets no task;
+- **ingest where the warehouse allows it**: into a Parquet store (:mod:`research.store`)
+  each cohort's ingest takes only its own partition's lock, so it is the first step of the
+  cohort's own task, and cohorts ingest in parallel on the workers. A single-file DuckDB
+  warehouse takes one writer, and a writer and a reader of the same file refuse each other:
+  so there the cohorts' configured sources are ingested first, one cohort after another, in
+  this process (each under its cohort's lock and the warehouse's write lock, files already
+  loaded are skipped, as in a serial run); then the notebooks run on the workers, which only
+  read. Either way a cohort whose ingest fails (or whose lock another run holds) fails or is
+  skipped with the serial run's message and exit code, and runs no notebook;
 - **order**: a cohort with a predecessor among the cohorts run is submitted when its
   predecessor's task has finished (whatever its outcome, as in the serial run);
 - **one cohort per worker**: workers of the local cluster run one task at a time (one
@@ -26,10 +28,13 @@ a serial run. What the parallel run adds around the tasks:
 - **progress**: each notebook's start and end on a worker, and each cohort's outcome as
   it arrives, go to ``progress``;
 - **the pseudonym key stays a secret**: it is read where the sources are ingested (this
-  process); it is never part of a task's arguments, and no task needs it. On a local
-  cluster the workers inherit this process's environment; on a cluster of your own, set
-  ``RESEARCH_PSEUDONYM_KEY`` or ``RESEARCH_PSEUDONYM_KEY_FILE`` on the workers only if
-  they ingest (see the README).
+  process for a warehouse file, the worker for a store) and is never part of a task's
+  arguments or of anything logged. A task that ingests gets the fingerprint of this
+  process's key (a keyed hash of a fixed text that reveals nothing; the warehouse records
+  it per cohort) and ingests nothing on a worker whose key is missing or differs. On a local
+  cluster the workers inherit this process's environment (``RESEARCH_PSEUDONYM_KEY``, or the
+  key file); on a cluster of your own, give each worker ``RESEARCH_PSEUDONYM_KEY`` or a key
+  file named by ``RESEARCH_PSEUDONYM_KEY_FILE`` (see the README).
 
 The workers read the cohort files, the warehouse and the notebooks, and write the
 reports folder, by the same paths as this process: on a cluster of your own they need a
@@ -53,10 +58,12 @@ from research.cohort_config import CohortConfig
 from research.errors import ConfigError, ResearchError
 from research.locks import LockedError
 
-__all__ = ["PROGRESS_TOPIC", "connect", "local_cluster", "run_cohort_task", "run_parallel"]
+__all__ = ["INGEST_TOPIC", "PROGRESS_TOPIC", "connect", "local_cluster", "run_cohort_task", "run_parallel"]
 
 #: The Dask event topic on which tasks report their notebooks' progress.
 PROGRESS_TOPIC = "research-progress"
+#: The Dask event topic on which a task reports its cohort's ingest (cohort, worker, pid, start, end).
+INGEST_TOPIC = "research-ingest"
 #: Times Dask retries a task whose worker died before its cohort fails (local cluster).
 ALLOWED_FAILURES = 1
 #: Worker resource that makes a worker run one cohort at a time.
@@ -121,25 +128,56 @@ def _takes_n_workers(client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def run_cohort_task(cohort: str, config: CohortConfig, options: dict):
-    """The task a worker runs for one cohort: :func:`research.pipeline.run_one`, the index left for the end.
+def _log_event(topic: str, message) -> None:
+    try:
+        from dask.distributed import get_worker
+
+        get_worker().log_event(topic, message)
+    except (ValueError, RuntimeError, ImportError):  # not on a worker (a direct call): nowhere to send it
+        pass
+
+
+def _worker_address() -> str:
+    try:
+        from dask.distributed import get_worker
+
+        return get_worker().address
+    except (ValueError, RuntimeError, ImportError):
+        return "this process"
+
+
+def run_cohort_task(cohort: str, config: CohortConfig, options: dict, ingest: bool = False, key_fingerprint: str | None = None):
+    """The task a worker runs for one cohort: with ``ingest``, its configured sources' ingest
+    first (a store's cohort), then :func:`research.pipeline.run_one`; the index is left for the end.
 
     ``options`` are :func:`run_one`'s keyword arguments (paths, flags): never a key or
-    any other secret. Progress goes to the client on :data:`PROGRESS_TOPIC`.
+    any other secret. The ingest reads the pseudonym key where it runs (the worker's
+    ``RESEARCH_PSEUDONYM_KEY`` or key file); ``key_fingerprint`` is the fingerprint of the
+    calling process's key (a hash that reveals nothing, the one the warehouse records),
+    and a worker whose key differs ingests nothing. Progress goes to the client on
+    :data:`PROGRESS_TOPIC`; each ingest's worker, process and interval on :data:`INGEST_TOPIC`.
     """
-    from research.pipeline import run_one
+    from research.paths import resolve
+    from research.pipeline import RunResult, run_one
     from research.report_index import index_deferred
 
     def say(message: str) -> None:
-        try:
-            from dask.distributed import get_worker
+        _log_event(PROGRESS_TOPIC, message)
 
-            get_worker().log_event(PROGRESS_TOPIC, message)
-        except (ValueError, RuntimeError, ImportError):  # not on a worker (a direct call): nowhere to send it
-            pass
-
+    code = 0
+    if ingest and (config.sources or cohort == "demo"):
+        reports_dir = resolve(options.get("reports") or "reports")
+        started = time.time()
+        code = _ingest(config, resolve(options["warehouse"]), reports_dir, say, key_fingerprint=key_fingerprint)
+        _log_event(INGEST_TOPIC, {"cohort": cohort, "worker": _worker_address(), "pid": os.getpid(), "start": started, "end": time.time()})
+        if isinstance(code, RunResult):
+            return code
+        config = dataclasses.replace(config, sources=[])  # ingested: the run only reads
     with index_deferred():
-        return run_one(cohort, config=config, progress=say, **options)
+        result = run_one(cohort, config=config, progress=say, **options)
+    if code == 2 and result.exit_code == 0:
+        result.exit_code = 2  # rows rejected at ingest: the run happened (as in a serial run)
+    return result
 
 
 def _now() -> str:
@@ -159,7 +197,28 @@ def _record(reports_dir: Path, row: dict) -> None:
         pass  # a full disk: the message still reaches the user
 
 
-def _ingest(cfg: CohortConfig, wh_path: Path, reports_dir: Path, say):
+def _key_fingerprint() -> str:
+    """The fingerprint of this process's pseudonym key (read, or made, as an ingest here would)."""
+    from research.pseudonym import Pseudonymiser
+
+    return Pseudonymiser().fingerprint()
+
+
+def _check_key(expected: str) -> None:
+    """Refuse to ingest on a worker whose pseudonym key is missing or is not the calling process's."""
+    from research.pseudonym import key_file
+
+    where = _worker_address()
+    if not os.environ.get("RESEARCH_PSEUDONYM_KEY") and not key_file().is_file():
+        raise ConfigError(f"the Dask worker {where} has no pseudonym key, so it cannot ingest: set RESEARCH_PSEUDONYM_KEY "
+                          "or RESEARCH_PSEUDONYM_KEY_FILE in the workers' environment (see the README); nothing was ingested")
+    if _key_fingerprint() != expected:
+        raise ConfigError(f"the Dask worker {where} has another pseudonym key than the process that started the run "
+                          "(their fingerprints differ), so its pseudonyms would not match: give the workers the same "
+                          "RESEARCH_PSEUDONYM_KEY or key file; nothing was ingested")
+
+
+def _ingest(cfg: CohortConfig, wh_path: Path, reports_dir: Path, say, *, key_fingerprint: str | None = None):
     """Ingest one cohort's sources under its lock (a serial run's first step): its exit code, or a RunResult when it stops there."""
     from research.pipeline import CohortLock, RunResult, ingest_sources
 
@@ -175,6 +234,8 @@ def _ingest(cfg: CohortConfig, wh_path: Path, reports_dir: Path, say):
         return RunResult(cohort, "failed", 1, message=f"cohort {cohort!r}: cannot use the reports folder {reports_dir}: {exc.strerror or exc}")
     try:
         if cfg.sources:
+            if key_fingerprint is not None:
+                _check_key(key_fingerprint)
             summary = ingest_sources(cfg, wh_path)
             say(str(summary))
             return 2 if summary.n_rejected else 0
@@ -312,20 +373,33 @@ def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worke
         say(f"[{done}/{total}] {cfg.cohort}: {result.status}")
         ready.extend(children.pop(cfg.cohort, []))
 
-    # 1. every ingest first, one writer at a time, before any worker opens the warehouse to read
+    # 1. into a warehouse file, every ingest first, one writer at a time, before any worker opens
+    #    it to read; into a store, each cohort's ingest is the first step of its own task
+    from research.store import is_store
+
     position = {c.cohort: i for i, c in enumerate(ranked)}
     children: dict[str, list[CohortConfig]] = defaultdict(list)
     ready: list[CohortConfig] = []
     stopped: list[tuple[CohortConfig, object]] = []
-    t0 = time.perf_counter()
+    in_task: set[str] = set()
+    t0, serial = time.perf_counter(), 0
     for cfg in ranked:
         paths[cfg.cohort] = resolve(warehouse) if warehouse else (cfg.warehouse or default_wh())
+        if is_store(paths[cfg.cohort]):
+            in_task.add(cfg.cohort)
+            codes[cfg.cohort] = 0
+            continue
+        serial += 1
         code = _ingest(cfg, paths[cfg.cohort], reports_dir, say)
         if isinstance(code, int):
             codes[cfg.cohort] = code
         else:
             stopped.append((cfg, code))
-    say(f"ingest: {total} cohort(s) in {time.perf_counter() - t0:.1f} s, one after another (the warehouse takes one writer)")
+    if serial:
+        say(f"ingest: {serial} cohort(s) in {time.perf_counter() - t0:.1f} s, one after another (a warehouse file takes one writer)")
+    if in_task:
+        say(f"ingest: {len(in_task)} cohort(s) into a store, each in its own task (a store takes one writer per cohort)")
+    fingerprint = _key_fingerprint() if any(c.sources for c in ranked if c.cohort in in_task) else None
     # 2. a cohort waits for its predecessor's task when the predecessor comes first (so there is never a cycle)
     for cfg in ranked:
         if cfg.cohort not in codes:
@@ -344,8 +418,11 @@ def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worke
     def fill() -> None:
         while ready and len(in_flight) < threads:
             cfg = ready.pop(0)
-            task_config = dataclasses.replace(cfg, sources=[])  # ingested above: the workers only read
-            fut = client.submit(run_cohort_task, cfg.cohort, task_config, {**options, "warehouse": str(paths[cfg.cohort])},
+            if cfg.cohort in in_task:  # a store: the task ingests its own cohort
+                task_config, ingest, key = cfg, True, fingerprint
+            else:  # ingested above: the workers only read
+                task_config, ingest, key = dataclasses.replace(cfg, sources=[]), False, None
+            fut = client.submit(run_cohort_task, cfg.cohort, task_config, {**options, "warehouse": str(paths[cfg.cohort])}, ingest, key,
                                 key=f"research-cohort-{uuid.uuid4().hex}", pure=False,
                                 resources={RESOURCE: 1} if one_per_worker else None)
             in_flight[fut] = cfg
