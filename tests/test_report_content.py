@@ -256,6 +256,23 @@ def test_refresh_report_renders_the_comparison_after_notebook_07(pair, tmp_path)
     assert refresh_report(tmp_path / "empty", cohort="spring", warehouse=wh_path, config=config) is None
 
 
+def test_a_refreshed_report_describes_the_rules_its_findings_were_made_with():
+    """The page rendered again after notebook 07 states notebook 06's settings, never others."""
+    from research.report.refresh import _recommend_config
+    from research.report.render import _resolve_config
+
+    made = load_config({"rules": {"too_easy": {"facility_min": 0.97}}}, kc_model="Fine")
+    recs = pd.DataFrame({"rule": ["too_easy"]})
+    recs.attrs["provenance"] = {"config": made.settings}
+    cohort_file = parse({"cohort": "spring", "kc_model": "Coarse",
+                         "thresholds": {"rules": {"too_easy": {"facility_min": 0.9}}}})
+    assert _resolve_config(recs, _recommend_config(recs, cohort_file)).settings == made.settings
+    # findings written before their settings were recorded: the cohort file's, KC model included
+    recs.attrs["provenance"] = {}
+    fallback = _resolve_config(recs, _recommend_config(recs, cohort_file))
+    assert fallback.kc_model == "Coarse" and fallback.rule("too_easy")["facility_min"] == 0.9
+
+
 # --------------------------------------------------------------------------- no English in sv and da
 
 

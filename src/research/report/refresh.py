@@ -46,7 +46,6 @@ def refresh_report(
         return None
     recs = read_recommendations(source)
     recs.attrs["provenance"] = json.loads(source.read_text(encoding="utf-8")).get("provenance", {}) or {}
-    thresholds = getattr(config, "thresholds", None) or None
     estimates, _sources = load_estimates(folder)
     data = load(cohort, warehouse)
     return write_report(
@@ -54,7 +53,7 @@ def refresh_report(
         folder,
         language=language or getattr(config, "language", None) or "en",
         min_cell_size=int(getattr(config, "min_cell_size", None) or 10),
-        config=load_config(thresholds),
+        config=_recommend_config(recs, config),
         cohort=cohort,
         learners=data.learners,
         items=data.items,
@@ -62,3 +61,15 @@ def refresh_report(
         predecessor=getattr(config, "predecessor", None),
         labels=getattr(config, "labels", None) or None,
     )
+
+
+def _recommend_config(recs: Any, config: Any) -> Any:
+    """The recommendation settings notebook 06 made the findings with (their provenance).
+
+    Only a findings file without them (written before they were recorded) falls back to the
+    cohort file's thresholds and KC model, so the refreshed page cannot describe other rules
+    than the ones that made its findings.
+    """
+    if "config" in recs.attrs.get("provenance", {}):
+        return None  # write_report takes the findings' own settings
+    return load_config(getattr(config, "thresholds", None) or None, kc_model=getattr(config, "kc_model", None))
