@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["Pseudonymiser", "load_key"]
+__all__ = ["Pseudonymiser", "key_file", "load_key"]
 
 PREFIX = "p_"
 HEX_CHARS = 16
 
 
 def key_file() -> Path:
+    """Where the key is kept: ``RESEARCH_PSEUDONYM_KEY_FILE``, else ~/.config/course-research/pseudonym.key."""
     env = os.environ.get("RESEARCH_PSEUDONYM_KEY_FILE")
     if env:
         return Path(env).expanduser()
