@@ -505,6 +505,74 @@ def recommendation_status(before: pd.DataFrame | None, after: pd.DataFrame | Non
 # --------------------------------------------------------------------------- the model class
 
 
+def _resolve_changelog(changelog, before, after, b: CohortProfile, a: CohortProfile) -> ChangeLog:
+    """The change log checked against both profiles; None: the items whose version differs."""
+    if changelog is None:
+        changelog = changelog_from_versions(cohort_table(before, "items") if not isinstance(before, CohortProfile) else None,
+                                            cohort_table(after, "items") if not isinstance(after, CohortProfile) else None)
+    if not isinstance(changelog, ChangeLog):
+        changelog = read_changelog(
+            changelog, items_before=b.item_ids, items_after=a.item_ids,
+            kcs_before=b.kcs[["kc_model", "kc"]], kcs_after=a.kcs[["kc_model", "kc"]],
+            pages_before=b.page_ids, pages_after=a.page_ids,
+        )
+    return changelog
+
+
+def _moved_items(changelog: ChangeLog, b: CohortProfile, a: CohortProfile, *, kc_items: bool) -> set[str]:
+    """The items the changes may have moved, never anchors: the changed items and, with
+    ``kc_items``, the items of changed KCs and on changed pages."""
+    exclude = set(changelog.items())
+    if kc_items:
+        for ch in changelog.kc_changes().itertuples():
+            ik = b.item_kcs
+            exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.before), "item_id"].astype(str))
+            ik = a.item_kcs
+            exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.after), "item_id"].astype(str))
+        pages = set(changelog.pages())
+        for prof in (b, a):
+            it = prof.items
+            exclude |= set(it.loc[it["page"].astype(str).isin(pages), "item_id"].astype(str))
+    return exclude
+
+
+def _changes_of(changes: pd.DataFrame, target_type: str) -> pd.DataFrame:
+    """One row per changed target of ``target_type``: target_id, its change ids and change types (``;``-joined)."""
+    return changes[changes["target_type"] == target_type].groupby("target_id", sort=False).agg(
+        change_id=("change_id", lambda s: ";".join(s.astype(str))),
+        change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
+
+
+def _comparison_table(comp: pd.DataFrame, linking: Linking | None) -> pd.DataFrame:
+    """The comparison rows with the linking's columns, in COMPARISON_COLUMNS order and types."""
+    comp["n_anchors"] = 0 if linking is None else linking.n_anchors
+    comp["link_shift"] = np.nan if linking is None else linking.shift
+    comp["link_se"] = np.nan if linking is None else linking.se
+    comp["too_few_anchors"] = True if linking is None else linking.too_few_anchors
+    for c in COMPARISON_COLUMNS:
+        if c not in comp.columns:
+            comp[c] = None
+    comp = comp[COMPARISON_COLUMNS]
+    for c in ("target_type", "target_id", "kc_model", "change_id", "change_type", "metric", "direction",
+              "verdict", "target_verdict", "method", "suppressed_reason"):
+        comp[c] = comp[c].astype("string")
+    for c in ("n_before", "n_after"):
+        comp[c] = pd.array(pd.to_numeric(comp[c], errors="coerce").round(), dtype="Int64")
+    comp["n_anchors"] = comp["n_anchors"].astype("int64")
+    comp["too_few_anchors"] = comp["too_few_anchors"].astype(bool)
+    return comp
+
+
+def _with_change_verdicts(status: pd.DataFrame, comp: pd.DataFrame) -> pd.DataFrame:
+    """The recommendation status with ``change_verdict``: the target verdicts of the changes that addressed each."""
+    if len(comp):
+        by_change = comp.drop_duplicates("change_id").set_index(comp.drop_duplicates("change_id")["change_id"].astype(str))["target_verdict"]
+        verdicts = status["addressed_by"].astype("string").fillna("").str.split(";").map(
+            lambda ids: ";".join(dict.fromkeys(str(by_change[i]) for i in ids if i in by_change.index)))
+        status["change_verdict"] = pd.array(verdicts.where(verdicts != "", None), dtype="string")
+    return status
+
+
 class CohortComparison:
     """Compare a cohort with its predecessor across a course redesign.
 
@@ -563,30 +631,10 @@ class CohortComparison:
         t0 = time.perf_counter()
         b, a = self._profile(before), self._profile(after)
         self.before_, self.after_ = b, a
-        if changelog is None:
-            changelog = changelog_from_versions(cohort_table(before, "items") if not isinstance(before, CohortProfile) else None,
-                                                cohort_table(after, "items") if not isinstance(after, CohortProfile) else None)
-        if not isinstance(changelog, ChangeLog):
-            changelog = read_changelog(
-                changelog, items_before=b.item_ids, items_after=a.item_ids,
-                kcs_before=b.kcs[["kc_model", "kc"]], kcs_after=a.kcs[["kc_model", "kc"]],
-                pages_before=b.page_ids, pages_after=a.page_ids,
-            )
+        changelog = _resolve_changelog(changelog, before, after, b, a)
         self.changelog_ = changelog
         changes = changelog.changes
-        # anchors: every item in both calibrations except those the changes may have moved
-        exclude = set(changelog.items())
-        if self.exclude_kc_items:
-            kc_ch = changelog.kc_changes()
-            for ch in kc_ch.itertuples():
-                ik = b.item_kcs
-                exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.before), "item_id"].astype(str))
-                ik = a.item_kcs
-                exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.after), "item_id"].astype(str))
-            pages = set(changelog.pages())
-            for prof in (b, a):
-                it = prof.items
-                exclude |= set(it.loc[it["page"].astype(str).isin(pages), "item_id"].astype(str))
+        exclude = _moved_items(changelog, b, a, kc_items=self.exclude_kc_items)
         if b.rasch is not None and a.rasch is not None:
             self.linking_ = link_difficulties(b.rasch.item_params_, a.rasch.item_params_, exclude=exclude,
                                               anchors=anchors, min_anchors=self.min_anchors, drift_z=self.drift_z,
@@ -597,15 +645,8 @@ class CohortComparison:
             warnings.warn("a Rasch calibration is missing in one cohort: difficulties cannot be linked",
                           LinkingWarning, stacklevel=2)
         bands = _bands(self.recommend_config)
-        item_changes = changes[changes["target_type"] == "item"]
-        items = item_changes.groupby("target_id", sort=False).agg(
-            change_id=("change_id", lambda s: ";".join(s.astype(str))),
-            change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
-        items = items.rename(columns={"target_id": "item_id"})
-        page_changes = changes[changes["target_type"] == "page"]
-        pages = page_changes.groupby("target_id", sort=False).agg(
-            change_id=("change_id", lambda s: ";".join(s.astype(str))),
-            change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
+        items = _changes_of(changes, "item").rename(columns={"target_id": "item_id"})
+        pages = _changes_of(changes, "page")
         rows = [
             _item_rows(b, a, items, self.linking_, bands),
             _page_rows(b, a, pages),
@@ -622,30 +663,10 @@ class CohortComparison:
             comp.loc[unlinked, "suppressed_reason"] = "no anchor items: the two difficulty scales cannot be linked"
         recs_b = b.recommendations
         comp["target_verdict"] = target_verdicts(comp, changelog, recs_b) if len(comp) else pd.Series(dtype="string")
-        L = self.linking_
-        comp["n_anchors"] = 0 if L is None else L.n_anchors
-        comp["link_shift"] = np.nan if L is None else L.shift
-        comp["link_se"] = np.nan if L is None else L.se
-        comp["too_few_anchors"] = True if L is None else L.too_few_anchors
-        for c in COMPARISON_COLUMNS:
-            if c not in comp.columns:
-                comp[c] = None
-        comp = comp[COMPARISON_COLUMNS]
-        for c in ("target_type", "target_id", "kc_model", "change_id", "change_type", "metric", "direction",
-                  "verdict", "target_verdict", "method", "suppressed_reason"):
-            comp[c] = comp[c].astype("string")
-        for c in ("n_before", "n_after"):
-            comp[c] = pd.array(pd.to_numeric(comp[c], errors="coerce").round(), dtype="Int64")
-        comp["n_anchors"] = comp["n_anchors"].astype("int64")
-        comp["too_few_anchors"] = comp["too_few_anchors"].astype(bool)
+        comp = _comparison_table(comp, self.linking_)
         self.comparison_ = comp.reset_index(drop=True)
-        status = recommendation_status(recs_b, a.recommendations, changelog)
-        if len(comp):
-            by_change = comp.drop_duplicates("change_id").set_index(comp.drop_duplicates("change_id")["change_id"].astype(str))["target_verdict"]
-            verdicts = status["addressed_by"].astype("string").fillna("").str.split(";").map(
-                lambda ids: ";".join(dict.fromkeys(str(by_change[i]) for i in ids if i in by_change.index)))
-            status["change_verdict"] = pd.array(verdicts.where(verdicts != "", None), dtype="string")
-        self.recommendation_status_ = status
+        self.recommendation_status_ = _with_change_verdicts(recommendation_status(recs_b, a.recommendations, changelog),
+                                                            comp)
         self.fit_seconds_ = time.perf_counter() - t0
         self.provenance_ = {
             "package": "course-research", "version": research.__version__,
