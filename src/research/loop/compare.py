@@ -127,6 +127,32 @@ def _draws(kind, est, se, k, n, rng, n_draws):
     return out
 
 
+def _side(out: pd.DataFrame, side: str, kind: np.ndarray, rng, n_draws: int):
+    """One side's (``before``/``after``) estimates (a rate's from k/n), posterior draws,
+    observations and learners (observations where learners are not given)."""
+
+    def col(name):
+        if name not in out.columns:
+            return np.full(len(out), np.nan)
+        return pd.to_numeric(out[name], errors="coerce").to_numpy(float)
+
+    est, se, k, n = col(f"est_{side}"), col(f"se_{side}"), col(f"k_{side}"), col(f"n_{side}")
+    nl = col(f"n_learners_{side}")
+    nl = np.where(np.isfinite(nl), nl, n)
+    est = np.where((kind == "rate") & np.isfinite(k) & (n > 0), k / np.where(n > 0, n, 1), est)
+    return est, _draws(kind, est, se, k, n, rng, n_draws), n, nl
+
+
+def _verdicts(directed, p_imp, p_worse, ci_low, ci_high, cut: float) -> np.ndarray:
+    """improved / worse (posterior probability at least ``cut``) for metrics with a direction;
+    changed (interval excludes 0) for the others; else no_detectable_change."""
+    return np.where(
+        directed,
+        np.where(p_imp >= cut, "improved", np.where(p_worse >= cut, "worse", "no_detectable_change")),
+        np.where((ci_low > 0) | (ci_high < 0), "changed", "no_detectable_change"),
+    ).astype(object)
+
+
 def compare_metrics(
     rows: pd.DataFrame,
     *,
@@ -174,20 +200,8 @@ def compare_metrics(
     lo = np.broadcast_to(np.asarray(lo, float), len(out)).copy()
     hi = np.broadcast_to(np.asarray(hi, float), len(out)).copy()
 
-    def col(name):
-        if name not in out.columns:
-            return np.full(len(out), np.nan)
-        return pd.to_numeric(out[name], errors="coerce").to_numpy(float)
-
-    side = {}
-    for s in ("before", "after"):
-        est, se, k, n = col(f"est_{s}"), col(f"se_{s}"), col(f"k_{s}"), col(f"n_{s}")
-        nl = col(f"n_learners_{s}")
-        nl = np.where(np.isfinite(nl), nl, n)
-        est = np.where((kind == "rate") & np.isfinite(k) & (n > 0), k / np.where(n > 0, n, 1), est)
-        side[s] = (est, _draws(kind, est, se, k, n, rng, int(n_draws)), n, nl)
-    eb, db, nb, lb = side["before"]
-    ea, da, na, la = side["after"]
+    eb, db, nb, lb = _side(out, "before", kind, rng, int(n_draws))
+    ea, da, na, la = _side(out, "after", kind, rng, int(n_draws))
     diff = da - db
     alpha = 1 - ci_level
     valid = np.isfinite(diff).all(axis=1)
@@ -200,12 +214,7 @@ def compare_metrics(
     p_imp = (dq < 0).mean(axis=1)
     p_worse = (dq > 0).mean(axis=1)
     directed = direction != "none"
-    cut = 1 - alpha / 2
-    verdict = np.where(
-        directed,
-        np.where(p_imp >= cut, "improved", np.where(p_worse >= cut, "worse", "no_detectable_change")),
-        np.where((ci_low > 0) | (ci_high < 0), "changed", "no_detectable_change"),
-    ).astype(object)
+    verdict = _verdicts(directed, p_imp, p_worse, ci_low, ci_high, 1 - alpha / 2)
     reason = np.full(len(out), "", dtype=object)
     small = (np.nan_to_num(lb, nan=0) < min_cell_size) | (np.nan_to_num(la, nan=0) < min_cell_size)
     few = (np.nan_to_num(nb, nan=0) < min_n) | (np.nan_to_num(na, nan=0) < min_n)
