@@ -241,29 +241,13 @@ def simulate_engagement(
         raise ConfigError(f"positions {bad} in spikes/slow_items are outside 1..{n_pos}")
     rng = np.random.default_rng(seed)
     focal = rng.random(n_learners) < focal_share
-    hazard = np.full(n_pos, float(base_hazard))
-    for p, h in spikes.items():
-        hazard[p - 1] = h
-    hazard[-1] = 0.0
-    h_focal = np.minimum(hazard * focal_hazard_ratio, 1.0)
-    h = np.where(focal[:, None], h_focal[None, :], hazard[None, :])
-    stop = rng.random((n_learners, n_pos)) < h
-    stop[:, -1] = True
-    furthest = stop.argmax(axis=1) + 1  # first position at which the learner stops
+    hazard, h_focal, furthest = _stopping(rng, focal, n_pos, base_hazard, spikes, focal_hazard_ratio)
     med = np.full(n_pos, float(median_s))
     for p, f in slow_items.items():
         med[p - 1] *= f
 
     li, pj = np.nonzero(np.arange(n_pos)[None, :] < furthest[:, None])
-    true_sec = np.exp(np.log(med[pj]) + rng.normal(0, 0.5, li.size))
-    idle = rng.random(li.size) < idle_share
-    sec = np.where(idle, rng.uniform(7200, 36000, li.size), true_sec)
-    # timestamps: cumulative time within learner (rows are sorted by learner, position)
-    start = pd.Timestamp("2025-01-06 08:00") + pd.to_timedelta(rng.integers(0, 14 * 24 * 3600, n_learners), unit="s")
-    cum = pd.Series(sec).groupby(li).cumsum().to_numpy() - sec
-    ts = start[li] + pd.to_timedelta(cum, unit="s")
-    # a new session starts after an idle event
-    session = pd.Series(idle.astype(int)).groupby(li).cumsum().to_numpy() - idle
+    sec, ts, session = _event_times(rng, li, med[pj], idle_share, n_learners)
     width = len(str(n_learners))
     lid = np.array([f"L{i:0{width}d}" for i in range(n_learners)])
     module = (np.arange(n_pos) // (pages_per_module * items_per_page)) + 1
@@ -296,3 +280,34 @@ def simulate_engagement(
     learners = pd.DataFrame({"learner_id": lid, attribute: np.where(focal, groups[1], groups[0])})
     truth = pd.DataFrame({"item_id": item_ids, "hazard_reference": hazard, "hazard_focal": h_focal, "median_s": med})
     return SimulatedEngagement(attempts, items, learners, truth, pd.Series(furthest, index=lid, name="furthest"))
+
+
+def _stopping(rng, focal, n_pos: int, base_hazard: float, spikes: dict, focal_hazard_ratio: float):
+    """The stopping hazard per position (reference and focal group; none after the last) and
+    each learner's furthest position, drawn."""
+    n_learners = len(focal)
+    hazard = np.full(n_pos, float(base_hazard))
+    for p, h in spikes.items():
+        hazard[p - 1] = h
+    hazard[-1] = 0.0
+    h_focal = np.minimum(hazard * focal_hazard_ratio, 1.0)
+    h = np.where(focal[:, None], h_focal[None, :], hazard[None, :])
+    stop = rng.random((n_learners, n_pos)) < h
+    stop[:, -1] = True
+    furthest = stop.argmax(axis=1) + 1  # first position at which the learner stops
+    return hazard, h_focal, furthest
+
+
+def _event_times(rng, li, median, idle_share: float, n_learners: int):
+    """Seconds per event (log-normal around ``median``, or idle: 2 to 10 hours), timestamps
+    (cumulative within learner ``li``, from a random start) and session numbers (a new one after idle)."""
+    true_sec = np.exp(np.log(median) + rng.normal(0, 0.5, li.size))
+    idle = rng.random(li.size) < idle_share
+    sec = np.where(idle, rng.uniform(7200, 36000, li.size), true_sec)
+    # timestamps: cumulative time within learner (rows are sorted by learner, position)
+    start = pd.Timestamp("2025-01-06 08:00") + pd.to_timedelta(rng.integers(0, 14 * 24 * 3600, n_learners), unit="s")
+    cum = pd.Series(sec).groupby(li).cumsum().to_numpy() - sec
+    ts = start[li] + pd.to_timedelta(cum, unit="s")
+    # a new session starts after an idle event
+    session = pd.Series(idle.astype(int)).groupby(li).cumsum().to_numpy() - idle
+    return sec, ts, session
