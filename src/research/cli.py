@@ -327,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     wh_help = ("DuckDB warehouse file, or a Parquet store (a folder ending in .store) "
                "(default $RESEARCH_WAREHOUSE or data/warehouse.duckdb)")
 
+    _add_loading_parsers(sub, wh_help)
+    _add_warehouse_parsers(sub, wh_help)
+    _add_run_parsers(sub, wh_help)
+    _add_tool_parsers(sub, wh_help)
+    return parser
+
+
+def _add_loading_parsers(sub, wh_help: str) -> None:
+    """ingest, pull, validate."""
     p = sub.add_parser("ingest", help="load raw exports into the warehouse", epilog=EXAMPLES + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="export files (DataShop transaction or student-step, xAPI, CSV/Parquet with a mapping)")
     p.add_argument("--cohort", required=True, help="cohort id to load into")
@@ -361,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=20, help="rejected rows to show per file (default 20)")
     p.set_defaults(func=cmd_validate)
 
+
+def _add_warehouse_parsers(sub, wh_help: str) -> None:
+    """forget, cohorts."""
     p = sub.add_parser("forget", help="remove a cohort, or one learner (erasure request), from the warehouse and reports",
                        description="Removes every row of the cohort (or of one learner, by pseudonym) from every warehouse table, "
                        "quarantine and load records included, and the cohort's report folders; the removal is recorded in the "
@@ -376,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse", help=wh_help)
     p.set_defaults(func=cmd_cohorts)
 
+
+def _add_run_parsers(sub, wh_help: str) -> None:
+    """run, demo."""
     p = sub.add_parser("run", help="run the notebooks for a cohort (or every cohort that changed)", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cohort", help="cohort id")
     p.add_argument("--all", action="store_true", help="every cohort configured in the cohorts folder")
@@ -397,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_tool_parsers(sub, wh_help: str) -> None:
+    """migrate, kc-model, lab."""
     p = sub.add_parser("migrate", help="copy a warehouse file to a Parquet store or back, checking every table",
                        description="Copy every table of a warehouse to a new one, a DuckDB file to a Parquet store "
                                    "(a path ending in .store) or back; row counts and checksums are compared per table "
@@ -413,7 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks with this environment")
     p.add_argument("lab_args", nargs=argparse.REMAINDER, help="further arguments for jupyter lab")
     p.set_defaults(func=cmd_lab)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

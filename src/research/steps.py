@@ -58,6 +58,18 @@ def _quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+def _table_step(ctx, analysis: str, name: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` run quietly; its table written as ``name`` and ``analysis`` recorded
+    as run; a data error skips the analysis instead (estimate_failed)."""
+    try:
+        table = _quiet(fn, *args, **kwargs)
+    except DATA_ERRORS as exc:
+        return _fail(ctx, analysis, exc)
+    ctx.write_table(table, name)
+    ctx.ran(analysis)
+    return table
+
+
 def figure(ctx, name: str, plot, *inputs, alt_fn=None, **kwargs):
     """Draw ``plot(*inputs, **kwargs)`` and save it, unless an input was skipped or is empty.
 
@@ -404,12 +416,10 @@ def attrition(ctx, scores, groups):
         return ctx.skipped("attrition", scores)
     from research.estimate import gains
 
-    try:
-        table = _quiet(gains.attrition, scores, ctx.data.learners, group=groups, min_cell_size=ctx.min_cell_size)
-    except DATA_ERRORS as exc:
-        return _fail(ctx, "attrition", exc)
-    ctx.write_table(table, "attrition")
-    ctx.ran("attrition")
+    table = _table_step(ctx, "attrition", "attrition", gains.attrition, scores, ctx.data.learners, group=groups,
+                        min_cell_size=ctx.min_cell_size)
+    if is_skipped(table):
+        return table
     return table[table["group_variable"] == "all"]
 
 
@@ -442,14 +452,8 @@ def gain_table(ctx, scores, groups, posterior=None):
         return ctx.skipped("gains", scores)
     from research.estimate import gains
 
-    try:
-        table = _quiet(gains.summarise_scores, scores, ctx.data.learners, group=groups,
+    return _table_step(ctx, "gains", "gains", gains.summarise_scores, scores, ctx.data.learners, group=groups,
                        min_cell_size=ctx.min_cell_size, posterior=posterior)
-    except DATA_ERRORS as exc:
-        return _fail(ctx, "gains", exc)
-    ctx.write_table(table, "gains")
-    ctx.ran("gains")
-    return table
 
 
 def gain_regression(ctx, scores, groups, bayes_group):
@@ -579,15 +583,9 @@ def dif_table(ctx, responses, *, attributes=None, reference=None, purify=True, p
         return ctx.skip("dif", reason, **numbers)
     from research.estimate import dif
 
-    try:
-        table = _quiet(dif.mantel_haenszel_dif, responses, ctx.data.learners, attributes=attributes,
+    return _table_step(ctx, "dif", "dif", dif.mantel_haenszel_dif, responses, ctx.data.learners, attributes=attributes,
                        reference=reference or {}, min_cell_size=ctx.min_cell_size, purify=purify,
                        purify_classes=purify_classes, ci_level=ci_level)
-    except DATA_ERRORS as exc:
-        return _fail(ctx, "dif", exc)
-    ctx.write_table(table, "dif")
-    ctx.ran("dif")
-    return table
 
 
 def dif_flagged(table):

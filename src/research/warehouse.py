@@ -38,7 +38,7 @@ import os
 import uuid
 from contextlib import nullcontext
 from collections.abc import Iterable
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -395,27 +395,34 @@ class Warehouse:
             con.unregister("__old_loads")
         return counts
 
+    @contextmanager
+    def _removal(self, dry_run: bool):
+        """One transaction for a removal: yields the connection; commits at the end (rolls back
+        for ``dry_run``) and rolls back on any error. A read-only warehouse refuses."""
+        if self.read_only:
+            raise ResearchError(f"warehouse {self.path} is open read-only")
+        con = self.con
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            yield con
+            con.execute("ROLLBACK" if dry_run else "COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+
     def forget_cohort(self, cohort: str, *, dry_run: bool = False) -> dict[str, int]:
         """Remove every row of ``cohort`` from every table (canonical and bookkeeping); returns counts per table.
 
         The removal is recorded in ``removals`` (the one table that keeps the cohort's name).
         ``dry_run`` counts what would go and changes nothing.
         """
-        if self.read_only:
-            raise ResearchError(f"warehouse {self.path} is open read-only")
-        con = self.con
         counts: dict[str, int] = {}
-        con.execute("BEGIN TRANSACTION").fetchall()
-        try:
+        with self._removal(dry_run) as con:
             extra = [t for t in ("learner_attributes", "kc_model_files") if self._has_table(t)]
             for name in [*canonical_tables(), *extra, *BOOKKEEPING]:
                 n = con.execute(f'DELETE FROM "{name}" WHERE cohort = ?', [cohort]).fetchall()[0][0]
                 counts[name] = int(n)
             self._record_removal("forget cohort", cohort, cohort, counts, "research forget --cohort")
-            con.execute("ROLLBACK" if dry_run else "COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
-            raise
         return counts
 
     def forget_learner(self, cohort: str, learner_id: str, *, dry_run: bool = False) -> dict[str, int]:
@@ -424,12 +431,8 @@ class Warehouse:
         The attempts' KC rows go with them, and so do the row keys the loads recorded.
         ``removals`` records the counts, never the pseudonym.
         """
-        if self.read_only:
-            raise ResearchError(f"warehouse {self.path} is open read-only")
-        con = self.con
         counts: dict[str, int] = {}
-        con.execute("BEGIN TRANSACTION").fetchall()
-        try:
+        with self._removal(dry_run) as con:
             n = con.execute(
                 """DELETE FROM attempt_kcs WHERE cohort = ? AND attempt_id IN
                    (SELECT attempt_id FROM attempts WHERE cohort = ? AND learner_id = ?)""", [cohort, cohort, learner_id]
@@ -451,10 +454,6 @@ class Warehouse:
             n = con.execute("DELETE FROM quarantine WHERE cohort = ? AND contains(raw, ?)", [cohort, learner_id]).fetchall()[0][0]
             counts["quarantine"] = int(n)
             self._record_removal("forget learner", cohort, None, counts, "research forget --learner (erasure request)")
-            con.execute("ROLLBACK" if dry_run else "COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
-            raise
         return counts
 
     def removals(self, cohort: str | None = None) -> pd.DataFrame:

@@ -81,38 +81,9 @@ def course_sequence(
         raise DataError("attempts is empty: there is no course sequence to build")
     icode, ilabels = pd.factorize(attempts[item], sort=False)
     ilabels = np.asarray(pd.Index(ilabels).astype(str))
-    # metadata (module, page) per item: items table first, else the attempts' first value
-    meta = pd.DataFrame({"item_id": ilabels})
-    for col in ("module", "page"):
-        if col in attempts:
-            first = attempts[col].astype("string").groupby(icode).first()
-            meta[col] = first.reindex(np.arange(len(ilabels))).to_numpy()
-        else:
-            meta[col] = pd.NA
-    key = pd.Series(np.nan, index=meta["item_id"])
-    source = "appearance"
-    if items is not None and len(items):
-        require_columns(items, {"item": item}, "items")
-        it = items.drop_duplicates(subset=[item])
-        it = it.set_index(it[item].astype(str))
-        known = set(meta["item_id"])
-        extra = pd.DataFrame({"item_id": [i for i in it.index if i not in known]})
-        meta = pd.concat([meta, extra], ignore_index=True)
-        for col in ("module", "page"):
-            if col in it:
-                meta[col] = meta["item_id"].map(it[col].astype("string")).fillna(meta[col])
-        if "position" in it and it["position"].notna().any():
-            key = meta["item_id"].map(pd.to_numeric(it["position"], errors="coerce")).set_axis(meta["item_id"])
-            source = "items.position"
+    meta, key, source = _item_metadata(attempts, items, icode, ilabels, item=item)
     if key.isna().any():
-        # appearance order: mean over learners of each learner's rank of first contact
-        lcode, _ = pd.factorize(attempts[learner], sort=False)
-        t = pd.to_datetime(attempts[timestamp]).to_numpy().astype("datetime64[ns]").astype(np.int64)
-        first_ts = pd.DataFrame({"l": lcode, "i": icode, "t": t}).groupby(["l", "i"], sort=False)["t"].min().reset_index()
-        first_ts["rank"] = first_ts.groupby("l")["t"].rank(method="first")
-        appearance = first_ts.groupby("i").agg(rank=("rank", "mean"), t=("t", "min"))
-        appearance.index = ilabels[appearance.index.to_numpy()]
-        app = appearance.reindex(meta["item_id"])
+        app = _appearance(attempts, icode, ilabels, learner=learner, timestamp=timestamp).reindex(meta["item_id"])
     else:
         app = pd.DataFrame({"rank": np.nan, "t": 0}, index=meta["item_id"])
     meta["_key"] = key.to_numpy(dtype=float)
@@ -143,6 +114,91 @@ def course_sequence(
     for col in ("module", "page", "item_id"):
         out[col] = out[col].astype("string")
     return out
+
+
+def _unit_times(df: pd.DataFrame, ci_level: float) -> pd.DataFrame:
+    """Per unit (``df``: unit, l, sec, cap per event): learners' total times summarised (n, median_s,
+    q25_s, q75_s, mean_s, a distribution-free interval of the median) and event counts."""
+    per_unit_events = df.groupby("unit").agg(n_events=("sec", "count"), n_capped=("cap", "sum"))
+    per_learner = df.dropna(subset=["sec"]).groupby(["unit", "l"], sort=False)["sec"].sum().reset_index()
+    per_learner = per_learner.sort_values(["unit", "sec"], kind="stable").reset_index(drop=True)
+    g = per_learner.groupby("unit", sort=False)["sec"]
+    summ = pd.DataFrame({"n": g.size(), "median_s": g.median(), "q25_s": g.quantile(0.25),
+                         "q75_s": g.quantile(0.75), "mean_s": g.mean()})
+    # distribution-free CI of the median: order statistics j, k with binomial(n, 1/2) coverage
+    n = summ["n"].to_numpy()
+    z = stats.norm.ppf(0.5 + ci_level / 2)
+    j = np.clip(np.floor(n / 2 - z * np.sqrt(n) / 2), 1, n).astype(int)
+    k = np.clip(np.ceil(n / 2 + 1 + z * np.sqrt(n) / 2), 1, n).astype(int)
+    start = per_learner.groupby("unit", sort=False).cumcount().to_numpy()
+    offsets = pd.Series(np.flatnonzero(start == 0), index=per_learner["unit"].to_numpy()[start == 0]).reindex(summ.index)
+    vals = per_learner["sec"].to_numpy()
+    summ["ci_low"] = vals[offsets.to_numpy() + j - 1]
+    summ["ci_high"] = vals[offsets.to_numpy() + k - 1]
+    summ = summ.join(per_unit_events, how="right")
+    return summ
+
+
+def _planned_rows(attempts, items, seq, meta, *, level, learner, item, timestamp) -> tuple[pd.DataFrame, np.ndarray]:
+    """The output rows (module, page, item_id) in course order with planned_duration_s (a page's:
+    the sum of its items'), and the unit key of each row."""
+    # planned durations
+    planned = pd.Series(np.nan, index=seq["item_id"].astype(str))
+    if items is not None and "planned_duration_s" in items:
+        pl = pd.to_numeric(items["planned_duration_s"], errors="coerce")
+        planned = pd.Series(pl.to_numpy(float), index=items[item].astype(str).to_numpy()).groupby(level=0).first()
+    if level == "item":
+        out = seq[["module", "page", "item_id"]].copy()
+        keys = seq["item_id"].astype(str).to_numpy()
+        out["planned_duration_s"] = planned.reindex(keys).to_numpy(dtype=float)
+    else:
+        page_seq = course_sequence(attempts, items, level="page", learner=learner, item=item, timestamp=timestamp)
+        out = page_seq[["module", "page", "item_id"]].copy()
+        keys = (out["module"].fillna("").astype(str) + "\x1f" + out["page"].fillna("").astype(str)).to_numpy()
+        item_unit = (meta["module"].fillna("").astype(str) + "\x1f" + meta["page"].fillna("").astype(str))
+        pl_items = planned.reindex(meta.index)
+        out["planned_duration_s"] = pl_items.groupby(item_unit.to_numpy()).sum(min_count=1).reindex(keys).to_numpy(float)
+    return out, keys
+
+
+def _item_metadata(attempts, items, icode, ilabels, *, item) -> tuple[pd.DataFrame, pd.Series, str]:
+    """Module and page per item (items table first, else the attempts' first value), items only in
+    the items table included; the order key (items.position, else empty) and its source."""
+    # metadata (module, page) per item: items table first, else the attempts' first value
+    meta = pd.DataFrame({"item_id": ilabels})
+    for col in ("module", "page"):
+        if col in attempts:
+            first = attempts[col].astype("string").groupby(icode).first()
+            meta[col] = first.reindex(np.arange(len(ilabels))).to_numpy()
+        else:
+            meta[col] = pd.NA
+    key = pd.Series(np.nan, index=meta["item_id"])
+    source = "appearance"
+    if items is not None and len(items):
+        require_columns(items, {"item": item}, "items")
+        it = items.drop_duplicates(subset=[item])
+        it = it.set_index(it[item].astype(str))
+        known = set(meta["item_id"])
+        extra = pd.DataFrame({"item_id": [i for i in it.index if i not in known]})
+        meta = pd.concat([meta, extra], ignore_index=True)
+        for col in ("module", "page"):
+            if col in it:
+                meta[col] = meta["item_id"].map(it[col].astype("string")).fillna(meta[col])
+        if "position" in it and it["position"].notna().any():
+            key = meta["item_id"].map(pd.to_numeric(it["position"], errors="coerce")).set_axis(meta["item_id"])
+            source = "items.position"
+    return meta, key, source
+
+
+def _appearance(attempts, icode, ilabels, *, learner, timestamp) -> pd.DataFrame:
+    """Per item: rank (mean over learners of each learner's rank of first contact) and t (first contact)."""
+    lcode, _ = pd.factorize(attempts[learner], sort=False)
+    t = pd.to_datetime(attempts[timestamp]).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    first_ts = pd.DataFrame({"l": lcode, "i": icode, "t": t}).groupby(["l", "i"], sort=False)["t"].min().reset_index()
+    first_ts["rank"] = first_ts.groupby("l")["t"].rank(method="first")
+    appearance = first_ts.groupby("i").agg(rank=("rank", "mean"), t=("t", "min"))
+    appearance.index = ilabels[appearance.index.to_numpy()]
+    return appearance
 
 
 def _furthest(attempts, seq, learner, item, learners=None):
@@ -391,39 +447,8 @@ def time_on_task(
         meta["page"].reindex(it).fillna("").astype(str).to_numpy()
     df = pd.DataFrame({"unit": np.asarray(unit), "l": ev[learner].astype(str).to_numpy(),
                        "sec": ev["seconds"].to_numpy(dtype=float), "cap": ev["capped"].to_numpy(dtype=bool)})
-    per_unit_events = df.groupby("unit").agg(n_events=("sec", "count"), n_capped=("cap", "sum"))
-    per_learner = df.dropna(subset=["sec"]).groupby(["unit", "l"], sort=False)["sec"].sum().reset_index()
-    per_learner = per_learner.sort_values(["unit", "sec"], kind="stable").reset_index(drop=True)
-    g = per_learner.groupby("unit", sort=False)["sec"]
-    summ = pd.DataFrame({"n": g.size(), "median_s": g.median(), "q25_s": g.quantile(0.25),
-                         "q75_s": g.quantile(0.75), "mean_s": g.mean()})
-    # distribution-free CI of the median: order statistics j, k with binomial(n, 1/2) coverage
-    n = summ["n"].to_numpy()
-    z = stats.norm.ppf(0.5 + ci_level / 2)
-    j = np.clip(np.floor(n / 2 - z * np.sqrt(n) / 2), 1, n).astype(int)
-    k = np.clip(np.ceil(n / 2 + 1 + z * np.sqrt(n) / 2), 1, n).astype(int)
-    start = per_learner.groupby("unit", sort=False).cumcount().to_numpy()
-    offsets = pd.Series(np.flatnonzero(start == 0), index=per_learner["unit"].to_numpy()[start == 0]).reindex(summ.index)
-    vals = per_learner["sec"].to_numpy()
-    summ["ci_low"] = vals[offsets.to_numpy() + j - 1]
-    summ["ci_high"] = vals[offsets.to_numpy() + k - 1]
-    summ = summ.join(per_unit_events, how="right")
-    # planned durations
-    planned = pd.Series(np.nan, index=seq["item_id"].astype(str))
-    if items is not None and "planned_duration_s" in items:
-        pl = pd.to_numeric(items["planned_duration_s"], errors="coerce")
-        planned = pd.Series(pl.to_numpy(float), index=items[item].astype(str).to_numpy()).groupby(level=0).first()
-    if level == "item":
-        out = seq[["module", "page", "item_id"]].copy()
-        keys = seq["item_id"].astype(str).to_numpy()
-        out["planned_duration_s"] = planned.reindex(keys).to_numpy(dtype=float)
-    else:
-        page_seq = course_sequence(attempts, items, level="page", learner=learner, item=item, timestamp=timestamp)
-        out = page_seq[["module", "page", "item_id"]].copy()
-        keys = (out["module"].fillna("").astype(str) + "\x1f" + out["page"].fillna("").astype(str)).to_numpy()
-        item_unit = (meta["module"].fillna("").astype(str) + "\x1f" + meta["page"].fillna("").astype(str))
-        pl_items = planned.reindex(meta.index)
-        out["planned_duration_s"] = pl_items.groupby(item_unit.to_numpy()).sum(min_count=1).reindex(keys).to_numpy(float)
+    summ = _unit_times(df, ci_level)
+    out, keys = _planned_rows(attempts, items, seq, meta, level=level, learner=learner, item=item, timestamp=timestamp)
     s = summ.reindex(keys)
     out.insert(0, "level", level)
     for col in ("n", "median_s", "ci_low", "ci_high", "q25_s", "q75_s", "mean_s", "n_events", "n_capped"):

@@ -74,6 +74,15 @@ def _check_level(level: float) -> None:
         raise ConfigError(f"confidence level must lie strictly between 0 and 1, got {level!r}")
 
 
+def _require_pre_post(data: pd.DataFrame, pre: str, post: str, what: str, *, by: Sequence[str] = (),
+                      group: Sequence[str] = (), module: str | None = None) -> None:
+    """The pre- and post-score columns (then ``module``, the ``by`` and ``group`` columns) must be in ``data``."""
+    named = {"pre": pre, "post": post, **({"module": module} if module is not None else {})}
+    named.update({f"by[{i}]": b for i, b in enumerate(by)})
+    named.update({f"group[{i}]": g for i, g in enumerate(group)})
+    require_columns(data, named, what)
+
+
 def _check_min_cell(min_cell_size: int) -> None:
     if min_cell_size is None or int(min_cell_size) < 1:
         raise ConfigError(f"min_cell_size must be a whole number of at least 1, got {min_cell_size!r}")
@@ -339,7 +348,7 @@ def paired_statistics(
     """
     _check_level(ci_level)
     by = list(by)
-    require_columns(data, {"pre": pre, "post": post, **{f"by[{i}]": b for i, b in enumerate(by)}}, "gains")
+    _require_pre_post(data, pre, post, "gains", by=by)
     d, diff = _paired_terms(data, by, pre, post, g, c)
     if by:
         s = d.groupby(by, sort=True, observed=True, dropna=False).sum(numeric_only=True)
@@ -816,7 +825,7 @@ def ancova(
 
     _check_level(ci_level)
     group = _as_list(group)
-    require_columns(data, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}}, "ancova data")
+    _require_pre_post(data, pre, post, "ancova data", group=group)
     frame = pd.DataFrame({"post": pd.to_numeric(data[post], errors="coerce").astype(float),
                           "pre": pd.to_numeric(data[pre], errors="coerce").astype(float)})
     for i, g in enumerate(group):
@@ -897,8 +906,7 @@ def ancova_table(
     _check_level(ci_level)
     _check_min_cell(min_cell_size)
     group = _as_list(group)
-    require_columns(learner_table, {"pre": pre, "post": post, **{f"group[{i}]": g for i, g in enumerate(group)}},
-                     "ANCOVA learner table")
+    _require_pre_post(learner_table, pre, post, "ANCOVA learner table", group=group)
     keys = [c for c in ("instrument", "module") if c in learner_table.columns]
     parts = []
     blocks = learner_table.groupby(keys, sort=True, dropna=False) if keys else [((), learner_table)]
@@ -1012,8 +1020,7 @@ def _mixed_frame(data: pd.DataFrame, *, pre: str, post: str, group: list[str], m
                  cohort: str) -> tuple[pd.DataFrame, int]:
     """The model frame (post, pre, module, cohort, g0, g1, ...) without rows missing any of them,
     and the number of rows before."""
-    require_columns(data, {"pre": pre, "post": post, "module": module, **{f"group[{i}]": g for i, g in enumerate(group)}},
-                     "mixed-model data")
+    _require_pre_post(data, pre, post, "mixed-model data", group=group, module=module)
     frame = pd.DataFrame({"post": pd.to_numeric(data[post], errors="coerce").astype(float),
                           "pre": pd.to_numeric(data[pre], errors="coerce").astype(float),
                           "module": data[module].astype(object)})

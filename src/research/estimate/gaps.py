@@ -181,8 +181,6 @@ def group_gaps(
         (estimate >= target), ``target_p`` (one-sided exact binomial p of rate < target),
         ``method``, ``suppressed_reason``.
     """
-    from research.estimate.dif import group_comparisons
-
     if kind not in _KINDS:
         raise ConfigError(f"kind={kind!r} is not known; use one of {list(_KINDS)}")
     if target is not None and (kind != "proportion" or not 0 < float(target) < 1):
@@ -191,20 +189,8 @@ def group_gaps(
         raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
     v = _learner_values(values, value=value, learner=learner, kind=kind)
 
-    # one long frame of (key, value): the whole cohort plus each attribute's groups
-    parts = [v.assign(key=f"{ALL}\x1f{ALL}")[["key", "value"]]]
-    refs: dict[str, str] = {}
-    comps = group_comparisons(learners, learner, attributes, reference, None) if len(learners) else []
-    seen = set()
-    for attr, ref, _foc, group in comps:
-        refs[attr] = ref
-        if attr in seen:
-            continue
-        seen.add(attr)
-        g = group.reindex(v["learner"].to_numpy())
-        ok = g.notna().to_numpy()
-        parts.append(pd.DataFrame({"key": attr + "\x1f" + g[ok].astype(str).to_numpy(), "value": v["value"].to_numpy()[ok]}))
-    out = _summaries(pd.concat(parts, ignore_index=True), kind, ci_level)
+    keyed, refs = _keyed_values(v, learners, learner=learner, attributes=attributes, reference=reference)
+    out = _summaries(keyed, kind, ci_level)
     out[["attribute", "group"]] = out["key"].str.split("\x1f", n=1, expand=True)
     out["reference_group"] = out["attribute"].map(pd.Series(refs, dtype="string")).astype("string").fillna("")
     out["measure"] = measure
@@ -227,8 +213,34 @@ def group_gaps(
         "mean with t interval; Welch difference" if kind == "mean"
         else "proportion with Wilson interval; Newcombe difference" + ("; exact binomial test against target" if target is not None else "")
     )
-    # whole cohort first, then attributes in the order analysed, reference group first
-    order = {a: i for i, a in enumerate([ALL, *refs])}
+    return _ordered_and_protected(out, list(refs), min_cell_size)
+
+
+def _keyed_values(v: pd.DataFrame, learners: pd.DataFrame, *, learner: str, attributes,
+                  reference) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One long frame of (key, value), key ``attribute\x1fgroup``: the whole cohort plus each
+    attribute's groups; and each attribute's reference group."""
+    from research.estimate.dif import group_comparisons
+
+    parts = [v.assign(key=f"{ALL}\x1f{ALL}")[["key", "value"]]]
+    refs: dict[str, str] = {}
+    comps = group_comparisons(learners, learner, attributes, reference, None) if len(learners) else []
+    seen = set()
+    for attr, ref, _foc, group in comps:
+        refs[attr] = ref
+        if attr in seen:
+            continue
+        seen.add(attr)
+        g = group.reindex(v["learner"].to_numpy())
+        ok = g.notna().to_numpy()
+        parts.append(pd.DataFrame({"key": attr + "\x1f" + g[ok].astype(str).to_numpy(), "value": v["value"].to_numpy()[ok]}))
+    return pd.concat(parts, ignore_index=True), refs
+
+
+def _ordered_and_protected(out: pd.DataFrame, attributes: list[str], min_cell_size: int) -> pd.DataFrame:
+    """The gap rows in report order (whole cohort first, then ``attributes`` in the order
+    analysed, reference group first), with complementary suppression."""
+    order = {a: i for i, a in enumerate([ALL, *attributes])}
     out["_a"] = out["attribute"].map(order)
     out["_r"] = (out["group"] != out["reference_group"]).astype(int)
     out = out.sort_values(["_a", "_r", "group"], kind="stable").reset_index(drop=True)

@@ -127,6 +127,32 @@ def _draws(kind, est, se, k, n, rng, n_draws):
     return out
 
 
+def _side(out: pd.DataFrame, side: str, kind: np.ndarray, rng, n_draws: int):
+    """One side's (``before``/``after``) estimates (a rate's from k/n), posterior draws,
+    observations and learners (observations where learners are not given)."""
+
+    def col(name):
+        if name not in out.columns:
+            return np.full(len(out), np.nan)
+        return pd.to_numeric(out[name], errors="coerce").to_numpy(float)
+
+    est, se, k, n = col(f"est_{side}"), col(f"se_{side}"), col(f"k_{side}"), col(f"n_{side}")
+    nl = col(f"n_learners_{side}")
+    nl = np.where(np.isfinite(nl), nl, n)
+    est = np.where((kind == "rate") & np.isfinite(k) & (n > 0), k / np.where(n > 0, n, 1), est)
+    return est, _draws(kind, est, se, k, n, rng, n_draws), n, nl
+
+
+def _verdicts(directed, p_imp, p_worse, ci_low, ci_high, cut: float) -> np.ndarray:
+    """improved / worse (posterior probability at least ``cut``) for metrics with a direction;
+    changed (interval excludes 0) for the others; else no_detectable_change."""
+    return np.where(
+        directed,
+        np.where(p_imp >= cut, "improved", np.where(p_worse >= cut, "worse", "no_detectable_change")),
+        np.where((ci_low > 0) | (ci_high < 0), "changed", "no_detectable_change"),
+    ).astype(object)
+
+
 def compare_metrics(
     rows: pd.DataFrame,
     *,
@@ -174,20 +200,8 @@ def compare_metrics(
     lo = np.broadcast_to(np.asarray(lo, float), len(out)).copy()
     hi = np.broadcast_to(np.asarray(hi, float), len(out)).copy()
 
-    def col(name):
-        if name not in out.columns:
-            return np.full(len(out), np.nan)
-        return pd.to_numeric(out[name], errors="coerce").to_numpy(float)
-
-    side = {}
-    for s in ("before", "after"):
-        est, se, k, n = col(f"est_{s}"), col(f"se_{s}"), col(f"k_{s}"), col(f"n_{s}")
-        nl = col(f"n_learners_{s}")
-        nl = np.where(np.isfinite(nl), nl, n)
-        est = np.where((kind == "rate") & np.isfinite(k) & (n > 0), k / np.where(n > 0, n, 1), est)
-        side[s] = (est, _draws(kind, est, se, k, n, rng, int(n_draws)), n, nl)
-    eb, db, nb, lb = side["before"]
-    ea, da, na, la = side["after"]
+    eb, db, nb, lb = _side(out, "before", kind, rng, int(n_draws))
+    ea, da, na, la = _side(out, "after", kind, rng, int(n_draws))
     diff = da - db
     alpha = 1 - ci_level
     valid = np.isfinite(diff).all(axis=1)
@@ -200,12 +214,7 @@ def compare_metrics(
     p_imp = (dq < 0).mean(axis=1)
     p_worse = (dq > 0).mean(axis=1)
     directed = direction != "none"
-    cut = 1 - alpha / 2
-    verdict = np.where(
-        directed,
-        np.where(p_imp >= cut, "improved", np.where(p_worse >= cut, "worse", "no_detectable_change")),
-        np.where((ci_low > 0) | (ci_high < 0), "changed", "no_detectable_change"),
-    ).astype(object)
+    verdict = _verdicts(directed, p_imp, p_worse, ci_low, ci_high, 1 - alpha / 2)
     reason = np.full(len(out), "", dtype=object)
     small = (np.nan_to_num(lb, nan=0) < min_cell_size) | (np.nan_to_num(la, nan=0) < min_cell_size)
     few = (np.nan_to_num(nb, nan=0) < min_n) | (np.nan_to_num(na, nan=0) < min_n)
@@ -505,6 +514,74 @@ def recommendation_status(before: pd.DataFrame | None, after: pd.DataFrame | Non
 # --------------------------------------------------------------------------- the model class
 
 
+def _resolve_changelog(changelog, before, after, b: CohortProfile, a: CohortProfile) -> ChangeLog:
+    """The change log checked against both profiles; None: the items whose version differs."""
+    if changelog is None:
+        changelog = changelog_from_versions(cohort_table(before, "items") if not isinstance(before, CohortProfile) else None,
+                                            cohort_table(after, "items") if not isinstance(after, CohortProfile) else None)
+    if not isinstance(changelog, ChangeLog):
+        changelog = read_changelog(
+            changelog, items_before=b.item_ids, items_after=a.item_ids,
+            kcs_before=b.kcs[["kc_model", "kc"]], kcs_after=a.kcs[["kc_model", "kc"]],
+            pages_before=b.page_ids, pages_after=a.page_ids,
+        )
+    return changelog
+
+
+def _moved_items(changelog: ChangeLog, b: CohortProfile, a: CohortProfile, *, kc_items: bool) -> set[str]:
+    """The items the changes may have moved, never anchors: the changed items and, with
+    ``kc_items``, the items of changed KCs and on changed pages."""
+    exclude = set(changelog.items())
+    if kc_items:
+        for ch in changelog.kc_changes().itertuples():
+            ik = b.item_kcs
+            exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.before), "item_id"].astype(str))
+            ik = a.item_kcs
+            exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.after), "item_id"].astype(str))
+        pages = set(changelog.pages())
+        for prof in (b, a):
+            it = prof.items
+            exclude |= set(it.loc[it["page"].astype(str).isin(pages), "item_id"].astype(str))
+    return exclude
+
+
+def _changes_of(changes: pd.DataFrame, target_type: str) -> pd.DataFrame:
+    """One row per changed target of ``target_type``: target_id, its change ids and change types (``;``-joined)."""
+    return changes[changes["target_type"] == target_type].groupby("target_id", sort=False).agg(
+        change_id=("change_id", lambda s: ";".join(s.astype(str))),
+        change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
+
+
+def _comparison_table(comp: pd.DataFrame, linking: Linking | None) -> pd.DataFrame:
+    """The comparison rows with the linking's columns, in COMPARISON_COLUMNS order and types."""
+    comp["n_anchors"] = 0 if linking is None else linking.n_anchors
+    comp["link_shift"] = np.nan if linking is None else linking.shift
+    comp["link_se"] = np.nan if linking is None else linking.se
+    comp["too_few_anchors"] = True if linking is None else linking.too_few_anchors
+    for c in COMPARISON_COLUMNS:
+        if c not in comp.columns:
+            comp[c] = None
+    comp = comp[COMPARISON_COLUMNS]
+    for c in ("target_type", "target_id", "kc_model", "change_id", "change_type", "metric", "direction",
+              "verdict", "target_verdict", "method", "suppressed_reason"):
+        comp[c] = comp[c].astype("string")
+    for c in ("n_before", "n_after"):
+        comp[c] = pd.array(pd.to_numeric(comp[c], errors="coerce").round(), dtype="Int64")
+    comp["n_anchors"] = comp["n_anchors"].astype("int64")
+    comp["too_few_anchors"] = comp["too_few_anchors"].astype(bool)
+    return comp
+
+
+def _with_change_verdicts(status: pd.DataFrame, comp: pd.DataFrame) -> pd.DataFrame:
+    """The recommendation status with ``change_verdict``: the target verdicts of the changes that addressed each."""
+    if len(comp):
+        by_change = comp.drop_duplicates("change_id").set_index(comp.drop_duplicates("change_id")["change_id"].astype(str))["target_verdict"]
+        verdicts = status["addressed_by"].astype("string").fillna("").str.split(";").map(
+            lambda ids: ";".join(dict.fromkeys(str(by_change[i]) for i in ids if i in by_change.index)))
+        status["change_verdict"] = pd.array(verdicts.where(verdicts != "", None), dtype="string")
+    return status
+
+
 class CohortComparison:
     """Compare a cohort with its predecessor across a course redesign.
 
@@ -563,30 +640,10 @@ class CohortComparison:
         t0 = time.perf_counter()
         b, a = self._profile(before), self._profile(after)
         self.before_, self.after_ = b, a
-        if changelog is None:
-            changelog = changelog_from_versions(cohort_table(before, "items") if not isinstance(before, CohortProfile) else None,
-                                                cohort_table(after, "items") if not isinstance(after, CohortProfile) else None)
-        if not isinstance(changelog, ChangeLog):
-            changelog = read_changelog(
-                changelog, items_before=b.item_ids, items_after=a.item_ids,
-                kcs_before=b.kcs[["kc_model", "kc"]], kcs_after=a.kcs[["kc_model", "kc"]],
-                pages_before=b.page_ids, pages_after=a.page_ids,
-            )
+        changelog = _resolve_changelog(changelog, before, after, b, a)
         self.changelog_ = changelog
         changes = changelog.changes
-        # anchors: every item in both calibrations except those the changes may have moved
-        exclude = set(changelog.items())
-        if self.exclude_kc_items:
-            kc_ch = changelog.kc_changes()
-            for ch in kc_ch.itertuples():
-                ik = b.item_kcs
-                exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.before), "item_id"].astype(str))
-                ik = a.item_kcs
-                exclude |= set(ik.loc[(ik["kc_model"] == ch.kc_model) & ik["kc"].isin(ch.after), "item_id"].astype(str))
-            pages = set(changelog.pages())
-            for prof in (b, a):
-                it = prof.items
-                exclude |= set(it.loc[it["page"].astype(str).isin(pages), "item_id"].astype(str))
+        exclude = _moved_items(changelog, b, a, kc_items=self.exclude_kc_items)
         if b.rasch is not None and a.rasch is not None:
             self.linking_ = link_difficulties(b.rasch.item_params_, a.rasch.item_params_, exclude=exclude,
                                               anchors=anchors, min_anchors=self.min_anchors, drift_z=self.drift_z,
@@ -597,15 +654,8 @@ class CohortComparison:
             warnings.warn("a Rasch calibration is missing in one cohort: difficulties cannot be linked",
                           LinkingWarning, stacklevel=2)
         bands = _bands(self.recommend_config)
-        item_changes = changes[changes["target_type"] == "item"]
-        items = item_changes.groupby("target_id", sort=False).agg(
-            change_id=("change_id", lambda s: ";".join(s.astype(str))),
-            change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
-        items = items.rename(columns={"target_id": "item_id"})
-        page_changes = changes[changes["target_type"] == "page"]
-        pages = page_changes.groupby("target_id", sort=False).agg(
-            change_id=("change_id", lambda s: ";".join(s.astype(str))),
-            change_type=("type", lambda s: ";".join(dict.fromkeys(s.astype(str))))).reset_index()
+        items = _changes_of(changes, "item").rename(columns={"target_id": "item_id"})
+        pages = _changes_of(changes, "page")
         rows = [
             _item_rows(b, a, items, self.linking_, bands),
             _page_rows(b, a, pages),
@@ -622,30 +672,10 @@ class CohortComparison:
             comp.loc[unlinked, "suppressed_reason"] = "no anchor items: the two difficulty scales cannot be linked"
         recs_b = b.recommendations
         comp["target_verdict"] = target_verdicts(comp, changelog, recs_b) if len(comp) else pd.Series(dtype="string")
-        L = self.linking_
-        comp["n_anchors"] = 0 if L is None else L.n_anchors
-        comp["link_shift"] = np.nan if L is None else L.shift
-        comp["link_se"] = np.nan if L is None else L.se
-        comp["too_few_anchors"] = True if L is None else L.too_few_anchors
-        for c in COMPARISON_COLUMNS:
-            if c not in comp.columns:
-                comp[c] = None
-        comp = comp[COMPARISON_COLUMNS]
-        for c in ("target_type", "target_id", "kc_model", "change_id", "change_type", "metric", "direction",
-                  "verdict", "target_verdict", "method", "suppressed_reason"):
-            comp[c] = comp[c].astype("string")
-        for c in ("n_before", "n_after"):
-            comp[c] = pd.array(pd.to_numeric(comp[c], errors="coerce").round(), dtype="Int64")
-        comp["n_anchors"] = comp["n_anchors"].astype("int64")
-        comp["too_few_anchors"] = comp["too_few_anchors"].astype(bool)
+        comp = _comparison_table(comp, self.linking_)
         self.comparison_ = comp.reset_index(drop=True)
-        status = recommendation_status(recs_b, a.recommendations, changelog)
-        if len(comp):
-            by_change = comp.drop_duplicates("change_id").set_index(comp.drop_duplicates("change_id")["change_id"].astype(str))["target_verdict"]
-            verdicts = status["addressed_by"].astype("string").fillna("").str.split(";").map(
-                lambda ids: ";".join(dict.fromkeys(str(by_change[i]) for i in ids if i in by_change.index)))
-            status["change_verdict"] = pd.array(verdicts.where(verdicts != "", None), dtype="string")
-        self.recommendation_status_ = status
+        self.recommendation_status_ = _with_change_verdicts(recommendation_status(recs_b, a.recommendations, changelog),
+                                                            comp)
         self.fit_seconds_ = time.perf_counter() - t0
         self.provenance_ = {
             "package": "course-research", "version": research.__version__,

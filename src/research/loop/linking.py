@@ -261,6 +261,27 @@ def _shift(cand: pd.DataFrame, d: np.ndarray, var: np.ndarray, used: np.ndarray,
     return shift, se_shift, weights, tau2
 
 
+def _anchor_table(cand: pd.DataFrame, shift: float, d: np.ndarray, robust: np.ndarray, drifted: np.ndarray,
+                  used: np.ndarray) -> pd.DataFrame:
+    """The anchor candidates with their linked difficulty, displacement and drift (ANCHOR_COLUMNS)."""
+    return pd.DataFrame(
+        {
+            "item_id": cand["item_id"].astype(str),
+            "difficulty_before": cand["b_b"],
+            "se_before": cand["se_b"],
+            "difficulty_after": cand["b_a"],
+            "se_after": cand["se_a"],
+            "difficulty_after_linked": cand["b_a"] + (shift if np.isfinite(shift) else np.nan),
+            "displacement": d,
+            "robust_z": robust,
+            "drifted": drifted,
+            "used": used,
+            "n_before": cand["n_b"],
+            "n_after": cand["n_a"],
+        }
+    )[ANCHOR_COLUMNS]
+
+
 def link_difficulties(
     before: pd.DataFrame,
     after: pd.DataFrame,
@@ -332,22 +353,7 @@ def link_difficulties(
             LinkingWarning,
             stacklevel=2,
         )
-    table = pd.DataFrame(
-        {
-            "item_id": cand["item_id"].astype(str),
-            "difficulty_before": cand["b_b"],
-            "se_before": cand["se_b"],
-            "difficulty_after": cand["b_a"],
-            "se_after": cand["se_a"],
-            "difficulty_after_linked": cand["b_a"] + (shift if np.isfinite(shift) else np.nan),
-            "displacement": d,
-            "robust_z": robust,
-            "drifted": drifted,
-            "used": used,
-            "n_before": cand["n_b"],
-            "n_after": cand["n_a"],
-        }
-    )[ANCHOR_COLUMNS]
+    table = _anchor_table(cand, shift, d, robust, drifted, used)
     return Linking(
         shift=shift,
         se=se_shift,

@@ -112,7 +112,6 @@ def profile_cohort(
         :class:`research.estimates.EstimateSettings`; by default :func:`comparison_settings`.
     """
     from research.estimate import engagement
-    from research.estimates import ESTIMATE_TABLES, build_estimates
 
     started = time.perf_counter()
     attempts = cohort_table(data, "attempts")
@@ -122,24 +121,53 @@ def profile_cohort(
         raise DataError(f"cohort {cohort or getattr(data, 'cohort', '?')!r} has no attempts: nothing to compare")
     cohort = cohort or getattr(data, "cohort", None) or str(attempts["cohort"].iloc[0])
     settings = settings or comparison_settings(min_cell_size)
-    wanted = [t for t in ESTIMATE_TABLES if (dif or t != "dif") and t != "learning_curves"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        # inputs of the comparison, whose own table is protected when written
-        est = build_estimates(data, settings, cohort=cohort, tables=wanted, publish=False)
+    est = _estimates(data, settings, cohort, dif=dif)
     tables = est.tables
-    skipped = est.analyses[est.analyses["status"] == "skipped"]
-    for row in skipped.itertuples():
-        log.warning("cohort %s: %s not analysed: %s", cohort, row.analysis, row.message)
-    if "items" not in tables:
-        raise DataError(f"cohort {cohort!r}: no item table could be built ({'; '.join(skipped['message'])})")
 
     fa = est.results.responses
     counts = fa.groupby("item_id")["correct"].sum().rename("k_correct")
     items = tables["items"].merge(counts, left_on="item_id", right_index=True, how="left")
 
-    steps = est.results.steps
-    kcs = tables.get("kcs")
+    kcs, item_kcs = _kcs_with_errors(tables.get("kcs"), est.results.steps)
+    kc_models = tables.get("kc_models", pd.DataFrame(columns=["kc_model", "bic", "aic"]))
+
+    items_meta = cohort_table(data, "items")
+    items_meta = None if items_meta is None or items_meta.empty else items_meta
+    item_funnel = engagement.funnel(attempts, items_meta, level="item", learners=cohort_table(data, "learners"))
+    page_funnel = tables.get("funnel")
+    if page_funnel is None or settings.funnel_level != "page":
+        page_funnel = engagement.funnel(attempts, items_meta, level="page", learners=cohort_table(data, "learners"))
+    recs = None
+    if recommend:
+        recs = _recommendations(tables, items, kcs, kc_models, page_funnel, settings, recommend_config, cohort=cohort,
+                                n_learners=int(attempts["learner_id"].nunique()))
+    return CohortProfile(
+        cohort=str(cohort), responses=fa, items=items, rasch=est.results.rasch, item_kcs=item_kcs, kcs=kcs,
+        kc_models=kc_models, item_funnel=item_funnel, page_funnel=page_funnel, recommendations=recs,
+        dif=tables.get("dif"), seconds=time.perf_counter() - started, analyses=est.analyses,
+    )
+
+
+def _estimates(data, settings, cohort: str, *, dif: bool):
+    """The estimates a comparison needs (learning curves left out; DIF only with ``dif``),
+    unprotected; skipped analyses logged; an error when no item table could be built."""
+    from research.estimates import ESTIMATE_TABLES, build_estimates
+
+    wanted = [t for t in ESTIMATE_TABLES if (dif or t != "dif") and t != "learning_curves"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # inputs of the comparison, whose own table is protected when written
+        est = build_estimates(data, settings, cohort=cohort, tables=wanted, publish=False)
+    skipped = est.analyses[est.analyses["status"] == "skipped"]
+    for row in skipped.itertuples():
+        log.warning("cohort %s: %s not analysed: %s", cohort, row.analysis, row.message)
+    if "items" not in est.tables:
+        raise DataError(f"cohort {cohort!r}: no item table could be built ({'; '.join(skipped['message'])})")
+    return est
+
+
+def _kcs_with_errors(kcs: pd.DataFrame | None, steps: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The KC table with observed steps and errors per KC (n_steps_obs, n_errors), and the item x KC pairs."""
     if kcs is None:
         from research.schema import output_schema
 
@@ -153,28 +181,19 @@ def profile_cohort(
     else:
         kcs = kcs.assign(n_steps_obs=pd.Series(dtype="float"), n_errors=pd.Series(dtype="float"))
         item_kcs = pd.DataFrame({c: pd.Series(dtype="string") for c in ("item_id", "kc_model", "kc")})
-    kc_models = tables.get("kc_models", pd.DataFrame(columns=["kc_model", "bic", "aic"]))
+    return kcs, item_kcs
 
-    items_meta = cohort_table(data, "items")
-    items_meta = None if items_meta is None or items_meta.empty else items_meta
-    item_funnel = engagement.funnel(attempts, items_meta, level="item", learners=cohort_table(data, "learners"))
-    page_funnel = tables.get("funnel")
-    if page_funnel is None or settings.funnel_level != "page":
-        page_funnel = engagement.funnel(attempts, items_meta, level="page", learners=cohort_table(data, "learners"))
-    recs = None
-    if recommend:
-        from research.recommend import load_config, recommend as run_rules
 
-        rule_tables = {"items": items, "kcs": kcs, "kc_models": kc_models, "funnel": page_funnel}
-        for name, source in (("distractors", "item_distractors"), ("dif", "dif"), ("time_on_task", "time_on_task")):
-            if source in tables:
-                rule_tables[name] = tables[source]
-        config = recommend_config
-        if settings.kc_model is not None:
-            config = load_config(getattr(recommend_config, "settings", recommend_config), kc_model=settings.kc_model)
-        recs = run_rules(rule_tables, config, cohort=cohort, n_learners=int(attempts["learner_id"].nunique()))
-    return CohortProfile(
-        cohort=str(cohort), responses=fa, items=items, rasch=est.results.rasch, item_kcs=item_kcs, kcs=kcs,
-        kc_models=kc_models, item_funnel=item_funnel, page_funnel=page_funnel, recommendations=recs,
-        dif=tables.get("dif"), seconds=time.perf_counter() - started, analyses=est.analyses,
-    )
+def _recommendations(tables, items, kcs, kc_models, page_funnel, settings, recommend_config, *, cohort: str,
+                     n_learners: int) -> pd.DataFrame:
+    """The recommendation rules run on the profile's tables (the comparison's KC model, if one is set)."""
+    from research.recommend import load_config, recommend as run_rules
+
+    rule_tables = {"items": items, "kcs": kcs, "kc_models": kc_models, "funnel": page_funnel}
+    for name, source in (("distractors", "item_distractors"), ("dif", "dif"), ("time_on_task", "time_on_task")):
+        if source in tables:
+            rule_tables[name] = tables[source]
+    config = recommend_config
+    if settings.kc_model is not None:
+        config = load_config(getattr(recommend_config, "settings", recommend_config), kc_model=settings.kc_model)
+    return run_rules(rule_tables, config, cohort=cohort, n_learners=n_learners)

@@ -48,34 +48,35 @@ def _share_evidence(share: np.ndarray, n: np.ndarray, threshold: float, ctx: dic
 _USABLE = {"kc_model": "string", "kc": "string", "status": "string", "degenerate": "boolean", "n_learners": "integer"}
 
 
-def _cut_practice(df, cfg, ctx):
-    share, n_obs = _num(df, "over_practice_share"), _num(df, "n_obs")
-    t = cfg["over_practice_min"]
-    mask = _usable(df, cfg) & (share > t)
-    se, lo, hi, conf = _share_evidence(share, n_obs, t, ctx)
+def _share_above(df, cfg, ctx, *, share: str, n: str, threshold: str, n_affected: str, **second):
+    """The usable KCs whose ``share`` column exceeds ``cfg[threshold]``, with the share's normal
+    evidence (binomial over the ``n`` column) and the rule's second piece of evidence (``second``)."""
+    value, n_obs = _num(df, share), _num(df, n)
+    t = cfg[threshold]
+    mask = _usable(df, cfg) & (value > t)
+    se, lo, hi, conf = _share_evidence(value, n_obs, t, ctx)
     return _frame(
         mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
-        metric="over_practice_share", estimate=share, se=se, ci_low=lo, ci_high=hi, n=n_obs,
+        metric=share, estimate=value, se=se, ci_low=lo, ci_high=hi, n=n_obs,
         threshold_op=">", threshold=t,
-        metric_2="hours_after_mastery", estimate_2=_num(df, "hours_after_mastery"), n_2=_num(df, "n_after_mastery"),
+        **second,
         threshold_2=np.nan,
-        confidence=conf, n_affected=_num(df, "n_learners"), method="normal",
+        confidence=conf, n_affected=_num(df, n_affected), method="normal",
+    )
+
+
+def _cut_practice(df, cfg, ctx):
+    return _share_above(
+        df, cfg, ctx, share="over_practice_share", n="n_obs", threshold="over_practice_min", n_affected="n_learners",
+        metric_2="hours_after_mastery", estimate_2=_num(df, "hours_after_mastery"), n_2=_num(df, "n_after_mastery"),
     )
 
 
 def _add_practice(df, cfg, ctx):
-    share, n = _num(df, "under_practice_share"), _num(df, "n_learners")
-    t = cfg["under_practice_min"]
-    mask = _usable(df, cfg) & (share > t)
-    se, lo, hi, conf = _share_evidence(share, n, t, ctx)
-    return _frame(
-        mask, target_id=_str(df, "kc"), kc_model=_str(df, "kc_model"),
-        metric="under_practice_share", estimate=share, se=se, ci_low=lo, ci_high=hi, n=n,
-        threshold_op=">", threshold=t,
+    return _share_above(
+        df, cfg, ctx, share="under_practice_share", n="n_learners", threshold="under_practice_min", n_affected="n_under",
         metric_2="opportunities_median", estimate_2=_num(df, "opportunities_median"),
         ci_low_2=_num(df, "opportunities_low"), ci_high_2=_num(df, "opportunities_high"), n_2=_num(df, "n_mastered"),
-        threshold_2=np.nan,
-        confidence=conf, n_affected=_num(df, "n_under"), method="normal",
     )
 
 

@@ -446,6 +446,14 @@ def _slow_page(df, cfg, ctx):
 _KC_INPUTS = _inputs({"kc_model": "string", "kc": "string", "category": "string", "category_probability": "number",
                       "n_learners": "integer", "n_obs": "integer", "slope": "number", "slope_se": "number",
                       "slope_ci_low": "number", "slope_ci_high": "number"})
+
+
+def _kc_category_rule(category: str, title: str, explanation: str, action: str) -> Rule:
+    """The rule ``kc_CATEGORY``: flags the KCs the learning-curve classifier put in ``category``."""
+    return Rule(f"kc_{category}", "kcs", "kc", ("kc", "category"), _kc_rule(category), title, explanation, action,
+                inputs=_KC_INPUTS)
+
+
 _DIF_INPUTS = _inputs({"item_id": "string", "attribute": "string", "reference_group": "string", "focal_group": "string",
                        "ets_class": "string", "mh_delta": "number", "mh_delta_se": "number", "p_value": "number",
                        "p_adjusted": "number", "n_focal": "integer", "n_reference": "integer",
@@ -524,34 +532,30 @@ RULES: dict[str, Rule] = {
                             "share": "number", "mean_ability": "number", "sd_ability": "number",
                             "suppressed_reason": "string"})
         ),
-        Rule(
-            "kc_no_learning", "kcs", "kc", ("kc", "category"), _kc_rule("no_learning"),
+        _kc_category_rule(
+            "no_learning",
             N_("No learning"),
             N_("The error rate on this knowledge component does not fall with practice. The component may "
                "hide several different skills, or the instruction does not help."),
-            N_("Split the knowledge component into the skills the items really need, or revise the instruction."),
-            inputs=_KC_INPUTS
+            N_("Split the knowledge component into the skills the items really need, or revise the instruction.")
         ),
-        Rule(
-            "kc_still_high", "kcs", "kc", ("kc", "category"), _kc_rule("still_high"),
+        _kc_category_rule(
+            "still_high",
             N_("Still hard after practice"),
             N_("Learners improve with practice on this knowledge component, but are still often wrong at the end."),
-            N_("Add practice opportunities or instruction for this knowledge component."),
-            inputs=_KC_INPUTS
+            N_("Add practice opportunities or instruction for this knowledge component.")
         ),
-        Rule(
-            "kc_low_and_flat", "kcs", "kc", ("kc", "category"), _kc_rule("low_and_flat"),
+        _kc_category_rule(
+            "low_and_flat",
             N_("Already mastered"),
             N_("Learners make few errors from the first opportunity on, and the error rate stays low."),
-            N_("Cut some of the practice for this knowledge component; learners already master it."),
-            inputs=_KC_INPUTS
+            N_("Cut some of the practice for this knowledge component; learners already master it.")
         ),
-        Rule(
-            "kc_too_little_data", "kcs", "kc", ("kc", "category"), _kc_rule("too_little_data"),
+        _kc_category_rule(
+            "too_little_data",
             N_("Too little data"),
             N_("There are too few practice opportunities on this knowledge component to judge its learning curve."),
-            N_("Add items for this knowledge component or merge it with a related one."),
-            inputs=_KC_INPUTS
+            N_("Add items for this knowledge component or merge it with a related one.")
         ),
         Rule(
             "kc_mixed_skills", "kcs", "kc", ("kc", "slope_free", "slope_free_se"), _kc_mixed_skills,

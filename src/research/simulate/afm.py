@@ -196,8 +196,34 @@ def simulate_afm(
     kc_names = np.array([f"kc{k:0{width}d}" for k in range(n_kcs)])
     learner_ids = np.array([f"p_{h:016x}" for h in rng.integers(0, 2**63, n_learners, dtype=np.int64)])
 
+    long, first_kc = _practice_order(rng, n_learners, n_kcs, n_opportunities, multi_kc_share)
+    n_steps = n_learners * n_kcs * n_opportunities
+    learner = np.repeat(np.arange(n_learners), n_kcs * n_opportunities)
+    contrib = beta[long["kc"].to_numpy()] + gamma[long["kc"].to_numpy()] * (long["opportunity"].to_numpy() - 1)
+    eta = theta[learner] + np.bincount(long["step_row"].to_numpy(), weights=contrib, minlength=n_steps)
+    success = (rng.random(n_steps) < expit(eta)).astype("int64")
+
+    keep_step = np.ones(n_steps, dtype=bool)
+    if mastery_streak is not None:
+        keep_step = _before_mastery(long, success, n_kcs, mastery_streak)
+    steps = _afm_steps(rng, long, first_kc, keep_step, success, learner_ids, kc_names, n_kcs * n_opportunities,
+                       items_per_kc, kc_model)
+    kcs = pd.DataFrame({"kc_model": kc_model, "kc": kc_names, "beta": beta, "gamma": gamma, "no_learning": zero})
+    kcs["kc_model"] = kcs["kc_model"].astype("string")
+    kcs["kc"] = kcs["kc"].astype("string")
+    learners = pd.DataFrame({"learner_id": pd.array(learner_ids, dtype="string"), "theta": theta})
+    return SimulatedAFM(steps=steps, kcs=kcs, learners=learners, seed=seed)
+
+
+def _practice_order(rng, n_learners: int, n_kcs: int, n_opportunities: int,
+                    multi_kc_share: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """The KC rows of every step (step_row, learner, position, kc, opportunity) in step order,
+    and each step's primary KC.
+
+    Per learner a random permutation of each KC repeated ``n_opportunities`` times; with
+    ``multi_kc_share`` a step also exercises a second, random KC (its own row).
+    """
     T = n_kcs * n_opportunities
-    # practice order: per learner a random permutation of each KC repeated n_opportunities times
     primary = np.tile(np.repeat(np.arange(n_kcs), n_opportunities), (n_learners, 1))
     primary = np.take_along_axis(primary, rng.random((n_learners, T)).argsort(axis=1), axis=1)
     learner = np.repeat(np.arange(n_learners), T)
@@ -212,17 +238,20 @@ def simulate_afm(
                                   "kc": other}))
     long = pd.concat(rows, ignore_index=True).sort_values(["step_row", "kc"], kind="stable")
     long["opportunity"] = long.sort_values(["learner", "kc", "position"]).groupby(["learner", "kc"]).cumcount() + 1
-    contrib = beta[long["kc"].to_numpy()] + gamma[long["kc"].to_numpy()] * (long["opportunity"].to_numpy() - 1)
-    eta = theta[learner] + np.bincount(long["step_row"].to_numpy(), weights=contrib, minlength=step_row.size)
-    success = (rng.random(step_row.size) < expit(eta)).astype("int64")
+    return long, kc1
 
-    keep_step = np.ones(step_row.size, dtype=bool)
-    if mastery_streak is not None:
-        keep_step = _before_mastery(long, success, n_kcs, mastery_streak)
+
+def _afm_steps(rng, long: pd.DataFrame, first_kc: np.ndarray, keep_step: np.ndarray, success: np.ndarray,
+               learner_ids: np.ndarray, kc_names: np.ndarray, steps_per_learner: int, items_per_kc: int,
+               kc_model: str) -> pd.DataFrame:
+    """The DataShop-like step table of the kept steps (one row per step x KC), numbered."""
+    n_learners = len(learner_ids)
+    n_steps = success.size
+    learner = np.repeat(np.arange(n_learners), steps_per_learner)
+    position = np.tile(np.arange(steps_per_learner), n_learners)
     long = long[keep_step[long["step_row"].to_numpy()]]
     start = np.datetime64("2025-01-06T08:00:00") + (rng.integers(0, 30, n_learners) * 86400).astype("timedelta64[s]")
-    item_no = rng.integers(0, items_per_kc, step_row.size)
-    first_kc = kc1
+    item_no = rng.integers(0, items_per_kc, n_steps)
     item = np.char.add(np.char.add(kc_names[first_kc], "_item"), item_no.astype(str))
     fa = np.where(success == 1, "correct", "incorrect")
     sr = long["step_row"].to_numpy()
@@ -246,9 +275,4 @@ def simulate_afm(
             "opportunity": long["opportunity"].to_numpy(),
         }
     )
-    steps = _numbered_steps(steps)
-    kcs = pd.DataFrame({"kc_model": kc_model, "kc": kc_names, "beta": beta, "gamma": gamma, "no_learning": zero})
-    kcs["kc_model"] = kcs["kc_model"].astype("string")
-    kcs["kc"] = kcs["kc"].astype("string")
-    learners = pd.DataFrame({"learner_id": pd.array(learner_ids, dtype="string"), "theta": theta})
-    return SimulatedAFM(steps=steps.reset_index(drop=True), kcs=kcs, learners=learners, seed=seed)
+    return _numbered_steps(steps).reset_index(drop=True)

@@ -97,20 +97,8 @@ def simulate_dif(
     seed : int or None
         Seed of ``numpy.random.default_rng``.
     """
-    if n_learners < 2 or n_items < 2:
-        raise ConfigError(f"n_learners and n_items must be at least 2, got n_learners={n_learners}, n_items={n_items}")
-    if not 0 < focal_share < 1:
-        raise ConfigError(f"focal_share={focal_share!r} must lie strictly between 0 and 1")
-    if not 0 <= missing < 1:
-        raise ConfigError(f"missing={missing!r} must lie in [0, 1)")
-    dif_items = np.asarray(list(dif_items), dtype=int)
-    nonuniform_items = np.asarray(list(nonuniform_items), dtype=int)
-    for name, idx in (("dif_items", dif_items), ("nonuniform_items", nonuniform_items)):
-        if idx.size and (idx.min() < 0 or idx.max() >= n_items):
-            raise ConfigError(f"{name}={idx.tolist()} has indices outside 0..{n_items - 1}")
-    sizes = np.broadcast_to(np.asarray(dif_size, dtype=float), dif_items.shape) if dif_items.size else np.zeros(0)
-    if len(groups) != 2 or groups[0] == groups[1]:
-        raise ConfigError(f"groups={groups!r} must be two different names (reference, focal)")
+    dif_items, nonuniform_items, sizes = _dif_settings(n_learners, n_items, dif_items, dif_size, nonuniform_items,
+                                                       focal_share, missing, groups)
 
     rng = np.random.default_rng(seed)
     focal = rng.random(n_learners) < focal_share
@@ -128,6 +116,42 @@ def simulate_dif(
     y = (rng.random((n_learners, n_items)) < p).astype(int)
     answered = rng.random((n_learners, n_items)) >= missing
 
+    responses, learners, truth_items, learner_ids, group = _dif_tables(
+        y, answered, focal, difficulty, shift, a_ref, a_focal, dif_items, nonuniform_items, attribute, groups)
+    truth_learners = pd.DataFrame({"learner_id": learner_ids, "group": group, "theta": theta})
+    settings = dict(
+        n_learners=n_learners, n_items=n_items, dif_items=dif_items.tolist(), dif_size=sizes.tolist(),
+        nonuniform_items=nonuniform_items.tolist(), nonuniform_discrimination=nonuniform_discrimination,
+        focal_share=focal_share, impact=impact, missing=missing, attribute=attribute,
+        groups=tuple(groups), seed=seed,
+    )
+    return SimulatedDIF(responses, learners, truth_items, truth_learners, settings)
+
+
+def _dif_settings(n_learners, n_items, dif_items, dif_size, nonuniform_items, focal_share, missing, groups):
+    """:func:`simulate_dif`'s settings checked: the DIF and non-uniform item indices as arrays and
+    the shift of each DIF item."""
+    if n_learners < 2 or n_items < 2:
+        raise ConfigError(f"n_learners and n_items must be at least 2, got n_learners={n_learners}, n_items={n_items}")
+    if not 0 < focal_share < 1:
+        raise ConfigError(f"focal_share={focal_share!r} must lie strictly between 0 and 1")
+    if not 0 <= missing < 1:
+        raise ConfigError(f"missing={missing!r} must lie in [0, 1)")
+    dif_items = np.asarray(list(dif_items), dtype=int)
+    nonuniform_items = np.asarray(list(nonuniform_items), dtype=int)
+    for name, idx in (("dif_items", dif_items), ("nonuniform_items", nonuniform_items)):
+        if idx.size and (idx.min() < 0 or idx.max() >= n_items):
+            raise ConfigError(f"{name}={idx.tolist()} has indices outside 0..{n_items - 1}")
+    sizes = np.broadcast_to(np.asarray(dif_size, dtype=float), dif_items.shape) if dif_items.size else np.zeros(0)
+    if len(groups) != 2 or groups[0] == groups[1]:
+        raise ConfigError(f"groups={groups!r} must be two different names (reference, focal)")
+    return dif_items, nonuniform_items, sizes
+
+
+def _dif_tables(y, answered, focal, difficulty, shift, a_ref, a_focal, dif_items, nonuniform_items, attribute, groups):
+    """:func:`simulate_dif`'s responses (answered cells), learners and item truth tables, with the
+    learner ids and group labels."""
+    n_learners, n_items = y.shape
     width = len(str(n_learners))
     learner_ids = np.array([f"L{i:0{width}d}" for i in range(n_learners)])
     item_ids = np.array([f"I{j:03d}" for j in range(n_items)])
@@ -151,14 +175,7 @@ def simulate_dif(
             "kind": kind.astype(str),
         }
     )
-    truth_learners = pd.DataFrame({"learner_id": learner_ids, "group": group, "theta": theta})
-    settings = dict(
-        n_learners=n_learners, n_items=n_items, dif_items=dif_items.tolist(), dif_size=sizes.tolist(),
-        nonuniform_items=nonuniform_items.tolist(), nonuniform_discrimination=nonuniform_discrimination,
-        focal_share=focal_share, impact=impact, missing=missing, attribute=attribute,
-        groups=tuple(groups), seed=seed,
-    )
-    return SimulatedDIF(responses, learners, truth_items, truth_learners, settings)
+    return responses, learners, truth_items, learner_ids, group
 
 
 @dataclass
@@ -224,29 +241,13 @@ def simulate_engagement(
         raise ConfigError(f"positions {bad} in spikes/slow_items are outside 1..{n_pos}")
     rng = np.random.default_rng(seed)
     focal = rng.random(n_learners) < focal_share
-    hazard = np.full(n_pos, float(base_hazard))
-    for p, h in spikes.items():
-        hazard[p - 1] = h
-    hazard[-1] = 0.0
-    h_focal = np.minimum(hazard * focal_hazard_ratio, 1.0)
-    h = np.where(focal[:, None], h_focal[None, :], hazard[None, :])
-    stop = rng.random((n_learners, n_pos)) < h
-    stop[:, -1] = True
-    furthest = stop.argmax(axis=1) + 1  # first position at which the learner stops
+    hazard, h_focal, furthest = _stopping(rng, focal, n_pos, base_hazard, spikes, focal_hazard_ratio)
     med = np.full(n_pos, float(median_s))
     for p, f in slow_items.items():
         med[p - 1] *= f
 
     li, pj = np.nonzero(np.arange(n_pos)[None, :] < furthest[:, None])
-    true_sec = np.exp(np.log(med[pj]) + rng.normal(0, 0.5, li.size))
-    idle = rng.random(li.size) < idle_share
-    sec = np.where(idle, rng.uniform(7200, 36000, li.size), true_sec)
-    # timestamps: cumulative time within learner (rows are sorted by learner, position)
-    start = pd.Timestamp("2025-01-06 08:00") + pd.to_timedelta(rng.integers(0, 14 * 24 * 3600, n_learners), unit="s")
-    cum = pd.Series(sec).groupby(li).cumsum().to_numpy() - sec
-    ts = start[li] + pd.to_timedelta(cum, unit="s")
-    # a new session starts after an idle event
-    session = pd.Series(idle.astype(int)).groupby(li).cumsum().to_numpy() - idle
+    sec, ts, session = _event_times(rng, li, med[pj], idle_share, n_learners)
     width = len(str(n_learners))
     lid = np.array([f"L{i:0{width}d}" for i in range(n_learners)])
     module = (np.arange(n_pos) // (pages_per_module * items_per_page)) + 1
@@ -279,3 +280,34 @@ def simulate_engagement(
     learners = pd.DataFrame({"learner_id": lid, attribute: np.where(focal, groups[1], groups[0])})
     truth = pd.DataFrame({"item_id": item_ids, "hazard_reference": hazard, "hazard_focal": h_focal, "median_s": med})
     return SimulatedEngagement(attempts, items, learners, truth, pd.Series(furthest, index=lid, name="furthest"))
+
+
+def _stopping(rng, focal, n_pos: int, base_hazard: float, spikes: dict, focal_hazard_ratio: float):
+    """The stopping hazard per position (reference and focal group; none after the last) and
+    each learner's furthest position, drawn."""
+    n_learners = len(focal)
+    hazard = np.full(n_pos, float(base_hazard))
+    for p, h in spikes.items():
+        hazard[p - 1] = h
+    hazard[-1] = 0.0
+    h_focal = np.minimum(hazard * focal_hazard_ratio, 1.0)
+    h = np.where(focal[:, None], h_focal[None, :], hazard[None, :])
+    stop = rng.random((n_learners, n_pos)) < h
+    stop[:, -1] = True
+    furthest = stop.argmax(axis=1) + 1  # first position at which the learner stops
+    return hazard, h_focal, furthest
+
+
+def _event_times(rng, li, median, idle_share: float, n_learners: int):
+    """Seconds per event (log-normal around ``median``, or idle: 2 to 10 hours), timestamps
+    (cumulative within learner ``li``, from a random start) and session numbers (a new one after idle)."""
+    true_sec = np.exp(np.log(median) + rng.normal(0, 0.5, li.size))
+    idle = rng.random(li.size) < idle_share
+    sec = np.where(idle, rng.uniform(7200, 36000, li.size), true_sec)
+    # timestamps: cumulative time within learner (rows are sorted by learner, position)
+    start = pd.Timestamp("2025-01-06 08:00") + pd.to_timedelta(rng.integers(0, 14 * 24 * 3600, n_learners), unit="s")
+    cum = pd.Series(sec).groupby(li).cumsum().to_numpy() - sec
+    ts = start[li] + pd.to_timedelta(cum, unit="s")
+    # a new session starts after an idle event
+    session = pd.Series(idle.astype(int)).groupby(li).cumsum().to_numpy() - idle
+    return sec, ts, session

@@ -88,14 +88,7 @@ def simulate_prepost(
     learners = pd.DataFrame({"cohort": cohort, "learner_id": ids,
                              "role": np.asarray(group_levels, dtype=object)[grp]}).astype(
         {"cohort": "string", "learner_id": "string", "role": "string"})
-    # learner x module pairs
-    if modules_per_learner is None or modules_per_learner >= n_modules:
-        li = np.repeat(np.arange(n_learners), n_modules)
-        mi = np.tile(np.arange(n_modules), n_learners)
-    else:
-        pick = np.argsort(rng.random((n_learners, n_modules)), axis=1)[:, :modules_per_learner]
-        li = np.repeat(np.arange(n_learners), modules_per_learner)
-        mi = pick.ravel()
+    li, mi = _learner_modules(rng, n_learners, n_modules, modules_per_learner)
     n_pairs = len(li)
     at_ceiling = rng.random(n_pairs) < ceiling_share
     p_pre = np.where(at_ceiling, 1.0, rng.uniform(0.1, 0.5, n_pairs))
@@ -108,6 +101,37 @@ def simulate_prepost(
     phases = [("pre", p_pre, np.ones(n_pairs, bool)), ("post", p_post, ~dropped)]
     if mid:
         phases.insert(1, ("mid", p_mid, ~dropped))
+    a = _assessment_rows(rng, phases, ids, li, mi, modules, max_score, item_level, cohort)
+    cells = pd.DataFrame([(m, g, mg[i] + ge[j]) for i, m in enumerate(modules) for j, g in enumerate(group_levels)],
+                         columns=["module", "group", "gain"])
+    truth = {
+        "cell_gain": cells,
+        "module_gain": pd.Series(mg, index=modules),
+        "group_effect": pd.Series(ge, index=list(group_levels)),
+        "gain_sd": gain_sd,
+        "pairs": pd.DataFrame({"learner_id": ids[li], "module": np.asarray(modules)[mi],
+                               "role": np.asarray(group_levels)[grp[li]], "dropped": dropped,
+                               "at_ceiling": at_ceiling, "p_pre": p_pre, "p_post": p_post}),
+    }
+    return SimulatedGains(assessments=a, learners=learners, truth=truth)
+
+
+def _learner_modules(rng, n_learners: int, n_modules: int, modules_per_learner: int | None):
+    """The learner x module pairs (learner index, module index): every module, or
+    ``modules_per_learner`` modules drawn at random for each learner."""
+    if modules_per_learner is None or modules_per_learner >= n_modules:
+        li = np.repeat(np.arange(n_learners), n_modules)
+        mi = np.tile(np.arange(n_modules), n_learners)
+    else:
+        pick = np.argsort(rng.random((n_learners, n_modules)), axis=1)[:, :modules_per_learner]
+        li = np.repeat(np.arange(n_learners), modules_per_learner)
+        mi = pick.ravel()
+    return li, mi
+
+
+def _assessment_rows(rng, phases, ids, li, mi, modules, max_score: int, item_level: bool, cohort: str) -> pd.DataFrame:
+    """The canonical assessments table: for each (phase, success probability per pair, pair present)
+    the scores of the present pairs, item by item or as a binomial total."""
     frames = []
     for name, p, present in phases:
         sel = np.flatnonzero(present)
@@ -129,18 +153,7 @@ def simulate_prepost(
     a.insert(2, "instrument", "test_" + a["module"].astype(str))
     a = a.astype({"cohort": "string", "learner_id": "string", "instrument": "string", "module": "string",
                   "phase": "string", "item_id": "string"})
-    cells = pd.DataFrame([(m, g, mg[i] + ge[j]) for i, m in enumerate(modules) for j, g in enumerate(group_levels)],
-                         columns=["module", "group", "gain"])
-    truth = {
-        "cell_gain": cells,
-        "module_gain": pd.Series(mg, index=modules),
-        "group_effect": pd.Series(ge, index=list(group_levels)),
-        "gain_sd": gain_sd,
-        "pairs": pd.DataFrame({"learner_id": ids[li], "module": np.asarray(modules)[mi],
-                               "role": np.asarray(group_levels)[grp[li]], "dropped": dropped,
-                               "at_ceiling": at_ceiling, "p_pre": p_pre, "p_post": p_post}),
-    }
-    return SimulatedGains(assessments=a, learners=learners, truth=truth)
+    return a
 
 
 @dataclass

@@ -81,20 +81,7 @@ def simulate_survey_waves(
         role = learners["role"].astype(str).to_numpy(dtype=object)
     learners = pd.DataFrame({"cohort": cohort, "learner_id": ids, "gender": gender, "role": role})
 
-    a = rng.uniform(1.2, 2.2, n_items)
-    loc = rng.normal(0.0, 0.4, n_items)
-    b = loc[:, None] + np.linspace(-1.8, 1.4, n_categories - 1)[None, :]
-    roles = {"reversed": None, "ceiling": None, "misfit": None, "dif": None}
-    if planted:
-        j = n_items - 4
-        roles = {"reversed": j, "ceiling": j + 1, "misfit": j + 2, "dif": j + 3}
-        b[j + 1] = np.linspace(-4.5, -2.6, n_categories - 1)  # ceiling: nearly everyone agrees
-        a[j + 2] = 0.15  # misfit: barely related to the construct
-    names = np.array([f"se_{k + 1}" for k in range(n_items)], dtype=object)
-    rev = np.zeros(n_items, bool)
-    rev[1] = True  # a properly reversed item
-    if planted:
-        rev[roles["reversed"]] = True  # stored as reversed, answered as if not
+    a, b, roles, names, rev = _self_efficacy_items(rng, n_items, n_categories, planted)
 
     u = rng.normal(0.0, 1.0, n_learners)
     present = np.column_stack([np.ones(n_learners, bool), rng.random(n_learners) < stay[0],
@@ -115,14 +102,7 @@ def simulate_survey_waves(
             "learner_id": np.repeat(ids[keep], n_items), "phase": wave, "construct": "self_efficacy",
             "item_id": np.tile(names, keep.size), "response": stored[keep].ravel() + 1,
             "scale_min": 1, "scale_max": n_categories, "reverse_coded": np.tile(rev, keep.size)}))
-        # a short second construct (three items, no problems)
-        t2 = 0.5 * theta + np.sqrt(0.75) * rng.normal(size=n_learners)
-        b2 = np.linspace(-1.5, 1.5, n_categories - 1)
-        y2 = (rng.random((n_learners, 3))[:, :, None] < 1 / (1 + np.exp(-1.6 * (t2[:, None, None] - b2)))).sum(axis=2)
-        frames.append(pd.DataFrame({
-            "learner_id": np.repeat(ids[keep], 3), "phase": wave, "construct": "belonging",
-            "item_id": np.tile(np.array(["be_1", "be_2", "be_3"], dtype=object), keep.size),
-            "response": y2[keep].ravel() + 1, "scale_min": 1, "scale_max": n_categories, "reverse_coded": False}))
+        frames.append(_belonging(rng, theta, ids, keep, wave, n_categories))
     s = pd.concat(frames, ignore_index=True)
     s.insert(0, "cohort", cohort)
     s = s.astype({"cohort": "string", "learner_id": "string", "phase": "string", "construct": "string",
@@ -136,6 +116,39 @@ def simulate_survey_waves(
     return SimulatedSurveyWaves(surveys=s, learners=learners.astype({"cohort": "string", "learner_id": "string",
                                                                      "gender": "string", "role": "string"}),
                                 truth=truth)
+
+
+def _self_efficacy_items(rng, n_items: int, n_categories: int, planted: bool):
+    """The self-efficacy items: discriminations, thresholds (items x categories-1), the planted
+    problem items' indices (reversed, ceiling, misfit, dif; None unless ``planted``), names and
+    the reverse-coded flags."""
+    a = rng.uniform(1.2, 2.2, n_items)
+    loc = rng.normal(0.0, 0.4, n_items)
+    b = loc[:, None] + np.linspace(-1.8, 1.4, n_categories - 1)[None, :]
+    roles = {"reversed": None, "ceiling": None, "misfit": None, "dif": None}
+    if planted:
+        j = n_items - 4
+        roles = {"reversed": j, "ceiling": j + 1, "misfit": j + 2, "dif": j + 3}
+        b[j + 1] = np.linspace(-4.5, -2.6, n_categories - 1)  # ceiling: nearly everyone agrees
+        a[j + 2] = 0.15  # misfit: barely related to the construct
+    names = np.array([f"se_{k + 1}" for k in range(n_items)], dtype=object)
+    rev = np.zeros(n_items, bool)
+    rev[1] = True  # a properly reversed item
+    if planted:
+        rev[roles["reversed"]] = True  # stored as reversed, answered as if not
+    return a, b, roles, names, rev
+
+
+def _belonging(rng, theta, ids, keep, wave: str, n_categories: int) -> pd.DataFrame:
+    """A short second construct (three items, no problems) of one wave, for the learners ``keep``."""
+    n_learners = len(theta)
+    t2 = 0.5 * theta + np.sqrt(0.75) * rng.normal(size=n_learners)
+    b2 = np.linspace(-1.5, 1.5, n_categories - 1)
+    y2 = (rng.random((n_learners, 3))[:, :, None] < 1 / (1 + np.exp(-1.6 * (t2[:, None, None] - b2)))).sum(axis=2)
+    return pd.DataFrame({
+        "learner_id": np.repeat(ids[keep], 3), "phase": wave, "construct": "belonging",
+        "item_id": np.tile(np.array(["be_1", "be_2", "be_3"], dtype=object), keep.size),
+        "response": y2[keep].ravel() + 1, "scale_min": 1, "scale_max": n_categories, "reverse_coded": False})
 
 
 def with_survey_waves(sim, *, seed: int = 0, planted: bool = True):
