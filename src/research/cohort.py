@@ -40,9 +40,45 @@ class CohortData:
         return f"CohortData({self.cohort!r}: {sizes})"
 
 
-def load(cohort: str, warehouse: str | os.PathLike[str] | None = None) -> CohortData:
+#: the tables of :class:`CohortData`, each read from the warehouse on first use by :func:`load`
+TABLES = (*canonical_tables(), "quarantine", "loads")
+
+
+class _LazyCohortData(CohortData):
+    """:class:`CohortData` whose tables are read from the warehouse on first use, each once.
+
+    A notebook that needs two tables reads those two (the attempts and their KC tags are
+    most of a cohort's rows, and notebooks 04 and 06 use neither).
+    """
+
+    def __init__(self, cohort: str, warehouse: str | os.PathLike[str] | None):  # noqa: D107 - no dataclass init
+        self.__dict__["cohort"] = cohort
+        self.__dict__["_warehouse"] = warehouse
+
+    def __getattr__(self, name: str):
+        if name not in TABLES:
+            raise AttributeError(name)
+        frame = _read_table(self.cohort, self.__dict__["_warehouse"], name)
+        self.__dict__[name] = frame
+        return frame
+
+
+def _read_table(cohort: str, warehouse, name: str) -> pd.DataFrame:
+    from research.store import open_warehouse
+
+    with open_warehouse(warehouse, read_only=True) as wh:
+        frame = wh.table(name, cohort)
+        if name == "learners":
+            extra = wh.learner_attributes(cohort)
+            if extra.shape[1] > 1:  # extra attributes (e.g. study_programme) become columns of learners
+                frame = frame.merge(extra, on="learner_id", how="left")
+        return frame
+
+
+def load(cohort: str, warehouse: str | os.PathLike[str] | None = None, *, lazy: bool = False) -> CohortData:
     """Read every canonical table of ``cohort`` from the warehouse.
 
+    With ``lazy`` each table is read on first use instead (what a notebook's ``ctx.data`` does).
     Raises :class:`ResearchError` naming the cohorts that exist when ``cohort`` is not there.
     """
     from research.store import open_warehouse
@@ -54,6 +90,8 @@ def load(cohort: str, warehouse: str | os.PathLike[str] | None = None) -> Cohort
                 f"cohort {cohort!r} is not in warehouse {wh.path}; cohorts there: {', '.join(known) or 'none'}. "
                 "Load it with `research ingest PATH... --cohort NAME`."
             )
+        if lazy:
+            return _LazyCohortData(cohort, warehouse)
         tables = {name: wh.table(name, cohort) for name in canonical_tables()}
         extra = wh.learner_attributes(cohort)
         if extra.shape[1] > 1:  # extra attributes (e.g. study_programme) become columns of learners
