@@ -47,8 +47,9 @@ TABLES = (*canonical_tables(), "quarantine", "loads")
 class _LazyCohortData(CohortData):
     """:class:`CohortData` whose tables are read from the warehouse on first use, each once.
 
-    A notebook that needs two tables reads those two (the attempts and their KC tags are
-    most of a cohort's rows, and notebooks 04 and 06 use neither).
+    The attempts and their KC tags (most of a cohort's rows) are each read when first used,
+    the other tables together on the first use of any of them: notebooks 04 and 06 read
+    neither of the large ones.
     """
 
     def __init__(self, cohort: str, warehouse: str | os.PathLike[str] | None):  # noqa: D107 - no dataclass init
@@ -58,21 +59,28 @@ class _LazyCohortData(CohortData):
     def __getattr__(self, name: str):
         if name not in TABLES:
             raise AttributeError(name)
-        frame = _read_table(self.cohort, self.__dict__["_warehouse"], name)
-        self.__dict__[name] = frame
-        return frame
+        # the two large tables one by one, the small ones together (one opening of the warehouse)
+        names = [name] if name in _LARGE else [t for t in TABLES if t not in _LARGE and t not in self.__dict__]
+        self.__dict__.update(_read_tables(self.cohort, self.__dict__["_warehouse"], names))
+        return self.__dict__[name]
 
 
-def _read_table(cohort: str, warehouse, name: str) -> pd.DataFrame:
+_LARGE = ("attempts", "attempt_kcs")
+
+
+def _read_tables(cohort: str, warehouse, names: list[str]) -> dict[str, pd.DataFrame]:
     from research.store import open_warehouse
 
+    out = {}
     with open_warehouse(warehouse, read_only=True) as wh:
-        frame = wh.table(name, cohort)
-        if name == "learners":
-            extra = wh.learner_attributes(cohort)
-            if extra.shape[1] > 1:  # extra attributes (e.g. study_programme) become columns of learners
-                frame = frame.merge(extra, on="learner_id", how="left")
-        return frame
+        for name in names:
+            frame = wh.table(name, cohort)
+            if name == "learners":
+                extra = wh.learner_attributes(cohort)
+                if extra.shape[1] > 1:  # extra attributes (e.g. study_programme) become columns of learners
+                    frame = frame.merge(extra, on="learner_id", how="left")
+            out[name] = frame
+    return out
 
 
 def load(cohort: str, warehouse: str | os.PathLike[str] | None = None, *, lazy: bool = False) -> CohortData:
