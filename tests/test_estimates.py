@@ -238,3 +238,19 @@ def test_every_estimator_records_one_set_of_provenance_keys_and_takes_ci_level()
     for fn in (dif.mantel_haenszel_dif, gains.gain_summary, surveys.cronbach_alpha, afm_bayes.BayesianAFM):
         params = inspect.signature(fn).parameters
         assert "ci_level" in params and not {"level", "hdi_prob"} & set(params), fn.__name__
+
+
+def test_lazy_cohort_tables_are_read_on_first_use_and_equal_the_tables_read_at_once(cohort):
+    from research.cohort import TABLES, CohortData, load
+
+    data, out = cohort
+    lazy = load("est", out.parent.parent / "w.duckdb", lazy=True)  # what a notebook's ctx.data is
+    assert isinstance(lazy, CohortData) and not set(TABLES) & set(vars(lazy))  # nothing read yet
+    pd.testing.assert_frame_equal(lazy.learners, data.learners)
+    assert "attempts" not in vars(lazy) and "attempt_kcs" not in vars(lazy)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(lazy, name), getattr(data, name))
+        assert getattr(lazy, name) is getattr(lazy, name)  # read once
+    assert lazy.kc_models() == data.kc_models()
+    with pytest.raises(AttributeError):
+        lazy.no_such_table

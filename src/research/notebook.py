@@ -60,8 +60,8 @@ class Context:
 
     @cached_property
     def data(self) -> CohortData:
-        """The cohort's canonical tables, read once."""
-        return load(self.cohort, self.warehouse)
+        """The cohort's canonical tables, each read from the warehouse once, on first use."""
+        return load(self.cohort, self.warehouse, lazy=True)
 
     def write_table(self, frame: pd.DataFrame, name: str) -> Path:
         """Validate ``frame`` against ``data_schema/outputs/NAME.schema.json`` and write ``NAME.csv``.

@@ -218,10 +218,27 @@ def student_steps(ctx):
     from research.estimate import opportunities
 
     kcs = ctx.data.attempt_kcs
-    tagged = not kcs.empty and kcs["attempt_id"].isin(attempts["attempt_id"]).any()
+    tagged = not kcs.empty and _any_in(kcs["attempt_id"], attempts["attempt_id"])
     steps = opportunities.student_steps(attempts, kcs if tagged else one_kc_per_item(attempts))
     steps.attrs["one_kc_per_item"] = not tagged
     return steps
+
+
+def _any_in(values: pd.Series, pool: pd.Series) -> bool:
+    """Whether any of ``values`` is in ``pool`` (Arrow's hash lookup: pandas' ``isin`` on Arrow strings
+    builds a Python object per value of ``pool``, seconds for a large cohort)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        left, right = pa.array(values, from_pandas=True), pa.array(pool, from_pandas=True)
+        if isinstance(right, pa.ChunkedArray):
+            right = right.combine_chunks()
+        if left.type != right.type:
+            right = right.cast(left.type)
+        return bool(pc.any(pc.is_in(left, value_set=right)).as_py())
+    except (pa.ArrowException, TypeError, ValueError):  # mixed types: pandas compares them as objects
+        return bool(values.isin(pool).any())
 
 
 def step_summary(steps):

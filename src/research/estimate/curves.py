@@ -95,7 +95,16 @@ def _point_table(frame: pd.DataFrame, value: np.ndarray, pred: np.ndarray | None
     f["_one"] = 1.0
     if pred is not None:
         f["_p"] = pred
-    f = f[np.isfinite(value)]
+    keep = np.isfinite(value)
+    # group on integer codes (in order of appearance, as the groups are): grouping and merging on
+    # Arrow strings factorizes them at every step; the values are put back at the end
+    uniques = {}
+    for c in keys + [learner]:
+        if not pd.api.types.is_integer_dtype(f[c].dtype):
+            codes, uniques[c] = pd.factorize(f[c], sort=False)
+            f[c] = codes
+            keep &= codes >= 0  # a missing key is no group (groupby's dropna)
+    f = f[keep]
     agg = {"_s": ("_v", "sum"), "_m": ("_one", "sum")}
     if pred is not None:
         agg["_ps"] = ("_p", "sum")
@@ -114,6 +123,9 @@ def _point_table(frame: pd.DataFrame, value: np.ndarray, pred: np.ndarray | None
     if pred is not None:
         pts["predicted"] = pts["PS"] / pts["M"]
     pts["n_obs"] = pts["M"].astype("int64")
+    for c in keys:
+        if c in uniques:
+            pts[c] = uniques[c].take(pts[c].to_numpy())
     return pts.drop(columns=["S", "M", "R2"] + (["PS"] if pred is not None else []))
 
 

@@ -69,6 +69,7 @@ def split_curves(result, steps, *, min_learners: int = 10) -> pd.DataFrame:
     out = []
     start = steps[steps["kc_model"] == result.start_model] if "kc_model" in steps.columns else steps
     rows = start.drop_duplicates("step_row")[["step_row", "learner_id", "item_id", "step_id", "success"]]
+    row_keys = None  # (item, step) of each row, built on first use
     best = result.best
     for c in result.changes:
         if c.operator not in ("split", "split_items"):
@@ -83,8 +84,10 @@ def split_curves(result, steps, *, min_learners: int = 10) -> pd.DataFrame:
                 lambda kc: any(p == nk or p.startswith(nk + " ") for p in kc.split(" + ")))]
             if mine.empty:
                 continue
-            keys = set(zip(mine["item_id"].astype(str), mine["step_id"].astype(str)))
-            sel = rows[[(i, s) in keys for i, s in zip(rows["item_id"].astype(str), rows["step_id"].astype(str))]]
+            if row_keys is None:
+                row_keys = pd.MultiIndex.from_arrays([rows["item_id"].astype(str), rows["step_id"].astype(str)])
+            keys = pd.MultiIndex.from_arrays([mine["item_id"].astype(str), mine["step_id"].astype(str)])
+            sel = rows[row_keys.isin(keys)]
             sel = sel[sel["step_row"].isin(before["step_row"])]
             out.append(_curve(sel, min_learners).assign(kc_before=k, curve=nk, when="after"))
     cols = ["kc_before", "curve", "when", "opportunity", "error_rate", "n"]
