@@ -385,7 +385,8 @@ def _parse_delimited(path: Path, lines: _Lines, *, names: list[str], include: li
                 delimiter=delimiter, quote_char=quote_char, ignore_empty_lines=False, invalid_row_handler=handler
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in names},
+                # large_string: what pandas keeps text in, so the frame takes the parsed columns as they are
+                column_types={c: pa.large_string() for c in names},
                 include_columns=include,
                 strings_can_be_null=False,
                 null_values=[],
@@ -395,7 +396,7 @@ def _parse_delimited(path: Path, lines: _Lines, *, names: list[str], include: li
 
     try:
         if len(lines.kept_lines) == 1:
-            table = pa.table({c: pa.array([], pa.string()) for c in include})
+            table = pa.table({c: pa.array([], pa.large_string()) for c in include})
         else:
             table = _read(True)
             if arrow_bad and any(b["line"] is None for b in arrow_bad):
@@ -467,7 +468,7 @@ def read_delimited(
             f"{path.name}: the row count does not add up: {n_kept:,} data lines, but {n_rows:,} rows and "
             f"{len(arrow_bad):,} malformed lines were parsed; the file is refused as a whole (check its quoting and line ends)"
         )
-    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
+    frame = table.to_pandas(types_mapper={pa.large_string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
     del table
     bad_lines = {b["line"] for b in arrow_bad}
     kept = lines.kept_lines[1:].astype(np.int64)
@@ -857,7 +858,10 @@ class RejectCollector:
 
     def keep_secret(self, raw_ids: pd.Series) -> None:
         """Remember the raw learner ids of the file (call before pseudonymising them)."""
-        self.secrets |= {str(v).strip() for v in pd.unique(raw_ids.dropna().to_numpy())}
+        import pyarrow.compute as pc
+
+        # distinct values in Arrow first: a Python string per row of a large file would cost more than the column
+        self.secrets |= {str(v).strip() for v in pc.unique(_arrow_strings(raw_ids)).drop_null().to_pylist()}
 
     def add(self, rows: pd.DataFrame, *, line, column, reason, kind: str = "rejected", table_name: str | None = None) -> None:
         if rows is None or rows.empty:
