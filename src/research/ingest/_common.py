@@ -225,7 +225,7 @@ def overlong(frame: pd.DataFrame, columns, limit: int = MAX_FIELD_CHARS) -> tupl
     for c in columns:
         if c not in frame.columns:
             continue
-        long_ = pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(frame[c])), limit), False).to_numpy(zero_copy_only=False)
+        long_ = pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(frame[c], combine=False)), limit), False).to_numpy(zero_copy_only=False)
         new = long_ & ~mask.to_numpy()
         if new.any():
             column[new] = c
@@ -419,7 +419,7 @@ def _drop_delimiter_rows(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.Dat
 
     if not len(frame):
         return frame, lines, 0
-    cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0])), "").to_numpy(zero_copy_only=False))
+    cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0], combine=False)), "").to_numpy(zero_copy_only=False))
     empty = np.zeros(len(frame), dtype=bool)
     if len(cand):
         sub = frame.iloc[cand]
@@ -517,7 +517,7 @@ def blank_to_na(s: pd.Series, strip: bool = True) -> pd.Series:
         del trimmed
     empty = pc.equal(arr, "")
     if pc.any(empty).as_py():
-        arr = pc.if_else(empty, pa.scalar(None, pa.string()), arr)
+        arr = pc.if_else(empty, pa.scalar(None, arr.type), arr)
     return pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index)
 
 
@@ -615,8 +615,8 @@ def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str 
     arr = pc.utf8_trim_whitespace(_arrow_strings(s, combine=False))
     drop = pc.equal(arr, "")
     if missing:
-        drop = pc.or_(drop, pc.is_in(arr, value_set=pa.array(list(missing), pa.string())))
-    arr = pc.if_else(drop, pa.scalar(None, pa.string()), arr)
+        drop = pc.or_(drop, pc.is_in(arr, value_set=pa.array(list(missing), arr.type)))
+    arr = pc.if_else(drop, pa.scalar(None, arr.type), arr)
     if decimal != ".":
         arr = pc.replace_substring(arr, decimal, ".")
     try:  # fast path: every cell is a number (or empty)
@@ -624,7 +624,7 @@ def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str 
         valid = pc.is_valid(values)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         valid = pc.fill_null(pc.match_substring_regex(arr, _NUMBER), False)
-        values = pc.cast(pc.if_else(valid, arr, pa.scalar(None, pa.string())), pa.float64())
+        values = pc.cast(pc.if_else(valid, arr, pa.scalar(None, arr.type)), pa.float64())
     out = pd.Series(values.to_numpy(zero_copy_only=False), index=s.index, dtype="float64")
     bad = pc.is_valid(arr).to_numpy(zero_copy_only=False) & ~valid.to_numpy(zero_copy_only=False)
     infinite = np.isinf(out.to_numpy())  # 1e999, inf: not a usable number
@@ -674,14 +674,16 @@ def content_ids(df: pd.DataFrame, columns: list[str], prefix: str) -> pd.Series:
 
 
 def _arrow_strings(s: pd.Series, combine: bool = True) -> pa.Array:
-    """The column as a pyarrow string array (zero-copy for Arrow-backed text; one chunk when ``combine``)."""
+    """The column as a pyarrow text array (zero-copy for Arrow-backed text; one chunk when ``combine``).
+
+    The type is the column's own (pandas keeps text as ``large_string``): not cast, as a cast
+    copies the offsets of every value; code that makes a text scalar takes ``arr.type``.
+    """
     if not _is_arrow(s):
         s = s.astype("string")
     arr = pa.array(s.array) if _is_arrow(s) else pa.array(s.astype(object).where(s.notna(), None), type=pa.string())
     if combine and isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if arr.type == pa.large_string():
-        arr = arr.cast(pa.string())
     return arr
 
 
@@ -719,9 +721,10 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
                 olists = pc.if_else(same, olists, lists)  # same shape as the KC lists; nulled below
                 opp_text = pc.list_flatten(olists)
                 opp_ok = pc.take(same, parent)
-                opp_text = pc.if_else(opp_ok, opp_text, pa.scalar(None, pa.string()))
+                opp_text = pc.if_else(opp_ok, opp_text, pa.scalar(None, opp_text.type)).cast(pa.large_string())
             else:
-                opp_text = pa.nulls(len(kc), pa.string())
+                opp_text = pa.nulls(len(kc), pa.large_string())
+            kc = kc.cast(pa.large_string())  # one type whatever the source columns are (a no-op for pandas text)
             keep = pc.fill_null(pc.not_equal(kc, ""), False)
             model_parts.append(pa.table({"row": pc.filter(parent, keep), "kc": pc.filter(kc, keep), "opportunity": pc.filter(opp_text, keep)}))
         if not model_parts:
@@ -735,7 +738,7 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
             if len(first) < len(key):
                 tab = tab.take(pa.array(np.sort(first)))
         part = pa.table({"attempt_id": pc.take(ids, tab["row"]), "kc": tab["kc"], "opportunity": tab["opportunity"]}).to_pandas(
-            types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get
+            types_mapper={pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}.get
         )
         part.insert(1, "kc_model", model)
         parts.append(part)
