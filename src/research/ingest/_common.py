@@ -55,15 +55,22 @@ def schema_spec(table: str) -> dict:
 
 
 def _empty(kind: str, n: int, index=None) -> pd.Series:
+    """An all-missing column of ``n`` values (built from arrays, not a list of ``n`` NA)."""
     if kind == "integer":
-        return pd.Series(pd.array([pd.NA] * n, dtype="Int64"), index=index)
+        return pd.Series(pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)), index=index)
     if kind == "number":
         return pd.Series(np.full(n, np.nan), index=index, dtype="float64")
     if kind == "datetime":
         return pd.Series(pd.NaT, index=index if index is not None else range(n), dtype="datetime64[us]")
     if kind == "boolean":
-        return pd.Series(pd.array([pd.NA] * n, dtype="boolean"), index=index)
-    return pd.Series(pd.array([pd.NA] * n, dtype="string"), index=index)
+        return pd.Series(pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool)), index=index)
+    return text_constant(None, n, index)
+
+
+def text_constant(value: str | None, n: int, index=None) -> pd.Series:
+    """A text column (pandas ``string``, Arrow-backed) holding ``value`` (missing when None) ``n`` times."""
+    arr = pa.nulls(n, pa.large_string()) if value is None else pa.repeat(pa.scalar(str(value), pa.large_string()), n)
+    return pd.Series(pd.arrays.ArrowStringArray(arr), index=index)
 
 
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
