@@ -175,7 +175,12 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
 
     att = _attempts(f, col, v, attempt_id, line, ok, level_cols, cohort=cohort, pseudonymiser=pseudonymiser,
                     options=options, source_file=path.name)
-    kcs = C.split_kcs(pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols]), id_col="attempt_id", model_cols=kc_models)
+    if ok.all():  # every row is an attempt: the columns as they are, not a filtered copy of each
+        kc_rows = pd.concat([attempt_id.rename("attempt_id"), f[kc_cols]], axis=1)
+    else:
+        kc_rows = pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols])
+    kcs = C.split_kcs(kc_rows, id_col="attempt_id", model_cols=kc_models)
+    del kc_rows
     kcs.insert(0, "cohort", C.text_constant(cohort, len(kcs), kcs.index))
     return IngestResult(
         source_file=str(path),
@@ -287,7 +292,9 @@ def _attempts(f: pd.DataFrame, col: C.Columns, v: dict, attempt_id: pd.Series, l
             "source_line": line,
         },
         index=f.index,
-    )[ok]
+    )
+    if not ok.all():
+        att = att[ok]
     return _fill_missing_attempts(att)
 
 
