@@ -22,15 +22,22 @@ TARGET15_S, TARGET15_MB = 5.0, 1536
 CHILD = """
 import sys, time
 from research.warehouse import Warehouse
+load = Warehouse.load
+marks = []
+def timed_load(self, *args, **kwargs):  # where the adapter ends and DuckDB's checks and inserts begin
+    marks.append(time.process_time())
+    return load(self, *args, **kwargs)
+Warehouse.load = timed_load
 t0, c0 = time.perf_counter(), time.process_time()
 with Warehouse(sys.argv[2]) as wh:
     s = wh.ingest([sys.argv[1]], cohort="bench")
 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+cpu_read = marks[0] - c0
 t = s.files[0].tables["attempts"]
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so it would report the parent's peak
 with open("/proc/self/status") as fh:
     peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
-print(f"{dt:.3f} {t.n_read} {t.n_loaded} {s.files[0].tables['attempt_kcs'].n_loaded} {peak:.1f} {cpu:.3f}")
+print(f"{dt:.3f} {t.n_read} {t.n_loaded} {s.files[0].tables['attempt_kcs'].n_loaded} {peak:.1f} {cpu:.3f} {cpu_read:.3f}")
 """
 
 
@@ -67,9 +74,10 @@ def main() -> int:
             if proc.returncode:
                 print(proc.stderr)
                 return 1
-            seconds, n_read, n_loaded, n_kcs, peak_mb, cpu = proc.stdout.strip().splitlines()[-1].split()
+            seconds, n_read, n_loaded, n_kcs, peak_mb, cpu, cpu_read = proc.stdout.strip().splitlines()[-1].split()
             print(f"{path.name}: rows read {int(n_read):,}, attempts loaded {int(n_loaded):,}, KC rows loaded {int(n_kcs):,}, "
-                  f"CPU {float(cpu):.2f} s (all threads)")
+                  f"CPU {float(cpu):.2f} s (all threads; reading and the adapter {float(cpu_read):.2f} s, "
+                  f"DuckDB's checks and inserts {float(cpu) - float(cpu_read):.2f} s)")
             results += [(f"ingest 1M DataShop tx rows{label} (s)", float(seconds)),
                          (f"peak memory of the ingest{label} (MB)", float(peak_mb))]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings are pessimistic when it is high)")

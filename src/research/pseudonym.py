@@ -61,10 +61,21 @@ class Pseudonymiser:
         digest = hmac.new(self._key, str(raw).encode("utf-8"), hashlib.sha256).hexdigest()
         return PREFIX + digest[:HEX_CHARS]
 
+    def _many(self, values, prefix: str, domain: bytes = b"") -> list[str]:
+        """``prefix`` + HMAC-SHA256(key, domain + value) of each value, 16 hex digits: the same digests as
+        :meth:`one`, from one keyed state copied per value (the key's pads are not derived anew each time)."""
+        base = hmac.new(self._key, domain, hashlib.sha256)
+        out = []
+        for v in values:
+            h = base.copy()
+            h.update(str(v).encode("utf-8"))
+            out.append(prefix + h.hexdigest()[:HEX_CHARS])
+        return out
+
     def series(self, raw: pd.Series) -> pd.Series:
         """Pseudonymise a column; each distinct id is hashed once."""
         codes, uniques = pd.factorize(raw.astype("string"), use_na_sentinel=True)
-        mapped = np.array([self.one(u) for u in uniques] + [None], dtype=object)
+        mapped = np.array(self._many(uniques, PREFIX) + [None], dtype=object)
         return pd.Series(mapped[codes], index=raw.index, dtype="string")
 
     def sessions(self, raw: pd.Series) -> pd.Series:
@@ -73,10 +84,7 @@ class Pseudonymiser:
         Keyed like learner ids but in their own domain, so a session never hashes to a learner's pseudonym.
         """
         codes, uniques = pd.factorize(raw.astype("string"), use_na_sentinel=True)
-        mapped = np.array(
-            ["s_" + hmac.new(self._key, b"session\x1f" + str(u).encode("utf-8"), hashlib.sha256).hexdigest()[:HEX_CHARS] for u in uniques] + [None],
-            dtype=object,
-        )
+        mapped = np.array(self._many(uniques, "s_", b"session\x1f") + [None], dtype=object)
         return pd.Series(mapped[codes], index=raw.index, dtype="string")
 
     def fingerprint(self) -> str:

@@ -534,19 +534,29 @@ class Warehouse:
                 source, row_column = "__kcs_with_attempt", None  # rows numbered anew, as before the orphans left
         valid_sql, rejects_sql = check_relation(con, source, columns, schema, source_file=result.name, ordered=False,
                                                 row_column=row_column)
-        rejects = con.execute(rejects_sql).df()
-        stats.n_rejected += len(rejects)
-        if len(rejects):
-            quarantined.append(rejects.assign(cohort=cohort))
-        # every row is either valid or rejected (the checks are never NULL)
-        n_valid = n_source - len(rejects)
-        # the valid rows not yet in the warehouse, checked and typed once: their keys go to
-        # load_rows (so a corrected version of the file can replace them), the rows to the table
         cols = ", ".join(f'v."{c}"' for c in schema.field_names)
         new_rows = f"SELECT {cols} FROM ({valid_sql}) v"
-        if con.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}" WHERE cohort = ?)', [cohort]).fetchall()[0][0]:
-            key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
-            new_rows += f' WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
+        if not con.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}" WHERE cohort = ?)', [cohort]).fetchall()[0][0]:
+            # the cohort has no rows in this table (yet, or no more after a correction removed them): every
+            # valid row is new. One pass checks, types and inserts them; rows that fail the checks are
+            # looked for only when fewer rows went in than came (every row is either valid or rejected,
+            # the checks are never NULL); the keys for load_rows are the cohort's rows of the table now
+            stats.n_loaded = int(con.execute(f'INSERT INTO "{name}" {new_rows}').fetchall()[0][0])
+            if stats.n_loaded < n_source:
+                self._add_rejects(rejects_sql, cohort, stats, quarantined)
+            self._drop_temporaries("__kcs_with_attempt", "__incoming", "__checked", "__dups")
+            con.unregister("__frame")
+            con.execute(f'INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, "v")} FROM "{name}" v WHERE v.cohort = ?',
+                        [load.load_id, cohort, name, cohort]).fetchall()
+            self._record_load(result, load, name, stats)
+            return stats
+        n_rejects = self._add_rejects(rejects_sql, cohort, stats, quarantined)
+        # every row is either valid or rejected (the checks are never NULL)
+        n_valid = n_source - n_rejects
+        # the valid rows not yet in the warehouse, checked and typed once: their keys go to
+        # load_rows (so a corrected version of the file can replace them), the rows to the table
+        key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
+        new_rows += f' WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
         con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {new_rows}").fetchall()
         self._drop_temporaries("__kcs_with_attempt", "__incoming", "__checked", "__dups")
         con.unregister("__frame")
@@ -557,6 +567,14 @@ class Warehouse:
         self._drop_temporaries("__new")
         self._record_load(result, load, name, stats)
         return stats
+
+    def _add_rejects(self, rejects_sql: str, cohort: str, stats: TableLoad, quarantined: list) -> int:
+        """Run the query of the rows that failed the schema's checks; add them to ``quarantined``."""
+        rejects = self.con.execute(rejects_sql).df()
+        stats.n_rejected += len(rejects)
+        if len(rejects):
+            quarantined.append(rejects.assign(cohort=cohort))
+        return len(rejects)
 
     def _drop_temporaries(self, *names: str) -> None:
         """Drop the temporary views and tables of these names that exist."""

@@ -55,15 +55,22 @@ def schema_spec(table: str) -> dict:
 
 
 def _empty(kind: str, n: int, index=None) -> pd.Series:
+    """An all-missing column of ``n`` values (built from arrays, not a list of ``n`` NA)."""
     if kind == "integer":
-        return pd.Series(pd.array([pd.NA] * n, dtype="Int64"), index=index)
+        return pd.Series(pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)), index=index)
     if kind == "number":
         return pd.Series(np.full(n, np.nan), index=index, dtype="float64")
     if kind == "datetime":
         return pd.Series(pd.NaT, index=index if index is not None else range(n), dtype="datetime64[us]")
     if kind == "boolean":
-        return pd.Series(pd.array([pd.NA] * n, dtype="boolean"), index=index)
-    return pd.Series(pd.array([pd.NA] * n, dtype="string"), index=index)
+        return pd.Series(pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool)), index=index)
+    return text_constant(None, n, index)
+
+
+def text_constant(value: str | None, n: int, index=None) -> pd.Series:
+    """A text column (pandas ``string``, Arrow-backed) holding ``value`` (missing when None) ``n`` times."""
+    arr = pa.nulls(n, pa.large_string()) if value is None else pa.repeat(pa.scalar(str(value), pa.large_string()), n)
+    return pd.Series(pd.arrays.ArrowStringArray(arr), index=index)
 
 
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -225,7 +232,7 @@ def overlong(frame: pd.DataFrame, columns, limit: int = MAX_FIELD_CHARS) -> tupl
     for c in columns:
         if c not in frame.columns:
             continue
-        long_ = pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(frame[c])), limit), False).to_numpy(zero_copy_only=False)
+        long_ = pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(frame[c], combine=False)), limit), False).to_numpy(zero_copy_only=False)
         new = long_ & ~mask.to_numpy()
         if new.any():
             column[new] = c
@@ -385,7 +392,8 @@ def _parse_delimited(path: Path, lines: _Lines, *, names: list[str], include: li
                 delimiter=delimiter, quote_char=quote_char, ignore_empty_lines=False, invalid_row_handler=handler
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in names},
+                # large_string: what pandas keeps text in, so the frame takes the parsed columns as they are
+                column_types={c: pa.large_string() for c in names},
                 include_columns=include,
                 strings_can_be_null=False,
                 null_values=[],
@@ -395,7 +403,7 @@ def _parse_delimited(path: Path, lines: _Lines, *, names: list[str], include: li
 
     try:
         if len(lines.kept_lines) == 1:
-            table = pa.table({c: pa.array([], pa.string()) for c in include})
+            table = pa.table({c: pa.array([], pa.large_string()) for c in include})
         else:
             table = _read(True)
             if arrow_bad and any(b["line"] is None for b in arrow_bad):
@@ -418,7 +426,7 @@ def _drop_delimiter_rows(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.Dat
 
     if not len(frame):
         return frame, lines, 0
-    cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0])), "").to_numpy(zero_copy_only=False))
+    cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0], combine=False)), "").to_numpy(zero_copy_only=False))
     empty = np.zeros(len(frame), dtype=bool)
     if len(cand):
         sub = frame.iloc[cand]
@@ -467,7 +475,7 @@ def read_delimited(
             f"{path.name}: the row count does not add up: {n_kept:,} data lines, but {n_rows:,} rows and "
             f"{len(arrow_bad):,} malformed lines were parsed; the file is refused as a whole (check its quoting and line ends)"
         )
-    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
+    frame = table.to_pandas(types_mapper={pa.large_string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
     del table
     bad_lines = {b["line"] for b in arrow_bad}
     kept = lines.kept_lines[1:].astype(np.int64)
@@ -516,7 +524,7 @@ def blank_to_na(s: pd.Series, strip: bool = True) -> pd.Series:
         del trimmed
     empty = pc.equal(arr, "")
     if pc.any(empty).as_py():
-        arr = pc.if_else(empty, pa.scalar(None, pa.string()), arr)
+        arr = pc.if_else(empty, pa.scalar(None, arr.type), arr)
     return pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index)
 
 
@@ -614,8 +622,8 @@ def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str 
     arr = pc.utf8_trim_whitespace(_arrow_strings(s, combine=False))
     drop = pc.equal(arr, "")
     if missing:
-        drop = pc.or_(drop, pc.is_in(arr, value_set=pa.array(list(missing), pa.string())))
-    arr = pc.if_else(drop, pa.scalar(None, pa.string()), arr)
+        drop = pc.or_(drop, pc.is_in(arr, value_set=pa.array(list(missing), arr.type)))
+    arr = pc.if_else(drop, pa.scalar(None, arr.type), arr)
     if decimal != ".":
         arr = pc.replace_substring(arr, decimal, ".")
     try:  # fast path: every cell is a number (or empty)
@@ -623,7 +631,7 @@ def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str 
         valid = pc.is_valid(values)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         valid = pc.fill_null(pc.match_substring_regex(arr, _NUMBER), False)
-        values = pc.cast(pc.if_else(valid, arr, pa.scalar(None, pa.string())), pa.float64())
+        values = pc.cast(pc.if_else(valid, arr, pa.scalar(None, arr.type)), pa.float64())
     out = pd.Series(values.to_numpy(zero_copy_only=False), index=s.index, dtype="float64")
     bad = pc.is_valid(arr).to_numpy(zero_copy_only=False) & ~valid.to_numpy(zero_copy_only=False)
     infinite = np.isinf(out.to_numpy())  # 1e999, inf: not a usable number
@@ -673,14 +681,16 @@ def content_ids(df: pd.DataFrame, columns: list[str], prefix: str) -> pd.Series:
 
 
 def _arrow_strings(s: pd.Series, combine: bool = True) -> pa.Array:
-    """The column as a pyarrow string array (zero-copy for Arrow-backed text; one chunk when ``combine``)."""
+    """The column as a pyarrow text array (zero-copy for Arrow-backed text; one chunk when ``combine``).
+
+    The type is the column's own (pandas keeps text as ``large_string``): not cast, as a cast
+    copies the offsets of every value; code that makes a text scalar takes ``arr.type``.
+    """
     if not _is_arrow(s):
         s = s.astype("string")
     arr = pa.array(s.array) if _is_arrow(s) else pa.array(s.astype(object).where(s.notna(), None), type=pa.string())
     if combine and isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if arr.type == pa.large_string():
-        arr = arr.cast(pa.string())
     return arr
 
 
@@ -718,9 +728,10 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
                 olists = pc.if_else(same, olists, lists)  # same shape as the KC lists; nulled below
                 opp_text = pc.list_flatten(olists)
                 opp_ok = pc.take(same, parent)
-                opp_text = pc.if_else(opp_ok, opp_text, pa.scalar(None, pa.string()))
+                opp_text = pc.if_else(opp_ok, opp_text, pa.scalar(None, opp_text.type)).cast(pa.large_string())
             else:
-                opp_text = pa.nulls(len(kc), pa.string())
+                opp_text = pa.nulls(len(kc), pa.large_string())
+            kc = kc.cast(pa.large_string())  # one type whatever the source columns are (a no-op for pandas text)
             keep = pc.fill_null(pc.not_equal(kc, ""), False)
             model_parts.append(pa.table({"row": pc.filter(parent, keep), "kc": pc.filter(kc, keep), "opportunity": pc.filter(opp_text, keep)}))
         if not model_parts:
@@ -734,7 +745,7 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
             if len(first) < len(key):
                 tab = tab.take(pa.array(np.sort(first)))
         part = pa.table({"attempt_id": pc.take(ids, tab["row"]), "kc": tab["kc"], "opportunity": tab["opportunity"]}).to_pandas(
-            types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get
+            types_mapper={pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}.get
         )
         part.insert(1, "kc_model", model)
         parts.append(part)
@@ -857,7 +868,10 @@ class RejectCollector:
 
     def keep_secret(self, raw_ids: pd.Series) -> None:
         """Remember the raw learner ids of the file (call before pseudonymising them)."""
-        self.secrets |= {str(v).strip() for v in pd.unique(raw_ids.dropna().to_numpy())}
+        import pyarrow.compute as pc
+
+        # distinct values in Arrow first: a Python string per row of a large file would cost more than the column
+        self.secrets |= {str(v).strip() for v in pc.unique(_arrow_strings(raw_ids)).drop_null().to_pylist()}
 
     def add(self, rows: pd.DataFrame, *, line, column, reason, kind: str = "rejected", table_name: str | None = None) -> None:
         if rows is None or rows.empty:

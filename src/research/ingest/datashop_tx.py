@@ -175,8 +175,13 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
 
     att = _attempts(f, col, v, attempt_id, line, ok, level_cols, cohort=cohort, pseudonymiser=pseudonymiser,
                     options=options, source_file=path.name)
-    kcs = C.split_kcs(pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols]), id_col="attempt_id", model_cols=kc_models)
-    kcs.insert(0, "cohort", cohort)
+    if ok.all():  # every row is an attempt: the columns as they are, not a filtered copy of each
+        kc_rows = pd.concat([attempt_id.rename("attempt_id"), f[kc_cols]], axis=1)
+    else:
+        kc_rows = pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols])
+    kcs = C.split_kcs(kc_rows, id_col="attempt_id", model_cols=kc_models)
+    del kc_rows
+    kcs.insert(0, "cohort", C.text_constant(cohort, len(kcs), kcs.index))
     return IngestResult(
         source_file=str(path),
         format=NAME,
@@ -265,12 +270,13 @@ def _attempts(f: pd.DataFrame, col: C.Columns, v: dict, attempt_id: pd.Series, l
               level_cols: list[str], *, cohort: str, pseudonymiser, options: dict, source_file: str) -> pd.DataFrame:
     """The attempts table of the rows that passed."""
     module, page = levels_to_module_page([f[c] for c in level_cols], options.get("module_level", "parent"), f.index)
+    n = len(f)
     att = pd.DataFrame(
         {
-            "cohort": cohort,
+            "cohort": C.text_constant(cohort, n, f.index),
             "attempt_id": attempt_id,
             "learner_id": f["Anon Student Id"],
-            "course_version": options.get("course_version"),
+            "course_version": C.text_constant(options.get("course_version"), n, f.index),
             "session_id": pseudonymiser.sessions(col("Session Id")),
             "module": module,
             "page": page,
@@ -282,11 +288,13 @@ def _attempts(f: pd.DataFrame, col: C.Columns, v: dict, attempt_id: pd.Series, l
             "response": col("Input"),
             "timestamp": v["timestamp"],
             "duration_s": v["duration"],
-            "source_file": source_file,
+            "source_file": C.text_constant(source_file, n, f.index),
             "source_line": line,
         },
         index=f.index,
-    )[ok]
+    )
+    if not ok.all():
+        att = att[ok]
     return _fill_missing_attempts(att)
 
 
