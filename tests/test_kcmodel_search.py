@@ -199,3 +199,45 @@ def test_a_cohort_without_an_items_table_searches_without_page_or_module(sim400)
     res = search(steps.drop(columns=[c for c in ("page", "module") if c in steps.columns]), kc_model="Coarse",
                  items=empty, max_steps=1, budget_s=20, seed=0)
     assert len(res.path) >= 1 and not res.path["detail"].str.contains("page|module").any()
+
+
+class _Ctx:
+    """What kcmodel.notebook.kc_search uses of a notebook context, recording what it is told."""
+
+    def __init__(self, items):
+        self.data = type("Data", (), {"items": items})()
+        self.records, self.tables = [], {}
+
+    def write_table(self, frame, name):
+        self.tables[name] = frame
+
+    def ran(self, analysis, reason="", **numbers):
+        self.records.append((analysis, reason, numbers))
+
+    def skip(self, analysis, reason, **numbers):  # pragma: no cover - the cohort has KC tags and 400 learners
+        raise AssertionError(f"{analysis} skipped: {reason}")
+
+
+def test_the_notebooks_search_is_bounded_by_steps_so_the_same_data_give_the_same_search(sim400):
+    """Notebook 03's search stops after its steps, not after some seconds: its result is the machine's
+    to take longer over, never to change. A time limit that does stop it is recorded as such."""
+    from types import SimpleNamespace
+
+    from research.analyses import REASONS
+    from research.kcmodel.notebook import kc_search
+
+    sim, steps = sim400
+    fitted = SimpleNamespace(best="Fine")
+    cols = ["step", "operator", "kcs", "detail", "bic", "cv_log_loss", "chosen"]
+    runs = []
+    for _ in range(2):
+        ctx = _Ctx(sim.items)
+        result = kc_search(ctx, steps, fitted, max_steps=1, budget_s=None)
+        assert result.stopped in ("max_steps", "converged") and ctx.records == [("kc_search", "", {})]
+        runs.append(ctx.tables["kc_search"][cols])
+    pd.testing.assert_frame_equal(runs[0], runs[1])
+    ctx = _Ctx(sim.items)
+    result = kc_search(ctx, steps, fitted, max_steps=5, budget_s=1e-6)
+    assert result.stopped == "budget"
+    assert ctx.records == [("kc_search", "search_time_limit", {"seconds": 1e-6, "max_steps": 5})]
+    assert "1e-06 seconds before its 5 steps" in REASONS["search_time_limit"].format(seconds=1e-6, max_steps=5)

@@ -89,6 +89,7 @@ REASONS: dict[str, str] = {
     "one_kc_per_item_once": N_("the attempts have no KC tags, so each item was treated as a KC of its own, and no learner met an item more than once"),
     "no_kc_tags": N_("the attempts have no KC tags, so there is no KC model to improve"),
     "learners_sampled": N_("compared on a random {n_sampled} of the {n_learners} learners, which estimates the same accuracy in a fraction of the time"),
+    "search_time_limit": N_("stopped at its time limit of {seconds} seconds before its {max_steps} steps were done, so its result depends on the machine's speed: research kc-model search runs it without the limit"),
     "not_written": N_("the notebook that computes it did not write its table"),
     "estimate_failed": N_("the data did not allow the estimate (the notebook says why)"),
 }

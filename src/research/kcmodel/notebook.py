@@ -1,7 +1,9 @@
 """The KC-model search in notebook 03: a guarded step, its figures and what it adds to the KC findings.
 
 :func:`kc_search` runs :func:`research.kcmodel.search.search` from the best KC model of the
-cohort within a small time budget (a notebook parameter), writes ``kc_search.csv`` and
+cohort for a fixed number of steps (a notebook parameter), so the same data give the same
+search on any machine; a time limit only guards against a cohort too large for the notebook,
+and when it stops the search the record of analyses says so. It writes ``kc_search.csv`` and
 records the analysis; it skips with a plain sentence when the attempts have no KC tags
 or the cohort has too few learners. :func:`kc_search_figures` draws the BIC path and,
 for each change of the chosen model, the learning curves of the KC before and after.
@@ -20,9 +22,14 @@ __all__ = ["kc_advice", "kc_search", "kc_search_figures", "kc_search_view", "spl
 DATA_ERRORS = (DataError, ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError)
 
 
-def kc_search(ctx, steps, fitted, *, budget_s: float = 3.0, max_steps: int = 10, min_learners: int = 50,
+def kc_search(ctx, steps, fitted, *, max_steps: int = 1, budget_s: float | None = 60.0, min_learners: int = 50,
               seed: int = 0):
-    """Search for a better KC model than the cohort's best (``kc_search.csv``), or skip with the reason."""
+    """Search for a better KC model than the cohort's best (``kc_search.csv``), or skip with the reason.
+
+    ``max_steps`` bounds the search by its work, so its result does not depend on the machine;
+    ``budget_s`` is a time limit in seconds (None: none) that, when it stops the search first, is
+    recorded as an adapted run (``search_time_limit``): a longer run may find more.
+    """
     if is_skipped(steps) or is_skipped(fitted):
         return ctx.skip("kc_search", "no_attempts") if is_skipped(steps) else ctx.skip(
             "kc_search", "estimate_failed", detail="the KC models could not be fitted")
@@ -39,7 +46,10 @@ def kc_search(ctx, steps, fitted, *, budget_s: float = 3.0, max_steps: int = 10,
     except DATA_ERRORS as exc:
         return ctx.skip("kc_search", "estimate_failed", detail=f"{type(exc).__name__}: {exc}")
     ctx.write_table(result.path, "kc_search")
-    ctx.ran("kc_search")
+    if result.stopped == "budget":
+        ctx.ran("kc_search", "search_time_limit", seconds=budget_s, max_steps=max_steps)
+    else:
+        ctx.ran("kc_search")
     return result
 
 
