@@ -216,7 +216,7 @@ def test_every_reason_formats_with_its_numbers_in_every_language():
     from research.report.i18n import translations
 
     numbers = {"n_learners": 25, "needed": 30, "min_cell_size": 10, "attribute": "role", "constructs": "c", "items": "q",
-               "n_sampled": 20}
+               "n_sampled": 20, "seconds": 60.0, "max_steps": 1}
     for lang in ("en", "sv", "da"):
         gettext = translations(lang).gettext
         for reason in REASONS:
