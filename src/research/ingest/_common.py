@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from research.errors import ConfigError, DataError, SchemaError
-from research.ingest.base import empty_rejects, make_rejects
+from research.ingest.base import IngestResult, empty_rejects, make_rejects
 from research.schema import canonical_tables, load_schema
 
 HEAD_BYTES = 64 * 1024
@@ -71,6 +71,19 @@ def text_constant(value: str | None, n: int, index=None) -> pd.Series:
     """A text column (pandas ``string``, Arrow-backed) holding ``value`` (missing when None) ``n`` times."""
     arr = pa.nulls(n, pa.large_string()) if value is None else pa.repeat(pa.scalar(str(value), pa.large_string()), n)
     return pd.Series(pd.arrays.ArrowStringArray(arr), index=index)
+
+
+def attempts_result(path, fmt: str, n_read: int, attempts: pd.DataFrame, attempt_kcs: pd.DataFrame,
+                    rejects) -> IngestResult:
+    """What a DataShop adapter returns: its attempts and their KC rows, each conformed to its
+    canonical table, with the rejected rows its collector kept."""
+    return IngestResult(
+        source_file=str(path),
+        format=fmt,
+        n_read=n_read,
+        tables={"attempts": conform(attempts, "attempts"), "attempt_kcs": conform(attempt_kcs, "attempt_kcs")},
+        rejects=rejects.frame(),
+    )
 
 
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:

@@ -277,10 +277,4 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     kcs = pd.DataFrame({"step_key": keys, "attempt_id": att["attempt_id"]}).merge(step_kcs, on="step_key", how="inner", sort=False)
     kcs = kcs.drop(columns="step_key")
     kcs.insert(0, "cohort", cohort)
-    return IngestResult(
-        source_file=str(path),
-        format=NAME,
-        n_read=d.n_read,
-        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
-        rejects=rejects.frame(),
-    )
+    return C.attempts_result(path, NAME, d.n_read, att, kcs, rejects)

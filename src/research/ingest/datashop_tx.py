@@ -182,13 +182,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
     kcs = C.split_kcs(kc_rows, id_col="attempt_id", model_cols=kc_models)
     del kc_rows
     kcs.insert(0, "cohort", C.text_constant(cohort, len(kcs), kcs.index))
-    return IngestResult(
-        source_file=str(path),
-        format=NAME,
-        n_read=d.n_read,
-        tables={"attempts": C.conform(att, "attempts"), "attempt_kcs": C.conform(kcs, "attempt_kcs")},
-        rejects=rejects.frame(),
-    )
+    return C.attempts_result(path, NAME, d.n_read, att, kcs, rejects)
 
 
 def _hierarchy_and_kc_columns(header: list[str], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
