@@ -257,10 +257,13 @@ def cmd_run(args) -> int:
     from research.cohort_config import config_dir, find_config, load_all
     from research.names import cohort_name
     from research.pipeline import run_one
+    from research.schedule import check_jobs
 
     say = _say(args.quiet)
     options = {"warehouse": args.warehouse, "reports": args.out, "changed_only": args.changed, "progress": say,
                "language": args.language, "keep_failed": args.keep_failed}
+    if args.jobs is not None:
+        options["jobs"] = check_jobs(args.jobs, where="--jobs")
     parallel = args.scheduler or (args.workers is not None and args.workers != 1)
     if args.workers is not None and args.workers < 1:
         raise ResearchError(f"--workers must be 1 or more, got {args.workers}")
@@ -402,6 +405,8 @@ def _add_run_parsers(sub, wh_help: str) -> None:
     p.add_argument("--keep-failed", type=int, metavar="N", help="failed run folders kept per cohort (default: the cohort file's keep_failed, else 3)")
     p.add_argument("--workers", type=int, metavar="N", help="with --all: run N cohorts at once on a local Dask cluster (N processes); 1 or none: one after another")
     p.add_argument("--scheduler", metavar="ADDRESS", help="with --all: run the cohorts on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:PORT)")
+    p.add_argument("--jobs", metavar="N", help="notebooks of one cohort run at once where they may (items, KC models and gains; same tables "
+                   "for any N; default 2 on two cores or more, $RESEARCH_NOTEBOOK_JOBS; 1 per cohort with --workers/--scheduler)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors (for cron)")
     p.set_defaults(func=cmd_run)
 

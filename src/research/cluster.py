@@ -299,8 +299,12 @@ def run_parallel(
     language: str | None = None,
     keep_failed: int | None = None,
     broken: list[tuple[Path, ResearchError]] | None = None,
+    jobs: int = 1,
 ) -> list:
     """:func:`research.pipeline.run_all` with each cohort a task on a Dask cluster; see the module docstring.
+
+    ``jobs`` is the number of notebooks each cohort's task runs at once (default 1: the
+    cohorts are the parallelism, one a worker).
 
     The cluster is ``client`` when given (it is left running), else the scheduler at
     ``scheduler``, else a local cluster of ``workers`` processes started for this run.
@@ -336,7 +340,7 @@ def run_parallel(
                                  reports_dir=reports_dir, warehouse=warehouse, default_wh=default_warehouse,
                                  resolve=resolve, keep_default=KEEP_FAILED, say=say,
                                  options={"reports": str(reports_dir), "changed_only": changed_only, "notebooks": nbs,
-                                          "language": language, "keep_failed": keep_failed})
+                                          "language": language, "keep_failed": keep_failed, "jobs": jobs})
         try:
             write_reports_index(reports_dir)  # once, for every cohort of the run
         except OSError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from research.errors import ResearchError
 
-__all__ = ["LockedError", "WAREHOUSE_WAIT_S", "file_lock", "warehouse_lock", "warehouse_write_lock"]
+__all__ = ["LockedError", "WAREHOUSE_WAIT_S", "file_lock", "folder_lock", "warehouse_lock", "warehouse_write_lock"]
 
 #: Seconds between tries while waiting for a lock with a time-out.
 POLL_S = 0.05
@@ -141,3 +141,39 @@ def warehouse_lock(warehouse: str | os.PathLike[str], *, shared: bool = False, t
 def warehouse_write_lock(warehouse: str | os.PathLike[str], timeout: float | None = None):
     """The lock an ingest holds while it has the warehouse open for writing (:func:`warehouse_lock`, exclusive)."""
     return warehouse_lock(warehouse, timeout=timeout)
+
+
+#: Report folders this process holds locked: resolved path -> depth.
+_FOLDERS: dict[str, int] = {}
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold an exclusive lock on the folder itself for the block (created when missing); no file is added to it.
+
+    The notebooks of one run that run at the same time write into one report folder: this
+    makes each read-modify-write of a table they share (the record of analyses, the record
+    of hidden cells, with the table written beside it) one step. Waits as long as it takes;
+    re-entrant within a process.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _FOLDERS:
+        _FOLDERS[key] += 1
+        try:
+            yield folder
+        finally:
+            _FOLDERS[key] -= 1
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _FOLDERS[key] = 1
+        try:
+            yield folder
+        finally:
+            del _FOLDERS[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -34,7 +34,9 @@ reports (see :func:`fold`).
 from __future__ import annotations
 
 import math
+import os
 import unicodedata
+from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
@@ -43,7 +45,7 @@ from research.errors import ConfigError
 
 __all__ = [
     "FORMULA_PREFIXES", "MAX_NAME_LENGTH", "cohort_name", "csv_cell", "fold", "is_formula", "neutralise_csv",
-    "plain_text_figures", "restore_cell", "restore_csv", "url_path", "write_csv",
+    "plain_text_figures", "replace_atomically", "restore_cell", "restore_csv", "url_path", "write_csv",
 ]
 
 MAX_NAME_LENGTH = 100
@@ -192,7 +194,22 @@ def write_csv(frame: pd.DataFrame, path) -> None:
     Lines end in CRLF (RFC 4180), so Python's writer quotes every cell that holds a
     carriage return or a line feed and a cell's own line breaks never split a row.
     """
-    neutralise_csv(frame).to_csv(path, index=False, lineterminator="\r\n")
+    replace_atomically(path, lambda tmp: neutralise_csv(frame).to_csv(tmp, index=False, lineterminator="\r\n"))
+
+
+def replace_atomically(path, write) -> None:
+    """Call ``write(tmp)`` on a hidden file beside ``path``, then rename it onto ``path``.
+
+    A reader (another notebook of the run, checking the folder's tables) sees the old file
+    or the new one, never half of one; the temporary name does not end in the table's suffix.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def plain_text_figures() -> None:

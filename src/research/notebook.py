@@ -21,9 +21,11 @@ import pandas as pd
 from research.analyses import REASONS, Record, Skipped
 from research.cohort import CohortData, load
 from research.errors import ConfigError, SchemaError
+from research.locks import folder_lock
 from research.names import plain_text_figures, write_csv
 from research.paths import default_warehouse, notebook_out_dir, resolve
 from research.privacy import protect_table
+from research.schedule import NOTEBOOK_TABLES, SHARED_TABLES
 from research.schema import output_schema, validate
 
 __all__ = ["Context", "SavedFigure", "setup"]
@@ -69,6 +71,12 @@ class Context:
         Raises :class:`SchemaError` listing the first problems when the frame does not
         match its schema: that is a bug in the code that built it, never the user's.
         """
+        declared = NOTEBOOK_TABLES.get(self.notebook)
+        if declared is not None and name not in declared and name not in SHARED_TABLES:
+            raise SchemaError(
+                f"notebook {self.notebook} wrote table {name!r}, which research.schedule.NOTEBOOK_TABLES does not give it: "
+                f"notebooks run at the same time must declare their tables ({', '.join(sorted(declared))})"
+            )
         schema = output_schema(name)
         missing = [c for c in schema.field_names if c not in frame.columns]
         extra = [c for c in frame.columns if c not in schema.field_names]
@@ -77,16 +85,16 @@ class Context:
                 f"table {name!r} does not match data_schema/outputs/{name}.schema.json: "
                 f"missing columns {missing or 'none'}, columns not in the schema {extra or 'none'}"
             )
-        if self.protect:
-            protect_table(frame, name, self.out_dir, min_cell_size=self.min_cell_size)  # no small group by subtraction across tables
-        checked = validate(frame[schema.field_names], schema, source_file=f"{name}.csv")
-        if len(checked.rejects):
-            first = checked.rejects.head(5)
-            problems = "; ".join(f"row {r.source_line - 1}: {r.reason}" for r in first.itertuples())
-            raise SchemaError(f"table {name!r}: {len(checked.rejects)} row(s) break its schema: {problems}")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / f"{name}.csv"
-        write_csv(frame[schema.field_names], path)
+        with folder_lock(self.out_dir):  # the check against the folder and the write are one step
+            if self.protect:
+                protect_table(frame, name, self.out_dir, min_cell_size=self.min_cell_size)  # no small group by subtraction across tables
+            checked = validate(frame[schema.field_names], schema, source_file=f"{name}.csv")
+            if len(checked.rejects):
+                first = checked.rejects.head(5)
+                problems = "; ".join(f"row {r.source_line - 1}: {r.reason}" for r in first.itertuples())
+                raise SchemaError(f"table {name!r}: {len(checked.rejects)} row(s) break its schema: {problems}")
+            path = self.out_dir / f"{name}.csv"
+            write_csv(frame[schema.field_names], path)
         return path
 
     def ran(self, analysis: str, reason: str = "", **numbers) -> None:
@@ -124,10 +132,12 @@ class Context:
                     ].reset_index(drop=True)
 
     def _record(self, record: Record) -> None:
-        table = self.analyses()
-        table = table[~((table["notebook"] == record.notebook) & (table["analysis"] == record.analysis))]
-        table = pd.concat([table, pd.DataFrame([record.row()])], ignore_index=True)
-        self.write_table(table, "analyses")
+        with folder_lock(self.out_dir):  # notebooks of one run that run at once share the record
+            table = self.analyses()
+            table = table[~((table["notebook"] == record.notebook) & (table["analysis"] == record.analysis))]
+            table = pd.concat([table, pd.DataFrame([record.row()])], ignore_index=True)
+            # by notebook, each in the order it recorded: the same file whichever notebook finished first
+            self.write_table(table.sort_values("notebook", kind="stable", ignore_index=True), "analyses")
 
     def save_figure(self, fig, name: str, *, alt: str) -> SavedFigure:
         """Write ``fig`` to ``figures/NAME.png`` (with its alt text beside it) and close it."""

@@ -2,7 +2,8 @@
 
 ``research run --cohort NAME`` ingests the cohort's configured sources (idempotently),
 then executes every numbered notebook in ``notebooks/`` in order with papermill, each
-in its own process with a time limit, exports each to HTML without code cells, writes
+in its own process with a time limit (notebooks that :mod:`research.schedule` lets run at
+the same time run up to ``jobs`` at once, with the same tables), exports each to HTML without code cells, writes
 ``index.html`` and a ``manifest.json``, and only then swaps the new folder in for the
 cohort's last report. So:
 
@@ -60,6 +61,7 @@ from research.cohort_config import LANGUAGES, CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
 from research.faults import DiskFull, RunCrashed, WarehouseCorrupt, disk_full, is_disk_full, write_traceback
 from research.locks import LockedError, file_lock
+from research.schedule import check_jobs, default_jobs
 from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
@@ -94,7 +96,7 @@ class NotebookRun:
     started: str
     ended: str
     seconds: float
-    outcome: str  # "ok", "failed", "timeout"
+    outcome: str  # "ok", "failed", "timeout", "stopped" (another notebook of the run failed)
     parameters: dict
     error: str | None = None
     cell: int | None = None
@@ -340,35 +342,138 @@ PAPERMILL_LAUNCHER = ("import sys; sys.modules['pyarrow.fs'] = None; sys.argv[0]
                       "from papermill.cli import papermill; papermill()")
 
 
-def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> NotebookRun:
-    """Run one notebook with papermill in its own process group, killed after ``timeout_s``."""
-    started, t0 = _now(), time.perf_counter()
+@dataclass
+class _Started:
+    """A notebook running in its own process group (:func:`_start_notebook`)."""
+
+    nb: Path
+    out_nb: Path
+    parameters: dict
+    log: Path
+    proc: subprocess.Popen
+    started: str
+    t0: float
+    timeout_s: int
+
+    def overdue(self) -> bool:
+        return time.perf_counter() - self.t0 > self.timeout_s
+
+
+def _start_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> _Started:
     cmd = [
         sys.executable, "-c", PAPERMILL_LAUNCHER, str(nb), str(out_nb),
         "--kernel", "python3", "--cwd", str(project_root()), "--no-progress-bar",
         "-y", yaml.safe_dump(parameters),
     ]
     env = {**os.environ, "RESEARCH_HOME": str(project_root()), "MPLBACKEND": "Agg"}
+    started, t0 = _now(), time.perf_counter()
     with open(log, "ab") as logfh:
         proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                 preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-            outcome = "ok" if rc == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            outcome = "timeout"
-    cell, error = (None, None)
+    return _Started(nb, out_nb, parameters, log, proc, started, t0, timeout_s)
+
+
+def _stop(run: _Started) -> None:
+    """Kill a notebook's process group (papermill and its kernel) and reap papermill."""
+    try:
+        os.killpg(run.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    run.proc.wait()
+
+
+def _finish_notebook(run: _Started, outcome: str, error: str | None = None) -> NotebookRun:
+    """The record of a notebook that ended (``ok``, ``failed``, ``timeout`` or ``stopped``)."""
+    cell = None
     if outcome == "failed":
-        cell, error = _first_error(out_nb)
+        cell, error = _first_error(run.out_nb)
         if error is None:
-            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            tail = run.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             error = " / ".join(tail) or "papermill failed before running the notebook"
     elif outcome == "timeout":
-        error = f"ran longer than its time limit of {timeout_s} s and was stopped"
-        cell, _ = _first_error(out_nb)
-    return NotebookRun(nb.name, started, _now(), round(time.perf_counter() - t0, 2), outcome, parameters, error, cell)
+        error = f"ran longer than its time limit of {run.timeout_s} s and was stopped"
+        cell, _ = _first_error(run.out_nb)
+    return NotebookRun(run.nb.name, run.started, _now(), round(time.perf_counter() - run.t0, 2), outcome, run.parameters,
+                       error, cell)
+
+
+def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> NotebookRun:
+    """Run one notebook with papermill in its own process group, killed after ``timeout_s``."""
+    run = _start_notebook(nb, out_nb, parameters, timeout_s=timeout_s, log=log)
+    try:
+        rc = run.proc.wait(timeout=timeout_s)
+        outcome = "ok" if rc == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        _stop(run)
+        outcome = "timeout"
+    return _finish_notebook(run, outcome)
+
+
+def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: int, jobs: int, say,
+                  cohort: str) -> tuple[list[NotebookRun], NotebookRun | None]:
+    """Run the plan's notebooks, up to ``jobs`` at once where :mod:`research.schedule` allows.
+
+    A notebook starts when every notebook it waits for has ended well. Each writes its
+    own log, appended to ``run.log`` when it ends (so logs never interleave), and is
+    exported to HTML once the notebooks its end lets start have started. When one fails or runs out of time, the others
+    still running are stopped (recorded as ``stopped``) and none is started; the runs
+    are returned in the plan's order with the first that failed.
+    """
+    from research.schedule import waits_for
+
+    waits = waits_for([nb.stem for nb, _ in plan])
+    position = {nb.stem: i for i, (nb, _) in enumerate(plan, start=1)}
+    pending = list(plan)
+    running: list[_Started] = []
+    ended: dict[str, NotebookRun] = {}
+    failed: NotebookRun | None = None
+
+    def end(run: _Started, outcome: str) -> None:
+        nonlocal failed
+        result = _finish_notebook(run, outcome, None if outcome != "stopped" else f"stopped because {failed.notebook} failed")
+        ended[run.nb.stem] = result
+        with open(run_dir / "run.log", "ab") as out:
+            out.write(f"== {run.nb.name} ({result.outcome})\n".encode())
+            out.write(run.log.read_bytes())
+        run.log.unlink(missing_ok=True)
+        if outcome == "ok":
+            to_export.append(run)
+            say(f"{cohort}: [{position[run.nb.stem]}/{len(plan)}] {run.nb.name} done in {result.seconds:.1f} s")
+        elif outcome != "stopped" and failed is None:
+            failed = result
+
+    to_export: list[_Started] = []
+    while running or to_export or (pending and failed is None):
+        ok = {name for name, r in ended.items() if r.outcome == "ok"}
+        for nb, params in list(pending):
+            if failed is not None or len(running) >= jobs:
+                break
+            if waits[nb.stem] <= ok:
+                say(f"{cohort}: [{position[nb.stem]}/{len(plan)}] {nb.name} ...")
+                running.append(_start_notebook(nb, run_dir / nb.name, params, timeout_s=timeout_s,
+                                               log=run_dir / f".{nb.stem}.log"))
+                pending.remove((nb, params))
+        for run in to_export:  # after the next notebooks started: the export runs while they do
+            export_html(run.out_nb, run_dir / f"{run.nb.stem}.html")
+        to_export.clear()
+        if not running:
+            break  # nothing can start: a notebook it waits for did not end well
+        time.sleep(0.05)
+        for run in list(running):
+            rc = run.proc.poll()
+            if rc is None and not run.overdue():
+                continue
+            if rc is None:
+                _stop(run)
+            running.remove(run)
+            end(run, "timeout" if rc is None else "ok" if rc == 0 else "failed")
+            if failed is not None:
+                for other in running:
+                    _stop(other)
+                    end(other, "stopped")
+                running.clear()
+                break
+    return sorted(ended.values(), key=lambda r: position[Path(r.notebook).stem]), failed
 
 
 #: nbconvert's lab template without the blocks that load require.js, MathJax, mermaid and
@@ -532,16 +637,20 @@ def run_cohort(
     timeout_s: int | None = None,
     language: str | None = None,
     keep_failed: int | None = None,
+    jobs: int | None = None,
 ) -> RunResult:
     """Run every scheduled notebook for ``cohort``; see the module docstring for the guarantees.
 
-    ``language`` (sv, da or en) overrides the cohort file's report language. User errors
+    ``language`` (sv, da or en) overrides the cohort file's report language. ``jobs`` is how
+    many notebooks run at once where :mod:`research.schedule` lets them (default
+    :func:`research.schedule.default_jobs`); the tables are the same for any value. User errors
     raise a :class:`ResearchError` (after recording the failure in the index when the
     cohort's lock was taken); any other error is logged with its traceback in the failed
     folder and raised as a :class:`~research.faults.RunCrashed` with a one-line message.
     """
     say = progress or (lambda message: None)
     cohort = cohort_name(cohort)
+    jobs = default_jobs() if jobs is None else check_jobs(jobs)
     if language is not None and language not in LANGUAGES:
         raise ConfigError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
     config = config if config is not None else find_config(cohort)
@@ -570,7 +679,8 @@ def run_cohort(
         for name in close_dead_runs(reports_dir, cohort):
             say(f"{cohort}: closed the folder of a killed run as {name}")
         return _run_locked(cohort, run_id, state, wh_path=wh_path, reports_dir=reports_dir, config=config,
-                           changed_only=changed_only, notebooks=notebooks, say=say, timeout_s=timeout_s, language=language)
+                           changed_only=changed_only, notebooks=notebooks, say=say, timeout_s=timeout_s, language=language,
+                           jobs=jobs)
     except Exception as exc:
         if state.get("unknown") and isinstance(exc, ConfigError):
             raise  # nothing to record: an unknown cohort has no place in the index
@@ -617,7 +727,8 @@ def _prune_quietly(reports_dir: Path, cohort: str, keep: int) -> None:
 
 
 def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports_dir: Path, config: CohortConfig | None,
-                changed_only: bool, notebooks: list[Path] | None, say, timeout_s: int | None, language: str) -> RunResult:
+                changed_only: bool, notebooks: list[Path] | None, say, timeout_s: int | None, language: str,
+                jobs: int) -> RunResult:
     exit_code = 0
     if config is not None and config.sources:
         ingest_summary = ingest_sources(config, wh_path)
@@ -668,18 +779,8 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     base = {"cohort": cohort, "warehouse": str(wh_path), "out_dir": str(run_dir), **config_parameters(config, language)}
     plan = notebook_plan(nbs, base, cohort=cohort, given=set(config.parameters if config else {}))
     limit = timeout_s or (config.notebook_timeout_s if config else 1800)
-    log = run_dir / "run.log"
-    failed = None
-    for i, (nb, params) in enumerate(plan, start=1):
-        say(f"{cohort}: [{i}/{len(plan)}] {nb.name} ...")
-        out_nb = run_dir / nb.name
-        result = execute_notebook(nb, out_nb, params, timeout_s=limit, log=log)
-        manifest["notebooks"].append(result.__dict__)
-        if result.outcome != "ok":
-            failed = result
-            break
-        export_html(out_nb, run_dir / f"{nb.stem}.html")
-        say(f"{cohort}: [{i}/{len(plan)}] {nb.name} done in {result.seconds:.1f} s")
+    runs, failed = _execute_plan(plan, run_dir, timeout_s=limit, jobs=jobs, say=say, cohort=cohort)
+    manifest["notebooks"] = [r.__dict__ for r in runs]
     manifest["finished"] = _now()
     manifest["outcome"] = "ok" if failed is None else "failed"
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
@@ -804,6 +905,7 @@ def run_all(
     language: str | None = None,
     keep_failed: int | None = None,
     broken: list[tuple[Path, ResearchError]] | None = None,
+    jobs: int | None = None,
 ) -> list[RunResult]:
     """Run every configured cohort in turn; one failing cohort (or one broken cohort file) does not stop the others.
 
@@ -830,5 +932,6 @@ def run_all(
     ranked = sorted(configs, key=lambda c: (order.get(c.predecessor, -1) >= 0 and order[c.predecessor] > order[c.cohort], order[c.cohort]))
     for cfg in ranked:
         results.append(run_one(cfg.cohort, warehouse=warehouse, reports=reports, config=cfg, changed_only=changed_only,
-                               notebooks=notebooks, progress=progress, language=language, keep_failed=keep_failed))
+                               notebooks=notebooks, progress=progress, language=language, keep_failed=keep_failed,
+                               jobs=jobs))
     return results

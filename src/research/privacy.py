@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from research.errors import ConfigError, DataError
+from research.names import replace_atomically
 
 __all__ = [
     "Cell", "Fact", "PrivacyError", "SUPPRESSED_CELLS", "SUPPRESSION_COLUMN", "Violation", "audit_publication",
@@ -728,8 +729,10 @@ def protect_table(frame: pd.DataFrame, name: str, out_dir: str | Path, *, min_ce
         before = pd.read_csv(record, dtype=str, keep_default_na=False) if record.is_file() else pd.DataFrame(columns=_CELL_COLUMNS)
         before = before[before["table"] != name]
         after = pd.concat([before, pd.DataFrame(rows, columns=_CELL_COLUMNS).astype(str)], ignore_index=True)
+        # by table, each table's cells in the order they were chosen: the same file in whatever order the tables came
+        after = after.sort_values("table", kind="stable", ignore_index=True)
         folder.mkdir(parents=True, exist_ok=True)
-        after.to_csv(record, index=False)
+        replace_atomically(record, lambda tmp: after.to_csv(tmp, index=False))
     return frame
 
 
