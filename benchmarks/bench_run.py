@@ -11,7 +11,9 @@ notebook does (``cohort.load``) is timed on its own as well.
 
 This machine is shared (2 cores, several people): the wall-clock figure is pessimistic when
 the load average is high; the CPU seconds say what the run costs.
-Usage: python benchmarks/bench_run.py [--learners N] [--bayes]
+``--jobs N`` sets how many notebooks run at once where they may (the default of
+``research run``: 2 on two cores or more; 1 gives the run one notebook at a time).
+Usage: python benchmarks/bench_run.py [--learners N] [--bayes] [--jobs N]
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ def main(argv: list[str]) -> int:
     from research import cohort as cohort_mod
     from research.cohort_config import CohortConfig
     from research.pipeline import run_cohort
+    from research.schedule import check_jobs, default_jobs
     from research.simulate import simulate_cohort
     from research.warehouse import Warehouse
 
     n = int(argv[argv.index("--learners") + 1]) if "--learners" in argv else 8_000
+    jobs = check_jobs(argv[argv.index("--jobs") + 1], where="--jobs") if "--jobs" in argv else default_jobs()
     os.environ.setdefault("RESEARCH_PSEUDONYM_KEY", "benchmark")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -53,7 +57,7 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         cpu0 = os.times()
         result = run_cohort("bench", warehouse=tmp / "w.duckdb", reports=tmp / "reports", progress=lines.append,
-                            config=config)
+                            config=config, jobs=jobs)
         run_s = time.perf_counter() - t0
         cpu1 = os.times()
         cpu_s = (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system) + \
@@ -61,7 +65,7 @@ def main(argv: list[str]) -> int:
     for line in lines:
         print(" ", line)
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (timings are pessimistic when it is high); "
-          f"outcome: {getattr(result, 'status', result.__class__.__name__)}")
+          f"outcome: {getattr(result, 'status', result.__class__.__name__)}; notebooks at once (--jobs): {jobs}")
     print(f"{'figure':<44} | {'measured':>9} | {'target':>7} | ok")
     print(f"{'cohort.load, all six tables (s)':<44} | {load_s:>9.2f} | {'-':>7} | -")
     print(f"{'research run, ' + format(n, ',') + ' learners (s)':<44} | {run_s:>9.2f} | {'< ' + format(TARGET_S, 'g'):>7} | "
