@@ -116,13 +116,15 @@ def test_a_notebook_of_a_concurrent_set_cannot_write_a_table_it_does_not_declare
 
 PARAMS = 'cohort = "x"\nwarehouse = "data/warehouse.duckdb"\nout_dir = "reports/x"\nmin_cell_size = 10\nseconds = 0.0\nfail = False'
 CELL = """
-    import json, pathlib, time
+    import json, os, pathlib, time
+    import psutil
+    launched = psutil.Process(os.getppid()).create_time()  # the kernel's parent: the notebook's process (research.launch)
     start = time.time()
     time.sleep(seconds)
     if fail:
         raise RuntimeError("planted failure")
     with open(pathlib.Path(out_dir, "times.jsonl"), "a") as fh:
-        fh.write(json.dumps({"nb": NAME, "start": start, "end": time.time()}) + "\\n")
+        fh.write(json.dumps({"nb": NAME, "launched": launched, "start": start, "end": time.time()}) + "\\n")
 """
 
 
@@ -167,6 +169,9 @@ def test_two_at_a_time_overlaps_only_the_notebooks_of_a_set_and_keeps_their_orde
     assert items["start"] < kcs["end"] and kcs["start"] < items["end"]  # 02 and 03 ran at the same time
     assert gains["start"] >= min(items["end"], kcs["end"])  # 04 waited for a free slot (two at a time)
     assert equity["start"] >= max(items["end"], kcs["end"], gains["end"])
+    # each kernel was started ahead, while the notebooks before it ran: one process more than two
+    assert items["launched"] < first["end"] and kcs["launched"] < first["end"]
+    assert gains["launched"] < min(items["end"], kcs["end"]) and equity["launched"] < gains["end"]
     manifest = json.loads((result.report_dir / "manifest.json").read_text())
     assert [n["notebook"] for n in manifest["notebooks"]] == [n.name for n in nbs]  # in run order, not finishing order
     assert all(n["outcome"] == "ok" for n in manifest["notebooks"])

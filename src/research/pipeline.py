@@ -336,41 +336,42 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return set_pdeathsig
 
 
-#: ``python -m papermill`` without pyarrow: papermill imports ``pyarrow.fs`` only for HDFS paths
-#: (never used here) and handles its absence; that import is a third of its start-up, once per notebook.
-PAPERMILL_LAUNCHER = ("import sys; sys.modules['pyarrow.fs'] = None; sys.argv[0] = 'papermill'; "
-                      "from papermill.cli import papermill; papermill()")
-
-
 @dataclass
 class _Started:
-    """A notebook running in its own process group (:func:`_start_notebook`)."""
+    """A notebook's process (:mod:`research.launch`, in its own process group): its kernel
+    starting or waiting until :meth:`go`, then running the notebook."""
 
     nb: Path
     out_nb: Path
     parameters: dict
     log: Path
     proc: subprocess.Popen
-    started: str
-    t0: float
     timeout_s: int
+    started: str = ""
+    t0: float = 0.0
+
+    def go(self) -> None:
+        """Run the notebook now (its time limit counts from here)."""
+        self.started, self.t0 = _now(), time.perf_counter()
+        try:
+            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # it died while starting: its exit status and log say why
 
     def overdue(self) -> bool:
         return time.perf_counter() - self.t0 > self.timeout_s
 
 
 def _start_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> _Started:
-    cmd = [
-        sys.executable, "-c", PAPERMILL_LAUNCHER, str(nb), str(out_nb),
-        "--kernel", "python3", "--cwd", str(project_root()), "--no-progress-bar",
-        "-y", yaml.safe_dump(parameters),
-    ]
+    """Start a notebook's process: it starts the kernel and waits for :meth:`_Started.go`."""
+    cmd = [sys.executable, "-m", "research.launch", str(nb), str(out_nb), str(project_root()), yaml.safe_dump(parameters)]
     env = {**os.environ, "RESEARCH_HOME": str(project_root()), "MPLBACKEND": "Agg"}
-    started, t0 = _now(), time.perf_counter()
     with open(log, "ab") as logfh:
-        proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=env, cwd=project_root(),
                                 preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
-    return _Started(nb, out_nb, parameters, log, proc, started, t0, timeout_s)
+    return _Started(nb, out_nb, parameters, log, proc, timeout_s)
 
 
 def _stop(run: _Started) -> None:
@@ -400,6 +401,7 @@ def _finish_notebook(run: _Started, outcome: str, error: str | None = None) -> N
 def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> NotebookRun:
     """Run one notebook with papermill in its own process group, killed after ``timeout_s``."""
     run = _start_notebook(nb, out_nb, parameters, timeout_s=timeout_s, log=log)
+    run.go()
     try:
         rc = run.proc.wait(timeout=timeout_s)
         outcome = "ok" if rc == 0 else "failed"
@@ -413,7 +415,9 @@ def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: in
                   cohort: str) -> tuple[list[NotebookRun], NotebookRun | None]:
     """Run the plan's notebooks, up to ``jobs`` at once where :mod:`research.schedule` allows.
 
-    A notebook starts when every notebook it waits for has ended well. Each writes its
+    A notebook starts when every notebook it waits for has ended well; its process (and
+    kernel) is started ahead, while the notebooks before it run, so that at most one more
+    process than ``jobs`` exists at a time (:mod:`research.launch`). Each writes its
     own log, appended to ``run.log`` when it ends (so logs never interleave), and is
     exported to HTML once the notebooks its end lets start have started. When one fails or runs out of time, the others
     still running are stopped (recorded as ``stopped``) and none is started; the runs
@@ -442,7 +446,11 @@ def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: in
         elif outcome != "stopped" and failed is None:
             failed = result
 
+    def start(nb: Path, params: dict) -> _Started:
+        return _start_notebook(nb, run_dir / nb.name, params, timeout_s=timeout_s, log=run_dir / f".{nb.stem}.log")
+
     to_export: list[_Started] = []
+    warm: dict[str, _Started] = {}  # started ahead: the kernel starts while the notebooks before it run
     while running or to_export or (pending and failed is None):
         ok = {name for name, r in ended.items() if r.outcome == "ok"}
         for nb, params in list(pending):
@@ -450,9 +458,15 @@ def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: in
                 break
             if waits[nb.stem] <= ok:
                 say(f"{cohort}: [{position[nb.stem]}/{len(plan)}] {nb.name} ...")
-                running.append(_start_notebook(nb, run_dir / nb.name, params, timeout_s=timeout_s,
-                                               log=run_dir / f".{nb.stem}.log"))
+                run = warm.pop(nb.stem, None) or start(nb, params)
+                run.go()
+                running.append(run)
                 pending.remove((nb, params))
+        for nb, params in pending:  # at most one process more than may run at once
+            if failed is not None or len(running) + len(warm) > jobs:
+                break
+            if nb.stem not in warm:
+                warm[nb.stem] = start(nb, params)
         for run in to_export:  # after the next notebooks started: the export runs while they do
             export_html(run.out_nb, run_dir / f"{run.nb.stem}.html")
         to_export.clear()
@@ -473,6 +487,9 @@ def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: in
                     end(other, "stopped")
                 running.clear()
                 break
+    for run in warm.values():  # never asked to run (a notebook before it failed)
+        _stop(run)
+        run.log.unlink(missing_ok=True)
     return sorted(ended.values(), key=lambda r: position[Path(r.notebook).stem]), failed
 
 
