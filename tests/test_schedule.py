@@ -231,3 +231,28 @@ def test_the_real_notebooks_publish_the_same_tables_one_or_two_at_a_time(small, 
     figures = sorted(p.name for p in (out[1] / "figures").glob("*.alt.txt"))
     assert figures == sorted(p.name for p in (out[2] / "figures").glob("*.alt.txt"))
     assert not list(out[2].rglob(".*"))  # no lock or temporary file left in the published folder
+
+
+def test_a_cohort_too_large_for_two_notebooks_in_memory_runs_them_one_at_a_time(monkeypatch):
+    import research.schedule as schedule
+
+    monkeypatch.delenv("RESEARCH_NOTEBOOK_JOBS", raising=False)
+    monkeypatch.setattr(schedule.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(schedule, "available_gb", lambda: 24.0)
+    assert schedule.default_jobs(690_245) == 2  # 8,000 learners: about 3 GB for two
+    assert schedule.default_jobs(11_000_000) == 1  # about 37 GB for two
+    assert schedule.two_at_once_gb(6_063_363) == pytest.approx(2 * 10.4, abs=0.5)  # notebook 03's measured peak, twice
+    monkeypatch.setenv("RESEARCH_NOTEBOOK_JOBS", "3")
+    assert schedule.default_jobs(11_000_000) == 3
+    monkeypatch.setenv("RESEARCH_NOTEBOOK_JOBS", "0")
+    with pytest.raises(ConfigError, match="RESEARCH_NOTEBOOK_JOBS"):
+        schedule.default_jobs()
+    monkeypatch.delenv("RESEARCH_NOTEBOOK_JOBS")
+    monkeypatch.setattr(schedule.os, "cpu_count", lambda: 1)
+    assert schedule.default_jobs(1000) == 1
+
+
+def test_the_memory_available_is_read_from_the_machine():
+    from research.schedule import available_gb
+
+    assert 0.1 < available_gb() < 100_000

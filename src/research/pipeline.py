@@ -61,7 +61,7 @@ from research.cohort_config import LANGUAGES, CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
 from research.faults import DiskFull, RunCrashed, WarehouseCorrupt, disk_full, is_disk_full, write_traceback
 from research.locks import LockedError, file_lock
-from research.schedule import check_jobs, default_jobs
+from research.schedule import available_gb, check_jobs, default_jobs, two_at_once_gb
 from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
@@ -660,14 +660,15 @@ def run_cohort(
 
     ``language`` (sv, da or en) overrides the cohort file's report language. ``jobs`` is how
     many notebooks run at once where :mod:`research.schedule` lets them (default
-    :func:`research.schedule.default_jobs`); the tables are the same for any value. User errors
+    :func:`research.schedule.default_jobs`: 2, or 1 when two would not fit in memory);
+    the tables are the same for any value. User errors
     raise a :class:`ResearchError` (after recording the failure in the index when the
     cohort's lock was taken); any other error is logged with its traceback in the failed
     folder and raised as a :class:`~research.faults.RunCrashed` with a one-line message.
     """
     say = progress or (lambda message: None)
     cohort = cohort_name(cohort)
-    jobs = default_jobs() if jobs is None else check_jobs(jobs)
+    jobs = None if jobs is None else check_jobs(jobs)
     if language is not None and language not in LANGUAGES:
         raise ConfigError(f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
     config = config if config is not None else find_config(cohort)
@@ -745,7 +746,7 @@ def _prune_quietly(reports_dir: Path, cohort: str, keep: int) -> None:
 
 def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports_dir: Path, config: CohortConfig | None,
                 changed_only: bool, notebooks: list[Path] | None, say, timeout_s: int | None, language: str,
-                jobs: int) -> RunResult:
+                jobs: int | None) -> RunResult:
     exit_code = 0
     if config is not None and config.sources:
         ingest_summary = ingest_sources(config, wh_path)
@@ -796,6 +797,11 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     base = {"cohort": cohort, "warehouse": str(wh_path), "out_dir": str(run_dir), **config_parameters(config, language)}
     plan = notebook_plan(nbs, base, cohort=cohort, given=set(config.parameters if config else {}))
     limit = timeout_s or (config.notebook_timeout_s if config else 1800)
+    if jobs is None:
+        jobs = default_jobs(counts.get("attempts"))
+        if jobs == 1 and (os.cpu_count() or 1) >= 2 and not os.environ.get("RESEARCH_NOTEBOOK_JOBS"):
+            say(f"{cohort}: {counts.get('attempts', 0):,} attempts: notebooks one at a time (two at once would need about "
+                f"{two_at_once_gb(counts.get('attempts', 0)):.0f} GB, {available_gb():.0f} GB is available; --jobs 2 overrides)")
     runs, failed = _execute_plan(plan, run_dir, timeout_s=limit, jobs=jobs, say=say, cohort=cohort)
     manifest["notebooks"] = [r.__dict__ for r in runs]
     manifest["finished"] = _now()

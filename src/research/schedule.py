@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CONCURRENT", "NOTEBOOK_TABLES", "SHARED_TABLES", "check_jobs", "default_jobs", "waits_for"]
+__all__ = [
+    "CONCURRENT", "NOTEBOOK_GB_BASE", "NOTEBOOK_GB_PER_MILLION", "NOTEBOOK_TABLES", "SHARED_TABLES", "available_gb",
+    "check_jobs", "default_jobs", "two_at_once_gb", "waits_for",
+]
 
 #: Notebooks that may run at the same time as one another (see the module docstring).
 CONCURRENT: tuple[frozenset[str], ...] = (
@@ -57,15 +60,48 @@ def waits_for(notebooks: list[str]) -> dict[str, frozenset[str]]:
     return out
 
 
-def default_jobs() -> int:
-    """Notebooks one cohort run runs at once by default: 2 where the machine has two cores or more, else 1.
+#: Peak memory of the largest notebook (03) of a run, in GB: a base and a slope per million
+#: attempts (measured with benchmarks/bench_scale.py --end-to-end: 10.3 GB at 6.06 million; docs/SCALE.md).
+NOTEBOOK_GB_BASE = 0.4
+NOTEBOOK_GB_PER_MILLION = 1.65
 
+
+def available_gb() -> float:
+    """Memory the machine has available now (``MemAvailable``), in GB; half the physical memory where that is not known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2e9
+    except (ValueError, OSError, AttributeError):
+        return 4.0
+
+
+def two_at_once_gb(n_attempts: int) -> float:
+    """About the memory two of a cohort's notebooks need at once (twice the largest's peak), in GB."""
+    return 2 * (NOTEBOOK_GB_BASE + NOTEBOOK_GB_PER_MILLION * n_attempts / 1e6)
+
+
+def default_jobs(n_attempts: int | None = None) -> int:
+    """Notebooks one cohort run runs at once by default.
+
+    2 where the machine has two cores or more and, for a cohort of ``n_attempts``, two
+    notebooks at once fit in four fifths of the memory available (:func:`two_at_once_gb`); else 1. A
+    large cohort that fits one notebook at a time is not put at risk by running two.
     ``RESEARCH_NOTEBOOK_JOBS`` overrides it (checked like ``--jobs``).
     """
     given = os.environ.get("RESEARCH_NOTEBOOK_JOBS")
     if given:
         return check_jobs(given, where="RESEARCH_NOTEBOOK_JOBS")
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
+    if (os.cpu_count() or 1) < 2:
+        return 1
+    if n_attempts and two_at_once_gb(n_attempts) > 0.8 * available_gb():
+        return 1
+    return 2
 
 
 def check_jobs(value, *, where: str = "jobs") -> int:
