@@ -357,6 +357,38 @@ def run_parallel(
                 cluster.close()
 
 
+def _ingest_files_first(ranked: list[CohortConfig], paths: dict, codes: dict, *, reports_dir: Path, warehouse, default_wh,
+                        resolve, say) -> tuple[list, set[str]]:
+    """Into a warehouse file, every ingest first, one writer at a time, before any worker opens it to read.
+
+    Into a store, each cohort's ingest is the first step of its own task: those cohorts are
+    returned (``in_task``), with the cohorts whose ingest stopped them (``stopped``: config and
+    result). ``paths`` and ``codes`` (exit code so far) are filled per cohort.
+    """
+    from research.store import is_store
+
+    stopped: list[tuple[CohortConfig, object]] = []
+    in_task: set[str] = set()
+    t0, serial = time.perf_counter(), 0
+    for cfg in ranked:
+        paths[cfg.cohort] = resolve(warehouse) if warehouse else (cfg.warehouse or default_wh())
+        if is_store(paths[cfg.cohort]):
+            in_task.add(cfg.cohort)
+            codes[cfg.cohort] = 0
+            continue
+        serial += 1
+        code = _ingest(cfg, paths[cfg.cohort], reports_dir, say)
+        if isinstance(code, int):
+            codes[cfg.cohort] = code
+        else:
+            stopped.append((cfg, code))
+    if serial:
+        say(f"ingest: {serial} cohort(s) in {time.perf_counter() - t0:.1f} s, one after another (a warehouse file takes one writer)")
+    if in_task:
+        say(f"ingest: {len(in_task)} cohort(s) into a store, each in its own task (a store takes one writer per cohort)")
+    return stopped, in_task
+
+
 def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worker: bool, reports_dir: Path, warehouse,
               default_wh, resolve, keep_default: int, say, options: dict) -> list:
     from dask.distributed import as_completed
@@ -377,32 +409,11 @@ def _schedule(client, ranked: list[CohortConfig], *, threads: int, one_per_worke
         say(f"[{done}/{total}] {cfg.cohort}: {result.status}")
         ready.extend(children.pop(cfg.cohort, []))
 
-    # 1. into a warehouse file, every ingest first, one writer at a time, before any worker opens
-    #    it to read; into a store, each cohort's ingest is the first step of its own task
-    from research.store import is_store
-
     position = {c.cohort: i for i, c in enumerate(ranked)}
     children: dict[str, list[CohortConfig]] = defaultdict(list)
     ready: list[CohortConfig] = []
-    stopped: list[tuple[CohortConfig, object]] = []
-    in_task: set[str] = set()
-    t0, serial = time.perf_counter(), 0
-    for cfg in ranked:
-        paths[cfg.cohort] = resolve(warehouse) if warehouse else (cfg.warehouse or default_wh())
-        if is_store(paths[cfg.cohort]):
-            in_task.add(cfg.cohort)
-            codes[cfg.cohort] = 0
-            continue
-        serial += 1
-        code = _ingest(cfg, paths[cfg.cohort], reports_dir, say)
-        if isinstance(code, int):
-            codes[cfg.cohort] = code
-        else:
-            stopped.append((cfg, code))
-    if serial:
-        say(f"ingest: {serial} cohort(s) in {time.perf_counter() - t0:.1f} s, one after another (a warehouse file takes one writer)")
-    if in_task:
-        say(f"ingest: {len(in_task)} cohort(s) into a store, each in its own task (a store takes one writer per cohort)")
+    stopped, in_task = _ingest_files_first(ranked, paths, codes, reports_dir=reports_dir, warehouse=warehouse,
+                                           default_wh=default_wh, resolve=resolve, say=say)
     fingerprint = _key_fingerprint() if any(c.sources for c in ranked if c.cohort in in_task) else None
     # 2. a cohort waits for its predecessor's task when the predecessor comes first (so there is never a cycle)
     for cfg in ranked:

@@ -107,6 +107,41 @@ def _fail(path, message: str) -> ConfigError:
     return ConfigError(f"{path}: {message}")
 
 
+def _sources(given: list, where, rel) -> list[Source]:
+    """The ``sources`` of a cohort file: paths, mappings with a ``path``, or LRS endpoints."""
+    sources = []
+    for i, src in enumerate(given, start=1):
+        if isinstance(src, str):
+            src = {"path": src}
+        if isinstance(src, dict) and "lrs" in src and "path" not in src:
+            bad = sorted(set(src) - {"lrs", "options"})
+            if bad or not isinstance(src["lrs"], str):
+                raise _fail(where, f"LRS source {i} takes 'lrs' (the endpoint URL) and 'options' (profile, xapi_version); found {', '.join(bad) or repr(src['lrs'])}")
+            sources.append(Source(Path(), None, None, dict(src.get("options") or {}), lrs=src["lrs"]))
+            continue
+        if not isinstance(src, dict) or "path" not in src:
+            raise _fail(where, f"source {i} must be a path or a mapping with a 'path' (or, for an LRS, a mapping with 'lrs')")
+        bad = sorted(set(src) - set(SOURCE_KEYS))
+        if bad:
+            raise _fail(where, f"source {i} has unknown key(s) {', '.join(bad)}; valid: {', '.join(SOURCE_KEYS)}")
+        sources.append(Source(rel(src["path"]), src.get("format"), rel(src["mapping"]) if src.get("mapping") else None, dict(src.get("options") or {})))
+    return sources
+
+
+def _kc_model(kc_model, where, rel) -> tuple[str | None, Path | None]:
+    """The ``kc_model`` of a cohort file: a name, or ``{name, file}`` naming a KC-model file to import."""
+    kc_model_file = None
+    if isinstance(kc_model, dict):
+        bad = sorted(set(kc_model) - {"name", "file"})
+        if bad or not kc_model.get("file") or not isinstance(kc_model.get("name"), str) or not kc_model["name"].strip():
+            raise _fail(where, "kc_model must be a KC model name, or a mapping {name: NAME, file: PATH} naming a "
+                               f"KC-model file (DataShop KC-model format or Q-matrix CSV); found {kc_model!r}")
+        kc_model, kc_model_file = kc_model["name"], rel(kc_model["file"])
+    elif kc_model is not None and (not isinstance(kc_model, str) or not kc_model.strip()):
+        raise _fail(where, f"kc_model must be a KC model name or {{name: NAME, file: PATH}}; found {kc_model!r}")
+    return kc_model, kc_model_file
+
+
 def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> CohortConfig:
     """Validate a cohort configuration mapping (as read from YAML)."""
     where = path or "cohort configuration"
@@ -132,22 +167,7 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
         predecessor = cohort_name(doc["predecessor"], what="predecessor") if doc.get("predecessor") is not None else None
     except ConfigError as exc:
         raise _fail(where, str(exc)) from None
-    sources = []
-    for i, src in enumerate(doc.get("sources") or [], start=1):
-        if isinstance(src, str):
-            src = {"path": src}
-        if isinstance(src, dict) and "lrs" in src and "path" not in src:
-            bad = sorted(set(src) - {"lrs", "options"})
-            if bad or not isinstance(src["lrs"], str):
-                raise _fail(where, f"LRS source {i} takes 'lrs' (the endpoint URL) and 'options' (profile, xapi_version); found {', '.join(bad) or repr(src['lrs'])}")
-            sources.append(Source(Path(), None, None, dict(src.get("options") or {}), lrs=src["lrs"]))
-            continue
-        if not isinstance(src, dict) or "path" not in src:
-            raise _fail(where, f"source {i} must be a path or a mapping with a 'path' (or, for an LRS, a mapping with 'lrs')")
-        bad = sorted(set(src) - set(SOURCE_KEYS))
-        if bad:
-            raise _fail(where, f"source {i} has unknown key(s) {', '.join(bad)}; valid: {', '.join(SOURCE_KEYS)}")
-        sources.append(Source(rel(src["path"]), src.get("format"), rel(src["mapping"]) if src.get("mapping") else None, dict(src.get("options") or {})))
+    sources = _sources(doc.get("sources") or [], where, rel)
     language = doc.get("language", "en")
     if language not in LANGUAGES:
         raise _fail(where, f"language {language!r} is not supported; use one of {', '.join(LANGUAGES)}")
@@ -166,15 +186,7 @@ def parse(doc: dict, *, path: Path | None = None, name: str | None = None) -> Co
     for key in ("thresholds", "parameters"):
         if not isinstance(doc.get(key) or {}, dict):
             raise _fail(where, f"{key} must be a mapping")
-    kc_model, kc_model_file = doc.get("kc_model"), None
-    if isinstance(kc_model, dict):
-        bad = sorted(set(kc_model) - {"name", "file"})
-        if bad or not kc_model.get("file") or not isinstance(kc_model.get("name"), str) or not kc_model["name"].strip():
-            raise _fail(where, "kc_model must be a KC model name, or a mapping {name: NAME, file: PATH} naming a "
-                               f"KC-model file (DataShop KC-model format or Q-matrix CSV); found {kc_model!r}")
-        kc_model, kc_model_file = kc_model["name"], rel(kc_model["file"])
-    elif kc_model is not None and (not isinstance(kc_model, str) or not kc_model.strip()):
-        raise _fail(where, f"kc_model must be a KC model name or {{name: NAME, file: PATH}}; found {kc_model!r}")
+    kc_model, kc_model_file = _kc_model(doc.get("kc_model"), where, rel)
     labels = doc.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
         raise _fail(where, "labels must map a kind (gender, role, attributes, kc_model, kc, item, page, module) "

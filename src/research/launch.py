@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import sys
 
+__all__ = ["WARM_UP", "main"]
+
 sys.modules.setdefault("pyarrow.fs", None)  # papermill imports pyarrow.fs only for HDFS paths: a third of its start
 
 #: What the kernel imports before its notebook runs: what every notebook's first cells import.

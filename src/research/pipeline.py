@@ -398,6 +398,14 @@ def _finish_notebook(run: _Started, outcome: str, error: str | None = None) -> N
                        error, cell)
 
 
+def _append_log(run: _Started, log: Path, outcome: str) -> None:
+    """Move a notebook's own log to the end of the run's log, under a line naming it."""
+    with open(log, "ab") as out:
+        out.write(f"== {run.nb.name} ({outcome})\n".encode())
+        out.write(run.log.read_bytes())
+    run.log.unlink(missing_ok=True)
+
+
 def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> NotebookRun:
     """Run one notebook with papermill in its own process group, killed after ``timeout_s``."""
     run = _start_notebook(nb, out_nb, parameters, timeout_s=timeout_s, log=log)
@@ -436,10 +444,7 @@ def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: in
         nonlocal failed
         result = _finish_notebook(run, outcome, None if outcome != "stopped" else f"stopped because {failed.notebook} failed")
         ended[run.nb.stem] = result
-        with open(run_dir / "run.log", "ab") as out:
-            out.write(f"== {run.nb.name} ({result.outcome})\n".encode())
-            out.write(run.log.read_bytes())
-        run.log.unlink(missing_ok=True)
+        _append_log(run, run_dir / "run.log", result.outcome)
         if outcome == "ok":
             to_export.append(run)
             say(f"{cohort}: [{position[run.nb.stem]}/{len(plan)}] {run.nb.name} done in {result.seconds:.1f} s")
@@ -702,29 +707,36 @@ def run_cohort(
     except Exception as exc:
         if state.get("unknown") and isinstance(exc, ConfigError):
             raise  # nothing to record: an unknown cohort has no place in the index
-        failed_dir = reports_dir / f".{cohort}.failed-{run_id}"
-        try:
-            if state["run_dir"] is not None and state["run_dir"].exists():
-                state["run_dir"].rename(failed_dir)
-        except OSError:
-            failed_dir = state["run_dir"]
-        log = None if isinstance(exc, ResearchError) else write_traceback(failed_dir, exc)
-        err = _as_research_error(exc, cohort, log, wh_path)
-        if isinstance(err, DiskFull) and "report" not in str(err):
-            err = DiskFull(f"{err} Nothing was published: {last_good(reports_dir, cohort)}.")
-        if isinstance(err, ResearchError) and log is None and failed_dir is not None:
-            try:
-                failed_dir.mkdir(parents=True, exist_ok=True)
-                (failed_dir / "error.log").write_text(f"{_now()}\n{err}\n", encoding="utf-8")
-            except OSError:
-                pass
-        _record_failure(reports_dir, cohort, run_id, f"{err}", failed_dir)
+        err = _record_error(exc, cohort, run_id, state, reports_dir=reports_dir, wh_path=wh_path)
         _prune_quietly(reports_dir, cohort, keep)
         if err is exc:
             raise
         raise err from None
     finally:
         lock.__exit__(None, None, None)
+
+
+def _record_error(exc: Exception, cohort: str, run_id: str, state: dict, *, reports_dir: Path, wh_path: Path) -> Exception:
+    """Keep the run's folder as a failed one with the error (its traceback when unexpected), record the
+    failure in the index, and return the error as the user should see it."""
+    failed_dir = reports_dir / f".{cohort}.failed-{run_id}"
+    try:
+        if state["run_dir"] is not None and state["run_dir"].exists():
+            state["run_dir"].rename(failed_dir)
+    except OSError:
+        failed_dir = state["run_dir"]
+    log = None if isinstance(exc, ResearchError) else write_traceback(failed_dir, exc)
+    err = _as_research_error(exc, cohort, log, wh_path)
+    if isinstance(err, DiskFull) and "report" not in str(err):
+        err = DiskFull(f"{err} Nothing was published: {last_good(reports_dir, cohort)}.")
+    if isinstance(err, ResearchError) and log is None and failed_dir is not None:
+        try:
+            failed_dir.mkdir(parents=True, exist_ok=True)
+            (failed_dir / "error.log").write_text(f"{_now()}\n{err}\n", encoding="utf-8")
+        except OSError:
+            pass
+    _record_failure(reports_dir, cohort, run_id, f"{err}", failed_dir)
+    return err
 
 
 def _record_failure(reports_dir: Path, cohort: str, run_id: str, reason: str, failed_dir: Path | None) -> None:
@@ -744,9 +756,8 @@ def _prune_quietly(reports_dir: Path, cohort: str, keep: int) -> None:
         pass
 
 
-def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports_dir: Path, config: CohortConfig | None,
-                changed_only: bool, notebooks: list[Path] | None, say, timeout_s: int | None, language: str,
-                jobs: int | None) -> RunResult:
+def _ingest_and_check(cohort: str, state: dict, *, wh_path: Path, config: CohortConfig | None, say) -> int:
+    """Ingest the cohort's sources (or build the demo) and check the cohort is in the warehouse; the exit code so far."""
     exit_code = 0
     if config is not None and config.sources:
         ingest_summary = ingest_sources(config, wh_path)
@@ -767,18 +778,12 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
             known = ", ".join(wh.cohorts()["cohort"]) or "none"
             raise ConfigError(f"cohort {cohort!r} is not in warehouse {wh_path} (cohorts there: {known})")
     state["unknown"] = False
-    predecessor = config.predecessor if config else None
-    nbs = notebooks if notebooks is not None else scheduled_notebooks(with_compare=bool(predecessor))
-    files, counts = input_files(cohort, wh_path)
-    fp = fingerprint(cohort, files, config, nbs, language)
-    previous = last_manifest(reports_dir, cohort)
-    if changed_only and previous and previous.get("outcome") == "ok" and previous.get("fingerprint") == fp:
-        say(f"{cohort}: unchanged since its run of {previous.get('finished')}; skipped")
-        return RunResult(cohort, "skipped-unchanged", 0, reports_dir / cohort, previous, "unchanged")
-    run_dir = reports_dir / f".{cohort}.run-{run_id}"
-    run_dir.mkdir(parents=True)
-    state["run_dir"] = run_dir
-    manifest = {
+    return exit_code
+
+
+def _new_manifest(cohort: str, run_id: str, *, fp: str, language: str, config: CohortConfig | None, files: list[dict],
+                  wh_path: Path, counts: dict) -> dict:
+    return {
         "cohort": cohort,
         "run_id": run_id,
         "started": _now(),
@@ -794,50 +799,86 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
         "environment": environment(),
         "notebooks": [],
     }
+
+
+def _jobs_for(cohort: str, counts: dict, say) -> int:
+    """The default number of notebooks at once for this cohort, saying so when memory makes it one."""
+    jobs = default_jobs(counts.get("attempts"))
+    if jobs == 1 and (os.cpu_count() or 1) >= 2 and not os.environ.get("RESEARCH_NOTEBOOK_JOBS"):
+        say(f"{cohort}: {counts.get('attempts', 0):,} attempts: notebooks one at a time (two at once would need about "
+            f"{two_at_once_gb(counts.get('attempts', 0)):.0f} GB, {available_gb():.0f} GB is available; --jobs 2 overrides)")
+    return jobs
+
+
+def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports_dir: Path, config: CohortConfig | None,
+                changed_only: bool, notebooks: list[Path] | None, say, timeout_s: int | None, language: str,
+                jobs: int | None) -> RunResult:
+    exit_code = _ingest_and_check(cohort, state, wh_path=wh_path, config=config, say=say)
+    predecessor = config.predecessor if config else None
+    nbs = notebooks if notebooks is not None else scheduled_notebooks(with_compare=bool(predecessor))
+    files, counts = input_files(cohort, wh_path)
+    fp = fingerprint(cohort, files, config, nbs, language)
+    previous = last_manifest(reports_dir, cohort)
+    if changed_only and previous and previous.get("outcome") == "ok" and previous.get("fingerprint") == fp:
+        say(f"{cohort}: unchanged since its run of {previous.get('finished')}; skipped")
+        return RunResult(cohort, "skipped-unchanged", 0, reports_dir / cohort, previous, "unchanged")
+    run_dir = reports_dir / f".{cohort}.run-{run_id}"
+    run_dir.mkdir(parents=True)
+    state["run_dir"] = run_dir
+    manifest = _new_manifest(cohort, run_id, fp=fp, language=language, config=config, files=files, wh_path=wh_path,
+                             counts=counts)
     base = {"cohort": cohort, "warehouse": str(wh_path), "out_dir": str(run_dir), **config_parameters(config, language)}
     plan = notebook_plan(nbs, base, cohort=cohort, given=set(config.parameters if config else {}))
     limit = timeout_s or (config.notebook_timeout_s if config else 1800)
-    if jobs is None:
-        jobs = default_jobs(counts.get("attempts"))
-        if jobs == 1 and (os.cpu_count() or 1) >= 2 and not os.environ.get("RESEARCH_NOTEBOOK_JOBS"):
-            say(f"{cohort}: {counts.get('attempts', 0):,} attempts: notebooks one at a time (two at once would need about "
-                f"{two_at_once_gb(counts.get('attempts', 0)):.0f} GB, {available_gb():.0f} GB is available; --jobs 2 overrides)")
-    runs, failed = _execute_plan(plan, run_dir, timeout_s=limit, jobs=jobs, say=say, cohort=cohort)
+    runs, failed = _execute_plan(plan, run_dir, timeout_s=limit, jobs=jobs or _jobs_for(cohort, counts, say), say=say,
+                                 cohort=cohort)
     manifest["notebooks"] = [r.__dict__ for r in runs]
     manifest["finished"] = _now()
     manifest["outcome"] = "ok" if failed is None else "failed"
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
     if failed is not None:
-        if failed.error and is_disk_full(OSError(failed.error)):
-            raise DiskFull(f"cohort {cohort!r}: the disk filled up while notebook {failed.notebook} ran ({failed.error}); "
-                           f"{last_good(reports_dir, cohort)}. Free some space and run again.")
-        kept = reports_dir / f".{cohort}.failed-{run_id}"
-        run_dir.rename(kept)
-        state["run_dir"] = None
-        cell = f"cell {failed.cell}" if failed.cell else "an unknown cell"
-        message = (
-            f"cohort {cohort!r}: notebook {failed.notebook} failed at {cell}: {failed.error}. "
-            f"The partially executed notebook is kept at {kept / failed.notebook}; "
-            f"{last_good(reports_dir, cohort)}."
-        )
-        _record_failure(reports_dir, cohort, run_id, message, kept)
-        _prune_quietly(reports_dir, cohort, state.get("keep", KEEP_FAILED))
-        return RunResult(cohort, "failed", 3, kept, manifest, message)
+        return _failed_run(cohort, run_id, state, failed, run_dir=run_dir, reports_dir=reports_dir, manifest=manifest)
+    if report_needs_refresh([nb for nb, _ in plan], config):
+        _refresh_report(run_dir, cohort, wh_path, config, manifest)
+    final = _publish(run_dir, reports_dir, cohort, manifest, min_cell_size=base["min_cell_size"])
+    state["run_dir"] = None
+    _prune_quietly(reports_dir, cohort, state["keep"])
+    return RunResult(cohort, "ok", exit_code, final, manifest, f"cohort {cohort!r}: report written to {final}")
+
+
+def _failed_run(cohort: str, run_id: str, state: dict, failed: NotebookRun, *, run_dir: Path, reports_dir: Path,
+                manifest: dict) -> RunResult:
+    """Keep a run whose notebook failed as ``.COHORT.failed-ID``, record it and say which notebook and cell failed."""
+    if failed.error and is_disk_full(OSError(failed.error)):
+        raise DiskFull(f"cohort {cohort!r}: the disk filled up while notebook {failed.notebook} ran ({failed.error}); "
+                       f"{last_good(reports_dir, cohort)}. Free some space and run again.")
+    kept = reports_dir / f".{cohort}.failed-{run_id}"
+    run_dir.rename(kept)
+    state["run_dir"] = None
+    cell = f"cell {failed.cell}" if failed.cell else "an unknown cell"
+    message = (
+        f"cohort {cohort!r}: notebook {failed.notebook} failed at {cell}: {failed.error}. "
+        f"The partially executed notebook is kept at {kept / failed.notebook}; "
+        f"{last_good(reports_dir, cohort)}."
+    )
+    _record_failure(reports_dir, cohort, run_id, message, kept)
+    _prune_quietly(reports_dir, cohort, state.get("keep", KEEP_FAILED))
+    return RunResult(cohort, "failed", 3, kept, manifest, message)
+
+
+def _publish(run_dir: Path, reports_dir: Path, cohort: str, manifest: dict, *, min_cell_size: int) -> Path:
+    """Check the finished folder, describe it, swap it in for the cohort's report and rewrite the index."""
     from research.privacy import require_safe_publication
     from research.report.datapackage import write_datapackage
     from research.report_index import write_cohort_index, write_reports_index
 
-    if report_needs_refresh([nb for nb, _ in plan], config):
-        _refresh_report(run_dir, cohort, wh_path, config, manifest)
     # nothing below the minimum cell size derivable in the folder; a PrivacyError goes down the failed-run path
-    require_safe_publication(run_dir, min_cell_size=base["min_cell_size"])
+    require_safe_publication(run_dir, min_cell_size=min_cell_size)
     write_datapackage(run_dir)  # the folder's tables, each with its Table Schema
     write_cohort_index(run_dir, manifest)
     final = _swap_in(run_dir, reports_dir, cohort)
-    state["run_dir"] = None
     write_reports_index(reports_dir)
-    _prune_quietly(reports_dir, cohort, state["keep"])
-    return RunResult(cohort, "ok", exit_code, final, manifest, f"cohort {cohort!r}: report written to {final}")
+    return final
 
 
 #: The notebook that writes the report (``report.<language>.html``).
