@@ -429,3 +429,14 @@ def test_speed_8000_learners_100_items():
     assert len(sim.items) == 100
     assert len(sim.attempts) > 500_000
     assert elapsed < 60, f"simulating 8,000 learners x 100 items took {elapsed:.1f} s"
+
+
+def test_an_export_is_joined_a_block_of_rows_at_a_time_with_the_same_lines():
+    import pyarrow as pa
+
+    from research.simulate.exports import _join, _join_rows
+
+    cols = [pa.array([f"r{i}" for i in range(10)]), "x", pa.array([str(i * i) for i in range(10)])]
+    whole = _join(cols, "\t").to_pylist()
+    assert _join_rows(cols, 10, "\t", rows=3).to_pylist() == whole == [f"r{i}\tx\t{i * i}" for i in range(10)]
+    assert _join_rows(cols, 0, "\t").to_pylist() == []

@@ -162,6 +162,13 @@ def _join(parts: list, sep: str = "") -> pa.Array:
     return pc.binary_join_element_wise(*arrays, sep, null_handling="replace", null_replacement="")
 
 
+def _join_rows(columns: list, n: int, sep: str, rows: int = 1_000_000) -> pa.ChunkedArray:
+    """One line per row: the columns (arrays of ``n`` or literals) joined by ``sep``, a million rows at a time
+    (one string array holds at most 2 GB of text: a DataShop export of 6 million rows is about that)."""
+    pieces = [_join([v if isinstance(v, str) else v.slice(lo, rows) for v in columns], sep) for lo in range(0, n, rows)]
+    return pa.chunked_array(pieces, pa.string())
+
+
 def _kc_strings(sim: SimulatedCohort) -> pd.DataFrame:
     """Per step, the KCs of each KC model joined with ``~~`` (a step's KCs are the same on every attempt here)."""
     kcs = sim.attempt_kcs
@@ -179,7 +186,7 @@ def _kc_column(sim: SimulatedCohort, kc: pd.DataFrame, model: str) -> pa.Array:
     return _str(sim.attempts["step_id"].map(kc[model].dropna()).astype("string"))
 
 
-def _write_lines(path: Path, lines: pa.Array, *, header: str | None = None, sep: str = "\n", prefix: str = "", suffix: str = "\n") -> None:
+def _write_lines(path: Path, lines: pa.Array | pa.ChunkedArray, *, header: str | None = None, sep: str = "\n", prefix: str = "", suffix: str = "\n") -> None:
     """Write ``lines`` joined by ``sep`` between ``prefix`` (+ ``header``) and ``suffix``, in chunks."""
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write(prefix)
@@ -250,7 +257,7 @@ def write_datashop(sim: SimulatedCohort, path: Path) -> Path:
         "Class": sim.cohort,
     }
     assert tuple(columns) == DATASHOP_COLUMNS
-    lines = _join([pa.scalar(v, pa.string()) if isinstance(v, str) else v for v in columns.values()], "\t") if n else pa.array([], pa.string())
+    lines = _join_rows(list(columns.values()), n, "\t")
     _write_lines(path, lines, header="\t".join(DATASHOP_COLUMNS))
     return path
 
