@@ -240,7 +240,11 @@ def test_a_cohort_too_large_for_two_notebooks_in_memory_runs_them_one_at_a_time(
     monkeypatch.setattr(schedule.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(schedule, "available_gb", lambda: 24.0)
     assert schedule.default_jobs(690_245) == 2  # 8,000 learners: about 3 GB for two
-    assert schedule.default_jobs(11_000_000) == 1  # about 37 GB for two
+    said: list[str] = []
+    assert schedule.default_jobs(11_000_000, say=said.append) == 1  # about 37 GB for two
+    assert said == ["11,000,000 attempts: notebooks one at a time (two at once would need about 37 GB, 24 GB is available; "
+                    "--jobs 2 overrides)"]
+    assert schedule.default_jobs(690_245, say=said.append) == 2 and len(said) == 1
     assert schedule.two_at_once_gb(6_063_363) == pytest.approx(2 * 10.4, abs=0.5)  # notebook 03's measured peak, twice
     monkeypatch.setenv("RESEARCH_NOTEBOOK_JOBS", "3")
     assert schedule.default_jobs(11_000_000) == 3

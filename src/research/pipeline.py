@@ -61,7 +61,7 @@ from research.cohort_config import LANGUAGES, CohortConfig, find_config
 from research.errors import ConfigError, ResearchError
 from research.faults import DiskFull, RunCrashed, WarehouseCorrupt, disk_full, is_disk_full, write_traceback
 from research.locks import LockedError, file_lock
-from research.schedule import available_gb, check_jobs, default_jobs, two_at_once_gb
+from research.schedule import check_jobs, default_jobs, waits_for
 from research.names import cohort_name, fold
 from research.paths import default_warehouse, notebooks_dir, project_root, resolve
 
@@ -406,19 +406,6 @@ def _append_log(run: _Started, log: Path, outcome: str) -> None:
     run.log.unlink(missing_ok=True)
 
 
-def execute_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> NotebookRun:
-    """Run one notebook with papermill in its own process group, killed after ``timeout_s``."""
-    run = _start_notebook(nb, out_nb, parameters, timeout_s=timeout_s, log=log)
-    run.go()
-    try:
-        rc = run.proc.wait(timeout=timeout_s)
-        outcome = "ok" if rc == 0 else "failed"
-    except subprocess.TimeoutExpired:
-        _stop(run)
-        outcome = "timeout"
-    return _finish_notebook(run, outcome)
-
-
 def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: int, jobs: int, say,
                   cohort: str) -> tuple[list[NotebookRun], NotebookRun | None]:
     """Run the plan's notebooks, up to ``jobs`` at once where :mod:`research.schedule` allows.
@@ -431,8 +418,6 @@ def _execute_plan(plan: list[tuple[Path, dict]], run_dir: Path, *, timeout_s: in
     still running are stopped (recorded as ``stopped``) and none is started; the runs
     are returned in the plan's order with the first that failed.
     """
-    from research.schedule import waits_for
-
     waits = waits_for([nb.stem for nb, _ in plan])
     position = {nb.stem: i for i, (nb, _) in enumerate(plan, start=1)}
     pending = list(plan)
@@ -801,15 +786,6 @@ def _new_manifest(cohort: str, run_id: str, *, fp: str, language: str, config: C
     }
 
 
-def _jobs_for(cohort: str, counts: dict, say) -> int:
-    """The default number of notebooks at once for this cohort, saying so when memory makes it one."""
-    jobs = default_jobs(counts.get("attempts"))
-    if jobs == 1 and (os.cpu_count() or 1) >= 2 and not os.environ.get("RESEARCH_NOTEBOOK_JOBS"):
-        say(f"{cohort}: {counts.get('attempts', 0):,} attempts: notebooks one at a time (two at once would need about "
-            f"{two_at_once_gb(counts.get('attempts', 0)):.0f} GB, {available_gb():.0f} GB is available; --jobs 2 overrides)")
-    return jobs
-
-
 def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports_dir: Path, config: CohortConfig | None,
                 changed_only: bool, notebooks: list[Path] | None, say, timeout_s: int | None, language: str,
                 jobs: int | None) -> RunResult:
@@ -830,7 +806,7 @@ def _run_locked(cohort: str, run_id: str, state: dict, *, wh_path: Path, reports
     base = {"cohort": cohort, "warehouse": str(wh_path), "out_dir": str(run_dir), **config_parameters(config, language)}
     plan = notebook_plan(nbs, base, cohort=cohort, given=set(config.parameters if config else {}))
     limit = timeout_s or (config.notebook_timeout_s if config else 1800)
-    runs, failed = _execute_plan(plan, run_dir, timeout_s=limit, jobs=jobs or _jobs_for(cohort, counts, say), say=say,
+    runs, failed = _execute_plan(plan, run_dir, timeout_s=limit, jobs=jobs or default_jobs(counts.get("attempts"), say=lambda m: say(f"{cohort}: {m}")), say=say,
                                  cohort=cohort)
     manifest["notebooks"] = [r.__dict__ for r in runs]
     manifest["finished"] = _now()

@@ -86,12 +86,13 @@ def two_at_once_gb(n_attempts: int) -> float:
     return 2 * (NOTEBOOK_GB_BASE + NOTEBOOK_GB_PER_MILLION * n_attempts / 1e6)
 
 
-def default_jobs(n_attempts: int | None = None) -> int:
+def default_jobs(n_attempts: int | None = None, *, say=None) -> int:
     """Notebooks one cohort run runs at once by default.
 
     2 where the machine has two cores or more and, for a cohort of ``n_attempts``, two
     notebooks at once fit in four fifths of the memory available (:func:`two_at_once_gb`); else 1. A
-    large cohort that fits one notebook at a time is not put at risk by running two.
+    large cohort that fits one notebook at a time is not put at risk by running two; when
+    memory is the reason, ``say`` (if given) gets a sentence that says so.
     ``RESEARCH_NOTEBOOK_JOBS`` overrides it (checked like ``--jobs``).
     """
     given = os.environ.get("RESEARCH_NOTEBOOK_JOBS")
@@ -99,8 +100,13 @@ def default_jobs(n_attempts: int | None = None) -> int:
         return check_jobs(given, where="RESEARCH_NOTEBOOK_JOBS")
     if (os.cpu_count() or 1) < 2:
         return 1
-    if n_attempts and two_at_once_gb(n_attempts) > 0.8 * available_gb():
-        return 1
+    if n_attempts:
+        need, have = two_at_once_gb(n_attempts), available_gb()
+        if need > 0.8 * have:
+            if say is not None:
+                say(f"{n_attempts:,} attempts: notebooks one at a time (two at once would need about {need:.0f} GB, "
+                    f"{have:.0f} GB is available; --jobs 2 overrides)")
+            return 1
     return 2
 
 
