@@ -253,3 +253,22 @@ def test_files_loaded_before_are_skipped_without_reading_the_cohort_in(one_store
         summary = wh.ingest(exports[cohort], cohort=cohort)
     assert [f.status for f in summary.files] == ["already loaded"] * len(exports[cohort])
     assert len(list((path / "_gen" / partition_name(cohort)).iterdir())) == 1
+
+
+def test_a_store_another_process_is_making_is_joined_and_a_foreign_folder_is_refused(tmp_path):
+    """Two first ingests into one new store race to make it: the second may find its folders
+    before its marker, and must go on, not refuse the store as a foreign folder."""
+    from research.store import MARKER, create_store
+
+    half = tmp_path / "half.store"
+    for sub in ("_current", "_gen", "_locks"):  # the first process made the folders, not yet the marker
+        (half / sub).mkdir(parents=True)
+    create_store(half)
+    create_store(half)
+    assert (half / MARKER).is_file() and not list(half.glob(f".{MARKER}.*"))
+    foreign = tmp_path / "foreign"
+    (foreign / "_current").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("not a store")
+    with pytest.raises(ResearchError, match="no store.json"):
+        create_store(foreign)
+    assert not (foreign / MARKER).exists()

@@ -93,14 +93,23 @@ def _lazy_tables() -> dict[str, str]:
             "kc_model_files": KC_MODEL_FILES_SQL, "lrs_state": STATE_SQL}
 
 
+#: The folders a store is made with, before its marker: a folder holding only these is a store
+#: another process is making at the same moment (two first ingests of different cohorts).
+_STORE_DIRS = ("_current", "_gen", "_locks")
+
+
 def create_store(root: Path) -> None:
-    """Make ``root`` a store (marker and folders); an existing store is left as it is."""
+    """Make ``root`` a store (marker and folders); an existing store, or one being made, is left as it is.
+
+    Every step is idempotent (folders made if missing, the marker renamed into place with the
+    same content), so processes that make the same store at once all succeed.
+    """
     marker = root / MARKER
     if marker.is_file():
         return
-    if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+    if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".") and p.name not in _STORE_DIRS):
         raise ResearchError(f"{root} is a folder with files in it but no {MARKER}; a store is made in a new or empty folder")
-    for sub in ("_current", "_gen", "_locks"):
+    for sub in _STORE_DIRS:
         (root / sub).mkdir(parents=True, exist_ok=True)
     tmp = root / f".{MARKER}.{uuid.uuid4().hex}"
     tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION,
