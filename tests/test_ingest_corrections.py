@@ -287,3 +287,107 @@ def test_warehouse_error_tells_full_disk_lock_and_damage_apart(tmp_path):
     assert "no space left" in str(full) and not isinstance(full, (WarehouseLocked, WarehouseDamaged))
     assert isinstance(locked, WarehouseLocked) and "process 42" in str(locked)
     assert isinstance(damaged, WarehouseDamaged) and "move the file aside" in str(damaged)
+
+
+def _kc_rows(wh: Warehouse, cohort: str) -> set[tuple]:
+    return set(wh.con.execute("SELECT attempt_id, kc_model, kc FROM attempt_kcs WHERE cohort = ?", [cohort]).fetchall())
+
+
+def test_kc_rows_of_a_first_load_are_recorded_by_model_and_corrections_stay_exact(tmp_path):
+    """A first load records its KC rows by KC model (one load_rows row per model, not per KC row);
+    a corrected file still leaves exactly the KC rows a fresh load of it gives, and the KC rows
+    another file added to the same attempts stay."""
+    from research.simulate import simulate_cohort
+    from research.warehouse import KCS_BY_ATTEMPT
+
+    sim = simulate_cohort(n_learners=15, seed=7, cohort="c", planted=False)
+    tx = sim.write(tmp_path / "a", formats=("datashop",))["datashop"]
+    raw = tx.read_text(encoding="utf-8").splitlines()
+    head = raw[0].split("\t")
+    fine = head.index("KC (Fine)")
+    # a second export of the same transactions with one more KC model
+    extra = tmp_path / "b" / "with_extra_model.txt"
+    extra.parent.mkdir()
+    extra.write_text("\n".join([raw[0] + "\tKC (Extra)"] + [ln + f"\tX{i % 3}" for i, ln in enumerate(raw[1:])]) + "\n",
+                     encoding="utf-8")
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.ingest([tx], cohort="c")
+        lr = wh.con.execute("SELECT table_name, row_key, count(*) FROM load_rows GROUP BY ALL ORDER BY ALL").fetchall()
+        assert sorted(lr, key=str) == sorted([("attempts", None, 1), (KCS_BY_ATTEMPT, "Coarse", 1), (KCS_BY_ATTEMPT, "Fine", 1)], key=str)
+        wh.ingest([extra], cohort="c")  # attempts already present: its new KC rows are recorded one by one
+        n_extra = wh.con.execute("SELECT count(*) FROM attempt_kcs WHERE kc_model = 'Extra'").fetchall()[0][0]
+        assert n_extra == len(raw) - 1
+        assert wh.con.execute("SELECT count(*) FROM load_rows WHERE table_name = 'attempt_kcs'").fetchall()[0][0] == n_extra
+        # the correction: one transaction's Fine KC renamed, the last transaction dropped
+        cells = raw[1].split("\t")
+        cells[fine] = "renamed KC"
+        corrected = [raw[0], "\t".join(cells), *raw[2:-1]]
+        tx.write_text("\n".join(corrected) + "\n", encoding="utf-8")
+        wh.ingest([tx], cohort="c")
+        fresh = tmp_path / "fresh" / tx.name
+        fresh.parent.mkdir()
+        shutil.copy(tx, fresh)
+        wh.ingest([fresh], cohort="fresh")
+        got = {r for r in _kc_rows(wh, "c") if r[1] != "Extra"}
+        assert got == _kc_rows(wh, "fresh")
+        assert any(k == "renamed KC" for _, _, k in got) and len(got) > 0
+        # the Extra rows stay on the attempts the corrected file still has; the dropped one's went with it
+        assert wh.con.execute("SELECT count(*) FROM attempt_kcs WHERE cohort = 'c' AND kc_model = 'Extra'").fetchall()[0][0] == n_extra - 1
+        rem = wh.removals("c")
+        assert rem.loc[rem["table_name"] == "attempt_kcs", "n_rows"].sum() >= 2  # the renamed row's old KC and the dropped row's
+
+
+def _attempt_rows(wh: Warehouse, cohort: str) -> set[tuple]:
+    return set(wh.con.execute("SELECT attempt_id, outcome, item_id FROM attempts WHERE cohort = ?", [cohort]).fetchall())
+
+
+@pytest.mark.parametrize("forget_first", [False, True])
+def test_a_table_recorded_whole_gives_back_only_its_own_rows(tmp_path, forget_first):
+    """The first load of a table records it whole; corrections of it and of a later file (whose rows are
+    recorded by key) each leave exactly what fresh loads of the files give. With ``forget_first`` every
+    learner of the first file is forgotten before the second loads into the emptied table: the second
+    then records its rows by key, and correcting the first does not take them."""
+    from research.simulate import simulate_cohort
+
+    sim = simulate_cohort(n_learners=12, seed=3, cohort="c", planted=False)
+    tx = sim.write(tmp_path / "sim", formats=("datashop",))["datashop"]
+    raw = tx.read_text(encoding="utf-8").splitlines()
+    head = raw[0].split("\t")
+    outcome, learner = head.index("Outcome"), head.index("Anon Student Id")
+    learners = sorted({ln.split("\t")[learner] for ln in raw[1:]})
+    first = [ln for ln in raw[1:] if ln.split("\t")[learner] in learners[:6]]
+    second = [ln for ln in raw[1:] if ln.split("\t")[learner] not in learners[:6]]
+    a, b = tmp_path / "a" / "tx.txt", tmp_path / "b" / "tx.txt"  # the same name in two folders
+    for path, rows in ((a, first), (b, second)):
+        path.parent.mkdir()
+        path.write_text("\n".join([raw[0], *rows]) + "\n", encoding="utf-8")
+
+    def flip(rows: list[str]) -> list[str]:  # one outcome changed, the last row dropped
+        cells = rows[0].split("\t")
+        cells[outcome] = "INCORRECT" if cells[outcome] == "CORRECT" else "CORRECT"
+        return ["\t".join(cells), *rows[1:-1]]
+
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.ingest([a], cohort="c")
+        if forget_first:
+            for p in wh.con.execute("SELECT DISTINCT learner_id FROM attempts WHERE cohort = 'c'").fetchall():
+                wh.forget_learner("c", p[0])
+            assert not _attempt_rows(wh, "c")
+        wh.ingest([b], cohort="c")
+        recorded = wh.con.execute("SELECT count(*) FILTER (row_key IS NULL), count(row_key) FROM load_rows "
+                                  "WHERE cohort = 'c' AND table_name = 'attempts'").fetchall()[0]
+        assert recorded == (1, len(second))  # the first file whole, the second by key
+        for path, rows in ((a, first), (b, second)):
+            path.write_text("\n".join([raw[0], *flip(rows)]) + "\n", encoding="utf-8")
+            wh.ingest([path], cohort="c")
+            rows[:] = flip(rows)
+            fresh = []  # the files as they are now, loaded into a cohort of their own
+            for k, rs in enumerate((first, second)):
+                copy = tmp_path / f"fresh-{path.parent.name}-{k}" / "tx.txt"
+                copy.parent.mkdir()
+                copy.write_text("\n".join([raw[0], *rs]) + "\n", encoding="utf-8")
+                fresh.append(copy)
+            wh.ingest(fresh, cohort=f"fresh-{path.parent.name}")
+            # (a corrected first file brings its forgotten learners back: it is a new version)
+            assert _attempt_rows(wh, "c") == _attempt_rows(wh, f"fresh-{path.parent.name}"), path
+            assert _kc_rows(wh, "c") == _kc_rows(wh, f"fresh-{path.parent.name}"), path

@@ -18,7 +18,9 @@ already present and not inserted again. Each file loads in one transaction.
 
 Corrections: a file is identified by its path (resolved) within a cohort. Ingesting a
 path again with changed content replaces what its earlier version loaded: the rows that
-version inserted (``load_rows`` keeps their primary keys), its quarantine rows and its
+version inserted (``load_rows`` keeps their primary keys; a table's first load into a cohort
+keeps one row for the whole table, as its rows are those no later load recorded, and its KC
+rows as their KC models, as they are those models' rows on its attempts), its quarantine rows and its
 ``loads`` rows are removed in the same transaction as the new version loads, and the
 removal is recorded in ``removals``. So the warehouse holds each observation once, with
 the newest value.
@@ -83,6 +85,9 @@ ATTRIBUTES_SQL = """CREATE TABLE IF NOT EXISTS learner_attributes (
 REMOVALS_SQL = """CREATE TABLE IF NOT EXISTS removals (
     removed_at TIMESTAMP, action VARCHAR, cohort VARCHAR, subject VARCHAR, table_name VARCHAR,
     n_rows BIGINT, detail VARCHAR)"""
+#: ``load_rows.table_name`` of a load's KC rows recorded by KC model (``row_key`` is the model):
+#: the rows of that model on the attempts the same load inserted
+KCS_BY_ATTEMPT = "attempt_kcs of its attempts"
 #: bookkeeping tables besides the canonical ones (all carry a ``cohort`` column)
 BOOKKEEPING = ("loads", "quarantine", "load_rows", "cohort_keys")
 
@@ -371,21 +376,45 @@ class Warehouse:
             self.con.execute("INSERT INTO removals VALUES (?, ?, ?, ?, ?, ?, ?)", [now, action, cohort, subject, table, int(n), detail]).fetchall()
 
     def _remove_loads(self, cohort: str, load_ids: list[str]) -> dict[str, int]:
-        """Delete what the given loads inserted (rows by key, quarantine, load records). Inside a transaction."""
+        """Delete what the given loads inserted (rows by key, quarantine, load records). Inside a transaction.
+
+        The keys to delete are gathered first, per load and table, in ``__gone``: the keys a
+        load recorded, and for a load that recorded a table as a whole (``row_key`` NULL: the
+        table's first load into the cohort) the cohort's rows of that table that no other load
+        recorded. KC rows recorded by KC model go with those models' rows on the load's attempts.
+        """
         con = self.con
         counts: dict[str, int] = {}
-        ids = pd.DataFrame({"load_id": load_ids})
-        con.register("__old_loads", ids)
+        tables = [*canonical_tables(), *(["learner_attributes"] if self._has_table("learner_attributes") else [])]
+        con.register("__old_loads", pd.DataFrame({"load_id": load_ids}))
         try:
-            for name in [*canonical_tables(), *(["learner_attributes"] if self._has_table("learner_attributes") else [])]:
+            con.execute("""CREATE OR REPLACE TEMP TABLE __gone AS SELECT load_id, table_name, row_key FROM load_rows
+                           WHERE cohort = ? AND row_key IS NOT NULL AND load_id IN (SELECT load_id FROM __old_loads)""",
+                        [cohort]).fetchall()
+            whole = con.execute("""SELECT load_id, table_name FROM load_rows WHERE cohort = ? AND row_key IS NULL
+                                   AND load_id IN (SELECT load_id FROM __old_loads)""", [cohort]).fetchall()
+            for load_id, name in [(i, t) for i, t in whole if t in tables]:
+                key = self._key_expr(name, "x")
+                con.execute(
+                    f"""INSERT INTO __gone SELECT ?, ?, {key} FROM "{name}" x WHERE x.cohort = ? AND {key} NOT IN (
+                          SELECT row_key FROM load_rows WHERE cohort = ? AND table_name = ? AND row_key IS NOT NULL
+                          AND load_id <> ?)""",
+                    [load_id, name, cohort, cohort, name, load_id]).fetchall()
+            n = con.execute(
+                f"""DELETE FROM attempt_kcs k WHERE k.cohort = ? AND EXISTS (
+                      SELECT 1 FROM load_rows m JOIN __gone a ON a.load_id = m.load_id
+                      WHERE m.cohort = ? AND m.table_name = '{KCS_BY_ATTEMPT}' AND m.row_key = k.kc_model
+                      AND a.table_name = 'attempts' AND a.row_key = {self._key_expr("attempts", "k")})""",
+                [cohort, cohort],
+            ).fetchall()[0][0]
+            if n:
+                counts["attempt_kcs"] = int(n)
+            for name in tables:
                 n = con.execute(
                     f"""DELETE FROM "{name}" WHERE cohort = ? AND {self._key_expr(name)} IN (
-                          SELECT row_key FROM load_rows WHERE cohort = ? AND table_name = ?
-                          AND load_id IN (SELECT load_id FROM __old_loads))""",
-                    [cohort, cohort, name],
-                ).fetchall()[0][0]
+                          SELECT row_key FROM __gone WHERE table_name = ?)""", [cohort, name]).fetchall()[0][0]
                 if n:
-                    counts[name] = int(n)
+                    counts[name] = counts.get(name, 0) + int(n)
             n = con.execute("DELETE FROM quarantine WHERE cohort = ? AND load_id IN (SELECT load_id FROM __old_loads)", [cohort]).fetchall()[0][0]
             if n:
                 counts["quarantine"] = int(n)
@@ -393,6 +422,7 @@ class Warehouse:
             con.execute("DELETE FROM loads WHERE cohort = ? AND load_id IN (SELECT load_id FROM __old_loads)", [cohort]).fetchall()
         finally:
             con.unregister("__old_loads")
+            self._drop_temporaries("__gone")
         return counts
 
     @contextmanager
@@ -479,7 +509,7 @@ class Warehouse:
             if source_path:
                 self._replace_earlier_version(result, load, summary)
             for name in [t for t in canonical_tables() if t in result.tables]:
-                summary.tables[name] = self._load_table(result, name, load, quarantined)
+                summary.tables[name] = self._load_table(result, name, load, quarantined, summary.tables.get("attempts"))
             self._load_extras(result, load, summary)
             if quarantined:
                 summary.reasons = self._insert_quarantine(pd.concat(quarantined, ignore_index=True).assign(load_id=load.load_id))
@@ -501,12 +531,16 @@ class Warehouse:
             self._record_removal("correction", load.cohort, result.name, summary.replaced or {"(nothing)": 0},
                                  "an earlier version of the file, replaced by the version loaded now")
 
-    def _load_table(self, result: IngestResult, name: str, load: _Load, quarantined: list) -> TableLoad:
+    def _load_table(self, result: IngestResult, name: str, load: _Load, quarantined: list,
+                    attempts: TableLoad | None = None) -> TableLoad:
         """Check one canonical table of ``result`` in DuckDB and insert its valid rows that are new.
 
         The rows travel as an Arrow table (no per-value copy) with their position as
         ``__row`` (so the check needs no window over the whole file); rejects go to
-        ``quarantined``; the new rows' keys go to ``load_rows``.
+        ``quarantined``; the new rows' keys go to ``load_rows``. ``attempts`` is what the
+        same file's attempts table did, when it has one: KC rows of attempts that all went in
+        need no orphan check, and those of a first load are recorded by their KC models
+        (see :meth:`_kcs_owned_by_attempts`).
         """
         con, cohort = self.con, load.cohort
         frame = result.tables[name]
@@ -525,7 +559,12 @@ class Warehouse:
         cohort_sql = "'" + cohort.replace("'", "''") + "'"
         con.execute(f"CREATE OR REPLACE TEMP VIEW __incoming AS SELECT CAST({cohort_sql} AS VARCHAR) AS cohort, * FROM __frame").fetchall()
         source, row_column, n_source = "__incoming", "__row", len(frame)
-        if name == "attempt_kcs" and "attempts" in result.tables:
+        own_attempts = name == "attempt_kcs" and result.kcs_of_own_attempts and attempts is not None
+        n_attempts = len(result.tables["attempts"]) if own_attempts else -1
+        if name == "attempt_kcs" and "attempts" in result.tables and not (
+                own_attempts and attempts.n_loaded + attempts.n_already_present == n_attempts):
+            # a KC row whose attempt was rejected is quarantined; with every attempt of the
+            # file in the warehouse (and KC rows of the file's attempts only) there is none
             orphans = self._orphan_kcs(cohort, columns, result.name)
             n_source -= len(orphans)
             if len(orphans):
@@ -546,8 +585,16 @@ class Warehouse:
                 self._add_rejects(rejects_sql, cohort, stats, quarantined)
             self._drop_temporaries("__kcs_with_attempt", "__incoming", "__checked", "__dups")
             con.unregister("__frame")
-            con.execute(f'INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, "v")} FROM "{name}" v WHERE v.cohort = ?',
-                        [load.load_id, cohort, name, cohort]).fetchall()
+            if own_attempts and attempts.n_loaded == n_attempts:
+                self._kcs_owned_by_attempts(load)
+            elif name != "attempt_kcs" and not self._recorded_whole(cohort, name):
+                # every row of the table in the cohort is this load's, and rows other loads add are
+                # recorded by key: one row records them all (KC rows excepted: a KC-model import
+                # adds rows without a load)
+                con.execute("INSERT INTO load_rows VALUES (?, ?, ?, NULL)", [load.load_id, cohort, name]).fetchall()
+            else:
+                con.execute(f'INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, "v")} FROM "{name}" v WHERE v.cohort = ?',
+                            [load.load_id, cohort, name, cohort]).fetchall()
             self._record_load(result, load, name, stats)
             return stats
         n_rejects = self._add_rejects(rejects_sql, cohort, stats, quarantined)
@@ -567,6 +614,25 @@ class Warehouse:
         self._drop_temporaries("__new")
         self._record_load(result, load, name, stats)
         return stats
+
+    def _recorded_whole(self, cohort: str, name: str) -> bool:
+        """Whether a load recorded the cohort's ``name`` rows as a whole (at most one may: see
+        :meth:`_remove_loads`); its rows may all be gone since (``research forget --learner``)."""
+        return bool(self.con.execute("SELECT EXISTS (SELECT 1 FROM load_rows WHERE cohort = ? AND table_name = ? AND row_key IS NULL)",
+                                     [cohort, name]).fetchall()[0][0])
+
+    def _kcs_owned_by_attempts(self, load: _Load) -> None:
+        """Record the KC rows a first load inserted by their KC models, not row by row.
+
+        Called when the cohort had no KC rows and every attempt of the file was inserted by
+        this load: the KC rows it inserted are then exactly those of its KC models on its
+        attempts (``load_rows`` holds the attempts' keys), which :meth:`_remove_loads` deletes
+        by that rule. One row per KC model instead of one per KC row (2 million for a
+        1-million-row DataShop export).
+        """
+        self.con.execute(
+            f"""INSERT INTO load_rows SELECT DISTINCT ?, cohort, '{KCS_BY_ATTEMPT}', kc_model FROM attempt_kcs
+               WHERE cohort = ?""", [load.load_id, load.cohort]).fetchall()
 
     def _add_rejects(self, rejects_sql: str, cohort: str, stats: TableLoad, quarantined: list) -> int:
         """Run the query of the rows that failed the schema's checks; add them to ``quarantined``."""

@@ -76,13 +76,15 @@ def text_constant(value: str | None, n: int, index=None) -> pd.Series:
 def attempts_result(path, fmt: str, n_read: int, attempts: pd.DataFrame, attempt_kcs: pd.DataFrame,
                     rejects) -> IngestResult:
     """What a DataShop adapter returns: its attempts and their KC rows, each conformed to its
-    canonical table, with the rejected rows its collector kept."""
+    canonical table, with the rejected rows its collector kept. The KC rows must be those of
+    ``attempts`` only (``kcs_of_own_attempts``): the adapters build them from the rows they keep."""
     return IngestResult(
         source_file=str(path),
         format=fmt,
         n_read=n_read,
         tables={"attempts": conform(attempts, "attempts"), "attempt_kcs": conform(attempt_kcs, "attempt_kcs")},
         rejects=rejects.frame(),
+        kcs_of_own_attempts=True,
     )
 
 

@@ -100,6 +100,10 @@ class IngestResult:
     counts: dict = field(default_factory=dict)
     #: extra lines for the ingest summary
     notes: list = field(default_factory=list)
+    #: True when every ``attempt_kcs`` row belongs to an ``attempts`` row of this result (the
+    #: adapter builds KC rows only from the attempts it keeps): the warehouse then records the
+    #: KC rows of a first load by their attempts and KC models, not row by row
+    kcs_of_own_attempts: bool = False
 
     @property
     def name(self) -> str:
