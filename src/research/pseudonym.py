@@ -16,8 +16,9 @@ import os
 import secrets
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["Pseudonymiser", "key_file", "load_key"]
 
@@ -72,20 +73,26 @@ class Pseudonymiser:
             out.append(prefix + h.hexdigest()[:HEX_CHARS])
         return out
 
+    def _column(self, raw: pd.Series, prefix: str, domain: bytes = b"") -> pd.Series:
+        """Pseudonymise a column in Arrow: each distinct value is hashed once, then taken by its
+        dictionary code (no Python object per row); missing stays missing."""
+        arr = pa.array(raw.astype(pd.StringDtype("pyarrow")).array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        enc = pc.dictionary_encode(arr)
+        mapped = pa.array(self._many(enc.dictionary.to_pylist(), prefix, domain), pa.large_string())
+        return pd.Series(pd.arrays.ArrowStringArray(pc.take(mapped, enc.indices)), index=raw.index)
+
     def series(self, raw: pd.Series) -> pd.Series:
         """Pseudonymise a column; each distinct id is hashed once."""
-        codes, uniques = pd.factorize(raw.astype("string"), use_na_sentinel=True)
-        mapped = np.array(self._many(uniques, PREFIX) + [None], dtype=object)
-        return pd.Series(mapped[codes], index=raw.index, dtype="string")
+        return self._column(raw, PREFIX)
 
     def sessions(self, raw: pd.Series) -> pd.Series:
         """Pseudonymise session ids (``s_<16 hex>``): a session id can carry or reveal who the learner is.
 
         Keyed like learner ids but in their own domain, so a session never hashes to a learner's pseudonym.
         """
-        codes, uniques = pd.factorize(raw.astype("string"), use_na_sentinel=True)
-        mapped = np.array(self._many(uniques, "s_", b"session\x1f") + [None], dtype=object)
-        return pd.Series(mapped[codes], index=raw.index, dtype="string")
+        return self._column(raw, "s_", b"session\x1f")
 
     def fingerprint(self) -> str:
         """A fingerprint of the key (HMAC-SHA256 of a fixed text, 16 hex digits): tells keys apart, reveals nothing."""
