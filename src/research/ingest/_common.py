@@ -247,7 +247,10 @@ def overlong(frame: pd.DataFrame, columns, limit: int = MAX_FIELD_CHARS) -> tupl
     for c in columns:
         if c not in frame.columns:
             continue
-        long_ = pc.fill_null(pc.greater(pc.utf8_length(_arrow_strings(frame[c], combine=False)), limit), False).to_numpy(zero_copy_only=False)
+        arr = arrow_strings(frame[c], combine=False)
+        if (pc.max(pc.binary_length(arr)).as_py() or 0) <= limit:  # no value has that many bytes (offsets only)
+            continue
+        long_ = pc.fill_null(pc.greater(pc.utf8_length(arr), limit), False).to_numpy(zero_copy_only=False)
         new = long_ & ~mask.to_numpy()
         if new.any():
             column[new] = c
@@ -441,7 +444,7 @@ def _drop_delimiter_rows(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.Dat
 
     if not len(frame):
         return frame, lines, 0
-    cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(_arrow_strings(frame.iloc[:, 0], combine=False)), "").to_numpy(zero_copy_only=False))
+    cand = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(arrow_strings(frame.iloc[:, 0], combine=False)), "").to_numpy(zero_copy_only=False))
     empty = np.zeros(len(frame), dtype=bool)
     if len(cand):
         sub = frame.iloc[cand]
@@ -530,7 +533,7 @@ def blank_to_na(s: pd.Series, strip: bool = True) -> pd.Series:
     """Strip text (unless ``strip=False``) and make empty cells NA (pandas ``string`` dtype, Arrow-backed)."""
     import pyarrow.compute as pc
 
-    arr = _arrow_strings(s, combine=False)
+    arr = arrow_strings(s, combine=False)
     # a clean column (the usual case) is passed on as it is, not copied
     if strip:
         trimmed = pc.utf8_trim_whitespace(arr)
@@ -634,7 +637,7 @@ def parse_numbers(s: pd.Series, missing: tuple[str, ...] = (".",), decimal: str 
     """
     import pyarrow.compute as pc
 
-    arr = pc.utf8_trim_whitespace(_arrow_strings(s, combine=False))
+    arr = pc.utf8_trim_whitespace(arrow_strings(s, combine=False))
     drop = pc.equal(arr, "")
     if missing:
         drop = pc.or_(drop, pc.is_in(arr, value_set=pa.array(list(missing), arr.type)))
@@ -695,7 +698,7 @@ def content_ids(df: pd.DataFrame, columns: list[str], prefix: str) -> pd.Series:
     return pd.Series(np.asarray(ids, dtype=object), index=df.index, dtype="string")
 
 
-def _arrow_strings(s: pd.Series, combine: bool = True) -> pa.Array:
+def arrow_strings(s: pd.Series, combine: bool = True) -> pa.Array:
     """The column as a pyarrow text array (zero-copy for Arrow-backed text; one chunk when ``combine``).
 
     The type is the column's own (pandas keeps text as ``large_string``): not cast, as a cast
@@ -715,18 +718,31 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
     ``model_cols`` maps a KC model name to its source column(s); repeated columns of one
     model are unioned. ``opp_cols`` maps a model to a column of opportunity counts split in
     parallel with the KC cell (``1~~3``); where the two cells split into different numbers
-    of parts the opportunity is left empty. Vectorised with Arrow list kernels.
+    of parts the opportunity is left empty. Vectorised with Arrow list kernels:
+    :func:`kc_cells` splits the cells, :func:`kc_frame` names the rows' ids.
+    """
+    needed = {c for cols in model_cols.values() for c in cols} | set((opp_cols or {}).values())
+    cells = kc_cells({c: arrow_strings(frame[c]) for c in needed}, model_cols=model_cols, opp_cols=opp_cols)
+    return kc_frame(arrow_strings(frame[id_col]), cells)
+
+
+def kc_cells(columns: dict[str, pa.Array], *, model_cols: dict[str, list[str]],
+             opp_cols: dict[str, str] | None = None) -> list[tuple[str, pa.Table]]:
+    """The KCs in the cells of ``columns`` (text arrays of one length), per KC model:
+    ``[(model, table of row, kc, opportunity)]``, ``row`` the position of the cell's row.
+
+    Arrow kernels only (they release the GIL), so an adapter can split the KC cells in a
+    thread while it checks the rest of the rows; :func:`kc_frame` keeps the rows it loads.
     """
     import pyarrow.compute as pc
 
     opp_cols = opp_cols or {}
-    ids = _arrow_strings(frame[id_col])
-    parts = []
+    out = []
     for model, cols in model_cols.items():  # loop over KC models (columns), not rows
         model_parts = []
         needs_dedup = len(cols) > 1
         for c in cols:
-            cell = _arrow_strings(frame[c])
+            cell = columns[c]
             multi = bool(pc.any(pc.match_substring(cell, "~~")).as_py())
             if multi or model in opp_cols:
                 lists = pc.split_pattern(cell, "~~")
@@ -737,7 +753,7 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
                 parent = pa.array(np.flatnonzero(pc.is_valid(cell).to_numpy(zero_copy_only=False)), pa.int64())
                 kc = pc.utf8_trim_whitespace(pc.drop_null(cell))
             if model in opp_cols:
-                olists = pc.split_pattern(pc.utf8_trim_whitespace(_arrow_strings(frame[opp_cols[model]])), "~~")
+                olists = pc.split_pattern(pc.utf8_trim_whitespace(columns[opp_cols[model]]), "~~")
                 same = pc.equal(pc.list_value_length(olists), pc.list_value_length(lists))
                 same = pc.fill_null(same, False)
                 olists = pc.if_else(same, olists, lists)  # same shape as the KC lists; nulled below
@@ -748,7 +764,8 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
                 opp_text = pa.nulls(len(kc), pa.large_string())
             kc = kc.cast(pa.large_string())  # one type whatever the source columns are (a no-op for pandas text)
             keep = pc.fill_null(pc.not_equal(kc, ""), False)
-            model_parts.append(pa.table({"row": pc.filter(parent, keep), "kc": pc.filter(kc, keep), "opportunity": pc.filter(opp_text, keep)}))
+            model_parts.append(pa.table({"row": pc.filter(parent, keep).cast(pa.int64()), "kc": pc.filter(kc, keep),
+                                         "opportunity": pc.filter(opp_text, keep)}))
         if not model_parts:
             continue
         tab = pa.concat_tables(model_parts)
@@ -759,6 +776,19 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
             _, first = np.unique(key, return_index=True)
             if len(first) < len(key):
                 tab = tab.take(pa.array(np.sort(first)))
+        out.append((model, tab))
+    return out
+
+
+def kc_frame(ids: pa.Array, cells: list[tuple[str, pa.Table]], keep: np.ndarray | None = None) -> pd.DataFrame:
+    """attempt_kcs rows (attempt_id, kc_model, kc, opportunity) of :func:`kc_cells`' output:
+    each row's id taken from ``ids`` by its position, only the rows where ``keep`` is true."""
+    import pyarrow.compute as pc
+
+    parts = []
+    for model, tab in cells:
+        if keep is not None and not keep.all():
+            tab = tab.filter(pa.array(keep[tab["row"].to_numpy()]))
         part = pa.table({"attempt_id": pc.take(ids, tab["row"]), "kc": tab["kc"], "opportunity": tab["opportunity"]}).to_pandas(
             types_mapper={pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}.get
         )
@@ -771,8 +801,8 @@ def split_kcs(frame: pd.DataFrame, *, id_col: str, model_cols: dict[str, list[st
     if out["opportunity"].notna().any():
         opp, _ = parse_integers(out["opportunity"], missing=())
         out["opportunity"] = opp.where(opp >= 1)
-    else:
-        out["opportunity"] = pd.array(np.full(len(out), pd.NA), dtype="Int64")
+    else:  # no opportunity counts (the usual case): an all-missing column without a per-value NA object
+        out["opportunity"] = pd.arrays.IntegerArray(np.zeros(len(out), dtype=np.int64), np.ones(len(out), dtype=bool))
     return out[["attempt_id", "kc_model", "kc", "opportunity"]]
 
 
@@ -786,10 +816,7 @@ def duplicate_rejects(ids: pd.Series, rows: pd.DataFrame, content_cols: list[str
     Content is compared only for rows whose id repeats.
     """
     reason = pd.Series(pd.NA, index=ids.index, dtype="string")
-    present = ids.dropna()
-    import pyarrow.compute as pc
-
-    if len(pc.unique(_arrow_strings(present))) == len(present):  # fast path: no id repeats
+    if all_distinct(arrow_strings(ids)):  # fast path: no id repeats
         return pd.Series(False, index=ids.index), reason
     dup = ids.duplicated(keep="first") & ids.notna()
     if dup.any():
@@ -807,6 +834,19 @@ def duplicate_rejects(ids: pd.Series, rows: pd.DataFrame, content_cols: list[str
         sub_reason = sub_reason.mask(d & ~same, "id " + quoted(sub_ids) + " already used on line " + fl + " with different content")
         reason.loc[sub_reason.index] = sub_reason
     return dup, reason
+
+
+def all_distinct(values: pa.Array) -> bool:
+    """Whether no value (nulls aside) repeats: DuckDB's parallel hash aggregate, several times
+    faster than Arrow's single-threaded unique on a million ids."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("ids_", pa.table({"v": values}))
+        return bool(con.execute("SELECT count(DISTINCT v) = count(v) FROM ids_").fetchall()[0][0])
+    finally:
+        con.close()
 
 
 def quoted(s: pd.Series) -> pd.Series:
@@ -886,7 +926,7 @@ class RejectCollector:
         import pyarrow.compute as pc
 
         # distinct values in Arrow first: a Python string per row of a large file would cost more than the column
-        self.secrets |= {str(v).strip() for v in pc.unique(_arrow_strings(raw_ids)).drop_null().to_pylist()}
+        self.secrets |= {str(v).strip() for v in pc.unique(arrow_strings(raw_ids)).drop_null().to_pylist()}
 
     def add(self, rows: pd.DataFrame, *, line, column, reason, kind: str = "rejected", table_name: str | None = None) -> None:
         if rows is None or rows.empty:

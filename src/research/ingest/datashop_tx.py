@@ -60,6 +60,7 @@ For every file ``n_read == len(attempts) + len(rejects)``.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -147,6 +148,19 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
 
     d = C.read_delimited(path, delimiter="\t", header=header, usecols=usecols, encoding=encoding)
     f = d.frame
+    with ThreadPoolExecutor(1) as pool:
+        # the KC cells are split in Arrow (no GIL) while the rest of the rows are checked
+        cells = pool.submit(C.kc_cells, {c: C.arrow_strings(f[c]) for c in kc_cols}, model_cols=kc_models)
+        att, ok, attempt_id, rejects = _checked_attempts(path, d, cohort, pseudonymiser, options, level_cols, usecols)
+        kcs = C.kc_frame(C.arrow_strings(attempt_id), cells.result(), keep=ok.to_numpy())
+    kcs.insert(0, "cohort", C.text_constant(cohort, len(kcs), kcs.index))
+    return C.attempts_result(path, NAME, d.n_read, att, kcs, rejects)
+
+
+def _checked_attempts(path: Path, d: C.Delimited, cohort: str, pseudonymiser, options: dict, level_cols: list[str],
+                      usecols: list[str]) -> tuple[pd.DataFrame, pd.Series, pd.Series, C.RejectCollector]:
+    """The attempts of the rows that pass, which rows those are, every row's attempt id and the rejects."""
+    f = d.frame
     # pseudonymise first: nothing below, rejects included, ever sees a raw id
     secret_ids = C.blank_to_na(f["Anon Student Id"])
     f["Anon Student Id"] = pseudonymiser.series(secret_ids)
@@ -175,14 +189,7 @@ def read(path, *, cohort: str, pseudonymiser, options: dict | None = None) -> In
 
     att = _attempts(f, col, v, attempt_id, line, ok, level_cols, cohort=cohort, pseudonymiser=pseudonymiser,
                     options=options, source_file=path.name)
-    if ok.all():  # every row is an attempt: the columns as they are, not a filtered copy of each
-        kc_rows = pd.concat([attempt_id.rename("attempt_id"), f[kc_cols]], axis=1)
-    else:
-        kc_rows = pd.DataFrame({"attempt_id": attempt_id[ok]}).join(f.loc[ok, kc_cols])
-    kcs = C.split_kcs(kc_rows, id_col="attempt_id", model_cols=kc_models)
-    del kc_rows
-    kcs.insert(0, "cohort", C.text_constant(cohort, len(kcs), kcs.index))
-    return C.attempts_result(path, NAME, d.n_read, att, kcs, rejects)
+    return att, ok, attempt_id, rejects
 
 
 def _hierarchy_and_kc_columns(header: list[str], names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
