@@ -71,14 +71,19 @@ def _check_outcomes(values: pd.Series, column: str, table: str) -> None:
 
 
 def _strings(values) -> pa.Array:
-    """``values`` as one pyarrow string array (zero-copy for Arrow-backed text)."""
-    s = values if isinstance(values, pd.Series) else pd.Series(values)
-    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
-        s = s.astype("string")
-    arr = pa.array(s.array)
+    """``values`` as one pyarrow ``large_string`` array: zero-copy for pandas text, which Arrow keeps
+    as ``large_string`` (a cast to ``string`` would copy every offset, and pandas would copy them
+    back when the result becomes a column again)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)) and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        arr = values
+    else:
+        s = values if isinstance(values, pd.Series) else pd.Series(values)
+        if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
+            s = s.astype("string")
+        arr = pa.array(s.array)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    return arr if arr.type == pa.string() else arr.cast(pa.string())
+    return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
 
 
 def _dictionary(values) -> tuple[np.ndarray, pa.Array]:
@@ -104,20 +109,25 @@ def _sort_codes(values) -> np.ndarray:
 
 def _take_strings(uniques: pa.Array, codes: np.ndarray) -> pd.arrays.ArrowStringArray:
     """The strings of ``codes`` as a pandas ``string`` array; code ``len(uniques)`` is missing."""
-    return pd.arrays.ArrowStringArray(pa.concat_arrays([uniques, pa.nulls(1, pa.string())]).take(pa.array(codes)))
+    return pd.arrays.ArrowStringArray(pa.concat_arrays([uniques, pa.nulls(1, uniques.type)]).take(pa.array(codes)))
 
 
 def _attempt_rows(ids: pa.Array, kc_ids) -> tuple[bool, np.ndarray]:
     """``(unique, rows)``: whether ``ids`` are unique, and the position in ``ids`` of each of
-    ``kc_ids`` (-1 where absent). One Arrow hash pass over both: codes follow first
-    appearance, so unique ids take codes 0, 1, ... in order and a KC row's code is its row."""
-    n = len(ids)
-    codes = pc.dictionary_encode(pa.concat_arrays([ids, _strings(kc_ids)])).indices
-    codes = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    if not np.array_equal(codes[:n], np.arange(n)):
-        return False, codes[n:]
-    rows = codes[n:]
-    return True, np.where(rows < n, rows, -1)
+    ``kc_ids`` (-1 where absent). A DuckDB hash join (on every core) of the KC rows' ids to
+    the attempts' positions, scattered back into the KC rows' order."""
+    import duckdb
+
+    kc_ids = _strings(kc_ids)
+    with duckdb.connect() as con:
+        con.register("a_", pa.table({"id": ids, "pos": pa.array(np.arange(len(ids), dtype=np.int64))}))
+        if not con.execute("SELECT count(DISTINCT id) = count(id) AND count(id) = count(*) FROM a_").fetchall()[0][0]:
+            return False, np.empty(0, dtype=np.int64)
+        con.register("k_", pa.table({"id": kc_ids, "kpos": pa.array(np.arange(len(kc_ids), dtype=np.int64))}))
+        found = con.execute("SELECT k_.kpos, a_.pos FROM k_ JOIN a_ USING (id)").fetchnumpy()
+    rows = np.full(len(kc_ids), -1, dtype=np.int64)
+    rows[np.asarray(found["kpos"], dtype=np.int64)] = np.asarray(found["pos"], dtype=np.int64)
+    return True, rows
 
 
 def _segment_time(ts: np.ndarray, starts: np.ndarray, ufunc) -> np.ndarray:
@@ -331,6 +341,8 @@ def student_steps(
     ids = _strings(attempts[attempt_id])
     unique, rows = _attempt_rows(ids, attempt_kcs[attempt_id])
     if not unique:
+        if attempts[attempt_id].isna().any():
+            raise DataError(f"attempts column {attempt_id!r} has missing values; each attempt needs its own id.")
         dup = attempts.loc[attempts[attempt_id].duplicated(), attempt_id].iloc[0]
         raise DataError(f"attempts column {attempt_id!r} is not unique (e.g. {dup!r}); each attempt needs its own id.")
     columns = {"learner": learner, "item": item, "step": step, "problem_view": problem_view, "attempt": attempt,
@@ -400,7 +412,7 @@ def _roll_up(a: dict) -> tuple[dict, dict]:
     hints = np.add.reduceat(is_hint.astype("int64"), starts)[by_time]
     success = a["correct"][first].astype("int64")
     # first_attempt as sort codes of correct < hint < incorrect
-    outcomes = pa.array(sorted(_OUTCOMES))
+    outcomes = pa.array(sorted(_OUTCOMES), pa.large_string())
     first_code = np.select([a["correct"][first], a["hint"][first]], [0, 1], 2)
     steps = {
         "learner_id": (learner[first], a["learner"][1]),
