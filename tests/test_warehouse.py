@@ -144,3 +144,32 @@ def test_no_raw_learner_id_reaches_any_table(tmp_path):
             text = frame.astype(str).to_csv(index=False)
             assert not any(r in text for r in raw_ids), table
     assert not any(r.encode() in (tmp_path / "w.duckdb").read_bytes() for r in raw_ids)
+
+
+def test_a_copy_of_a_loaded_file_is_already_loaded_under_any_name_and_options(tmp_path, monkeypatch):
+    """A path the cohort has not seen is read while it is hashed; a copy of loaded content is still
+    skipped whole, even when the options given for it would not read it; a path seen before is
+    hashed first and, unchanged, never read."""
+    import shutil
+
+    from research import ingest
+    from research.simulate import simulate_cohort
+
+    tx = simulate_cohort(n_learners=5, seed=2, cohort="c", planted=False).write(tmp_path / "a", formats=("datashop",))["datashop"]
+    copy = tmp_path / "b" / "renamed.txt"
+    copy.parent.mkdir()
+    shutil.copy(tx, copy)
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        first = wh.ingest([tx], cohort="c")
+        n_loads = wh.con.execute("SELECT count(*) FROM loads").fetchall()[0][0]
+        assert first.files[0].status == "loaded"
+        assert wh.ingest([copy], cohort="c").files[0].status == "already loaded"
+        assert wh.ingest([copy], cohort="c", options={"bogus": 1}).files[0].status == "already loaded"
+        with pytest.raises(ResearchError, match="bogus"):
+            wh.ingest([copy], cohort="other", options={"bogus": 1})  # content new to that cohort: the error stands
+        reads = []
+        real = ingest.read_file
+        monkeypatch.setattr(ingest, "read_file", lambda *a, **k: reads.append(a) or real(*a, **k))
+        assert wh.ingest([tx], cohort="c").files[0].status == "already loaded"
+        assert reads == []  # the path was loaded before: hashed, found, not read
+        assert wh.con.execute("SELECT count(*) FROM loads").fetchall()[0][0] == n_loads

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from collections.abc import Iterable
 from contextlib import ExitStack, contextmanager
@@ -322,23 +323,48 @@ class Warehouse:
             path = Path(path)
             if not path.is_file():
                 raise DataError(f"{path}: no such file")
-            digest = file_sha256(path)
-            done = self.con.execute(
-                "SELECT count(*) FROM loads WHERE cohort = ? AND file_sha256 = ?", [cohort, digest]
-            ).fetchall()[0][0]
-            if done:
-                summary.files.append(FileLoad(path.name, format or "", cohort, "already loaded"))
-                continue
             fmt = format
             if fmt is None and (options or {}).get("mapping"):  # a mapping only fits csv or parquet
                 fmt = "parquet" if path.suffix.lower() == ".parquet" else "csv"
-            result = read_file(path, cohort=cohort, pseudonymiser=pseudonymiser, format=fmt, options=options)
+            digest, result = self._read_unless_loaded(path, cohort, lambda p=path, f=fmt: read_file(
+                p, cohort=cohort, pseudonymiser=pseudonymiser, format=f, options=options))
+            if result is None:
+                summary.files.append(FileLoad(path.name, format or "", cohort, "already loaded"))
+                continue
             # Arrow's allocator keeps what the adapter freed (about half the file's size again);
             # hand it back before DuckDB, which allocates on its own, checks and inserts the rows
             pa.default_memory_pool().release_unused()
             summary.files.append(self.load(result, cohort=cohort, file_sha256=digest, source_path=str(path.resolve())))
             self.record_key(cohort, pseudonymiser)
         return summary
+
+    def _read_unless_loaded(self, path: Path, cohort: str, read) -> tuple[str, IngestResult | None]:
+        """``(sha256, read())``, or ``(sha256, None)`` when the cohort has a file of that content already.
+
+        A path the cohort loaded before (a scheduled re-run) is hashed first, so an unchanged file is
+        never read. A path it has not seen is most likely new content: it is read while a thread
+        hashes it (hashlib works outside the GIL), and only a copy of a loaded file under another
+        name is read for nothing.
+        """
+        def loaded(digest: str) -> bool:
+            return bool(self.con.execute("SELECT count(*) FROM loads WHERE cohort = ? AND file_sha256 = ?",
+                                         [cohort, digest]).fetchall()[0][0])
+
+        seen = self.con.execute("SELECT count(*) FROM loads WHERE cohort = ? AND source_path = ?",
+                                [cohort, str(path.resolve())]).fetchall()[0][0]
+        if seen:
+            digest = file_sha256(path)
+            return digest, None if loaded(digest) else read()
+        with ThreadPoolExecutor(1) as pool:
+            hashing = pool.submit(file_sha256, path)
+            try:
+                result = read()
+            except ResearchError:
+                if loaded(hashing.result()):  # its content is in the cohort already: nothing to read
+                    return hashing.result(), None
+                raise
+            digest = hashing.result()
+        return digest, None if loaded(digest) else result
 
     # -- pseudonym key -----------------------------------------------------------------
     def check_key(self, cohort: str, pseudonymiser) -> None:
