@@ -206,9 +206,7 @@ def _hierarchy_and_kc_columns(header: list[str], names: list[str]) -> tuple[list
 def _parse_values(f: pd.DataFrame, col: C.Columns, options: dict) -> dict[str, pd.Series]:
     """The mapped values of every row, with a flag per value that could not be read."""
     v = {"raw_outcome": col("Outcome")}
-    outcome_key = v["raw_outcome"].str.upper()
-    v["outcome"] = outcome_key.map(OUTCOMES).astype("string")
-    v["not_attempt"] = outcome_key.isna() | outcome_key.isin(list(NOT_ATTEMPTS))
+    v["outcome"], v["not_attempt"] = _outcomes(v["raw_outcome"])
     v["unknown_outcome"] = ~v["not_attempt"] & v["outcome"].isna()
     v["local"] = C.parse_timestamps(col("Time"))
     zones = col("Time Zone") if "Time Zone" in f.columns else None
@@ -219,6 +217,22 @@ def _parse_values(f: pd.DataFrame, col: C.Columns, options: dict) -> dict[str, p
     v["item"] = col("Problem Name")
     v["step"] = col("Step Name").fillna(v["item"])
     return v
+
+
+def _outcomes(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``(outcome, not_attempt)``: the canonical outcome of each Outcome (case-insensitive; NA when
+    unknown or not an attempt), and whether it marks an event that is not an attempt. In Arrow: a
+    lookup in the few known values, no Python call per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key = pc.utf8_upper(C.arrow_strings(raw))
+    known = list(OUTCOMES)
+    outcome = pc.take(pa.array([OUTCOMES[k] for k in known], pa.large_string()),
+                      pc.index_in(key, value_set=pa.array(known, key.type)))
+    not_attempt = pc.or_kleene(pc.is_null(key), pc.is_in(key, value_set=pa.array(sorted(NOT_ATTEMPTS), key.type)))
+    return (pd.Series(pd.arrays.ArrowStringArray(outcome), index=raw.index),
+            pd.Series(not_attempt.to_numpy(zero_copy_only=False), index=raw.index))
 
 
 def _reject_conditions(f: pd.DataFrame, col: C.Columns, v: dict, checked: list[str]) -> list:
