@@ -133,6 +133,18 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _table_stats(result: IngestResult, name: str) -> TableLoad:
+    """The counts of one table of an adapter result before DuckDB sees it: rows read, and the rows
+    the adapter rejected or skipped."""
+    rejects = result.rejects[result.rejects["table_name"] == name] if len(result.rejects) else result.rejects
+    return TableLoad(
+        name,
+        n_read=len(result.tables[name]) + len(rejects),
+        n_rejected=int((rejects["kind"] == "rejected").sum()) if len(rejects) else 0,
+        n_skipped=int((rejects["kind"] == "skipped").sum()) if len(rejects) else 0,
+    )
+
+
 @dataclass(frozen=True)
 class _Load:
     """One file's load: its id, time, cohort, content hash and resolved path."""
@@ -568,22 +580,9 @@ class Warehouse:
         need no orphan check, and those of a first load are recorded by their KC models
         (see :meth:`_kcs_owned_by_attempts`).
         """
-        con, cohort = self.con, load.cohort
-        frame = result.tables[name]
-        schema = load_schema(name)
-        adapter_rejects = result.rejects[result.rejects["table_name"] == name] if len(result.rejects) else result.rejects
-        stats = TableLoad(
-            name,
-            n_read=len(frame) + len(adapter_rejects),
-            n_rejected=int((adapter_rejects["kind"] == "rejected").sum()) if len(adapter_rejects) else 0,
-            n_skipped=int((adapter_rejects["kind"] == "skipped").sum()) if len(adapter_rejects) else 0,
-        )
-        arrow = pa.Table.from_pandas(frame.drop(columns=["cohort"], errors="ignore"), preserve_index=False)
-        con.register("__frame", arrow.append_column("__row", pa.array(np.arange(len(frame), dtype=np.int64))))
-        del arrow
-        columns = ["cohort", *[c for c in frame.columns if c != "cohort"]]
-        cohort_sql = "'" + cohort.replace("'", "''") + "'"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW __incoming AS SELECT CAST({cohort_sql} AS VARCHAR) AS cohort, * FROM __frame").fetchall()
+        cohort, frame, schema = load.cohort, result.tables[name], load_schema(name)
+        stats = _table_stats(result, name)
+        columns = self._register_incoming(frame, cohort)
         source, row_column, n_source = "__incoming", "__row", len(frame)
         own_attempts = name == "attempt_kcs" and result.kcs_of_own_attempts and attempts is not None
         n_attempts = len(result.tables["attempts"]) if own_attempts else -1
@@ -597,49 +596,66 @@ class Warehouse:
                 quarantined.append(orphans)
                 stats.n_rejected += len(orphans)
                 source, row_column = "__kcs_with_attempt", None  # rows numbered anew, as before the orphans left
-        valid_sql, rejects_sql = check_relation(con, source, columns, schema, source_file=result.name, ordered=False,
+        valid_sql, rejects_sql = check_relation(self.con, source, columns, schema, source_file=result.name, ordered=False,
                                                 row_column=row_column)
-        cols = ", ".join(f'v."{c}"' for c in schema.field_names)
-        new_rows = f"SELECT {cols} FROM ({valid_sql}) v"
-        if not con.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}" WHERE cohort = ?)', [cohort]).fetchall()[0][0]:
-            # the cohort has no rows in this table (yet, or no more after a correction removed them): every
-            # valid row is new. One pass checks, types and inserts them; rows that fail the checks are
-            # looked for only when fewer rows went in than came (every row is either valid or rejected,
-            # the checks are never NULL); the keys for load_rows are the cohort's rows of the table now
-            stats.n_loaded = int(con.execute(f'INSERT INTO "{name}" {new_rows}').fetchall()[0][0])
-            if stats.n_loaded < n_source:
-                self._add_rejects(rejects_sql, cohort, stats, quarantined)
-            self._drop_temporaries("__kcs_with_attempt", "__incoming", "__checked", "__dups")
-            con.unregister("__frame")
+        new_rows = "SELECT " + ", ".join(f'v."{c}"' for c in schema.field_names) + f" FROM ({valid_sql}) v"
+        if self.con.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}" WHERE cohort = ?)', [cohort]).fetchall()[0][0]:
+            self._insert_new(name, new_rows, rejects_sql, load, stats, quarantined, n_source)
+        else:
+            self._insert_first(name, new_rows, rejects_sql, load, stats, quarantined, n_source)
             if own_attempts and attempts.n_loaded == n_attempts:
                 self._kcs_owned_by_attempts(load)
             elif name != "attempt_kcs" and not self._recorded_whole(cohort, name):
                 # every row of the table in the cohort is this load's, and rows other loads add are
                 # recorded by key: one row records them all (KC rows excepted: a KC-model import
                 # adds rows without a load)
-                con.execute("INSERT INTO load_rows VALUES (?, ?, ?, NULL)", [load.load_id, cohort, name]).fetchall()
+                self.con.execute("INSERT INTO load_rows VALUES (?, ?, ?, NULL)", [load.load_id, cohort, name]).fetchall()
             else:
-                con.execute(f'INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, "v")} FROM "{name}" v WHERE v.cohort = ?',
-                            [load.load_id, cohort, name, cohort]).fetchall()
-            self._record_load(result, load, name, stats)
-            return stats
-        n_rejects = self._add_rejects(rejects_sql, cohort, stats, quarantined)
-        # every row is either valid or rejected (the checks are never NULL)
-        n_valid = n_source - n_rejects
-        # the valid rows not yet in the warehouse, checked and typed once: their keys go to
-        # load_rows (so a corrected version of the file can replace them), the rows to the table
-        key = " AND ".join(f'v."{k}" = t."{k}"' for k in schema.primary_key)
-        new_rows += f' WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})'
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {new_rows}").fetchall()
+                self.con.execute(f'INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, "v")} FROM "{name}" v '
+                                 "WHERE v.cohort = ?", [load.load_id, cohort, name, cohort]).fetchall()
+        self._record_load(result, load, name, stats)
+        return stats
+
+    def _register_incoming(self, frame: pd.DataFrame, cohort: str) -> list[str]:
+        """Register ``frame`` (with its row positions as ``__row``) and the view ``__incoming`` of it
+        with the cohort as a column; returns the view's columns, cohort first."""
+        arrow = pa.Table.from_pandas(frame.drop(columns=["cohort"], errors="ignore"), preserve_index=False)
+        self.con.register("__frame", arrow.append_column("__row", pa.array(np.arange(len(frame), dtype=np.int64))))
+        cohort_sql = "'" + cohort.replace("'", "''") + "'"
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW __incoming AS SELECT CAST({cohort_sql} AS VARCHAR) AS cohort, * "
+                         "FROM __frame").fetchall()
+        return ["cohort", *[c for c in frame.columns if c != "cohort"]]
+
+    def _release_incoming(self) -> None:
         self._drop_temporaries("__kcs_with_attempt", "__incoming", "__checked", "__dups")
-        con.unregister("__frame")
+        self.con.unregister("__frame")
+
+    def _insert_first(self, name: str, new_rows: str, rejects_sql: str, load: _Load, stats: TableLoad,
+                      quarantined: list, n_source: int) -> None:
+        """Insert the valid rows into a table with no rows of the cohort (yet, or no more after a
+        correction removed them): every valid row is new. One pass checks, types and inserts them;
+        rows that fail the checks are looked for only when fewer rows went in than came (every row
+        is either valid or rejected, the checks are never NULL)."""
+        stats.n_loaded = int(self.con.execute(f'INSERT INTO "{name}" {new_rows}').fetchall()[0][0])
+        if stats.n_loaded < n_source:
+            self._add_rejects(rejects_sql, load.cohort, stats, quarantined)
+        self._release_incoming()
+
+    def _insert_new(self, name: str, new_rows: str, rejects_sql: str, load: _Load, stats: TableLoad,
+                    quarantined: list, n_source: int) -> None:
+        """Insert the valid rows not yet in the warehouse, checked and typed once: their keys go to
+        ``load_rows`` (so a corrected version of the file can replace them), the rows to the table."""
+        con = self.con
+        # every row is either valid or rejected (the checks are never NULL)
+        n_valid = n_source - self._add_rejects(rejects_sql, load.cohort, stats, quarantined)
+        key = " AND ".join(f'v."{k}" = t."{k}"' for k in load_schema(name).primary_key)
+        con.execute(f'CREATE OR REPLACE TEMP TABLE __new AS {new_rows} WHERE NOT EXISTS (SELECT 1 FROM "{name}" t WHERE {key})').fetchall()
+        self._release_incoming()
         con.execute(f"INSERT INTO load_rows SELECT ?, ?, ?, {self._key_expr(name, 'v')} FROM __new v",
-                    [load.load_id, cohort, name]).fetchall()
+                    [load.load_id, load.cohort, name]).fetchall()
         stats.n_loaded = int(con.execute(f'INSERT INTO "{name}" SELECT * FROM __new').fetchall()[0][0])
         stats.n_already_present = n_valid - stats.n_loaded
         self._drop_temporaries("__new")
-        self._record_load(result, load, name, stats)
-        return stats
 
     def _recorded_whole(self, cohort: str, name: str) -> bool:
         """Whether a load recorded the cohort's ``name`` rows as a whole (at most one may: see

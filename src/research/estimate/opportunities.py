@@ -112,22 +112,25 @@ def _take_strings(uniques: pa.Array, codes: np.ndarray) -> pd.arrays.ArrowString
     return pd.arrays.ArrowStringArray(pa.concat_arrays([uniques, pa.nulls(1, uniques.type)]).take(pa.array(codes)))
 
 
-def _attempt_rows(ids: pa.Array, kc_ids) -> tuple[bool, np.ndarray]:
-    """``(unique, rows)``: whether ``ids`` are unique, and the position in ``ids`` of each of
-    ``kc_ids`` (-1 where absent). A DuckDB hash join (on every core) of the KC rows' ids to
-    the attempts' positions, scattered back into the KC rows' order."""
+def _attempt_rows(ids: pd.Series, kc_ids, column: str) -> np.ndarray:
+    """The position in ``ids`` of each of ``kc_ids`` (-1 where absent); a ``DataError`` when an id
+    of ``ids`` (the attempts' ``column``) is missing or repeats. A DuckDB hash join (on every
+    core) of the KC rows' ids to the attempts' positions, scattered back into the KC rows' order."""
     import duckdb
 
     kc_ids = _strings(kc_ids)
     with duckdb.connect() as con:
-        con.register("a_", pa.table({"id": ids, "pos": pa.array(np.arange(len(ids), dtype=np.int64))}))
+        con.register("a_", pa.table({"id": _strings(ids), "pos": pa.array(np.arange(len(ids), dtype=np.int64))}))
         if not con.execute("SELECT count(DISTINCT id) = count(id) AND count(id) = count(*) FROM a_").fetchall()[0][0]:
-            return False, np.empty(0, dtype=np.int64)
+            if ids.isna().any():
+                raise DataError(f"attempts column {column!r} has missing values; each attempt needs its own id.")
+            raise DataError(f"attempts column {column!r} is not unique (e.g. {ids[ids.duplicated()].iloc[0]!r}); "
+                            "each attempt needs its own id.")
         con.register("k_", pa.table({"id": kc_ids, "kpos": pa.array(np.arange(len(kc_ids), dtype=np.int64))}))
         found = con.execute("SELECT k_.kpos, a_.pos FROM k_ JOIN a_ USING (id)").fetchnumpy()
     rows = np.full(len(kc_ids), -1, dtype=np.int64)
     rows[np.asarray(found["kpos"], dtype=np.int64)] = np.asarray(found["pos"], dtype=np.int64)
-    return True, rows
+    return rows
 
 
 def _segment_time(ts: np.ndarray, starts: np.ndarray, ufunc) -> np.ndarray:
@@ -338,13 +341,7 @@ def student_steps(
     if attempts.empty:
         raise DataError("attempts is empty: there are no attempts to roll up into student steps.")
     _check_outcomes(attempts[outcome], outcome, "attempts")
-    ids = _strings(attempts[attempt_id])
-    unique, rows = _attempt_rows(ids, attempt_kcs[attempt_id])
-    if not unique:
-        if attempts[attempt_id].isna().any():
-            raise DataError(f"attempts column {attempt_id!r} has missing values; each attempt needs its own id.")
-        dup = attempts.loc[attempts[attempt_id].duplicated(), attempt_id].iloc[0]
-        raise DataError(f"attempts column {attempt_id!r} is not unique (e.g. {dup!r}); each attempt needs its own id.")
+    rows = _attempt_rows(attempts[attempt_id], attempt_kcs[attempt_id], attempt_id)
     columns = {"learner": learner, "item": item, "step": step, "problem_view": problem_view, "attempt": attempt,
                "outcome": outcome, "timestamp": timestamp, "duration": duration}
     steps, rolled = _roll_up(_attempt_arrays(attempts, columns))
