@@ -173,3 +173,38 @@ def test_a_copy_of_a_loaded_file_is_already_loaded_under_any_name_and_options(tm
         assert wh.ingest([tx], cohort="c").files[0].status == "already loaded"
         assert reads == []  # the path was loaded before: hashed, found, not read
         assert wh.con.execute("SELECT count(*) FROM loads").fetchall()[0][0] == n_loads
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_kc_rows_of_an_attempt_duckdb_rejects_are_quarantined_however_the_result_is_marked(tmp_path, own):
+    """An adapter that builds KC rows from its own attempts only skips the orphan check when every attempt
+    went in; an attempt the schema check rejects still takes its KC rows to quarantine."""
+    result = _result(bad_outcome_at=1)
+    result.kcs_of_own_attempts = own
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        k = wh.load(result, cohort="c1", file_sha256="h1").tables["attempt_kcs"]
+        assert (k.n_loaded, k.n_rejected) == (2, 1)
+        assert set(wh.table("attempt_kcs", "c1")["attempt_id"]) == {"a1", "a3"}
+
+
+def test_datashop_rows_the_adapter_rejects_bring_no_kc_rows(tmp_path):
+    """Rows the DataShop adapter rejects (an unparseable time, an unknown outcome, a repeated id) or skips
+    (not an attempt) leave no KC row behind and no orphan: the KC rows are exactly the loaded attempts'."""
+    from research.simulate import simulate_cohort
+
+    tx = simulate_cohort(n_learners=6, seed=9, cohort="c", planted=False).write(tmp_path / "a", formats=("datashop",))["datashop"]
+    lines = tx.read_text(encoding="utf-8").splitlines()
+    head = lines[0].split("\t")
+    spoil = {1: ("Time", "yesterday"), 2: ("Outcome", "MAYBE"), 3: ("Outcome", ""), 4: ("Transaction Id", None)}
+    for i, (column, value) in spoil.items():
+        cells = lines[i].split("\t")
+        cells[head.index(column)] = lines[5].split("\t")[head.index(column)] if value is None else value  # line 5's id
+        lines[i] = "\t".join(cells)
+    tx.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        s = wh.ingest([tx], cohort="c").files[0]
+        kept = set(wh.table("attempts", "c")["attempt_id"])
+        kcs = wh.table("attempt_kcs", "c")
+        assert set(kcs["attempt_id"]) == kept and len(kept) == len(lines) - 1 - 4
+        assert s.tables["attempts"].n_rejected == 3 and s.tables["attempts"].n_skipped == 1
+        assert s.tables["attempt_kcs"].n_rejected == 0  # none orphaned: the adapter never made them
