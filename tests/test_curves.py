@@ -323,6 +323,22 @@ def test_categories_follow_datashop_rules_in_code_order():
     assert cat.loc["high", "n_points"] == 4 and cat.loc["short", "n_points"] == 2
 
 
+@pytest.mark.parametrize("n_boot", [0, 50])
+def test_a_cohort_smaller_than_the_student_threshold_has_too_little_data_not_an_error(n_boot):
+    """No KC has a point with enough learners (8 against 10): every KC is too_little_data, with no
+    last rate, and nothing fails; a KC with points beside KCs without keeps its own category."""
+    rates = {"short": [0.5, 0.4], "good": [0.5, 0.35, 0.25, 0.15]}
+    kcs = pd.DataFrame({"kc_model": "M", "kc": list(rates), "slope": [0.3, 0.3], "slope_se": [0.05, 0.04]})
+    cat = categorize_curves(_curve_steps(rates, n_learners=8), kcs, n_boot=n_boot).set_index("kc")
+    assert (cat["category"] == "too_little_data").all() and cat["last_error_rate"].isna().all()
+    assert (cat["n_points"] == 0).all()
+    mixed = pd.concat([_curve_steps({"good": rates["good"]}), _curve_steps({"sparse": [0.5, 0.4, 0.3]}, n_learners=8)
+                       .assign(learner_id=lambda d: "s" + d["learner_id"])], ignore_index=True)
+    kcs2 = pd.DataFrame({"kc_model": "M", "kc": ["good", "sparse"], "slope": [0.3, 0.3], "slope_se": [0.04, 0.04]})
+    cat2 = categorize_curves(mixed, kcs2, n_boot=n_boot).set_index("kc")
+    assert cat2.loc["good", "category"] == "good" and cat2.loc["sparse", "category"] == "too_little_data"
+
+
 def test_category_confidence_separates_clear_from_noisy():
     # last point right at the 40% threshold with few learners: could go either way
     rates = {"edge": [0.6, 0.5, 0.45, 0.4], "clear": [0.8, 0.75, 0.7, 0.7]}

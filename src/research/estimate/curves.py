@@ -321,8 +321,11 @@ class _CurveRules:
         if self.n_kept:
             np.maximum.at(maxrate.T, self.kept_c, rate_points.T)
         low_flat = maxrate < self.low_error
-        last = np.where(self.last_idx >= 0, rate_points[:, np.maximum(self.last_idx, 0)], np.nan)
-        return low_flat, last >= self.high_error
+        last = np.full((R, self.C), np.nan)  # no kept point of a KC (of any KC, in a small cohort): no last rate
+        has_last = self.last_idx >= 0
+        last[:, has_last] = rate_points[:, self.last_idx[has_last]]
+        with np.errstate(invalid="ignore"):
+            return low_flat, last >= self.high_error
 
     def categorise(self, rate_points: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Category codes (R, C) of error rates (R, P) and slopes (R, C) or (C,)."""
@@ -333,9 +336,12 @@ class _CurveRules:
 
 def _bootstrap_shares(rules: _CurveRules, frame: pd.DataFrame, err: np.ndarray, kept: pd.DataFrame, rate: np.ndarray, *,
                       n_boot: int, nonnegative_slopes: bool, seed: int, learner: str, kc: str, opportunity: str,
-                      model_column: str) -> np.ndarray:
+                      model_column: str) -> np.ndarray | None:
     """Share of bootstrap replicates (learners resampled by Poisson weights, slopes drawn from
-    their sampling distribution) in each category: (C, categories)."""
+    their sampling distribution) in each category: (C, categories); None without replicates
+    (``n_boot`` 0 or no kept point)."""
+    if not (n_boot and len(kept)):
+        return None
     C = rules.C
     rng = np.random.default_rng(seed)
     lcodes, learners = pd.factorize(frame[learner], sort=True)
@@ -416,26 +422,11 @@ def _category_frame(curves: pd.DataFrame, kept: pd.DataFrame, rules: _CurveRules
 
 
 def categorize_curves(
-    steps: pd.DataFrame,
-    kcs: pd.DataFrame,
-    *,
-    kc_model: str | list[str] | None = None,
-    student_threshold: int = 10,
-    opportunity_threshold: int = 3,
-    low_error: float = 0.20,
-    high_error: float = 0.40,
-    slope_threshold: float = 0.001,
-    slope_rule: str = "interval",
-    nonnegative_slopes: bool = True,
-    n_boot: int = 400,
-    confident_at: float = 0.8,
-    no_learning_slope_max: float = 0.1,
-    seed: int = 0,
-    learner: str = "learner_id",
-    kc: str = "kc",
-    opportunity: str = "opportunity",
-    success: str = "success",
-    model_column: str = "kc_model",
+    steps: pd.DataFrame, kcs: pd.DataFrame, *, kc_model: str | list[str] | None = None, student_threshold: int = 10,
+    opportunity_threshold: int = 3, low_error: float = 0.20, high_error: float = 0.40, slope_threshold: float = 0.001,
+    slope_rule: str = "interval", nonnegative_slopes: bool = True, n_boot: int = 400, confident_at: float = 0.8,
+    no_learning_slope_max: float = 0.1, seed: int = 0, learner: str = "learner_id", kc: str = "kc",
+    opportunity: str = "opportunity", success: str = "success", model_column: str = "kc_model",
 ) -> pd.DataFrame:
     """DataShop's learning-curve category of every KC, with a bootstrap confidence.
 
@@ -491,10 +482,8 @@ def categorize_curves(
                         high_error=high_error, slope_threshold=slope_threshold, slope_rule=slope_rule)
     rate = kept["estimate"].to_numpy(dtype=float)[None, :]
     cat = rules.categorise(rate, rules.slope)[0]
-    share = None
-    if n_boot and len(kept):
-        share = _bootstrap_shares(rules, frame, err, kept, rate, n_boot=n_boot, nonnegative_slopes=nonnegative_slopes,
-                                  seed=seed, learner=learner, kc=kc, opportunity=opportunity, model_column=model_column)
+    share = _bootstrap_shares(rules, frame, err, kept, rate, n_boot=n_boot, nonnegative_slopes=nonnegative_slopes,
+                              seed=seed, learner=learner, kc=kc, opportunity=opportunity, model_column=model_column)
     prob, label, alt, alt_p = _confidence(rules, cat, share, _slope_small(kcs, curves, no_learning_slope_max),
                                           confident_at=confident_at)
     return _category_frame(curves, kept, rules, cat, prob, label, alt, alt_p, slope_rule)

@@ -541,22 +541,11 @@ def _dif_table(frames: list[pd.DataFrame], *, item: str, classify_on: str, alpha
 
 
 def mantel_haenszel_dif(
-    responses: pd.DataFrame,
-    learners: pd.DataFrame,
-    *,
-    attributes: list[str] | str | None = None,
-    reference: dict[str, str] | None = None,
-    focal: dict[str, str | list[str]] | None = None,
-    learner: str = "learner_id",
-    item: str = "item_id",
-    correct: str = "correct",
-    min_cell_size: int = 10,
-    alpha: float = 0.05,
-    classify_on: str = "p_adjusted",
-    purify: bool = False,
-    logistic: bool = True,
-    purify_classes: tuple[str, ...] | list[str] | str = ("B", "C"),
-    ci_level: float = 0.95,
+    responses: pd.DataFrame, learners: pd.DataFrame, *, attributes: list[str] | str | None = None,
+    reference: dict[str, str] | None = None, focal: dict[str, str | list[str]] | None = None,
+    learner: str = "learner_id", item: str = "item_id", correct: str = "correct", min_cell_size: int = 10,
+    alpha: float = 0.05, classify_on: str = "p_adjusted", purify: bool = False, logistic: bool = True,
+    purify_classes: tuple[str, ...] | list[str] | str = ("B", "C"), ci_level: float = 0.95,
 ) -> pd.DataFrame:
     """DIF of every item for every group attribute: Mantel-Haenszel, ETS class, and
     logistic-regression DIF; Benjamini-Hochberg across all rows.
@@ -633,15 +622,21 @@ def mantel_haenszel_dif(
                                        purify=purify, alpha=alpha, logistic=logistic, purify_classes=purify_classes,
                                        classify_on=classify_on, ci_level=ci_level))
     out = _dif_table(frames, item=item, classify_on=classify_on, alpha=alpha, logistic=logistic, purify=purify)
+    out.attrs.update(_dif_provenance(min_cell_size, alpha, classify_on, purify, purify_classes))
+    return out
+
+
+def _dif_provenance(min_cell_size: int, alpha: float, classify_on: str, purify: bool,
+                    purify_classes: tuple[str, ...]) -> dict:
+    """The ``attrs`` of :func:`mantel_haenszel_dif`'s table: method, settings and package version."""
     from research import __version__
 
-    out.attrs.update(
+    return dict(
         method="Mantel-Haenszel DIF (Holland & Thayer 1988), ETS classes (Zwick 2012), logistic-regression DIF "
         "(Swaminathan & Rogers 1990), Benjamini-Hochberg",
         min_cell_size=int(min_cell_size), alpha=alpha, classify_on=classify_on, purify=purify,
         purify_classes=list(purify_classes), version=__version__,
     )
-    return out
 
 
 dif = mantel_haenszel_dif

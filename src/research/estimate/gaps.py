@@ -134,6 +134,16 @@ def _add_target(out: pd.DataFrame, target: float | None) -> None:
         out["target_p"] = np.nan
 
 
+def _check_gap_settings(kind: str, target: float | None, min_cell_size: int) -> None:
+    """Check :func:`group_gaps`' ``kind``, ``target`` and ``min_cell_size`` (a ConfigError names the bad one)."""
+    if kind not in _KINDS:
+        raise ConfigError(f"kind={kind!r} is not known; use one of {list(_KINDS)}")
+    if target is not None and (kind != "proportion" or not 0 < float(target) < 1):
+        raise ConfigError(f"target={target!r} needs kind='proportion' and a rate strictly between 0 and 1")
+    if int(min_cell_size) < 1:
+        raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
+
+
 def group_gaps(
     values: pd.DataFrame,
     learners: pd.DataFrame,
@@ -181,38 +191,15 @@ def group_gaps(
         (estimate >= target), ``target_p`` (one-sided exact binomial p of rate < target),
         ``method``, ``suppressed_reason``.
     """
-    if kind not in _KINDS:
-        raise ConfigError(f"kind={kind!r} is not known; use one of {list(_KINDS)}")
-    if target is not None and (kind != "proportion" or not 0 < float(target) < 1):
-        raise ConfigError(f"target={target!r} needs kind='proportion' and a rate strictly between 0 and 1")
-    if int(min_cell_size) < 1:
-        raise ConfigError(f"min_cell_size={min_cell_size!r} must be at least 1")
+    _check_gap_settings(kind, target, min_cell_size)
     v = _learner_values(values, value=value, learner=learner, kind=kind)
-
     keyed, refs = _keyed_values(v, learners, learner=learner, attributes=attributes, reference=reference)
-    out = _summaries(keyed, kind, ci_level)
-    out[["attribute", "group"]] = out["key"].str.split("\x1f", n=1, expand=True)
-    out["reference_group"] = out["attribute"].map(pd.Series(refs, dtype="string")).astype("string").fillna("")
-    out["measure"] = measure
-    out["suppressed_reason"] = np.where(
-        out["n"] < min_cell_size,
-        np.where(out["attribute"] == ALL, f"the cohort has fewer learners than the minimum cell size {min_cell_size}",
-                 f"group has fewer learners than the minimum cell size {min_cell_size}: not reported"),
-        "",
-    )
+    out = _group_rows(keyed, refs, kind=kind, measure=measure, min_cell_size=min_cell_size, ci_level=ci_level)
     _add_differences(out, kind, ci_level)
     _add_target(out, target)
-    suppressed = out["suppressed_reason"] != ""
-    numeric = ["n", "estimate", "se", "ci_low", "ci_high", "difference", "difference_ci_low", "difference_ci_high",
-               "difference_p", "target_p"]
-    out.loc[suppressed, numeric] = np.nan
-    out.loc[suppressed, "meets_target"] = pd.NA
-    out["n"] = pd.array(out["n"].to_numpy(float), dtype="Float64").round().astype("Int64")
+    _empty_suppressed(out)
     out["difference_p_adjusted"] = benjamini_hochberg(out["difference_p"])
-    out["method"] = (
-        "mean with t interval; Welch difference" if kind == "mean"
-        else "proportion with Wilson interval; Newcombe difference" + ("; exact binomial test against target" if target is not None else "")
-    )
+    out["method"] = _gap_method(kind, target)
     return _ordered_and_protected(out, list(refs), min_cell_size)
 
 
@@ -235,6 +222,42 @@ def _keyed_values(v: pd.DataFrame, learners: pd.DataFrame, *, learner: str, attr
         ok = g.notna().to_numpy()
         parts.append(pd.DataFrame({"key": attr + "\x1f" + g[ok].astype(str).to_numpy(), "value": v["value"].to_numpy()[ok]}))
     return pd.concat(parts, ignore_index=True), refs
+
+
+def _group_rows(keyed: pd.DataFrame, refs: dict[str, str], *, kind: str, measure: str, min_cell_size: int,
+                ci_level: float) -> pd.DataFrame:
+    """One row per key of ``keyed`` (:func:`_keyed_values`): its summary (:func:`_summaries`) with
+    ``attribute``, ``group``, ``reference_group``, ``measure`` and the ``suppressed_reason`` of a
+    cell below ``min_cell_size``."""
+    out = _summaries(keyed, kind, ci_level)
+    out[["attribute", "group"]] = out["key"].str.split("\x1f", n=1, expand=True)
+    out["reference_group"] = out["attribute"].map(pd.Series(refs, dtype="string")).astype("string").fillna("")
+    out["measure"] = measure
+    out["suppressed_reason"] = np.where(
+        out["n"] < min_cell_size,
+        np.where(out["attribute"] == ALL, f"the cohort has fewer learners than the minimum cell size {min_cell_size}",
+                 f"group has fewer learners than the minimum cell size {min_cell_size}: not reported"),
+        "",
+    )
+    return out
+
+
+def _empty_suppressed(out: pd.DataFrame) -> None:
+    """Every number of a suppressed row emptied (``meets_target`` too), and ``n`` as Int64."""
+    suppressed = out["suppressed_reason"] != ""
+    numeric = ["n", "estimate", "se", "ci_low", "ci_high", "difference", "difference_ci_low", "difference_ci_high",
+               "difference_p", "target_p"]
+    out.loc[suppressed, numeric] = np.nan
+    out.loc[suppressed, "meets_target"] = pd.NA
+    out["n"] = pd.array(out["n"].to_numpy(float), dtype="Float64").round().astype("Int64")
+
+
+def _gap_method(kind: str, target: float | None) -> str:
+    """The ``method`` of the gap rows: the interval and difference of ``kind`` (and the target test)."""
+    if kind == "mean":
+        return "mean with t interval; Welch difference"
+    return "proportion with Wilson interval; Newcombe difference" + (
+        "; exact binomial test against target" if target is not None else "")
 
 
 def _ordered_and_protected(out: pd.DataFrame, attributes: list[str], min_cell_size: int) -> pd.DataFrame:
