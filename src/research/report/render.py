@@ -7,6 +7,63 @@ through the gettext catalogues of :mod:`research.report.i18n`; numbers, percenta
 dates follow the language's conventions; evidence about fewer learners than the minimum
 cell size is suppressed (:mod:`research.privacy`); figures, CSS and JavaScript
 are inline, so the page loads nothing from anywhere.
+
+The report's options: the keyword arguments of :func:`report_view_model`, which :func:`render_report`
+and :func:`write_report` pass on.
+
+language
+    ``"sv"``, ``"da"`` or ``"en"``.
+cohort
+    Cohort id shown in the title (default: the records' ``cohort``).
+learners
+    Optional canonical ``learners`` table: the report shows group sizes per
+    attribute, with small groups suppressed (primary and complementary).
+attributes
+    Learner attributes to show (default: every attribute column present).
+figures
+    Extra figures per target, keyed by ``(target_type, target_id)``, made with
+    :func:`research.report.figures.embed` (each has an alt text).
+min_cell_size
+    Smallest group whose figures are shown (default 10).
+config
+    The recommendation config the records were made with (for the explanation of
+    each rule and its thresholds); default: the records' provenance, else defaults.
+generated
+    Date printed on the report (default: today).
+n_learners
+    Learners in the cohort, shown when at least ``min_cell_size``.
+evidence_figures
+    Draw the evidence figure of each target (default True).
+estimates
+    The estimate tables the records came from (optional): with ``kcs`` each KC
+    section gets its fitted learning curve, with ``distractors`` (or
+    ``item_distractors``) each item section the shares of its answer options.
+    Suppressed rows (``suppressed`` or ``suppressed_reason``) are not drawn.
+max_figure_targets
+    Draw figures for at most this many targets (those with the best-ranked findings;
+    None: all). Every target keeps its section and evidence table; this keeps the
+    page small and fast for big courses. Extra ``figures`` are always shown.
+predecessor
+    The cohort before a redesign: the report links to the comparison with it.
+labels
+    Labels for data values, kind -> {value: label} (the cohort configuration's
+    ``labels:``; see :func:`check_labels`): group values per learner attribute,
+    ``attributes`` (attribute names), ``kc_model``, ``kc``, ``item``, ``page``, ``module``.
+    Values without a label are translated when common (female, high, ...), else shown as they are.
+items
+    The canonical ``items`` table: an item's ``title`` is shown beside its id and its
+    ``url`` (http or https only) is linked from its section.
+status, comparison
+    With a predecessor, the ``recommendation_status`` and ``comparison`` tables of
+    notebook 07 (:mod:`research.loop`): the report opens with what became of each
+    finding of last time (fixed, still there, new) and whether each change worked
+    (:mod:`research.report.since`).
+analyses
+    The ``analyses`` table (what ran and what was skipped, and why): the report's section
+    "What was not analysed, and why".
+out_dir
+    The report folder: the group sizes are then protected against the tables already
+    published there and written as ``group_sizes.csv`` (:func:`research.privacy.group_sizes`).
 """
 
 from __future__ import annotations
@@ -581,6 +638,15 @@ def _resolve_config(recommendations: pd.DataFrame, config: RecommendConfig | Map
     return config
 
 
+def _validated_config(recommendations: pd.DataFrame,
+                      config: RecommendConfig | Mapping[str, Any] | str | Path | None) -> RecommendConfig:
+    """The records' recommendation config (:func:`_resolve_config`), once the records are checked against their schema."""
+    if not isinstance(recommendations, pd.DataFrame):
+        raise DataError(f"recommendations must be a DataFrame, got {type(recommendations).__name__}")
+    validate_recommendations(recommendations)
+    return _resolve_config(recommendations, config)
+
+
 def report_view_model(
     recommendations: pd.DataFrame,
     *,
@@ -614,111 +680,26 @@ def report_view_model(
     ``rules_present``, ``participants``, ``summary``, ``n_learners``, ``min_cell_size``,
     ``severity_labels``, ``level``, ``figure_note``.
 
-    Parameters
-    ----------
-    recommendations
-        Records from :func:`research.recommend.recommend` (validated against their schema).
-    language
-        ``"sv"``, ``"da"`` or ``"en"``.
-    cohort
-        Cohort id shown in the title (default: the records' ``cohort``).
-    learners
-        Optional canonical ``learners`` table: the report shows group sizes per
-        attribute, with small groups suppressed (primary and complementary).
-    attributes
-        Learner attributes to show (default: every attribute column present).
-    figures
-        Extra figures per target, keyed by ``(target_type, target_id)``, made with
-        :func:`research.report.figures.embed` (each has an alt text).
-    min_cell_size
-        Smallest group whose figures are shown (default 10).
-    config
-        The recommendation config the records were made with (for the explanation of
-        each rule and its thresholds); default: the records' provenance, else defaults.
-    generated
-        Date printed on the report (default: today).
-    n_learners
-        Learners in the cohort, shown when at least ``min_cell_size``.
-    evidence_figures
-        Draw the evidence figure of each target (default True).
-    estimates
-        The estimate tables the records came from (optional): with ``kcs`` each KC
-        section gets its fitted learning curve, with ``distractors`` (or
-        ``item_distractors``) each item section the shares of its answer options.
-        Suppressed rows (``suppressed`` or ``suppressed_reason``) are not drawn.
-    max_figure_targets
-        Draw figures for at most this many targets (those with the best-ranked findings;
-        None: all). Every target keeps its section and evidence table; this keeps the
-        page small and fast for big courses. Extra ``figures`` are always shown.
-    predecessor
-        The cohort before a redesign: the report links to the comparison with it.
-    labels
-        Labels for data values, kind -> {value: label} (the cohort configuration's
-        ``labels:``; see :func:`check_labels`): group values per learner attribute,
-        ``attributes`` (attribute names), ``kc_model``, ``kc``, ``item``, ``page``, ``module``.
-        Values without a label are translated when common (female, high, ...), else shown as they are.
-    items
-        The canonical ``items`` table: an item's ``title`` is shown beside its id and its
-        ``url`` (http or https only) is linked from its section.
-    status, comparison
-        With a predecessor, the ``recommendation_status`` and ``comparison`` tables of
-        notebook 07 (:mod:`research.loop`): the report opens with what became of each
-        finding of last time (fixed, still there, new) and whether each change worked
-        (:mod:`research.report.since`).
-    analyses
-        The ``analyses`` table (what ran and what was skipped, and why): the report's section
-        "What was not analysed, and why".
-    out_dir
-        The report folder: the group sizes are then protected against the tables already
-        published there and written as ``group_sizes.csv`` (:func:`research.privacy.group_sizes`).
+    ``recommendations`` are records from :func:`research.recommend.recommend` (validated against
+    their schema); the other arguments are the report's options (see the module docstring).
     """
     language = check_language(language)
     k = check_min_cell_size(min_cell_size)
-    if not isinstance(recommendations, pd.DataFrame):
-        raise DataError(f"recommendations must be a DataFrame, got {type(recommendations).__name__}")
-    validate_recommendations(recommendations)
-    config = _resolve_config(recommendations, config)
-    if cohort is None:
-        cohorts = recommendations["cohort"].dropna().unique()
-        cohort = str(cohorts[0]) if len(cohorts) else ""
+    config = _validated_config(recommendations, config)
     view = _View(language, k, labels=labels, items=items)
-    dyn = view.tr.gettext
-
     safe, recs = _findings(recommendations, view, out_dir)
     top = _fix_first_cards(recs, int(config.priority["top_n"]))
-    # figures for the targets with the best-ranked findings only
-    ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
-    limit = len(ranked_targets) if max_figure_targets is None else int(max_figure_targets)
+    ranked_targets, limit = _figure_targets(recs, max_figure_targets)
     sections = _target_sections(recs, view, figures=figures or {}, estimates=estimates or {},
                                 evidence_figures=evidence_figures, drawn=set(ranked_targets[:limit]))
-    rules_present = sorted({r["rule"] for r in recs}, key=list(RULES).index)
-
-    participants = []
-    if learners is not None and len(learners):
-        participants = _participants(learners, attributes, view, out_dir)
-        if n_learners is None:
-            n_learners = int(learners["learner_id"].nunique()) if "learner_id" in learners.columns else None
-
+    rules_present = _rules_present(recs, view)
+    participants, n_learners = _learner_groups(learners, attributes, view, out_dir, n_learners)
     return dict(
-        lang=language,
-        cohort=cohort,
-        generated=view.fmt.date(generated or dt.date.today()),
-        version=research.__version__,
-        predecessor=predecessor,
-        not_analysed=not_analysed_items(analyses, dyn, view.fmt.integer),
+        **_page_head(recommendations, cohort, view, generated=generated, predecessor=predecessor, analyses=analyses),
         since=_since(recs, view, predecessor=predecessor, status=status, comparison=comparison),
-        top=top,
-        recs=recs,
-        sections=sections,
-        rules=_rule_help(config, view),
-        rules_present=[{"name": n, "title": dyn(RULES[n].title)} for n in rules_present],
-        participants=participants,
-        summary=_summary_counts(safe, view),
-        n_learners=view.fmt.integer(n_learners) if n_learners is not None and n_learners >= k else None,
-        min_cell_size=view.fmt.integer(k),
-        severity_labels={s: dyn(lab) for s, lab in SEVERITY_LABELS.items()},
-        level=view.fmt.percent_whole(0.95),
-        figure_note=_figure_note(view, limit, len(ranked_targets)),
+        top=top, recs=recs, sections=sections, rules=_rule_help(config, view), rules_present=rules_present,
+        participants=participants, summary=_summary_counts(safe, view),
+        **_page_texts(view, n_learners, limit, len(ranked_targets)),
     )
 
 
@@ -733,6 +714,43 @@ def _findings(recommendations: pd.DataFrame, view: _View, out_dir: str | Path | 
     for rec in recs:
         rec["kc_model_change_t"] = changes.get(rec["recommendation_id"], "")
     return safe, recs
+
+
+def _figure_targets(recs: list[dict[str, Any]], max_figure_targets: int | None) -> tuple[list[str], int]:
+    """The targets in the order of their best-ranked finding, and how many of them (the first) get figures."""
+    ranked_targets = list(dict.fromkeys(r["anchor"] for r in recs))
+    limit = len(ranked_targets) if max_figure_targets is None else int(max_figure_targets)
+    return ranked_targets, limit
+
+
+def _rules_present(recs: list[dict[str, Any]], view: _View) -> list[dict[str, str]]:
+    """The rules with a finding on the page, in the order of ``RULES``, with their translated titles."""
+    present = sorted({r["rule"] for r in recs}, key=list(RULES).index)
+    return [{"name": n, "title": view.tr.gettext(RULES[n].title)} for n in present]
+
+
+def _learner_groups(learners: pd.DataFrame | None, attributes: Sequence[str] | None, view: _View,
+                    out_dir: str | Path | None, n_learners: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    """The group sizes per attribute (:func:`_participants`; none without learners) and the learners in the cohort:
+    ``n_learners`` when given, else those in ``learners``."""
+    if learners is None or not len(learners):
+        return [], n_learners
+    participants = _participants(learners, attributes, view, out_dir)
+    if n_learners is None and "learner_id" in learners.columns:
+        n_learners = int(learners["learner_id"].nunique())
+    return participants, n_learners
+
+
+def _page_head(recommendations: pd.DataFrame, cohort: str | None, view: _View, *, generated: dt.date | None,
+               predecessor: str | None, analyses: pd.DataFrame | None) -> dict[str, Any]:
+    """The head of the page: language, cohort (given, else the records' first), date, version, predecessor and
+    what was not analysed."""
+    if cohort is None:
+        cohorts = recommendations["cohort"].dropna().unique()
+        cohort = str(cohorts[0]) if len(cohorts) else ""
+    return dict(lang=view.language, cohort=cohort, generated=view.fmt.date(generated or dt.date.today()),
+                version=research.__version__, predecessor=predecessor,
+                not_analysed=not_analysed_items(analyses, view.tr.gettext, view.fmt.integer))
 
 
 def _summary_counts(safe: pd.DataFrame, view: _View) -> dict[str, str]:
@@ -759,6 +777,18 @@ def _figure_note(view: _View, limit: int, n_targets: int) -> str:
         return ""
     return view._("Figures are drawn for the %(n)s targets with the most important findings; the others show their evidence as tables.") % {
         "n": view.fmt.integer(limit)}
+
+
+def _page_texts(view: _View, n_learners: int | None, limit: int, n_targets: int) -> dict[str, Any]:
+    """The page's counts and fixed texts: the learners (when at least the cell size), the cell size, the severity
+    labels, the interval level and the figure note."""
+    return dict(
+        n_learners=view.fmt.integer(n_learners) if n_learners is not None and n_learners >= view.k else None,
+        min_cell_size=view.fmt.integer(view.k),
+        severity_labels={s: view.tr.gettext(lab) for s, lab in SEVERITY_LABELS.items()},
+        level=view.fmt.percent_whole(0.95),
+        figure_note=_figure_note(view, limit, n_targets),
+    )
 
 
 def render_report(recommendations: pd.DataFrame, **options: Any) -> str:
