@@ -271,6 +271,39 @@ class _BulkRun:
         return a
 
 
+class _Chunks:
+    """A binary file read in chunks of ``CHUNK`` bytes: the bytes read and not yet dropped
+    (``buf``, a leading UTF-8 byte order mark removed) and the line number of their start."""
+
+    __slots__ = ("fh", "buf", "line0", "eof")
+
+    def __init__(self, fh):
+        self.fh, self.buf, self.line0, self.eof = fh, b"", 1, False
+        self.more()
+        if self.buf.startswith(b"\xef\xbb\xbf"):
+            self.buf = self.buf[3:]
+
+    def more(self) -> bool:
+        """Read the next chunk onto ``buf``; False at the end of the file."""
+        if self.eof:
+            return False
+        chunk = self.fh.read(CHUNK)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def drop(self, pos: int) -> None:
+        """Drop ``buf[:pos]`` (positions in ``buf`` move down by ``pos``)."""
+        self.line0 += self.buf.count(b"\n", 0, pos)
+        self.buf = self.buf[pos:]
+
+    def where(self, at: int) -> str:
+        """'line N' of position ``at`` in ``buf``."""
+        return f"line {self.line0 + self.buf.count(chr(10).encode(), 0, at)}"
+
+
 class XMLReader:
     def __init__(self, options: dict):
         self.options = options
@@ -582,86 +615,84 @@ class XMLReader:
         the file is ever built and memory stays flat. ``log_action`` envelopes are followed
         (URL-encoded content is decoded and read the same way).
         """
-        buf, pos, line0, eof = b"", 0, 1, False
-
-        def more() -> bool:
-            nonlocal buf, pos, line0, eof
-            if eof:
-                return False
-            chunk = fh.read(CHUNK)
-            if not chunk:
-                eof = True
-                return False
-            buf += chunk
-            return True
-
-        def where(at: int) -> str:
-            return f"line {line0 + buf.count(chr(10).encode(), 0, at)}"
-
-        more()
-        if buf.startswith(b"\xef\xbb\xbf"):
-            buf = buf[3:]
+        src = _Chunks(fh)
+        pos = 0
         slow_until, limit = 0, BULK  # runs of plain messages are read in one pass; after one that is not, smaller runs
         while True:
             if pos > CHUNK:  # drop what was read (positions below are only used within one turn)
-                line0 += buf.count(b"\n", 0, pos)
-                buf, pos, slow_until = buf[pos:], 0, max(0, slow_until - pos)
+                src.drop(pos)
+                pos, slow_until = 0, max(0, slow_until - pos)
             if pos >= slow_until:
                 try:
-                    done = self.bulk(buf, pos, limit)
+                    done = self.bulk(src.buf, pos, limit)
                 except _NotBulk as exc:
                     slow_until, limit = exc.args[0], max(limit // 16, 1 << 16)
                 else:
                     if done > pos:
                         pos, limit = done, min(2 * limit, BULK)
                         continue
-            m = _TOKEN.search(buf, pos)
+            m = _TOKEN.search(src.buf, pos)
             if m is None or (m.group(1) is not None and not m.group(0).endswith(b">")):
-                if not more():
+                if not src.more():
                     break
-                pos = max(pos, len(buf) - CHUNK - 256) if m is None else pos
+                pos = max(pos, len(src.buf) - CHUNK - 256) if m is None else pos
                 continue
             tag = m.group(1)
-            if tag is None:  # </log_action>
-                if self.envelope:
-                    self.envelope.pop()
-                pos = m.end()
+            if tag is None or (tag == b"log_action" and not m.group(0).endswith(b"/>")):
+                pos = self._log_action(src, m, name)
                 continue
             tag_s = tag.decode()
             if m.group(0).endswith(b"/>"):
                 body, end = m.group(0), m.end()
             else:
                 close = b"</" + tag + b">"
-                k = buf.find(close, m.end())
-                if tag_s == "log_action":
-                    head = buf[m.end():m.end() + 8].lstrip()
-                    while len(head) < 3 and more():
-                        head = buf[m.end():m.end() + 8].lstrip()
-                    attrs = self._attrs(m.group(0), name, where(m.start()))
-                    if head[:3].upper() != b"%3C":  # messages inside: read on, envelope open
-                        self.envelope.append((attrs.get("external_object_id"), attrs.get("session_id")))
-                        pos = m.end()
-                        continue
-                while k < 0:
-                    if not more():
-                        raise DataError(f"{name}: the file ends inside a <{tag_s}> that starts at {where(m.start())} "
-                                        f"(after {self.n_messages:,} messages); the file is truncated or not well-formed")
-                    k = buf.find(close, m.end())
+                k = src.buf.find(close, m.end())
+                if k < 0:
+                    k = self._read_to_close(src, m, close, name)
                 end = k + len(close)
-                if tag_s == "log_action":
-                    inner = urllib.parse.unquote(buf[m.end():k].decode("utf-8", errors="replace").strip()).encode("utf-8")
-                    self.envelope.append((attrs.get("external_object_id"), attrs.get("session_id")))
-                    self.feed(io.BytesIO(inner), f"{name} ({where(m.start())}, URL-encoded log_action)")
-                    self.envelope.pop()
-                    pos = end
-                    continue
-                body = buf[m.start():end]
+                body = src.buf[m.start():end]
             try:
                 self.message_bytes(tag_s, body)
             except (ET.ParseError, UnicodeDecodeError) as exc:
-                raise DataError(f"{name}: not well-formed XML in the <{tag_s}> that starts at {where(m.start())}: "
+                raise DataError(f"{name}: not well-formed XML in the <{tag_s}> that starts at {src.where(m.start())}: "
                                 f"{str(exc).split(':')[0]} (after {self.n_messages:,} messages); fix the file or re-export it") from None
             pos = end
+
+    def _read_to_close(self, src: _Chunks, m: re.Match, close: bytes, name: str) -> int:
+        """Read on until the end tag ``close`` of the element whose start tag ``m`` matched is in
+        ``src.buf``; return where it starts. The file ending first is a DataError."""
+        k = -1
+        while k < 0:
+            if not src.more():
+                raise DataError(f"{name}: the file ends inside a <{m.group(1).decode()}> that starts at {src.where(m.start())} "
+                                f"(after {self.n_messages:,} messages); the file is truncated or not well-formed")
+            k = src.buf.find(close, m.end())
+        return k
+
+    def _log_action(self, src: _Chunks, m: re.Match, name: str) -> int:
+        """A ``log_action`` start or end tag (``m``): open or close its envelope, or read its URL-encoded
+        messages; return the position after what was read."""
+        if m.group(1) is None:  # </log_action>
+            if self.envelope:
+                self.envelope.pop()
+            return m.end()
+        close = b"</log_action>"
+        k = src.buf.find(close, m.end())
+        head = src.buf[m.end():m.end() + 8].lstrip()
+        while len(head) < 3 and src.more():
+            head = src.buf[m.end():m.end() + 8].lstrip()
+        attrs = self._attrs(m.group(0), name, src.where(m.start()))
+        envelope = (attrs.get("external_object_id"), attrs.get("session_id"))
+        if head[:3].upper() != b"%3C":  # messages inside: read on, envelope open
+            self.envelope.append(envelope)
+            return m.end()
+        if k < 0:
+            k = self._read_to_close(src, m, close, name)
+        inner = urllib.parse.unquote(src.buf[m.end():k].decode("utf-8", errors="replace").strip()).encode("utf-8")
+        self.envelope.append(envelope)
+        self.feed(io.BytesIO(inner), f"{name} ({src.where(m.start())}, URL-encoded log_action)")
+        self.envelope.pop()
+        return k + len(close)
 
     @staticmethod
     def _attrs(start_tag: bytes, name: str, at: str) -> dict:

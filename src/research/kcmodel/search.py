@@ -221,24 +221,31 @@ class SearchResult:
         return self.n_candidates / max(self.seconds, 1e-9)
 
 
+def _model_steps(steps: pd.DataFrame, kc_model: str) -> pd.DataFrame:
+    """The student steps of KC model ``kc_model`` that have a KC (all steps with a KC when the
+    frame has no ``kc_model`` column); a missing column, unknown model or no such step is an error."""
+    need = {"step_row", "learner_id", "item_id", "step_id", "success", "kc", "opportunity"}
+    missing = need - set(steps.columns)
+    if missing:
+        raise DataError(f"the student-step frame lacks column(s) {sorted(missing)}; build it with "
+                        "research.estimate.opportunities.student_steps().")
+    if "kc_model" in steps.columns:
+        models = sorted(map(str, pd.unique(steps["kc_model"].dropna())))
+        if kc_model not in models:
+            raise ConfigError(f"KC model {kc_model!r} is not in the data; valid KC models are {models}.")
+        long = steps[steps["kc_model"] == kc_model]
+    else:
+        long = steps
+    long = long[long["kc"].notna()]
+    if long.empty:
+        raise DataError(f"no student steps with a KC for KC model {kc_model!r}.")
+    return long
+
+
 class _Search:
     def __init__(self, steps: pd.DataFrame, kc_model: str, *, items: pd.DataFrame | None, factors, step_fields,
                  step_patterns, learner_penalty: float, cv_folds: int, seed: int):
-        need = {"step_row", "learner_id", "item_id", "step_id", "success", "kc", "opportunity"}
-        missing = need - set(steps.columns)
-        if missing:
-            raise DataError(f"the student-step frame lacks column(s) {sorted(missing)}; build it with "
-                            "research.estimate.opportunities.student_steps().")
-        if "kc_model" in steps.columns:
-            models = sorted(map(str, pd.unique(steps["kc_model"].dropna())))
-            if kc_model not in models:
-                raise ConfigError(f"KC model {kc_model!r} is not in the data; valid KC models are {models}.")
-            long = steps[steps["kc_model"] == kc_model]
-        else:
-            long = steps
-        long = long[long["kc"].notna()]
-        if long.empty:
-            raise DataError(f"no student steps with a KC for KC model {kc_model!r}.")
+        long = _model_steps(steps, kc_model)
         rows = long.drop_duplicates("step_row")[["step_row", "learner_id", "item_id", "step_id", "success"]]
         rows = rows.sort_values("step_row", kind="stable").reset_index(drop=True)
         # rows in learner order, then time order (step_row is time order within learner)
@@ -259,6 +266,18 @@ class _Search:
         self.kc_model = kc_model
         # factors per step (row): page, module, item features, custom fields, patterns
         self.factor_values: dict[str, np.ndarray] = {}
+        self._add_factors(steps, items, factors)
+        self._add_step_factors(step_fields, step_patterns)
+        self.afm = AFM(learner_penalty=learner_penalty, free_slopes=False)
+        self.cv_folds = cv_folds
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        self.fold_of_learner = rng.permutation(np.arange(self.nL) % cv_folds)
+        self.start_kcs = self._start_model(long_rows, kcs)
+
+    def _add_factors(self, steps: pd.DataFrame, items: pd.DataFrame | None, factors) -> None:
+        """Put the values per step of each factor (``problem``, an items column, ``page`` or
+        ``module`` of the steps) in :attr:`factor_values`; an unknown factor is a ConfigError."""
         steps_frame = pd.DataFrame({"item_id": [k[0] for k in self.step_index], "step_id": [k[1] for k in self.step_index]})
         items_cols = pd.DataFrame()
         if items is not None and len(items):
@@ -277,6 +296,9 @@ class _Search:
                                   "valid factors are 'page', 'module', 'problem', an items column, "
                                   "a step field (step_fields=) or a step-name pattern (step_patterns=).")
             self.factor_values[f] = pd.Series(vals).astype("string").fillna("").to_numpy(dtype=object)
+
+    def _add_step_factors(self, step_fields: dict | None, step_patterns) -> None:
+        """Put the custom step fields and the step-name patterns (yes/no per step) in :attr:`factor_values`."""
         for name, mapping in (step_fields or {}).items():
             m = pd.Series(mapping)
             vals = [m.get(k, m.get(k[1], "")) for k in self.step_index]
@@ -288,12 +310,10 @@ class _Search:
                 raise ConfigError(f"step pattern {pat!r} is not a valid regular expression: {exc}.") from None
             self.factor_values[f"step name ~ {pat}"] = np.asarray(
                 ["yes" if rx.search(k[1]) else "no" for k in self.step_index], dtype=object)
-        self.afm = AFM(learner_penalty=learner_penalty, free_slopes=False)
-        self.cv_folds = cv_folds
-        self.seed = seed
-        rng = np.random.default_rng(seed)
-        self.fold_of_learner = rng.permutation(np.arange(self.nL) % cv_folds)
-        # the start model
+
+    def _start_model(self, long_rows: np.ndarray, kcs: np.ndarray) -> dict[str, _KC]:
+        """The start model's KCs (name -> rows and opportunity counts) from the row (``long_rows``)
+        and KC (``kcs``) of each student step and KC pair."""
         order = np.lexsort((long_rows, kcs))
         kcs_s, rows_s = kcs[order], long_rows[order]
         bounds = np.flatnonzero(np.r_[True, kcs_s[1:] != kcs_s[:-1], True])
@@ -301,7 +321,7 @@ class _Search:
         for a, b in zip(bounds[:-1], bounds[1:]):
             r = np.unique(rows_s[a:b])
             start[str(kcs_s[a])] = _KC(r, _cumcount(self.lid[r]), origin=str(kcs_s[a]))
-        self.start_kcs = start
+        return start
 
     # ------------------------------------------------------------------ full fits
     def design(self, kcs: dict[str, _KC]):
