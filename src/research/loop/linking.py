@@ -282,6 +282,41 @@ def _anchor_table(cand: pd.DataFrame, shift: float, d: np.ndarray, robust: np.nd
     )[ANCHOR_COLUMNS]
 
 
+def _link_settings(min_anchors, drift_z, ci_level, *, explicit_anchors: bool, covariance: bool) -> dict:
+    """:func:`link_difficulties`' settings checked, as recorded in :attr:`Linking.settings`."""
+    if int(min_anchors) < 1:
+        raise ConfigError(f"min_anchors must be at least 1, got {min_anchors!r}")
+    if drift_z is not None and not float(drift_z) > 0:
+        raise ConfigError(f"drift_z must be a positive number or None, got {drift_z!r}")
+    if not 0 < ci_level < 1:
+        raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level!r}")
+    return {"min_anchors": int(min_anchors), "drift_z": drift_z, "ci_level": ci_level,
+            "explicit_anchors": explicit_anchors, "covariance": covariance}
+
+
+def _displacements(cand: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's displacement ``b_before - b_after`` and its sampling variance (NaN unless finite and > 0)."""
+    d = (cand["b_b"] - cand["b_a"]).to_numpy(float)
+    var = (cand["se_b"] ** 2 + cand["se_a"] ** 2).to_numpy(float)
+    return d, np.where(np.isfinite(var) & (var > 0), var, np.nan)
+
+
+def _too_few_message(k: int, drifted: np.ndarray, min_anchors: int) -> str:
+    """The :class:`LinkingWarning` text for ``k`` anchors where ``min_anchors`` are needed."""
+    drift_note = f" ({int(drifted.sum())} more dropped for drift)" if drifted.any() else ""
+    return (
+        f"only {k} anchor item(s) link the two cohorts{drift_note}; at least {min_anchors} are needed for a "
+        "trustworthy common scale. Changes in revised items may be confused with a change in the cohort's "
+        "ability; treat the difficulty comparisons as tentative (too_few_anchors is set in the outputs)."
+    )
+
+
+def _interval(shift: float, se_shift: float, k: int, ci_level: float) -> tuple[float, float]:
+    """The ``ci_level`` normal interval of the shift (NaN without anchors)."""
+    z = stats.norm.ppf(0.5 + ci_level / 2)
+    return (shift - z * se_shift if k else np.nan, shift + z * se_shift if k else np.nan)
+
+
 def link_difficulties(
     before: pd.DataFrame,
     after: pd.DataFrame,
@@ -325,52 +360,26 @@ def link_difficulties(
     -------
     Linking
     """
-    if int(min_anchors) < 1:
-        raise ConfigError(f"min_anchors must be at least 1, got {min_anchors!r}")
-    if drift_z is not None and not float(drift_z) > 0:
-        raise ConfigError(f"drift_z must be a positive number or None, got {drift_z!r}")
-    if not 0 < ci_level < 1:
-        raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {ci_level!r}")
+    settings = _link_settings(min_anchors, drift_z, ci_level, explicit_anchors=anchors is not None,
+                              covariance=cov_before is not None and cov_after is not None)
     b = _params(before, "before", item, difficulty, se, n)
     a = _params(after, "after", item, difficulty, se, n)
     cand = _anchor_candidates(b, a, anchors, exclude)
-    d = (cand["b_b"] - cand["b_a"]).to_numpy(float)
-    var = (cand["se_b"] ** 2 + cand["se_a"] ** 2).to_numpy(float)
-    var = np.where(np.isfinite(var) & (var > 0), var, np.nan)
-    k0 = len(cand)
+    d, var = _displacements(cand)
     robust, drifted = _drift(d, var, drift_z)
     used = ~drifted
     k = int(used.sum())
-    z = stats.norm.ppf(0.5 + ci_level / 2)
     shift, se_shift, weights, tau2 = _shift(cand, d, var, used, cov_before, cov_after)
     too_few = k < int(min_anchors)
     if too_few and warn:
-        drift_note = f" ({int(drifted.sum())} more dropped for drift)" if drifted.any() else ""
-        warnings.warn(
-            f"only {k} anchor item(s) link the two cohorts{drift_note}; at least {int(min_anchors)} are needed for a "
-            "trustworthy common scale. Changes in revised items may be confused with a change in the cohort's "
-            "ability; treat the difficulty comparisons as tentative (too_few_anchors is set in the outputs).",
-            LinkingWarning,
-            stacklevel=2,
-        )
-    table = _anchor_table(cand, shift, d, robust, drifted, used)
+        warnings.warn(_too_few_message(k, drifted, int(min_anchors)), LinkingWarning, stacklevel=2)
+    ci_low, ci_high = _interval(shift, se_shift, k, ci_level)
     return Linking(
-        shift=shift,
-        se=se_shift,
-        ci_low=shift - z * se_shift if k else np.nan,
-        ci_high=shift + z * se_shift if k else np.nan,
-        n_anchors=k,
-        n_candidates=k0,
-        too_few_anchors=bool(too_few),
-        anchors=table,
-        settings={"min_anchors": int(min_anchors), "drift_z": drift_z, "ci_level": ci_level,
-                  "explicit_anchors": anchors is not None, "covariance": cov_before is not None and cov_after is not None},
-        weights=weights,
-        cov_before=_labelled(cov_before),
-        cov_after=_labelled(cov_after),
+        shift=shift, se=se_shift, ci_low=ci_low, ci_high=ci_high, n_anchors=k, n_candidates=len(cand),
+        too_few_anchors=bool(too_few), anchors=_anchor_table(cand, shift, d, robust, drifted, used), settings=settings,
+        weights=weights, cov_before=_labelled(cov_before), cov_after=_labelled(cov_after),
         se_before=pd.Series(b["se"].to_numpy(float), index=b["item_id"]),
-        se_after=pd.Series(a["se"].to_numpy(float), index=a["item_id"]),
-        tau2=tau2,
+        se_after=pd.Series(a["se"].to_numpy(float), index=a["item_id"]), tau2=tau2,
     )
 
 

@@ -954,27 +954,44 @@ def _cohort_settings(*, n_learners, seed, cohort, n_modules, pages_per_module, i
     }
 
 
+def _designed_course(settings: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The course of checked settings with its true parameters (items, KCs, pages), drawn from its own seed."""
+    design_rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], 7]))
+    return _design_course(design_rng, **{k: settings.get(k) for k in _DESIGN_KEYS})
+
+
+def _first_cohort(items_t: pd.DataFrame, kcs_t: pd.DataFrame, pages_t: pd.DataFrame, settings: dict, *,
+                  start) -> SimulatedCohort:
+    """The learners of checked settings (raw ids from ``S00001``) through the designed course."""
+    return _run(
+        items_t,
+        kcs_t,
+        pages_t,
+        n_learners=settings["n_learners"],
+        seed=settings["seed"],
+        cohort=settings["cohort"],
+        course_version=settings["course_version"],
+        start=start,
+        id_start=1,
+        skip_rate=settings["skip_rate"],
+        base_hazard=settings["base_hazard"],
+        settings=settings,
+    )
+
+
+def _with_wave_survey(sim: SimulatedCohort, *, seed: int, planted: bool) -> SimulatedCohort:
+    """``sim`` with the three-wave survey in place of the pre/post one (it lives in research.simulate.surveys)."""
+    from research.simulate.surveys import with_survey_waves
+
+    return with_survey_waves(sim, seed=seed, planted=planted)
+
+
 def simulate_cohort(
-    *,
-    n_learners: int = 400,
-    seed: int = 0,
-    cohort: str = "demo",
-    n_modules: int = 4,
-    pages_per_module: int = 3,
-    items_per_page: int = 3,
-    kcs_per_module: int = 4,
-    practice_per_kc: int = 2,
-    course_version: str = "v1",
-    start: str = "2026-09-01",
-    planted: bool = True,
-    skip_rate: float = 0.1,
-    base_hazard: float = 0.002,
-    dif_variable: str = "gender",
-    dif_focal: str = "female",
-    dif_reference: str = "male",
-    dif_size: float = 1.2,
-    survey_waves: bool = False,
-    fine_pair_gap: float | None = None,
+    *, n_learners: int = 400, seed: int = 0, cohort: str = "demo", n_modules: int = 4, pages_per_module: int = 3,
+    items_per_page: int = 3, kcs_per_module: int = 4, practice_per_kc: int = 2, course_version: str = "v1",
+    start: str = "2026-09-01", planted: bool = True, skip_rate: float = 0.1, base_hazard: float = 0.002,
+    dif_variable: str = "gender", dif_focal: str = "female", dif_reference: str = "male", dif_size: float = 1.2,
+    survey_waves: bool = False, fine_pair_gap: float | None = None,
 ) -> SimulatedCohort:
     """Simulate one cohort of an online course with known truth.
 
@@ -1021,9 +1038,8 @@ def simulate_cohort(
         least this much at every opportunity: pairs drawn closer are pushed apart about
         their mean, and the easier KC of a pair takes the larger of the pair's two learning
         rates, so practice never closes the gap. Nothing else changes and no extra random
-        draws are made. The planted effect size for testing
-        whether Learning Factors Analysis recovers the Fine split from Coarse
-        (``tests/test_kcmodel_search.py``).
+        draws are made. The planted effect size for testing whether Learning Factors
+        Analysis recovers the Fine split from Coarse (``tests/test_kcmodel_search.py``).
 
     Returns
     -------
@@ -1037,27 +1053,9 @@ def simulate_cohort(
         dif_variable=dif_variable, dif_focal=dif_focal, dif_reference=dif_reference, dif_size=dif_size,
         fine_pair_gap=fine_pair_gap,
     )
-    design_rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], 7]))
-    items_t, kcs_t, pages_t = _design_course(design_rng, **{k: settings.get(k) for k in _DESIGN_KEYS})
-    sim = _run(
-        items_t,
-        kcs_t,
-        pages_t,
-        n_learners=settings["n_learners"],
-        seed=settings["seed"],
-        cohort=cohort,
-        course_version=course_version,
-        start=start,
-        id_start=1,
-        skip_rate=settings["skip_rate"],
-        base_hazard=settings["base_hazard"],
-        settings=settings,
-    )
-    if survey_waves:  # the three-wave survey lives in research.simulate.surveys
-        from research.simulate.surveys import with_survey_waves
-
-        sim = with_survey_waves(sim, seed=seed, planted=bool(planted))
-    return sim
+    items_t, kcs_t, pages_t = _designed_course(settings)
+    sim = _first_cohort(items_t, kcs_t, pages_t, settings, start=start)
+    return _with_wave_survey(sim, seed=seed, planted=bool(planted)) if survey_waves else sim
 
 
 def _fixed_labels(fixed: Iterable[str] | str, previous: SimulatedCohort) -> tuple[str, ...]:
