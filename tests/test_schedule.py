@@ -202,6 +202,32 @@ def test_a_failure_stops_the_notebooks_running_beside_it_and_starts_no_other(sma
     assert not (tmp_path / "r" / "sched").exists()
 
 
+def test_a_kernel_talks_over_unix_sockets_in_a_folder_of_its_own_that_is_gone_after(small, tmp_path):
+    """No TCP port to race another starting kernel for ("Address already in use" killed kernels when
+    several started at once): the kernel's endpoints are socket files in the notebook's own folder,
+    which goes when the process ends, and when the run kills it."""
+    import stat
+
+    from research import pipeline
+
+    _, _, nbs = small
+    runs = []
+    for k in range(3):  # three at once, as a run with two notebooks at a time and one started ahead
+        runs.append(pipeline._start_notebook(nbs[0], tmp_path / f"out{k}.ipynb", {}, timeout_s=60, log=tmp_path / f"{k}.log"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(len(list(Path(r.sockets).glob("kernel-*"))) >= 5 for r in runs):
+        time.sleep(0.2)
+    for r in runs:
+        found = list(Path(r.sockets).glob("kernel-*"))
+        assert len(found) >= 5 and all(stat.S_ISSOCK(p.stat().st_mode) for p in found), (r.sockets, found)
+        assert r.proc.poll() is None  # alive and waiting for go
+    runs[0].proc.communicate(b"no\n", timeout=120)  # told not to run: shuts its kernel down and cleans up
+    assert runs[0].proc.returncode == 0 and not Path(runs[0].sockets).exists()
+    for r in runs[1:]:
+        pipeline._stop(r)  # killed: the run removes what the process could not
+        assert not Path(r.sockets).exists()
+
+
 def test_the_real_notebooks_publish_the_same_tables_one_or_two_at_a_time(small, tmp_path):
     """A small cohort (60 learners, cells of 5) whose groups are small: the privacy check hides
     cells in several tables, and the record of analyses has rows from every notebook."""

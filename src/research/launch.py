@@ -5,7 +5,9 @@ the project folder and imports the modules every notebook imports (silently: no 
 execution count, nothing in the notebook), then waits for one line on its standard input.
 ``go`` runs the notebook with papermill in that kernel, exactly as ``papermill`` would;
 anything else (or the end of input) shuts the kernel down and exits 0. So the start of a
-kernel, about 3 s of a notebook's time, overlaps the notebooks that run before it.
+kernel, about 3 s of a notebook's time, overlaps the notebooks that run before it. The kernel
+talks over Unix sockets in the folder ``$RESEARCH_KERNEL_SOCKETS`` (a new temporary folder when
+unset), which the process removes when it ends.
 
 Usage: python -m research.launch NOTEBOOK OUTPUT CWD PARAMETERS_YAML
 Exit status: 0 when the notebook ran (or was not asked to), 1 when it failed (the error is
@@ -14,7 +16,10 @@ in the output notebook, or in this process's output when no cell ran).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 
 __all__ = ["WARM_UP", "main"]
 
@@ -24,10 +29,17 @@ sys.modules.setdefault("pyarrow.fs", None)  # papermill imports pyarrow.fs only 
 WARM_UP = "import research.notebook, research.steps, research.estimates, research.plots, matplotlib.pyplot"
 
 
-async def _start_kernel(cwd: str):
+async def _start_kernel(cwd: str, sockets: str):
+    """A kernel started in ``cwd``, talking over Unix sockets in the folder ``sockets``, warmed up.
+
+    Not TCP: a TCP port is chosen free and then bound by the kernel, and between the two
+    another kernel starting at the same moment (the next notebooks', another cohort's) can
+    take it, and the kernel dies ("Address already in use"). A socket file in a folder of
+    this process's own cannot be taken.
+    """
     from jupyter_client.manager import AsyncKernelManager
 
-    km = AsyncKernelManager(kernel_name="python3")
+    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
     await km.start_kernel(cwd=cwd)
     kc = km.client()
     kc.start_channels()
@@ -46,7 +58,6 @@ async def _start_kernel(cwd: str):
 def main(argv: list[str]) -> int:
     import logging
 
-    import yaml
     from jupyter_core.utils import run_sync
 
     if len(argv) != 4:
@@ -55,7 +66,18 @@ def main(argv: list[str]) -> int:
     notebook, output, cwd, parameters = argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # the warm-up client's closing notes are no news
-    km = run_sync(_start_kernel)(cwd)
+    sockets = os.environ.get("RESEARCH_KERNEL_SOCKETS") or tempfile.mkdtemp(prefix="research-kernel-")
+    try:
+        return _run(notebook, output, cwd, parameters, run_sync(_start_kernel)(cwd, sockets))
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _run(notebook: str, output: str, cwd: str, parameters: str, km) -> int:
+    """Wait for ``go``, run the notebook in the started kernel ``km``, shut the kernel down."""
+    import yaml
+    from jupyter_core.utils import run_sync
+
     try:
         if sys.stdin.readline().strip() != "go":
             return 0

@@ -42,6 +42,7 @@ import os
 import platform
 import re
 import shutil
+import tempfile
 import signal
 import subprocess
 import sys
@@ -349,6 +350,7 @@ class _Started:
     timeout_s: int
     started: str = ""
     t0: float = 0.0
+    sockets: str = ""  # the folder of its kernel's sockets (see research.launch)
 
     def go(self) -> None:
         """Run the notebook now (its time limit counts from here)."""
@@ -366,12 +368,13 @@ class _Started:
 def _start_notebook(nb: Path, out_nb: Path, parameters: dict, *, timeout_s: int, log: Path) -> _Started:
     """Start a notebook's process: it starts the kernel and waits for :meth:`_Started.go`."""
     cmd = [sys.executable, "-m", "research.launch", str(nb), str(out_nb), str(project_root()), yaml.safe_dump(parameters)]
-    env = {**os.environ, "RESEARCH_HOME": str(project_root()), "MPLBACKEND": "Agg"}
+    sockets = tempfile.mkdtemp(prefix="research-kernel-")  # removed by the process, or by _stop when it is killed
+    env = {**os.environ, "RESEARCH_HOME": str(project_root()), "MPLBACKEND": "Agg", "RESEARCH_KERNEL_SOCKETS": sockets}
     with open(log, "ab") as logfh:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=env, cwd=project_root(),
                                 preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
-    return _Started(nb, out_nb, parameters, log, proc, timeout_s)
+    return _Started(nb, out_nb, parameters, log, proc, timeout_s, sockets=sockets)
 
 
 def _stop(run: _Started) -> None:
@@ -381,6 +384,7 @@ def _stop(run: _Started) -> None:
     except ProcessLookupError:
         pass
     run.proc.wait()
+    shutil.rmtree(run.sockets, ignore_errors=True)  # a killed process cleans nothing up
 
 
 def _finish_notebook(run: _Started, outcome: str, error: str | None = None) -> NotebookRun:
