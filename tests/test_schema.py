@@ -111,3 +111,20 @@ def test_one_million_rows_validate_in_one_vectorised_pass():
     out = validate(frame, "attempts", source_file="big.txt")
     assert len(out.valid) + len(out.rejects) == n
     assert len(out.rejects) == int((frame["attempt"] == 0).sum())
+
+
+def test_blank_text_is_trim_equals_empty_for_every_first_character():
+    """The fast blank test agrees with ``trim(x) = ''`` on strings beginning with each of the first
+    12,289 code points (controls, spaces, NBSP, ideographic space included), alone, padded and
+    followed by text, and on NULL."""
+    import duckdb
+
+    from research.schema import blank_text
+
+    chars = [chr(c) for c in range(1, 0x3001) if not 0xD800 <= c <= 0xDFFF] + ["\u205f", "\ufeff", "\U0001f600"]
+    values = [v for c in chars for v in (c, c + c, c + " ", " " + c, c + "a", c + "  ")] + ["", None, "   ", "a b"]
+    con = duckdb.connect()
+    con.register("v", pd.DataFrame({"x": pd.Series(values, dtype="string")}))
+    diff = con.execute(f"SELECT x FROM v WHERE (trim(x) = '') IS DISTINCT FROM {blank_text('x')}").fetchall()
+    assert diff == []
+    assert con.execute(f"SELECT count(*) FROM v WHERE {blank_text('x')}").fetchall()[0][0] > 3  # it finds blanks
