@@ -42,10 +42,10 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable

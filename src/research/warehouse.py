@@ -375,7 +375,7 @@ class Warehouse:
                 if loaded(hashing.result()):  # its content is in the cohort already: nothing to read
                     return hashing.result(), None
                 raise
-            digest = hashing.result()
+        digest = hashing.result()
         return digest, None if loaded(digest) else result
 
     # -- pseudonym key -----------------------------------------------------------------
@@ -668,8 +668,8 @@ class Warehouse:
 
         Called when the cohort had no KC rows and every attempt of the file was inserted by
         this load: the KC rows it inserted are then exactly those of its KC models on its
-        attempts (``load_rows`` holds the attempts' keys), which :meth:`_remove_loads` deletes
-        by that rule. One row per KC model instead of one per KC row (2 million for a
+        attempts (which ``load_rows`` records by key or as the whole table), and
+        :meth:`_remove_loads` deletes them by that rule. One row per KC model instead of one per KC row (2 million for a
         1-million-row DataShop export).
         """
         self.con.execute(

@@ -659,9 +659,9 @@ class XMLReader:
             pos = end
 
     def _read_to_close(self, src: _Chunks, m: re.Match, close: bytes, name: str) -> int:
-        """Read on until the end tag ``close`` of the element whose start tag ``m`` matched is in
-        ``src.buf``; return where it starts. The file ending first is a DataError."""
-        k = -1
+        """Where the end tag ``close`` of the element whose start tag ``m`` matched starts in
+        ``src.buf``, read on until it is there. The file ending first is a DataError."""
+        k = src.buf.find(close, m.end())
         while k < 0:
             if not src.more():
                 raise DataError(f"{name}: the file ends inside a <{m.group(1).decode()}> that starts at {src.where(m.start())} "
@@ -677,7 +677,6 @@ class XMLReader:
                 self.envelope.pop()
             return m.end()
         close = b"</log_action>"
-        k = src.buf.find(close, m.end())
         head = src.buf[m.end():m.end() + 8].lstrip()
         while len(head) < 3 and src.more():
             head = src.buf[m.end():m.end() + 8].lstrip()
@@ -686,8 +685,7 @@ class XMLReader:
         if head[:3].upper() != b"%3C":  # messages inside: read on, envelope open
             self.envelope.append(envelope)
             return m.end()
-        if k < 0:
-            k = self._read_to_close(src, m, close, name)
+        k = self._read_to_close(src, m, close, name)
         inner = urllib.parse.unquote(src.buf[m.end():k].decode("utf-8", errors="replace").strip()).encode("utf-8")
         self.envelope.append(envelope)
         self.feed(io.BytesIO(inner), f"{name} ({src.where(m.start())}, URL-encoded log_action)")
